@@ -1,0 +1,1 @@
+"""crossscale: cost-aware, cross-scale remote-sensing understanding in JAX/Flax."""

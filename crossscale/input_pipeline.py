@@ -1,0 +1,191 @@
+"""Grain input pipeline over scene-record shards.
+
+train: source -> seeded global shuffle (reshuffled each epoch) -> repeat ->
+       this host's slice -> normalise -> seeded flips/rot90 (LR, HR and masks
+       together) -> fixed-shape batches -> prefetch (threads or processes).
+eval:  source -> this host's slice -> normalise -> batches padded to a fixed
+       shape, with `valid: [B]` marking the real examples.
+
+Every random choice is a function of (seed, element index), so the iterator's
+`get_state()` / `set_state()` resumes exactly, also after a process restart.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from crossscale import records, shards
+
+Batch = dict[str, np.ndarray]
+
+
+class SceneSource:
+  """Random access to a split's scenes as dicts of arrays.
+
+  Read and decode failures are raised as DataError naming the shard file and
+  the record index inside it.
+  """
+
+  def __init__(self, data_dir: str, split: str, fields: Sequence[str],
+               verify: bool = True):
+    self.manifest = shards.load_manifest(data_dir)
+    self.paths = shards.shard_paths(data_dir, self.manifest, split, verify)
+    counts = [s["num_records"] for s in self.manifest.split_info(split)["shards"]]
+    self.starts = np.cumsum([0] + counts).tolist()
+    self.fields = tuple(fields)
+    self._source = None
+
+  def __len__(self) -> int:
+    return self.starts[-1]
+
+  def _locate(self, index: int) -> str:
+    i = bisect.bisect_right(self.starts, index) - 1
+    return f"{self.paths[i]}[record {index - self.starts[i]}]"
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if self._source is None:  # Opened lazily: the source travels to workers.
+      self._source = grain.sources.ArrayRecordDataSource(self.paths)
+    try:
+      data = self._source[index]
+    except Exception as e:  # array_record raises bare RuntimeErrors.
+      raise records.DataError(
+          f"{self._locate(index)}: cannot read the record ({e}). The shard is "
+          "corrupt: rebuild the dataset.") from e
+    arrays = records.decode_arrays(data, self._locate(index))
+    missing = [f for f in self.fields if f not in arrays]
+    if missing:
+      raise records.DataError(
+          f"{self._locate(index)}: the record has no {missing}; it has "
+          f"{sorted(arrays)}. Rebuild with masks, or drop them from "
+          "config.data.fields.")
+    return {f: arrays[f] for f in self.fields}
+
+  def __getstate__(self):
+    return {**self.__dict__, "_source": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalize(grain.transforms.Map):
+  """uint/float pixels -> float32 standardised per band with the manifest's
+  statistics; labels -> float32; masks stay integer."""
+  stats: dict[str, Any]
+
+  def map(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = dict(x)
+    for key in ("lr", "hr"):
+      if key in x:
+        mean = np.asarray(self.stats[key]["mean"], np.float32)
+        std = np.asarray(self.stats[key]["std"], np.float32)
+        out[key] = (x[key].astype(np.float32) - mean) / std
+    if "labels" in x:
+      out["labels"] = x["labels"].astype(np.float32)
+    return out
+
+
+def _spatial_keys(x: dict[str, np.ndarray]) -> list[str]:
+  return [k for k in x if k in ("lr", "hr") or k.startswith("mask_")]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlipRotate(grain.transforms.RandomMap):
+  """Random h/v flips and (square scenes) rot90, applied identically to every
+  spatial array, so LR, HR and masks stay aligned."""
+
+  def random_map(self, x: dict[str, np.ndarray], rng: np.random.Generator):
+    keys = _spatial_keys(x)
+    flip_h, flip_v = rng.integers(0, 2, size=2)
+    square = all(x[k].shape[0] == x[k].shape[1] for k in keys)
+    k_rot = int(rng.integers(0, 4)) if square else 0
+    out = dict(x)
+    for k in keys:
+      a = x[k]
+      if flip_h:
+        a = a[:, ::-1]
+      if flip_v:
+        a = a[::-1]
+      out[k] = np.ascontiguousarray(np.rot90(a, k_rot, axes=(0, 1)))
+    return out
+
+
+def _local_batch_size(global_batch: int, process_count: int) -> int:
+  if global_batch % process_count:
+    raise ValueError(f"batch_size {global_batch} is not divisible by the "
+                     f"{process_count} hosts; set config.batch_size to a "
+                     "multiple of the host count.")
+  return global_batch // process_count
+
+
+def _prefetch(ds: grain.MapDataset, worker_count: int, num_threads: int):
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                            prefetch_buffer_size=8))
+  if worker_count > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return it
+
+
+def train_dataset(data_dir: str, *, batch_size: int, seed: int,
+                  fields: Sequence[str] = ("lr", "labels"),
+                  augment: bool = True, process_index: int = 0,
+                  process_count: int = 1, worker_count: int = 0,
+                  num_threads: int = 4, verify: bool = True,
+                  split: str = "train") -> grain.IterDataset:
+  """Infinite iterator dataset of this host's training batches.
+
+  Each batch is {field: [B_local, ...]} with B_local = batch_size /
+  process_count; `lr: [B, h, w, C_lr]`, `hr: [B, H, W, C_hr]` float32,
+  `labels: [B, num_classes]` float32, `mask_<name>: [B, H, W]`.
+  """
+  source = SceneSource(data_dir, split, fields, verify)
+  stats = source.manifest.band_stats
+  local = _local_batch_size(batch_size, process_count)
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
+  ds = ds[process_index::process_count].map(Normalize(stats))
+  if augment:
+    ds = ds.random_map(FlipRotate())
+  ds = ds.batch(local, drop_remainder=True)
+  return _prefetch(ds, worker_count, num_threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class PadBatch(grain.transforms.Map):
+  """Pads a short last batch to `size` and adds `valid: [B]`."""
+  size: int
+
+  def map(self, batch: Batch) -> Batch:
+    n = len(next(iter(batch.values())))
+    out = {k: np.concatenate([v, np.zeros((self.size - n,) + v.shape[1:],
+                                          v.dtype)]) if n < self.size else v
+           for k, v in batch.items()}
+    out["valid"] = np.arange(self.size) < n
+    return out
+
+
+def eval_dataset(data_dir: str, split: str, *, batch_size: int,
+                 fields: Sequence[str] = ("lr", "labels"),
+                 process_index: int = 0, process_count: int = 1,
+                 num_threads: int = 4, verify: bool = True,
+                 limit: int | None = None) -> grain.IterDataset:
+  """One pass over this host's slice of `split`, in storage order, batches
+  padded to a fixed shape (`valid` marks real examples)."""
+  source = SceneSource(data_dir, split, fields, verify)
+  local = _local_batch_size(batch_size, process_count)
+  ds = grain.MapDataset.source(source)
+  if limit is not None:
+    ds = ds[:limit]
+  # Every host must run the same number of batches: pad hosts equally.
+  per_host = -(-len(ds) // process_count)
+  ds = ds[process_index::process_count]
+  num_batches = -(-per_host // local)
+  ds = ds.map(Normalize(source.manifest.band_stats))
+  ds = ds.batch(local, drop_remainder=False).map(PadBatch(local))
+  if len(ds) < num_batches:  # This host has fewer records than another.
+    empty = {k: np.zeros_like(v) for k, v in ds[0].items()} if len(ds) else None
+    ds = grain.MapDataset.concatenate(
+        [ds, grain.MapDataset.source([empty] * (num_batches - len(ds)))])
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                              prefetch_buffer_size=4))

@@ -1,0 +1,100 @@
+"""Vision Transformer pieces (Flax linen, pure): encoder and classifier.
+
+Shapes: images `[B, h, w, C]` -> tokens `[B, N, D]` with N = (h/p) * (w/p).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def auto_patch_size(size: int, target_side: int = 8) -> int:
+  """The divisor p of `size` whose token grid size/p is closest to
+  `target_side` (ties -> more tokens): 16 -> 2, 50 -> 5, 64 -> 8."""
+  divisors = [p for p in range(1, size + 1) if size % p == 0]
+  return min(divisors, key=lambda p: (abs(size // p - target_side), p))
+
+
+class MlpBlock(nn.Module):
+  mlp_dim: int
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    d = x.shape[-1]
+    x = nn.Dense(self.mlp_dim)(x)
+    x = nn.gelu(x)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(d)(x)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-norm transformer block: x + MHSA(LN(x)); x + MLP(LN(x))."""
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = nn.LayerNorm()(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dropout_rate=self.dropout,
+        deterministic=not train)(y, y)
+    x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
+    y = MlpBlock(self.mlp_dim, self.dropout)(nn.LayerNorm()(x), train)
+    return x + nn.Dropout(self.dropout, deterministic=not train)(y)
+
+
+class Encoder(nn.Module):
+  """Patchify + learned position embedding + transformer blocks.
+
+  `images: [B, h, w, C]` -> `tokens: [B, N, width]` (after a final LayerNorm).
+  `patch_size=0` picks one with `auto_patch_size`.
+  """
+  width: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 256
+  patch_size: int = 0
+  dropout: float = 0.0
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    _, h, w, _ = images.shape
+    p = self.patch_size or auto_patch_size(min(h, w))
+    if h % p or w % p:
+      raise ValueError(f"image {h}x{w} is not divisible by patch_size {p}; "
+                       "set model.patch_size to a divisor (or 0 for auto).")
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
+                name="embed")(images)
+    x = x.reshape(x.shape[0], -1, self.width)             # [B, N, D]
+    pos = self.param("pos_embedding", nn.initializers.normal(0.02),
+                     (1, x.shape[1], self.width))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x + pos)
+    block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else (
+        EncoderBlock)
+    for i in range(self.depth):
+      x = block(self.num_heads, self.mlp_dim, self.dropout,
+                name=f"block{i}")(x, train)
+    return nn.LayerNorm(name="norm")(x)
+
+
+class LRClassifier(nn.Module):
+  """LR-only ViT classifier: the baseline that sees no HR pixel.
+
+  batch["lr"]: `[B, h, w, C_lr]` -> {"logits": `[B, num_classes]`}.
+  """
+  num_classes: int
+  encoder: dict[str, Any]
+
+  @nn.compact
+  def __call__(self, batch, train: bool = False):
+    tokens = Encoder(**self.encoder, name="lr_encoder")(batch["lr"], train)
+    pooled = jnp.mean(tokens, axis=1)                      # [B, D]
+    logits = nn.Dense(self.num_classes, name="head",
+                      kernel_init=nn.initializers.zeros)(pooled)
+    return {"logits": logits, "aux_losses": {}}

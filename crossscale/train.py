@@ -1,0 +1,230 @@
+"""The training loop: one for every model family.
+
+`train_and_evaluate(config, workdir)` builds the mesh, data, model and
+optimizer from the config, resumes from the newest checkpoint in `workdir`
+(state, RNG and data position), trains with a jitted sharded
+`train_step(state, batch, rng) -> (state, metrics)`, evaluates periodically
+and at the end, and returns the final metrics. SIGTERM saves a checkpoint at
+the current step and returns; a non-finite loss stops with the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from crossscale import checkpoint, evaluators, input_pipeline, logging_utils
+from crossscale import metrics as metrics_lib
+from crossscale import models, optim, sharding, shards
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array        # int32 []
+  params: Any
+  opt_state: Any
+  rng: jax.Array         # uint32 [2]: base key; step keys are fold_in(rng, step)
+
+
+def make_model(config, manifest: shards.Manifest):
+  return models.get_model(config.model.name, num_classes=manifest.num_classes,
+                          **{k: v for k, v in config.model.items()
+                             if k != "name"})
+
+
+def example_batch(manifest: shards.Manifest, fields, batch_size: int):
+  """Zeros shaped like one global batch (for init and lowering)."""
+  shapes = {"lr": manifest.lr_shape, "hr": manifest.hr_shape,
+            "labels": [manifest.num_classes]}
+  out = {}
+  for f in fields:
+    if f.startswith("mask_"):
+      out[f] = jnp.zeros([batch_size] + manifest.hr_shape[:2], jnp.uint8)
+    else:
+      out[f] = jnp.zeros([batch_size] + list(shapes[f]), jnp.float32)
+  return out
+
+
+def make_train_step(model, tx: optax.GradientTransformation, task: str,
+                    aux_weights: dict[str, float]) -> Callable:
+  """Pure `train_step(state, batch, rng) -> (state, metrics)`."""
+
+  def train_step(state: TrainState, batch, rng):
+    def loss_fn(params):
+      out = model.apply({"params": params}, batch, train=True,
+                        rngs={"dropout": rng})
+      task_l = metrics_lib.task_loss(out["logits"], batch["labels"], task)
+      aux = {k: v * aux_weights.get(k, 1.0)
+             for k, v in out["aux_losses"].items()}
+      return task_l + sum(aux.values()), (task_l, aux, out["logits"])
+
+    (loss, (task_l, aux, logits)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    m = {"loss": loss, "task_loss": task_l, "grad_norm": optax.global_norm(grads),
+         **{f"aux_{k}": v for k, v in aux.items()}}
+    if task == "single_label":
+      m["accuracy"] = metrics_lib.correct(logits, batch["labels"]).mean()
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state)
+    return new_state, m
+
+  return train_step
+
+
+def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
+  """Initialises the state directly into its shardings (nothing is
+  materialised on one device first). Returns (state, state_shardings)."""
+
+  def init(rng):
+    params_rng, state_rng = jax.random.split(rng)
+    params = model.init({"params": params_rng}, batch, train=False)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), rng=state_rng)
+
+  abstract = jax.eval_shape(init, jax.random.key_data(
+      jax.random.key(config.seed)))
+  # Parameters are replicated over the data axes (model axes come later).
+  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+  state = jax.jit(init, out_shardings=shardings)(
+      jax.random.key_data(jax.random.key(config.seed)))
+  return state, shardings
+
+
+def _eval_all(evals, params, step, writer) -> dict[str, dict[str, float]]:
+  results = {}
+  for name, ev in evals.items():
+    res = ev.run(params)
+    writer.write(step, name, res)
+    results[name] = res
+    if jax.process_index() == 0:
+      print(f"eval {name} @ step {step}: " + " ".join(
+          f"{k}={v:.4f}" for k, v in res.items()), flush=True)
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints)."""
+  os.makedirs(workdir, exist_ok=True)
+  data_dir = config.data.path
+  manifest = shards.load_manifest(data_dir)
+  mesh = sharding.make_mesh(config.mesh)
+  if config.batch_size % sharding.data_parallel_size(mesh):
+    raise ValueError(f"config.batch_size={config.batch_size} must divide by "
+                     f"the data-parallel size {sharding.data_parallel_size(mesh)}")
+  fields = tuple(config.data.fields)
+  model = make_model(config, manifest)
+  tx = optim.make_optimizer(config.optim, config.total_steps)
+  batch0 = example_batch(manifest, fields, config.batch_size)
+  state, state_sh = init_state(config, model, tx, batch0, mesh)
+  if jax.process_index() == 0:
+    n = sum(x.size for x in jax.tree.leaves(state.params))
+    print(f"model {config.model.name}: {n:,} parameters; mesh "
+          f"{dict(mesh.shape)}; dataset {manifest.name} ({data_dir})",
+          flush=True)
+
+  train_ds = input_pipeline.train_dataset(
+      data_dir, batch_size=config.batch_size, seed=config.seed, fields=fields,
+      augment=config.data.augment, process_index=jax.process_index(),
+      process_count=jax.process_count(), worker_count=config.data.worker_count,
+      num_threads=config.data.num_threads, verify=config.data.verify)
+  train_iter = iter(train_ds)
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 config.checkpoint.every,
+                                 config.checkpoint.keep)
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(
+        checkpoint.abstract_with_shardings(state, state_sh))
+    train_iter.set_state(data_state)
+    if jax.process_index() == 0:
+      print(f"resumed from {ckpt.directory} at step {int(state.step)}",
+            flush=True)
+
+  step_fn = jax.jit(
+      make_train_step(model, tx, config.task, dict(config.get("aux_weights", {}))),
+      in_shardings=(state_sh, sharding.batch_sharding(mesh),
+                    sharding.replicated(mesh)),
+      out_shardings=(state_sh, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+
+  evals = {name: evaluators.get_evaluator(
+      ev.type, model, data_dir=data_dir, split=ev.split,
+      batch_size=ev.get("batch_size", config.batch_size), task=config.task,
+      mesh=mesh, fields=fields, limit=ev.get("limit"))
+           for name, ev in config.evals.items()}
+  writer = logging_utils.MetricWriter(workdir)
+  start = int(state.step)
+  progress = logging_utils.Progress(config.total_steps, start)
+
+  preempted = []
+  prev_handler = signal.signal(signal.SIGTERM,
+                               lambda *_: preempted.append(True))
+  base_rng = jax.device_get(state.rng)
+  pending = None  # (step, metrics) of the step before: checked one step late
+  try:
+    for step in range(start + 1, config.total_steps + 1):
+      batch = sharding.put_batch(next(train_iter), mesh)
+      rng = jax.random.fold_in(base_rng, step)
+      state, m = step_fn(state, batch, rng)
+      if pending is not None:
+        _check_finite(*pending)
+      pending = (step, m)
+      ckpt.save(step, state, train_iter.get_state())
+      if step % config.log_every == 0 or step == config.total_steps:
+        scalars = {k: float(v) for k, v in jax.device_get(m).items()}
+        scalars["steps_per_sec"] = progress.update(step, scalars)
+        writer.write(step, "train", scalars)
+      if step % config.eval_every == 0 and step < config.total_steps:
+        _eval_all(evals, state.params, step, writer)
+      if preempted:
+        ckpt.save(step, state, train_iter.get_state(), force=True)
+        ckpt.wait()
+        print(f"SIGTERM: saved step {step} to {ckpt.directory}; relaunch "
+              "the same command to resume.", flush=True)
+        return {"preempted_at": step}
+    if pending is not None:
+      _check_finite(*pending)
+    final = _eval_all(evals, state.params, config.total_steps, writer)
+    if config.get("final_eval_split"):
+      ev = evaluators.get_evaluator(
+          "classification", model, data_dir=data_dir,
+          split=config.final_eval_split, batch_size=config.batch_size,
+          task=config.task, mesh=mesh, fields=fields)
+      final["final"] = ev.run(state.params)
+      writer.write(config.total_steps, f"final_{config.final_eval_split}",
+                   final["final"])
+      if jax.process_index() == 0:
+        print(f"final eval ({config.final_eval_split}): " + " ".join(
+            f"{k}={v:.4f}" for k, v in final["final"].items()), flush=True)
+    final["steps_per_sec"] = progress.steps_per_sec(config.total_steps)
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+        json.dump(final, f, indent=1)
+    if ckpt.latest_step() != config.total_steps:
+      ckpt.save(config.total_steps, state, train_iter.get_state(), force=True)
+    return final
+  finally:
+    signal.signal(signal.SIGTERM, prev_handler)
+    ckpt.close()
+    writer.close()
+
+
+def _check_finite(step: int, m) -> None:
+  loss = float(m["loss"])
+  if not np.isfinite(loss):
+    raise FloatingPointError(
+        f"loss is {loss} at step {step}: training stopped. Check the data "
+        "(non-finite pixels pass the builders' checks only if validation was "
+        "bypassed) or lower config.optim.lr; resume from the last checkpoint.")

@@ -1,0 +1,1 @@
+"""Dataset builders and data tools; each runs as `python -m data.<tool>`."""

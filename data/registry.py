@@ -1,0 +1,67 @@
+"""Datasets by name: the one place that maps `config.dataset` to records.
+
+`config.dataset` is either a path to a records directory (one with a
+manifest.json, written by any builder in data/) or a registered name, built on
+first use under `config.data_root`:
+  toyworld  procedural default (data/toyworld.py), from `config.toyworld`
+  rsscn7    the real RSSCN7 scenes in ../shared/data/rsscn7 (data/image_folder.py),
+            LR 8x coarser than HR, a 10x10 HR grid
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from crossscale import records, shards
+from data import common
+
+
+def default_root() -> str:
+  return os.environ.get("CROSSSCALE_DATA",
+                        os.path.expanduser("~/.cache/crossscale/datasets"))
+
+
+def _build_toyworld(out: str, opts: dict) -> None:
+  from data import toyworld  # pylint: disable=g-import-not-at-top
+  counts = {k: opts.pop(k) for k in ("num_train", "num_val", "num_test")
+            if k in opts}
+  seed = opts.pop("seed", 0)
+  cfg = toyworld.ToyworldConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in opts.items()})
+  toyworld.build(out, cfg, seed=seed, **counts)
+
+
+def _build_rsscn7(out: str, opts: dict) -> None:
+  from data import image_folder  # pylint: disable=g-import-not-at-top
+  src = os.path.join(common.SHARED_DATA, "rsscn7")
+  if not os.path.isdir(src):
+    raise records.DataError(
+        f"RSSCN7 not found at {src}: set CROSSSCALE_SHARED_DATA to the folder "
+        "holding rsscn7/, or build it yourself with `python -m "
+        "data.image_folder --src .../rsscn7 --out DIR` and pass DIR.")
+  image_folder.build(src, out, name="rsscn7", **opts)
+
+
+_BUILDERS = {"toyworld": _build_toyworld, "rsscn7": _build_rsscn7}
+_DEFAULTS = {"rsscn7": {"scale": 8, "grid": 10}}
+
+
+def resolve(dataset: str, root: str | None = None,
+            options: dict | None = None) -> str:
+  """Records directory for `dataset`, building a named one if needed.
+
+  A named dataset's directory name carries a hash of its options, so changing
+  the options builds a new copy instead of reusing a stale one.
+  """
+  if dataset not in _BUILDERS:
+    shards.load_manifest(dataset)  # Clear error if it is not a dataset dir.
+    return dataset
+  opts = {**_DEFAULTS.get(dataset, {}), **dict(options or {})}
+  tag = hashlib.sha1(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:8]
+  out = os.path.join(root or default_root(), f"{dataset}-{tag}")
+  if not os.path.exists(os.path.join(out, shards.MANIFEST)):
+    print(f"building dataset {dataset!r} into {out} ...", flush=True)
+    _BUILDERS[dataset](out, dict(opts))
+  return out

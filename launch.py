@@ -1,0 +1,61 @@
+r"""Runs an experiment config: the single entry point for every model family.
+
+  python launch.py --config experiments/configs/lr_vit.py --workdir runs/lr_vit
+  python launch.py --config experiments/configs/lr_vit.py:runlocal \
+      --workdir /tmp/smoke --config.total_steps=50 --dataset rsscn7
+
+Relaunching the same command resumes from the newest checkpoint in --workdir.
+On a multi-host cluster (TPU pod slices, SLURM, or JAX_COORDINATOR_ADDRESS
+set) it calls jax.distributed.initialize() first; run the same command on
+every host.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
+                                lock_config=False)
+flags.DEFINE_string("workdir", None, "where checkpoints and metrics go")
+flags.DEFINE_string("dataset", None,
+                    "shorthand for --config.dataset: a registered name "
+                    "(toyworld, rsscn7) or a records directory")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def _is_multihost() -> bool:
+  """True in a multi-process environment jax.distributed can discover."""
+  env = os.environ
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  if int(env.get("SLURM_NTASKS", "1")) > 1:
+    return True
+  if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+    return True
+  return "," in env.get("TPU_WORKER_HOSTNAMES", "")
+
+
+def main(argv):
+  del argv
+  if not FLAGS.is_parsed() or FLAGS["verbosity"].using_default_value:
+    logging.set_verbosity(logging.WARNING)  # orbax/absl INFO lines are noise.
+  import jax  # pylint: disable=g-import-not-at-top
+  if _is_multihost():
+    jax.distributed.initialize()
+  from crossscale import train  # pylint: disable=g-import-not-at-top
+  from data import registry  # pylint: disable=g-import-not-at-top
+
+  config = FLAGS.config
+  if FLAGS.dataset:
+    config.dataset = FLAGS.dataset
+  options = (config.toyworld.to_dict()
+             if config.dataset == "toyworld" else None)
+  config.data.path = registry.resolve(config.dataset,
+                                      config.data_root or None, options)
+  train.train_and_evaluate(config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
