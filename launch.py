@@ -10,7 +10,9 @@ set) it calls jax.distributed.initialize() first; run the same command on
 every host.
 """
 
+import logging as std_logging
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -39,8 +41,10 @@ def _is_multihost() -> bool:
 
 def main(argv):
   del argv
-  if not FLAGS.is_parsed() or FLAGS["verbosity"].using_default_value:
-    logging.set_verbosity(logging.WARNING)  # orbax/absl INFO lines are noise.
+  if not any(a.startswith(("-v", "--v")) for a in sys.argv[1:]):
+    # orbax/jax INFO lines (python loggers under absl's handler) are noise.
+    logging.set_verbosity("warning")
+    std_logging.getLogger().setLevel(std_logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   if _is_multihost():
     jax.distributed.initialize()

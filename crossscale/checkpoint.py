@@ -32,7 +32,10 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict | None,
            force: bool = False) -> bool:
-    """Saves if `step` is on the interval (or `force`); returns whether."""
+    """Saves if `step` is on the interval (or `force`); returns whether.
+    A step that is already saved is not saved again."""
+    if step == self.latest_step():
+      return False
     return self._mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {})), force=force)

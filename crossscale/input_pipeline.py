@@ -17,6 +17,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import grain
+from absl import flags
 import numpy as np
 
 from crossscale import records, shards
@@ -124,6 +125,10 @@ def _prefetch(ds: grain.MapDataset, worker_count: int, num_threads: int):
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                             prefetch_buffer_size=8))
   if worker_count > 0:
+    # Grain's worker processes read absl flags; notebooks/tests never parse
+    # them (launch.py does), so mark them parsed with their defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
 

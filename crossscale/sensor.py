@@ -51,11 +51,15 @@ def degrade(hr: np.ndarray, scale: int, rng: np.random.Generator,
   """Simulates an LR acquisition of `hr: [H, W, C]` -> `[H/s, W/s, C]`.
 
   Keeps `hr`'s dtype: integer images are rounded and clipped to their dtype
-  range, so a uint8 HR gives a uint8 LR.
+  range, so a uint8 HR gives a uint8 LR. `noise_std` is relative to
+  `data_range`: by default 255 for uint8 and the image's own value range
+  otherwise (a 12-bit sensor in uint16 must not get noise scaled to 65535).
   """
   if data_range is None:
-    data_range = (float(np.iinfo(hr.dtype).max)
-                  if np.issubdtype(hr.dtype, np.integer) else 1.0)
+    if hr.dtype == np.uint8:
+      data_range = 255.0
+    else:
+      data_range = float(np.max(hr)) - float(np.min(hr)) or 1.0
   x = area_downsample(blur(hr, psf_sigma * scale), scale)
   if noise_std > 0:
     x = x + rng.normal(0.0, noise_std * data_range, size=x.shape)

@@ -71,7 +71,7 @@ def make_train_step(model, tx: optax.GradientTransformation, task: str,
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    m = {"loss": loss, "task_loss": task_l, "grad_norm": optax.global_norm(grads),
+    m = {"loss": loss, "task_loss": task_l, "grad_norm": optax.tree.norm(grads),
          **{f"aux_{k}": v for k, v in aux.items()}}
     if task == "single_label":
       m["accuracy"] = metrics_lib.correct(logits, batch["labels"]).mean()
@@ -80,6 +80,17 @@ def make_train_step(model, tx: optax.GradientTransformation, task: str,
     return new_state, m
 
   return train_step
+
+
+def jit_train_step(config, model, tx, mesh, state_sh) -> Callable:
+  """The train step jitted once with explicit shardings; the state is donated."""
+  return jax.jit(
+      make_train_step(model, tx, config.task,
+                      dict(config.get("aux_weights", {}))),
+      in_shardings=(state_sh, sharding.batch_sharding(mesh),
+                    sharding.replicated(mesh)),
+      out_shardings=(state_sh, sharding.replicated(mesh)),
+      donate_argnums=(0,))
 
 
 def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
@@ -152,12 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       print(f"resumed from {ckpt.directory} at step {int(state.step)}",
             flush=True)
 
-  step_fn = jax.jit(
-      make_train_step(model, tx, config.task, dict(config.get("aux_weights", {}))),
-      in_shardings=(state_sh, sharding.batch_sharding(mesh),
-                    sharding.replicated(mesh)),
-      out_shardings=(state_sh, sharding.replicated(mesh)),
-      donate_argnums=(0,))
+  step_fn = jit_train_step(config, model, tx, mesh, state_sh)
 
   evals = {name: evaluators.get_evaluator(
       ev.type, model, data_dir=data_dir, split=ev.split,
@@ -212,8 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
         json.dump(final, f, indent=1)
-    if ckpt.latest_step() != config.total_steps:
-      ckpt.save(config.total_steps, state, train_iter.get_state(), force=True)
+    ckpt.save(config.total_steps, state, train_iter.get_state(), force=True)
     return final
   finally:
     signal.signal(signal.SIGTERM, prev_handler)

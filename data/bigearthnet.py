@@ -102,7 +102,8 @@ LABELS_43 = (
     "Sea and ocean",
 )
 
-# The 19-class nomenclature (Sumbul et al. 2021, BigEarthNet label_indices.json).
+# The 19-class nomenclature (Sumbul et al. 2021; BigEarthNet's
+# label_indices.json "BigEarthNet-19_labels").
 LABELS_19 = (
     "Urban fabric",
     "Industrial or commercial units",

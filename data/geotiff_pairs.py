@@ -295,15 +295,15 @@ def tile_windows(transform, shape: tuple[int, int], box: Sequence[float],
   """Non-overlapping scene_px windows of the HR pixel grid inside `box`.
 
   Args:
-    transform: the HR affine transform (north-up).
+    transform: the HR affine transform (north-up: no rotation, e < 0).
     shape: HR (height, width) in pixels.
     box: (minx, miny, maxx, maxy) in HR CRS coordinates.
   Returns:
     [(row, col, Window)] in row-major order; rows/cols are window indices.
   """
-  inv = ~transform
-  c0, r0 = inv * (box[0], box[3])
-  c1, r1 = inv * (box[2], box[1])
+  t = transform
+  c0, r0 = (box[0] - t.c) / t.a, (box[3] - t.f) / t.e
+  c1, r1 = (box[2] - t.c) / t.a, (box[1] - t.f) / t.e
   eps = 1e-6
   r0, c0 = max(0, math.ceil(r0 - eps)), max(0, math.ceil(c0 - eps))
   r1 = min(shape[0], math.floor(r1 + eps))
@@ -312,6 +312,21 @@ def tile_windows(transform, shape: tuple[int, int], box: Sequence[float],
   return [(i, j, windows.Window(c0 + j * scene_px, r0 + i * scene_px,
                                 scene_px, scene_px))
           for i in range(n_rows) for j in range(n_cols)]
+
+
+def window_transform(window: windows.Window, transform) -> rasterio.Affine:
+  """Affine transform of `window` on a north-up grid."""
+  t = transform
+  return rasterio.Affine(t.a, 0.0, t.c + window.col_off * t.a,
+                         0.0, t.e, t.f + window.row_off * t.e)
+
+
+def window_bounds(window: windows.Window, transform
+                  ) -> tuple[float, float, float, float]:
+  """(minx, miny, maxx, maxy) of `window` on a north-up grid."""
+  t = window_transform(window, transform)
+  return (float(t.c), float(t.f + window.height * t.e),
+          float(t.c + window.width * t.a), float(t.f))
 
 
 def _nodata_mask(a: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -389,12 +404,14 @@ def landsat_time(path: str) -> str | None:
     if not f.upper().endswith("_MTL.TXT"):
       continue
     if stem.upper().startswith(f[:-len("_MTL.txt")].upper()):
-      with open(os.path.join(folder, f), encoding="utf-8", errors="replace") as fh:
+      mtl = os.path.join(folder, f)
+      with open(mtl, encoding="utf-8", errors="replace") as fh:
         text = fh.read()
       date = re.search(r"DATE_ACQUIRED\s*=\s*\"?(\d{4}-\d\d-\d\d)", text)
       if not date:
         return None
-      t = re.search(r"SCENE_CENTER_TIME\s*=\s*\"?(\d\d:\d\d:\d\d)(\.\d+)?", text)
+      t = re.search(r"SCENE_CENTER_TIME\s*=\s*\"?(\d\d:\d\d:\d\d)(\.\d+)?",
+                    text)
       if not t:
         return date.group(1)
       frac = (t.group(2) or "")[:7]
@@ -409,7 +426,8 @@ def side_time(side: Side | None, explicit: str | None, flag: str) -> str | None:
   return landsat_time(side.paths[0]) if side is not None else None
 
 
-def _window_scene(hr: Side, lr: Side | None, masks: Mapping[str, tuple[str, Any]],
+def _window_scene(hr: Side, lr: Side | None,
+                  masks: Mapping[str, tuple[str, Any]],
                   window: windows.Window, scale: int, scene_px: int,
                   max_nodata_frac: float, rng: np.random.Generator,
                   degrade_kw: Mapping[str, float]) -> dict[str, Any] | None:
@@ -417,7 +435,7 @@ def _window_scene(hr: Side, lr: Side | None, masks: Mapping[str, tuple[str, Any]
   hr_img, hr_bad = read_hr(hr, window)
   if hr_bad.mean() > max_nodata_frac:
     return None
-  win_t = windows.transform(window, hr.transform)
+  win_t = window_transform(window, hr.transform)
   hr_img = hr_img.copy()
   hr_img[hr_bad] = 0
   hr_img = cast(hr_img, out_dtype(hr.dtype))
@@ -434,7 +452,7 @@ def _window_scene(hr: Side, lr: Side | None, masks: Mapping[str, tuple[str, Any]
   out_masks = {name: warp_mask(path, ds, win_t, hr.crs, scene_px)
                for name, (path, ds) in masks.items()}
   return {"hr": hr_img, "lr": lr_img, "masks": out_masks,
-          "bounds": tuple(float(v) for v in windows.bounds(window, hr.transform))}
+          "bounds": window_bounds(window, hr.transform)}
 
 
 def build(out_dir: str, hr_paths: Sequence[str],
@@ -532,7 +550,8 @@ def build(out_dir: str, hr_paths: Sequence[str],
           lr_time=times[1])
 
   builder = {
-      "builder": "geotiff_pairs", "hr_paths": [os.path.abspath(p) for p in hr_paths],
+      "builder": "geotiff_pairs",
+      "hr_paths": [os.path.abspath(p) for p in hr_paths],
       "lr_paths": [os.path.abspath(p) for p in lr_paths] if lr_paths else None,
       "lr_source": "raster" if lr_paths else "sensor.degrade",
       "mask_paths": {k: os.path.abspath(v) for k, v in mask_paths.items()},

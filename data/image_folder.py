@@ -20,7 +20,7 @@ Each image becomes one scene:
   id: "<class>/<filename stem>".
 
 Pixels: jpg/png are read with PIL and converted to 8-bit RGB (palette,
-grayscale and alpha images included; bands R, G, B). 16-bit / float PIL images
+grayscale and alpha images included; alpha is dropped; bands R, G, B). 16-bit / float PIL images
 (modes I, I;16, F) keep their dtype as one band "B1". tif/tiff are read with
 rasterio and keep their dtype and all bands: a 3-band uint8 tif with RGB
 colour interpretation gets bands R, G, B, a palette tif is expanded to RGB,
@@ -60,8 +60,9 @@ _PIL_SCALAR_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 def list_classes(src_dir: str) -> list[str]:
   """Sorted class sub-folder names of `src_dir` (hidden folders skipped)."""
   if not os.path.isdir(src_dir):
-    raise records.DataError(f"{src_dir} is not a directory: pass --src a "
-                            "folder holding one sub-folder of images per class.")
+    raise records.DataError(
+        f"{src_dir} is not a directory: pass --src a folder holding one "
+        "sub-folder of images per class.")
   names = sorted(d for d in os.listdir(src_dir)
                  if not d.startswith(".")
                  and os.path.isdir(os.path.join(src_dir, d)))
@@ -125,7 +126,7 @@ def _read_pil(path: str) -> tuple[np.ndarray, tuple[str, ...]]:
 def _read_tiff(path: str) -> tuple[np.ndarray, tuple[str, ...]]:
   """Any-band tif via rasterio -> `[H, W, C]` in its own dtype."""
   import rasterio  # pylint: disable=import-outside-toplevel
-  from rasterio.enums import ColorInterp  # pylint: disable=import-outside-toplevel
+  ColorInterp = rasterio.enums.ColorInterp  # pylint: disable=invalid-name
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
     with rasterio.open(path) as src:
@@ -198,7 +199,8 @@ def check_hr_size(H: int, W: int, scale: int, grid: int, where: str) -> None:
           "--scale/--grid.")
 
 
-def load_hr(path: str, hr_size: int | None) -> tuple[np.ndarray, tuple[str, ...]]:
+def load_hr(path: str, hr_size: int | None
+            ) -> tuple[np.ndarray, tuple[str, ...]]:
   """The HR image of one file: `[H, W, C]`, resized when `hr_size` is set."""
   img, bands = read_image(path)
   if hr_size is not None:
@@ -226,8 +228,8 @@ def make_scenes(items: Sequence[tuple[str, int]], splits: Sequence[str],
       check_hr_size(hr.shape[0], hr.shape[1], scale, grid, path)
     elif hr.shape[:2] != first[1]:
       raise records.DataError(
-          f"{path} is {hr.shape[1]}x{hr.shape[0]} but {first[0]} is "
-          f"{first[1][1]}x{first[1][0]}: images differ in size. Pass "
+          f"{path} is {hr.shape[0]}x{hr.shape[1]} (HxW) but {first[0]} is "
+          f"{first[1][0]}x{first[1][1]}: images differ in size. Pass "
           "--hr_size N to resize every image to N x N.")
     rng = np.random.default_rng([seed, index])
     lr = sensor.degrade(hr, scale, rng, psf_sigma=psf_sigma,

@@ -44,6 +44,13 @@ def _build_rsscn7(out: str, opts: dict) -> None:
   image_folder.build(src, out, name="rsscn7", **opts)
 
 
+def _version(dataset: str) -> int:
+  if dataset == "toyworld":
+    from data import toyworld  # pylint: disable=g-import-not-at-top
+    return toyworld.GENERATOR_VERSION
+  return 1
+
+
 _BUILDERS = {"toyworld": _build_toyworld, "rsscn7": _build_rsscn7}
 _DEFAULTS = {"rsscn7": {"scale": 8, "grid": 10}}
 
@@ -59,7 +66,8 @@ def resolve(dataset: str, root: str | None = None,
     shards.load_manifest(dataset)  # Clear error if it is not a dataset dir.
     return dataset
   opts = {**_DEFAULTS.get(dataset, {}), **dict(options or {})}
-  tag = hashlib.sha1(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:8]
+  key = {"options": opts, "version": _version(dataset)}
+  tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
   out = os.path.join(root or default_root(), f"{dataset}-{tag}")
   if not os.path.exists(os.path.join(out, shards.MANIFEST)):
     print(f"building dataset {dataset!r} into {out} ...", flush=True)

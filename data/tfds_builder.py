@@ -26,7 +26,7 @@ shuffling at write time is disabled):
   labels: Tensor `[num_classes]` uint8 multi-hot.
   id:     Text; read back as `bytes` (UTF-8), not `str`: `ex["id"].decode()`.
   text:   Text; "" when the scene has none (b"" when read).
-  mask_<name>: Tensor `[H, W]`, one per mask in the manifest.
+  mask_<name>: Tensor `[H, W, ...]`, one per mask in the manifest.
 Dataset-level facts (class names, bands, GSDs, grid, band statistics, the
 manifest's name/creation time/builder settings) are in `info.metadata`.
 Per-scene geo metadata (crs, bounds, acquisition times) is not carried: read
@@ -46,14 +46,15 @@ no TensorFlow installed):
     `importlib_resources` package, which tensorflow-datasets 4.9.10 imports
     (in `DatasetBuilder.code_path`) but does not declare as a dependency;
     `CrossscaleScenes.code_path` is overridden so it is not needed.
-  - Reading `Text` features yields bytes, because decoding to `str` is a
-    TensorFlow string op TFDS skips without TensorFlow.
+  - `Text` features are read back as UTF-8 `bytes` (as on every TFDS NumPy
+    path), not `str`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import shutil
 import sys
@@ -84,6 +85,7 @@ class CrossscaleScenesConfig(tfds.core.BuilderConfig):
 
 def config_for(records_dir: str) -> CrossscaleScenesConfig:
   """The builder config for a records directory (reads its manifest)."""
+  records_dir = os.path.abspath(records_dir)
   m = shards.load_manifest(records_dir)
   return CrossscaleScenesConfig(
       name=config_name(m.name), version=VERSION,
@@ -101,19 +103,24 @@ def _native_array(a: np.ndarray) -> np.ndarray:
   return a.astype(a.dtype.newbyteorder("="), copy=False)
 
 
-def mask_dtypes(records_dir: str, m: shards.Manifest) -> dict[str, np.dtype]:
-  """Dtypes of the masks (the manifest has names only: reads one record)."""
+def mask_specs(records_dir: str, m: shards.Manifest
+               ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """Shape `[H, W, ...]` and dtype of each mask.
+
+  The manifest lists mask names only, so this reads the first record.
+  """
   if not m.mask_names:
     return {}
   scene = next(shards.iter_scenes(records_dir, next(iter(m.splits)),
                                   verify=False))
-  return {k: scene.masks[k].dtype.newbyteorder("=") for k in m.mask_names}
+  return {k: (scene.masks[k].shape, scene.masks[k].dtype.newbyteorder("="))
+          for k in m.mask_names}
 
 
 def features_for(m: shards.Manifest,
-                 masks: dict[str, np.dtype]) -> tfds.features.FeaturesDict:
-  """TFDS features of one scene of manifest `m`."""
-  H, W = m.hr_shape[:2]
+                 masks: dict[str, tuple[tuple[int, ...], np.dtype]]
+                 ) -> tfds.features.FeaturesDict:
+  """TFDS features of one scene of manifest `m`; `masks` from mask_specs."""
   spec = {
       "lr": tfds.features.Tensor(shape=tuple(m.lr_shape),
                                  dtype=_native(m.dtypes["lr"])),
@@ -123,8 +130,8 @@ def features_for(m: shards.Manifest,
       "id": tfds.features.Text(),
       "text": tfds.features.Text(),
   }
-  for k, dt in masks.items():
-    spec[f"mask_{k}"] = tfds.features.Tensor(shape=(H, W), dtype=dt)
+  for k, (shape, dt) in masks.items():
+    spec[f"mask_{k}"] = tfds.features.Tensor(shape=tuple(shape), dtype=dt)
   return tfds.features.FeaturesDict(spec)
 
 
@@ -189,7 +196,7 @@ class CrossscaleScenes(tfds.core.GeneratorBasedBuilder):
         builder=self,
         description=f"crossscale scene records {m.name!r}: LR/HR pairs with "
                     "multi-hot labels.",
-        features=features_for(m, mask_dtypes(rdir, m)),
+        features=features_for(m, mask_specs(rdir, m)),
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(metadata_for(m)))
 

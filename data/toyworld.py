@@ -6,7 +6,10 @@ square, X, bars, dots: 6x6 HR pixels each), so the label is resolvable only
 at HR; at LR (4x coarser after a sensor PSF) every object is a ~2-pixel blob
 whose brightness varies with the shape's area, a weak cue. Objects occupy a
 few of the G x G tiles and same-looking-at-LR distractor blobs occupy others,
-so choosing which HR tiles to look at matters.
+so choosing which HR tiles to look at matters. As in real imagery, the LR
+context is informative but not decisive: with probability `context_strength`
+the terrain takes its class's characteristic tint (else a random one), so an
+LR-only model can beat chance but not reach what HR tiles allow.
 
 Run: python -m data.toyworld --out /tmp/toyworld [--num_train 4000 ...]
 """
@@ -39,6 +42,9 @@ def _shape_masks() -> dict[str, np.ndarray]:
   return m
 
 
+# Bump when the generator's output changes, so cached builds are redone.
+GENERATOR_VERSION = 2
+
 SHAPES = _shape_masks()
 # A filled disc: looks like any object at LR, belongs to no class.
 _yy, _xx = np.mgrid[:6, :6]
@@ -58,15 +64,24 @@ class ToyworldConfig:
   psf_sigma: float = 0.5     # in LR pixels (sensor.degrade).
   noise_std: float = 0.01
   hr_gsd: float = 1.0
+  context_strength: float = 0.5  # P(terrain tint = the class's tint).
 
 
-def _terrain(rng: np.random.Generator, size: int, nbands: int) -> np.ndarray:
-  """Smooth random field `[size, size, C]` in [0.15, 0.65] with fine texture."""
-  coarse = rng.uniform(0.0, 1.0, (5, 5, nbands))
+def class_tints(num_classes: int, nbands: int) -> np.ndarray:
+  """`[num_classes, C]` fixed per-class terrain tints in [0, 1]."""
+  return np.random.default_rng(1234).uniform(0.0, 1.0, (num_classes, nbands))
+
+
+def _terrain(rng: np.random.Generator, size: int, tint: np.ndarray) -> np.ndarray:
+  """Smooth random field `[size, size, C]` in [0.15, 0.65] around `tint: [C]`,
+  with fine texture."""
+  nbands = len(tint)
+  coarse = 0.5 * rng.uniform(0.0, 1.0, (5, 5, nbands)) + 0.5 * tint
   up = np.kron(coarse, np.ones((size // 4 + 1, size // 4 + 1, 1)))[
       :size, :size]
   field = sensor.blur(up, size / 10.0)
-  field = 0.15 + 0.4 * (field - field.min()) / (np.ptp(field) + 1e-9)
+  lo, hi = field.min((0, 1)), field.max((0, 1))  # keep the tint's hue
+  field = 0.15 + 0.5 * (field - lo.min()) / (hi.max() - lo.min() + 1e-9)
   return field + rng.normal(0.0, 0.02, field.shape)
 
 
@@ -79,13 +94,15 @@ def make_scene(cfg: ToyworldConfig, rng: np.random.Generator, scene_id: str,
     raise ValueError(f"toyworld tiles are {tile} px; objects need >= 7 px: "
                      "lower grid or raise hr_size.")
   nb, nc = len(cfg.bands), len(cfg.classes)
-  hr = _terrain(rng, size, nb)
   objects = np.zeros((size, size), np.uint8)  # class id + 1 per pixel
   labels = np.zeros(nc, np.uint8)
   if cfg.multi_label:
     present = rng.choice(nc, size=rng.integers(1, 4), replace=False)
   else:
     present = rng.choice(nc, size=1)
+  tint = (class_tints(nc, nb)[present[0]]
+          if rng.uniform() < cfg.context_strength else rng.uniform(0, 1, nb))
+  hr = _terrain(rng, size, tint)
   n_obj = [int(rng.integers(1, cfg.max_objects + 1)) for _ in present]
   n_dis = int(rng.integers(0, cfg.max_distractors + 1))
   tiles = rng.choice(G * G, size=sum(n_obj) + n_dis, replace=False)
@@ -131,7 +148,8 @@ def build(out_dir: str, cfg: ToyworldConfig = ToyworldConfig(), *,
   return shards.write_dataset(
       out_dir, name, generate(cfg, counts, seed), cfg.classes,
       records_per_shard=records_per_shard, expected_per_split=counts,
-      builder={"builder": "toyworld", "seed": seed, "counts": counts,
+      builder={"builder": "toyworld", "version": GENERATOR_VERSION,
+               "seed": seed, "counts": counts,
                "config": dataclasses.asdict(cfg)})
 
 

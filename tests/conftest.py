@@ -5,6 +5,10 @@ import sys
 
 import pytest
 
+# 8 fake CPU devices so sharding is tested for real (.ci/run sets it too).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
@@ -19,3 +23,13 @@ def shared_data():
     pytest.skip(f"real imagery not found at {common.SHARED_DATA} "
                 "(set CROSSSCALE_SHARED_DATA)")
   return common.SHARED_DATA
+
+
+
+@pytest.fixture(scope="session")
+def toyworld_small(tmp_path_factory):
+  """A small toyworld records dir (the runlocal config's sizes)."""
+  from data import toyworld
+  d = str(tmp_path_factory.mktemp("toyworld"))
+  toyworld.build(d, num_train=256, num_val=64, num_test=64, seed=0)
+  return d

@@ -1,4 +1,4 @@
-"""data.image_folder: class folders of images -> records (RSSCN7 + synthetic)."""
+"""data.image_folder: class folders of images -> records (RSSCN7, synthetic)."""
 
 import os
 
@@ -148,17 +148,21 @@ def test_size_not_divisible(tmp_path):
     image_folder.build(str(src), str(tmp_path / "out"), hr_size=100)
 
 
-def test_empty_or_flat_folders(tmp_path, shared_data):
+def test_empty_folders(tmp_path):
   with pytest.raises(records.DataError, match="no class folders"):
     image_folder.build(str(tmp_path), str(tmp_path / "out"))
   (tmp_path / "src" / "a").mkdir(parents=True)
   with pytest.raises(records.DataError, match="holds no images"):
     image_folder.build(str(tmp_path / "src"), str(tmp_path / "out"))
-  # EuroSAT samples are flat <Class>_<n>_preview.png files: not supported.
+
+
+def test_flat_eurosat_samples_rejected(tmp_path, shared_data):
+  """eurosat_samples/ is flat <Class>_<n>_preview.png files: not supported."""
   flat = os.path.join(shared_data, "eurosat_samples")
-  if os.path.isdir(flat):
-    with pytest.raises(records.DataError, match="no class folders"):
-      image_folder.build(flat, str(tmp_path / "out"))
+  if not os.path.isdir(flat):
+    pytest.skip(f"{flat} not found")
+  with pytest.raises(records.DataError, match="no class folders"):
+    image_folder.build(flat, str(tmp_path / "out"))
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")

@@ -78,7 +78,7 @@ def test_other_dtypes_masks_text(tmp_path):
     s = _scene(rng, i, "train" if i < 3 else "val",
                text=f"caption {i}" if i % 2 else None,
                masks={"bld": rng.integers(0, 2, (32, 32)).astype(bool),
-                      "cls": rng.integers(-3, 3, (32, 32), dtype=np.int16)})
+                      "cls": rng.integers(-3, 3, (32, 32, 2), dtype=np.int16)})
     scenes.append(dataclasses.replace(
         s, lr=rng.normal(size=(8, 8, 2)).astype(np.float32),
         hr=rng.integers(0, 60000, (32, 32, 4), dtype=np.uint16),

@@ -1,0 +1,32 @@
+"""Small builders of test data shared by the tests."""
+
+import numpy as np
+
+from crossscale import records
+
+
+def random_scene(i: int = 0, split: str = "train", *, hr=32, scale=4, grid=4,
+                 bands=3, classes=3, dtype=np.uint8, seed=0, **kw):
+  rng = np.random.default_rng([seed, i])
+  hi = 255 if dtype == np.uint8 else 1.0
+  hr_img = (rng.uniform(0, hi, (hr, hr, bands))).astype(dtype)
+  lr_img = (rng.uniform(0, hi, (hr // scale, hr // scale, bands))).astype(dtype)
+  labels = np.zeros(classes, np.uint8)
+  labels[i % classes] = 1
+  names = tuple(f"b{j}" for j in range(bands))
+  fields = dict(id=f"s{i}", lr=lr_img, hr=hr_img, lr_bands=names,
+                hr_bands=names, lr_gsd=float(scale), hr_gsd=1.0, grid=grid,
+                labels=labels, split=split)
+  fields.update(kw)
+  return records.Scene(**fields)
+
+
+def tiny_dataset(out_dir, n_train=24, n_val=8, classes=3, shards=2, **kw):
+  from crossscale import shards as shards_lib
+  scenes = [random_scene(i, "train", classes=classes, **kw)
+            for i in range(n_train)]
+  scenes += [random_scene(100 + i, "val", classes=classes, **kw)
+             for i in range(n_val)]
+  return shards_lib.write_dataset(
+      str(out_dir), "tiny", scenes, [f"c{k}" for k in range(classes)],
+      shards_per_split={"train": shards, "val": 1})

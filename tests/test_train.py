@@ -1,0 +1,135 @@
+"""Training harness: sharded step == 1-device step, exact resume after a
+kill or SIGTERM, NaN stop, and the main config end to end (runlocal)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from crossscale import optim, sharding, shards, train
+from experiments.configs import lr_vit
+from tests.conftest import ROOT
+
+
+def _config(data_dir, **overrides):
+  c = lr_vit.get_config("runlocal")
+  c.data.path = data_dir
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def test_sharded_step_equals_single_device_step(toyworld_small):
+  assert jax.device_count() == 8, "run with 8 fake CPU devices"
+  c = _config(toyworld_small, batch_size=16)
+  manifest = shards.load_manifest(toyworld_small)
+  model = train.make_model(c, manifest)
+  tx = optim.make_optimizer(c.optim, c.total_steps)
+  rng = np.random.default_rng(0)
+  batch = {"lr": rng.normal(size=(16, 16, 16, 3)).astype(np.float32),
+           "labels": np.eye(6, dtype=np.float32)[rng.integers(0, 6, 16)]}
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_mesh(c.mesh, devices)
+    example = train.example_batch(manifest, c.data.fields, c.batch_size)
+    state, state_sh = train.init_state(c, model, tx, example, mesh)
+    step = train.jit_train_step(c, model, tx, mesh, state_sh)
+    gbatch = sharding.put_batch(batch, mesh)
+    assert len(gbatch["lr"].sharding.device_set) == len(devices)
+    for i in range(3):
+      state, m = step(state, gbatch, jax.random.key_data(jax.random.key(i)))
+    results.append((jax.device_get(state.params), float(m["loss"])))
+  (p1, l1), (p8, l8) = results
+  assert l1 == pytest.approx(l8, rel=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5,
+                                                       rtol=1e-4), p1, p8)
+
+
+def test_main_config_trains_and_reports(toyworld_small, tmp_path):
+  c = _config(toyworld_small)
+  final = train.train_and_evaluate(c, str(tmp_path))
+  assert final["final"]["num_examples"] == 64
+  assert 0.0 <= final["final"]["accuracy"] <= 1.0
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert any(r["split"] == "train" and "loss" in r for r in rows)
+  assert any(r["split"] == "final_test" for r in rows)
+  assert any(f.startswith("events.out.tfevents")
+             for f in os.listdir(tmp_path / "tb"))
+  assert os.path.isdir(tmp_path / "checkpoints" / str(c.total_steps))
+
+
+def test_non_finite_loss_stops_with_the_step(toyworld_small, tmp_path):
+  c = _config(toyworld_small, **{"optim.lr": float("inf"),
+                                 "optim.grad_clip": 0.0})
+  with pytest.raises(FloatingPointError, match=r"at step \d+"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+# --- Exact resume: real processes, killed and relaunched. ---
+
+def _launch_cmd(data_dir, workdir, steps=40):
+  return [sys.executable, os.path.join(ROOT, "launch.py"),
+          "--config", os.path.join(ROOT, "experiments/configs/lr_vit.py:runlocal"),
+          "--workdir", str(workdir), "--dataset", data_dir,
+          f"--config.total_steps={steps}", "--config.checkpoint.every=5",
+          "--config.eval_every=1000", "--config.data.worker_count=0"]
+
+
+def _env():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  env["PYTHONPATH"] = ROOT
+  return env
+
+
+def _final_params(workdir, step=40):
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  out = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+  return out["state"]["params"], out["data"]
+
+
+def _run_and_interrupt(data_dir, workdir, sig, after_step=10):
+  p = subprocess.Popen(_launch_cmd(data_dir, workdir), env=_env(),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  ckpt = os.path.join(workdir, "checkpoints", str(after_step))
+  deadline = time.time() + 120
+  while not os.path.exists(ckpt) and p.poll() is None:
+    assert time.time() < deadline, "no checkpoint appeared"
+    time.sleep(0.02)
+  p.send_signal(sig)
+  out = p.communicate(timeout=120)[0].decode()
+  return p.returncode, out
+
+
+@pytest.fixture(scope="module")
+def reference_run(toyworld_small, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  subprocess.run(_launch_cmd(toyworld_small, workdir), env=_env(), check=True,
+                 capture_output=True)
+  return _final_params(str(workdir))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_exactly(toyworld_small, reference_run, tmp_path,
+                                    sig):
+  code, out = _run_and_interrupt(toyworld_small, tmp_path, sig)
+  assert not os.path.exists(tmp_path / "final_metrics.json"), "ran to the end"
+  if sig == signal.SIGTERM:
+    assert code == 0 and "SIGTERM: saved step" in out, out[-2000:]
+  else:
+    assert code == -signal.SIGKILL
+  done = subprocess.run(_launch_cmd(toyworld_small, tmp_path), env=_env(),
+                        capture_output=True, text=True)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  assert "resumed from" in done.stdout
+  params, data_state = _final_params(str(tmp_path))
+  ref_params, ref_data = reference_run
+  assert data_state == ref_data  # same data position
+  jax.tree.map(np.testing.assert_array_equal, params, ref_params)
