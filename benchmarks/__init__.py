@@ -1,0 +1,1 @@
+"""Benchmarks: scripts with --quick that print a table and write JSON."""
