@@ -73,3 +73,33 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> dict:
                       if ok.any() else float("nan"),
       "mAP_micro": average_precision(scores.ravel(), labels.ravel()),
   }
+
+
+def retrieval_metrics(emb: np.ndarray, labels: np.ndarray,
+                      ks=(10,)) -> dict[str, float]:
+  """Scene-to-scene retrieval: each item queries all others.
+
+  emb: `[N, E]` L2-normalised; labels: `[N, K]` multi-hot; a gallery item is
+  relevant when it shares a label with the query. AP@k = sum over relevant
+  ranks r <= k of precision@r, divided by min(#relevant, k); recall@k =
+  relevant in top k / #relevant. Queries with no relevant item are skipped.
+  """
+  emb = np.asarray(emb, np.float64)
+  lab = np.asarray(labels) > 0
+  sim = emb @ emb.T
+  np.fill_diagonal(sim, -np.inf)
+  rel = (lab.astype(np.int64) @ lab.T.astype(np.int64)) > 0
+  np.fill_diagonal(rel, False)
+  order = np.argsort(-sim, axis=1, kind="stable")
+  ranked = np.take_along_axis(rel, order, axis=1)          # [N, N-1+1]
+  npos = rel.sum(1)
+  ok = npos > 0
+  out = {}
+  for k in ks:
+    top = ranked[:, :k].astype(np.float64)
+    prec = np.cumsum(top, 1) / np.arange(1, top.shape[1] + 1)
+    ap = (prec * top).sum(1) / np.minimum(npos, k).clip(min=1)
+    out[f"AP@{k}"] = float(ap[ok].mean()) if ok.any() else float("nan")
+    out[f"recall@{k}"] = float((top.sum(1)[ok] / npos[ok]).mean()
+                               ) if ok.any() else float("nan")
+  return out

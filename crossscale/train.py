@@ -36,9 +36,11 @@ class TrainState:
 
 
 def make_model(config, manifest: shards.Manifest):
+  kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+  if config.model.name == "cross_scale":
+    kwargs["grid"] = manifest.grid
   return models.get_model(config.model.name, num_classes=manifest.num_classes,
-                          **{k: v for k, v in config.model.items()
-                             if k != "name"})
+                          **kwargs)
 
 
 def example_batch(manifest: shards.Manifest, fields, batch_size: int):
@@ -60,8 +62,10 @@ def make_train_step(model, tx: optax.GradientTransformation, task: str,
 
   def train_step(state: TrainState, batch, rng):
     def loss_fn(params):
+      dropout_rng, selection_rng = jax.random.split(rng)
       out = model.apply({"params": params}, batch, train=True,
-                        rngs={"dropout": rng})
+                        rngs={"dropout": dropout_rng,
+                              "selection": selection_rng})
       task_l = metrics_lib.task_loss(out["logits"], batch["labels"], task)
       aux = {k: v * aux_weights.get(k, 1.0)
              for k, v in out["aux_losses"].items()}

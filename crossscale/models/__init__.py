@@ -1,8 +1,11 @@
 """Models, picked by name from `config.model.name`: the one place to add one.
 
 A model is a linen Module called as `model.apply({"params": p}, batch,
-train=..., rngs=...)` returning {"logits": [B, K], "aux_losses": {name: ()}}:
-the trainer adds the task loss on the logits to the weighted aux losses.
+train=..., rngs=...)` returning {"logits": [B, K], "aux_losses": {name: ()}} and optionally
+"metrics": {name: [B]} (per-example values the evaluators average) and
+"embedding": [B, E] (L2-normalised, for retrieval metrics). The trainer adds
+the task loss on the logits to the weighted aux losses. Models are called with
+rngs "dropout" and "selection".
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from typing import Any
 
 import flax.linen as nn
 
-from crossscale.models import vit
+from crossscale.models import cross_scale, vit
 
 _MODELS = {
     "lr_vit": vit.LRClassifier,
+    "cross_scale": cross_scale.CrossScaleModel,
 }
 
 

@@ -52,20 +52,21 @@ class Encoder(nn.Module):
   """Patchify + learned position embedding + transformer blocks.
 
   `images: [B, h, w, C]` -> `tokens: [B, N, width]` (after a final LayerNorm).
-  `patch_size=0` picks one with `auto_patch_size`.
+  `patch_size=0` picks one with `auto_patch_size(size, target_side)`.
   """
   width: int = 128
   depth: int = 4
   num_heads: int = 4
   mlp_dim: int = 256
   patch_size: int = 0
+  target_side: int = 8
   dropout: float = 0.0
   remat: bool = False
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     _, h, w, _ = images.shape
-    p = self.patch_size or auto_patch_size(min(h, w))
+    p = self.patch_size or auto_patch_size(min(h, w), self.target_side)
     if h % p or w % p:
       raise ValueError(f"image {h}x{w} is not divisible by patch_size {p}; "
                        "set model.patch_size to a divisor (or 0 for auto).")

@@ -1,0 +1,295 @@
+"""Cost-aware cross-scale observation model (pure Flax linen).
+
+  LR view [B, h, w, C_lr] ──> Sampler ──> tile logits [B, N]      (N = G*G)
+        │                                   │ selection policy + budget k
+        │                                   v
+        │              HR scene [B, H, W, C_hr] ──gather──> tiles [B, k, t, t, C]
+        │                                                     │ HR tile encoder
+        v                                                     v
+  LR encoder ──> LR context [B, M+1, D] ──> Latent predictor <── observed latents
+                                              │ (mask token at unobserved tiles)
+                                              v
+                                 completed tile latents [B, N, D] ──> heads
+
+Only the k selected tiles are gathered and encoded, so a step's cost grows
+with the budget, not the grid. Baselines run through this same module by
+config: `selection.policy` in {learned, random, uniform, heuristic} (budget 0
+is LR-only, budget 1 is dense HR), `predictor.lr_guidance=False` is HR-only
+completion.
+
+Learning to select: the sampler's tiles are picked by hard top-k in the
+forward pass; with `selection.mode` "perturbed" (or "gumbel_st") the
+observed latent of each selected tile enters the predictor as
+  mask_token + w * (latent - mask_token),  w = 1 + m - stop_gradient(m),
+where m is the soft (relaxed) indicator of that tile, so the forward pass is
+exactly the hard selection while d loss / d m = <g, latent - mask_token>
+reaches every tile logit through the relaxation's Jacobian.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from crossscale import selection, tiles
+from crossscale.models import vit
+
+POLICIES = ("learned", "random", "uniform", "heuristic")
+
+
+class Sampler(nn.Module):
+  """Scores the G x G tiles from the LR view alone: `[B, h, w, C]` -> `[B, N]`.
+
+  Fine-grained: a conv stack scores at LR-pixel (sub-tile) resolution and a
+  learned attention pooling summarises the pixels inside each tile;
+  contextual: tile tokens then attend to each other before the final score.
+  """
+  grid: int
+  width: int = 64
+  depth: int = 1
+  num_heads: int = 4
+
+  @nn.compact
+  def __call__(self, lr, train: bool = False):
+    x = lr
+    for i in range(2):
+      x = nn.gelu(nn.GroupNorm(num_groups=8)(
+          nn.Conv(self.width, (3, 3), name=f"conv{i}")(x)))
+    sub = tiles.to_tiles(x, self.grid)                  # [B, N, s, s, F]
+    B, N = sub.shape[:2]
+    sub = sub.reshape(B, N, -1, self.width)             # [B, N, s*s, F]
+    attn = nn.softmax(nn.Dense(1, name="pool_logits")(sub), axis=2)
+    tok = (attn * nn.Dense(self.width, name="pool_values")(sub)).sum(2)
+    tok = tok + self.param("tile_pos", nn.initializers.normal(0.02),
+                           (1, N, self.width))
+    for i in range(self.depth):
+      tok = vit.EncoderBlock(self.num_heads, 2 * self.width,
+                             name=f"context{i}")(tok, train)
+    return nn.Dense(1, name="score")(nn.LayerNorm()(tok))[..., 0]
+
+
+class PredictorBlock(nn.Module):
+  """Self-attention over tiles -> cross-attention to LR context -> MLP."""
+  num_heads: int
+  mlp_dim: int
+  lr_guidance: bool = True
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, context, train: bool):
+    y = nn.LayerNorm()(x)
+    x = x + nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, name="self_attn")(y, y)
+    if self.lr_guidance:
+      y = nn.LayerNorm()(x)
+      x = x + nn.MultiHeadDotProductAttention(
+          num_heads=self.num_heads, name="cross_attn")(y, context)
+    return x + vit.MlpBlock(self.mlp_dim, self.dropout)(nn.LayerNorm()(x),
+                                                        train)
+
+
+class MAPHead(nn.Module):
+  """Multi-head attention pooling: a learned probe attends over tokens."""
+  num_heads: int = 4
+
+  @nn.compact
+  def __call__(self, x):
+    probe = self.param("probe", nn.initializers.normal(0.02),
+                       (1, 1, x.shape[-1]))
+    probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1]))
+    y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(probe, x)
+    return nn.LayerNorm()(y[:, 0])
+
+
+def cosine_distance(a, b, eps=1e-6):
+  """1 - cos(a, b) over the last axis."""
+  a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + eps)
+  b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + eps)
+  return 1.0 - (a * b).sum(-1)
+
+
+def siglip_loss(emb, labels, log_t, bias):
+  """Sigmoid pairwise loss over the batch: pairs sharing a label are
+  positives. emb: `[B, E]` L2-normalised; labels: `[B, K]`."""
+  pos = (labels @ labels.T > 0).astype(emb.dtype)      # [B, B]
+  logits = jnp.exp(log_t) * emb @ emb.T + bias
+  z = 2.0 * pos - 1.0
+  off_diag = 1.0 - jnp.eye(emb.shape[0], dtype=emb.dtype)
+  return -(jax.nn.log_sigmoid(z * logits) * off_diag).sum() / emb.shape[0]
+
+
+def uniform_indices(n_tiles: int, k: int) -> jnp.ndarray:
+  """k tile indices spread evenly over the row-major grid `[k]`."""
+  if k == 0:
+    return jnp.zeros((0,), jnp.int32)
+  return jnp.floor((jnp.arange(k) + 0.5) * n_tiles / k).astype(jnp.int32)
+
+
+class CrossScaleModel(nn.Module):
+  """batch {"lr": [B,h,w,C], "hr": [B,H,W,C], "labels": [B,K]} ->
+  {"logits": [B, K], "aux_losses": {...}, "metrics": {name: [B]}, ...}."""
+  num_classes: int
+  grid: int
+  budget: Any = 0.125                 # tiles: int k, or ratio of G*G
+  policy: str = "learned"
+  selection: dict = None              # mode, sigma, num_samples, tau
+  lr_encoder: dict = None
+  hr_encoder: dict = None
+  sampler: dict = None
+  predictor: dict = None              # width, depth, num_heads, mlp_dim, lr_guidance
+  num_target_tiles: int = -1          # unobserved tiles with a latent target; -1: k
+  embed_dim: int = 64                 # retrieval embedding
+  zero_hr_gain: float = 0.0           # residual fusion s = s_P + g (s_P - s_0HR)
+
+  def setup(self):
+    if self.policy not in POLICIES:
+      raise ValueError(f"unknown selection policy {self.policy!r} "
+                       f"(config.model.policy); known: {POLICIES}")
+    p = dict(self.predictor or {})
+    self.width = p.get("width", 96)
+    self.lr_enc = vit.Encoder(**(self.lr_encoder or {}), name="lr_encoder")
+    self.hr_enc = vit.Encoder(**(self.hr_encoder or {}), name="hr_encoder")
+    self.sampler_net = Sampler(self.grid, **(self.sampler or {}),
+                               name="sampler")
+    self.lr_proj = nn.Dense(self.width, name="lr_proj")
+    self.hr_proj = nn.Dense(self.width, name="hr_proj")
+    self.blocks = [PredictorBlock(p.get("num_heads", 4),
+                                  p.get("mlp_dim", 2 * self.width),
+                                  p.get("lr_guidance", True),
+                                  name=f"predictor{i}")
+                   for i in range(p.get("depth", 2))]
+    n = self.grid * self.grid
+    self.mask_token = self.param("mask_token", nn.initializers.normal(0.02),
+                                 (1, 1, self.width))
+    self.tile_pos = self.param("tile_pos", nn.initializers.normal(0.02),
+                               (1, n, self.width))
+    self.out_norm = nn.LayerNorm(name="out_norm")
+    self.to_latent = nn.Dense(self.hr_enc.width, name="to_latent")
+    self.pool = MAPHead(name="pool")
+    self.head = nn.Dense(self.num_classes, name="head")
+    self.embed = nn.Dense(self.embed_dim, name="embed")
+    self.siglip_t = self.param("siglip_log_t", nn.initializers.constant(
+        jnp.log(10.0)), ())
+    self.siglip_b = self.param("siglip_bias", nn.initializers.constant(-10.0),
+                               ())
+
+  @property
+  def n_tiles(self) -> int:
+    return self.grid * self.grid
+
+  def k(self) -> int:
+    return selection.k_from_budget(self.budget, self.n_tiles)
+
+  def encode_tiles(self, tile_pixels):
+    """`[B, k, t, t, C]` -> tile latents `[B, k, D_hr]` (mean of tokens)."""
+    B, k = tile_pixels.shape[:2]
+    if k == 0:
+      return jnp.zeros((B, 0, self.hr_enc.width), tile_pixels.dtype)
+    flat = tile_pixels.reshape((B * k,) + tile_pixels.shape[2:])
+    return self.hr_enc(flat).mean(1).reshape(B, k, -1)
+
+  def scores(self, batch, train):
+    """Tile scores `[B, N]` of the policy (logits for "learned")."""
+    lr = batch["lr"]
+    B = lr.shape[0]
+    if self.policy == "learned":
+      return self.sampler_net(lr, train)
+    if self.policy == "random":
+      return jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
+    if self.policy == "heuristic":
+      return tiles.tile_statistic(lr, self.grid)
+    order = uniform_indices(self.n_tiles, self.k())    # uniform
+    s = jnp.zeros((self.n_tiles,)).at[order].set(1.0)
+    return jnp.broadcast_to(s, (B, self.n_tiles))
+
+  def complete(self, context, idx, weight, observed, train=False):
+    """Predictor: tile tokens with observed latents at `idx: [B, k]`
+    (blended by `weight: [B, k]`) and mask tokens elsewhere -> `[B, N, D]`."""
+    B = context.shape[0]
+    x = jnp.broadcast_to(self.mask_token, (B, self.n_tiles, self.width))
+    if idx.shape[1]:
+      onehot = jax.nn.one_hot(idx, self.n_tiles, dtype=x.dtype)   # [B, k, N]
+      delta = (self.hr_proj(observed) - self.mask_token) * weight[..., None]
+      x = x + jnp.einsum("bkn,bkd->bnd", onehot, delta)
+    x = x + self.tile_pos
+    for blk in self.blocks:
+      x = blk(x, context, train=train)
+    return self.out_norm(x)
+
+  def head_logits(self, tokens, context):
+    """HR-only completion (lr_guidance=False) pools the tile tokens alone."""
+    if (self.predictor or {}).get("lr_guidance", True):
+      tokens = jnp.concatenate([tokens, context], axis=1)
+    pooled = self.pool(tokens)
+    return self.head(pooled), pooled
+
+  def __call__(self, batch, train: bool = False):
+    lr, hr = batch["lr"], batch["hr"]
+    B = lr.shape[0]
+    k = self.k()
+    lr_tok = self.lr_enc(lr, train)                         # [B, M, D_lr]
+    context = self.lr_proj(jnp.concatenate(
+        [lr_tok, lr_tok.mean(1, keepdims=True)], axis=1))  # [B, M+1, D]
+
+    s = self.scores(batch, train)                           # [B, N]
+    idx, _ = selection.topk_indices(jax.lax.stop_gradient(s), k)  # [B, k]
+    weight = jnp.ones((B, k), jnp.float32)
+    sel = dict(self.selection or {})
+    mode = sel.pop("mode", "perturbed")
+    if train and self.policy == "learned" and k and mode != "hard":
+      soft = selection.select(s, k, mode=mode, key=self.make_rng("selection"),
+                              train=True, **sel)            # [B, N]
+      m = jnp.take_along_axis(soft, idx, axis=1)
+      weight = 1.0 + m - jax.lax.stop_gradient(m)
+    observed = self.encode_tiles(tiles.gather_tiles(hr, idx, self.grid))
+    tokens = self.complete(context, idx, weight, observed, train)  # [B, N, D]
+    logits, pooled = self.head_logits(tokens, context)
+    if self.zero_hr_gain:
+      zero = self.complete(context, idx[:, :0], weight[:, :0], observed[:, :0])
+      logits0, _ = self.head_logits(zero, context)
+      logits = logits + self.zero_hr_gain * (logits - logits0)
+    emb = self.embed(pooled)
+    emb = emb / (jnp.linalg.norm(emb, axis=-1, keepdims=True) + 1e-6)
+    pred = self.to_latent(tokens)                           # [B, N, D_hr]
+
+    observed_mask = jnp.zeros((B, self.n_tiles), bool)
+    if k:
+      observed_mask = observed_mask.at[jnp.arange(B)[:, None], idx].set(True)
+    out = {"logits": logits, "embedding": emb, "aux_losses": {},
+           "metrics": {"hr_tiles": jnp.full((B,), float(k)),
+                       "hr_pixels": jnp.full((B,), float(
+                           k * (hr.shape[1] // self.grid) ** 2)),
+                       "budget_ratio": jnp.full((B,), k / self.n_tiles)}}
+    if train:
+      out["aux_losses"]["latent"] = self.latent_loss(hr, pred, observed_mask)
+      out["aux_losses"]["retrieval"] = siglip_loss(
+          emb, batch["labels"], self.siglip_t, self.siglip_b)
+    else:
+      # Semantic drift: predicted vs true HR latents of the unobserved tiles.
+      true = jax.lax.stop_gradient(self.encode_tiles(
+          tiles.to_tiles(hr, self.grid)))
+      d = cosine_distance(pred, true)                       # [B, N]
+      unobs = (~observed_mask).astype(d.dtype)
+      out["metrics"]["drift"] = (d * unobs).sum(1) / jnp.maximum(
+          unobs.sum(1), 1.0)
+    return out
+
+  def latent_loss(self, hr, pred, observed_mask):
+    """Cosine distance to stop-gradient HR latents on a random subset of
+    unobserved tiles (the subset keeps the cost proportional to k)."""
+    k = self.k()
+    T = self.num_target_tiles if self.num_target_tiles >= 0 else max(k, 1)
+    T = min(T, self.n_tiles - k)
+    if T <= 0:
+      return jnp.zeros(())
+    B = hr.shape[0]
+    r = jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
+    r = jnp.where(observed_mask, -1.0, r)
+    tidx, _ = selection.topk_indices(r, T)                  # [B, T]
+    target = jax.lax.stop_gradient(self.encode_tiles(
+        tiles.gather_tiles(hr, tidx, self.grid)))
+    p = jnp.take_along_axis(pred, tidx[..., None], axis=1)
+    return cosine_distance(p, target).mean()

@@ -1,0 +1,36 @@
+"""Tile-grid operations on HR scenes (plain-JAX reference implementations).
+
+An HR scene `[B, H, W, C]` is a G x G grid of tiles of t = H / G pixels,
+numbered row-major: tile n covers rows (n // G) * t.. and cols (n % G) * t...
+"""
+
+from __future__ import annotations
+
+import einops
+import jax.numpy as jnp
+
+
+def to_tiles(images: jnp.ndarray, grid: int) -> jnp.ndarray:
+  """`[B, H, W, C]` -> `[B, G*G, t, t, C]` (all tiles, row-major)."""
+  return einops.rearrange(images, "b (g1 t1) (g2 t2) c -> b (g1 g2) t1 t2 c",
+                          g1=grid, g2=grid)
+
+
+def gather_tiles(images: jnp.ndarray, idx: jnp.ndarray,
+                 grid: int) -> jnp.ndarray:
+  """Selected tiles `[B, k, t, t, C]` of `images: [B, H, W, C]` at tile
+  indices `idx: [B, k]`. Reference path: XLA fuses the gather so only the
+  selected tiles are materialised; its backward scatters into them."""
+  return jnp.take_along_axis(to_tiles(images, grid),
+                             idx[:, :, None, None, None], axis=1)
+
+
+def tile_statistic(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
+  """LR detail per tile `[B, G*G]`: local variance plus gradient energy of
+  the LR pixels inside each tile, summed over bands (the heuristic sampler)."""
+  gy = jnp.diff(lr, axis=1, append=lr[:, -1:])
+  gx = jnp.diff(lr, axis=2, append=lr[:, :, -1:])
+  t = to_tiles(lr, grid)                                   # [B, N, s, s, C]
+  var = t.var(axis=(2, 3)).sum(-1)
+  energy = (to_tiles(gx ** 2 + gy ** 2, grid)).mean(axis=(2, 3)).sum(-1)
+  return var + energy

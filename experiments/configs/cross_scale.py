@@ -1,0 +1,53 @@
+r"""Cost-aware cross-scale model: learned HR-tile sampler under a budget,
+LR-guided latent predictor, recognition + retrieval heads.
+
+  python launch.py --config experiments/configs/cross_scale.py --workdir runs/xs
+  python launch.py --config experiments/configs/cross_scale.py --workdir runs/xs_r7 \
+      --dataset rsscn7
+  python launch.py --config experiments/configs/cross_scale.py:runlocal --workdir /tmp/xs
+
+Baselines are the same config: --config.model.policy=random|uniform|heuristic,
+--config.model.budget=0 (LR only) or 1.0 (dense HR),
+--config.model.predictor.lr_guidance=False (HR-only completion).
+"""
+
+import ml_collections
+
+from experiments.configs import lr_vit
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  runlocal = arg == "runlocal"
+  c = lr_vit.get_config(arg)
+  c.data.fields = ("lr", "hr", "labels")
+  c.model = ml_collections.ConfigDict(dict(
+      name="cross_scale",
+      budget=0.125,               # k tiles (int) or a ratio of the G*G grid
+      policy="learned",           # learned | random | uniform | heuristic
+      selection=dict(mode="perturbed", sigma=0.05, num_samples=32),
+      lr_encoder=dict(width=64, depth=2, num_heads=4, mlp_dim=128),
+      hr_encoder=dict(width=64, depth=2, num_heads=4, mlp_dim=128,
+                      target_side=4),
+      sampler=dict(width=32, depth=1, num_heads=4),
+      predictor=dict(width=64, depth=2, num_heads=4, mlp_dim=128,
+                     lr_guidance=True),
+      num_target_tiles=-1,        # latent targets per scene; -1: k
+      embed_dim=64,
+      zero_hr_gain=0.0))
+  c.aux_weights = ml_collections.ConfigDict(dict(latent=1.0, retrieval=0.1))
+  c.total_steps = 1500
+  c.optim.lr = 1e-3
+  c.eval_every = 500
+  if runlocal:
+    c.model.update(dict(
+        lr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
+        hr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
+                        target_side=4),
+        sampler=dict(width=16, depth=1, num_heads=2),
+        predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
+                       lr_guidance=True),
+        selection=dict(mode="perturbed", sigma=0.05, num_samples=16),
+        embed_dim=8))
+    c.total_steps = 20
+    c.eval_every = 10
+  return c
