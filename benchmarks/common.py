@@ -6,6 +6,8 @@ import json
 import os
 import platform
 
+import time
+
 import jax
 
 
@@ -37,3 +39,28 @@ def write_json(out_dir: str, name: str, payload: dict) -> str:
     json.dump(payload, f, indent=1)
   print(f"wrote {path}")
   return path
+
+
+def time_train_step(config, data_dir: str, steps: int) -> float:
+  """Seconds per jitted train step of `config` on one real batch (compute
+  only: the batch is reused, compile excluded)."""
+  from crossscale import input_pipeline, optim, sharding, shards, train  # pylint: disable=g-import-not-at-top
+  manifest = shards.load_manifest(data_dir)
+  mesh = sharding.make_mesh(config.mesh)
+  model = train.make_model(config, manifest)
+  tx = optim.make_optimizer(config.optim, config.total_steps)
+  example = train.example_batch(manifest, config.data.fields, config.batch_size)
+  state, state_sh = train.init_state(config, model, tx, example, mesh)
+  step = train.jit_train_step(config, model, tx, mesh, state_sh)
+  batch = next(iter(input_pipeline.train_dataset(
+      data_dir, batch_size=config.batch_size, seed=0,
+      fields=config.data.fields)))
+  batch = sharding.put_batch(batch, mesh)
+  key = jax.random.key_data(jax.random.key(0))
+  state, m = step(state, batch, key)
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, m = step(state, batch, key)
+  jax.block_until_ready(m)
+  return (time.perf_counter() - t0) / steps

@@ -17,12 +17,10 @@ import os
 import tempfile
 import time
 
-import jax
-import numpy as np
 from absl import flags
 
 from benchmarks import common as bench
-from crossscale import input_pipeline, optim, sharding, shards, train
+from crossscale import input_pipeline
 from data import common, registry, toyworld
 from experiments.configs import lr_vit
 
@@ -42,25 +40,7 @@ def pipeline_rate(data_dir, fields, batch_size, workers, seconds) -> float:
 
 def step_consumption(config, data_dir, steps) -> float:
   """Records/s the jitted train step of `config` consumes (compute only)."""
-  manifest = shards.load_manifest(data_dir)
-  mesh = sharding.make_mesh(config.mesh)
-  model = train.make_model(config, manifest)
-  tx = optim.make_optimizer(config.optim, config.total_steps)
-  example = train.example_batch(manifest, config.data.fields, config.batch_size)
-  state, state_sh = train.init_state(config, model, tx, example, mesh)
-  step = train.jit_train_step(config, model, tx, mesh, state_sh)
-  batch = next(iter(input_pipeline.train_dataset(
-      data_dir, batch_size=config.batch_size, seed=0,
-      fields=config.data.fields)))
-  batch = sharding.put_batch(batch, mesh)
-  key = jax.random.key_data(jax.random.key(0))
-  state, m = step(state, batch, key)
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, batch, key)
-  jax.block_until_ready(m)
-  return steps * config.batch_size / (time.perf_counter() - t0)
+  return config.batch_size / bench.time_train_step(config, data_dir, steps)
 
 
 def main(argv=None):

@@ -1,0 +1,162 @@
+r"""Accuracy-cost trade-off of every tile-acquisition method over budgets.
+
+  python -m benchmarks.tradeoff --dataset toyworld --quick --out /tmp/tradeoff
+  python -m benchmarks.tradeoff --dataset rsscn7 --quick --out /tmp/tradeoff_r7
+
+Trains and evaluates (test split) each method at budgets {0, 1/16, 1/8, 1/4,
+1/2, 1} of the HR tile grid with the same schedule: ours (learned sampler +
+LR-guided predictor), random, uniform-grid and heuristic (LR variance + edge
+energy) selection through the same predictor, and HR-only completion (our
+sampler, predictor and head without LR). Budget 0 of the LR-using methods is
+one LR-only run and budget 1 one dense-HR run (selection is moot there).
+Also times a training step of ours at 1/8 against dense HR.
+Writes OUT/tradeoff.json and OUT/tradeoff.png. `--dataset` is a registered
+name or any records directory; without --quick the full-size config runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import matplotlib
+import ml_collections
+from absl import flags
+
+from benchmarks import common as bench
+from crossscale import shards, train
+from data import registry
+from experiments.configs import cross_scale
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+BUDGETS = (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+METHODS = {  # name -> config overrides
+    "ours": {"model.policy": "learned"},
+    "random": {"model.policy": "random"},
+    "uniform": {"model.policy": "uniform"},
+    "heuristic": {"model.policy": "heuristic"},
+    "hr_only": {"model.policy": "learned",
+                "model.predictor.lr_guidance": False},
+}
+
+
+def base_config(quick: bool, data_dir: str) -> ml_collections.ConfigDict:
+  c = cross_scale.get_config()
+  c.data.path = data_dir
+  c.checkpoint.every = 10 ** 9
+  c.eval_every = 10 ** 9
+  c.evals = ml_collections.ConfigDict()
+  c.log_every = 100
+  if quick:
+    c.batch_size = 32
+    c.total_steps = 400
+    c.optim.warmup_steps = 40
+    for part in ("lr_encoder", "hr_encoder"):
+      c.model[part].update(width=32, depth=1, num_heads=2, mlp_dim=64)
+    c.model.predictor.update(width=32, depth=1, num_heads=2, mlp_dim=64)
+    c.model.sampler.update(width=16)
+    c.model.embed_dim = 32
+  return c
+
+
+def run_one(config, workdir) -> dict:
+  final = train.train_and_evaluate(config, workdir)["final"]
+  return final
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--dataset", default="toyworld")
+  p.add_argument("--quick", action="store_true")
+  p.add_argument("--out", required=True)
+  p.add_argument("--steps", type=int, default=0, help="override total_steps")
+  p.add_argument("--methods", default=",".join(METHODS))
+  a = p.parse_args(argv)
+  flags.FLAGS.mark_as_parsed()
+  opts = None
+  if a.dataset == "toyworld":
+    opts = cross_scale.get_config().toyworld.to_dict()
+    if a.quick:
+      opts.update(num_train=2000, num_val=64, num_test=500)
+  data_dir = registry.resolve(a.dataset, None, opts)
+  manifest = shards.load_manifest(data_dir)
+  n_tiles = manifest.grid ** 2
+  work = tempfile.mkdtemp(prefix="tradeoff_")
+  cache: dict[tuple, dict] = {}
+
+  def evaluate(method, budget):
+    lr_using = method != "hr_only"
+    if budget in (0.0, 1.0) and lr_using:
+      key = ("lr_only" if budget == 0.0 else "dense", budget)
+      overrides = {"model.policy": "uniform"}
+    else:
+      key, overrides = (method, budget), METHODS[method]
+    if key not in cache:
+      c = base_config(a.quick, data_dir)
+      if a.steps:
+        c.total_steps = a.steps
+      c.update_from_flattened_dict({**overrides, "model.budget": budget})
+      print(f"== {key[0]} @ budget {budget:.4g}", flush=True)
+      cache[key] = run_one(c, os.path.join(work, f"{key[0]}_{budget:.4f}"))
+    return cache[key]
+
+  methods = a.methods.split(",")
+  results = {}
+  for m in methods:
+    rows = [evaluate(m, b) for b in BUDGETS]
+    results[m] = {
+        "budget": list(BUDGETS),
+        "accuracy": [r.get("accuracy") for r in rows],
+        "mAP": [r["mAP_macro"] for r in rows],
+        "hr_tiles": [r["hr_tiles"] for r in rows],
+        "hr_fraction": [r["hr_tiles"] / n_tiles for r in rows],
+        "drift": [r.get("drift") for r in rows],
+        "AP@10": [r.get("AP@10") for r in rows]}
+
+  # Step time of ours at 1/8 vs dense HR, full-size model, same batch.
+  c = base_config(False, data_dir)
+  c.update_from_flattened_dict({"model.budget": 1 / 8})
+  t_ours = bench.time_train_step(c, data_dir, 5 if a.quick else 20)
+  c.update_from_flattened_dict({"model.budget": 1.0})
+  t_dense = bench.time_train_step(c, data_dir, 5 if a.quick else 20)
+  speed = {"ours_1_8_s_per_step": t_ours, "dense_s_per_step": t_dense,
+           "speedup": t_dense / t_ours, "batch_size": c.batch_size}
+
+  table = []
+  for m in methods:
+    for i, b in enumerate(BUDGETS):
+      table.append({"method": m, "budget": b,
+                    "hr_tiles": results[m]["hr_tiles"][i],
+                    "accuracy": results[m]["accuracy"][i],
+                    "mAP": results[m]["mAP"][i],
+                    "drift": results[m]["drift"][i],
+                    "AP@10": results[m]["AP@10"][i]})
+  bench.print_table(table, ["method", "budget", "hr_tiles", "accuracy", "mAP",
+                            "drift", "AP@10"])
+  print(f"train step: ours@1/8 {t_ours * 1e3:.1f} ms, dense {t_dense * 1e3:.1f}"
+        f" ms -> {speed['speedup']:.2f}x faster (batch {c.batch_size})")
+  bench.write_json(a.out, "tradeoff.json", {
+      "machine": bench.machine(), "dataset": manifest.name,
+      "data_dir": data_dir, "quick": a.quick, "grid": manifest.grid,
+      "methods": results, "step_time": speed})
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  metric = "accuracy" if results[methods[0]]["accuracy"][0] is not None else "mAP"
+  for m in methods:
+    ax.plot(results[m]["hr_fraction"], results[m][metric], marker="o", label=m)
+  ax.set_xscale("symlog", linthresh=1 / 16)
+  ax.set_xlabel("HR cost (fraction of tiles acquired)")
+  ax.set_ylabel(f"test {metric}")
+  ax.set_title(f"{manifest.name}: accuracy vs HR cost")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(a.out, "tradeoff.png"), dpi=120)
+  print(f"wrote {os.path.join(a.out, 'tradeoff.png')}")
+
+
+if __name__ == "__main__":
+  main()

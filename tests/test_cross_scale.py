@@ -1,0 +1,157 @@
+"""The cross-scale model: cost grows with k, gradients reach the sampler,
+baselines run through the same module, and the metrics it reports."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crossscale import metrics, tiles
+from crossscale.models import cross_scale
+
+B, G, HR, LR, C, K = 4, 4, 32, 8, 3, 5
+SMALL = dict(lr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
+             hr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
+                             target_side=4),
+             sampler=dict(width=8, depth=1, num_heads=2),
+             predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
+             embed_dim=8)
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  return {"lr": jnp.asarray(rng.normal(size=(B, LR, LR, C)), jnp.float32),
+          "hr": jnp.asarray(rng.normal(size=(B, HR, HR, C)), jnp.float32),
+          "labels": jnp.asarray(np.eye(K)[rng.integers(0, K, B)], jnp.float32)}
+
+
+def _model(**kw):
+  cfg = {**SMALL, **kw}
+  return cross_scale.CrossScaleModel(num_classes=K, grid=G, **cfg)
+
+
+def _init(model, batch):
+  return model.init({"params": jax.random.key(0),
+                     "selection": jax.random.key(1)}, batch)["params"]
+
+
+def _rngs(i=0):
+  return {"dropout": jax.random.key(i), "selection": jax.random.key(i + 1)}
+
+
+def test_gather_tiles_matches_slicing():
+  x = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1)
+  idx = jnp.array([[3, 0], [1, 2]])
+  got = tiles.gather_tiles(x, idx, 2)
+  for b in range(2):
+    for j in range(2):
+      n = int(idx[b, j])
+      r, c = divmod(n, 2)
+      np.testing.assert_array_equal(got[b, j], x[b, r * 4:r * 4 + 4,
+                                                 c * 4:c * 4 + 4])
+
+
+def test_hr_encoder_sees_only_gathered_tiles():
+  """The step's HR-encoder convolutions run on B*k tiles (observed + the
+  same number of latent targets), never on all B*N tiles."""
+  batch = _batch()
+  model = _model(budget=2)
+  params = _init(model, batch)
+  jaxpr = str(jax.make_jaxpr(lambda p: model.apply(
+      {"params": p}, batch, train=True, rngs=_rngs()))(params))
+  tile_px = HR // G
+  assert f"f32[{B * 2},{tile_px},{tile_px},{C}]" in jaxpr
+  assert f"f32[{B * G * G},{tile_px},{tile_px},{C}]" not in jaxpr
+
+
+def test_perturbed_forward_is_the_hard_selection_and_trains_the_sampler():
+  batch = _batch()
+  soft = _model(budget=0.25, selection=dict(mode="perturbed", sigma=0.5,
+                                            num_samples=64))
+  hard = _model(budget=0.25, selection=dict(mode="hard"))
+  params = _init(soft, batch)
+  out_s = soft.apply({"params": params}, batch, train=True, rngs=_rngs())
+  out_h = hard.apply({"params": params}, batch, train=True, rngs=_rngs())
+  np.testing.assert_allclose(out_s["logits"], out_h["logits"], atol=1e-5)
+
+  def loss(p, model):
+    out = model.apply({"params": p}, batch, train=True, rngs=_rngs())
+    return metrics.task_loss(out["logits"], batch["labels"], "single_label")
+  g_soft = jax.grad(loss)(params, soft)["sampler"]
+  g_hard = jax.grad(loss)(params, hard)["sampler"]
+  assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_soft)) > 0
+  assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_hard)) == 0
+
+
+@pytest.mark.parametrize("policy, budget", [
+    *[(p, 0.25) for p in cross_scale.POLICIES], ("learned", 0),
+    ("learned", 1.0)])
+def test_every_policy_and_budget_runs_and_accounts_cost(policy, budget):
+  batch = _batch()
+  model = _model(budget=budget, policy=policy)
+  params = _init(model, batch)
+  out = model.apply({"params": params}, batch, train=False,
+                    rngs={"selection": jax.random.key(0)})
+  k = round(budget * G * G)
+  assert out["logits"].shape == (B, K)
+  np.testing.assert_array_equal(out["metrics"]["hr_tiles"], k)
+  np.testing.assert_array_equal(out["metrics"]["hr_pixels"],
+                                k * (HR // G) ** 2)
+  drift = np.asarray(out["metrics"]["drift"])
+  assert np.isfinite(drift).all() and (drift >= 0).all() and (drift <= 2).all()
+  assert out["embedding"].shape == (B, 8)
+  np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=-1), 1,
+                             atol=1e-4)
+
+
+def test_heuristic_picks_the_detailed_tiles():
+  lr = np.zeros((1, 8, 8, 1), np.float32)
+  lr[0, 2:4, 6:8, 0] = [[1, -1], [-1, 1]]  # detail in tile (1, 3) = 7
+  lr[0, 4:6, 0:2, 0] = [[2, 0], [0, 2]]    # stronger detail in tile (2, 0) = 8
+  s = tiles.tile_statistic(jnp.asarray(lr), 4)
+  assert list(np.argsort(-np.asarray(s[0]))[:2]) == [8, 7]
+
+
+def test_uniform_indices_spread_over_the_grid():
+  np.testing.assert_array_equal(cross_scale.uniform_indices(16, 4),
+                                [2, 6, 10, 14])
+  assert len(set(np.asarray(cross_scale.uniform_indices(100, 13)))) == 13
+
+
+def test_hr_only_completion_has_no_lr_path():
+  model = _model(budget=0.25, predictor=dict(width=16, depth=1, num_heads=2,
+                                             mlp_dim=32, lr_guidance=False))
+  params = _init(model, _batch())
+  assert "cross_attn" not in params["predictor0"]
+  # Its output does not depend on the LR view at all.
+  b1, b2 = _batch(0), _batch(0)
+  b2["lr"] = b2["lr"] * 0
+  model = _model(budget=0.25, policy="uniform",
+                 predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
+                                lr_guidance=False))
+  params = _init(model, b1)
+  o1 = model.apply({"params": params}, b1, rngs={"selection": jax.random.key(0)})
+  o2 = model.apply({"params": params}, b2, rngs={"selection": jax.random.key(0)})
+  np.testing.assert_allclose(o1["logits"], o2["logits"], atol=1e-5)
+
+
+def test_budget_errors_are_clear():
+  model = _model(budget=17)
+  with pytest.raises(ValueError, match="17"):
+    _init(model, _batch())
+  with pytest.raises(ValueError, match="policy"):
+    _init(_model(policy="oracle"), _batch())
+
+
+def test_retrieval_metrics_hand_case():
+  emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float64)
+  emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+  labels = np.array([[1, 0], [1, 0], [0, 1], [1, 0]])
+  m = metrics.retrieval_metrics(emb, labels, ks=(1, 2))
+  # Query 0: ranking 1(+), 3(+), 2 -> AP@1 = 1, AP@2 = (1 + 1) / 2 = 1.
+  # Query 3: ranking 2(-), 1(+), 0(+) -> AP@1 = 0; AP@2 = (1/2) / 2.
+  # Query 2 has no relevant item: skipped.
+  # Query 1: ranking 0(+), 3(+) -> 1, 1.
+  assert m["AP@1"] == pytest.approx((1 + 1 + 0) / 3)
+  assert m["AP@2"] == pytest.approx((1 + 1 + 0.25) / 3)
+  assert m["recall@1"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
