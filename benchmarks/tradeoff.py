@@ -54,8 +54,8 @@ def base_config(quick: bool, data_dir: str) -> ml_collections.ConfigDict:
     c.batch_size = 32
     c.total_steps = 400
     c.optim.warmup_steps = 40
-    for part in ("lr_encoder", "hr_encoder"):
-      c.model[part].update(width=32, depth=1, num_heads=2, mlp_dim=64)
+    c.model.lr_encoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
+    c.model.hr_encoder.update(width=32, depth=2)
     c.model.predictor.update(width=32, depth=1, num_heads=2, mlp_dim=64)
     c.model.sampler.update(width=16)
     c.model.embed_dim = 32

@@ -1,12 +1,12 @@
 """toyworld: a procedural scene world, deterministic from a seed.
 
 The embedded default dataset. Each scene is a smooth multi-band terrain with a
-few small objects. A scene's class is the *shape* of its objects (plus, ring,
-square, X, bars, dots: 6x6 HR pixels each), so the label is resolvable only
-at HR; at LR (4x coarser after a sensor PSF) every object is a ~2-pixel blob
-whose brightness varies with the shape's area, a weak cue. Objects occupy a
-few of the G x G tiles and same-looking-at-LR distractor blobs occupy others,
-so choosing which HR tiles to look at matters. As in real imagery, the LR
+few small objects (6x6 HR pixels). A scene's class is the *texture* of its
+objects (stripes, checks, diagonals, each covering half the object), so the
+label is resolvable only at HR: at LR (4x coarser after a sensor PSF) every
+object is the same half-intensity blob. Objects occupy a few of the G x G
+tiles and distractors (random half-filled patterns, identical at LR) occupy
+others, so choosing which HR tiles to look at matters. As in real imagery, the LR
 context is informative but not decisive: with probability `context_strength`
 the terrain takes its class's characteristic tint (else a random one), so an
 LR-only model can beat chance but not reach what HR tiles allow.
@@ -27,28 +27,29 @@ from data import common
 
 
 def _shape_masks() -> dict[str, np.ndarray]:
-  """Class shapes as `[6, 6]` bool masks."""
-  m = {k: np.zeros((6, 6), bool) for k in
-       ("plus", "ring", "square", "cross", "bars", "dots")}
-  m["plus"][2:4, :] = m["plus"][:, 2:4] = True
-  m["ring"][[0, -1], :] = m["ring"][:, [0, -1]] = True
-  m["square"][1:5, 1:5] = True
-  idx = np.arange(6)
-  m["cross"][idx, idx] = m["cross"][idx, 5 - idx] = True
-  m["bars"][:, [1, 4]] = True
-  for r in (0, 4):
-    for c in (0, 4):
-      m["dots"][r:r + 2, c:c + 2] = True
-  return m
+  """Class patterns as `[6, 6]` bool masks, each covering half the object.
+
+  They differ only in fine texture (orientation and frequency of stripes and
+  checks), so after the sensor's PSF and 4x downsampling every object is the
+  same half-intensity blob: the class is resolvable only at HR.
+  """
+  r, c = np.mgrid[:6, :6]
+  return {
+      "hstripes": r % 2 == 0,
+      "vstripes": c % 2 == 0,
+      "checker": (r + c) % 2 == 0,
+      "diagonal": (r - c) % 4 < 2,
+      "antidiagonal": (r + c) % 4 < 2,
+      "blocks": (r // 2 + c // 2) % 2 == 0,
+  }
 
 
 # Bump when the generator's output changes, so cached builds are redone.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 SHAPES = _shape_masks()
-# A filled disc: looks like any object at LR, belongs to no class.
-_yy, _xx = np.mgrid[:6, :6]
-DISTRACTOR = (_yy - 2.5) ** 2 + (_xx - 2.5) ** 2 <= 7.0
+# Distractors: an irregular half-filled pattern, drawn anew per object, that
+# looks like any object at LR and belongs to no class.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,8 @@ def make_scene(cfg: ToyworldConfig, rng: np.random.Generator, scene_id: str,
   kinds = [int(c) for c, n in zip(present, n_obj) for _ in range(n)]
   kinds += [-1] * n_dis
   for t, kind in zip(tiles, kinds):
-    mask = SHAPES[cfg.classes[kind]] if kind >= 0 else DISTRACTOR
+    mask = (SHAPES[cfg.classes[kind]] if kind >= 0
+            else rng.permutation(np.arange(36) < 18).reshape(6, 6))
     r0 = (t // G) * tile + rng.integers(0, tile - 5)
     c0 = (t % G) * tile + rng.integers(0, tile - 5)
     color = rng.uniform(0.0, 1.0, nb)

@@ -85,10 +85,13 @@ def test_perturbed_forward_is_the_hard_selection_and_trains_the_sampler():
 
 @pytest.mark.parametrize("policy, budget", [
     *[(p, 0.25) for p in cross_scale.POLICIES], ("learned", 0),
-    ("learned", 1.0)])
+    ("learned", 1.0), ("cnn", 0.25)])
 def test_every_policy_and_budget_runs_and_accounts_cost(policy, budget):
   batch = _batch()
-  model = _model(budget=budget, policy=policy)
+  if policy == "cnn":  # the conv tile encoder
+    model = _model(budget=budget, hr_encoder=dict(kind="cnn", width=16))
+  else:
+    model = _model(budget=budget, policy=policy)
   params = _init(model, batch)
   out = model.apply({"params": params}, batch, train=False,
                     rngs={"selection": jax.random.key(0)})

@@ -1,6 +1,7 @@
 """Training harness: sharded step == 1-device step, exact resume after a
 kill or SIGTERM, NaN stop, and the main config end to end (runlocal)."""
 
+import importlib
 import json
 import os
 import signal
@@ -51,13 +52,23 @@ def test_sharded_step_equals_single_device_step(toyworld_small):
                                                        rtol=1e-4), p1, p8)
 
 
-def test_main_config_trains_and_reports(toyworld_small, tmp_path):
-  c = _config(toyworld_small)
+CONFIGS = sorted(
+    os.path.splitext(f)[0] for f in os.listdir(
+        os.path.join(ROOT, "experiments", "configs"))
+    if f.endswith(".py") and not f.startswith("_"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_trains_a_few_steps_and_reports(name, toyworld_small,
+                                                     tmp_path):
+  module = importlib.import_module(f"experiments.configs.{name}")
+  c = module.get_config("runlocal")
+  c.data.path = toyworld_small
   final = train.train_and_evaluate(c, str(tmp_path))
   assert final["final"]["num_examples"] == 64
   assert 0.0 <= final["final"]["accuracy"] <= 1.0
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert any(r["split"] == "train" and "loss" in r for r in rows)
+  assert any(r["split"] == "train" and np.isfinite(r["loss"]) for r in rows)
   assert any(r["split"] == "final_test" for r in rows)
   assert any(f.startswith("events.out.tfevents")
              for f in os.listdir(tmp_path / "tb"))

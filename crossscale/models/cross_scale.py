@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from crossscale import selection, tiles
-from crossscale.models import vit
+from crossscale.models import convnet, vit
 
 POLICIES = ("learned", "random", "uniform", "heuristic")
 
@@ -143,6 +143,7 @@ class CrossScaleModel(nn.Module):
   num_target_tiles: int = -1          # unobserved tiles with a latent target; -1: k
   embed_dim: int = 64                 # retrieval embedding
   zero_hr_gain: float = 0.0           # residual fusion s = s_P + g (s_P - s_0HR)
+  head_type: str = "map"              # map | mil (see head_logits)
 
   def setup(self):
     if self.policy not in POLICIES:
@@ -151,7 +152,15 @@ class CrossScaleModel(nn.Module):
     p = dict(self.predictor or {})
     self.width = p.get("width", 96)
     self.lr_enc = vit.Encoder(**(self.lr_encoder or {}), name="lr_encoder")
-    self.hr_enc = vit.Encoder(**(self.hr_encoder or {}), name="hr_encoder")
+    hr_cfg = dict(self.hr_encoder or {})
+    self.hr_kind = hr_cfg.pop("kind", "vit")
+    if self.hr_kind == "vit":
+      self.hr_enc = vit.Encoder(**hr_cfg, name="hr_encoder")
+    elif self.hr_kind == "cnn":
+      self.hr_enc = convnet.ConvEncoder(**hr_cfg, name="hr_encoder")
+    else:
+      raise ValueError(f"unknown HR tile encoder {self.hr_kind!r} "
+                       "(config.model.hr_encoder.kind); known: vit, cnn")
     self.sampler_net = Sampler(self.grid, **(self.sampler or {}),
                                name="sampler")
     self.lr_proj = nn.Dense(self.width, name="lr_proj")
@@ -184,12 +193,15 @@ class CrossScaleModel(nn.Module):
     return selection.k_from_budget(self.budget, self.n_tiles)
 
   def encode_tiles(self, tile_pixels):
-    """`[B, k, t, t, C]` -> tile latents `[B, k, D_hr]` (mean of tokens)."""
+    """`[B, k, t, t, C]` -> tile latents `[B, k, D_hr]`."""
     B, k = tile_pixels.shape[:2]
     if k == 0:
       return jnp.zeros((B, 0, self.hr_enc.width), tile_pixels.dtype)
     flat = tile_pixels.reshape((B * k,) + tile_pixels.shape[2:])
-    return self.hr_enc(flat).mean(1).reshape(B, k, -1)
+    z = self.hr_enc(flat)
+    if self.hr_kind == "vit":
+      z = z.mean(1)                                        # tokens -> tile
+    return z.reshape(B, k, -1)
 
   def scores(self, batch, train):
     """Tile scores `[B, N]` of the policy (logits for "learned")."""
@@ -220,10 +232,22 @@ class CrossScaleModel(nn.Module):
     return self.out_norm(x)
 
   def head_logits(self, tokens, context):
-    """HR-only completion (lr_guidance=False) pools the tile tokens alone."""
+    """Class logits `[B, K]` and pooled features `[B, D]` from the completed
+    tile tokens (and the LR context, unless HR-only: lr_guidance=False).
+
+    head="map": a learned probe attends over the tokens, then a linear
+    classifier. head="mil": every token scores every class and a scene's
+    score is the log-sum-exp over tokens (multiple-instance pooling: a class
+    is present if some tile shows it), which suits labels carried by small
+    objects in a few tiles.
+    """
     if (self.predictor or {}).get("lr_guidance", True):
       tokens = jnp.concatenate([tokens, context], axis=1)
     pooled = self.pool(tokens)
+    if self.head_type == "mil":
+      per_token = self.head(tokens)                         # [B, T, K]
+      return jax.nn.logsumexp(per_token, axis=1) - jnp.log(
+          tokens.shape[1]), pooled
     return self.head(pooled), pooled
 
   def __call__(self, batch, train: bool = False):

@@ -53,6 +53,10 @@ class Encoder(nn.Module):
 
   `images: [B, h, w, C]` -> `tokens: [B, N, width]` (after a final LayerNorm).
   `patch_size=0` picks one with `auto_patch_size(size, target_side)`.
+  stem="conv" runs two 3x3 convolutions at full resolution before the
+  patchify (an early-convolution hybrid ViT): far better than a linear patch
+  embedding at fine textures inside small tiles. pool="mean"|"max" is used
+  by `pooled`.
   """
   width: int = 128
   depth: int = 4
@@ -60,6 +64,7 @@ class Encoder(nn.Module):
   mlp_dim: int = 256
   patch_size: int = 0
   target_side: int = 8
+  stem: str = "patch"
   dropout: float = 0.0
   remat: bool = False
 
@@ -70,8 +75,15 @@ class Encoder(nn.Module):
     if h % p or w % p:
       raise ValueError(f"image {h}x{w} is not divisible by patch_size {p}; "
                        "set model.patch_size to a divisor (or 0 for auto).")
+    x = images
+    if self.stem == "conv":
+      for i in range(2):
+        x = nn.gelu(nn.Conv(self.width // 2, (3, 3), name=f"stem{i}")(x))
+    elif self.stem != "patch":
+      raise ValueError(f"unknown stem {self.stem!r} (config.model.*.stem); "
+                       "known: patch, conv")
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
-                name="embed")(images)
+                name="embed")(x)
     x = x.reshape(x.shape[0], -1, self.width)             # [B, N, D]
     pos = self.param("pos_embedding", nn.initializers.normal(0.02),
                      (1, x.shape[1], self.width))

@@ -26,8 +26,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       policy="learned",           # learned | random | uniform | heuristic
       selection=dict(mode="perturbed", sigma=0.05, num_samples=32),
       lr_encoder=dict(width=64, depth=2, num_heads=4, mlp_dim=128),
-      hr_encoder=dict(width=64, depth=2, num_heads=4, mlp_dim=128,
-                      target_side=4),
+      # Small tiles (8 px on toyworld): a conv tile encoder learns fine
+      # texture in hundreds of steps; kind="vit" (with target_side, stem)
+      # is the ViT tile encoder for larger tiles.
+      hr_encoder=dict(kind="cnn", width=64, depth=2),
       sampler=dict(width=32, depth=1, num_heads=4),
       predictor=dict(width=64, depth=2, num_heads=4, mlp_dim=128,
                      lr_guidance=True),
@@ -41,8 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if runlocal:
     c.model.update(dict(
         lr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
-        hr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
-                        target_side=4),
+        hr_encoder=dict(kind="cnn", width=16, depth=1),
         sampler=dict(width=16, depth=1, num_heads=2),
         predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
                        lr_guidance=True),
