@@ -34,3 +34,15 @@ def tile_statistic(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
   var = t.var(axis=(2, 3)).sum(-1)
   energy = (to_tiles(gx ** 2 + gy ** 2, grid)).mean(axis=(2, 3)).sum(-1)
   return var + energy
+
+
+def hr_detail(tile_pixels: jnp.ndarray, scale: int) -> jnp.ndarray:
+  """Detail an LR pixel cannot hold: `[B, k, t, t, C]` -> `[B, k]`, the mean
+  squared difference between each tile and its own `scale x scale` block
+  means (what survives above the LR sampling frequency)."""
+  B, k, t, _, C = tile_pixels.shape
+  s = max(1, min(scale, t))
+  x = tile_pixels[:, :, :t - t % s, :t - t % s]
+  blocks = einops.rearrange(x, "b k (h s1) (w s2) c -> b k h w (s1 s2) c",
+                            s1=s, s2=s)
+  return ((blocks - blocks.mean(4, keepdims=True)) ** 2).mean((2, 3, 4, 5))

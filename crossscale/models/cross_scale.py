@@ -288,7 +288,11 @@ class CrossScaleModel(nn.Module):
                            k * (hr.shape[1] // self.grid) ** 2)),
                        "budget_ratio": jnp.full((B,), k / self.n_tiles)}}
     if train:
-      out["aux_losses"]["latent"] = self.latent_loss(hr, pred, observed_mask)
+      latent, sampler = self.latent_losses(hr, pred, observed_mask, s,
+                                           lr.shape[1])
+      out["aux_losses"]["latent"] = latent
+      if self.policy == "learned" and k < self.n_tiles:
+        out["aux_losses"]["sampler"] = sampler
       out["aux_losses"]["retrieval"] = siglip_loss(
           emb, batch["labels"], self.siglip_t, self.siglip_b)
     else:
@@ -301,19 +305,38 @@ class CrossScaleModel(nn.Module):
           unobs.sum(1), 1.0)
     return out
 
-  def latent_loss(self, hr, pred, observed_mask):
-    """Cosine distance to stop-gradient HR latents on a random subset of
-    unobserved tiles (the subset keeps the cost proportional to k)."""
+  def latent_losses(self, hr, pred, observed_mask, logits, lr_size):
+    """(latent loss, sampler loss) on a random subset of T unobserved tiles
+    (the subset keeps the cost proportional to k).
+
+    latent: cosine distance of the predicted latents to stop-gradient HR
+      latents of those tiles.
+    sampler: the sampler learns where HR adds what LR lacks: its logits
+      regress onto the sub-LR-pixel detail energy of those tiles
+      (`hr_detail`, log, standardised over the batch), a target from the
+      data alone, so it is informative from the first step, unlike the
+      completion errors of still-untrained encoders.
+    """
     k = self.k()
     T = self.num_target_tiles if self.num_target_tiles >= 0 else max(k, 1)
     T = min(T, self.n_tiles - k)
     if T <= 0:
-      return jnp.zeros(())
+      return jnp.zeros(()), jnp.zeros(())
     B = hr.shape[0]
     r = jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
     r = jnp.where(observed_mask, -1.0, r)
     tidx, _ = selection.topk_indices(r, T)                  # [B, T]
-    target = jax.lax.stop_gradient(self.encode_tiles(
-        tiles.gather_tiles(hr, tidx, self.grid)))
+    target_px = tiles.gather_tiles(hr, tidx, self.grid)     # [B, T, t, t, C]
+    target = jax.lax.stop_gradient(self.encode_tiles(target_px))
     p = jnp.take_along_axis(pred, tidx[..., None], axis=1)
-    return cosine_distance(p, target).mean()
+    latent = cosine_distance(p, target).mean()
+    if T < 2:
+      return latent, jnp.zeros(())
+    detail = jnp.log(tiles.hr_detail(target_px, hr.shape[1] // lr_size)
+                     + 1e-4)                                # [B, T]
+    # Standardised over the whole batch, not per scene: most sampled tiles
+    # are background, and per-scene statistics would turn their noise into
+    # targets.
+    z = jax.lax.stop_gradient((detail - detail.mean()) / (detail.std() + 1e-3))
+    s = jnp.take_along_axis(logits, tidx, axis=1)
+    return latent, ((s - z) ** 2).mean()
