@@ -24,7 +24,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="cross_scale",
       budget=0.125,               # k tiles (int) or a ratio of the G*G grid
       policy="learned",           # learned | random | uniform | heuristic
-      selection=dict(mode="perturbed", sigma=0.05, num_samples=32),
+      # The sampler's logits regress onto standardised HR detail (scale ~1),
+      # so sigma is relative to that: 0.05 (the paper's) makes the perturbed
+      # top-k gradient (~1/sigma) swamp the sampler; 0.5 learns.
+      selection=dict(mode="perturbed", sigma=0.5, num_samples=32),
       lr_encoder=dict(width=64, depth=2, num_heads=4, mlp_dim=128),
       # Small tiles (8 px on toyworld): a conv tile encoder learns fine
       # texture in hundreds of steps; kind="vit" (with target_side, stem)
@@ -47,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         sampler=dict(width=16, depth=1, num_heads=2),
         predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
                        lr_guidance=True),
-        selection=dict(mode="perturbed", sigma=0.05, num_samples=16),
+        selection=dict(mode="perturbed", sigma=0.5, num_samples=16),
         embed_dim=8))
     c.total_steps = 20
     c.eval_every = 10
