@@ -11,7 +11,6 @@ mid-build never leaves a dataset that looks valid.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import hashlib

@@ -37,7 +37,6 @@ import collections
 import datetime
 import json
 import os
-import sys
 import warnings
 from typing import Any, Sequence
 
@@ -332,16 +331,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                  default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
   common.add_common_flags(p)
   args = p.parse_args(argv)
-  try:
-    m = build(args.src, args.out, name=args.name,
-              nomenclature=args.nomenclature, grid=args.grid,
-              split_fractions=args.split_fractions, seed=args.seed,
-              records_per_shard=args.records_per_shard)
-  except records.DataError as e:
-    sys.exit(f"error: {e}")
-  counts = {s: m.num_records(s) for s in m.splits}
-  print(f"{m.name}: {m.num_classes} classes, hr {m.hr_shape}, lr "
-        f"{m.lr_shape}, splits {counts} -> {args.out}")
+  common.run_build(lambda: build(
+      args.src, args.out, name=args.name, nomenclature=args.nomenclature,
+      grid=args.grid, split_fractions=args.split_fractions,
+      seed=args.seed, records_per_shard=args.records_per_shard), args.out)
 
 
 if __name__ == "__main__":

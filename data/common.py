@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Sequence
 
 import numpy as np
+
+from crossscale import records, shards
 
 # Where the project's real imagery lives (never committed): ../shared/data.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,3 +55,17 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--out", required=True, help="output dataset directory")
   p.add_argument("--seed", type=int, default=0, help="split/noise seed")
   p.add_argument("--records_per_shard", type=int, default=512)
+
+
+def run_build(build, out: str, summary: bool = True) -> shards.Manifest:
+  """Runs a builder's `build()` for its CLI: a DataError exits with its
+  message (no traceback); prints the dataset's shapes and split counts."""
+  try:
+    m = build()
+  except records.DataError as e:
+    sys.exit(f"error: {e}")
+  if summary:
+    counts = {s: m.num_records(s) for s in m.splits}
+    print(f"{m.name}: {m.num_classes} classes, hr {m.hr_shape}, lr "
+          f"{m.lr_shape}, splits {counts} -> {out}")
+  return m

@@ -65,7 +65,6 @@ import datetime
 import math
 import os
 import re
-import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -606,17 +605,14 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--lr_time", default=None, help="ISO-8601 LR time")
   common.add_common_flags(p)
   args = p.parse_args(argv)
-  try:
-    m = build(args.out, args.hr, args.lr, name=args.name,
-              scene_px=args.scene_px, grid=args.grid, lr_scale=args.lr_scale,
-              split_fractions=args.split_fractions, seed=args.seed,
-              max_nodata_frac=args.max_nodata_frac,
-              mask_paths=_parse_masks(args.mask), hr_time=args.hr_time,
-              lr_time=args.lr_time, psf_sigma=args.psf_sigma,
-              noise_std=args.noise_std,
-              records_per_shard=args.records_per_shard)
-  except records.DataError as e:
-    sys.exit(f"error: {e}")
+  m = common.run_build(lambda: build(
+      args.out, args.hr, args.lr, name=args.name, scene_px=args.scene_px,
+      grid=args.grid, lr_scale=args.lr_scale,
+      split_fractions=args.split_fractions, seed=args.seed,
+      max_nodata_frac=args.max_nodata_frac,
+      mask_paths=_parse_masks(args.mask), hr_time=args.hr_time,
+      lr_time=args.lr_time, psf_sigma=args.psf_sigma,
+      noise_std=args.noise_std, records_per_shard=args.records_per_shard), args.out, summary=False)
   counts = {s: m.num_records(s) for s in m.splits}
   print(f"{m.name}: hr {m.hr_shape} @ {m.hr_gsd:.3g} m, lr {m.lr_shape} @ "
         f"{m.lr_gsd:.3g} m, {m.builder['windows_dropped_nodata']} of "

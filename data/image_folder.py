@@ -40,7 +40,6 @@ import argparse
 import collections
 import math
 import os
-import sys
 import warnings
 from typing import Iterator, Sequence
 
@@ -293,17 +292,12 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--noise_std", type=float, default=0.01)
   common.add_common_flags(p)
   args = p.parse_args(argv)
-  try:
-    m = build(args.src, args.out, name=args.name, hr_size=args.hr_size,
-              scale=args.scale, grid=args.grid, seed=args.seed,
-              psf_sigma=args.psf_sigma, noise_std=args.noise_std,
-              limit_per_class=args.limit_per_class,
-              records_per_shard=args.records_per_shard)
-  except records.DataError as e:
-    sys.exit(f"error: {e}")
-  counts = {s: m.num_records(s) for s in m.splits}
-  print(f"{m.name}: {m.num_classes} classes, hr {m.hr_shape}, lr "
-        f"{m.lr_shape}, splits {counts} -> {args.out}")
+  common.run_build(lambda: build(
+      args.src, args.out, name=args.name, hr_size=args.hr_size,
+      scale=args.scale, grid=args.grid, seed=args.seed,
+      psf_sigma=args.psf_sigma, noise_std=args.noise_std,
+      limit_per_class=args.limit_per_class,
+      records_per_shard=args.records_per_shard), args.out)
 
 
 if __name__ == "__main__":

@@ -173,11 +173,10 @@ def main(argv=None):
   cfg = ToyworldConfig(hr_size=a.hr_size, grid=a.grid, scale=a.scale,
                        bands=tuple(a.bands.split(",")),
                        multi_label=a.multi_label, noise_std=a.noise_std)
-  m = build(a.out, cfg, num_train=a.num_train, num_val=a.num_val,
-            num_test=a.num_test, seed=a.seed,
-            records_per_shard=a.records_per_shard)
-  print(f"toyworld -> {a.out}: " + ", ".join(
-      f"{k}={v['num_records']}" for k, v in m.splits.items()))
+  common.run_build(lambda: build(
+      a.out, cfg, num_train=a.num_train, num_val=a.num_val,
+      num_test=a.num_test, seed=a.seed,
+      records_per_shard=a.records_per_shard), a.out)
 
 
 if __name__ == "__main__":
