@@ -103,3 +103,76 @@ def retrieval_metrics(emb: np.ndarray, labels: np.ndarray,
     out[f"recall@{k}"] = float((top.sum(1)[ok] / npos[ok]).mean()
                                ) if ok.any() else float("nan")
   return out
+
+
+# --- Referring segmentation (RRSIS-D / RefSegRS protocol) -------------------
+#
+# One sample is one image-expression pair with a thresholded predicted mask
+# and the true mask. Conventions (those of LAVT/RMSIN's evaluation code):
+#   IoU_i = I_i / U_i, and IoU_i = 0 when U_i = 0 (both masks empty): an empty
+#   target predicted empty scores 0, not 1 (referring sets have no empty
+#   targets, so this only matters for degenerate data);
+#   oIoU = sum_i I_i / sum_i U_i over the split (0 when every U_i = 0);
+#   mIoU = mean_i IoU_i;  Prec@X = share of samples with IoU_i >= X.
+
+PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _binary(mask, what: str, i: int) -> np.ndarray:
+  """A 0/1 or bool mask as bool; anything else is refused (threshold first)."""
+  m = np.asarray(mask)
+  if m.dtype != bool:
+    if not np.isin(m, (0, 1)).all():
+      raise ValueError(
+          f"{what} mask {i} has values other than 0/1 (e.g. probabilities or "
+          "255): threshold it first, e.g. `pred > 0.5` or `mask > 0`.")
+    m = m.astype(bool)
+  return m
+
+
+def intersection_union(pred, true) -> tuple[np.ndarray, np.ndarray]:
+  """Per-sample pixel counts `(I: [N], U: [N])` (int64).
+
+  pred, true: `[N, H, W]` binary arrays, or equal-length sequences of `[H_i,
+  W_i]` masks of per-sample sizes (pred i and true i must match).
+  """
+  if len(pred) != len(true):
+    raise ValueError(f"{len(pred)} predicted masks but {len(true)} true "
+                     "masks: pass one prediction per image-expression pair.")
+  inter = np.zeros(len(pred), np.int64)
+  union = np.zeros(len(pred), np.int64)
+  for i, (p, t) in enumerate(zip(pred, true)):
+    p, t = _binary(p, "predicted", i), _binary(t, "true", i)
+    if p.shape != t.shape:
+      raise ValueError(f"sample {i}: predicted mask {p.shape} vs true mask "
+                       f"{t.shape}: resize the prediction to the mask size.")
+    inter[i] = np.count_nonzero(p & t)
+    union[i] = np.count_nonzero(p | t)
+  return inter, union
+
+
+def refseg_metrics_from_counts(inter, union,
+                               thresholds=PREC_THRESHOLDS) -> dict[str, float]:
+  """oIoU, mIoU and Prec@X from per-sample counts `[N]` (see the header)."""
+  inter = np.asarray(inter, np.float64)
+  union = np.asarray(union, np.float64)
+  if inter.size == 0:
+    raise ValueError("no samples: referring metrics need at least one "
+                     "image-expression pair.")
+  iou = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
+  total_u = union.sum()
+  out = {"oIoU": float(inter.sum() / total_u) if total_u > 0 else 0.0,
+         "mIoU": float(iou.mean()), "num_samples": int(iou.size)}
+  for x in thresholds:
+    out[f"Prec@{x:g}"] = float((iou >= x).mean())
+  return out
+
+
+def refseg_metrics(pred, true, thresholds=PREC_THRESHOLDS) -> dict[str, float]:
+  """Referring-segmentation metrics of binary masks (`[N, H, W]` or lists).
+
+  Returns {"oIoU", "mIoU", "Prec@0.5", ..., "Prec@0.9", "num_samples"}, all
+  as fractions in [0, 1] (papers report them x100).
+  """
+  return refseg_metrics_from_counts(*intersection_union(pred, true),
+                                    thresholds=thresholds)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any, Sequence
+
+import jax
 import optax
 
 
@@ -33,4 +37,32 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
     raise ValueError(f"unknown optimizer {name!r} (config.optim.name); "
                      "known: adamw, sgd")
   clip = cfg.get("grad_clip", 0.0)
-  return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+  opt = optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+  frozen = tuple(cfg.get("frozen", ()) or ())
+  if not frozen:
+    return opt
+  # Frozen parameters get no update and the optimizer holds no state for them.
+  return optax.multi_transform(
+      {"train": opt, "frozen": optax.set_to_zero()},
+      lambda params: param_labels(params, frozen))
+
+
+def param_path(path) -> str:
+  """"a/b/kernel" from a pytree key path (dict keys only; boxes skipped)."""
+  return "/".join(str(k.key) for k in path if hasattr(k, "key"))
+
+
+def param_labels(params: Any, frozen: Sequence[str]) -> Any:
+  """"frozen" where a regex of `config.optim.frozen` matches (re.search) the
+  parameter's path, else "train"."""
+  pats = [re.compile(p) for p in frozen]
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: "frozen" if any(p.search(param_path(path)) for p in pats)
+      else "train", params)
+
+
+def trainable_fraction(params: Any, frozen: Sequence[str]) -> tuple[int, int]:
+  """(trainable, total) parameter counts under `frozen`."""
+  labels = jax.tree.leaves(param_labels(params, frozen))
+  sizes = [x.size for x in jax.tree.leaves(params)]
+  return sum(n for n, l in zip(sizes, labels) if l == "train"), sum(sizes)

@@ -16,6 +16,7 @@ import signal
 from typing import Any, Callable
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -66,10 +67,14 @@ def make_train_step(model, tx: optax.GradientTransformation, task: str,
       out = model.apply({"params": params}, batch, train=True,
                         rngs={"dropout": dropout_rng,
                               "selection": selection_rng})
-      task_l = metrics_lib.task_loss(out["logits"], batch["labels"], task)
+      # Models with logits get the task loss; others (SR, segmentation)
+      # bring every loss term in "aux_losses".
+      logits = out.get("logits")
+      task_l = (metrics_lib.task_loss(logits, batch["labels"], task)
+                if logits is not None else jnp.zeros((), jnp.float32))
       aux = {k: v * aux_weights.get(k, 1.0)
              for k, v in out["aux_losses"].items()}
-      return task_l + sum(aux.values()), (task_l, aux, out["logits"])
+      return task_l + sum(aux.values()), (task_l, aux, logits)
 
     (loss, (task_l, aux, logits)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
@@ -77,7 +82,7 @@ def make_train_step(model, tx: optax.GradientTransformation, task: str,
     params = optax.apply_updates(state.params, updates)
     m = {"loss": loss, "task_loss": task_l, "grad_norm": optax.tree.norm(grads),
          **{f"aux_{k}": v for k, v in aux.items()}}
-    if task == "single_label":
+    if task == "single_label" and logits is not None:
       m["accuracy"] = metrics_lib.correct(logits, batch["labels"]).mean()
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state)
@@ -99,21 +104,33 @@ def jit_train_step(config, model, tx, mesh, state_sh) -> Callable:
 
 def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
   """Initialises the state directly into its shardings (nothing is
-  materialised on one device first). Returns (state, state_shardings)."""
+  materialised on one device first): parameters and optimizer moments are
+  sharded by their logical axis names (`sharding_rules(config)`).
+  Returns (state, state_shardings)."""
 
-  def init(rng):
+  def boxed_init(rng):
     params_rng, state_rng = jax.random.split(rng)
     params = model.init({"params": params_rng}, batch, train=False)["params"]
+    # The optimizer state mirrors the boxed params, names included.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), rng=state_rng)
 
-  abstract = jax.eval_shape(init, jax.random.key_data(
-      jax.random.key(config.seed)))
-  # Parameters are replicated over the data axes (model axes come later).
-  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=shardings)(
-      jax.random.key_data(jax.random.key(config.seed)))
+  rng = jax.random.key_data(jax.random.key(config.seed))
+  shardings = sharding.tree_shardings(jax.eval_shape(boxed_init, rng), mesh,
+                                      sharding_rules(config))
+  init = lambda rng: nn.meta.unbox(boxed_init(rng))
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  if hasattr(model, "load_pretrained"):  # e.g. frozen pretrained encoders
+    params = model.load_pretrained(jax.device_get(state.params))
+    state = state.replace(params=jax.device_put(params, shardings.params))
   return state, shardings
+
+
+def sharding_rules(config):
+  """`config.sharding.rules` (logical axis -> mesh axes), else the default."""
+  rules = config.get("sharding", {}).get("rules")
+  return tuple((n, tuple(a) if isinstance(a, (list, tuple)) else a)
+               for n, a in rules) if rules else sharding.RULES
 
 
 def _eval_all(evals, params, step, writer) -> dict[str, dict[str, float]]:

@@ -4,8 +4,10 @@ A model is a linen Module called as `model.apply({"params": p}, batch,
 train=..., rngs=...)` returning {"logits": [B, K], "aux_losses": {name: ()}} and optionally
 "metrics": {name: [B]} (per-example values the evaluators average) and
 "embedding": [B, E] (L2-normalised, for retrieval metrics). The trainer adds
-the task loss on the logits to the weighted aux losses. Models are called with
-rngs "dropout" and "selection".
+the task loss on the logits (when there are logits) to the weighted aux
+losses. Models are called with rngs "dropout" and "selection". A model may
+define `load_pretrained(params) -> params` (host trees): the trainer calls it
+after initialisation, e.g. to load frozen pretrained encoders.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any
 
 import flax.linen as nn
 
-from crossscale.models import cross_scale, vit
+from crossscale.models import cross_scale, refseg, sr, vit
 
 _MODELS = {
     "lr_vit": vit.LRClassifier,
     "cross_scale": cross_scale.CrossScaleModel,
+    **sr.SR_MODELS,
+    "refseg": refseg.RefSegModel,
+    "refseg_backbone_cls": refseg.BackboneClassifier,
 }
 
 

@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 
 from crossscale import selection, tiles
-from crossscale.models import convnet, vit
+from crossscale.kernels import tile_select
+from crossscale.models import convnet, layers, vit
 
 POLICIES = ("learned", "random", "uniform", "heuristic")
 
@@ -56,19 +57,23 @@ class Sampler(nn.Module):
   def __call__(self, lr, train: bool = False):
     x = lr
     for i in range(2):
-      x = nn.gelu(nn.GroupNorm(num_groups=8)(
-          nn.Conv(self.width, (3, 3), name=f"conv{i}")(x)))
+      x = nn.gelu(layers.GroupNorm(num_groups=8)(
+          layers.Conv(self.width, (3, 3), name=f"conv{i}")(x)))
     sub = tiles.to_tiles(x, self.grid)                  # [B, N, s, s, F]
     B, N = sub.shape[:2]
     sub = sub.reshape(B, N, -1, self.width)             # [B, N, s*s, F]
-    attn = nn.softmax(nn.Dense(1, name="pool_logits")(sub), axis=2)
-    tok = (attn * nn.Dense(self.width, name="pool_values")(sub)).sum(2)
-    tok = tok + self.param("tile_pos", nn.initializers.normal(0.02),
-                           (1, N, self.width))
+    attn = nn.softmax(layers.Dense(1, axes=("embed", None),
+                                   name="pool_logits")(sub), axis=2)
+    tok = (attn * layers.Dense(self.width, axes=("embed", "embed_out"),
+                               name="pool_values")(sub)).sum(2)
+    tok = tok + self.param("tile_pos", layers.part(
+        nn.initializers.normal(0.02), (None, "tokens", "embed")),
+        (1, N, self.width))
     for i in range(self.depth):
       tok = vit.EncoderBlock(self.num_heads, 2 * self.width,
                              name=f"context{i}")(tok, train)
-    return nn.Dense(1, name="score")(nn.LayerNorm()(tok))[..., 0]
+    return layers.Dense(1, axes=("embed", None), name="score")(
+        layers.LayerNorm()(tok))[..., 0]
 
 
 class PredictorBlock(nn.Module):
@@ -80,14 +85,12 @@ class PredictorBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, context, train: bool):
-    y = nn.LayerNorm()(x)
-    x = x + nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, name="self_attn")(y, y)
+    y = layers.LayerNorm()(x)
+    x = x + layers.Attention(self.num_heads, name="self_attn")(y, y)
     if self.lr_guidance:
-      y = nn.LayerNorm()(x)
-      x = x + nn.MultiHeadDotProductAttention(
-          num_heads=self.num_heads, name="cross_attn")(y, context)
-    return x + vit.MlpBlock(self.mlp_dim, self.dropout)(nn.LayerNorm()(x),
+      y = layers.LayerNorm()(x)
+      x = x + layers.Attention(self.num_heads, name="cross_attn")(y, context)
+    return x + vit.MlpBlock(self.mlp_dim, self.dropout)(layers.LayerNorm()(x),
                                                         train)
 
 
@@ -97,11 +100,12 @@ class MAPHead(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    probe = self.param("probe", nn.initializers.normal(0.02),
+    probe = self.param("probe", layers.part(nn.initializers.normal(0.02),
+                                            (None, None, "embed")),
                        (1, 1, x.shape[-1]))
     probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1]))
-    y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(probe, x)
-    return nn.LayerNorm()(y[:, 0])
+    y = layers.Attention(self.num_heads)(probe, x)
+    return layers.LayerNorm()(y[:, 0])
 
 
 def cosine_distance(a, b, eps=1e-6):
@@ -144,6 +148,8 @@ class CrossScaleModel(nn.Module):
   embed_dim: int = 64                 # retrieval embedding
   zero_hr_gain: float = 0.0           # residual fusion s = s_P + g (s_P - s_0HR)
   head_type: str = "map"              # map | mil (see head_logits)
+  select_impl: str = "auto"           # tile select+gather: auto|kernel|reference
+  remat: bool = False                 # recompute block activations in backward
 
   def setup(self):
     if self.policy not in POLICIES:
@@ -151,11 +157,13 @@ class CrossScaleModel(nn.Module):
                        f"(config.model.policy); known: {POLICIES}")
     p = dict(self.predictor or {})
     self.width = p.get("width", 96)
-    self.lr_enc = vit.Encoder(**(self.lr_encoder or {}), name="lr_encoder")
+    self.lr_enc = vit.Encoder(
+        **{"remat": self.remat, **(self.lr_encoder or {})}, name="lr_encoder")
     hr_cfg = dict(self.hr_encoder or {})
     self.hr_kind = hr_cfg.pop("kind", "vit")
     if self.hr_kind == "vit":
-      self.hr_enc = vit.Encoder(**hr_cfg, name="hr_encoder")
+      self.hr_enc = vit.Encoder(**{"remat": self.remat, **hr_cfg},
+                                name="hr_encoder")
     elif self.hr_kind == "cnn":
       self.hr_enc = convnet.ConvEncoder(**hr_cfg, name="hr_encoder")
     else:
@@ -163,27 +171,36 @@ class CrossScaleModel(nn.Module):
                        "(config.model.hr_encoder.kind); known: vit, cnn")
     self.sampler_net = Sampler(self.grid, **(self.sampler or {}),
                                name="sampler")
-    self.lr_proj = nn.Dense(self.width, name="lr_proj")
-    self.hr_proj = nn.Dense(self.width, name="hr_proj")
-    self.blocks = [PredictorBlock(p.get("num_heads", 4),
+    self.lr_proj = layers.Dense(self.width, axes=("embed_in", "embed"),
+                                 name="lr_proj")
+    self.hr_proj = layers.Dense(self.width, axes=("embed_in", "embed"),
+                                 name="hr_proj")
+    block = (nn.remat(PredictorBlock, static_argnums=(3,)) if self.remat
+             else PredictorBlock)
+    self.blocks = [block(p.get("num_heads", 4),
                                   p.get("mlp_dim", 2 * self.width),
                                   p.get("lr_guidance", True),
                                   name=f"predictor{i}")
                    for i in range(p.get("depth", 2))]
     n = self.grid * self.grid
-    self.mask_token = self.param("mask_token", nn.initializers.normal(0.02),
+    self.mask_token = self.param("mask_token", layers.part(
+        nn.initializers.normal(0.02), (None, None, "embed")),
                                  (1, 1, self.width))
-    self.tile_pos = self.param("tile_pos", nn.initializers.normal(0.02),
+    self.tile_pos = self.param("tile_pos", layers.part(
+        nn.initializers.normal(0.02), (None, "tokens", "embed")),
                                (1, n, self.width))
-    self.out_norm = nn.LayerNorm(name="out_norm")
-    self.to_latent = nn.Dense(self.hr_enc.width, name="to_latent")
+    self.out_norm = layers.LayerNorm(name="out_norm")
+    self.to_latent = layers.Dense(self.hr_enc.width, axes=("embed", "embed_out"),
+                                   name="to_latent")
     self.pool = MAPHead(name="pool")
-    self.head = nn.Dense(self.num_classes, name="head")
-    self.embed = nn.Dense(self.embed_dim, name="embed")
-    self.siglip_t = self.param("siglip_log_t", nn.initializers.constant(
-        jnp.log(10.0)), ())
-    self.siglip_b = self.param("siglip_bias", nn.initializers.constant(-10.0),
-                               ())
+    self.head = layers.Dense(self.num_classes, axes=("embed", "tokens"),
+                             name="head")
+    self.embed = layers.Dense(self.embed_dim, axes=("embed", "embed_out"),
+                              name="embed")
+    self.siglip_t = self.param("siglip_log_t", layers.part(
+        nn.initializers.constant(jnp.log(10.0)), ()), ())
+    self.siglip_b = self.param("siglip_bias", layers.part(
+        nn.initializers.constant(-10.0), ()), ())
 
   @property
   def n_tiles(self) -> int:
@@ -228,7 +245,7 @@ class CrossScaleModel(nn.Module):
       x = x + jnp.einsum("bkn,bkd->bnd", onehot, delta)
     x = x + self.tile_pos
     for blk in self.blocks:
-      x = blk(x, context, train=train)
+      x = blk(x, context, train)
     return self.out_norm(x)
 
   def head_logits(self, tokens, context):
@@ -259,7 +276,8 @@ class CrossScaleModel(nn.Module):
         [lr_tok, lr_tok.mean(1, keepdims=True)], axis=1))  # [B, M+1, D]
 
     s = self.scores(batch, train)                           # [B, N]
-    idx, _ = selection.topk_indices(jax.lax.stop_gradient(s), k)  # [B, k]
+    idx, _, tile_px = tile_select.select_and_gather(   # [B, k], [B, k, t, t, C]
+        jax.lax.stop_gradient(s), hr, self.grid, k, impl=self.select_impl)
     weight = jnp.ones((B, k), jnp.float32)
     sel = dict(self.selection or {})
     mode = sel.pop("mode", "perturbed")
@@ -268,7 +286,7 @@ class CrossScaleModel(nn.Module):
                               train=True, **sel)            # [B, N]
       m = jnp.take_along_axis(soft, idx, axis=1)
       weight = 1.0 + m - jax.lax.stop_gradient(m)
-    observed = self.encode_tiles(tiles.gather_tiles(hr, idx, self.grid))
+    observed = self.encode_tiles(tile_px)
     tokens = self.complete(context, idx, weight, observed, train)  # [B, N, D]
     logits, pooled = self.head_logits(tokens, context)
     if self.zero_hr_gain:

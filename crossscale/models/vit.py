@@ -10,6 +10,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from crossscale.models import layers
+
 
 def auto_patch_size(size: int, target_side: int = 8) -> int:
   """The divisor p of `size` whose token grid size/p is closest to
@@ -25,10 +27,10 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     d = x.shape[-1]
-    x = nn.Dense(self.mlp_dim)(x)
+    x = layers.Dense(self.mlp_dim)(x)
     x = nn.gelu(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(d)(x)
+    return layers.Dense(d, axes=("mlp", "embed"))(x)
 
 
 class EncoderBlock(nn.Module):
@@ -39,12 +41,12 @@ class EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = nn.LayerNorm()(x)
-    y = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dropout_rate=self.dropout,
+    y = layers.LayerNorm()(x)
+    y = layers.Attention(
+        self.num_heads, dropout_rate=self.dropout,
         deterministic=not train)(y, y)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
-    y = MlpBlock(self.mlp_dim, self.dropout)(nn.LayerNorm()(x), train)
+    y = MlpBlock(self.mlp_dim, self.dropout)(layers.LayerNorm()(x), train)
     return x + nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
@@ -78,14 +80,15 @@ class Encoder(nn.Module):
     x = images
     if self.stem == "conv":
       for i in range(2):
-        x = nn.gelu(nn.Conv(self.width // 2, (3, 3), name=f"stem{i}")(x))
+        x = nn.gelu(layers.Conv(self.width // 2, (3, 3), name=f"stem{i}")(x))
     elif self.stem != "patch":
       raise ValueError(f"unknown stem {self.stem!r} (config.model.*.stem); "
                        "known: patch, conv")
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
-                name="embed")(x)
+    x = layers.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
+                    axes=("conv_in", "embed"), name="embed")(x)
     x = x.reshape(x.shape[0], -1, self.width)             # [B, N, D]
-    pos = self.param("pos_embedding", nn.initializers.normal(0.02),
+    pos = self.param("pos_embedding", layers.part(
+        nn.initializers.normal(0.02), (None, "tokens", "embed")),
                      (1, x.shape[1], self.width))
     x = nn.Dropout(self.dropout, deterministic=not train)(x + pos)
     block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else (
@@ -93,7 +96,7 @@ class Encoder(nn.Module):
     for i in range(self.depth):
       x = block(self.num_heads, self.mlp_dim, self.dropout,
                 name=f"block{i}")(x, train)
-    return nn.LayerNorm(name="norm")(x)
+    return layers.LayerNorm(name="norm")(x)
 
 
 class LRClassifier(nn.Module):
@@ -108,6 +111,7 @@ class LRClassifier(nn.Module):
   def __call__(self, batch, train: bool = False):
     tokens = Encoder(**self.encoder, name="lr_encoder")(batch["lr"], train)
     pooled = jnp.mean(tokens, axis=1)                      # [B, D]
-    logits = nn.Dense(self.num_classes, name="head",
-                      kernel_init=nn.initializers.zeros)(pooled)
+    logits = layers.Dense(self.num_classes, axes=("embed", "tokens"),
+                           name="head",
+                           kernel_init=nn.initializers.zeros)(pooled)
     return {"logits": logits, "aux_losses": {}}

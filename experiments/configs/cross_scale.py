@@ -38,7 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      lr_guidance=True),
       num_target_tiles=-1,        # latent targets per scene; -1: k
       embed_dim=64,
-      zero_hr_gain=0.0))
+      zero_hr_gain=0.0,
+      select_impl="auto",         # tile select+gather: Pallas kernel on GPU/TPU
+      remat=False))               # rematerialise block activations (memory <-> FLOPs)
   c.aux_weights = ml_collections.ConfigDict(dict(latent=1.0, retrieval=0.1, sampler=1.0))
   c.total_steps = 1500
   c.optim.lr = 1e-3

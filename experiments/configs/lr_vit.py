@@ -13,6 +13,8 @@ name (toyworld, rsscn7) or a records directory written by a data/ builder.
 
 import ml_collections
 
+from crossscale import sharding
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   runlocal = arg == "runlocal"
@@ -36,7 +38,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, warmup_steps=100, weight_decay=1e-4,
       grad_clip=1.0, schedule="cosine"))
-  c.mesh = (("data", -1),)
+  # Device mesh: data parallel over all devices by default; e.g.
+  # --config.mesh='(("data",2),("fsdp",2),("model",2))' shards parameters
+  # (FSDP over widths, tensor parallel over heads/MLP) by the rules below.
+  c.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
+  c.sharding = ml_collections.ConfigDict(dict(rules=sharding.RULES))
   c.checkpoint = ml_collections.ConfigDict(dict(every=200, keep=3))
   c.log_every = 50
   c.eval_every = 400

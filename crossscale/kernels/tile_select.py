@@ -1,0 +1,293 @@
+"""The tile-selection hot path: select the best tiles and gather them.
+
+From tile logits `[B, N]` (N = G*G tiles of a row-major HR grid) and a budget,
+produce the selected tile indices `[B, k_max]` (descending score, ties to the
+lowest index, NaN last), their validity `[B, k_max]` (slot j valid where
+j < k_b) and the selected HR tiles `[B, k_max, t, t, C]` read straight from
+the HR scenes `[B, H, W, C]`: unselected tiles are never read, and invalid
+slots are zeros.
+
+Two implementations with one contract, and one dispatcher:
+- `reference`: plain JAX (`argsort` + `take_along_axis`, which XLA fuses into
+  a gather of the selected tiles only).
+- `kernel`: one fused Pallas call, one program per scene. The program ranks
+  the N logits by pairwise comparison in chunks of `_CHUNK` (rank_i = number
+  of tiles that beat tile i; O(N^2 / chunk) vector steps, no sort), turns the
+  ranks into the k_max best indices, then copies only those k tiles. The
+  copy is a ref load/store on GPU and in interpret mode, and an HBM->HBM DMA
+  (`pltpu.sync_copy`) on TPU, where the scenes stay in HBM (`pl.ANY`).
+- `select_and_gather(..., impl="auto")`: the kernel on GPU/TPU, the reference
+  on CPU unless `impl="kernel"` (then in interpret mode).
+
+Budgets: a static `k_max` with optional per-sample `k: [B]`
+(`select_and_gather`), or a price per tile with a total
+(`select_and_gather_under_cost`, greedy score-per-price, see
+`selection.select_under_cost`).
+
+Gradients: indices are integers and the hard selection has no gradient (the
+differentiable relaxations live in `crossscale.selection`); the gather's
+backward scatters the tile cotangents into the selected tiles of a zero
+`[B, H, W, C]` (a custom VJP shared by both implementations' contract).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import einops
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+from crossscale import selection
+
+IMPLS = ("auto", "kernel", "reference")
+_CHUNK = 128  # logits compared per vector step when ranking
+
+
+# ------------------------------------------------------------- reference
+
+
+def reference(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
+              k: jax.Array | None = None):
+  """Plain-JAX select + gather.
+
+  logits: `[B, N]` any float dtype; hr: `[B, H, W, C]`, H = W = grid * t;
+  k_max: static int in 0..N; k: optional `[B]` int32 counts <= k_max.
+  Returns (idx `[B, k_max]` int32, valid `[B, k_max]` bool,
+  tiles `[B, k_max, t, t, C]` in hr's dtype, zeros where not valid).
+  """
+  idx, valid = selection.topk_indices(logits, k_max, k)
+  t = hr.shape[1] // grid
+  tiles = einops.rearrange(hr, "b (gy t1) (gx t2) c -> b (gy gx) t1 t2 c",
+                           gy=grid, gx=grid)
+  picked = jnp.take_along_axis(tiles, idx[:, :, None, None, None], axis=1)
+  picked = jnp.where(valid[:, :, None, None, None], picked,
+                     jnp.zeros((), hr.dtype))
+  return idx, valid, picked.reshape(hr.shape[0], k_max, t, t, hr.shape[-1])
+
+
+# ----------------------------------------------------------------- kernel
+
+
+def _beats(key_j, cls_j, j, key_i, cls_i, i):
+  """`[I, J]` bool: tile j ranks before tile i. Order: class (0 number,
+  1 NaN, 2 padding) ascending, then score descending, then index."""
+  cj, ci = cls_j[None, :], cls_i[:, None]
+  xj, xi = key_j[None, :], key_i[:, None]
+  same = cj == ci
+  return (cj < ci) | (same & (xj > xi)) | (same & (xj == xi) &
+                                          (j[None, :] < i[:, None]))
+
+
+def _classes(x, pos, n_valid):
+  """`x: [M]` float32 -> (score with NaN as 0, class 0/1/2) for ranking."""
+  nan = jnp.isnan(x)
+  cls = jnp.where(pos >= n_valid, 2, nan.astype(jnp.int32))
+  return jnp.where(nan, 0.0, x), cls
+
+
+def _rank_row(logits_ref, n_valid: int):
+  """Ranks `[Np]` int32 of one padded logits row (0 = best)."""
+  n_pad = logits_ref.shape[0]
+  pos = jax.lax.broadcasted_iota(jnp.int32, (n_pad,), 0)
+  key, cls = _classes(logits_ref[...].astype(jnp.float32), pos, n_valid)
+
+  def chunk(c, rank):
+    start = pl.multiple_of(c * _CHUNK, _CHUNK)
+    xj = logits_ref[pl.ds(start, _CHUNK)].astype(jnp.float32)
+    j = start + jax.lax.broadcasted_iota(jnp.int32, (_CHUNK,), 0)
+    kj, cj = _classes(xj, j, n_valid)
+    return rank + _beats(kj, cj, j, key, cls, pos).astype(jnp.int32).sum(1)
+
+  return jax.lax.fori_loop(0, n_pad // _CHUNK, chunk,
+                           jnp.zeros((n_pad,), jnp.int32))
+
+
+def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
+                          tiles_ref, *scratch, grid: int, n_valid: int,
+                          dma: bool):
+  """One scene per program.
+
+  logits_ref `[Np]`; k_ref `[1]` int32; idx_ref / valid_ref `[k_max]` int32.
+  Load/store path: hr_ref `[G, t, G, t*C]` (this scene), tiles_ref
+  `[k_max, t, t*C]`. DMA path (TPU): hr_ref `[B, G, t, G, t*C]` and tiles_ref
+  `[B, k_max, t, t*C]` stay in HBM, scratch = (zeros `[t, t*C]` in VMEM,).
+  """
+  k_max = idx_ref.shape[0]
+  rank = _rank_row(logits_ref, n_valid)                     # [Np]
+  pos = jax.lax.broadcasted_iota(jnp.int32, rank.shape, 0)
+  slots = jax.lax.broadcasted_iota(jnp.int32, (k_max,), 0)
+  idx = jnp.where(rank[None, :] == slots[:, None], pos[None, :], 0).sum(1)
+  k = jnp.clip(k_ref[0], 0, k_max)
+  idx_ref[...] = idx
+  valid_ref[...] = (slots < k).astype(jnp.int32)
+  b = pl.program_id(0)
+
+  def copy(s, carry):
+    n = idx_ref[s]
+    gy, gx = n // grid, n % grid
+    if dma:
+      pltpu.sync_copy(hr_ref.at[b, gy, :, gx, :], tiles_ref.at[b, s])
+    else:
+      tiles_ref[s] = hr_ref[gy, :, gx, :]
+    return carry
+
+  def zero(s, carry):
+    if dma:
+      pltpu.sync_copy(scratch[0], tiles_ref.at[b, s])
+    else:
+      tiles_ref[s] = jnp.zeros(tiles_ref.shape[1:], tiles_ref.dtype)
+    return carry
+
+  if dma:
+    scratch[0][...] = jnp.zeros(scratch[0].shape, scratch[0].dtype)
+  jax.lax.fori_loop(0, k, copy, 0)
+  jax.lax.fori_loop(k, k_max, zero, 0)
+
+
+def _pad_logits(logits: jax.Array) -> jax.Array:
+  """`[B, N]` -> `[B, Np]`, Np a multiple of `_CHUNK` (padding ranks last)."""
+  n = logits.shape[1]
+  n_pad = -(-n // _CHUNK) * _CHUNK
+  return jnp.pad(logits, ((0, 0), (0, n_pad - n)))
+
+
+def kernel(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
+           k: jax.Array | None = None, *, interpret=False,
+           dma: bool | None = None):
+  """The fused Pallas select + gather; same contract as `reference`.
+
+  interpret: False on GPU/TPU; True (generic) or `pltpu.InterpretParams()`
+  (TPU semantics, DMAs included) to run on the CPU. dma: copy tiles by
+  HBM->HBM DMA (default: on TPU, or with TPU interpret params).
+  """
+  B, N = logits.shape
+  H, W, C = hr.shape[1:]
+  t = H // grid
+  if dma is None:
+    dma = (isinstance(interpret, pltpu.InterpretParams)
+           or (interpret is False and jax.default_backend() == "tpu"))
+  k = jnp.full((B,), k_max, jnp.int32) if k is None else jnp.broadcast_to(
+      jnp.asarray(k, jnp.int32), (B,))
+  padded = _pad_logits(logits)
+  n_pad = padded.shape[1]
+  hr5 = hr.reshape(B, grid, t, grid, t * C)                 # free reshape
+  row = lambda b: (b, 0)
+  in_specs = [pl.BlockSpec((None, n_pad), row),
+              pl.BlockSpec((1,), lambda b: (b,))]
+  out_shape = [jax.ShapeDtypeStruct((B, k_max), jnp.int32),
+               jax.ShapeDtypeStruct((B, k_max), jnp.int32),
+               jax.ShapeDtypeStruct((B, k_max, t, t * C), hr.dtype)]
+  out_specs = [pl.BlockSpec((None, k_max), row),
+               pl.BlockSpec((None, k_max), row)]
+  scratch = []
+  if dma:
+    in_specs.append(pl.BlockSpec(memory_space=pl.ANY))
+    out_specs.append(pl.BlockSpec(memory_space=pl.ANY))
+    scratch = [pltpu.VMEM((t, t * C), hr.dtype)]
+  else:
+    in_specs.append(pl.BlockSpec((None, grid, t, grid, t * C),
+                                 lambda b: (b, 0, 0, 0, 0)))
+    out_specs.append(pl.BlockSpec((None, k_max, t, t * C),
+                                  lambda b: (b, 0, 0, 0)))
+  idx, valid, tiles = pl.pallas_call(
+      functools.partial(_select_gather_kernel, grid=grid, n_valid=N, dma=dma),
+      out_shape=out_shape, grid=(B,), in_specs=in_specs, out_specs=out_specs,
+      scratch_shapes=scratch, interpret=interpret,
+      name="tile_select_gather")(padded, k, hr5)
+  return idx, valid.astype(bool), tiles.reshape(B, k_max, t, t, C)
+
+
+# ------------------------------------------------------------- dispatcher
+
+
+def _check(logits, hr, grid: int, k_max: int, impl: str) -> None:
+  if impl not in IMPLS:
+    raise ValueError(f"impl={impl!r} (config.model.selection.impl) must be "
+                     f"one of {IMPLS}")
+  if logits.ndim != 2 or hr.ndim != 4 or logits.shape[0] != hr.shape[0]:
+    raise ValueError(f"expected logits [B, N] and hr [B, H, W, C] with the "
+                     f"same B, got {logits.shape} and {hr.shape}")
+  n = logits.shape[1]
+  if n != grid * grid or hr.shape[1] != hr.shape[2] or hr.shape[1] % grid:
+    raise ValueError(
+        f"logits {logits.shape} and hr {hr.shape} do not form a {grid}x{grid} "
+        f"tile grid: N must be grid**2 and H = W divisible by grid")
+  selection._check_static_k(k_max, n, "k_max")
+
+
+def use_kernel(impl: str) -> bool:
+  """`auto` -> the kernel on GPU/TPU, the reference on the CPU."""
+  if impl == "auto":
+    return jax.default_backend() in ("gpu", "tpu")
+  return impl == "kernel"
+
+
+def select_and_gather(logits: jax.Array, hr: jax.Array, grid: int,
+                      k_max: int, k: jax.Array | None = None, *,
+                      impl: str = "auto", interpret: bool | None = None):
+  """Selected tiles under a count budget; see the module docstring.
+
+  logits: `[B, N]`; hr: `[B, H, W, C]`; k_max: static int; k: optional `[B]`.
+  Returns (idx `[B, k_max]` int32, valid `[B, k_max]` bool,
+  tiles `[B, k_max, t, t, C]`). Differentiable in `hr` (scatter backward).
+  """
+  _check(logits, hr, grid, k_max, impl)
+  if use_kernel(impl):
+    if interpret is None:
+      interpret = jax.default_backend() == "cpu"
+    fn = functools.partial(kernel, interpret=interpret)
+  else:
+    fn = reference
+  return _with_scatter_vjp(fn, logits, hr, grid, k_max, k)
+
+
+def select_and_gather_under_cost(logits: jax.Array, hr: jax.Array,
+                                 grid: int, prices: jax.Array, total,
+                                 k_max: int, *, fill: bool = False,
+                                 impl: str = "auto"):
+  """Selected tiles under a price budget.
+
+  Tiles are chosen greedily by sigmoid(logits) / price under `total`
+  (`selection.select_under_cost`; validate on the host with
+  `selection.check_cost_budget`), then ordered by descending logit.
+  prices: `[B, N]`; total: scalar or `[B]`; k_max: static cap on the tiles
+  one scene can afford (N always works). Returns as `select_and_gather`,
+  with valid[b] true for the tiles bought.
+  """
+  bought = selection.select_under_cost(jax.nn.sigmoid(
+      logits.astype(jnp.float32)), prices, total, fill=fill)   # [B, N] bool
+  count = jnp.minimum(bought.sum(-1), k_max).astype(jnp.int32)
+  ranked = jnp.where(bought, logits.astype(jnp.float32), jnp.nan)
+  return select_and_gather(ranked, hr, grid, k_max, count, impl=impl)
+
+
+# --------------------------------------------------------------- gradient
+
+
+def _with_scatter_vjp(fn, logits, hr, grid, k_max, k):
+  """Runs `fn` with a backward that scatters tile cotangents into `hr`."""
+
+  @jax.custom_vjp
+  def run(logits, hr, k):
+    return fn(logits, hr, grid, k_max, k)
+
+  def fwd(logits, hr, k):
+    out = fn(logits, hr, grid, k_max, k)
+    return out, (out[0], out[1], logits, k)
+
+  def bwd(res, cts):
+    idx, valid, logits, k = res
+    g = jnp.where(valid[:, :, None, None, None], cts[2], 0)  # [B, k, t, t, C]
+    B, _, t, _, C = g.shape
+    g_tiles = jnp.zeros((B, grid * grid, t, t, C), g.dtype)
+    g_tiles = g_tiles.at[jnp.arange(B)[:, None], idx].add(g)
+    g_hr = einops.rearrange(g_tiles, "b (gy gx) t1 t2 c -> b (gy t1) (gx t2) c",
+                            gy=grid, gx=grid)
+    k_ct = None if k is None else jnp.zeros(k.shape, jax.dtypes.float0)
+    return jnp.zeros_like(logits), g_hr, k_ct
+
+  run.defvjp(fwd, bwd)
+  return run(logits, hr, k)

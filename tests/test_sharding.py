@@ -1,0 +1,161 @@
+"""Sharding from the config: logical axes -> mesh, sharded steps equal the
+1-device step on (data, fsdp, model) meshes, cross-mesh checkpoint restore,
+activation rematerialisation."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from crossscale import checkpoint, optim, sharding, shards, train
+from experiments.configs import cross_scale
+
+MESHES = {"8x1x1": (8, 1, 1), "4x2x1": (4, 2, 1), "2x2x2": (2, 2, 2)}
+
+
+def _mesh(sizes, devices=None):
+  cfg = tuple(zip(("data", "fsdp", "model"), sizes))
+  return sharding.make_mesh(cfg, devices)
+
+
+def _setup(data_dir, **overrides):
+  c = cross_scale.get_config("runlocal")
+  c.data.path = data_dir
+  c.batch_size = 8
+  c.update_from_flattened_dict(overrides)
+  manifest = shards.load_manifest(data_dir)
+  model = train.make_model(c, manifest)
+  tx = optim.make_optimizer(c.optim, c.total_steps)
+  rng = np.random.default_rng(0)
+  batch = {"lr": rng.normal(size=[8] + manifest.lr_shape).astype(np.float32),
+           "hr": rng.normal(size=[8] + manifest.hr_shape).astype(np.float32),
+           "labels": np.eye(manifest.num_classes, dtype=np.float32)[
+               rng.integers(0, manifest.num_classes, 8)]}
+  return c, manifest, model, tx, batch
+
+
+def _train(c, manifest, model, tx, batch, mesh, steps=2):
+  example = train.example_batch(manifest, c.data.fields, c.batch_size)
+  state, state_sh = train.init_state(c, model, tx, example, mesh)
+  step = train.jit_train_step(c, model, tx, mesh, state_sh)
+  gbatch = sharding.put_batch(batch, mesh)
+  for i in range(steps):
+    state, m = step(state, gbatch, jax.random.key_data(jax.random.key(i)))
+  return state, state_sh, float(m["loss"])
+
+
+def _sharded_axes(state):
+  """Mesh axes used by any parameter, and whether shards are smaller."""
+  axes, smaller = set(), False
+  for x in jax.tree.leaves(state.params):
+    for entry in x.sharding.spec:
+      axes.update((entry,) if isinstance(entry, str) else (entry or ()))
+    smaller |= x.addressable_shards[0].data.shape != x.shape
+  return axes, smaller
+
+
+@pytest.fixture(scope="module")
+def single_device_run(toyworld_small):
+  setup = _setup(toyworld_small)
+  state, _, loss = _train(*setup, _mesh((1, 1, 1), jax.devices()[:1]))
+  return setup, jax.device_get(state.params), loss
+
+
+@pytest.mark.parametrize("name", list(MESHES))
+def test_sharded_step_equals_single_device(name, single_device_run):
+  assert jax.device_count() == 8, "run with 8 fake CPU devices"
+  setup, params1, loss1 = single_device_run
+  state, _, loss = _train(*setup, _mesh(MESHES[name]))
+  assert loss == pytest.approx(loss1, rel=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-5), params1, jax.device_get(state.params))
+  axes, smaller = _sharded_axes(state)
+  expected = {a for a, n in zip(("fsdp", "model"), MESHES[name][1:]) if n > 1}
+  assert axes == expected and smaller == bool(expected)
+  # The optimizer moments are sharded like their parameters.
+  mu = state.opt_state[1][0].mu if isinstance(state.opt_state, tuple) and len(
+      state.opt_state) == 2 else None
+  if mu is not None:
+    jax.tree.map(lambda p, m: (p.sharding == m.sharding) or pytest.fail(
+        f"moment sharding {m.sharding} != param {p.sharding}"),
+        state.params, mu)
+
+
+def test_encoders_sampler_predictor_parameters_are_annotated(toyworld_small):
+  c, manifest, model, tx, _ = _setup(toyworld_small)
+  mesh = _mesh((2, 2, 2))
+  example = train.example_batch(manifest, c.data.fields, c.batch_size)
+  _, state_sh = train.init_state(c, model, tx, example, mesh)
+  specs = {jax.tree_util.keystr(k): s.spec for k, s in
+           jax.tree_util.tree_leaves_with_path(state_sh.params)}
+  for group in ("lr_encoder", "hr_encoder", "sampler", "predictor0"):
+    in_group = [s for k, s in specs.items() if group in k]
+    assert in_group and any(s != P() for s in in_group), group
+  kernel = [s for k, s in specs.items()
+            if "predictor0" in k and "self_attn" in k and "query" in k
+            and "kernel" in k][0]
+  assert kernel == P("fsdp", "model", None)        # [embed, heads, kv]
+
+
+def test_logical_to_spec_rules():
+  mesh = _mesh((2, 2, 2))
+  assert sharding.logical_to_spec(("embed", "mlp"), (16, 32), mesh) == P(
+      "fsdp", "model")
+  # Not divisible by the mesh axis -> replicated; an axis is used once.
+  assert sharding.logical_to_spec(("embed", "mlp"), (3, 1), mesh) == P(
+      None, None)
+  assert sharding.logical_to_spec(("conv_in", "embed"), (4, 4), mesh) == P(
+      "fsdp", None)
+  assert sharding.logical_to_spec(("batch", None), (8, 3), mesh) == P(
+      ("data", "fsdp"), None)
+  with pytest.raises(ValueError, match="no rule in config.sharding.rules"):
+    sharding.logical_to_spec(("vocab",), (8,), mesh)
+
+
+def test_checkpoint_saved_on_one_mesh_restores_on_another(toyworld_small,
+                                                         tmp_path):
+  setup = _setup(toyworld_small)
+  c, manifest, model, tx, batch = setup
+  state, _, _ = _train(*setup, _mesh((8, 1, 1)), steps=1)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), save_every=1, keep=1)
+  ckpt.save(1, state, {"position": 5}, force=True)
+  ckpt.wait()
+  ckpt.close()
+
+  mesh = _mesh((2, 2, 2))
+  example = train.example_batch(manifest, c.data.fields, c.batch_size)
+  fresh, state_sh = train.init_state(c, model, tx, example, mesh)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), save_every=1, keep=1)
+  restored, data_state = ckpt.restore(
+      checkpoint.abstract_with_shardings(fresh, state_sh))
+  ckpt.close()
+  assert data_state == {"position": 5} and int(restored.step) == 1
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b),
+               jax.device_get(state.params), jax.device_get(restored.params))
+  jax.tree.map(lambda x, sh: x.sharding == sh or pytest.fail(
+      f"restored {x.sharding} != target {sh}"), restored, state_sh)
+  assert _sharded_axes(restored) == ({"fsdp", "model"}, True)
+
+
+def test_remat_gives_the_same_loss_and_gradients(toyworld_small):
+  c, manifest, model, _, batch = _setup(toyworld_small)
+  batch = {k: v[:2] for k, v in batch.items()}
+  params = jax.jit(lambda b: model.init({"params": jax.random.key(0)}, b))(
+      batch)["params"]
+  rngs = {"dropout": jax.random.key(1), "selection": jax.random.key(2)}
+
+  def loss_and_grad(m):
+    f = lambda p: m.apply({"params": p}, batch, train=True,
+                          rngs=rngs)["aux_losses"]["latent"]
+    return jax.jit(jax.value_and_grad(f)), str(
+        jax.make_jaxpr(jax.grad(f))(params))
+
+  c.model.remat = True
+  remat_model = train.make_model(c, manifest)
+  (f0, jaxpr0), (f1, jaxpr1) = loss_and_grad(model), loss_and_grad(remat_model)
+  assert "checkpoint" in jaxpr1 or "remat" in jaxpr1
+  assert "checkpoint" not in jaxpr0 and "remat" not in jaxpr0
+  (l0, g0), (l1, g1) = f0(params), f1(params)
+  assert float(l1) == pytest.approx(float(l0), rel=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6), g0, g1)
