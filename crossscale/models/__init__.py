@@ -16,14 +16,12 @@ from typing import Any
 
 import flax.linen as nn
 
-from crossscale.models import cross_scale, refseg, sr, vit
+from crossscale.models import cross_scale, sr, vit
 
 _MODELS = {
     "lr_vit": vit.LRClassifier,
     "cross_scale": cross_scale.CrossScaleModel,
     **sr.SR_MODELS,
-    "refseg": refseg.RefSegModel,
-    "refseg_backbone_cls": refseg.BackboneClassifier,
 }
 
 
