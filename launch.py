@@ -5,9 +5,10 @@ r"""Runs an experiment config: the single entry point for every model family.
       --workdir /tmp/smoke --config.total_steps=50 --dataset rsscn7
 
 Relaunching the same command resumes from the newest checkpoint in --workdir.
-On a multi-host cluster (TPU pod slices, SLURM, or JAX_COORDINATOR_ADDRESS
-set) it calls jax.distributed.initialize() first; run the same command on
-every host.
+On a multi-host cluster (TPU pod slices, SLURM, Open MPI, or plain hosts
+with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID set) it
+calls jax.distributed.initialize() first; run the same command on every host
+(README: "Multi-host").
 """
 
 import logging as std_logging
@@ -47,7 +48,14 @@ def main(argv):
     std_logging.getLogger().setLevel(std_logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   if _is_multihost():
-    jax.distributed.initialize()
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS") and "JAX_NUM_PROCESSES" in env:
+      # Plain hosts (no SLURM / MPI / TPU metadata to discover from).
+      jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"],
+                                 num_processes=int(env["JAX_NUM_PROCESSES"]),
+                                 process_id=int(env["JAX_PROCESS_ID"]))
+    else:
+      jax.distributed.initialize()
   from crossscale import train  # pylint: disable=g-import-not-at-top
   from data import registry  # pylint: disable=g-import-not-at-top
 

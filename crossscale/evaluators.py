@@ -9,10 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
 from crossscale import input_pipeline, metrics, sharding
+from crossscale import image_metrics, shards
+from crossscale.models import sr as sr_models
+from crossscale.models import sr_gan
 
 
 class ClassificationEvaluator:
@@ -78,7 +82,184 @@ class ClassificationEvaluator:
     return result
 
 
-_EVALUATORS = {"classification": ClassificationEvaluator}
+class ReferringEvaluator:
+  """Referring segmentation over a split: oIoU, mIoU, Prec@0.5..0.9
+  (crossscale.metrics.refseg_metrics on the mask logits thresholded at 0,
+  counted on the host), the mean BCE + Dice loss and the average of every
+  other per-example value in out["metrics"]. The model returns
+  "mask_logits": `[B, H, W]`; the batch holds "mask_target"."""
+
+  def __init__(self, model, *, data_dir: str, split: str, batch_size: int,
+               task: str, mesh, fields=("hr", "text_ids", "text_mask",
+                                        "mask_target"),
+               limit: int | None = None, verify: bool = False):
+    del task
+    self.model, self.mesh = model, mesh
+    self.data_dir, self.split, self.fields = data_dir, split, tuple(fields)
+    self.batch_size, self.limit, self.verify = batch_size, limit, verify
+    if "mask_target" not in self.fields:
+      raise ValueError("the referring evaluator needs 'mask_target' in "
+                       f"config.data.fields (got {self.fields}).")
+
+    def predict(params, batch):
+      out = model.apply({"params": params}, batch, train=False,
+                        rngs={"selection": jax.random.key(0)})
+      loss = sum(out["aux_losses"].values())
+      keep = {"pred": out["mask_logits"] > 0,
+              **{k: v for k, v in out.get("metrics", {}).items()
+                 if k not in ("inter", "union", "iou")}}
+      return keep, loss
+    self._predict = jax.jit(predict, out_shardings=(
+        sharding.batch_sharding(mesh), sharding.replicated(mesh)))
+
+  def run(self, params) -> dict[str, float]:
+    ds = input_pipeline.eval_dataset(
+        self.data_dir, self.split, batch_size=self.batch_size,
+        fields=self.fields, process_index=jax.process_index(),
+        process_count=jax.process_count(), verify=self.verify,
+        limit=self.limit)
+    preds, trues, extra, losses, weights = [], [], [], [], []
+    for batch in ds:
+      out, loss = self._predict(params, sharding.put_batch(batch, self.mesh))
+      host = {"mask_target": batch["mask_target"], "valid": batch["valid"]}
+      if jax.process_count() > 1:  # every host evaluates the whole split
+        out = multihost_utils.process_allgather(out, tiled=True)
+        host = multihost_utils.process_allgather(host, tiled=False)
+        host = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), host)
+      out = jax.tree.map(np.asarray, out)
+      valid = np.asarray(host["valid"], bool)
+      preds.append(out.pop("pred")[valid])
+      trues.append(np.asarray(host["mask_target"])[valid])
+      extra.append({k: v[valid] for k, v in out.items()})
+      # The model's loss averages over the valid examples of the batch.
+      losses.append(float(loss) * valid.sum())
+      weights.append(valid.sum())
+    result = metrics.refseg_metrics(np.concatenate(preds),
+                                    np.concatenate(trues) > 0)
+    result["num_examples"] = float(result.pop("num_samples"))
+    result["loss"] = float(np.sum(losses) / max(np.sum(weights), 1))
+    for k in extra[0]:
+      result[k] = float(np.concatenate([e[k] for e in extra]).mean())
+    return result
+
+
+def sr_data_range(manifest, key: str = "hr") -> float:
+  """The raw pixel value that maps to 1 when scoring SR on [0, 1]:
+  `manifest.builder["data_range"]` (or {"lr": .., "hr": ..}) when the
+  builder recorded one (e.g. 10000 for Sentinel-2 L2A reflectance), else
+  255 for uint8, the dtype's maximum for other integers (a conservative
+  default: record the sensor's range in the builder), and 1.0 for floats
+  (assumed to be reflectance already)."""
+  declared = manifest.builder.get("data_range")
+  if isinstance(declared, dict):
+    declared = declared.get(key)
+  if declared:
+    return float(declared)
+  dtype = np.dtype(manifest.dtypes[key])
+  if np.issubdtype(dtype, np.integer):
+    return float(np.iinfo(dtype).max)
+  return 1.0
+
+
+class SREvaluator:
+  """Super-resolution fidelity over a split, as GeoSR-Bench scores it.
+
+  The model's `predict(lr, hr grid)` output and the batch's "hr" are in
+  HR-normalised units (input_pipeline.Normalize); both are de-normalised with
+  the manifest's HR band stats (x * std + mean), divided by
+  `sr_data_range(manifest)` (uint8: 255) and the SR is clipped to [0, 1].
+  PSNR and SSIM (crossscale.image_metrics, data_range 1) are computed per
+  image and band, then averaged over images ("psnr_<band>", "ssim_<band>")
+  and over bands ("psnr", "ssim"). The bicubic baseline ("bicubic_psnr",
+  "bicubic_ssim", and "psnr_gain" = psnr - bicubic_psnr) upsamples the raw
+  LR (LR stats, LR data range; the model's `band_map` when the bands differ;
+  skipped when the bands differ and the model has none). "randfeat_dist" is
+  `image_metrics.feature_distance` with the fixed random-feature conv net
+  `sr_gan.random_feature_net` (seed 0) on the [0, 1] images: a perceptual-
+  style distance of our own (not LPIPS), comparable across SR families.
+  Also "l1" (normalised units, the training loss of pixel models) and
+  "num_examples".
+  """
+
+  def __init__(self, model, *, data_dir: str, split: str, batch_size: int,
+               task: str, mesh, fields=("lr", "hr"),
+               limit: int | None = None, verify: bool = False,
+               data_range: float | None = None):
+    del task
+    self.model, self.mesh = model, mesh
+    self.data_dir, self.split, self.fields = data_dir, split, tuple(fields)
+    self.batch_size, self.limit, self.verify = batch_size, limit, verify
+    if not {"lr", "hr"} <= set(self.fields):
+      raise ValueError("the sr evaluator needs 'lr' and 'hr' in "
+                       f"config.data.fields (got {self.fields}).")
+    manifest = shards.load_manifest(data_dir)
+    self.bands = list(manifest.hr_bands)
+    st = {k: {s: np.asarray(manifest.band_stats[k][s], np.float32)
+              for s in ("mean", "std")} for k in ("lr", "hr")}
+    rng_hr = data_range or sr_data_range(manifest, "hr")
+    rng_lr = data_range or sr_data_range(manifest, "lr")
+    band_map = getattr(model, "band_map", None)
+    self.has_baseline = (list(manifest.lr_bands) == self.bands
+                         or band_map is not None)
+    feat_apply, feat_params = sr_gan.random_feature_net(len(self.bands))
+
+    def unit(x, key, data_range):  # normalised -> [0, 1] units
+      return (x * st[key]["std"] + st[key]["mean"]) / data_range
+
+    def predict(params, batch):
+      hr = batch["hr"]                                  # [B, H, W, C]
+      sr = model.apply({"params": params}, batch["lr"], hr.shape[1:3],
+                       method="predict")
+      hr01 = unit(hr, "hr", rng_hr)
+      sr01 = jnp.clip(unit(sr, "hr", rng_hr), 0.0, 1.0)
+      out = {"psnr": image_metrics.psnr(sr01, hr01, 1.0),      # [B, C]
+             "ssim": image_metrics.ssim(sr01, hr01, 1.0),
+             "randfeat_dist": image_metrics.feature_distance(
+                 feat_apply, feat_params, sr01, hr01),          # [B]
+             "l1": jnp.mean(jnp.abs(sr - hr), axis=(1, 2, 3))}
+      if self.has_baseline:
+        lr01 = unit(batch["lr"], "lr", rng_lr)
+        bic = jnp.clip(sr_models.resize(sr_models.map_bands(lr01, band_map),
+                                        hr.shape[1:3]), 0.0, 1.0)
+        out.update(bicubic_psnr=image_metrics.psnr(bic, hr01, 1.0),
+                   bicubic_ssim=image_metrics.ssim(bic, hr01, 1.0),
+                   bicubic_randfeat_dist=image_metrics.feature_distance(
+                       feat_apply, feat_params, bic, hr01))
+      return out
+    self._predict = jax.jit(predict,
+                            out_shardings=sharding.batch_sharding(mesh))
+
+  def run(self, params) -> dict[str, float]:
+    ds = input_pipeline.eval_dataset(
+        self.data_dir, self.split, batch_size=self.batch_size,
+        fields=self.fields, process_index=jax.process_index(),
+        process_count=jax.process_count(), verify=self.verify,
+        limit=self.limit)
+    outs = []
+    for batch in ds:
+      out = self._predict(params, sharding.put_batch(
+          {k: batch[k] for k in ("lr", "hr")}, self.mesh))
+      valid = batch["valid"]
+      if jax.process_count() > 1:  # every host evaluates the whole split
+        out = multihost_utils.process_allgather(out, tiled=True)
+        valid = multihost_utils.process_allgather(valid, tiled=False)
+      valid = np.asarray(valid, bool).reshape(-1)
+      outs.append({k: np.asarray(v)[valid] for k, v in out.items()})
+    cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    result = {"num_examples": float(len(cat["l1"]))}
+    for k, v in cat.items():
+      result[k] = float(v.mean())
+      if v.ndim == 2:  # [N, C]: per band too
+        result.update({f"{k}_{b}": float(m)
+                       for b, m in zip(self.bands, v.mean(0))})
+    if "bicubic_psnr" in result:
+      result["psnr_gain"] = result["psnr"] - result["bicubic_psnr"]
+    return result
+
+
+_EVALUATORS = {"classification": ClassificationEvaluator,
+               "referring": ReferringEvaluator,
+               "sr": SREvaluator}
 
 
 def get_evaluator(kind: str, model, **kwargs: Any):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import threading
 from typing import Any, Sequence
 
 import grain
@@ -58,13 +59,25 @@ class SceneSource:
           f"{self._locate(index)}: cannot read the record ({e}). The shard is "
           "corrupt: rebuild the dataset.") from e
     arrays = records.decode_arrays(data, self._locate(index))
-    missing = [f for f in self.fields if f not in arrays]
+    if wants_text(self.fields):  # raw text, tokenised by TokenizeText
+      text = records.decode(data, self._locate(index)).text
+      if not text:
+        raise records.DataError(
+            f"{self._locate(index)}: the record has no text, but "
+            f"config.data.fields asks for {TEXT_FIELDS}: use a referring set "
+            "(python -m data.referring ...) or drop the text fields.")
+      arrays["text"] = text
+    missing = [f for f in self.fields
+               if f not in arrays and f not in TEXT_FIELDS]
     if missing:
       raise records.DataError(
           f"{self._locate(index)}: the record has no {missing}; it has "
           f"{sorted(arrays)}. Rebuild with masks, or drop them from "
           "config.data.fields.")
-    return {f: arrays[f] for f in self.fields}
+    out = {f: arrays[f] for f in self.fields if f not in TEXT_FIELDS}
+    if wants_text(self.fields):
+      out["text"] = arrays["text"]
+    return out
 
   def __getstate__(self):
     return {**self.__dict__, "_source": None}
@@ -85,6 +98,44 @@ class Normalize(grain.transforms.Map):
         out[key] = (x[key].astype(np.float32) - mean) / std
     if "labels" in x:
       out["labels"] = x["labels"].astype(np.float32)
+    return out
+
+
+# --- Text: referring expressions as fixed-length MiniLM word pieces ---------
+# fields "text_ids" / "text_mask" (`[L]` int32 each, L = text_max_len) are
+# made from the record's `text` here, on the host, by the MiniLM tokenizer.
+
+TEXT_FIELDS = ("text_ids", "text_mask")
+TEXT_MAX_LEN = 32
+_TOKENIZERS: dict[str, Any] = {}
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def wants_text(fields: Sequence[str]) -> bool:
+  return any(f in TEXT_FIELDS for f in fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeText(grain.transforms.Map):
+  """`text` (str) -> `text_ids`, `text_mask`: `[max_len]` int32
+  ([CLS] words [SEP] [PAD]...; longer texts are cut). The tokenizer is the
+  installed all-MiniLM-L6-v2's (`tokenizer_path` "" = the package's)."""
+  max_len: int = TEXT_MAX_LEN
+  tokenizer_path: str = ""
+
+  def map(self, x: dict[str, Any]) -> dict[str, Any]:
+    from crossscale.models import text_encoder  # pylint: disable=g-import-not-at-top
+    out = dict(x)
+    text = out.pop("text")
+    with _TOKENIZER_LOCK:  # one tokenizer per process; it holds settings
+      tok = _TOKENIZERS.get(self.tokenizer_path)
+      if tok is None:
+        tok = text_encoder.load_tokenizer(self.tokenizer_path or
+                                          text_encoder.default_path())
+        _TOKENIZERS[self.tokenizer_path] = tok
+      enc = text_encoder.tokenize(tok, [text], self.max_len)
+    out["text_ids"] = enc["input_ids"][0]
+    out["text_mask"] = enc["attention_mask"][0]
     return out
 
 
@@ -138,18 +189,22 @@ def train_dataset(data_dir: str, *, batch_size: int, seed: int,
                   augment: bool = True, process_index: int = 0,
                   process_count: int = 1, worker_count: int = 0,
                   num_threads: int = 4, verify: bool = True,
-                  split: str = "train") -> grain.IterDataset:
+                  split: str = "train",
+                  text_max_len: int = TEXT_MAX_LEN) -> grain.IterDataset:
   """Infinite iterator dataset of this host's training batches.
 
   Each batch is {field: [B_local, ...]} with B_local = batch_size /
   process_count; `lr: [B, h, w, C_lr]`, `hr: [B, H, W, C_hr]` float32,
-  `labels: [B, num_classes]` float32, `mask_<name>: [B, H, W]`.
+  `labels: [B, num_classes]` float32, `mask_<name>: [B, H, W]`,
+  `text_ids`, `text_mask`: `[B, text_max_len]` int32 (TokenizeText).
   """
   source = SceneSource(data_dir, split, fields, verify)
   stats = source.manifest.band_stats
   local = _local_batch_size(batch_size, process_count)
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   ds = ds[process_index::process_count].map(Normalize(stats))
+  if wants_text(fields):
+    ds = ds.map(TokenizeText(text_max_len))
   if augment:
     ds = ds.random_map(FlipRotate())
   ds = ds.batch(local, drop_remainder=True)
@@ -174,7 +229,8 @@ def eval_dataset(data_dir: str, split: str, *, batch_size: int,
                  fields: Sequence[str] = ("lr", "labels"),
                  process_index: int = 0, process_count: int = 1,
                  num_threads: int = 4, verify: bool = True,
-                 limit: int | None = None) -> grain.IterDataset:
+                 limit: int | None = None,
+                 text_max_len: int = TEXT_MAX_LEN) -> grain.IterDataset:
   """One pass over this host's slice of `split`, in storage order, batches
   padded to a fixed shape (`valid` marks real examples)."""
   source = SceneSource(data_dir, split, fields, verify)
@@ -187,6 +243,8 @@ def eval_dataset(data_dir: str, split: str, *, batch_size: int,
   ds = ds[process_index::process_count]
   num_batches = -(-per_host // local)
   ds = ds.map(Normalize(source.manifest.band_stats))
+  if wants_text(fields):
+    ds = ds.map(TokenizeText(text_max_len))
   ds = ds.batch(local, drop_remainder=False).map(PadBatch(local))
   if len(ds) < num_batches:  # This host has fewer records than another.
     empty = {k: np.zeros_like(v) for k, v in ds[0].items()} if len(ds) else None

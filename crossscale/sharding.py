@@ -129,6 +129,12 @@ def tree_shardings(boxed_abstract: Any, mesh: Mesh, rules=RULES) -> Any:
   """NamedShardings for a tree whose leaves may be linen `Partitioned` boxes
   (e.g. `jax.eval_shape` of an init returning boxed params and optimizer
   state). Unboxed leaves are replicated. Returns the unboxed tree's shape."""
+  # Frozen parameters (optax.multi_transform / masked) leave boxes around an
+  # empty `MaskedNode` in the optimizer state: drop those boxes first.
+  boxed_abstract = jax.tree.map(
+      lambda x: x.value if isinstance(x, nn.Partitioned) and not
+      jax.tree.leaves(x.value) else x,
+      boxed_abstract, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   specs = nn.get_partition_spec(boxed_abstract)
   shapes = nn.meta.unbox(boxed_abstract)
   return jax.tree.map(

@@ -37,11 +37,14 @@ class TrainState:
 
 
 def make_model(config, manifest: shards.Manifest):
+  """The model named by `config.model.name`, with `config.model`'s fields
+  plus what the dataset decides (`num_classes`, `grid`) where it has them."""
   kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
-  if config.model.name == "cross_scale":
-    kwargs["grid"] = manifest.grid
-  return models.get_model(config.model.name, num_classes=manifest.num_classes,
-                          **kwargs)
+  from_data = {"num_classes": manifest.num_classes, "grid": manifest.grid}
+  fields = models.field_names(config.model.name)
+  kwargs.update({k: v for k, v in from_data.items()
+                 if k in fields and k not in kwargs})
+  return models.get_model(config.model.name, **kwargs)
 
 
 def example_batch(manifest: shards.Manifest, fields, batch_size: int):
@@ -50,7 +53,9 @@ def example_batch(manifest: shards.Manifest, fields, batch_size: int):
             "labels": [manifest.num_classes]}
   out = {}
   for f in fields:
-    if f.startswith("mask_"):
+    if f in input_pipeline.TEXT_FIELDS:   # token ids / attention mask
+      out[f] = jnp.zeros([batch_size, input_pipeline.TEXT_MAX_LEN], jnp.int32)
+    elif f.startswith("mask_"):
       out[f] = jnp.zeros([batch_size] + manifest.hr_shape[:2], jnp.uint8)
     else:
       out[f] = jnp.zeros([batch_size] + list(shapes[f]), jnp.float32)
@@ -110,7 +115,8 @@ def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
 
   def boxed_init(rng):
     params_rng, state_rng = jax.random.split(rng)
-    params = model.init({"params": params_rng}, batch, train=False)["params"]
+    params = model.init({"params": params_rng}, batch,
+                        train=False).get("params", {})  # {}: no parameters
     # The optimizer state mirrors the boxed params, names included.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), rng=state_rng)
@@ -149,6 +155,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints)."""
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:  # the run's config: read by crossscale.export
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
   data_dir = config.data.path
   manifest = shards.load_manifest(data_dir)
   mesh = sharding.make_mesh(config.mesh)

@@ -6,6 +6,10 @@ first use under `config.data_root`:
   toyworld  procedural default (data/toyworld.py), from `config.toyworld`
   rsscn7    the real RSSCN7 scenes in ../shared/data/rsscn7 (data/image_folder.py),
             LR 8x coarser than HR, a 10x10 HR grid
+  toyworld_referring, spacenet_buildings_referring, levircd_referring
+            referring-segmentation sets (data/referring.py): one record per
+            expression, `text` + masks["target"]; options = referring.Options
+            fields (+ num_train/num_val/num_test for toyworld)
 """
 
 from __future__ import annotations
@@ -44,7 +48,25 @@ def _build_rsscn7(out: str, opts: dict) -> None:
   image_folder.build(src, out, name="rsscn7", **opts)
 
 
+def _build_referring(source: str):
+  """Builder of the referring set (data/referring.py) made from `source`."""
+  def build(out: str, opts: dict) -> None:
+    from data import referring  # pylint: disable=g-import-not-at-top
+    counts = {k.removeprefix("num_"): opts.pop(k)
+              for k in ("num_train", "num_val", "num_test") if k in opts}
+    referring.build(source, out, referring.Options(**opts),
+                    counts=counts or None)
+  return build
+
+
+_REFERRING = {f"{s}_referring": s for s in
+              ("toyworld", "spacenet_buildings", "levircd")}
+
+
 def _version(dataset: str) -> int:
+  if dataset in _REFERRING:
+    from data import referring  # pylint: disable=g-import-not-at-top
+    return referring.GENERATOR_VERSION
   if dataset == "toyworld":
     from data import toyworld  # pylint: disable=g-import-not-at-top
     return toyworld.GENERATOR_VERSION
@@ -52,7 +74,11 @@ def _version(dataset: str) -> int:
 
 
 _BUILDERS = {"toyworld": _build_toyworld, "rsscn7": _build_rsscn7}
-_DEFAULTS = {"rsscn7": {"scale": 8, "grid": 10}}
+_BUILDERS.update({n: _build_referring(s) for n, s in _REFERRING.items()})
+_DEFAULTS = {"rsscn7": {"scale": 8, "grid": 10},
+             # 64 px chips: a few hundred expressions, CPU-sized.
+             "spacenet_buildings_referring": {"chip": 64, "max_per_image": 8},
+             "levircd_referring": {"chip": 64, "max_per_image": 8}}
 
 
 def resolve(dataset: str, root: str | None = None,

@@ -33,3 +33,12 @@ def toyworld_small(tmp_path_factory):
   d = str(tmp_path_factory.mktemp("toyworld"))
   toyworld.build(d, num_train=256, num_val=64, num_test=64, seed=0)
   return d
+
+
+@pytest.fixture(scope="session")
+def referring_small(tmp_path_factory):
+  """A small referring set (expressions + target masks) from toyworld."""
+  from data import referring
+  d = str(tmp_path_factory.mktemp("referring"))
+  referring.build("toyworld", d, counts={"train": 32, "val": 8, "test": 8})
+  return d

@@ -158,3 +158,55 @@ def test_retrieval_metrics_hand_case():
   assert m["AP@1"] == pytest.approx((1 + 1 + 0) / 3)
   assert m["AP@2"] == pytest.approx((1 + 1 + 0.25) / 3)
   assert m["recall@1"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
+
+
+def test_per_class_budgets_buy_p_c_tiles_per_scene():
+  """P_c per class: in training each scene buys its true class's P_c tiles;
+  at inference the LR-only budget head picks the class."""
+  batch = _batch(3)
+  budgets = (1, 2, 3, 4, 5)
+  model = _model(class_budgets=budgets, policy="heuristic")
+  params = _init(model, batch)
+  out = model.apply({"params": params}, batch, train=True, rngs=_rngs())
+  want = np.asarray(budgets)[np.asarray(batch["labels"]).argmax(1)]
+  np.testing.assert_array_equal(out["metrics"]["hr_tiles"], want)
+  assert "budget_cls" in out["aux_losses"]
+  ev = model.apply({"params": params}, batch, rngs=_rngs())
+  assert set(np.asarray(ev["metrics"]["hr_tiles"]).tolist()) <= set(budgets)
+  # Unbought slots never reach the predictor: zeroing their pixels (they
+  # are zeros already) or changing unbought HR tiles changes nothing.
+  hr2 = batch["hr"] + 5.0 * (1 - _bought_pixels(model, params, batch))
+  ev2 = model.apply({"params": params}, {**batch, "hr": hr2}, rngs=_rngs())
+  np.testing.assert_allclose(ev["logits"], ev2["logits"], atol=1e-5)
+
+
+def _bought_pixels(model, params, batch):
+  """`[B, H, W, 1]` 1.0 on the HR pixels of the tiles the model bought."""
+  scores = tiles.tile_statistic(batch["lr"], G)
+  out = model.apply({"params": params}, batch, rngs=_rngs())
+  t = HR // G
+  mask = np.zeros((B, HR, HR, 1), np.float32)
+  order = np.argsort(-np.asarray(scores), axis=1, kind="stable")
+  for b in range(B):
+    for n in order[b, :int(out["metrics"]["hr_tiles"][b])]:
+      r, c = divmod(int(n), G)
+      mask[b, r * t:(r + 1) * t, c * t:(c + 1) * t] = 1.0
+  return mask
+
+
+def test_price_budget_spends_at_most_the_total():
+  batch = _batch(4)
+  rng = np.random.default_rng(0)
+  prices = jnp.asarray(rng.uniform(0.5, 2.0, (B, G * G)), jnp.float32)
+  model = _model(cost=dict(total=3.0, k_max=8))
+  params = _init(model, batch)
+  out = model.apply({"params": params}, {**batch, "tile_prices": prices},
+                    rngs=_rngs())
+  bought = np.asarray(out["metrics"]["hr_tiles"])
+  assert (bought >= 1).all() and (bought <= 8).all()
+  # Uniform price 1 with total 3 buys exactly 3 tiles per scene.
+  model3 = _model(cost=dict(total=3.0, price=1.0, k_max=8))
+  out3 = model3.apply({"params": params}, batch, rngs=_rngs())
+  np.testing.assert_array_equal(out3["metrics"]["hr_tiles"], 3.0)
+  with pytest.raises(ValueError, match="cost total"):
+    _init(_model(cost=dict(total=-1.0)), batch)

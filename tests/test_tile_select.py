@@ -140,3 +140,20 @@ def test_bad_inputs_are_clear_errors():
     ts.select_and_gather(logits, hr, 3, 2)
   with pytest.raises(ValueError, match="impl="):
     ts.select_and_gather(logits, hr, 4, 2, impl="triton")
+
+
+@pytest.mark.parametrize("grid,t,C,k_max", [(10, 32, 3, 12), (32, 8, 12, 128),
+                                            (5, 6, 5, 3)])
+def test_kernel_lowers_for_gpu_triton(grid, t, C, k_max):
+  """No GPU here: lower the GPU (Triton) kernel for CUDA on the CPU, which
+  runs Pallas' Triton lowering and MLIR verification (power-of-two shapes,
+  indexing); compiling to PTX needs a GPU."""
+  from jax import export
+  logits = jax.ShapeDtypeStruct((4, grid * grid), jnp.float32)
+  hr = jax.ShapeDtypeStruct((4, grid * t, grid * t, C), jnp.bfloat16)
+  fn = jax.jit(lambda l, h: ts.kernel(l, h, grid, k_max, interpret=False,
+                                      dma=False))
+  exp = export.export(fn, platforms=["cuda"], disabled_checks=[
+      export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(
+          logits, hr)
+  assert "xla.gpu.triton" in exp.mlir_module()

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas import triton as pltriton
 
 from crossscale import selection
 
@@ -89,14 +90,14 @@ def _classes(x, pos, n_valid):
 
 
 def _rank_row(logits_ref, n_valid: int):
-  """Ranks `[Np]` int32 of one padded logits row (0 = best)."""
-  n_pad = logits_ref.shape[0]
+  """Ranks `[Np]` int32 of one padded logits row `[1, Np]` (0 = best)."""
+  n_pad = logits_ref.shape[-1]
   pos = jax.lax.broadcasted_iota(jnp.int32, (n_pad,), 0)
-  key, cls = _classes(logits_ref[...].astype(jnp.float32), pos, n_valid)
+  key, cls = _classes(logits_ref[0, :].astype(jnp.float32), pos, n_valid)
 
   def chunk(c, rank):
     start = pl.multiple_of(c * _CHUNK, _CHUNK)
-    xj = logits_ref[pl.ds(start, _CHUNK)].astype(jnp.float32)
+    xj = logits_ref[0, pl.ds(start, _CHUNK)].astype(jnp.float32)
     j = start + jax.lax.broadcasted_iota(jnp.int32, (_CHUNK,), 0)
     kj, cj = _classes(xj, j, n_valid)
     return rank + _beats(kj, cj, j, key, cls, pos).astype(jnp.int32).sum(1)
@@ -106,40 +107,61 @@ def _rank_row(logits_ref, n_valid: int):
 
 
 def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
-                          tiles_ref, *scratch, grid: int, n_valid: int,
+                          tiles_ref, *scratch, grid: int, tile: int,
+                          channels: int, k_max: int, n_valid: int,
                           dma: bool):
   """One scene per program.
 
-  logits_ref `[Np]`; k_ref `[1]` int32; idx_ref / valid_ref `[k_max]` int32.
-  Load/store path: hr_ref `[G, t, G, t*C]` (this scene), tiles_ref
-  `[k_max, t, t*C]`. DMA path (TPU): hr_ref `[B, G, t, G, t*C]` and tiles_ref
-  `[B, k_max, t, t*C]` stay in HBM, scratch = (zeros `[t, t*C]` in VMEM,).
+  logits_ref `[1, Np]`; k_ref `[1]` int32; idx_ref / valid_ref `[1, Kp]`
+  int32 (Np, Kp powers of two; padding ranks last).
+  Row path (GPU/Triton and interpret): hr_ref `[H*W*C]` (this scene,
+  flat), tiles_ref `[k_max*t*t*C]`; each selected tile is t row copies of
+  t*C contiguous values (masked to a power-of-two width).
+  DMA path (TPU): hr_ref `[B, G, t, G, t*C]`, tiles_ref `[B, k_max, t, t*C]`
+  in HBM, scratch = (zeros `[t, t*C]` in VMEM,).
   """
-  k_max = idx_ref.shape[0]
+  # Blocks are [1, Np] / [1, Kp] (TPU tiling wants the full trailing dims).
   rank = _rank_row(logits_ref, n_valid)                     # [Np]
   pos = jax.lax.broadcasted_iota(jnp.int32, rank.shape, 0)
-  slots = jax.lax.broadcasted_iota(jnp.int32, (k_max,), 0)
+  slots = jax.lax.broadcasted_iota(jnp.int32, (idx_ref.shape[-1],), 0)
   idx = jnp.where(rank[None, :] == slots[:, None], pos[None, :], 0).sum(1)
   k = jnp.clip(k_ref[0], 0, k_max)
-  idx_ref[...] = idx
-  valid_ref[...] = (slots < k).astype(jnp.int32)
+  idx_ref[0, :] = idx
+  valid_ref[0, :] = (slots < k).astype(jnp.int32)
   b = pl.program_id(0)
+  t, C = tile, channels
+  row = t * C                                  # contiguous values per row
+  width = pl.next_power_of_2(row)
+  lanes = jax.lax.broadcasted_iota(jnp.int32, (width,), 0)
+  in_row = lanes < row
+  hr_row_stride = grid * row                   # W * C
 
   def copy(s, carry):
-    n = idx_ref[s]
+    n = idx_ref[0, s]
     gy, gx = n // grid, n % grid
     if dma:
       pltpu.sync_copy(hr_ref.at[b, gy, :, gx, :], tiles_ref.at[b, s])
-    else:
-      tiles_ref[s] = hr_ref[gy, :, gx, :]
-    return carry
+      return carry
+
+    def one_row(r, c):
+      src = (gy * t + r) * hr_row_stride + gx * row
+      vals = pltriton.load(hr_ref.at[pl.ds(src, width)], mask=in_row,
+                           other=0)
+      pltriton.store(tiles_ref.at[pl.ds((s * t + r) * row, width)], vals,
+                     mask=in_row)
+      return c
+    return jax.lax.fori_loop(0, t, one_row, carry)
 
   def zero(s, carry):
     if dma:
       pltpu.sync_copy(scratch[0], tiles_ref.at[b, s])
-    else:
-      tiles_ref[s] = jnp.zeros(tiles_ref.shape[1:], tiles_ref.dtype)
-    return carry
+      return carry
+
+    def one_row(r, c):
+      pltriton.store(tiles_ref.at[pl.ds((s * t + r) * row, width)],
+                     jnp.zeros((width,), tiles_ref.dtype), mask=in_row)
+      return c
+    return jax.lax.fori_loop(0, t, one_row, carry)
 
   if dma:
     scratch[0][...] = jnp.zeros(scratch[0].shape, scratch[0].dtype)
@@ -148,9 +170,10 @@ def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
 
 
 def _pad_logits(logits: jax.Array) -> jax.Array:
-  """`[B, N]` -> `[B, Np]`, Np a multiple of `_CHUNK` (padding ranks last)."""
+  """`[B, N]` -> `[B, Np]`, Np = a power of two >= max(N, _CHUNK) (padding
+  ranks last; Triton wants power-of-two vector shapes)."""
   n = logits.shape[1]
-  n_pad = -(-n // _CHUNK) * _CHUNK
+  n_pad = max(pl.next_power_of_2(n), _CHUNK)
   return jnp.pad(logits, ((0, 0), (0, n_pad - n)))
 
 
@@ -161,7 +184,8 @@ def kernel(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
 
   interpret: False on GPU/TPU; True (generic) or `pltpu.InterpretParams()`
   (TPU semantics, DMAs included) to run on the CPU. dma: copy tiles by
-  HBM->HBM DMA (default: on TPU, or with TPU interpret params).
+  HBM->HBM DMA (default: on TPU, or with TPU interpret params); otherwise
+  the row path (the GPU path, run as is by the interpreter).
   """
   B, N = logits.shape
   H, W, C = hr.shape[1:]
@@ -171,33 +195,39 @@ def kernel(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
            or (interpret is False and jax.default_backend() == "tpu"))
   k = jnp.full((B,), k_max, jnp.int32) if k is None else jnp.broadcast_to(
       jnp.asarray(k, jnp.int32), (B,))
-  padded = _pad_logits(logits)
-  n_pad = padded.shape[1]
-  hr5 = hr.reshape(B, grid, t, grid, t * C)                 # free reshape
-  row = lambda b: (b, 0)
-  in_specs = [pl.BlockSpec((None, n_pad), row),
+  padded = _pad_logits(logits)[:, None, :]                 # [B, 1, Np]
+  n_pad = padded.shape[-1]
+  k_pad = max(pl.next_power_of_2(max(k_max, 1)), 1)
+  row = lambda b: (b, 0, 0)
+  in_specs = [pl.BlockSpec((None, 1, n_pad), row),
               pl.BlockSpec((1,), lambda b: (b,))]
-  out_shape = [jax.ShapeDtypeStruct((B, k_max), jnp.int32),
-               jax.ShapeDtypeStruct((B, k_max), jnp.int32),
-               jax.ShapeDtypeStruct((B, k_max, t, t * C), hr.dtype)]
-  out_specs = [pl.BlockSpec((None, k_max), row),
-               pl.BlockSpec((None, k_max), row)]
-  scratch = []
+  out_shape = [jax.ShapeDtypeStruct((B, 1, k_pad), jnp.int32),
+               jax.ShapeDtypeStruct((B, 1, k_pad), jnp.int32)]
+  out_specs = [pl.BlockSpec((None, 1, k_pad), row),
+               pl.BlockSpec((None, 1, k_pad), row)]
+  scratch, params = [], None
   if dma:
+    hr_in = hr.reshape(B, grid, t, grid, t * C)           # free reshape
     in_specs.append(pl.BlockSpec(memory_space=pl.ANY))
+    out_shape.append(jax.ShapeDtypeStruct((B, k_max, t, t * C), hr.dtype))
     out_specs.append(pl.BlockSpec(memory_space=pl.ANY))
     scratch = [pltpu.VMEM((t, t * C), hr.dtype)]
   else:
-    in_specs.append(pl.BlockSpec((None, grid, t, grid, t * C),
-                                 lambda b: (b, 0, 0, 0, 0)))
-    out_specs.append(pl.BlockSpec((None, k_max, t, t * C),
-                                  lambda b: (b, 0, 0, 0)))
+    hr_in = hr.reshape(B, H * W * C)                      # free reshape
+    size = k_max * t * t * C
+    in_specs.append(pl.BlockSpec((None, H * W * C), lambda b: (b, 0)))
+    out_shape.append(jax.ShapeDtypeStruct((B, size), hr.dtype))
+    out_specs.append(pl.BlockSpec((None, size), lambda b: (b, 0)))
+    if interpret is False:  # GPU: Triton (refs stay in global memory)
+      params = pltriton.CompilerParams(num_warps=4, num_stages=1)
   idx, valid, tiles = pl.pallas_call(
-      functools.partial(_select_gather_kernel, grid=grid, n_valid=N, dma=dma),
+      functools.partial(_select_gather_kernel, grid=grid, tile=t, channels=C,
+                        k_max=k_max, n_valid=N, dma=dma),
       out_shape=out_shape, grid=(B,), in_specs=in_specs, out_specs=out_specs,
-      scratch_shapes=scratch, interpret=interpret,
-      name="tile_select_gather")(padded, k, hr5)
-  return idx, valid.astype(bool), tiles.reshape(B, k_max, t, t, C)
+      scratch_shapes=scratch, interpret=interpret, compiler_params=params,
+      name="tile_select_gather")(padded, k, hr_in)
+  return (idx[:, 0, :k_max], valid[:, 0, :k_max].astype(bool),
+          tiles.reshape(B, k_max, t, t, C))
 
 
 # ------------------------------------------------------------- dispatcher

@@ -12,21 +12,38 @@ after initialisation, e.g. to load frozen pretrained encoders.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 
-from crossscale.models import cross_scale, sr, vit
+from crossscale.models import cross_scale, refseg, sr, vit
+from crossscale.models import sr_diffusion, sr_gan
 
 _MODELS = {
     "lr_vit": vit.LRClassifier,
     "cross_scale": cross_scale.CrossScaleModel,
     **sr.SR_MODELS,
+    **sr_gan.SR_GAN_MODELS,
+    **sr_diffusion.SR_DIFFUSION_MODELS,
+    "refseg": refseg.RefSegModel,
+    "refseg_backbone_cls": refseg.BackboneClassifier,
 }
 
 
-def get_model(name: str, **kwargs: Any) -> nn.Module:
+def field_names(name: str) -> set[str]:
+  """The constructor fields of model `name` (the trainer fills `num_classes`
+  and `grid` from the dataset where a model has them)."""
+  _check(name)
+  return {f.name for f in dataclasses.fields(_MODELS[name])}
+
+
+def _check(name: str) -> None:
   if name not in _MODELS:
     raise ValueError(f"unknown model {name!r} (config.model.name); known: "
                      f"{sorted(_MODELS)}")
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+  _check(name)
   return _MODELS[name](**kwargs)

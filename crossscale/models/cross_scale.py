@@ -33,6 +33,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 from crossscale import selection, tiles
 from crossscale.kernels import tile_select
@@ -138,6 +140,8 @@ class CrossScaleModel(nn.Module):
   num_classes: int
   grid: int
   budget: Any = 0.125                 # tiles: int k, or ratio of G*G
+  class_budgets: Any = ()             # per-class tile counts P_c (see select_tiles)
+  cost: dict = None                   # {"enabled", "total", "price", "k_max"}
   policy: str = "learned"
   selection: dict = None              # mode, sigma, num_samples, tau
   lr_encoder: dict = None
@@ -155,6 +159,10 @@ class CrossScaleModel(nn.Module):
     if self.policy not in POLICIES:
       raise ValueError(f"unknown selection policy {self.policy!r} "
                        f"(config.model.policy); known: {POLICIES}")
+    if self.cost_budget:
+      selection.check_cost_budget(
+          np.full((1, self.n_tiles), self.cost.get("price", 1.0)),
+          self.cost.get("total", -1.0))
     p = dict(self.predictor or {})
     self.width = p.get("width", 96)
     self.lr_enc = vit.Encoder(
@@ -197,6 +205,9 @@ class CrossScaleModel(nn.Module):
                              name="head")
     self.embed = layers.Dense(self.embed_dim, axes=("embed", "embed_out"),
                               name="embed")
+    if len(self.class_budgets):
+      self.budget_head = layers.Dense(self.num_classes, axes=("embed", "tokens"),
+                                      name="budget_head")
     self.siglip_t = self.param("siglip_log_t", layers.part(
         nn.initializers.constant(jnp.log(10.0)), ()), ())
     self.siglip_b = self.param("siglip_bias", layers.part(
@@ -206,8 +217,47 @@ class CrossScaleModel(nn.Module):
   def n_tiles(self) -> int:
     return self.grid * self.grid
 
+  @property
+  def cost_budget(self) -> bool:
+    return bool(self.cost) and self.cost.get("enabled", True)
+
   def k(self) -> int:
+    """Static tile slots per scene: k, max P_c, or the price budget's cap."""
+    if self.cost_budget:
+      return selection.k_from_budget(self.cost.get("k_max") or self.n_tiles,
+                                     self.n_tiles)
+    if len(self.class_budgets):
+      return int(max(self.class_budgets))
     return selection.k_from_budget(self.budget, self.n_tiles)
+
+  def scene_budget(self, batch, budget_logits, train):
+    """Tiles each scene may buy, `[B]` int32, or None for the fixed k.
+
+    class_budgets P_c: k_b = P_c of the scene's class (max over present
+    classes), the class read from the true labels in training and from the
+    LR-only budget head at inference (sigmoid >= 0.5, else its best class),
+    since no HR tile has been bought yet.
+    """
+    if not len(self.class_budgets):
+      return None
+    present = batch["labels"] if train else jax.nn.sigmoid(budget_logits)
+    return selection.per_class_k(present, tuple(self.class_budgets),
+                                 self.n_tiles)
+
+  def select_tiles(self, s, batch, k_b):
+    """Hard selection + gather: idx `[B, k]`, valid `[B, k]`, tiles
+    `[B, k, t, t, C]`, under a count budget (k, or per-scene k_b) or a
+    price budget (prices from batch["tile_prices"] or uniform)."""
+    s, hr = jax.lax.stop_gradient(s), batch["hr"]
+    if self.cost_budget:
+      prices = batch.get("tile_prices")                     # [B, N] or None
+      if prices is None:
+        prices = jnp.full(s.shape, float(self.cost.get("price", 1.0)))
+      return tile_select.select_and_gather_under_cost(
+          s, hr, self.grid, prices, float(self.cost["total"]), self.k(),
+          impl=self.select_impl)
+    return tile_select.select_and_gather(s, hr, self.grid, self.k(), k_b,
+                                         impl=self.select_impl)
 
   def encode_tiles(self, tile_pixels):
     """`[B, k, t, t, C]` -> tile latents `[B, k, D_hr]`."""
@@ -276,16 +326,19 @@ class CrossScaleModel(nn.Module):
         [lr_tok, lr_tok.mean(1, keepdims=True)], axis=1))  # [B, M+1, D]
 
     s = self.scores(batch, train)                           # [B, N]
-    idx, _, tile_px = tile_select.select_and_gather(   # [B, k], [B, k, t, t, C]
-        jax.lax.stop_gradient(s), hr, self.grid, k, impl=self.select_impl)
-    weight = jnp.ones((B, k), jnp.float32)
+    budget_logits = (self.budget_head(context.mean(1))     # [B, K], LR only
+                     if len(self.class_budgets) else None)
+    k_b = self.scene_budget(batch, budget_logits, train)    # [B] or None
+    idx, valid, tile_px = self.select_tiles(s, batch, k_b)     # [B, k], .., [B, k, t, t, C]
+    weight = valid.astype(jnp.float32)
     sel = dict(self.selection or {})
     mode = sel.pop("mode", "perturbed")
     if train and self.policy == "learned" and k and mode != "hard":
-      soft = selection.select(s, k, mode=mode, key=self.make_rng("selection"),
-                              train=True, **sel)            # [B, N]
+      soft = selection.select(s, valid.sum(1), mode=mode,
+                              key=self.make_rng("selection"), train=True,
+                              **sel)                        # [B, N]
       m = jnp.take_along_axis(soft, idx, axis=1)
-      weight = 1.0 + m - jax.lax.stop_gradient(m)
+      weight = weight * (1.0 + m - jax.lax.stop_gradient(m))
     observed = self.encode_tiles(tile_px)
     tokens = self.complete(context, idx, weight, observed, train)  # [B, N, D]
     logits, pooled = self.head_logits(tokens, context)
@@ -299,12 +352,15 @@ class CrossScaleModel(nn.Module):
 
     observed_mask = jnp.zeros((B, self.n_tiles), bool)
     if k:
-      observed_mask = observed_mask.at[jnp.arange(B)[:, None], idx].set(True)
+      observed_mask = observed_mask.at[jnp.arange(B)[:, None], idx].set(valid)
+    bought = valid.sum(1).astype(jnp.float32)               # [B] HR tiles
     out = {"logits": logits, "embedding": emb, "aux_losses": {},
-           "metrics": {"hr_tiles": jnp.full((B,), float(k)),
-                       "hr_pixels": jnp.full((B,), float(
-                           k * (hr.shape[1] // self.grid) ** 2)),
-                       "budget_ratio": jnp.full((B,), k / self.n_tiles)}}
+           "metrics": {"hr_tiles": bought,
+                       "hr_pixels": bought * (hr.shape[1] // self.grid) ** 2,
+                       "budget_ratio": bought / self.n_tiles}}
+    if budget_logits is not None and train:
+      out["aux_losses"]["budget_cls"] = optax.sigmoid_binary_cross_entropy(
+          budget_logits, batch["labels"]).mean()
     if train:
       latent, sampler = self.latent_losses(hr, pred, observed_mask, s,
                                            lr.shape[1])

@@ -23,6 +23,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       name="cross_scale",
       budget=0.125,               # k tiles (int) or a ratio of the G*G grid
+      # Per-class budgets P_c (tiles per class; replaces `budget`), e.g.
+      # --config.model.class_budgets='(4,8,8,12,8,8)'.
+      class_budgets=(),
+      # A price budget: tiles cost `price` each (or batch["tile_prices"]),
+      # greedy by score per price under `total`, at most k_max tiles.
+      cost=dict(enabled=False, total=8.0, price=1.0, k_max=0),
       policy="learned",           # learned | random | uniform | heuristic
       # The sampler's logits regress onto standardised HR detail (scale ~1),
       # so sigma is relative to that: 0.05 (the paper's) makes the perturbed

@@ -1,0 +1,203 @@
+r"""Referring segmentation: dual adapters vs decoder-only vs full fine-tuning.
+
+  python -m benchmarks.rrsis --dataset toyworld --quick --out /tmp/rrsis
+  python -m benchmarks.rrsis --dataset spacenet_buildings --quick --out /tmp/rrsis_sn
+
+Trains and evaluates (test split, masks thresholded at logit 0) the refseg
+model (experiments/configs/refseg.py) in three modes with the same schedule
+and seed through the shared trainer: "adapters" (ours: text/visual adapters,
+decoder and backbone norms train), "decoder_only" and "full" (backbone,
+adapters and decoder train; the MiniLM text encoder stays frozen in every
+mode). Reports trainable / total parameters and the optimizer-state bytes
+with and without freezing. `--dataset`: toyworld, spacenet_buildings or
+levircd (their referring sets, data/referring.py) or a records directory.
+
+The backbone is frozen in "adapters", so it should be a pretrained one:
+`--pretrain_steps N` (default: 150 quick, 1500 full) first trains the
+backbone as a scene classifier on toyworld (a different task and set:
+scene labels, not referring masks) through the same trainer and every mode
+starts from that checkpoint (`backbone_init`). Sets whose band count differs
+from toyworld's RGB (spacenet PAN, levircd's 6 bands) get a random backbone:
+the JSON records which.
+
+Writes OUT/rrsis.json, OUT/rrsis.png and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import flax.linen as nn
+import jax
+import matplotlib
+import ml_collections
+
+from benchmarks import common as bench
+from crossscale import optim, shards, train
+from data import registry
+from experiments.configs import lr_vit
+from experiments.configs import refseg as refseg_config
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+MODES = ("adapters", "decoder_only", "full")
+REFERRING = {"toyworld": "toyworld_referring",
+             "spacenet_buildings": "spacenet_buildings_referring",
+             "levircd": "levircd_referring"}
+
+
+def base_config(quick: bool, data_dir: str, mode: str
+                ) -> ml_collections.ConfigDict:
+  c = refseg_config.get_config(f"mode={mode}")
+  c.data.path = data_dir
+  c.checkpoint.every = 10 ** 9
+  c.eval_every = 10 ** 9
+  c.log_every = 100
+  c.evals = ml_collections.ConfigDict(dict(
+      test=dict(type="referring", split="test")))
+  if quick:
+    c.batch_size = 16
+    c.total_steps = 150   # CPU-sized (about 2 s/step on 2 shared cores)
+    c.optim.warmup_steps = 15
+  return c
+
+
+def pretrain_backbone(quick: bool, steps: int, workdir: str,
+                      backbone: dict) -> str:
+  """Trains the refseg backbone as a toyworld scene classifier; returns the
+  final checkpoint dir (for backbone_init)."""
+  c = lr_vit.get_config()
+  opts = dict(c.toyworld.to_dict(), num_train=2000 if quick else 4000)
+  c.data.path = registry.resolve("toyworld", None, opts)
+  c.data.fields = ("hr", "labels")
+  c.model = ml_collections.ConfigDict(dict(name="refseg_backbone_cls",
+                                           backbone=backbone))
+  c.batch_size = 32
+  c.total_steps = steps
+  c.optim.warmup_steps = min(50, steps // 10)
+  c.checkpoint.every = 10 ** 9
+  c.eval_every = 10 ** 9
+  c.log_every = 100
+  c.evals = ml_collections.ConfigDict(dict(
+      val=dict(type="classification", split="val")))
+  c.final_eval_split = ""
+  final = train.train_and_evaluate(c, workdir)
+  print(f"pretrained backbone: toyworld val accuracy "
+        f"{final['val']['accuracy']:.3f}", flush=True)
+  return os.path.join(workdir, "checkpoints", str(steps)), final
+
+
+def optimizer_bytes(config, data_dir: str) -> tuple[int, int, int, int]:
+  """(trainable, total params, optimizer-state bytes with the config's
+  freezing, without any) from shapes only (nothing is allocated)."""
+  manifest = shards.load_manifest(data_dir)
+  model = train.make_model(config, manifest)
+  batch = train.example_batch(manifest, config.data.fields, 2)
+  params = jax.eval_shape(lambda: nn.meta.unbox(model.init(
+      jax.random.key(0), batch)["params"]))
+  nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t))
+  with_f = jax.eval_shape(optim.make_optimizer(config.optim, 10).init, params)
+  cfg = config.optim.to_dict()
+  cfg["frozen"] = ()
+  without = jax.eval_shape(optim.make_optimizer(
+      ml_collections.ConfigDict(cfg), 10).init, params)
+  tr, tot = optim.trainable_fraction(params, config.optim.frozen)
+  return tr, tot, nbytes(with_f), nbytes(without)
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--dataset", default="toyworld")
+  p.add_argument("--quick", action="store_true")
+  p.add_argument("--out", required=True)
+  p.add_argument("--steps", type=int, default=None)
+  p.add_argument("--pretrain_steps", type=int, default=None)
+  p.add_argument("--modes", default=",".join(MODES))
+  p.add_argument("--data_root", default=None)
+  a = p.parse_args(argv)
+  data_dir = registry.resolve(REFERRING.get(a.dataset, a.dataset), a.data_root)
+  manifest = shards.load_manifest(data_dir)
+  pre_steps = a.pretrain_steps if a.pretrain_steps is not None else (
+      150 if a.quick else 1500)
+  tmp = tempfile.mkdtemp(prefix="rrsis_")
+  backbone_init, pretrain = "", None
+  probe = base_config(a.quick, data_dir, MODES[0])
+  if pre_steps > 0 and manifest.hr_shape[-1] == 3:
+    t0 = time.time()
+    backbone_init, final = pretrain_backbone(
+        a.quick, pre_steps, os.path.join(tmp, "pretrain"),
+        probe.model.backbone.to_dict())
+    pretrain = {"steps": pre_steps, "task": "toyworld scene classification",
+                "val_accuracy": final["val"]["accuracy"],
+                "seconds": round(time.time() - t0, 1)}
+  methods, rows = {}, []
+  for mode in a.modes.split(","):
+    c = base_config(a.quick, data_dir, mode)
+    c.model.backbone_init = backbone_init
+    if a.steps:
+      c.total_steps = a.steps
+    tr, tot, ob_f, ob_all = optimizer_bytes(c, data_dir)
+    t0 = time.time()
+    final = train.train_and_evaluate(c, os.path.join(tmp, mode))
+    res = final["test"]
+    methods[mode] = {
+        "trainable_fraction": tr / tot, "trainable_params": tr,
+        "total_params": tot, "optimizer_state_bytes": ob_f,
+        "optimizer_state_bytes_unfrozen": ob_all,
+        "oIoU": res["oIoU"], "mIoU": res["mIoU"],
+        "prec": {k.removeprefix("Prec@"): v for k, v in res.items()
+                 if k.startswith("Prec@")},
+        "test_loss": res["loss"], "num_test": res["num_examples"],
+        "train_seconds": round(time.time() - t0, 1),
+        "steps_per_sec": final["steps_per_sec"]}
+    m = methods[mode]
+    rows.append({"method": mode, "trainable_%": 100 * m["trainable_fraction"],
+                 "trainable": tr, "opt_MB": ob_f / 2 ** 20,
+                 "opt_MB_unfrozen": ob_all / 2 ** 20,
+                 "oIoU": 100 * m["oIoU"], "mIoU": 100 * m["mIoU"],
+                 "P@0.5": 100 * m["prec"]["0.5"],
+                 "P@0.7": 100 * m["prec"]["0.7"],
+                 "P@0.9": 100 * m["prec"]["0.9"], "sec": m["train_seconds"]})
+  print(f"\nreferring segmentation, {manifest.name} ({data_dir}), test split, "
+        f"{c.total_steps} steps x batch {c.batch_size}, seed {c.seed}")
+  bench.print_table(rows, list(rows[0]))
+  gap = None
+  if "adapters" in methods and "full" in methods:
+    gap = 100 * (methods["full"]["mIoU"] - methods["adapters"]["mIoU"])
+    print(f"mIoU gap full - adapters: {gap:+.2f} points (target <= 2 with "
+          f"< 3% trainable: adapters train "
+          f"{100 * methods['adapters']['trainable_fraction']:.2f}%)")
+  bench.write_json(a.out, "rrsis.json", {
+      "dataset": manifest.name, "data_dir": data_dir, "quick": a.quick,
+      "steps": c.total_steps, "batch_size": c.batch_size, "seed": c.seed,
+      "backbone_init": "toyworld classification pretrain" if backbone_init
+      else "random (frozen in adapters/decoder_only)", "pretrain": pretrain,
+      "text_encoder": c.model.text_encoder, "methods": methods,
+      "miou_gap_full_minus_adapters": gap, "machine": bench.machine()})
+  _plot(methods, os.path.join(a.out, "rrsis.png"), manifest.name)
+
+
+def _plot(methods: dict, path: str, name: str) -> None:
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for mode, m in methods.items():
+    x = 100 * m["trainable_fraction"]
+    ax.scatter([x], [100 * m["mIoU"]], s=60, label=f"{mode} mIoU")
+    ax.scatter([x], [100 * m["oIoU"]], s=60, marker="x",
+               label=f"{mode} oIoU")
+  ax.set_xscale("log")
+  ax.set_xlabel("trainable parameters (% of total, log)")
+  ax.set_ylabel("IoU on test (%)")
+  ax.set_title(f"referring segmentation: {name}")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()

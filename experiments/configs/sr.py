@@ -1,0 +1,122 @@
+r"""Super-resolution, every family in one config: LR -> HR on LR/HR pairs,
+scored by PSNR/SSIM per band on [0, 1] against the bicubic baseline
+(evaluator "sr", crossscale.evaluators.SREvaluator).
+
+Trains on the embedded toyworld (3 bands, x4) by default; `--dataset` takes
+another LR/HR records directory (then set --config.model.out_bands to its HR
+band count and --config.model.scale to its ratio).
+
+  python launch.py --config experiments/configs/sr.py:model=edsr \
+      --workdir runs/sr_edsr
+  python launch.py --config experiments/configs/sr.py:model=gan \
+      --workdir runs/sr_gan
+  python launch.py --config experiments/configs/sr.py:model=diffusion,runlocal \
+      --workdir /tmp/x
+
+arg: comma-separated "model=bicubic|edsr|swinir|implicit|gan|diffusion"
+(default edsr) and/or "runlocal" (tiny widths, a few steps: smoke test).
+"gan" is the ESRGAN recipe (RRDB 23 blocks; aux weights l1 1e-2,
+perceptual 1.0, adversarial 5e-3); "gan_psnr" is its PSNR-oriented first
+stage (L1 only), whose checkpoint `--config.model.generator_init` takes.
+"""
+
+import ml_collections
+
+from crossscale import sharding
+
+FAMILIES = ("bicubic", "edsr", "swinir", "implicit", "gan", "gan_psnr",
+            "diffusion")
+
+
+def _model(family: str, scale: int, bands: int, runlocal: bool) -> dict:
+  """config.model for a family (full size, or tiny when runlocal)."""
+  if family == "bicubic":
+    return dict(name="sr_bicubic", scale=scale)
+  if family == "edsr":
+    return dict(name="sr_edsr", out_bands=bands, scale=scale,
+                features=8 if runlocal else 64,
+                num_blocks=1 if runlocal else 16)
+  if family == "swinir":
+    return dict(name="sr_swinir", out_bands=bands, scale=scale,
+                **(dict(embed_dim=8, depths=(2,), num_heads=2, window_size=4,
+                        upsample_features=8) if runlocal else
+                   dict(embed_dim=60, depths=(6, 6, 6, 6), num_heads=6,
+                        window_size=8, upsample_features=64)))
+  if family == "implicit":
+    return dict(name="sr_implicit", out_bands=bands, scale=scale,
+                features=8 if runlocal else 64,
+                num_blocks=1 if runlocal else 16,
+                hidden=(16,) if runlocal else (256, 256, 256, 256))
+  if family in ("gan", "gan_psnr"):
+    return dict(name="sr_gan", out_bands=bands, scale=scale,
+                **(dict(features=8, growth=4, num_blocks=1, disc_widths=(8, 16),
+                        perceptual_width=8) if runlocal else
+                   dict(features=64, growth=32, num_blocks=23,
+                        disc_widths=(64, 128, 256, 512), perceptual_width=64)),
+                perceptual_depth=2, perceptual_stride=1,
+                perceptual_init="",   # a cross_scale checkpoint ("hr_encoder")
+                generator_init="")    # a gan_psnr checkpoint
+  if family == "diffusion":
+    return dict(name="sr_diffusion", out_bands=bands, scale=scale,
+                widths=(8, 16) if runlocal else (64, 128, 128),
+                time_dim=16 if runlocal else 128, prediction="v",
+                residual=True, sample_steps=2 if runlocal else 8)
+  raise ValueError(f"unknown SR family {family!r} in the config arg "
+                   f"'model=...'; known: {', '.join(FAMILIES)}")
+
+
+AUX_WEIGHTS = {
+    "gan": dict(l1=1e-2, perceptual=1.0, adversarial=5e-3, discriminator=1.0),
+    "gan_psnr": dict(l1=1.0, perceptual=0.0, adversarial=0.0,
+                     discriminator=0.0),
+    "diffusion": dict(diffusion=1.0),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = dict(a.split("=", 1) if "=" in a else (a, True)
+              for a in (arg or "").split(",") if a)
+  runlocal = bool(args.get("runlocal"))
+  family = args.get("model", "edsr")
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.family = family
+  c.dataset = "toyworld"   # registered name or LR/HR records directory
+  c.data_root = ""
+  c.toyworld = ml_collections.ConfigDict(dict(
+      num_train=4000, num_val=500, num_test=500, hr_size=64, grid=8, scale=4))
+  c.data = ml_collections.ConfigDict(dict(
+      path="", fields=("lr", "hr"), augment=True, worker_count=0,
+      num_threads=4, verify=True))
+  c.task = "sr"            # no logits: trained on the weighted aux losses
+  c.model = ml_collections.ConfigDict(
+      _model(family, c.toyworld.scale, 3, runlocal))
+  c.aux_weights = ml_collections.ConfigDict(
+      AUX_WEIGHTS.get(family, dict(l1=1.0)))
+  c.batch_size = 32
+  c.total_steps = 3000
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adamw", lr=2e-4 if family.startswith("gan") else 1e-3,
+      warmup_steps=100, grad_clip=1.0, schedule="cosine",
+      # The GAN's perceptual feature net is frozen (no optimizer state).
+      weight_decay=0.0,
+      frozen=(r"^perceptual/",) if family.startswith("gan") else ()))
+  c.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
+  c.sharding = ml_collections.ConfigDict(dict(rules=sharding.RULES))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=2))
+  c.log_every = 50
+  c.eval_every = 500
+  c.evals = ml_collections.ConfigDict(dict(
+      val=dict(type="sr", split="val", limit=256),
+      test=dict(type="sr", split="test")))
+  c.final_eval_split = ""  # the classification final eval does not apply
+
+  if runlocal:
+    c.toyworld.update(num_train=256, num_val=64, num_test=64)
+    c.batch_size = 16
+    c.total_steps = 4
+    c.checkpoint.every = 2
+    c.log_every = 2
+    c.eval_every = 1000
+    c.evals.val.limit = 16
+  return c
