@@ -157,3 +157,21 @@ def test_kernel_lowers_for_gpu_triton(grid, t, C, k_max):
       export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(
           logits, hr)
   assert "xla.gpu.triton" in exp.mlir_module()
+
+
+@pytest.mark.parametrize("grid,t,C,k_max", [(10, 32, 3, 12), (32, 8, 12, 128)])
+def test_kernel_lowers_for_tpu_mosaic(grid, t, C, k_max, monkeypatch):
+  """No TPU here: lower the TPU (DMA) kernel through Pallas' Mosaic lowering
+  (block-shape rules, SMEM/VMEM/HBM placement, supported ops) for a v5e,
+  registered as the CPU's 'TPU info' (a jax-internal table)."""
+  from jax import export
+  from jax._src.pallas.mosaic import tpu_info  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(tpu_info.registry, jax.devices()[0].device_kind,
+                      lambda: tpu_info.get_tpu_info_for_chip(
+                          tpu_info.ChipVersion.TPU_V5E, 1))
+  logits = jax.ShapeDtypeStruct((4, grid * grid), jnp.float32)
+  hr = jax.ShapeDtypeStruct((4, grid * t, grid * t, C), jnp.float32)
+  fn = jax.jit(lambda l, h: ts.kernel(l, h, grid, k_max, interpret=False,
+                                      dma=True))
+  exp = export.export(fn, platforms=["tpu"])(logits, hr)
+  assert "tpu_custom_call" in exp.mlir_module()

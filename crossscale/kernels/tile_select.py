@@ -125,10 +125,10 @@ def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
   pos = jax.lax.broadcasted_iota(jnp.int32, rank.shape, 0)
   slots = jax.lax.broadcasted_iota(jnp.int32, (idx_ref.shape[-1],), 0)
   idx = jnp.where(rank[None, :] == slots[:, None], pos[None, :], 0).sum(1)
-  k = jnp.clip(k_ref[0], 0, k_max)
+  b = pl.program_id(0)
+  k = jnp.clip(k_ref[b] if dma else k_ref[0], 0, k_max)
   idx_ref[0, :] = idx
   valid_ref[0, :] = (slots < k).astype(jnp.int32)
-  b = pl.program_id(0)
   t, C = tile, channels
   row = t * C                                  # contiguous values per row
   width = pl.next_power_of_2(row)
@@ -137,7 +137,8 @@ def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
   hr_row_stride = grid * row                   # W * C
 
   def copy(s, carry):
-    n = idx_ref[0, s]
+    # TPU reads no scalar from vector memory: reduce the ranks instead.
+    n = (jnp.where(rank == s, pos, 0).sum() if dma else idx_ref[0, s])
     gy, gx = n // grid, n % grid
     if dma:
       pltpu.sync_copy(hr_ref.at[b, gy, :, gx, :], tiles_ref.at[b, s])
@@ -200,6 +201,8 @@ def kernel(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
   k_pad = max(pl.next_power_of_2(max(k_max, 1)), 1)
   row = lambda b: (b, 0, 0)
   in_specs = [pl.BlockSpec((None, 1, n_pad), row),
+              # TPU: the counts as scalars in SMEM (whole array).
+              pl.BlockSpec(memory_space=pltpu.SMEM) if dma else
               pl.BlockSpec((1,), lambda b: (b,))]
   out_shape = [jax.ShapeDtypeStruct((B, 1, k_pad), jnp.int32),
                jax.ShapeDtypeStruct((B, 1, k_pad), jnp.int32)]
