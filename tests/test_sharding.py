@@ -114,16 +114,18 @@ def test_logical_to_spec_rules():
 
 def test_checkpoint_saved_on_one_mesh_restores_on_another(toyworld_small,
                                                          tmp_path):
-  setup = _setup(toyworld_small)
-  c, manifest, model, tx, batch = setup
-  state, _, _ = _train(*setup, _mesh((8, 1, 1)), steps=1)
+  c, manifest, model, tx, _ = _setup(toyworld_small)
+  example = train.example_batch(manifest, c.data.fields, c.batch_size)
+  # A state on (8, 1, 1), made distinct from a fresh init by a shift.
+  state, _ = train.init_state(c, model, tx, example, _mesh((8, 1, 1)))
+  state = state.replace(step=state.step + 1, params=jax.tree.map(
+      lambda p: p + 0.5, state.params))
   ckpt = checkpoint.Checkpointer(str(tmp_path), save_every=1, keep=1)
   ckpt.save(1, state, {"position": 5}, force=True)
   ckpt.wait()
   ckpt.close()
 
   mesh = _mesh((2, 2, 2))
-  example = train.example_batch(manifest, c.data.fields, c.batch_size)
   fresh, state_sh = train.init_state(c, model, tx, example, mesh)
   ckpt = checkpoint.Checkpointer(str(tmp_path), save_every=1, keep=1)
   restored, data_state = ckpt.restore(
