@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -67,3 +68,119 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       tree, shardings)
+
+
+# --- Parameters of one run initialising another --------------------------------
+# Pretrained encoders reach other models by config (`config.model_init`,
+# `model.perceptual_init`, `model.backbone_init`); all read them here.
+
+
+def flatten_params(tree: Any) -> dict[str, np.ndarray]:
+  """{"a/b/kernel": array} of a nested params tree (host numpy)."""
+  return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+          for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
+  tree: dict = {}
+  for name, v in flat.items():
+    node = tree
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = np.asarray(v)
+  return tree
+
+
+def save_params_npz(path: str, params: Any) -> None:
+  """Writes a params tree as an .npz of flat "a/b/kernel" arrays."""
+  np.savez(path, **flatten_params(params))
+
+
+def _state_item(path: str) -> str:
+  """The orbax "state" item for a run workdir, its checkpoints/ dir, a step
+  dir or the item itself (newest step where a directory holds several)."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = os.path.join(path, "checkpoints")
+  steps = [d for d in os.listdir(path) if d.isdigit()]
+  if steps:
+    path = os.path.join(path, max(steps, key=int))
+  item = os.path.join(path, "state")
+  return item if os.path.isdir(item) else path
+
+
+def load_params(path: str, config_key: str) -> dict:
+  """The params tree (host numpy) of a run of ours at `path`: its workdir
+  (newest checkpoint), checkpoints/ dir, step dir or "state" item, or an
+  .npz of flat "a/b/kernel" arrays. `config_key` names the setting in
+  errors."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"{config_key}={path!r} does not exist: pass a run's workdir (or "
+        "workdir/checkpoints/<step>), an .npz of params, or '' for none.")
+  if path.endswith(".npz"):
+    with np.load(path) as f:
+      return unflatten_params(dict(f))
+  item = _state_item(path)
+  try:
+    tree = ocp.StandardCheckpointer().restore(item)
+  except Exception as e:  # orbax raises several types for a non-checkpoint
+    raise ValueError(f"{config_key}={path!r}: {item} is not an orbax "
+                     f"checkpoint of ours ({type(e).__name__}: {e}).") from e
+  params = tree.get("params", tree) if isinstance(tree, dict) else {}
+  return jax.tree.map(np.asarray, params)
+
+
+def load_subtree(path: str, key: str, config_key: str) -> dict:
+  """`params[key]` of the run at `path` (see `load_params`); an .npz without
+  a `key` entry is taken as that subtree itself (`save_params_npz` of it)."""
+  params = load_params(path, config_key)
+  if path.endswith(".npz") and key not in params:
+    return params
+  if key not in params:
+    raise ValueError(f"{config_key}={path!r}: the checkpoint has no '{key}' "
+                     f"parameters (it has {sorted(params)[:8]}): pass a run "
+                     f"of a model with a '{key}' module.")
+  return params[key]
+
+
+def replace_checked(current: Any, new: Any, where: str) -> Any:
+  """`new` cast to `current`'s dtypes, after checking that the two trees
+  have the same parameter names and shapes."""
+  cur, got = flatten_params(current), flatten_params(new)
+  missing, extra = sorted(set(cur) - set(got)), sorted(set(got) - set(cur))
+  if missing or extra:
+    raise ValueError(
+        f"{where}: parameters do not match the model (missing {missing[:4]}, "
+        f"unexpected {extra[:4]}): the checkpoint's architecture (widths, "
+        "depths, band count) must match the config.")
+  for k, v in cur.items():
+    if v.shape != got[k].shape:
+      raise ValueError(
+          f"{where}: parameter {k} has shape {got[k].shape}, the model "
+          f"expects {v.shape}: the checkpoint was made with another "
+          "architecture (widths, depths, stride, band count) than the config.")
+  return jax.tree.map(lambda c, n: np.asarray(n, np.asarray(c).dtype),
+                      current, unflatten_params(got))
+
+
+def init_from(params: dict, path: str, keys: Any, config_key: str) -> dict:
+  """`params` with subtrees copied from the run at `path`.
+
+  `keys`: names present in both (("lr_encoder", "hr_encoder")) or (ours,
+  theirs) pairs; shapes are checked.
+  """
+  src = load_params(path, config_key)
+  out = dict(params)
+  for k in keys:
+    ours, theirs = (k, k) if isinstance(k, str) else tuple(k)
+    if ours not in params:
+      raise ValueError(f"{config_key}: the model has no '{ours}' parameters "
+                       f"to initialise (it has {sorted(params)[:8]}).")
+    if theirs not in src:
+      raise ValueError(f"{config_key}={path!r}: the checkpoint has no "
+                       f"'{theirs}' parameters (it has {sorted(src)[:8]}).")
+    out[ours] = replace_checked(params[ours], src[theirs],
+                                f"{config_key}={path!r} ({theirs} -> {ours})")
+  return out

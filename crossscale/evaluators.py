@@ -37,9 +37,12 @@ class ClassificationEvaluator:
     def predict(params, batch):
       out = model.apply({"params": params}, batch, train=False,
                         rngs={"selection": jax.random.key(0)})
-      loss = metrics.task_loss(out["logits"], batch["labels"], task,
-                               batch["valid"])
-      keep = {"logits": out["logits"], **out.get("metrics", {})}
+      keep = dict(out.get("metrics", {}))
+      loss = jnp.zeros((), jnp.float32)  # models without logits: metrics only
+      if "logits" in out:
+        loss = metrics.task_loss(out["logits"], batch["labels"], task,
+                                 batch["valid"])
+        keep["logits"] = out["logits"]
       if "embedding" in out:
         keep["embedding"] = out["embedding"]
       return keep, loss
@@ -67,14 +70,15 @@ class ClassificationEvaluator:
       losses.append(float(loss) * valid.sum())
       weights.append(valid.sum())
     cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-    logits, labels = cat.pop("logits"), cat.pop("labels")
+    logits, labels = cat.pop("logits", None), cat.pop("labels")
     emb = cat.pop("embedding", None)
     result = {"loss": float(np.sum(losses) / max(np.sum(weights), 1)),
               "num_examples": float(len(labels))}
-    if self.task == "single_label":
+    if logits is not None and self.task == "single_label":
       result["accuracy"] = float(np.mean(
           labels[np.arange(len(labels)), logits.argmax(-1)] > 0))
-    result.update(metrics.mean_average_precision(logits, labels))
+    if logits is not None:
+      result.update(metrics.mean_average_precision(logits, labels))
     result.update({k: float(v.mean()) for k, v in cat.items()})
     if emb is not None:
       result.update(metrics.retrieval_metrics(emb, labels,

@@ -40,7 +40,8 @@ def make_model(config, manifest: shards.Manifest):
   """The model named by `config.model.name`, with `config.model`'s fields
   plus what the dataset decides (`num_classes`, `grid`) where it has them."""
   kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
-  from_data = {"num_classes": manifest.num_classes, "grid": manifest.grid}
+  from_data = {"num_classes": manifest.num_classes, "grid": manifest.grid,
+               "class_names": tuple(manifest.class_names)}
   fields = models.field_names(config.model.name)
   kwargs.update({k: v for k, v in from_data.items()
                  if k in fields and k not in kwargs})
@@ -126,8 +127,15 @@ def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
                                       sharding_rules(config))
   init = lambda rng: nn.meta.unbox(boxed_init(rng))
   state = jax.jit(init, out_shardings=shardings)(rng)
+  params = None
   if hasattr(model, "load_pretrained"):  # e.g. frozen pretrained encoders
     params = model.load_pretrained(jax.device_get(state.params))
+  if config.get("model_init"):  # e.g. encoders of a pretraining run
+    params = checkpoint.init_from(
+        jax.device_get(state.params) if params is None else params,
+        config.model_init, tuple(config.get("model_init_keys", ())),
+        "config.model_init")
+  if params is not None:
     state = state.replace(params=jax.device_put(params, shardings.params))
   return state, shardings
 

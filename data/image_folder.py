@@ -6,6 +6,9 @@ Input layout (RSSCN7, EuroSAT, UC Merced and most scene-classification sets):
     <class_a>/img001.jpg ...
     <class_b>/img001.png ...
 
+or, with layout="prefix" (--layout prefix), a flat folder of
+<class>_<anything>.<ext> files (the EuroSAT samples in ../shared/data).
+
 Class names are the sorted sub-folder names (hidden folders are ignored);
 images are the files directly inside each class folder whose extension is
 jpg/jpeg/png/tif/tiff (any case), in sorted order, so a build is
@@ -86,9 +89,36 @@ def list_images(class_dir: str) -> list[str]:
   return names
 
 
-def scan(src_dir: str, limit_per_class: int | None = None
-         ) -> tuple[list[str], list[tuple[str, int]]]:
-  """Class names and (path, class index) of every image, in sorted order."""
+def scan_prefix(src_dir: str, limit_per_class: int | None = None
+                ) -> tuple[list[str], list[tuple[str, int]]]:
+  """layout="prefix": a flat folder whose file names start with the class
+  ("Forest_145.png" -> "Forest", as the EuroSAT samples are named)."""
+  if not os.path.isdir(src_dir):
+    raise records.DataError(f"{src_dir} is not a directory: pass --src a "
+                            "folder of <class>_<n>.<ext> images.")
+  files = list_images(src_dir)
+  bad = [f for f in files if "_" not in f]
+  if bad:
+    raise records.DataError(
+        f"{os.path.join(src_dir, bad[0])}: with --layout prefix every file "
+        "name must start with '<class>_'; rename it or use class folders.")
+  by_class: dict[str, list[str]] = collections.defaultdict(list)
+  for f in files:
+    by_class[f.split("_", 1)[0]].append(f)
+  classes = sorted(by_class)
+  items = [(os.path.join(src_dir, f), ci) for ci, c in enumerate(classes)
+           for f in by_class[c][:limit_per_class]]
+  return classes, items
+
+
+def scan(src_dir: str, limit_per_class: int | None = None,
+         layout: str = "folders") -> tuple[list[str], list[tuple[str, int]]]:
+  """Class names and (path, class index) of every image, in sorted order.
+  layout: "folders" (SRC/<class>/<image>) or "prefix" (`scan_prefix`)."""
+  if layout == "prefix":
+    return scan_prefix(src_dir, limit_per_class)
+  if layout != "folders":
+    raise ValueError(f"unknown layout {layout!r}; known: folders, prefix")
   classes = list_classes(src_dir)
   items = []
   for ci, cname in enumerate(classes):
@@ -244,7 +274,7 @@ def build(src_dir: str, out_dir: str, *, name: str | None = None,
           hr_size: int | None = None, scale: int = 8, grid: int = 10,
           split_fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0,
           psf_sigma: float = 0.5, noise_std: float = 0.01,
-          limit_per_class: int | None = None,
+          limit_per_class: int | None = None, layout: str = "folders",
           records_per_shard: int = 512) -> shards.Manifest:
   """Builds a records dataset in `out_dir` from the class folders in `src_dir`.
 
@@ -255,7 +285,7 @@ def build(src_dir: str, out_dir: str, *, name: str | None = None,
     check_hr_size(hr_size, hr_size, scale, grid, f"--hr_size {hr_size}")
   src_dir = os.path.abspath(src_dir)
   name = name or os.path.basename(os.path.normpath(src_dir))
-  classes, items = scan(src_dir, limit_per_class)
+  classes, items = scan(src_dir, limit_per_class, layout)
   splits = common.assign_splits(len(items), split_fractions, seed,
                                 strata=[ci for _, ci in items])
   scenes = make_scenes(items, splits, classes, hr_size=hr_size, scale=scale,
@@ -265,7 +295,7 @@ def build(src_dir: str, out_dir: str, *, name: str | None = None,
       "builder": "image_folder", "src": src_dir, "hr_size": hr_size,
       "scale": scale, "grid": grid, "split_fractions": list(split_fractions),
       "seed": seed, "psf_sigma": psf_sigma, "noise_std": noise_std,
-      "limit_per_class": limit_per_class,
+      "limit_per_class": limit_per_class, "layout": layout,
       "gsd_note": "hr_gsd=1.0 is one HR pixel (true GSD unknown); "
                   "lr_gsd=scale in the same unit",
   }
@@ -288,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--grid", type=int, default=10, help="HR tile grid size G")
   p.add_argument("--limit_per_class", type=int, default=None,
                  help="keep the first N images of each class")
+  p.add_argument("--layout", default="folders", choices=("folders", "prefix"),
+                 help="folders: SRC/<class>/<image>; prefix: a flat folder "
+                      "of <class>_<n>.<ext> (EuroSAT samples)")
   p.add_argument("--psf_sigma", type=float, default=0.5)
   p.add_argument("--noise_std", type=float, default=0.01)
   common.add_common_flags(p)
@@ -296,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       args.src, args.out, name=args.name, hr_size=args.hr_size,
       scale=args.scale, grid=args.grid, seed=args.seed,
       psf_sigma=args.psf_sigma, noise_std=args.noise_std,
-      limit_per_class=args.limit_per_class,
+      limit_per_class=args.limit_per_class, layout=args.layout,
       records_per_shard=args.records_per_shard), args.out)
 
 

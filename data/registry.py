@@ -6,6 +6,10 @@ first use under `config.data_root`:
   toyworld  procedural default (data/toyworld.py), from `config.toyworld`
   rsscn7    the real RSSCN7 scenes in ../shared/data/rsscn7 (data/image_folder.py),
             LR 8x coarser than HR, a 10x10 HR grid
+  eurosat_samples  the 54 real EuroSAT RGB tiles in ../shared/data (flat,
+            class = file-name prefix; data/image_folder.py layout="prefix")
+  bigearthnet  the real BigEarthNet S2 patches in ../shared/data
+            (data/bigearthnet.py; multi-label, 43-class nomenclature)
   toyworld_referring, spacenet_buildings_referring, levircd_referring
             referring-segmentation sets (data/referring.py): one record per
             expression, `text` + masks["target"]; options = referring.Options
@@ -48,6 +52,28 @@ def _build_rsscn7(out: str, opts: dict) -> None:
   image_folder.build(src, out, name="rsscn7", **opts)
 
 
+def _shared_source(name: str) -> str:
+  src = os.path.join(common.SHARED_DATA, name)
+  if not os.path.isdir(src):
+    raise records.DataError(
+        f"{name} not found at {src}: set CROSSSCALE_SHARED_DATA to the folder "
+        f"holding {name}/, or build the records yourself with the builder in "
+        "data/ and pass their directory.")
+  return src
+
+
+def _build_eurosat_samples(out: str, opts: dict) -> None:
+  from data import image_folder  # pylint: disable=g-import-not-at-top
+  image_folder.build(_shared_source("eurosat_samples"), out,
+                     name="eurosat_samples", layout="prefix", **opts)
+
+
+def _build_bigearthnet(out: str, opts: dict) -> None:
+  from data import bigearthnet  # pylint: disable=g-import-not-at-top
+  bigearthnet.build(os.path.join(_shared_source("bigearthnet"),
+                                 "BigEarthNet-S2-Example"), out, **opts)
+
+
 def _build_referring(source: str):
   """Builder of the referring set (data/referring.py) made from `source`."""
   def build(out: str, opts: dict) -> None:
@@ -73,9 +99,12 @@ def _version(dataset: str) -> int:
   return 1
 
 
-_BUILDERS = {"toyworld": _build_toyworld, "rsscn7": _build_rsscn7}
+_BUILDERS = {"toyworld": _build_toyworld, "rsscn7": _build_rsscn7,
+             "eurosat_samples": _build_eurosat_samples,
+             "bigearthnet": _build_bigearthnet}
 _BUILDERS.update({n: _build_referring(s) for n, s in _REFERRING.items()})
 _DEFAULTS = {"rsscn7": {"scale": 8, "grid": 10},
+             "eurosat_samples": {"scale": 4, "grid": 4},
              # 64 px chips: a few hundred expressions, CPU-sized.
              "spacenet_buildings_referring": {"chip": 64, "max_per_image": 8},
              "levircd_referring": {"chip": 64, "max_per_image": 8}}

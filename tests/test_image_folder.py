@@ -156,13 +156,25 @@ def test_empty_folders(tmp_path):
     image_folder.build(str(tmp_path / "src"), str(tmp_path / "out"))
 
 
-def test_flat_eurosat_samples_rejected(tmp_path, shared_data):
-  """eurosat_samples/ is flat <Class>_<n>_preview.png files: not supported."""
+def test_flat_eurosat_samples_need_prefix_layout(tmp_path, shared_data):
+  """eurosat_samples/ is flat <Class>_<n>_preview.png files: the default
+  layout says how to fix it; layout="prefix" reads the class from the name."""
   flat = os.path.join(shared_data, "eurosat_samples")
   if not os.path.isdir(flat):
     pytest.skip(f"{flat} not found")
   with pytest.raises(records.DataError, match="no class folders"):
     image_folder.build(flat, str(tmp_path / "out"))
+  m = image_folder.build(flat, str(tmp_path / "out2"), layout="prefix",
+                         scale=4, grid=4)
+  names = sorted(f for f in os.listdir(flat) if f.endswith(".png"))
+  assert m.class_names == sorted({f.split("_")[0] for f in names})
+  assert sum(m.num_records(s) for s in ("train", "val", "test")) == len(names)
+  assert m.hr_shape == [64, 64, 3] and m.lr_shape == [16, 16, 3]
+  (tmp_path / "bad").mkdir()
+  Image.new("RGB", (8, 8)).save(tmp_path / "bad" / "noclass.png")
+  with pytest.raises(records.DataError, match="must start with '<class>_'"):
+    image_folder.build(str(tmp_path / "bad"), str(tmp_path / "o3"),
+                       layout="prefix")
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")

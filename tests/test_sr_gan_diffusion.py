@@ -240,6 +240,6 @@ def test_gan_loads_our_perceptual_encoder(tmp_path):
                                 params["generator"]["head"]["kernel"])
   enc["conv0/kernel"] = np.zeros((3, 3, 3, 5), np.float32)
   np.savez(tmp_path / "bad.npz", **enc)
-  with pytest.raises(ValueError, match="architecture must match"):
+  with pytest.raises(ValueError, match="another architecture"):
     _gan().clone(perceptual_init=str(tmp_path / "bad.npz")).load_pretrained(
         params)

@@ -17,12 +17,13 @@ from typing import Any
 
 import flax.linen as nn
 
-from crossscale.models import cross_scale, refseg, sr, vit
+from crossscale.models import cross_scale, pretrain, refseg, sr, vit
 from crossscale.models import sr_diffusion, sr_gan
 
 _MODELS = {
     "lr_vit": vit.LRClassifier,
     "cross_scale": cross_scale.CrossScaleModel,
+    "xs_pretrain": pretrain.CrossScalePretrain,
     **sr.SR_MODELS,
     **sr_gan.SR_GAN_MODELS,
     **sr_diffusion.SR_DIFFUSION_MODELS,

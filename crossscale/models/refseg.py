@@ -34,14 +34,13 @@ Which parameters train is set by `config.optim.frozen` (`frozen_patterns`):
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from crossscale import checkpoint
 from crossscale.models import layers, text_encoder as te
 
 # Regexes on "a/b/kernel" paths (crossscale.optim.param_labels) per mode.
@@ -340,82 +339,28 @@ class RefSegModel(nn.Module):
     params = dict(params)
     if self.text_encoder == "minilm":
       _, minilm, _ = te.load_minilm(self.minilm_path or None)
-      params["text_encoder"] = _replace_checked(
-          params["text_encoder"], minilm, "MiniLM weights", "text_encoder")
+      params["text_encoder"] = checkpoint.replace_checked(
+          params["text_encoder"], minilm, "MiniLM weights (text_encoder)")
     if self.backbone_init:
-      params["backbone"] = _replace_checked(
+      params["backbone"] = checkpoint.replace_checked(
           params["backbone"], load_backbone(self.backbone_init),
-          self.backbone_init, "backbone")
+          f"config.model.backbone_init={self.backbone_init!r} (backbone)")
     return params
 
 
 # --- Backbone checkpoints -------------------------------------------------------
 
 
-def _flat(tree) -> dict[str, np.ndarray]:
-  return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
-          for path, v in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _replace_checked(current, new, where: str, scope: str):
-  """`new` (same structure and shapes as `current`) with dtypes of current."""
-  cur, got = _flat(current), _flat(new)
-  if set(cur) != set(got):
-    missing, extra = sorted(set(cur) - set(got)), sorted(set(got) - set(cur))
-    raise ValueError(
-        f"{where}: parameters for {scope}/ do not match the model "
-        f"(missing {missing[:4]}, unexpected {extra[:4]}): check "
-        f"config.model.backbone widths/depths against the checkpoint.")
-  for k, v in cur.items():
-    if v.shape != got[k].shape:
-      raise ValueError(f"{where}: {scope}/{k} has shape {got[k].shape}, the "
-                       f"model expects {v.shape}: the checkpoint was made "
-                       "with another config.model.backbone or band count.")
-  return jax.tree.map(lambda c, n: np.asarray(n, np.asarray(c).dtype),
-                      current, new)
-
-
 def save_backbone(path: str, backbone_params) -> None:
   """Writes backbone params as an .npz of "a/b/kernel" arrays."""
-  np.savez(path, **_flat(backbone_params))
-
-
-def _unflatten(flat: dict[str, np.ndarray]):
-  tree: dict = {}
-  for k, v in flat.items():
-    node = tree
-    *parents, leaf = k.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
+  checkpoint.save_params_npz(path, backbone_params)
 
 
 def load_backbone(path: str):
-  """Backbone params from `path`: an .npz written by `save_backbone`, or an
-  orbax checkpoint of ours (a trainer step dir `.../checkpoints/<step>`, its
-  `state` item, or a StandardSave of a params tree) holding a "backbone"
-  subtree, under "params" or at its root."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"config.model.backbone_init={path!r} does not exist: pass an .npz "
-        "written by crossscale.models.refseg.save_backbone or an orbax "
-        "checkpoint dir (workdir/checkpoints/<step>) of a model with a "
-        "'backbone', or set backbone_init='' for a random frozen backbone.")
-  if path.endswith(".npz"):
-    with np.load(path) as f:
-      return _unflatten(dict(f))
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  item = os.path.join(path, "state")
-  ckpt = ocp.StandardCheckpointer()
-  tree = ckpt.restore(os.path.abspath(item if os.path.isdir(item) else path))
-  for candidate in (tree, tree.get("params", {}) if isinstance(tree, dict)
-                    else {}):
-    if isinstance(candidate, dict) and "backbone" in candidate:
-      return jax.tree.map(np.asarray, candidate["backbone"])
-  raise ValueError(f"{path}: the checkpoint has no 'backbone' parameters "
-                   f"(top-level keys {sorted(tree)[:8]}): pass a checkpoint "
-                   "of a model built on crossscale.models.refseg.Backbone.")
+  """Backbone params from `path`: an .npz written by `save_backbone`, or a
+  run of ours (workdir, step dir, ...: `checkpoint.load_params`) holding a
+  "backbone" subtree, e.g. the cross-scale pretraining run."""
+  return checkpoint.load_subtree(path, "backbone", "config.model.backbone_init")
 
 
 class BackboneClassifier(nn.Module):

@@ -39,13 +39,12 @@ through `apply`, so a stop-gradient'ed copy can be passed explicitly.
 
 from __future__ import annotations
 
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from crossscale import checkpoint
 from crossscale.models import layers, sr
 
 
@@ -174,53 +173,6 @@ def random_feature_net(bands: int, width: int = 64, depth: int = 2,
   return (lambda p, x: net.apply({"params": p}, x)), params
 
 
-def load_subtree(path: str, key: str, config_key: str):
-  """Parameters `params[key]` (host numpy tree) from an orbax checkpoint of
-  ours (workdir/checkpoints/<step>, or its "state" item) or an .npz of flat
-  "a/b/kernel" arrays."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"{config_key}={path!r} does not exist: pass an orbax checkpoint dir "
-        f"(workdir/checkpoints/<step>) of a model with '{key}' parameters, an "
-        f".npz of them, or '' for the default.")
-  if path.endswith(".npz"):
-    tree: dict = {}
-    with np.load(path) as f:
-      for name, v in f.items():
-        node = tree
-        *parents, leaf = name.split("/")
-        for p in parents:
-          node = node.setdefault(p, {})
-        node[leaf] = np.asarray(v)
-    return tree
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  item = os.path.join(path, "state")
-  tree = ocp.StandardCheckpointer().restore(
-      os.path.abspath(item if os.path.isdir(item) else path))
-  params = tree.get("params", tree) if isinstance(tree, dict) else {}
-  if key not in params:
-    raise ValueError(f"{config_key}={path!r}: the checkpoint has no '{key}' "
-                     f"parameters (it has {sorted(params)}).")
-  return jax.tree.map(np.asarray, params[key])
-
-
-def replace_checked(current, new, where: str):
-  """`new` cast to `current`'s dtypes, after checking the tree and shapes."""
-  cur = jax.tree_util.tree_leaves_with_path(current)
-  nxt = dict((jax.tree_util.keystr(p), v)
-             for p, v in jax.tree_util.tree_leaves_with_path(new))
-  out = []
-  for p, v in cur:
-    k = jax.tree_util.keystr(p)
-    if k not in nxt or np.shape(nxt[k]) != np.shape(v):
-      raise ValueError(
-          f"{where}: parameter {k} {np.shape(v)} is missing or has shape "
-          f"{np.shape(nxt.get(k))}; the checkpoint's architecture must match "
-          "the config (widths, depth, stride, band count).")
-    out.append(np.asarray(nxt[k], np.asarray(v).dtype))
-  return jax.tree.unflatten(jax.tree.structure(current), out)
-
-
 # ------------------------------------------------------------------- model
 
 class ESRGAN(sr.SRModel):
@@ -306,14 +258,14 @@ class ESRGAN(sr.SRModel):
     loaded (shapes checked)."""
     params = dict(params)
     if self.perceptual_init:
-      new = load_subtree(self.perceptual_init, self.perceptual_key,
+      new = checkpoint.load_subtree(self.perceptual_init, self.perceptual_key,
                          "config.model.perceptual_init")
       new = {k: v for k, v in new.items() if k in params["perceptual"]}
-      params["perceptual"] = replace_checked(params["perceptual"], new,
+      params["perceptual"] = checkpoint.replace_checked(params["perceptual"], new,
                                              self.perceptual_init)
     if self.generator_init:
-      params["generator"] = replace_checked(
-          params["generator"], load_subtree(
+      params["generator"] = checkpoint.replace_checked(
+          params["generator"], checkpoint.load_subtree(
               self.generator_init, "generator", "config.model.generator_init"),
           self.generator_init)
     return params

@@ -1,0 +1,61 @@
+r"""Cross-scale pretraining of the LR and HR encoders (crossscale/models/
+pretrain.py: LR-region <-> HR-tile alignment + masked LR modelling; optional
+refseg backbone and class-prompt text alignment).
+
+  python launch.py --config experiments/configs/pretrain.py --workdir runs/pre
+  python launch.py --config experiments/configs/pretrain.py:text --workdir \
+      runs/pre_r7 --dataset rsscn7       # + class prompts (zero-shot)
+  python launch.py --config experiments/configs/pretrain.py:runlocal --workdir /tmp/p
+
+Its checkpoint initialises, by config:
+  cross-scale model   --config.model_init=runs/pre     (lr_encoder, hr_encoder)
+  SR GAN perceptual   --config.model.perceptual_init=runs/pre  (hr_encoder convs;
+                      pretrain with --config.model.hr_encoder.stride=1 and the
+                      GAN's perceptual_width to match)
+  refseg backbone     --config.model.backbone_init=runs/pre  (pretrain with
+                      arg "backbone", widths matching the refseg config)
+
+arg: comma-separated "runlocal", "text" (class-prompt alignment through the
+frozen MiniLM), "backbone" (also pretrain refseg's hierarchical backbone).
+Encoder sizes are the cross-scale config's, so the checkpoint fits it as is.
+Resumable like every run: relaunch the same command.
+"""
+
+import ml_collections
+
+from crossscale.models import pretrain
+from experiments.configs import cross_scale, refseg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  opts = set((arg or "").split(",")) - {""}
+  runlocal = "runlocal" in opts
+  c = cross_scale.get_config("runlocal" if runlocal else None)
+  xs = c.model
+  c.model = ml_collections.ConfigDict(dict(
+      name="xs_pretrain",
+      lr_encoder=xs.lr_encoder.to_dict(),
+      hr_encoder=xs.hr_encoder.to_dict(),
+      backbone=(refseg.get_config("runlocal" if runlocal else None)
+                .model.backbone.to_dict() if "backbone" in opts else None),
+      embed_dim=128 if not runlocal else 16,
+      num_target_tiles=8,
+      mask_ratio=0.5,
+      text="text" in opts,
+      prompt=pretrain.PROMPT,
+      minilm_path=""))
+  c.model_init = ""
+  c.aux_weights = ml_collections.ConfigDict(dict(
+      align=1.0, mim=1.0, align_backbone=1.0))
+  c.data.fields = ("lr", "hr", "labels")
+  c.optim.frozen = pretrain.FROZEN if "text" in opts else ()
+  # Labels are used only by the optional text objective (its task loss on
+  # the class-prompt logits); without "text" the run is label-free.
+  # Alignment top-1 / masked-modelling loss (and, with text, the accuracy
+  # of the class prompts) on held-out scenes.
+  c.evals = ml_collections.ConfigDict(dict(
+      val=dict(type="classification", split="val"),
+      test=dict(type="classification", split="test")))
+  c.final_eval_split = ""
+  c.total_steps = 3000 if not runlocal else 20
+  return c

@@ -1,0 +1,163 @@
+"""Cross-scale pretraining: its pieces, and its checkpoint initialising the
+cross-scale model, the SR GAN's perceptual features and refseg's backbone."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crossscale import checkpoint, optim, sharding, shards, train
+from crossscale.models import pretrain, refseg, sr_gan
+from experiments.configs import cross_scale
+from experiments.configs import pretrain as pretrain_config
+
+
+def test_pool_to_grid_means_tokens_inside_each_tile():
+  tok = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  got = pretrain.pool_to_grid(tok, 2)[0, :, 0]
+  # tile (0,0) holds tokens 0,1,4,5 ...
+  np.testing.assert_allclose(got, [2.5, 4.5, 10.5, 12.5])
+  assert pretrain.pool_to_grid(jnp.ones((2, 3, 3, 5)), 2).shape == (2, 4, 5)
+
+
+def test_patchify_and_patch_mask():
+  img = jnp.arange(2 * 4 * 4 * 1.0).reshape(2, 4, 4, 1)
+  p = pretrain.patchify(img, 2)
+  assert p.shape == (2, 4, 4)
+  np.testing.assert_array_equal(p[0, 1], [2, 3, 6, 7])   # top-right patch
+  m = pretrain.patch_mask(jax.random.key(0), 3, 4, 0.5)
+  assert m.shape == (3, 16) and (m.sum(1) == 8).all()
+
+
+def test_pair_sigmoid_loss_by_hand():
+  a = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  b = jnp.array([[1.0, 0.0], [0.6, 0.8]])
+  t, bias = 2.0, -1.0
+  logits = np.exp(t) * np.asarray(a @ b.T) + bias
+  z = np.array([[1, -1], [-1, 1]])
+  want = -np.log(1 / (1 + np.exp(-z * logits))).sum() / 2
+  got = pretrain.pair_sigmoid_loss(a, b, jnp.log(jnp.exp(t)), bias)
+  assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_readable_class_names():
+  assert pretrain.readable("fResident") == "resident"
+  assert pretrain.readable("dRiverLake") == "river lake"
+  assert pretrain.readable("SeaLake") == "sea lake"
+  assert pretrain.readable("Annual_Crop") == "annual crop"
+  assert pretrain.readable("Coniferous forest") == "coniferous forest"
+
+
+def _init(config, data_dir):
+  manifest = shards.load_manifest(data_dir)
+  model = train.make_model(config, manifest)
+  tx = optim.make_optimizer(config.optim, config.total_steps)
+  batch = train.example_batch(manifest, config.data.fields, 8)
+  mesh = sharding.make_mesh(config.mesh)
+  return model, train.init_state(config, model, tx, batch, mesh)[0]
+
+
+def _random_params(model, batch, seed=0):
+  """Parameters of `model` as seeded random arrays, from shapes only."""
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
+      {"params": jax.random.key(0), "selection": jax.random.key(0)}, batch,
+      train=False)["params"]))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda x: rng.normal(size=x.shape).astype(x.dtype), shapes)
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(toyworld_small, tmp_path_factory):
+  """Pretraining params (with the refseg backbone), saved the way runs save
+  them (an orbax TrainState-like tree under workdir/checkpoints/<step>)."""
+  c = pretrain_config.get_config("runlocal,backbone")
+  c.model.hr_encoder.update(stride=1)
+  manifest = shards.load_manifest(toyworld_small)
+  model = train.make_model(c, manifest)
+  params = _random_params(model, train.example_batch(
+      manifest, c.data.fields, 2))
+  workdir = str(tmp_path_factory.mktemp("pre"))
+  ckpt = checkpoint.Checkpointer(workdir + "/checkpoints", 1)
+  ckpt.save(7, {"step": np.int32(7), "params": params}, {})
+  ckpt.close()
+  return workdir, params
+
+
+def test_pretrained_encoders_initialise_cross_scale(pretrain_run,
+                                                    toyworld_small):
+  workdir, pre = pretrain_run
+  c = cross_scale.get_config("runlocal")
+  c.model.hr_encoder.update(stride=1)
+  c.data.path = toyworld_small
+  c.model_init = workdir
+  _, state = _init(c, toyworld_small)
+  params = jax.device_get(state.params)
+  for key in ("lr_encoder", "hr_encoder"):
+    jax.tree.map(np.testing.assert_array_equal, params[key], pre[key])
+  # Another width: the error names the setting and the mismatch.
+  xs = train.make_model(c, shards.load_manifest(toyworld_small))
+  c.model.lr_encoder.update(width=24)
+  other = train.make_model(c, shards.load_manifest(toyworld_small))
+  batch = train.example_batch(shards.load_manifest(toyworld_small),
+                              c.data.fields, 2)
+  with pytest.raises(ValueError, match=r"config.model_init.*shape"):
+    checkpoint.init_from(_random_params(other, batch), workdir,
+                         c.model_init_keys, "config.model_init")
+  with pytest.raises(FileNotFoundError, match="config.model_init"):
+    checkpoint.init_from(_random_params(xs, batch), workdir + "/nope",
+                         c.model_init_keys, "config.model_init")
+  with pytest.raises(ValueError, match="no 'sampler'"):
+    checkpoint.init_from(_random_params(xs, batch), workdir, ("sampler",),
+                         "config.model_init")
+
+
+def test_pretrained_run_initialises_refseg_backbone_and_gan_features(
+    pretrain_run):
+  workdir, pre = pretrain_run
+  rc = refseg.RefSegModel(**{k: v for k, v in pretrain_config.refseg
+                             .get_config("runlocal").model.to_dict().items()
+                             if k != "name"})
+  batch = {"hr": np.zeros((1, 32, 32, 3), np.float32),
+           "text_ids": np.ones((1, 8), np.int32),
+           "text_mask": np.ones((1, 8), np.int32)}
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(rc.init(
+      jax.random.key(0), batch)["params"]))
+  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+  loaded = rc.clone(backbone_init=workdir, text_encoder="tiny"
+                    ).load_pretrained(params)
+  jax.tree.map(np.testing.assert_array_equal, loaded["backbone"],
+               pre["backbone"])
+
+  width = pre["hr_encoder"]["conv0"]["kernel"].shape[-1]
+  depth = len([k for k in pre["hr_encoder"] if k.startswith("conv")])
+  gan = sr_gan.ESRGAN(out_bands=3, scale=2, features=8, growth=4,
+                      num_blocks=1, disc_widths=(4, 8),
+                      perceptual_width=width, perceptual_depth=depth,
+                      perceptual_init=workdir)
+  gb = {"lr": np.zeros((1, 4, 4, 3), np.float32),
+        "hr": np.zeros((1, 8, 8, 3), np.float32)}
+  gshapes = jax.eval_shape(lambda: nn.meta.unbox(gan.init(
+      jax.random.key(0), gb)["params"]))
+  gparams = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), gshapes)
+  got = gan.load_pretrained(gparams)["perceptual"]
+  for conv in [f"conv{i}" for i in range(depth)]:
+    np.testing.assert_array_equal(got[conv]["kernel"],
+                                  pre["hr_encoder"][conv]["kernel"])
+
+
+def test_text_prompts_are_frozen_minilm_embeddings(toyworld_small):
+  c = pretrain_config.get_config("runlocal,text")
+  manifest = shards.load_manifest(toyworld_small)
+  model = train.make_model(c, manifest)
+  params = model.load_pretrained(_random_params(
+      model, train.example_batch(manifest, c.data.fields, 2)))
+  want = pretrain.prompt_embeddings(
+      [pretrain.PROMPT.format(pretrain.readable(n))
+       for n in manifest.class_names])
+  np.testing.assert_allclose(params["class_text"], want, atol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(want, axis=1), 1.0, atol=1e-5)
+  labels = optim.param_labels(params, c.optim.frozen)
+  assert labels["class_text"] == "frozen"
+  assert labels["text_proj"]["kernel"] == "train"
