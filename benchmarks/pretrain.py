@@ -7,7 +7,8 @@ r"""Does cross-scale pretraining help the cost-aware model at budget 1/8?
    train split, with the encoder sizes of the tradeoff benchmark's model.
 2. Trains the cross-scale model (learned sampler, budget 1/8) twice with the
    same schedule and seeds: from random init and from the pretrained
-   encoders (`config.model_init`), over `--seeds` seeds.
+   encoders (`config.model_init`), over `--seeds` seeds; `--labelled N`
+   fine-tunes on N labelled scenes (pretraining used all, without labels).
 3. Reports test accuracy / mAP / drift of both. Writes OUT/pretrain.json.
 """
 
@@ -22,7 +23,7 @@ from absl import flags
 
 from benchmarks import common as bench
 from benchmarks import tradeoff
-from crossscale import train
+from crossscale import shards, train
 from data import registry
 from experiments.configs import cross_scale, pretrain
 
@@ -63,6 +64,9 @@ def main(argv=None):
   p.add_argument("--pretrain_steps", type=int, default=0)
   p.add_argument("--steps", type=int, default=0, help="fine-tuning steps")
   p.add_argument("--seeds", type=int, default=2)
+  p.add_argument("--labelled", type=int, default=0,
+                 help="fine-tune on the first N train scenes only (toyworld; "
+                      "pretraining still sees the whole train split)")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   opts = None
@@ -71,6 +75,13 @@ def main(argv=None):
     if a.quick:
       opts.update(num_train=2000, num_val=64, num_test=500)
   data_dir = registry.resolve(a.dataset, None, opts)
+  ft_dir = data_dir
+  if a.labelled:
+    if a.dataset != "toyworld":
+      raise ValueError("--labelled needs --dataset toyworld (its scenes are "
+                       "seeded per index, so N train scenes are a prefix).")
+    ft_dir = registry.resolve(a.dataset, None, {**opts, "num_train":
+                                                  a.labelled})
   work = tempfile.mkdtemp(prefix="pretrain_")
   pre_steps = a.pretrain_steps or (600 if a.quick else 3000)
 
@@ -82,7 +93,7 @@ def main(argv=None):
   runs = {"scratch": [], "pretrained": []}
   for seed in range(a.seeds):
     for name, init in (("scratch", ""), ("pretrained", pre_dir)):
-      c = finetune_config(data_dir, a.quick, a.steps, seed, init)
+      c = finetune_config(ft_dir, a.quick, a.steps, seed, init)
       final = train.train_and_evaluate(
           c, os.path.join(work, f"{name}_{seed}"))["final"]
       runs[name].append({k: final.get(k) for k in
@@ -104,6 +115,8 @@ def main(argv=None):
         "points", flush=True)
   bench.write_json(a.out, "pretrain.json", {
       "dataset": a.dataset, "quick": a.quick, "budget": 1 / 8,
+      "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
+          "train"),
       "pretrain_steps": pre_steps,
       "finetune_steps": finetune_config(data_dir, a.quick, a.steps, 0,
                                         "").total_steps,

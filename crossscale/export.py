@@ -26,9 +26,12 @@ writes to `--out`:
 Functions, by model family (all with a symbolic batch dimension):
   cross_scale  predict(lr [b,h,w,C], hr [b,H,W,C]) -> logits [b,K],
                  embedding [b,E], tile_indices [b,k] (the tiles the model
-                 bought, best first; only those are read from hr)
-               sample(lr) -> tile_logits [b,G*G], tile_indices [b,k]: call
-                 it before buying tiles, then pass the HR scenes to predict
+                 bought, best first; only those are read from hr),
+                 tile_valid [b,k] (false in slots a per-class or price
+                 budget left unbought)
+               sample(lr) -> tile_logits [b,G*G], tile_indices [b,k],
+                 tile_valid [b,k]: call it before buying tiles, buy the
+                 valid ones, then pass the HR scenes to predict
   sr_*         predict(lr [b,h,w,C]) -> sr [b,H,W,C_out] at the trained grid
   classifiers  predict(<the run's image fields>) -> logits [b,K]
                (+ embedding when the model returns one), e.g. lr_vit
@@ -64,7 +67,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import crossscale
-from crossscale import optim, selection, serving, shards, train
+from crossscale import optim, serving, shards, train
 from crossscale.models import cross_scale, sr
 
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
@@ -100,23 +103,17 @@ def inference_functions(model: nn.Module,
   if isinstance(model, cross_scale.CrossScaleModel):
     # The reference select+gather lowers everywhere; the kernel does not.
     model = model.clone(select_impl="reference")
-    k = model.k()                       # static tile slots (any budget kind)
 
     def predict(params, lr, hr):
-      out, state = model.apply(
-          {"params": params}, {"lr": lr, "hr": hr}, train=False, rngs=rngs(),
-          capture_intermediates=lambda _, method: method == "scores",
-          mutable=["intermediates"])
-      scores = state["intermediates"]["scores"][0]      # [b, N], as used
-      idx, _ = selection.topk_indices(scores, k)        # [b, k]
+      out = model.apply({"params": params}, {"lr": lr, "hr": hr},
+                        train=False, rngs=rngs())
       return {"logits": out["logits"], "embedding": out["embedding"],
-              "tile_indices": idx}
+              "tile_indices": out["tile_indices"],
+              "tile_valid": out["tile_valid"]}
 
     def sample(params, lr):
-      s = model.apply({"params": params}, {"lr": lr}, False, rngs=rngs(),
-                      method="scores")                  # [b, N]
-      idx, _ = selection.topk_indices(s, k)
-      return {"tile_logits": s, "tile_indices": idx}
+      return model.apply({"params": params}, {"lr": lr}, rngs=rngs(),
+                         method="plan")
 
     return {"predict": InferenceFn(predict, [lr_in, hr_in]),
             "sample": InferenceFn(sample, [lr_in])}

@@ -36,6 +36,20 @@ def tile_statistic(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
   return var + energy
 
 
+def detail_residual(tile_pixels: jnp.ndarray, scale: int) -> jnp.ndarray:
+  """The part of each tile an LR pixel cannot hold: `[B, k, t, t, C]` minus
+  its own `scale x scale` block means, same shape (t divisible by scale)."""
+  B, k, t, _, C = tile_pixels.shape
+  s = max(1, min(scale, t))
+  if t % s:
+    raise ValueError(f"tile size {t} is not a multiple of the LR scale {s}")
+  blocks = einops.rearrange(tile_pixels,
+                            "b k (h s1) (w s2) c -> b k h w s1 s2 c",
+                            s1=s, s2=s)
+  res = blocks - blocks.mean((4, 5), keepdims=True)
+  return einops.rearrange(res, "b k h w s1 s2 c -> b k (h s1) (w s2) c")
+
+
 def hr_detail(tile_pixels: jnp.ndarray, scale: int) -> jnp.ndarray:
   """Detail an LR pixel cannot hold: `[B, k, t, t, C]` -> `[B, k]`, the mean
   squared difference between each tile and its own `scale x scale` block

@@ -210,3 +210,26 @@ def test_price_budget_spends_at_most_the_total():
   np.testing.assert_array_equal(out3["metrics"]["hr_tiles"], 3.0)
   with pytest.raises(ValueError, match="cost total"):
     _init(_model(cost=dict(total=-1.0)), batch)
+
+
+@pytest.mark.parametrize("kind", ["per_class", "price"])
+def test_plan_from_lr_is_the_selection_inference_makes(kind):
+  """`plan` (LR only, what export's `sample` runs before buying) returns the
+  tiles and validity that the full inference call then buys."""
+  batch = _batch(5)
+  prices = jnp.asarray(np.random.default_rng(1).uniform(
+      0.5, 2.0, (B, G * G)), jnp.float32)
+  model = (_model(class_budgets=(1, 2, 3, 4, 5)) if kind == "per_class"
+           else _model(cost=dict(total=3.0, k_max=8)))
+  batch = {**batch, "tile_prices": prices}
+  params = _init(model, batch)
+  out = model.apply({"params": params}, batch, rngs=_rngs())
+  plan = model.apply({"params": params}, {"lr": batch["lr"],
+                                          "tile_prices": prices},
+                     rngs=_rngs(), method="plan")
+  np.testing.assert_array_equal(plan["tile_valid"], out["tile_valid"])
+  valid = np.asarray(plan["tile_valid"])
+  np.testing.assert_array_equal(np.where(valid, plan["tile_indices"], -1),
+                                np.where(valid, out["tile_indices"], -1))
+  np.testing.assert_array_equal(valid.sum(1), out["metrics"]["hr_tiles"])
+  assert plan["tile_indices"].shape == (B, model.k())

@@ -133,6 +133,7 @@ def test_cross_scale_export_matches_model_apply(xs):
     s = m.sample(lr=lr)
     np.testing.assert_allclose(s["tile_logits"], scores, **TOL)
     np.testing.assert_array_equal(s["tile_indices"], idx)
+    assert out["tile_valid"].all() and s["tile_valid"].all()   # fixed k
 
   # normalize=True standardises raw pixels with the dataset's stats.
   stats = xs["manifest"].band_stats

@@ -30,6 +30,18 @@ def test_patchify_and_patch_mask():
   assert m.shape == (3, 16) and (m.sum(1) == 8).all()
 
 
+def test_detail_residual_removes_lr_block_means():
+  from crossscale import tiles
+  x = jnp.arange(16.0).reshape(1, 1, 4, 4, 1)
+  r = tiles.detail_residual(x, 2)
+  # top-left 2x2 block [0, 1, 4, 5], mean 2.5
+  np.testing.assert_allclose(r[0, 0, :2, :2, 0], [[-2.5, -1.5], [1.5, 2.5]])
+  np.testing.assert_allclose(r.reshape(2, 2, 2, 2).sum((1, 3)), 0.0,
+                             atol=1e-6)
+  np.testing.assert_allclose(tiles.detail_residual(jnp.ones((1, 2, 4, 4, 3)),
+                                                   4), 0.0)
+
+
 def test_pair_sigmoid_loss_by_hand():
   a = jnp.array([[1.0, 0.0], [0.0, 1.0]])
   b = jnp.array([[1.0, 0.0], [0.6, 0.8]])

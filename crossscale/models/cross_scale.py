@@ -317,17 +317,45 @@ class CrossScaleModel(nn.Module):
           tokens.shape[1]), pooled
     return self.head(pooled), pooled
 
+  def lr_context(self, lr, train: bool = False):
+    """LR context tokens `[B, M+1, D]` (M LR tokens + their mean) and the
+    budget head's class logits `[B, K]` (None without class budgets)."""
+    lr_tok = self.lr_enc(lr, train)                         # [B, M, D_lr]
+    context = self.lr_proj(jnp.concatenate(
+        [lr_tok, lr_tok.mean(1, keepdims=True)], axis=1))  # [B, M+1, D]
+    budget_logits = (self.budget_head(context.mean(1))     # [B, K], LR only
+                     if len(self.class_budgets) else None)
+    return context, budget_logits
+
+  def plan(self, batch):
+    """Which HR tiles to buy, from the LR view alone (before any purchase):
+    {"tile_logits": [B, N], "tile_indices": [B, k] best first,
+    "tile_valid": [B, k] (slot bought: per-class budgets and price budgets
+    buy fewer than k)}. Equals the selection `__call__` makes at inference."""
+    s = self.scores(batch, False)
+    if self.cost_budget:
+      prices = batch.get("tile_prices")
+      if prices is None:
+        prices = jnp.full(s.shape, float(self.cost.get("price", 1.0)))
+      bought = selection.select_under_cost(
+          jax.nn.sigmoid(s.astype(jnp.float32)), prices,
+          float(self.cost["total"]))
+      count = jnp.minimum(bought.sum(-1), self.k()).astype(jnp.int32)
+      idx, valid = selection.topk_indices(
+          jnp.where(bought, s.astype(jnp.float32), jnp.nan), self.k(), count)
+    else:
+      _, budget_logits = self.lr_context(batch["lr"])
+      idx, valid = selection.topk_indices(
+          s, self.k(), self.scene_budget(batch, budget_logits, False))
+    return {"tile_logits": s, "tile_indices": idx, "tile_valid": valid}
+
   def __call__(self, batch, train: bool = False):
     lr, hr = batch["lr"], batch["hr"]
     B = lr.shape[0]
     k = self.k()
-    lr_tok = self.lr_enc(lr, train)                         # [B, M, D_lr]
-    context = self.lr_proj(jnp.concatenate(
-        [lr_tok, lr_tok.mean(1, keepdims=True)], axis=1))  # [B, M+1, D]
+    context, budget_logits = self.lr_context(lr, train)
 
     s = self.scores(batch, train)                           # [B, N]
-    budget_logits = (self.budget_head(context.mean(1))     # [B, K], LR only
-                     if len(self.class_budgets) else None)
     k_b = self.scene_budget(batch, budget_logits, train)    # [B] or None
     idx, valid, tile_px = self.select_tiles(s, batch, k_b)     # [B, k], .., [B, k, t, t, C]
     weight = valid.astype(jnp.float32)
@@ -355,6 +383,7 @@ class CrossScaleModel(nn.Module):
       observed_mask = observed_mask.at[jnp.arange(B)[:, None], idx].set(valid)
     bought = valid.sum(1).astype(jnp.float32)               # [B] HR tiles
     out = {"logits": logits, "embedding": emb, "aux_losses": {},
+           "tile_indices": idx, "tile_valid": valid,
            "metrics": {"hr_tiles": bought,
                        "hr_pixels": bought * (hr.shape[1] // self.grid) ** 2,
                        "budget_ratio": bought / self.n_tiles}}

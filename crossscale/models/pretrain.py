@@ -5,7 +5,7 @@ tile grid G x G, N = G*G):
 
   LR view ──mask patches──> LR encoder ──> tokens [B, M, D_lr] ─┬─> pixel head: masked LR patches (masked modelling)
                                                                  └─> regions [B, N, D_lr] (tokens pooled onto the tile grid)
-  HR scene ──T random tiles──> HR tile encoder ──> [B, T, D_hr]         │
+  HR scene ──T random tiles──> HR tile encoder ──> [B, T, D_hr] ─> detail head: tile minus LR block means
                  alignment: sigmoid pairwise loss, region b,i <-> tile b,i positive, every other
                  (region, tile) pair of the batch negative (other scenes AND other tiles of the scene)
   optional: HR scene ──> hierarchical backbone (refseg's) ──> pooled onto the grid ──> same alignment
@@ -25,6 +25,11 @@ Why these two objectives (the cost-aware model's needs):
   alone (a per-region matching task) does not require; the masked regions
   still take part in the alignment, so the LR encoder learns to infer a
   region's HR content from its neighbours, as the predictor must.
+- HR detail: a linear head reconstructs each HR tile's detail residual (the
+  tile minus its LR-pixel block means: exactly what the LR view cannot
+  hold) from the tile latent, so alignment (which rewards HR latents that
+  LR can predict) cannot strip the HR encoder of the detail that makes
+  buying a tile worthwhile.
 - Text (optional): a projection of the pooled LR tokens onto the frozen text
   encoder's space, trained with class prompts; gives zero-shot recognition
   with new prompts (benchmarks/transfer.py).
@@ -145,6 +150,7 @@ class CrossScalePretrain(nn.Module):
       self.bb_region = layers.Dense(self.embed_dim, axes=("embed_in", "embed"),
                                     name="backbone_region_proj")
     self.mim_head = PixelHead(name="mim_head")
+    self.detail_head = PixelHead(name="detail_head")
     self.lr_proj = layers.Dense(self.embed_dim, axes=("embed_in", "embed"),
                                 name="lr_proj")
     self.hr_proj = layers.Dense(self.embed_dim, axes=("embed_in", "embed"),
@@ -220,14 +226,23 @@ class CrossScalePretrain(nn.Module):
         jax.random.uniform(tile_key, (B, n)), T)              # [B, T]
     z_lr = _normalize(self.lr_proj(jnp.take_along_axis(
         regions, tidx[..., None], axis=1))).reshape(B * T, -1)
-    z_hr = _normalize(self.hr_proj(self.encode_tiles(
-        tiles.gather_tiles(hr, tidx, self.grid)))).reshape(B * T, -1)
+    tile_px = tiles.gather_tiles(hr, tidx, self.grid)        # [B, T, t, t, C]
+    hr_lat = self.encode_tiles(tile_px)                       # [B, T, D_hr]
+    z_hr = _normalize(self.hr_proj(hr_lat)).reshape(B * T, -1)
     align = pair_sigmoid_loss(z_lr, z_hr, self.log_t, self.bias)
+    # HR detail: the tile latent must hold what LR lacks (the tile minus its
+    # LR-pixel block means), so alignment cannot reduce it to LR content.
+    detail = tiles.detail_residual(tile_px, hr.shape[1] // lr.shape[1])
+    detail = detail.reshape(B, T, -1)
+    detail = jax.lax.stop_gradient(detail / (detail.std() + 1e-3))
+    hr_detail = jnp.abs(self.detail_head(hr_lat, detail.shape[-1])
+                        - detail).mean()
     if train:
-      out["aux_losses"].update(align=align, mim=mim)
+      out["aux_losses"].update(align=align, mim=mim, hr_detail=hr_detail)
     hit = (jnp.argmax(z_lr @ z_hr.T, 1) == jnp.arange(B * T)).astype(
         jnp.float32).reshape(B, T).mean(1)
-    out["metrics"].update(align_top1=hit, mim=jnp.full((B,), mim))
+    out["metrics"].update(align_top1=hit, mim=jnp.full((B,), mim),
+                          hr_detail=jnp.full((B,), hr_detail))
 
     if self.backbone is not None:   # dense HR backbone, the same T tiles
       feat = self.bb(hr)[-1]                                   # [B, h', w', C]

@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       minilm_path=""))
   c.model_init = ""
   c.aux_weights = ml_collections.ConfigDict(dict(
-      align=1.0, mim=1.0, align_backbone=1.0))
+      align=1.0, mim=1.0, hr_detail=1.0, align_backbone=1.0))
   c.data.fields = ("lr", "hr", "labels")
   c.optim.frozen = pretrain.FROZEN if "text" in opts else ()
   # Labels are used only by the optional text objective (its task loss on
