@@ -25,7 +25,7 @@ from benchmarks import common as bench
 from benchmarks import tradeoff
 from crossscale import shards, train
 from data import registry
-from experiments.configs import cross_scale, pretrain
+from experiments.configs import pretrain
 
 
 def pretrain_config(data_dir: str, quick: bool, steps: int):
@@ -35,6 +35,7 @@ def pretrain_config(data_dir: str, quick: bool, steps: int):
   c.data.path = data_dir
   c.model.lr_encoder = xs.model.lr_encoder.to_dict()
   c.model.hr_encoder = xs.model.hr_encoder.to_dict()
+  c.model.sampler = xs.model.sampler.to_dict()
   c.batch_size = xs.batch_size
   c.total_steps = steps
   c.optim.warmup_steps = max(1, steps // 10)
@@ -69,11 +70,7 @@ def main(argv=None):
                       "pretraining still sees the whole train split)")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
-  opts = None
-  if a.dataset == "toyworld":
-    opts = cross_scale.get_config().toyworld.to_dict()
-    if a.quick:
-      opts.update(num_train=2000, num_val=64, num_test=500)
+  opts = tradeoff.toyworld_options(a.quick) if a.dataset == "toyworld" else None
   data_dir = registry.resolve(a.dataset, None, opts)
   ft_dir = data_dir
   if a.labelled:

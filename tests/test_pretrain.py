@@ -106,7 +106,7 @@ def test_pretrained_encoders_initialise_cross_scale(pretrain_run,
   c.model_init = workdir
   _, state = _init(c, toyworld_small)
   params = jax.device_get(state.params)
-  for key in ("lr_encoder", "hr_encoder"):
+  for key in ("lr_encoder", "hr_encoder", "sampler"):
     jax.tree.map(np.testing.assert_array_equal, params[key], pre[key])
   # Another width: the error names the setting and the mismatch.
   xs = train.make_model(c, shards.load_manifest(toyworld_small))
@@ -120,8 +120,8 @@ def test_pretrained_encoders_initialise_cross_scale(pretrain_run,
   with pytest.raises(FileNotFoundError, match="config.model_init"):
     checkpoint.init_from(_random_params(xs, batch), workdir + "/nope",
                          c.model_init_keys, "config.model_init")
-  with pytest.raises(ValueError, match="no 'sampler'"):
-    checkpoint.init_from(_random_params(xs, batch), workdir, ("sampler",),
+  with pytest.raises(ValueError, match="no 'predictor0'"):
+    checkpoint.init_from(_random_params(xs, batch), workdir, ("predictor0",),
                          "config.model_init")
 
 

@@ -127,6 +127,18 @@ def siglip_loss(emb, labels, log_t, bias):
   return -(jax.nn.log_sigmoid(z * logits) * off_diag).sum() / emb.shape[0]
 
 
+def sampler_detail_loss(logits, tidx, tile_px, scale: int) -> jnp.ndarray:
+  """The sampler's label-free target: its logits `[B, N]` at tiles `tidx`
+  `[B, T]` regress onto the log HR detail energy of those tiles' pixels
+  `[B, T, t, t, C]` (what an LR pixel at `scale` cannot hold), standardised
+  over the whole batch, not per scene: most tiles are background, and
+  per-scene statistics would turn their noise into targets."""
+  detail = jnp.log(tiles.hr_detail(tile_px, scale) + 1e-4)    # [B, T]
+  z = jax.lax.stop_gradient((detail - detail.mean()) / (detail.std() + 1e-3))
+  s = jnp.take_along_axis(logits, tidx, axis=1)
+  return ((s - z) ** 2).mean()
+
+
 def uniform_indices(n_tiles: int, k: int) -> jnp.ndarray:
   """k tile indices spread evenly over the row-major grid `[k]`."""
   if k == 0:
@@ -435,11 +447,5 @@ class CrossScaleModel(nn.Module):
     latent = cosine_distance(p, target).mean()
     if T < 2:
       return latent, jnp.zeros(())
-    detail = jnp.log(tiles.hr_detail(target_px, hr.shape[1] // lr_size)
-                     + 1e-4)                                # [B, T]
-    # Standardised over the whole batch, not per scene: most sampled tiles
-    # are background, and per-scene statistics would turn their noise into
-    # targets.
-    z = jax.lax.stop_gradient((detail - detail.mean()) / (detail.std() + 1e-3))
-    s = jnp.take_along_axis(logits, tidx, axis=1)
-    return latent, ((s - z) ** 2).mean()
+    return latent, sampler_detail_loss(logits, tidx, target_px,
+                                       hr.shape[1] // lr_size)

@@ -34,8 +34,12 @@ Why these two objectives (the cost-aware model's needs):
   encoder's space, trained with class prompts; gives zero-shot recognition
   with new prompts (benchmarks/transfer.py).
 
+With `sampler` set, the cross-scale model's sampler also pretrains on its
+own label-free target (regressing the log HR detail energy of each tile from
+the LR view, `cross_scale.sampler_detail_loss`).
+
 Parameters are named like the cross-scale model's ("lr_encoder",
-"hr_encoder") and the referring model's ("backbone"), so `config.model_init`
+"hr_encoder", "sampler") and the referring model's ("backbone"), so `config.model_init`
 / `model.perceptual_init` / `model.backbone_init` take them directly.
 """
 
@@ -49,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossscale import selection, tiles
-from crossscale.models import convnet, layers, vit
+from crossscale.models import convnet, cross_scale, layers, vit
 
 PROMPT = "A satellite image of {}."
 TEXT_DIM = 384  # all-MiniLM-L6-v2
@@ -124,6 +128,7 @@ class CrossScalePretrain(nn.Module):
   lr_encoder: dict | None = None
   hr_encoder: dict | None = None
   backbone: dict | None = None
+  sampler: dict | None = None          # cross_scale.Sampler config, or None
   embed_dim: int = 128                 # alignment space
   num_target_tiles: int = 8            # HR tiles encoded per scene (T)
   mask_ratio: float = 0.5              # LR patches masked for masked modelling
@@ -142,6 +147,9 @@ class CrossScalePretrain(nn.Module):
     else:
       raise ValueError(f"unknown HR tile encoder {self.hr_kind!r} "
                        "(config.model.hr_encoder.kind); known: vit, cnn")
+    if self.sampler is not None:
+      self.sampler_net = cross_scale.Sampler(self.grid, **dict(self.sampler),
+                                             name="sampler")
     if self.backbone is not None:
       from crossscale.models import refseg  # pylint: disable=g-import-not-at-top
       self.bb = refseg.Backbone(**dict(self.backbone), name="backbone")
@@ -243,6 +251,14 @@ class CrossScalePretrain(nn.Module):
         jnp.float32).reshape(B, T).mean(1)
     out["metrics"].update(align_top1=hit, mim=jnp.full((B,), mim),
                           hr_detail=jnp.full((B,), hr_detail))
+
+    if self.sampler is not None:    # the cross-scale sampler, label-free
+      s = self.sampler_net(lr, train)                          # [B, N]
+      l_s = cross_scale.sampler_detail_loss(s, tidx, tile_px,
+                                            hr.shape[1] // lr.shape[1])
+      if train:
+        out["aux_losses"]["sampler"] = l_s
+      out["metrics"]["sampler"] = jnp.full((B,), l_s)
 
     if self.backbone is not None:   # dense HR backbone, the same T tiles
       feat = self.bb(hr)[-1]                                   # [B, h', w', C]

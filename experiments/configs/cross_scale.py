@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Encoders from a pretraining run (experiments/configs/pretrain.py): its
   # workdir, a step dir or an .npz; "" trains from scratch.
   c.model_init = ""
-  c.model_init_keys = ("lr_encoder", "hr_encoder")
+  c.model_init_keys = ("lr_encoder", "hr_encoder", "sampler")
   c.aux_weights = ml_collections.ConfigDict(dict(latent=1.0, retrieval=0.1, sampler=1.0))
   c.total_steps = 1500
   c.optim.lr = 1e-3

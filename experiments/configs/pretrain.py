@@ -8,7 +8,8 @@ refseg backbone and class-prompt text alignment).
   python launch.py --config experiments/configs/pretrain.py:runlocal --workdir /tmp/p
 
 Its checkpoint initialises, by config:
-  cross-scale model   --config.model_init=runs/pre     (lr_encoder, hr_encoder)
+  cross-scale model   --config.model_init=runs/pre     (lr_encoder, hr_encoder,
+                      sampler)
   SR GAN perceptual   --config.model.perceptual_init=runs/pre  (hr_encoder convs;
                       pretrain with --config.model.hr_encoder.stride=1 and the
                       GAN's perceptual_width to match)
@@ -36,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="xs_pretrain",
       lr_encoder=xs.lr_encoder.to_dict(),
       hr_encoder=xs.hr_encoder.to_dict(),
+      sampler=xs.sampler.to_dict(),   # None: encoders only
       backbone=(refseg.get_config("runlocal" if runlocal else None)
                 .model.backbone.to_dict() if "backbone" in opts else None),
       embed_dim=128 if not runlocal else 16,
@@ -46,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       minilm_path=""))
   c.model_init = ""
   c.aux_weights = ml_collections.ConfigDict(dict(
-      align=1.0, mim=1.0, hr_detail=1.0, align_backbone=1.0))
+      align=1.0, mim=1.0, hr_detail=1.0, sampler=1.0, align_backbone=1.0))
   c.data.fields = ("lr", "hr", "labels")
   c.optim.frozen = pretrain.FROZEN if "text" in opts else ()
   # Labels are used only by the optional text objective (its task loss on
