@@ -12,6 +12,9 @@ one LR-only run and budget 1 one dense-HR run (selection is moot there).
 Also times a training step of ours at 1/8 against dense HR.
 Writes OUT/tradeoff.json and OUT/tradeoff.png. `--dataset` is a registered
 name or any records directory; without --quick the full-size config runs.
+`run_tradeoff(...)` is the sweep as a function and `plot(...)` its figure
+(experiments/notebooks/budget_sweep.ipynb and predictor_ablation.ipynb call
+them).
 """
 
 from __future__ import annotations
@@ -67,6 +70,109 @@ def run_one(config, workdir) -> dict:
   return final
 
 
+def toyworld_options(quick: bool) -> dict:
+  """Registry options of the toyworld the benchmark builds (`--quick`: 2000
+  training scenes, 500 test scenes)."""
+  opts = cross_scale.get_config().toyworld.to_dict()
+  if quick:
+    opts.update(num_train=2000, num_val=64, num_test=500)
+  return opts
+
+
+def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
+                 quick: bool = True, steps: int = 0,
+                 overrides: dict | None = None,
+                 work_dir: str | None = None) -> dict:
+  """Trains and evaluates (test split) every method at every budget.
+
+  methods: names in METHODS, or a dict name -> flattened config overrides
+  (a method with `model.predictor.lr_guidance=False` does not use LR).
+  overrides: flattened config overrides applied to every run after
+  `base_config(quick, data_dir)` (e.g. smaller widths, batch size); `steps`
+  (> 0) sets total_steps. Budget 0 and 1 of the LR-using methods are one
+  LR-only and one dense-HR run, shared by those methods. Runs write into
+  `work_dir` (a new temp dir if None).
+  Returns {"dataset", "grid", "budgets", "methods": {name: {"budget",
+  "accuracy", "mAP", "hr_tiles", "hr_fraction", "drift", "AP@10"}},
+  "table": one row per (method, budget)}.
+  """
+  if not isinstance(methods, dict):
+    methods = {m: METHODS[m] for m in methods}
+  budgets = tuple(budgets)
+  manifest = shards.load_manifest(data_dir)
+  n_tiles = manifest.grid ** 2
+  work = work_dir or tempfile.mkdtemp(prefix="tradeoff_")
+  cache: dict[tuple, dict] = {}
+
+  def evaluate(method, budget):
+    lr_using = methods[method].get("model.predictor.lr_guidance", True)
+    if budget in (0.0, 1.0) and lr_using:
+      key = ("lr_only" if budget == 0.0 else "dense", budget)
+      method_overrides = {"model.policy": "uniform"}
+    else:
+      key, method_overrides = (method, budget), methods[method]
+    if key not in cache:
+      c = base_config(quick, data_dir)
+      c.update_from_flattened_dict(dict(overrides or {}))
+      if steps:
+        c.total_steps = steps
+      c.update_from_flattened_dict({**method_overrides, "model.budget": budget})
+      print(f"== {key[0]} @ budget {budget:.4g}", flush=True)
+      cache[key] = run_one(c, os.path.join(work, f"{key[0]}_{budget:.4f}"))
+    return cache[key]
+
+  results = {}
+  for m in methods:
+    rows = [evaluate(m, b) for b in budgets]
+    results[m] = {
+        "budget": list(budgets),
+        "accuracy": [r.get("accuracy") for r in rows],
+        "mAP": [r["mAP_macro"] for r in rows],
+        "hr_tiles": [r["hr_tiles"] for r in rows],
+        "hr_fraction": [r["hr_tiles"] / n_tiles for r in rows],
+        "drift": [r.get("drift") for r in rows],
+        "AP@10": [r.get("AP@10") for r in rows]}
+  return {"dataset": manifest.name, "grid": manifest.grid,
+          "budgets": list(budgets), "methods": results,
+          "table": table_rows(results)}
+
+
+TABLE_COLUMNS = ["method", "budget", "hr_tiles", "accuracy", "mAP", "drift",
+                 "AP@10"]
+
+
+def table_rows(methods: dict) -> list[dict]:
+  """One row per (method, budget) of `run_tradeoff(...)["methods"]`."""
+  table = []
+  for m, r in methods.items():
+    for i, b in enumerate(r["budget"]):
+      table.append({"method": m, "budget": b, "hr_tiles": r["hr_tiles"][i],
+                    "accuracy": r["accuracy"][i], "mAP": r["mAP"][i],
+                    "drift": r["drift"][i], "AP@10": r["AP@10"][i]})
+  return table
+
+
+def plot(results: dict, path: str | None = None, title: str | None = None):
+  """Accuracy (mAP for multi-label data) vs HR cost, one line per method.
+  Saves to `path` when given; returns the figure."""
+  methods = results["methods"]
+  first = next(iter(methods.values()))
+  metric = "accuracy" if first["accuracy"][0] is not None else "mAP"
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for m, r in methods.items():
+    ax.plot(r["hr_fraction"], r[metric], marker="o", label=m)
+  ax.set_xscale("symlog", linthresh=1 / 16)
+  ax.set_xlabel("HR cost (fraction of tiles acquired)")
+  ax.set_ylabel(f"test {metric}")
+  ax.set_title(title or f"{results['dataset']}: accuracy vs HR cost")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  if path:
+    fig.savefig(path, dpi=120)
+  return fig
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="toyworld")
@@ -76,45 +182,12 @@ def main(argv=None):
   p.add_argument("--methods", default=",".join(METHODS))
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
-  opts = None
-  if a.dataset == "toyworld":
-    opts = cross_scale.get_config().toyworld.to_dict()
-    if a.quick:
-      opts.update(num_train=2000, num_val=64, num_test=500)
+  opts = toyworld_options(a.quick) if a.dataset == "toyworld" else None
   data_dir = registry.resolve(a.dataset, None, opts)
-  manifest = shards.load_manifest(data_dir)
-  n_tiles = manifest.grid ** 2
-  work = tempfile.mkdtemp(prefix="tradeoff_")
-  cache: dict[tuple, dict] = {}
-
-  def evaluate(method, budget):
-    lr_using = method != "hr_only"
-    if budget in (0.0, 1.0) and lr_using:
-      key = ("lr_only" if budget == 0.0 else "dense", budget)
-      overrides = {"model.policy": "uniform"}
-    else:
-      key, overrides = (method, budget), METHODS[method]
-    if key not in cache:
-      c = base_config(a.quick, data_dir)
-      if a.steps:
-        c.total_steps = a.steps
-      c.update_from_flattened_dict({**overrides, "model.budget": budget})
-      print(f"== {key[0]} @ budget {budget:.4g}", flush=True)
-      cache[key] = run_one(c, os.path.join(work, f"{key[0]}_{budget:.4f}"))
-    return cache[key]
-
   methods = a.methods.split(",")
-  results = {}
-  for m in methods:
-    rows = [evaluate(m, b) for b in BUDGETS]
-    results[m] = {
-        "budget": list(BUDGETS),
-        "accuracy": [r.get("accuracy") for r in rows],
-        "mAP": [r["mAP_macro"] for r in rows],
-        "hr_tiles": [r["hr_tiles"] for r in rows],
-        "hr_fraction": [r["hr_tiles"] / n_tiles for r in rows],
-        "drift": [r.get("drift") for r in rows],
-        "AP@10": [r.get("AP@10") for r in rows]}
+  res = run_tradeoff(data_dir, methods=methods, budgets=BUDGETS,
+                     quick=a.quick, steps=a.steps)
+  results = res["methods"]
 
   # Step time of ours at 1/8 vs dense HR, full-size model, same batch.
   c = base_config(False, data_dir)
@@ -125,37 +198,16 @@ def main(argv=None):
   speed = {"ours_1_8_s_per_step": t_ours, "dense_s_per_step": t_dense,
            "speedup": t_dense / t_ours, "batch_size": c.batch_size}
 
-  table = []
-  for m in methods:
-    for i, b in enumerate(BUDGETS):
-      table.append({"method": m, "budget": b,
-                    "hr_tiles": results[m]["hr_tiles"][i],
-                    "accuracy": results[m]["accuracy"][i],
-                    "mAP": results[m]["mAP"][i],
-                    "drift": results[m]["drift"][i],
-                    "AP@10": results[m]["AP@10"][i]})
-  bench.print_table(table, ["method", "budget", "hr_tiles", "accuracy", "mAP",
-                            "drift", "AP@10"])
+  bench.print_table(res["table"], TABLE_COLUMNS)
   print(f"train step: ours@1/8 {t_ours * 1e3:.1f} ms, dense {t_dense * 1e3:.1f}"
         f" ms -> {speed['speedup']:.2f}x faster (batch {c.batch_size})")
   bench.write_json(a.out, "tradeoff.json", {
-      "machine": bench.machine(), "dataset": manifest.name,
-      "data_dir": data_dir, "quick": a.quick, "grid": manifest.grid,
+      "machine": bench.machine(), "dataset": res["dataset"],
+      "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],
       "methods": results, "step_time": speed})
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  metric = "accuracy" if results[methods[0]]["accuracy"][0] is not None else "mAP"
-  for m in methods:
-    ax.plot(results[m]["hr_fraction"], results[m][metric], marker="o", label=m)
-  ax.set_xscale("symlog", linthresh=1 / 16)
-  ax.set_xlabel("HR cost (fraction of tiles acquired)")
-  ax.set_ylabel(f"test {metric}")
-  ax.set_title(f"{manifest.name}: accuracy vs HR cost")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(a.out, "tradeoff.png"), dpi=120)
-  print(f"wrote {os.path.join(a.out, 'tradeoff.png')}")
+  path = os.path.join(a.out, "tradeoff.png")
+  plot(res, path)
+  print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -261,7 +261,114 @@ class SREvaluator:
     return result
 
 
+class DownstreamEvaluator:
+  """A downstream model (crossscale.models.downstream, "downstream") over a
+  split, by its `model.task`:
+
+    segmentation:   pixel_accuracy, mIoU, mean_f1 (metrics.
+                    segmentation_metrics of the split's confusion matrix,
+                    summed over batches; target ids outside [0, K) ignored);
+    regression:     mae, rmse (metrics.regression_metrics per batch, pooled
+                    over every finite target pixel of the split);
+    classification: accuracy (metrics.accuracy of the argmax of the logits
+                    against the argmax of the one-hot "labels").
+
+  Also "loss" (the model's own loss, averaged over valid target pixels, or
+  examples for classification) and "num_examples". Padded examples
+  (valid = 0) count nowhere: their targets are set to "ignore" (id -1 /
+  NaN) before the loss and left out of the metrics.
+  """
+
+  def __init__(self, model, *, data_dir: str, split: str, batch_size: int,
+               task: str, mesh, fields=("hr", "mask_objects"),
+               limit: int | None = None, verify: bool = False):
+    del task  # the model's own task decides
+    self.model, self.mesh = model, mesh
+    self.task, self.target_key = model.task, model.target_key
+    self.data_dir, self.split, self.fields = data_dir, split, tuple(fields)
+    self.batch_size, self.limit, self.verify = batch_size, limit, verify
+    if not {model.input_key, model.target_key} <= set(self.fields):
+      raise ValueError(
+          f"the downstream evaluator needs {model.input_key!r} and "
+          f"{model.target_key!r} in config.data.fields (got {self.fields}).")
+    self.num_classes = model.num_classes
+
+    def predict(params, batch):
+      t = batch[self.target_key]
+      valid = batch["valid"].reshape((-1,) + (1,) * (t.ndim - 1)) > 0
+      if self.task == "segmentation":        # t: [B, H, W] ids
+        t = jnp.where(valid, t.astype(jnp.int32), -1)
+        n = jnp.sum((t >= 0) & (t < self.num_classes))
+      elif self.task == "regression":        # t: [B, H, W(, 1)] values
+        t = jnp.where(valid, t.astype(jnp.float32), jnp.nan)
+        n = jnp.sum(jnp.isfinite(t))
+      out = model.apply({"params": params}, {**batch, self.target_key: t},
+                        train=False)
+      if self.task == "classification":      # t: [B, K] one-hot
+        loss = metrics.task_loss(out["logits"], t, "single_label",
+                                 batch["valid"])
+        return jnp.argmax(out["logits"], -1), loss, jnp.sum(batch["valid"])
+      loss = sum(out["aux_losses"].values())
+      if self.task == "segmentation":
+        return jnp.argmax(out["seg_logits"], -1), loss, n     # [B, H, W]
+      return out["pred"], loss, n                            # [B, H, W, 1]
+    self._predict = jax.jit(predict, out_shardings=(
+        sharding.batch_sharding(mesh), sharding.replicated(mesh),
+        sharding.replicated(mesh)))
+
+  def run(self, params) -> dict[str, float]:
+    ds = input_pipeline.eval_dataset(
+        self.data_dir, self.split, batch_size=self.batch_size,
+        fields=self.fields, process_index=jax.process_index(),
+        process_count=jax.process_count(), verify=self.verify,
+        limit=self.limit)
+    conf, reg, pred_ids, true_ids = None, [], [], []
+    loss_sum, loss_n, num = 0.0, 0.0, 0
+    for batch in ds:
+      pred, loss, n = self._predict(params,
+                                    sharding.put_batch(batch, self.mesh))
+      host = {"t": batch[self.target_key], "valid": batch["valid"]}
+      if jax.process_count() > 1:  # every host evaluates the whole split
+        pred = multihost_utils.process_allgather(pred, tiled=True)
+        host = multihost_utils.process_allgather(host, tiled=False)
+        host = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), host)
+      valid = np.asarray(host["valid"], bool)
+      pred, true = np.asarray(pred)[valid], np.asarray(host["t"])[valid]
+      num += int(valid.sum())
+      loss_sum += float(loss) * float(n)
+      loss_n += float(n)
+      if self.task == "segmentation":
+        c = metrics.confusion_matrix(pred, true, self.num_classes)
+        conf = c if conf is None else conf + c
+      elif self.task == "regression":
+        true = true.astype(np.float64).reshape(pred.shape)
+        k = int(np.isfinite(true).sum())
+        if k:
+          m = metrics.regression_metrics(pred, true)
+          reg.append((k, m["mae"], m["rmse"]))
+      else:
+        pred_ids.append(pred)
+        true_ids.append(true.argmax(-1))
+    result = {"num_examples": float(num),
+              "loss": loss_sum / max(loss_n, 1.0)}
+    if self.task == "segmentation":
+      m = metrics.segmentation_metrics(conf)
+      result.update({k: m[k] for k in ("pixel_accuracy", "mIoU", "mean_f1")})
+    elif self.task == "regression":
+      if not reg:
+        raise ValueError(f"{self.data_dir} split {self.split!r}: no finite "
+                         f"{self.target_key!r} targets to score.")
+      k, mae, rmse = (np.asarray(v, np.float64) for v in zip(*reg))
+      result["mae"] = float((k * mae).sum() / k.sum())
+      result["rmse"] = float(np.sqrt((k * rmse ** 2).sum() / k.sum()))
+    else:
+      result["accuracy"] = metrics.accuracy(np.concatenate(pred_ids),
+                                            np.concatenate(true_ids))
+    return result
+
+
 _EVALUATORS = {"classification": ClassificationEvaluator,
+               "downstream": DownstreamEvaluator,
                "referring": ReferringEvaluator,
                "sr": SREvaluator}
 

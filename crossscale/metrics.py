@@ -176,3 +176,78 @@ def refseg_metrics(pred, true, thresholds=PREC_THRESHOLDS) -> dict[str, float]:
   """
   return refseg_metrics_from_counts(*intersection_union(pred, true),
                                     thresholds=thresholds)
+
+
+# --- Dense downstream tasks (segmentation, regression) and scene accuracy ----
+#
+# Segmentation metrics come from one confusion matrix over all pixels of a
+# split (rows: true class, columns: predicted). Per class k:
+#   IoU_k = TP / (TP + FP + FN),  F1_k = 2 TP / (2 TP + FP + FN);
+# a class absent from both truth and prediction (TP + FP + FN = 0) has no
+# IoU/F1 and is left out of the means (mIoU, mean_f1), as in mmseg.
+# Pixels whose true id is outside [0, K) (e.g. 255 = unlabelled) are ignored.
+
+
+def confusion_matrix(pred, true, num_classes: int) -> np.ndarray:
+  """`[K, K]` int64 counts of (true, pred) pixel pairs.
+
+  pred, true: integer class ids of one shape (e.g. `[N, H, W]`); pixels whose
+  true id is outside [0, K) are ignored; predicted ids must be in [0, K).
+  """
+  pred = np.asarray(pred).ravel().astype(np.int64)
+  true = np.asarray(true).ravel().astype(np.int64)
+  if pred.shape != true.shape:
+    raise ValueError(f"{pred.size} predicted ids but {true.size} true ids: "
+                     "predictions and targets must have one shape.")
+  ok = (true >= 0) & (true < num_classes)
+  if ((pred[ok] < 0) | (pred[ok] >= num_classes)).any():
+    raise ValueError(f"predicted ids outside [0, {num_classes}): take the "
+                     "argmax of the logits over the class axis first.")
+  idx = true[ok] * num_classes + pred[ok]
+  return np.bincount(idx, minlength=num_classes ** 2).reshape(
+      num_classes, num_classes)
+
+
+def segmentation_metrics(conf: np.ndarray) -> dict:
+  """Pixel accuracy, mIoU, mean F1 and per-class IoU / F1 (lists, None where
+  a class is absent from truth and prediction) of a `[K, K]` confusion."""
+  conf = np.asarray(conf, np.float64)
+  tp = np.diag(conf)
+  fp = conf.sum(0) - tp
+  fn = conf.sum(1) - tp
+  denom = tp + fp + fn
+  present = denom > 0
+  iou = np.where(present, tp / np.maximum(denom, 1), np.nan)
+  f1 = np.where(present, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
+  total = conf.sum()
+  return {
+      "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+      "mIoU": float(iou[present].mean()) if present.any() else float("nan"),
+      "mean_f1": float(f1[present].mean()) if present.any() else float("nan"),
+      "iou_per_class": [None if np.isnan(v) else float(v) for v in iou],
+      "f1_per_class": [None if np.isnan(v) else float(v) for v in f1],
+  }
+
+
+def regression_metrics(pred, true) -> dict[str, float]:
+  """MAE and RMSE over all finite targets (pred and true of one shape, e.g.
+  `[N, H, W, 1]`); NaN targets (no data) are ignored."""
+  pred = np.asarray(pred, np.float64).ravel()
+  true = np.asarray(true, np.float64).ravel()
+  if pred.shape != true.shape:
+    raise ValueError(f"{pred.size} predictions but {true.size} targets.")
+  ok = np.isfinite(true)
+  if not ok.any():
+    raise ValueError("no finite regression targets: nothing to score.")
+  d = pred[ok] - true[ok]
+  return {"mae": float(np.abs(d).mean()),
+          "rmse": float(np.sqrt(np.square(d).mean()))}
+
+
+def accuracy(pred, true) -> float:
+  """Share of `[N]` predicted class ids equal to the true ids."""
+  pred, true = np.asarray(pred).ravel(), np.asarray(true).ravel()
+  if pred.shape != true.shape or not pred.size:
+    raise ValueError(f"accuracy needs equal, non-empty id arrays; got "
+                     f"{pred.size} and {true.size}.")
+  return float((pred == true).mean())

@@ -18,7 +18,7 @@ from typing import Any
 import flax.linen as nn
 
 from crossscale.models import cross_scale, pretrain, refseg, sr, vit
-from crossscale.models import sr_diffusion, sr_gan
+from crossscale.models import downstream, sr_diffusion, sr_gan
 
 _MODELS = {
     "lr_vit": vit.LRClassifier,
@@ -29,6 +29,7 @@ _MODELS = {
     **sr_diffusion.SR_DIFFUSION_MODELS,
     "refseg": refseg.RefSegModel,
     "refseg_backbone_cls": refseg.BackboneClassifier,
+    "downstream": downstream.DownstreamModel,
 }
 
 
