@@ -87,7 +87,7 @@ from scipy import stats
 from benchmarks import common as bench
 from crossscale import evaluators, image_metrics
 from crossscale import metrics as metrics_lib
-from crossscale import models, optim, shards, train
+from crossscale import models, optim, sharding, shards, train
 from crossscale.models import sr as sr_lib
 from crossscale.models import sr_gan
 from data import common as data_common
@@ -408,6 +408,14 @@ def _augment(batch: dict, rng: np.random.Generator) -> dict:
   return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
+def _data_devices(batch_size: int) -> int:
+  """The most local devices (<= all) that divide `batch_size`."""
+  n = jax.local_device_count()
+  while batch_size % n:
+    n -= 1
+  return n
+
+
 def fit(model: nn.Module, params, arrays: dict[str, np.ndarray], *,
         steps: int, batch_size: int, lr: float, seed: int,
         task: str = "sr", aux_weights: dict | None = None
@@ -425,16 +433,23 @@ def fit(model: nn.Module, params, arrays: dict[str, np.ndarray], *,
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=tx.init(params),
                            rng=jax.random.key_data(jax.random.key(seed)))
+  # Data parallel over every device that divides the batch (all TPU chips
+  # on a Colab TPU); the small models are replicated.
+  mesh = sharding.make_mesh((("data", _data_devices(bs)),),
+                            jax.devices()[:_data_devices(bs)])
+  rep = sharding.replicated(mesh)
+  state = jax.device_put(state, rep)
   step_fn = jax.jit(train.make_train_step(model, tx, task,
                                          dict(aux_weights or {})),
-                    donate_argnums=(0,))
+                    in_shardings=(rep, sharding.batch_sharding(mesh), rep),
+                    out_shardings=(rep, rep), donate_argnums=(0,))
   rng = np.random.default_rng(seed)
   losses = []
   for i in range(steps):
     idx = np.sort(rng.choice(n, bs, replace=False))
     batch = _augment({k: v[idx] for k, v in arrays.items()}, rng)
     key = jax.random.fold_in(state.rng, i)
-    state, m = step_fn(state, batch, key)
+    state, m = step_fn(state, sharding.put_batch(batch, mesh), key)
     losses.append(m["loss"])
   losses = [float(x) for x in jax.device_get(losses)]
   if losses and not np.isfinite(losses[-1]):

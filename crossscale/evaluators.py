@@ -19,6 +19,32 @@ from crossscale.models import sr as sr_models
 from crossscale.models import sr_gan
 
 
+def split_outputs(ev, params, host_keys: tuple[str, ...] = ()):
+  """Runs the evaluator's jitted `ev._predict(params, batch) -> (per_example,
+  scalars)` over its split (`ev.data_dir`, `ev.split`, `ev.batch_size`,
+  `ev.fields`, `ev.limit`, `ev.verify`, `ev.mesh`).
+
+  Yields (per_example, host, valid, scalars) per batch: `per_example` (a
+  pytree sharded on the batch) and the batch's `host_keys` as numpy, `valid`
+  `[b]` bool (False on padding), `scalars` (replicated) as host values.
+  Multi-host: every host sees the whole split (all-gathered).
+  """
+  ds = input_pipeline.eval_dataset(
+      ev.data_dir, ev.split, batch_size=ev.batch_size, fields=ev.fields,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      verify=ev.verify, limit=ev.limit)
+  for batch in ds:
+    out, scalars = ev._predict(params, sharding.put_batch(batch, ev.mesh))  # pylint: disable=protected-access
+    host = {k: batch[k] for k in (*host_keys, "valid")}
+    if jax.process_count() > 1:
+      out = multihost_utils.process_allgather(out, tiled=True)
+      host = multihost_utils.process_allgather(host, tiled=False)
+      host = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), host)
+    host = jax.tree.map(np.asarray, host)
+    yield (jax.tree.map(np.asarray, out), host, host.pop("valid").astype(bool),
+           jax.device_get(scalars))
+
+
 class ClassificationEvaluator:
   """Loss and accuracy (single-label) or mAP (multi-label) over a split,
   the average of every per-example value the model reports in
@@ -50,23 +76,10 @@ class ClassificationEvaluator:
         sharding.batch_sharding(mesh), sharding.replicated(mesh)))
 
   def run(self, params) -> dict[str, float]:
-    ds = input_pipeline.eval_dataset(
-        self.data_dir, self.split, batch_size=self.batch_size,
-        fields=self.fields, process_index=jax.process_index(),
-        process_count=jax.process_count(), verify=self.verify,
-        limit=self.limit)
     outs, losses, weights = [], [], []
-    for batch in ds:
-      out, loss = self._predict(params, sharding.put_batch(batch, self.mesh))
-      host = {"labels": batch["labels"], "valid": batch["valid"]}
-      if jax.process_count() > 1:  # every host evaluates the whole split
-        out = multihost_utils.process_allgather(out, tiled=True)
-        host = multihost_utils.process_allgather(host, tiled=False)
-        host = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), host)
-      out = jax.tree.map(np.asarray, out)
-      valid = np.asarray(host["valid"], bool)
+    for out, host, valid, loss in split_outputs(self, params, ("labels",)):
       outs.append({**{k: v[valid] for k, v in out.items()},
-                   "labels": np.asarray(host["labels"])[valid]})
+                   "labels": host["labels"][valid]})
       losses.append(float(loss) * valid.sum())
       weights.append(valid.sum())
     cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
@@ -117,23 +130,11 @@ class ReferringEvaluator:
         sharding.batch_sharding(mesh), sharding.replicated(mesh)))
 
   def run(self, params) -> dict[str, float]:
-    ds = input_pipeline.eval_dataset(
-        self.data_dir, self.split, batch_size=self.batch_size,
-        fields=self.fields, process_index=jax.process_index(),
-        process_count=jax.process_count(), verify=self.verify,
-        limit=self.limit)
     preds, trues, extra, losses, weights = [], [], [], [], []
-    for batch in ds:
-      out, loss = self._predict(params, sharding.put_batch(batch, self.mesh))
-      host = {"mask_target": batch["mask_target"], "valid": batch["valid"]}
-      if jax.process_count() > 1:  # every host evaluates the whole split
-        out = multihost_utils.process_allgather(out, tiled=True)
-        host = multihost_utils.process_allgather(host, tiled=False)
-        host = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), host)
-      out = jax.tree.map(np.asarray, out)
-      valid = np.asarray(host["valid"], bool)
+    for out, host, valid, loss in split_outputs(self, params,
+                                                ("mask_target",)):
       preds.append(out.pop("pred")[valid])
-      trues.append(np.asarray(host["mask_target"])[valid])
+      trues.append(host["mask_target"][valid])
       extra.append({k: v[valid] for k, v in out.items()})
       # The model's loss averages over the valid examples of the batch.
       losses.append(float(loss) * valid.sum())
@@ -229,26 +230,13 @@ class SREvaluator:
                    bicubic_ssim=image_metrics.ssim(bic, hr01, 1.0),
                    bicubic_randfeat_dist=image_metrics.feature_distance(
                        feat_apply, feat_params, bic, hr01))
-      return out
-    self._predict = jax.jit(predict,
-                            out_shardings=sharding.batch_sharding(mesh))
+      return out, ()
+    self._predict = jax.jit(predict, out_shardings=(
+        sharding.batch_sharding(mesh), sharding.replicated(mesh)))
 
   def run(self, params) -> dict[str, float]:
-    ds = input_pipeline.eval_dataset(
-        self.data_dir, self.split, batch_size=self.batch_size,
-        fields=self.fields, process_index=jax.process_index(),
-        process_count=jax.process_count(), verify=self.verify,
-        limit=self.limit)
-    outs = []
-    for batch in ds:
-      out = self._predict(params, sharding.put_batch(
-          {k: batch[k] for k in ("lr", "hr")}, self.mesh))
-      valid = batch["valid"]
-      if jax.process_count() > 1:  # every host evaluates the whole split
-        out = multihost_utils.process_allgather(out, tiled=True)
-        valid = multihost_utils.process_allgather(valid, tiled=False)
-      valid = np.asarray(valid, bool).reshape(-1)
-      outs.append({k: np.asarray(v)[valid] for k, v in out.items()})
+    outs = [{k: v[valid] for k, v in out.items()}
+            for out, _, valid, _ in split_outputs(self, params)]
     cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     result = {"num_examples": float(len(cat["l1"]))}
     for k, v in cat.items():
@@ -307,33 +295,20 @@ class DownstreamEvaluator:
       if self.task == "classification":      # t: [B, K] one-hot
         loss = metrics.task_loss(out["logits"], t, "single_label",
                                  batch["valid"])
-        return jnp.argmax(out["logits"], -1), loss, jnp.sum(batch["valid"])
+        return jnp.argmax(out["logits"], -1), (loss, jnp.sum(batch["valid"]))
       loss = sum(out["aux_losses"].values())
       if self.task == "segmentation":
-        return jnp.argmax(out["seg_logits"], -1), loss, n     # [B, H, W]
-      return out["pred"], loss, n                            # [B, H, W, 1]
+        return jnp.argmax(out["seg_logits"], -1), (loss, n)   # [B, H, W]
+      return out["pred"], (loss, n)                          # [B, H, W, 1]
     self._predict = jax.jit(predict, out_shardings=(
-        sharding.batch_sharding(mesh), sharding.replicated(mesh),
-        sharding.replicated(mesh)))
+        sharding.batch_sharding(mesh), sharding.replicated(mesh)))
 
   def run(self, params) -> dict[str, float]:
-    ds = input_pipeline.eval_dataset(
-        self.data_dir, self.split, batch_size=self.batch_size,
-        fields=self.fields, process_index=jax.process_index(),
-        process_count=jax.process_count(), verify=self.verify,
-        limit=self.limit)
     conf, reg, pred_ids, true_ids = None, [], [], []
     loss_sum, loss_n, num = 0.0, 0.0, 0
-    for batch in ds:
-      pred, loss, n = self._predict(params,
-                                    sharding.put_batch(batch, self.mesh))
-      host = {"t": batch[self.target_key], "valid": batch["valid"]}
-      if jax.process_count() > 1:  # every host evaluates the whole split
-        pred = multihost_utils.process_allgather(pred, tiled=True)
-        host = multihost_utils.process_allgather(host, tiled=False)
-        host = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), host)
-      valid = np.asarray(host["valid"], bool)
-      pred, true = np.asarray(pred)[valid], np.asarray(host["t"])[valid]
+    for pred, host, valid, (loss, n) in split_outputs(
+        self, params, (self.target_key,)):
+      pred, true = pred[valid], host[self.target_key][valid]
       num += int(valid.sum())
       loss_sum += float(loss) * float(n)
       loss_n += float(n)
