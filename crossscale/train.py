@@ -1,8 +1,11 @@
 """The training loop: one for every model family.
 
 `train_and_evaluate(config, workdir)` builds the mesh, data, model and
-optimizer from the config, resumes from the newest checkpoint in `workdir`
-(state, RNG and data position), trains with a jitted sharded
+optimizer from the config, initialises the parameters (scratch; then the
+model's own `load_pretrained`, e.g. frozen MiniLM; then `config.model_init`,
+subtrees `config.model_init_keys` of another run, e.g. pretrained encoders),
+resumes from the newest checkpoint in `workdir` if there is one (state, RNG
+and data position: it wins over every initialisation), trains with a jitted sharded
 `train_step(state, batch, rng) -> (state, metrics)`, evaluates periodically
 and at the end, and returns the final metrics. SIGTERM saves a checkpoint at
 the current step and returns; a non-finite loss stops with the step.
