@@ -4,6 +4,8 @@ model x task grid.
   python -m benchmarks.sr_grid --dataset toyworld --quick --out DIR
   python -m benchmarks.sr_grid --dataset rsscn7 --quick --out DIR
   python -m benchmarks.sr_grid --dataset spacenet_buildings --quick --out DIR
+  python -m benchmarks.sr_grid --dataset spacenet_roads --quick --out DIR
+  python -m benchmarks.sr_grid --dataset levircd --quick --out DIR
   python -m benchmarks.sr_grid --dataset hag --quick --out DIR
   python -m benchmarks.sr_grid --dataset toyworld --tiny --out /tmp/g  # ~30 s
   python -m benchmarks.sr_grid --dataset toyworld --out DIR   # full: + gan,
@@ -53,6 +55,14 @@ Datasets (`--dataset`):
                       with the rasterised building footprints (binary
                       segmentation); LR = 4x degraded pan (the real MS/pan
                       pairs have no building masks, so they are not used).
+  spacenet_roads      SpaceNet road_mask_input.tif (~0.3 m, Las Vegas) in
+                      64 px chips with sample_road_raster_mask.tif (binary
+                      road segmentation); LR = 4x degraded image.
+  levircd             LEVIR-CD change segmentation: before (A) and after (B)
+                      RGB stacked as 6 bands, 64 px chips of the 12 sample
+                      pairs, split per image (LEVIRCD_TEST pairs for test);
+                      LR = both 4x degraded; SR is applied per image (the SR
+                      model has 3 bands, `sr_groups` = 2).
   hag                 geotiff/elevation: there is no optical image
                       co-registered with hag.tif, so the DSM is the input
                       image (min-max scaled to [0, 1]) and height above
@@ -76,6 +86,7 @@ import os
 import time
 from typing import Any, Sequence
 
+import einops
 import flax.linen as nn
 import flax.serialization
 import jax
@@ -104,7 +115,8 @@ DOWNSTREAM = ("unet", "segformer", "swin")
 SCORES = {"segmentation": "mIoU", "classification": "accuracy",
           "regression": "neg_rmse"}
 FIDELITY = ("psnr", "ssim", "randfeat_dist")
-DATASETS = ("toyworld", "rsscn7", "spacenet_buildings", "hag")
+DATASETS = ("toyworld", "rsscn7", "spacenet_buildings", "spacenet_roads",
+            "levircd", "hag")
 
 
 # ----------------------------------------------------------------- settings
@@ -210,26 +222,44 @@ def load_records(data_dir: str) -> dict:
           "splits": splits, "tasks": tasks, "notes": []}
 
 
-def _chip_dataset(name: str, images: np.ndarray, targets: np.ndarray,
-                  chip: int, scale: int, seed: int) -> dict[str, dict]:
-  """Chips `images [H, W, C]` (float [0, 1]) and `targets [H, W]` into
-  chip x chip windows, seeded train/val/test splits, LR by sensor.degrade."""
+def _chip_dataset(name: str, images: np.ndarray | Sequence[np.ndarray],
+                  targets: np.ndarray | Sequence[np.ndarray], chip: int,
+                  scale: int, seed: int,
+                  image_splits: Sequence[str] | None = None,
+                  windows_out: dict | None = None) -> dict[str, dict]:
+  """Chips `images [H, W, C]` (float [0, 1]; one image or a list) and their
+  `targets [H, W]` into non-overlapping chip x chip windows (spatially
+  disjoint), LR by sensor.degrade (per band: a stacked before/after pair is
+  degraded image by image). Splits: `image_splits` (one per image: no image
+  crosses splits), else seeded train/val/test over all windows (val unused).
+  `windows_out`, when given, gets {split: [(image index, row, col)]} (kept
+  out of the splits: the cache fingerprint hashes every split array).
+  """
   from crossscale import sensor  # pylint: disable=import-outside-toplevel
-  H, W = targets.shape
-  wins = [(r, c) for r in range(0, H - chip + 1, chip)
-          for c in range(0, W - chip + 1, chip)]
-  split_of = data_common.assign_splits(len(wins), (0.7, 0.15, 0.15), seed)
+  if isinstance(images, np.ndarray):
+    images, targets = [images], [targets]
+  wins = []                                   # (image index, row, col)
+  for k, t in enumerate(targets):
+    H, W = t.shape
+    wins += [(k, r, c) for r in range(0, H - chip + 1, chip)
+             for c in range(0, W - chip + 1, chip)]
+  if image_splits is None:
+    split_of = data_common.assign_splits(len(wins), (0.7, 0.15, 0.15), seed)
+  else:
+    split_of = [image_splits[k] for k, _, _ in wins]
   out = {}
   for split in ("train", "test"):
     hr, lr, tg = [], [], []
-    for i, ((r, c), s) in enumerate(zip(wins, split_of)):
+    for i, ((k, r, c), s) in enumerate(zip(wins, split_of)):
       if s != split:
         continue
-      x = images[r:r + chip, c:c + chip]
+      x = images[k][r:r + chip, c:c + chip]
       hr.append(x)
       lr.append(sensor.degrade(x, scale, np.random.default_rng([seed, i]),
                                data_range=1.0))
-      tg.append(targets[r:r + chip, c:c + chip])
+      tg.append(targets[k][r:r + chip, c:c + chip])
+      if windows_out is not None:
+        windows_out.setdefault(split, []).append((k, r, c))
     if not hr:
       raise ValueError(f"{name}: no {split} chips; lower the chip size.")
     out[split] = {"hr": np.stack(hr).astype(np.float32),
@@ -238,24 +268,90 @@ def _chip_dataset(name: str, images: np.ndarray, targets: np.ndarray,
   return out
 
 
-def _spacenet_buildings(seed: int) -> dict:
+def _binary_seg(name: str, source: str, bands, splits: dict, cls: str,
+                notes: list[str], **extra) -> dict:
+  """The dataset dict of a binary segmentation from `_chip_dataset` splits."""
+  for d in splits.values():
+    d["seg"] = (d.pop("target") > 0).astype(np.int32)
+  return {"name": name, "source": source, "scale": 4, "bands": list(bands),
+          "splits": splits,
+          "tasks": {"segmentation": {"num_classes": 2,
+                                     "classes": ["background", cls]}},
+          "notes": notes, **extra}
+
+
+def _spacenet_pan(source: str, name: str, chip: int, seed: int,
+                  what: str) -> dict:
+  """A SpaceNet single-band image + binary mask (data.referring's readers)
+  as 4x LR/HR chips: spacenet_buildings and spacenet_roads."""
   from data import referring  # pylint: disable=import-outside-toplevel
-  item = referring.source_spacenet_buildings(data_common.SHARED_DATA)[0]
+  read = {"spacenet_buildings": referring.source_spacenet_buildings,
+          "spacenet_roads": referring.source_spacenet_roads}[name]
+  item = read(data_common.SHARED_DATA)[0]
   img = item.image.astype(np.float32)
   hi = float(np.percentile(img, 99.9))
   img = np.clip(img / hi, 0.0, 1.0)
-  splits = _chip_dataset("spacenet_buildings", img, item.labels, 64, 4, seed)
-  for d in splits.values():
-    d["seg"] = d.pop("target").astype(np.int32)
-  return {"name": "spacenet_buildings", "source": "spacenet/sample_geotiff.tif"
-          " + sample_fp_mask.tif", "scale": 4, "bands": list(item.bands),
-          "splits": splits,
-          "tasks": {"segmentation": {"num_classes": 2,
-                                     "classes": ["background", "building"]}},
-          "notes": [f"pan scaled by its 99.9th percentile ({hi:.0f}) and "
-                    "clipped to [0, 1]; 64 px chips (0.5 m), LR = 4x "
-                    "sensor.degrade; footprints are offset from roofs "
-                    "(off-nadir image)."]}
+  wins = {}
+  splits = _chip_dataset(name, img, item.labels, chip, 4, seed,
+                         windows_out=wins)
+  return _binary_seg(
+      name, source, item.bands, splits, what,
+      [f"{item.bands[0]} scaled by its 99.9th percentile ({hi:.0f}) and "
+       f"clipped to [0, 1]; {chip} px chips ({item.gsd:.1f} m), LR = 4x "
+       "sensor.degrade; seeded 70/15/15 split over the non-overlapping "
+       "chips of the one image (val unused)."],
+      windows={s: [f"{item.id}/r{r}_c{c}" for _, r, c in w]
+               for s, w in wins.items()})
+
+
+def _spacenet_buildings(seed: int) -> dict:
+  d = _spacenet_pan("spacenet/sample_geotiff.tif + sample_fp_mask.tif",
+                    "spacenet_buildings", 64, seed, "building")
+  d["notes"][0] += (" Footprints are offset from roofs (off-nadir image); the "
+                    "real MS/pan pairs have no building masks.")
+  return d
+
+
+def _spacenet_roads(seed: int) -> dict:
+  d = _spacenet_pan("spacenet/road_mask_input.tif + "
+                    "sample_road_raster_mask.tif", "spacenet_roads", 64, seed,
+                    "road")
+  d["notes"][0] += (" Las Vegas, EPSG:4326 (gsd ~0.3 m from 2.7e-6 deg); "
+                    "road pixels are ~3% of the image.")
+  return d
+
+
+LEVIRCD_TEST = 4      # of the 12 LEVIR-CD sample pairs: images for test
+
+
+def _levircd(seed: int) -> dict:
+  """LEVIR-CD before/after pairs stacked as 6 bands (A_RGB, B_RGB), the
+  building-change mask as the target; 64 px chips; split per image."""
+  import collections  # pylint: disable=import-outside-toplevel
+  from data import referring  # pylint: disable=import-outside-toplevel
+  counts = collections.Counter()
+  items = referring.source_levircd(data_common.SHARED_DATA, counts)
+  order = np.random.default_rng(seed).permutation(len(items))
+  test = {items[k].id for k in order[:LEVIRCD_TEST]}
+  wins = {}
+  splits = _chip_dataset(
+      "levircd", [it.image.astype(np.float32) / 255.0 for it in items],
+      [it.labels for it in items], 64, 4, seed,
+      image_splits=["test" if it.id in test else "train" for it in items],
+      windows_out=wins)
+  return _binary_seg(
+      "levircd", "levircd/{A,B,label}", items[0].bands, splits,
+      "changed building",
+      [f"{len(items)} LEVIR-CD 256 px pairs (0.5 m); input = A and B RGB "
+       "stacked (6 bands, /255), LR = both 4x sensor.degrade; SR models are "
+       "built for 3 bands and applied to A and B separately (sr_groups=2); "
+       f"seeded per-image split: test = {sorted(test)}, the other "
+       f"{len(items) - len(test)} train (the release's train_/val_/test_ "
+       "prefixes would leave 3 training pairs); 64 px chips, no image "
+       f"crosses splits; skipped pairs: {dict(counts) or 'none'}."],
+      sr_groups=2,
+      windows={s: [f"{items[k].id}/r{r}_c{c}" for k, r, c in w]
+               for s, w in wins.items()})
 
 
 def _hag(seed: int) -> dict:
@@ -279,8 +375,15 @@ def _hag(seed: int) -> dict:
                     " filled with 0 by data.referring.source_elevation."]}
 
 
+_CHIP_DATASETS = {"spacenet_buildings": _spacenet_buildings,
+                  "spacenet_roads": _spacenet_roads, "levircd": _levircd,
+                  "hag": _hag}
+
+
 def load_dataset(dataset: str, preset: str, seed: int = 0) -> dict:
   """{"name", "scale", "bands", "tasks": {task: info}, "notes": [...],
+  "windows": {split: chip ids}? (chipped datasets), "sr_groups": int?
+  (SR per band group: levircd's 2 images),
   "splits": {"train"|"test": {"lr": [N, h, w, C], "hr": [N, H, W, C] (both
   float32 in [0, 1]), "seg": [N, H, W] int32?, "cls": [N] int32?, "reg":
   [N, H, W, 1] float32?}}}."""
@@ -297,10 +400,8 @@ def load_dataset(dataset: str, preset: str, seed: int = 0) -> dict:
                       "(data/image_folder.py), LR 8x degraded" +
                       ("" if preset == "full" else "; HR resized to 120 px"))
     return d
-  if dataset == "spacenet_buildings":
-    return _spacenet_buildings(seed)
-  if dataset == "hag":
-    return _hag(seed)
+  if dataset in _CHIP_DATASETS:
+    return _CHIP_DATASETS[dataset](seed)
   return load_records(dataset)   # a records directory
 
 
@@ -594,6 +695,8 @@ class Grid:
     self.test = _limit(data["splits"]["test"], s.max_test)
     self.mean, self.std = band_stats(self.train["hr"])
     self.fp = fingerprint({"splits": {"train": self.train, "test": self.test}})
+    # SR runs per group of bands (levircd: the before and the after image).
+    self.groups = int(data.get("sr_groups", 1))
     self.trained: list[str] = []
     self._sr: dict[str, tuple[np.ndarray, dict]] = {}
     self._ds: dict[tuple[str, str], tuple] = {}
@@ -604,11 +707,20 @@ class Grid:
   def norm(self, x01: np.ndarray) -> np.ndarray:
     return ((x01 - self.mean) / self.std).astype(np.float32)
 
+  def to_groups(self, x: np.ndarray) -> np.ndarray:
+    """`[N, H, W, G * C]` -> `[N * G, H, W, C]` (one image per band group)."""
+    return einops.rearrange(x, "n h w (g c) -> (n g) h w c", g=self.groups)
+
+  def from_groups(self, x: np.ndarray) -> np.ndarray:
+    return einops.rearrange(x, "(n g) h w c -> n h w (g c)", g=self.groups)
+
   # ---- SR
   def sr_spec(self, family: str) -> dict:
-    return {"data": self.fp, "family": family,
+    groups = {"groups": self.groups} if self.groups > 1 else {}
+    return {"data": self.fp, "family": family, **groups,
             "model": sr_model_config(family, self.data["scale"],
-                                     len(self.data["bands"]), self.s.sr_size),
+                                     len(self.data["bands"]) // self.groups,
+                                     self.s.sr_size),
             "aux_weights": sr_config.AUX_WEIGHTS.get(family, {}),
             "steps": 0 if family == "bicubic" else self.s.sr_steps,
             "batch": self.s.batch_size, "lr": self.s.lr, "seed": self.s.seed}
@@ -626,7 +738,8 @@ class Grid:
     params, meta = load_params(self.cache, key)
     if params is None:
       t0 = time.time()
-      lr_n, hr_n = self.norm(self.train["lr"]), self.norm(self.train["hr"])
+      lr_n = self.to_groups(self.norm(self.train["lr"]))
+      hr_n = self.to_groups(self.norm(self.train["hr"]))
       params = init_params(model, {"lr": lr_n[:1], "hr": hr_n[:1]},
                            seed=self.s.seed)
       losses = []
@@ -640,7 +753,8 @@ class Grid:
       meta = {"spec": spec, "train_seconds": time.time() - t0,
               "final_loss": losses[-1] if losses else None}
       self.trained.append(key)
-    out = batched(lambda x: pred(params, x), self.norm(self.test["lr"]))
+    out = self.from_groups(batched(lambda x: pred(params, x),
+                                   self.to_groups(self.norm(self.test["lr"]))))
     sr01 = np.clip(out * self.std + self.mean, 0.0, 1.0)
     if "fidelity" not in meta:
       meta["fidelity"] = self.fidelity(sr01)

@@ -1,0 +1,134 @@
+"""Loaders of the SR benchmarks on real data (../shared/data): the sr_grid
+chip datasets spacenet_roads and levircd, and benchmarks/sr_real_pairs.py's
+real LR/HR pairs (shapes, binary masks, band counts, spatially disjoint
+train/test windows), plus the least-squares band map by hand."""
+
+import re
+
+import numpy as np
+import pytest
+
+from benchmarks import sr_grid, sr_real_pairs
+
+
+def _rc(win_id):
+  r, c = re.search(r"r(\d+)_c(\d+)$", win_id).groups()
+  return int(r), int(c)
+
+
+def _check_chips(d, chip, bands, scale=4):
+  for split in ("train", "test"):
+    s = d["splits"][split]
+    n = len(s["hr"])
+    assert s["hr"].shape == (n, chip, chip, bands)
+    assert s["lr"].shape == (n, chip // scale, chip // scale, bands)
+    assert s["seg"].shape == (n, chip, chip) and s["seg"].dtype == np.int32
+    assert set(np.unique(s["seg"])) <= {0, 1}
+    for k in ("hr", "lr"):
+      assert s[k].dtype == np.float32
+      assert 0.0 <= s[k].min() and s[k].max() <= 1.0
+    assert len(d["windows"][split]) == n
+    for w in d["windows"][split]:     # non-overlapping chip grid
+      assert all(v % chip == 0 for v in _rc(w))
+  train, test = (set(d["windows"][s]) for s in ("train", "test"))
+  assert not train & test
+  assert d["tasks"]["segmentation"]["num_classes"] == 2
+  # Both classes occur in both splits.
+  assert all(0 < d["splits"][s]["seg"].mean() < 0.5 for s in ("train", "test"))
+
+
+def test_spacenet_roads_chips(shared_data):
+  d = sr_grid.load_dataset("spacenet_roads", "quick")
+  _check_chips(d, 64, 1)
+  assert d["bands"] == ["B1"] and d["scale"] == 4
+  # 1300 px -> 20 x 20 chips; 70/15/15 seeded (val unused).
+  n = sum(len(d["windows"][s]) for s in ("train", "test"))
+  assert 300 < n < 400 and len(d["windows"]["train"]) > 4 * len(
+      d["windows"]["test"])
+
+
+def test_levircd_chips(shared_data):
+  d = sr_grid.load_dataset("levircd", "quick")
+  _check_chips(d, 64, 6)
+  assert d["sr_groups"] == 2 and len(d["bands"]) == 6
+  img = {s: {w.split("/")[0] for w in d["windows"][s]}
+         for s in ("train", "test")}
+  assert not img["train"] & img["test"]          # no image crosses splits
+  assert len(img["test"]) == sr_grid.LEVIRCD_TEST
+  assert len(d["windows"]["test"]) == 16 * sr_grid.LEVIRCD_TEST
+  # A and B are different acquisitions: the 6 bands are not two copies.
+  hr = d["splits"]["train"]["hr"]
+  assert np.abs(hr[..., :3] - hr[..., 3:]).mean() > 0.02
+
+
+def test_sr_groups_round_trip():
+  g = sr_grid.Grid.__new__(sr_grid.Grid)
+  g.groups = 2
+  x = np.arange(2 * 3 * 3 * 6, dtype=np.float32).reshape(2, 3, 3, 6)
+  y = g.to_groups(x)
+  assert y.shape == (4, 3, 3, 3)
+  np.testing.assert_array_equal(y[1], x[0, ..., 3:])   # image B of scene 0
+  np.testing.assert_array_equal(g.from_groups(y), x)
+
+
+def test_grouped_bicubic_equals_lr_up(tmp_path):
+  """levircd's path: SR per 3-band group (bicubic) == bicubic on 6 bands."""
+  rng = np.random.default_rng(0)
+  split = lambda n: {"lr": rng.uniform(size=(n, 4, 4, 6)).astype(np.float32),
+                     "hr": rng.uniform(size=(n, 16, 16, 6)).astype(np.float32),
+                     "seg": np.zeros((n, 16, 16), np.int32)}
+  data = {"name": "g", "scale": 4, "bands": list("abcdef"), "sr_groups": 2,
+          "splits": {"train": split(4), "test": split(3)},
+          "tasks": {"segmentation": {"num_classes": 2}}, "notes": []}
+  g = sr_grid.Grid(data, sr_grid.PRESETS["tiny"], str(tmp_path),
+                   log=lambda *_: 0)
+  assert g.sr_spec("bicubic")["groups"] == 2
+  sr01, fid = g.sr("bicubic")
+  assert sr01.shape == (3, 16, 16, 6) and np.isfinite(fid["psnr"])
+  np.testing.assert_allclose(sr01, g.lr_up(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name,bands,hw,test_rule", [
+    ("spacenet_pan_ms", (4, 1), (32, 64),
+     lambda w: w.startswith("pan3_")),
+    ("landsat8_pan_ms", (3, 1), (8, 16), lambda w: _rc(w)[1] >= 3),
+    ("worldstrat", (3, 3), (32, 64), lambda w: _rc(w)[1] >= 9),
+])
+def test_real_pair_loader(shared_data, name, bands, hw, test_rule):
+  d = sr_real_pairs.load_pair(name)
+  assert d["scale"] == 2
+  for split in ("train", "test"):
+    lr, hr = d[split]["lr"], d[split]["hr"]
+    n = len(hr)
+    assert lr.shape == (n, hw[0], hw[0], bands[0])
+    assert hr.shape == (n, hw[1], hw[1], bands[1])
+    assert lr.dtype == hr.dtype == np.float32
+    assert 0.0 <= lr.min() and hr.max() <= 1.0
+    assert len(d["windows"][split]) == n
+    # Every window holds data (zero fill without a nodata tag is dropped).
+    assert (hr.reshape(n, -1).max(1) > 0).all()
+    assert all(test_rule(w) == (split == "test") for w in d["windows"][split])
+  assert not set(d["windows"]["train"]) & set(d["windows"]["test"])
+
+
+def test_fit_band_map_by_hand():
+  rng = np.random.default_rng(0)
+  lr_up = rng.uniform(size=(3, 8, 8, 2)).astype(np.float32)
+  hr = (0.5 * lr_up[..., :1] - 0.25 * lr_up[..., 1:] + 0.1)
+  w = sr_real_pairs.fit_band_map(lr_up, hr)
+  np.testing.assert_allclose(w[:, 0], [0.5, -0.25, 0.1], atol=1e-6)
+  np.testing.assert_allclose(sr_real_pairs.apply_band_map(lr_up, w), hr,
+                             atol=1e-6)
+
+
+def test_run_writes_json(shared_data, tmp_path):
+  """The benchmark end to end on the smallest pair, untrained baselines."""
+  res = sr_real_pairs.run(str(tmp_path), "tiny", pairs=("landsat8_pan_ms",),
+                          models=("bicubic", "bicubic_ls"), log=lambda *_: 0)
+  assert (tmp_path / "sr_real_pairs.json").exists()
+  assert [r["sr"] for r in res["rows"]] == ["bicubic", "bicubic_ls"]
+  p = res["pairs"]["landsat8_pan_ms"]
+  assert len(p["windows"]["test"]) == 10 and len(p["windows"]["train"]) == 15
+  # B2-B4 averaged is not the pan's radiometry; the fitted band map is.
+  m = p["models"]
+  assert m["bicubic_ls"]["psnr"] > m["bicubic"]["psnr"] + 5
