@@ -182,6 +182,10 @@ class SREvaluator:
   `image_metrics.feature_distance` with the fixed random-feature conv net
   `sr_gan.random_feature_net` (seed 0) on the [0, 1] images: a perceptual-
   style distance of our own (not LPIPS), comparable across SR families.
+  With `feature_init` (a run of ours with a conv "hr_encoder", e.g. the
+  cross-scale pretraining run; config.evals.<name>.feature_init) also
+  "hrenc_dist" (and "bicubic_hrenc_dist"): the same distance in that
+  *learned* encoder's features (`sr_gan.encoder_feature_net`).
   Also "l1" (normalised units, the training loss of pixel models) and
   "num_examples".
   """
@@ -189,7 +193,7 @@ class SREvaluator:
   def __init__(self, model, *, data_dir: str, split: str, batch_size: int,
                task: str, mesh, fields=("lr", "hr"),
                limit: int | None = None, verify: bool = False,
-               data_range: float | None = None):
+               data_range: float | None = None, feature_init: str = ""):
     del task
     self.model, self.mesh = model, mesh
     self.data_dir, self.split, self.fields = data_dir, split, tuple(fields)
@@ -207,6 +211,11 @@ class SREvaluator:
     self.has_baseline = (list(manifest.lr_bands) == self.bands
                          or band_map is not None)
     feat_apply, feat_params = sr_gan.random_feature_net(len(self.bands))
+    nets = {"randfeat_dist": (feat_apply, feat_params)}
+    if feature_init:
+      nets["hrenc_dist"] = sr_gan.encoder_feature_net(
+          feature_init, len(self.bands),
+          config_key="config.evals.<name>.feature_init")
 
     def unit(x, key, data_range):  # normalised -> [0, 1] units
       return (x * st[key]["std"] + st[key]["mean"]) / data_range
@@ -219,8 +228,8 @@ class SREvaluator:
       sr01 = jnp.clip(unit(sr, "hr", rng_hr), 0.0, 1.0)
       out = {"psnr": image_metrics.psnr(sr01, hr01, 1.0),      # [B, C]
              "ssim": image_metrics.ssim(sr01, hr01, 1.0),
-             "randfeat_dist": image_metrics.feature_distance(
-                 feat_apply, feat_params, sr01, hr01),          # [B]
+             **{k: image_metrics.feature_distance(f, p, sr01, hr01)  # [B]
+                for k, (f, p) in nets.items()},
              "l1": jnp.mean(jnp.abs(sr - hr), axis=(1, 2, 3))}
       if self.has_baseline:
         lr01 = unit(batch["lr"], "lr", rng_lr)
@@ -228,8 +237,8 @@ class SREvaluator:
                                         hr.shape[1:3]), 0.0, 1.0)
         out.update(bicubic_psnr=image_metrics.psnr(bic, hr01, 1.0),
                    bicubic_ssim=image_metrics.ssim(bic, hr01, 1.0),
-                   bicubic_randfeat_dist=image_metrics.feature_distance(
-                       feat_apply, feat_params, bic, hr01))
+                   **{f"bicubic_{k}": image_metrics.feature_distance(
+                       f, p, bic, hr01) for k, (f, p) in nets.items()})
       return out, ()
     self._predict = jax.jit(predict, out_shardings=(
         sharding.batch_sharding(mesh), sharding.replicated(mesh)))

@@ -206,10 +206,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   step_fn = jit_train_step(config, model, tx, mesh, state_sh)
 
+  # config.evals.<name>: type, split, batch_size, limit, and any option of
+  # that evaluator (e.g. the SR evaluator's feature_init).
   evals = {name: evaluators.get_evaluator(
       ev.type, model, data_dir=data_dir, split=ev.split,
       batch_size=ev.get("batch_size", config.batch_size), task=config.task,
-      mesh=mesh, fields=fields, limit=ev.get("limit"))
+      mesh=mesh, fields=fields, limit=ev.get("limit"),
+      **{k: v for k, v in ev.items()
+         if k not in ("type", "split", "batch_size", "limit")})
            for name, ev in config.evals.items()}
   writer = logging_utils.MetricWriter(workdir)
   start = int(state.step)

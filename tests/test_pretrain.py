@@ -173,3 +173,32 @@ def test_text_prompts_are_frozen_minilm_embeddings(toyworld_small):
   labels = optim.param_labels(params, c.optim.frozen)
   assert labels["class_text"] == "frozen"
   assert labels["text_proj"]["kernel"] == "train"
+
+
+def test_learned_feature_distance_from_the_pretraining_run(pretrain_run,
+                                                           toyworld_small):
+  """The SR evaluator's "hrenc_dist": feature distance in the pretrained HR
+  encoder's convs (config.evals.<name>.feature_init)."""
+  from crossscale import evaluators, image_metrics
+  from crossscale.models import sr
+  workdir, pre = pretrain_run
+  apply, params = sr_gan.encoder_feature_net(workdir, 3)
+  assert set(params) == {k for k in pre["hr_encoder"] if k.startswith("conv")}
+  for k, v in params.items():
+    np.testing.assert_array_equal(v["kernel"], pre["hr_encoder"][k]["kernel"])
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 16, 16, 3)),
+                  jnp.float32)
+  assert float(image_metrics.feature_distance(apply, params, x, x).max()) == 0
+  assert float(image_metrics.feature_distance(apply, params, x,
+                                              x[:, ::-1]).min()) > 0
+  ev = evaluators.SREvaluator(
+      sr.SR_MODELS["sr_bicubic"](scale=4), data_dir=toyworld_small,
+      split="test", batch_size=8, task="", limit=8, feature_init=workdir,
+      mesh=sharding.make_mesh((("data", -1),)))
+  res = ev.run({})
+  assert res["num_examples"] == 8
+  assert np.isfinite(res["hrenc_dist"]) and res["hrenc_dist"] > 0
+  assert np.isfinite(res["bicubic_hrenc_dist"])
+  assert res["hrenc_dist"] != pytest.approx(res["randfeat_dist"])
+  with pytest.raises(FileNotFoundError, match="feature_init"):
+    sr_gan.encoder_feature_net(workdir + "/nope", 3)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crossscale import checkpoint
 from crossscale.models import layers, sr
@@ -170,6 +171,31 @@ def random_feature_net(bands: int, width: int = 64, depth: int = 2,
   params = net.init(jax.random.key(seed),
                     jnp.zeros((1, 16, 16, bands), jnp.float32))["params"]
   params = nn.meta.unbox(params)
+  return (lambda p, x: net.apply({"params": p}, x)), params
+
+
+def encoder_feature_net(path: str, bands: int, stride: int = 1,
+                        config_key: str = "feature_init"):
+  """(apply, params) like `random_feature_net`, with the convs of the HR
+  tile encoder ("hr_encoder", kind "cnn") of a run of ours at `path` (e.g.
+  the cross-scale pretraining run): a *learned* feature distance of our own
+  encoder (still not LPIPS). Width and depth are read from the checkpoint;
+  `stride` must be the encoder's first-conv stride."""
+  enc = checkpoint.load_subtree(path, "hr_encoder", config_key)
+  convs = sorted((k for k in enc if k.startswith("conv")),
+                 key=lambda k: int(k[4:]))
+  if not convs:
+    raise ValueError(f"{config_key}={path!r}: its hr_encoder has no conv "
+                     "layers (a ViT tile encoder?): pass a run whose "
+                     "hr_encoder is the conv encoder (kind 'cnn').")
+  net = ConvFeatures(int(np.shape(enc[convs[0]]["kernel"])[-1]), len(convs),
+                     stride)
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(net.init(
+      jax.random.key(0), jnp.zeros((1, 16, 16, bands), jnp.float32))[
+          "params"]))
+  params = checkpoint.replace_checked(
+      jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes),
+      {k: enc[k] for k in convs}, f"{config_key}={path!r} (hr_encoder)")
   return (lambda p, x: net.apply({"params": p}, x)), params
 
 

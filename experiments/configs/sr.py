@@ -106,6 +106,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=2))
   c.log_every = 50
   c.eval_every = 500
+  # --config.evals.test.feature_init=RUN adds "hrenc_dist": the feature
+  # distance in a pretrained HR encoder of ours (experiments/configs/
+  # pretrain.py with --config.model.hr_encoder.stride=1).
   c.evals = ml_collections.ConfigDict(dict(
       val=dict(type="sr", split="val", limit=256),
       test=dict(type="sr", split="test")))
