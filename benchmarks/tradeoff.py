@@ -180,11 +180,23 @@ def main(argv=None):
   p.add_argument("--out", required=True)
   p.add_argument("--steps", type=int, default=0, help="override total_steps")
   p.add_argument("--methods", default=",".join(METHODS))
+  p.add_argument("--pretrain_steps", type=int, default=0,
+                 help="> 0: also 'ours_pretrained', ours initialised from a "
+                      "cross-scale pretraining run of N label-free steps on "
+                      "the train split (benchmarks/pretrain.py)")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   opts = toyworld_options(a.quick) if a.dataset == "toyworld" else None
   data_dir = registry.resolve(a.dataset, None, opts)
-  methods = a.methods.split(",")
+  methods = {m: METHODS[m] for m in a.methods.split(",") if m in METHODS}
+  if a.pretrain_steps:
+    from benchmarks import pretrain  # pylint: disable=g-import-not-at-top  (it imports this module)
+    from crossscale import train  # pylint: disable=g-import-not-at-top
+    pre_dir = os.path.join(tempfile.mkdtemp(prefix="tradeoff_pre_"), "pre")
+    train.train_and_evaluate(
+        pretrain.pretrain_config(data_dir, a.quick, a.pretrain_steps), pre_dir)
+    methods["ours_pretrained"] = {"model.policy": "learned",
+                                  "model_init": pre_dir}
   res = run_tradeoff(data_dir, methods=methods, budgets=BUDGETS,
                      quick=a.quick, steps=a.steps)
   results = res["methods"]
@@ -204,7 +216,8 @@ def main(argv=None):
   bench.write_json(a.out, "tradeoff.json", {
       "machine": bench.machine(), "dataset": res["dataset"],
       "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],
-      "methods": results, "step_time": speed})
+      "methods": results, "step_time": speed,
+      "pretrain_steps": a.pretrain_steps})
   path = os.path.join(a.out, "tradeoff.png")
   plot(res, path)
   print(f"wrote {path}")
