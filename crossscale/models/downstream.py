@@ -268,61 +268,6 @@ class SegFormerLike(nn.Module):
 
 # ------------------------------------------------------------------- Swin
 
-class WindowAttention(nn.Module):
-  """Window self-attention with relative position bias, `[Bw, N, D]` (+ mask
-  `[nW, N, N]`) -> `[Bw, N, D]`; Swin's layout, parameters via `layers`."""
-  num_heads: int
-  window_size: int
-
-  @nn.compact
-  def __call__(self, x, mask=None):
-    d = x.shape[-1]
-    ws, nh = self.window_size, self.num_heads
-    qkv = layers.Dense(3 * d, name="qkv")(x)
-    q, k, v = einops.rearrange(qkv, "b n (t h e) -> t b h n e", t=3, h=nh)
-    attn = jnp.einsum("bhne,bhme->bhnm", q * (d // nh) ** -0.5, k)
-    table = self.param("relative_position_bias", layers.part(
-        nn.initializers.truncated_normal(0.02), ("tokens", "heads")),
-                       ((2 * ws - 1) ** 2, nh))
-    bias = table[sr_lib.relative_position_index(ws)]          # [N, N, h]
-    attn = attn + einops.rearrange(bias, "n m h -> h n m")
-    if mask is not None:
-      attn = einops.rearrange(attn, "(b w) h n m -> b w h n m", w=mask.shape[0])
-      attn = einops.rearrange(attn + mask[None, :, None],
-                              "b w h n m -> (b w) h n m")
-    y = jnp.einsum("bhnm,bhme->bhne", jax.nn.softmax(attn, axis=-1), v)
-    return layers.Dense(d, axes=("mlp", "embed"), name="proj")(
-        einops.rearrange(y, "b h n e -> b n (h e)"))
-
-
-class SwinBlock(nn.Module):
-  """Pre-norm (shifted-)window attention + MLP on `[B, H, W, D]` (H, W
-  multiples of the window; no shift when one window covers the map)."""
-  num_heads: int
-  window_size: int
-  shifted: bool
-  mlp_ratio: float = 2.0
-
-  @nn.compact
-  def __call__(self, x):
-    _, h, w, d = x.shape
-    ws = self.window_size
-    shift = ws // 2 if self.shifted and min(h, w) > ws else 0
-    y = layers.LayerNorm(name="norm1")(x)
-    if shift:
-      y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
-    mask = jnp.asarray(sr_lib.shift_mask(h, w, ws, shift)) if shift else None
-    y = WindowAttention(self.num_heads, ws, name="attn")(
-        sr_lib.window_partition(y, ws), mask)
-    y = sr_lib.window_merge(y, ws, h, w)
-    if shift:
-      y = jnp.roll(y, (shift, shift), axis=(1, 2))
-    x = x + y
-    y = layers.Dense(int(d * self.mlp_ratio), name="fc1")(
-        layers.LayerNorm(name="norm2")(x))
-    return x + layers.Dense(d, axes=("mlp", "embed"), name="fc2")(nn.gelu(y))
-
-
 class SwinSeg(nn.Module):
   """Swin-style segmenter (Liu et al. 2021), small.
 
@@ -362,8 +307,8 @@ class SwinSeg(nn.Module):
         x = layers.Dense(f, name=f"merge{i}")(
             layers.LayerNorm(name=f"merge_norm{i}")(x))
       for j in range(self.depths[i]):
-        x = SwinBlock(self.num_heads[i], self.window_size, j % 2 == 1,
-                      name=f"stage{i}_block{j}")(x)
+        x = sr_lib.SwinBlock(self.num_heads[i], self.window_size,
+                             j % 2 == 1, name=f"stage{i}_block{j}")(x)
       feats.append(layers.LayerNorm(name=f"stage_norm{i}")(x))
     if self.pooled:
       return PooledHead(self.num_outputs, name="pool_head")(feats[-1])

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossscale.models import vit
+from crossscale.models import layers, vit
 
 
 # ----------------------------------------------------------------- helpers
@@ -263,7 +263,8 @@ def shift_mask(h: int, w: int, ws: int, shift: int) -> np.ndarray:
 
 class WindowAttention(nn.Module):
   """Multi-head self-attention inside windows with a learned relative
-  position bias: `[Bw, N, C]` (+ mask `[nW, N, N]`) -> `[Bw, N, C]`."""
+  position bias: `[Bw, N, C]` (+ mask `[nW, N, N]`) -> `[Bw, N, C]`.
+  Parameters carry logical axis names (`layers`), so they shard."""
   num_heads: int
   window_size: int
 
@@ -271,11 +272,11 @@ class WindowAttention(nn.Module):
   def __call__(self, x, mask=None):
     c = x.shape[-1]
     ws, nh = self.window_size, self.num_heads
-    qkv = nn.Dense(3 * c, name="qkv")(x)
+    qkv = layers.Dense(3 * c, name="qkv")(x)
     q, k, v = einops.rearrange(qkv, "b n (t h d) -> t b h n d", t=3, h=nh)
     attn = jnp.einsum("bhnd,bhmd->bhnm", q * (c // nh) ** -0.5, k)
-    table = self.param("relative_position_bias",
-                       nn.initializers.truncated_normal(0.02),
+    table = self.param("relative_position_bias", layers.part(
+        nn.initializers.truncated_normal(0.02), ("tokens", "heads")),
                        ((2 * ws - 1) ** 2, nh))
     bias = table[relative_position_index(ws)]                 # [N, N, h]
     attn = attn + einops.rearrange(bias, "n m h -> h n m")
@@ -284,7 +285,8 @@ class WindowAttention(nn.Module):
       attn = einops.rearrange(attn + mask[None, :, None],
                               "b w h n m -> (b w) h n m")
     y = jnp.einsum("bhnm,bhmd->bhnd", jax.nn.softmax(attn, axis=-1), v)
-    return nn.Dense(c, name="proj")(einops.rearrange(y, "b h n d -> b n (h d)"))
+    return layers.Dense(c, axes=("mlp", "embed"), name="proj")(
+        einops.rearrange(y, "b h n d -> b n (h d)"))
 
 
 class SwinBlock(nn.Module):
@@ -300,7 +302,7 @@ class SwinBlock(nn.Module):
     _, h, w, c = x.shape
     ws = self.window_size
     shift = ws // 2 if self.shifted and min(h, w) > ws else 0
-    y = nn.LayerNorm(name="norm1")(x)
+    y = layers.LayerNorm(name="norm1")(x)
     if shift:
       y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
     mask = jnp.asarray(shift_mask(h, w, ws, shift)) if shift else None
@@ -311,7 +313,7 @@ class SwinBlock(nn.Module):
       y = jnp.roll(y, (shift, shift), axis=(1, 2))
     x = x + y
     return x + vit.MlpBlock(int(c * self.mlp_ratio), name="mlp")(
-        nn.LayerNorm(name="norm2")(x), False)
+        layers.LayerNorm(name="norm2")(x), False)
 
 
 class ResidualSwinGroup(nn.Module):
