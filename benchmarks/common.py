@@ -44,11 +44,11 @@ def write_json(out_dir: str, name: str, payload: dict) -> str:
 def time_train_step(config, data_dir: str, steps: int) -> float:
   """Seconds per jitted train step of `config` on one real batch (compute
   only: the batch is reused, compile excluded)."""
-  from crossscale import input_pipeline, optim, sharding, shards, train  # pylint: disable=g-import-not-at-top
+  from crossscale import input_pipeline, sharding, shards, train  # pylint: disable=g-import-not-at-top
   manifest = shards.load_manifest(data_dir)
   mesh = sharding.make_mesh(config.mesh)
   model = train.make_model(config, manifest)
-  tx = optim.make_optimizer(config.optim, config.total_steps)
+  tx = train.make_tx(config)
   example = train.example_batch(manifest, config.data.fields, config.batch_size)
   state, state_sh = train.init_state(config, model, tx, example, mesh)
   step = train.jit_train_step(config, model, tx, mesh, state_sh)

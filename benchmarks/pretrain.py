@@ -7,7 +7,8 @@ r"""Does cross-scale pretraining help the cost-aware model at budget 1/8?
    train split, with the encoder sizes of the tradeoff benchmark's model.
 2. Trains the cross-scale model (learned sampler, budget 1/8) twice with the
    same schedule and seeds: from random init and from the pretrained
-   encoders (`config.model_init`), over `--seeds` seeds; `--labelled N`
+   encoders (`config.model_init`; `--lr_scale F` fine-tunes them at F times
+   the learning rate), over `--seeds` seeds; `--labelled N`
    fine-tunes on N labelled scenes (pretraining used all, without labels).
 3. Reports test accuracy / mAP / drift of both. Writes OUT/pretrain.json.
 """
@@ -47,13 +48,14 @@ def pretrain_config(data_dir: str, quick: bool, steps: int):
 
 
 def finetune_config(data_dir: str, quick: bool, steps: int, seed: int,
-                    init: str):
+                    init: str, lr_scale: float = 1.0):
   c = tradeoff.base_config(quick, data_dir)
   c.model.budget = 1 / 8
   c.seed = seed
   if steps:
     c.total_steps = steps
   c.model_init = init
+  c.model_init_lr_scale = lr_scale
   return c
 
 
@@ -68,6 +70,9 @@ def main(argv=None):
   p.add_argument("--labelled", type=int, default=0,
                  help="fine-tune on the first N train scenes only (toyworld; "
                       "pretraining still sees the whole train split)")
+  p.add_argument("--lr_scale", type=float, default=1.0,
+                 help="learning-rate factor of the pretrained parts when "
+                      "fine-tuning (config.model_init_lr_scale)")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   opts = tradeoff.toyworld_options(a.quick) if a.dataset == "toyworld" else None
@@ -90,7 +95,7 @@ def main(argv=None):
   runs = {"scratch": [], "pretrained": []}
   for seed in range(a.seeds):
     for name, init in (("scratch", ""), ("pretrained", pre_dir)):
-      c = finetune_config(ft_dir, a.quick, a.steps, seed, init)
+      c = finetune_config(ft_dir, a.quick, a.steps, seed, init, a.lr_scale)
       final = train.train_and_evaluate(
           c, os.path.join(work, f"{name}_{seed}"))["final"]
       runs[name].append({k: final.get(k) for k in
@@ -114,7 +119,7 @@ def main(argv=None):
       "dataset": a.dataset, "quick": a.quick, "budget": 1 / 8,
       "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
           "train"),
-      "pretrain_steps": pre_steps,
+      "pretrain_steps": pre_steps, "pretrained_lr_scale": a.lr_scale,
       "finetune_steps": finetune_config(data_dir, a.quick, a.steps, 0,
                                         "").total_steps,
       "pretrain_eval": pre["test"], "runs": runs, "summary": rows,

@@ -27,7 +27,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 
 from benchmarks import common  # pylint: disable=g-import-not-at-top
-from crossscale import optim, sharding, shards, train  # pylint: disable=g-import-not-at-top
+from crossscale import sharding, shards, train  # pylint: disable=g-import-not-at-top
 from data import registry  # pylint: disable=g-import-not-at-top
 from experiments.configs import cross_scale  # pylint: disable=g-import-not-at-top
 
@@ -47,7 +47,7 @@ def large(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def measure(config, manifest, mesh_sizes, compile_step: bool) -> dict:
   mesh = sharding.make_mesh(tuple(zip(("data", "fsdp", "model"), mesh_sizes)))
   model = train.make_model(config, manifest)
-  tx = optim.make_optimizer(config.optim, config.total_steps)
+  tx = train.make_tx(config)
   batch = train.example_batch(manifest, config.data.fields, config.batch_size)
   abstract, state_sh = abstract_state(config, model, tx, batch, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(abstract.params))

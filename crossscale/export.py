@@ -67,7 +67,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import crossscale
-from crossscale import optim, serving, shards, train
+from crossscale import serving, shards, train
 from crossscale.models import cross_scale, sr
 
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
@@ -259,7 +259,7 @@ def restore_params(config, manifest: shards.Manifest, workdir: str,
   `WORKDIR/checkpoints`, restored onto one CPU device whatever mesh it was
   saved from."""
   model = build_model(config, manifest)
-  tx = optim.make_optimizer(config.optim, config.total_steps)
+  tx = train.make_tx(config)
   batch = train.example_batch(manifest, tuple(config.data.fields), 1)
 
   def init(rng):  # as train.init_state, so the restored tree matches

@@ -25,7 +25,13 @@ def make_schedule(cfg, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
-  """Gradient clipping + AdamW (or SGD with momentum) on a schedule."""
+  """Gradient clipping + AdamW (or SGD with momentum) on a schedule.
+
+  `cfg.lr_scale`: optional ((regex, factor), ...): the learning rate (and
+  so the decoupled weight decay) of parameters whose path matches the first
+  regex that does (re.search) is multiplied by `factor`, e.g. gentler
+  fine-tuning of pretrained encoders. `cfg.frozen`: regexes of parameters
+  that never update (no optimizer state either)."""
   schedule = make_schedule(cfg, total_steps)
   name = cfg.get("name", "adamw")
   if name == "adamw":
@@ -36,6 +42,9 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
   else:
     raise ValueError(f"unknown optimizer {name!r} (config.optim.name); "
                      "known: adamw, sgd")
+  scales = tuple(tuple(r) for r in (cfg.get("lr_scale", ()) or ()))
+  if scales:
+    opt = optax.chain(opt, scale_by_path(scales))
   clip = cfg.get("grad_clip", 0.0)
   opt = optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
   frozen = tuple(cfg.get("frozen", ()) or ())
@@ -45,6 +54,36 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
   return optax.multi_transform(
       {"train": opt, "frozen": optax.set_to_zero()},
       lambda params: param_labels(params, frozen))
+
+
+def path_factors(tree: Any, scales: Sequence[tuple[str, float]]) -> Any:
+  """Per-leaf factor: that of the first (regex, factor) in `scales` whose
+  regex matches the leaf's path (re.search), else 1.0."""
+  pats = []
+  for item in scales:
+    if len(item) != 2:
+      raise ValueError(f"config.optim.lr_scale entry {item!r} is not a "
+                       "(regex, factor) pair")
+    pats.append((re.compile(item[0]), float(item[1])))
+
+  def factor(path, _):
+    name = param_path(path)
+    return next((f for p, f in pats if p.search(name)), 1.0)
+
+  return jax.tree_util.tree_map_with_path(factor, tree)
+
+
+def scale_by_path(scales: Sequence[tuple[str, float]]
+                  ) -> optax.GradientTransformation:
+  """Multiplies each update by its `path_factors` factor (stateless)."""
+
+  def update(updates, state, params=None):
+    del params
+    factors = path_factors(updates, scales)
+    return jax.tree.map(lambda u, f: u if f == 1.0 else u * f, updates,
+                        factors), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
 def param_path(path) -> str:

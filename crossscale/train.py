@@ -143,6 +143,25 @@ def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
   return state, shardings
 
 
+def make_tx(config) -> optax.GradientTransformation:
+  """The run's optimizer: `config.optim` (+ `model_init_lr_scale`) over
+  `config.total_steps`. Everything restoring a run's opt_state uses this."""
+  return optim.make_optimizer(optim_config(config), config.total_steps)
+
+
+def optim_config(config) -> ml_collections.ConfigDict:
+  """`config.optim`, with `config.model_init_lr_scale` (when a run starts
+  from `config.model_init`) prepended to its `lr_scale` for every subtree
+  in `config.model_init_keys`: pretrained parts fine-tune at a scaled LR."""
+  scale = float(config.get("model_init_lr_scale", 1.0))
+  if not config.get("model_init") or scale == 1.0:
+    return config.optim
+  cfg = config.optim.to_dict()
+  cfg["lr_scale"] = tuple((f"^{k}/", scale) for k in config.get(
+      "model_init_keys", ())) + tuple(cfg.get("lr_scale", ()) or ())
+  return ml_collections.ConfigDict(cfg)
+
+
 def sharding_rules(config):
   """`config.sharding.rules` (logical axis -> mesh axes), else the default."""
   rules = config.get("sharding", {}).get("rules")
@@ -177,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      f"the data-parallel size {sharding.data_parallel_size(mesh)}")
   fields = tuple(config.data.fields)
   model = make_model(config, manifest)
-  tx = optim.make_optimizer(config.optim, config.total_steps)
+  tx = make_tx(config)
   batch0 = example_batch(manifest, fields, config.batch_size)
   state, state_sh = init_state(config, model, tx, batch0, mesh)
   if jax.process_index() == 0:

@@ -13,12 +13,13 @@ Baselines are the same config: --config.model.policy=random|uniform|heuristic,
 
 import ml_collections
 
-from experiments.configs import lr_vit
+from experiments.configs import _common as common, lr_vit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  runlocal = arg == "runlocal"
-  c = lr_vit.get_config(arg)
+  runlocal = bool(common.parse_arg(arg, ("runlocal",), "cross_scale.py")
+                  .get("runlocal"))
+  c = lr_vit.get_config("runlocal" if runlocal else None)
   c.data.fields = ("lr", "hr", "labels")
   c.model = ml_collections.ConfigDict(dict(
       name="cross_scale",
@@ -51,6 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # workdir, a step dir or an .npz; "" trains from scratch.
   c.model_init = ""
   c.model_init_keys = ("lr_encoder", "hr_encoder", "sampler")
+  # LR factor for those subtrees when model_init is set (crossscale.train.
+  # optim_config): < 1 fine-tunes the pretrained parts gently.
+  c.model_init_lr_scale = 1.0
   c.aux_weights = ml_collections.ConfigDict(dict(latent=1.0, retrieval=0.1, sampler=1.0))
   c.total_steps = 1500
   c.optim.lr = 1e-3

@@ -20,7 +20,7 @@ k + 1 = class k's texture), so num_classes = 7.
 
 import ml_collections
 
-from crossscale import sharding
+from experiments.configs import _common as common
 
 BACKBONES = ("unet", "segformer", "swin")
 TASKS = ("segmentation", "regression", "classification")
@@ -82,41 +82,23 @@ def model_config(backbone: str, task: str, num_classes: int,
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = dict(a.split("=", 1) if "=" in a else (a, True)
-              for a in (arg or "").split(",") if a)
+  args = common.parse_arg(arg, ("backbone", "task", "size", "runlocal"),
+                          "downstream.py")
   runlocal = bool(args.get("runlocal"))
   backbone = args.get("backbone", "unet")
   task = args.get("task", "segmentation")
   size = args.get("size", "tiny" if runlocal else "small")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.dataset = "toyworld"   # registered name or records directory
-  c.data_root = ""
-  c.toyworld = ml_collections.ConfigDict(dict(
-      num_train=4000, num_val=500, num_test=500, hr_size=64, grid=8, scale=4))
   target = "labels" if task == "classification" else "mask_objects"
-  c.data = ml_collections.ConfigDict(dict(
-      path="", fields=("hr", target), augment=True, worker_count=0,
-      num_threads=4, verify=True))
   # Classification: the trainer's softmax CE on "logits"; dense tasks bring
   # their loss in aux_losses ("ce", "dice", "l1"/"l2").
-  c.task = "single_label" if task == "classification" else task
+  c = common.base(fields=("hr", target), task="single_label"
+                  if task == "classification" else task)
   # toyworld: 6 scene classes; its objects mask has 6 + background.
   c.model = ml_collections.ConfigDict(model_config(
       backbone, task, 6 if task == "classification" else 7, size,
       target_key=target))
   c.aux_weights = ml_collections.ConfigDict(dict(ce=1.0, dice=1.0, l1=1.0,
                                                   l2=1.0))
-  c.batch_size = 32
-  c.total_steps = 3000
-  c.optim = ml_collections.ConfigDict(dict(
-      name="adamw", lr=1e-3, warmup_steps=100, grad_clip=1.0,
-      schedule="cosine", weight_decay=1e-4, frozen=()))
-  c.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
-  c.sharding = ml_collections.ConfigDict(dict(rules=sharding.RULES))
-  c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=2))
-  c.log_every = 50
-  c.eval_every = 500
   # crossscale.evaluators.DownstreamEvaluator: segmentation pixel_accuracy,
   # mIoU, mean_f1; regression mae, rmse; classification accuracy.
   c.evals = ml_collections.ConfigDict(dict(
@@ -125,7 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.final_eval_split = ""  # the "test" evaluator above reports the task
 
   if runlocal:
-    c.toyworld.update(num_train=256, num_val=64, num_test=64)
+    c.toyworld.update(common.TOYWORLD_RUNLOCAL)
     c.batch_size = 16
     c.total_steps = 4
     c.checkpoint.every = 2

@@ -25,11 +25,11 @@ Resumable like every run: relaunch the same command.
 import ml_collections
 
 from crossscale.models import pretrain
-from experiments.configs import cross_scale, refseg
+from experiments.configs import _common as common, cross_scale, refseg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  opts = set((arg or "").split(",")) - {""}
+  opts = common.parse_arg(arg, ("runlocal", "text", "backbone"), "pretrain.py")
   runlocal = "runlocal" in opts
   c = cross_scale.get_config("runlocal" if runlocal else None)
   xs = c.model

@@ -16,27 +16,19 @@ Flips/rotations stay off: expressions name positions ("left of", "top").
 
 import ml_collections
 
-from crossscale import sharding
 from crossscale.models import refseg
+from experiments.configs import _common as common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = dict(a.split("=", 1) if "=" in a else (a, True)
-              for a in (arg or "").split(",") if a)
+  args = common.parse_arg(arg, ("runlocal", "mode"), "refseg.py")
   runlocal = bool(args.get("runlocal"))
   mode = args.get("mode", "adapters")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.dataset = "toyworld_referring"
-  c.data_root = ""
-  c.toyworld = ml_collections.ConfigDict(dict(
-      num_train=4000, num_val=500, num_test=500, hr_size=64, grid=8, scale=4))
-  c.data = ml_collections.ConfigDict(dict(
-      path="",
-      fields=("hr", "text_ids", "text_mask", "mask_target"),
-      augment=False,  # flips would contradict "left of", "top left", ...
-      worker_count=0, num_threads=4, verify=True))
-  c.task = "segmentation"
+  c = common.base(fields=("hr", "text_ids", "text_mask", "mask_target"),
+                  # flips would contradict "left of", "top left", ...
+                  augment=False, task="segmentation",
+                  dataset="toyworld_referring", total_steps=2000,
+                  frozen=refseg.frozen_patterns(mode))
   c.model = ml_collections.ConfigDict(dict(
       name="refseg",
       backbone=dict(widths=(32, 64, 128, 256), depths=(1, 1, 2, 1)),
@@ -47,17 +39,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       train_text_encoder=mode == "full_text",
       minilm_path=""))
   c.aux_weights = ml_collections.ConfigDict(dict(bce=1.0, dice=1.0))
-  c.batch_size = 32
-  c.total_steps = 2000
-  c.optim = ml_collections.ConfigDict(dict(
-      name="adamw", lr=1e-3, warmup_steps=100, weight_decay=1e-4,
-      grad_clip=1.0, schedule="cosine",
-      frozen=refseg.frozen_patterns(mode)))
-  c.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
-  c.sharding = ml_collections.ConfigDict(dict(rules=sharding.RULES))
-  c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=2))
-  c.log_every = 50
-  c.eval_every = 500
   c.evals = ml_collections.ConfigDict(dict(
       val=dict(type="referring", split="val"),
       test=dict(type="referring", split="test")))

@@ -22,7 +22,7 @@ stage (L1 only), whose checkpoint `--config.model.generator_init` takes.
 
 import ml_collections
 
-from crossscale import sharding
+from experiments.configs import _common as common
 
 FAMILIES = ("bicubic", "edsr", "swinir", "implicit", "gan", "gan_psnr",
             "diffusion")
@@ -74,38 +74,21 @@ AUX_WEIGHTS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = dict(a.split("=", 1) if "=" in a else (a, True)
-              for a in (arg or "").split(",") if a)
+  args = common.parse_arg(arg, ("model", "runlocal"), "sr.py")
   runlocal = bool(args.get("runlocal"))
   family = args.get("model", "edsr")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  gan = family.startswith("gan")
+  c = common.base(fields=("lr", "hr"),
+                  task="sr",   # no logits: trained on the weighted aux losses
+                  lr=2e-4 if gan else 1e-3, weight_decay=0.0,
+                  # The GAN's perceptual feature net is frozen (no optimizer
+                  # state).
+                  frozen=(r"^perceptual/",) if gan else ())
   c.family = family
-  c.dataset = "toyworld"   # registered name or LR/HR records directory
-  c.data_root = ""
-  c.toyworld = ml_collections.ConfigDict(dict(
-      num_train=4000, num_val=500, num_test=500, hr_size=64, grid=8, scale=4))
-  c.data = ml_collections.ConfigDict(dict(
-      path="", fields=("lr", "hr"), augment=True, worker_count=0,
-      num_threads=4, verify=True))
-  c.task = "sr"            # no logits: trained on the weighted aux losses
   c.model = ml_collections.ConfigDict(
       _model(family, c.toyworld.scale, 3, runlocal))
   c.aux_weights = ml_collections.ConfigDict(
       AUX_WEIGHTS.get(family, dict(l1=1.0)))
-  c.batch_size = 32
-  c.total_steps = 3000
-  c.optim = ml_collections.ConfigDict(dict(
-      name="adamw", lr=2e-4 if family.startswith("gan") else 1e-3,
-      warmup_steps=100, grad_clip=1.0, schedule="cosine",
-      # The GAN's perceptual feature net is frozen (no optimizer state).
-      weight_decay=0.0,
-      frozen=(r"^perceptual/",) if family.startswith("gan") else ()))
-  c.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
-  c.sharding = ml_collections.ConfigDict(dict(rules=sharding.RULES))
-  c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=2))
-  c.log_every = 50
-  c.eval_every = 500
   # --config.evals.test.feature_init=RUN adds "hrenc_dist": the feature
   # distance in a pretrained HR encoder of ours (experiments/configs/
   # pretrain.py with --config.model.hr_encoder.stride=1).
@@ -115,7 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.final_eval_split = ""  # the classification final eval does not apply
 
   if runlocal:
-    c.toyworld.update(num_train=256, num_val=64, num_test=64)
+    c.toyworld.update(common.TOYWORLD_RUNLOCAL)
     c.batch_size = 16
     c.total_steps = 4
     c.checkpoint.every = 2
