@@ -25,6 +25,7 @@ import tempfile
 
 import matplotlib
 import ml_collections
+import numpy as np
 from absl import flags
 
 from benchmarks import common as bench
@@ -82,7 +83,7 @@ def toyworld_options(quick: bool) -> dict:
 def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
                  quick: bool = True, steps: int = 0,
                  overrides: dict | None = None,
-                 work_dir: str | None = None) -> dict:
+                 work_dir: str | None = None, seeds: int = 1) -> dict:
   """Trains and evaluates (test split) every method at every budget.
 
   methods: names in METHODS, or a dict name -> flattened config overrides
@@ -91,10 +92,13 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
   `base_config(quick, data_dir)` (e.g. smaller widths, batch size); `steps`
   (> 0) sets total_steps. Budget 0 and 1 of the LR-using methods are one
   LR-only and one dense-HR run, shared by those methods. Runs write into
-  `work_dir` (a new temp dir if None).
-  Returns {"dataset", "grid", "budgets", "methods": {name: {"budget",
-  "accuracy", "mAP", "hr_tiles", "hr_fraction", "drift", "AP@10"}},
-  "table": one row per (method, budget)}.
+  `work_dir` (a new temp dir if None). `seeds` > 1 trains every cell with
+  seeds 0..seeds-1 (init, data order, sampling noise) and reports means;
+  "accuracy_seeds" / "accuracy_std" hold the spread.
+  Returns {"dataset", "grid", "budgets", "seeds", "methods": {name:
+  {"budget", "accuracy", "accuracy_std", "accuracy_seeds", "mAP",
+  "hr_tiles", "hr_fraction", "drift", "AP@10"}}, "table": one row per
+  (method, budget)}.
   """
   if not isinstance(methods, dict):
     methods = {m: METHODS[m] for m in methods}
@@ -112,13 +116,18 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
     else:
       key, method_overrides = (method, budget), methods[method]
     if key not in cache:
-      c = base_config(quick, data_dir)
-      c.update_from_flattened_dict(dict(overrides or {}))
-      if steps:
-        c.total_steps = steps
-      c.update_from_flattened_dict({**method_overrides, "model.budget": budget})
-      print(f"== {key[0]} @ budget {budget:.4g}", flush=True)
-      cache[key] = run_one(c, os.path.join(work, f"{key[0]}_{budget:.4f}"))
+      runs = []
+      for seed in range(seeds):
+        c = base_config(quick, data_dir)
+        c.update_from_flattened_dict(dict(overrides or {}))
+        if steps:
+          c.total_steps = steps
+        c.update_from_flattened_dict({**method_overrides, "seed": seed,
+                                      "model.budget": budget})
+        print(f"== {key[0]} @ budget {budget:.4g} seed {seed}", flush=True)
+        tag = f"{key[0]}_{budget:.4f}" + (f"_s{seed}" if seeds > 1 else "")
+        runs.append(run_one(c, os.path.join(work, tag)))
+      cache[key] = _mean_runs(runs)
     return cache[key]
 
   results = {}
@@ -127,18 +136,33 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
     results[m] = {
         "budget": list(budgets),
         "accuracy": [r.get("accuracy") for r in rows],
+        "accuracy_std": [r.get("accuracy_std") for r in rows],
+        "accuracy_seeds": [r.get("accuracy_seeds") for r in rows],
         "mAP": [r["mAP_macro"] for r in rows],
         "hr_tiles": [r["hr_tiles"] for r in rows],
         "hr_fraction": [r["hr_tiles"] / n_tiles for r in rows],
         "drift": [r.get("drift") for r in rows],
         "AP@10": [r.get("AP@10") for r in rows]}
   return {"dataset": manifest.name, "grid": manifest.grid,
-          "budgets": list(budgets), "methods": results,
+          "budgets": list(budgets), "seeds": seeds, "methods": results,
           "table": table_rows(results)}
 
 
-TABLE_COLUMNS = ["method", "budget", "hr_tiles", "accuracy", "mAP", "drift",
-                 "AP@10"]
+def _mean_runs(runs: list[dict]) -> dict:
+  """Per-key mean of the final metrics of one cell's seeds (None stays
+  None), plus "accuracy_seeds" and "accuracy_std" (population std)."""
+  out = {}
+  for k in runs[0]:
+    vals = [r.get(k) for r in runs]
+    out[k] = None if any(v is None for v in vals) else float(np.mean(vals))
+  if out.get("accuracy") is not None:
+    accs = [float(r["accuracy"]) for r in runs]
+    out["accuracy_seeds"], out["accuracy_std"] = accs, float(np.std(accs))
+  return out
+
+
+TABLE_COLUMNS = ["method", "budget", "hr_tiles", "accuracy", "accuracy_std",
+                 "mAP", "drift", "AP@10"]
 
 
 def table_rows(methods: dict) -> list[dict]:
@@ -147,7 +171,9 @@ def table_rows(methods: dict) -> list[dict]:
   for m, r in methods.items():
     for i, b in enumerate(r["budget"]):
       table.append({"method": m, "budget": b, "hr_tiles": r["hr_tiles"][i],
-                    "accuracy": r["accuracy"][i], "mAP": r["mAP"][i],
+                    "accuracy": r["accuracy"][i],
+                    "accuracy_std": (r.get("accuracy_std") or [None] * len(
+                        r["budget"]))[i], "mAP": r["mAP"][i],
                     "drift": r["drift"][i], "AP@10": r["AP@10"][i]})
   return table
 
@@ -160,7 +186,12 @@ def plot(results: dict, path: str | None = None, title: str | None = None):
   metric = "accuracy" if first["accuracy"][0] is not None else "mAP"
   fig, ax = plt.subplots(figsize=(6, 4))
   for m, r in methods.items():
-    ax.plot(r["hr_fraction"], r[metric], marker="o", label=m)
+    std = r.get(f"{metric}_std")
+    if std and all(v is not None for v in std) and any(std):
+      ax.errorbar(r["hr_fraction"], r[metric], yerr=std, marker="o",
+                  capsize=3, label=m)
+    else:
+      ax.plot(r["hr_fraction"], r[metric], marker="o", label=m)
   ax.set_xscale("symlog", linthresh=1 / 16)
   ax.set_xlabel("HR cost (fraction of tiles acquired)")
   ax.set_ylabel(f"test {metric}")
@@ -184,6 +215,11 @@ def main(argv=None):
                  help="> 0: also 'ours_pretrained', ours initialised from a "
                       "cross-scale pretraining run of N label-free steps on "
                       "the train split (benchmarks/pretrain.py)")
+  p.add_argument("--budgets", default=None,
+                 help="comma-separated budget ratios (default: 0,1/16,1/8,"
+                      "1/4,1/2,1 as decimals)")
+  p.add_argument("--seeds", type=int, default=1,
+                 help="train every cell with this many seeds; means + std")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   opts = toyworld_options(a.quick) if a.dataset == "toyworld" else None
@@ -197,8 +233,10 @@ def main(argv=None):
         pretrain.pretrain_config(data_dir, a.quick, a.pretrain_steps), pre_dir)
     methods["ours_pretrained"] = {"model.policy": "learned",
                                   "model_init": pre_dir}
-  res = run_tradeoff(data_dir, methods=methods, budgets=BUDGETS,
-                     quick=a.quick, steps=a.steps)
+  budgets = (tuple(float(b) for b in a.budgets.split(","))
+             if a.budgets else BUDGETS)
+  res = run_tradeoff(data_dir, methods=methods, budgets=budgets,
+                     quick=a.quick, steps=a.steps, seeds=a.seeds)
   results = res["methods"]
 
   # Step time of ours at 1/8 vs dense HR, full-size model, same batch.
@@ -216,7 +254,7 @@ def main(argv=None):
   bench.write_json(a.out, "tradeoff.json", {
       "machine": bench.machine(), "dataset": res["dataset"],
       "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],
-      "methods": results, "step_time": speed,
+      "methods": results, "step_time": speed, "seeds": a.seeds,
       "pretrain_steps": a.pretrain_steps})
   path = os.path.join(a.out, "tradeoff.png")
   plot(res, path)

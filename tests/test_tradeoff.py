@@ -1,0 +1,37 @@
+"""benchmarks.tradeoff: seed aggregation, table and figure (no training)."""
+
+import pytest
+
+from benchmarks import tradeoff
+
+
+def test_mean_runs_averages_seeds_and_keeps_their_spread():
+  runs = [{"accuracy": 0.5, "mAP_macro": 0.6, "hr_tiles": 8.0, "drift": None},
+          {"accuracy": 0.7, "mAP_macro": 0.8, "hr_tiles": 8.0, "drift": None}]
+  m = tradeoff._mean_runs(runs)  # pylint: disable=protected-access
+  assert m["accuracy"] == pytest.approx(0.6)
+  assert m["mAP_macro"] == pytest.approx(0.7)
+  assert m["hr_tiles"] == 8.0
+  assert m["drift"] is None
+  assert m["accuracy_seeds"] == [0.5, 0.7]
+  assert m["accuracy_std"] == pytest.approx(0.1)
+  # Multi-label runs have no accuracy: no spread either.
+  m = tradeoff._mean_runs([{"accuracy": None, "mAP_macro": 0.4}])  # pylint: disable=protected-access
+  assert m["accuracy"] is None and "accuracy_std" not in m
+
+
+def test_table_and_plot_with_and_without_spread(tmp_path):
+  methods = {
+      "ours": {"budget": [0.0, 0.125], "accuracy": [0.4, 0.8],
+               "accuracy_std": [0.0, 0.02], "mAP": [0.5, 0.9],
+               "hr_tiles": [0.0, 8.0], "hr_fraction": [0.0, 0.125],
+               "drift": [0.1, 0.05], "AP@10": [0.2, 0.6]},
+      "old": {"budget": [0.0, 0.125], "accuracy": [0.4, 0.7],
+              "mAP": [0.5, 0.8], "hr_tiles": [0.0, 8.0],
+              "hr_fraction": [0.0, 0.125], "drift": [0.1, 0.2],
+              "AP@10": [0.2, 0.5]}}
+  rows = tradeoff.table_rows(methods)
+  assert [r["accuracy_std"] for r in rows] == [0.0, 0.02, None, None]
+  path = tmp_path / "t.png"
+  tradeoff.plot({"dataset": "d", "methods": methods}, str(path))
+  assert path.stat().st_size > 1000
