@@ -2,7 +2,9 @@
 1-device step on (data, fsdp, model) meshes, cross-mesh checkpoint restore,
 activation rematerialisation."""
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -161,3 +163,34 @@ def test_remat_gives_the_same_loss_and_gradients(toyworld_small):
   assert float(l1) == pytest.approx(float(l0), rel=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6), g0, g1)
+
+
+@pytest.mark.parametrize("name", ["edsr", "swinir", "implicit", "text"])
+def test_sr_and_text_parameters_all_carry_logical_axes(name):
+  """Every parameter is created with logical axis names, so the sharding
+  rules (not a silent replication) decide where it lives."""
+  from crossscale.models import sr, text_encoder as te  # pylint: disable=g-import-not-at-top
+  lr = jnp.zeros((1, 8, 8, 3))
+  ids = jnp.zeros((1, 4), jnp.int32)
+  module, args = {
+      "edsr": (sr.EDSR(out_bands=3, scale=2, features=8, num_blocks=1), (lr,)),
+      "swinir": (sr.SwinIRLike(out_bands=3, scale=2, embed_dim=8, depths=(2,),
+                               num_heads=2, window_size=4,
+                               upsample_features=8), (lr,)),
+      "implicit": (sr.ImplicitSR(out_bands=3, scale=2, features=8,
+                                 num_blocks=1, hidden=(16,)), (lr,)),
+      "text": (te.TextEncoder(te.BertConfig(
+          vocab_size=20, hidden_size=8, num_hidden_layers=1,
+          num_attention_heads=2, intermediate_size=16,
+          max_position_embeddings=8)), (ids, ids)),
+  }[name]
+  method = None if name == "text" else module.predict
+  boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), *args,
+                                             method=method))["params"]
+  leaves = jax.tree_util.tree_leaves_with_path(
+      boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  bare = [jax.tree_util.keystr(k) for k, v in leaves
+          if not isinstance(v, nn.Partitioned)]
+  assert leaves and not bare, bare
+  for _, v in leaves:
+    assert len(v.names) == len(v.value.shape)

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -153,8 +154,8 @@ def test_shape_mismatch_names_tensor(tmp_path):
                       max_position_embeddings=6)
   rng = np.random.default_rng(0)
   ids = np.zeros((1, 2), np.int32)
-  params = jax.eval_shape(lambda: te.TextEncoder(cfg).init(
-      jax.random.key(0), ids, ids))["params"]
+  params = nn.meta.unbox(jax.eval_shape(lambda: te.TextEncoder(cfg).init(
+      jax.random.key(0), ids, ids))["params"])
   # Back to HF names, by hand, so the converter is checked both ways.
   sd = {"embeddings.word_embeddings.weight": rng.normal(size=(10, 8)),
         "embeddings.position_embeddings.weight": rng.normal(size=(6, 8)),

@@ -45,6 +45,14 @@ def Conv(features: int, kernel_size, axes=("conv_in", "conv_out"),
                  bias_init=part(_zeros, axes[1:]), **kwargs)
 
 
+def Embed(num_embeddings: int, features: int, axes=("tokens", "embed"),
+          **kwargs) -> nn.Embed:
+  """Table `[num_embeddings, features]` (linen's default init)."""
+  return nn.Embed(num_embeddings, features, embedding_init=part(
+      nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0),
+      axes), **kwargs)
+
+
 def LayerNorm(**kwargs) -> nn.LayerNorm:
   return nn.LayerNorm(scale_init=part(nn.initializers.ones, ("norm",)),
                       bias_init=part(_zeros, ("norm",)), **kwargs)

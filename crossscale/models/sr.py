@@ -167,8 +167,8 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.relu(nn.Conv(self.features, (3, 3), name="conv0")(x))
-    return x + self.res_scale * nn.Conv(self.features, (3, 3), name="conv1")(y)
+    y = nn.relu(layers.Conv(self.features, (3, 3), name="conv0")(x))
+    return x + self.res_scale * layers.Conv(self.features, (3, 3), name="conv1")(y)
 
 
 class EDSRBody(nn.Module):
@@ -179,11 +179,11 @@ class EDSRBody(nn.Module):
 
   @nn.compact
   def __call__(self, lr):
-    x = nn.Conv(self.features, (3, 3), name="head")(lr)
+    x = layers.Conv(self.features, (3, 3), name="head")(lr)
     y = x
     for i in range(self.num_blocks):
       y = ResBlock(self.features, self.res_scale, name=f"block{i}")(y)
-    return x + nn.Conv(self.features, (3, 3), name="body_conv")(y)
+    return x + layers.Conv(self.features, (3, 3), name="body_conv")(y)
 
 
 class Upsampler(nn.Module):
@@ -196,7 +196,7 @@ class Upsampler(nn.Module):
   def __call__(self, x):
     for i, r in enumerate(_prime_factors(self.scale)):
       x = pixel_shuffle(
-          nn.Conv(self.features * r * r, (3, 3), name=f"conv{i}")(x), r)
+          layers.Conv(self.features * r * r, (3, 3), name=f"conv{i}")(x), r)
     return x
 
 
@@ -222,7 +222,7 @@ class EDSR(SRModel):
     x = EDSRBody(self.features, self.num_blocks, self.res_scale,
                  name="body")(lr)                             # [B, h, w, F]
     x = Upsampler(self.features, s, name="upsampler")(x)      # [B, sh, sw, F]
-    return to_grid(nn.Conv(self.out_bands, (3, 3), name="tail")(x), out_hw)
+    return to_grid(layers.Conv(self.out_bands, (3, 3), name="tail")(x), out_hw)
 
 
 # ------------------------------------------------------------------ SwinIR
@@ -330,7 +330,7 @@ class ResidualSwinGroup(nn.Module):
     for i in range(self.depth):
       y = SwinBlock(self.num_heads, self.window_size, i % 2 == 1,
                     self.mlp_ratio, name=f"block{i}")(y)
-    return x + nn.Conv(x.shape[-1], (3, 3), name="conv")(y)
+    return x + layers.Conv(x.shape[-1], (3, 3), name="conv")(y)
 
 
 class SwinIRLike(SRModel):
@@ -356,17 +356,17 @@ class SwinIRLike(SRModel):
     ws = self.window_size
     x = jnp.pad(lr, ((0, 0), (0, -h % ws), (0, -w % ws), (0, 0)),
                 mode="reflect")
-    x = nn.Conv(self.embed_dim, (3, 3), name="head")(x)       # [B, h', w', D]
+    x = layers.Conv(self.embed_dim, (3, 3), name="head")(x)       # [B, h', w', D]
     y = x
     for i, d in enumerate(self.depths):
       y = ResidualSwinGroup(d, self.num_heads, ws, self.mlp_ratio,
                             name=f"group{i}")(y)
-    y = nn.LayerNorm(name="norm")(y)
-    x = x + nn.Conv(self.embed_dim, (3, 3), name="body_conv")(y)
-    x = nn.leaky_relu(nn.Conv(self.upsample_features, (3, 3),
+    y = layers.LayerNorm(name="norm")(y)
+    x = x + layers.Conv(self.embed_dim, (3, 3), name="body_conv")(y)
+    x = nn.leaky_relu(layers.Conv(self.upsample_features, (3, 3),
                               name="pre_upsample")(x), 0.01)
     x = Upsampler(self.upsample_features, s, name="upsampler")(x)
-    sr = nn.Conv(self.out_bands, (3, 3), name="tail")(x)
+    sr = layers.Conv(self.out_bands, (3, 3), name="tail")(x)
     return to_grid(sr[:, :h * s, :w * s], out_hw)
 
 
@@ -454,8 +454,8 @@ class _Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i, d in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(d, name=f"dense{i}")(x))
-    return nn.Dense(self.out, name=f"dense{len(self.hidden)}")(x)
+      x = nn.relu(layers.Dense(d, name=f"dense{i}")(x))
+    return layers.Dense(self.out, name=f"dense{len(self.hidden)}")(x)
 
 
 SR_MODELS = {

