@@ -38,7 +38,9 @@ targets standardised per band with the train statistics).
 Each side is scaled to [0, 1] by its own 99.9th percentile over the train
 windows (clipped); PSNR / SSIM (crossscale.image_metrics.fidelity, [0, 1])
 are means over the test windows.
-Writes OUT/sr_real_pairs.json and prints a table.
+Writes OUT/sr_real_pairs.json, OUT/sr_real_pairs.png (per pair, the test
+window with the most HR detail: LR, every model's SR and HR, with PSNR) and
+prints a table.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import tempfile
 import time
 
 import jax.numpy as jnp
+import matplotlib
 import numpy as np
 
 from benchmarks import common as bench
@@ -57,6 +60,9 @@ from benchmarks import sr_grid
 from crossscale import image_metrics, shards
 from crossscale.models import sr as sr_lib
 from data import common as data_common
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PAIRS = ("spacenet_pan_ms", "landsat8_pan_ms", "landsat7_pan_ms",
          "worldstrat")
@@ -275,16 +281,22 @@ def run(out_dir: str, preset: str = "quick", pairs=PAIRS, models=MODELS,
         src: str | None = None, log=print) -> dict:
   steps = STEPS[preset]
   t0 = time.time()
-  results, rows = {}, []
+  results, rows, examples = {}, [], {}
   for name in pairs:
     d = load_pair(name, src)
     log(f"{name}: {len(d['train']['hr'])} train / {len(d['test']['hr'])} "
         f"test windows, lr {d['train']['lr'].shape[1:]} -> hr "
         f"{d['train']['hr'].shape[1:]}")
     res = {}
+    hr = d["test"]["hr"]
+    i = int(np.argmax(hr.std((1, 2, 3))))   # the window with most detail
+    examples[name] = {"LR": d["test"]["lr"][i], "HR": hr[i],
+                      "window": d["windows"]["test"][i], "sr": {}}
     for family in models:
       sr, info = predict_model(family, d, steps)
-      res[family] = {**fidelity(sr, d["test"]["hr"]), **info}
+      res[family] = {**fidelity(sr, hr), **info}
+      examples[name]["sr"][family] = (np.clip(sr[i], 0.0, 1.0), fidelity(
+          sr[i:i + 1], hr[i:i + 1])["psnr"])
     ref = res.get("bicubic_ls", res.get("bicubic"))
     for family, r in res.items():
       rows.append({"pair": name, "sr": family, "psnr": r["psnr"],
@@ -304,7 +316,44 @@ def run(out_dir: str, preset: str = "quick", pairs=PAIRS, models=MODELS,
              "steps": steps, "machine": bench.machine(),
              "seconds": round(time.time() - t0, 1)}
   bench.write_json(out_dir, "sr_real_pairs.json", payload)
+  figure(examples, os.path.join(out_dir, "sr_real_pairs.png"))
   return payload
+
+
+def _show(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+  """`[h, w, C]` in [0, 1] -> what imshow draws: RGB when C == 3, else the
+  band mean in gray; stretched to its 1st-99th percentiles."""
+  x = img if img.shape[-1] == 3 else img.mean(-1)
+  lo, hi = np.percentile(x, (1, 99))
+  return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1), (
+      None if x.ndim == 3 else "gray")
+
+
+def figure(examples: dict, path: str) -> None:
+  """One row per pair: LR, each model's SR (with its PSNR on the window),
+  HR; LR bands averaged to gray unless there are 3."""
+  if not examples:
+    return
+  cols = max(len(e["sr"]) for e in examples.values()) + 2
+  fig, axes = plt.subplots(len(examples), cols, squeeze=False,
+                           figsize=(2.1 * cols, 2.3 * len(examples)))
+  for row, (name, e) in zip(axes, examples.items()):
+    panels = [("LR", e["LR"])] + [
+        (f"{f}\n{psnr:.2f} dB", img) for f, (img, psnr) in e["sr"].items()
+    ] + [("HR", e["HR"])]
+    for ax, (title, img) in zip(row, panels):
+      shown, cmap = _show(img)
+      ax.imshow(shown, cmap=cmap, interpolation="nearest")
+      ax.set_title(title, fontsize=8)
+      ax.set_xticks([])
+      ax.set_yticks([])
+    for ax in row[len(panels):]:
+      ax.axis("off")
+    row[0].set_ylabel(f"{name}\n{e['window']}", fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  print(f"wrote {path}")
 
 
 def main(argv=None):
