@@ -13,12 +13,18 @@ with and without freezing. `--dataset`: toyworld, spacenet_buildings or
 levircd (their referring sets, data/referring.py) or a records directory.
 
 The backbone is frozen in "adapters", so it should be a pretrained one:
-`--pretrain_steps N` (default: 150 quick, 1500 full) first trains the
-backbone as a scene classifier on toyworld (a different task and set:
-scene labels, not referring masks) through the same trainer and every mode
-starts from that checkpoint (`backbone_init`). Sets whose band count differs
-from toyworld's RGB (spacenet PAN, levircd's 6 bands) get a random backbone:
-the JSON records which.
+`--pretrain_steps N` (default: 150 quick, 1500 full) first pretrains it
+through the same trainer and every mode starts from that checkpoint
+(`backbone_init`). `--pretrain`:
+  classifier   a scene classifier on toyworld (a different task and set:
+               scene labels, not referring masks); RGB sets only.
+  cross_scale  label-free, on the referring set's own train images:
+               experiments/configs/pretrain.py:backbone (the backbone's
+               pooled features aligned with the LR regions, no masks, no
+               expressions); any band count (spacenet PAN, levircd's 6).
+  auto         (default) classifier for toyworld, cross_scale otherwise.
+  none         a random frozen backbone.
+The JSON records which.
 
 Writes OUT/rrsis.json, OUT/rrsis.png and prints a table.
 """
@@ -39,6 +45,7 @@ from benchmarks import common as bench
 from crossscale import optim, shards, train
 from data import registry
 from experiments.configs import lr_vit
+from experiments.configs import pretrain as pretrain_config
 from experiments.configs import refseg as refseg_config
 
 matplotlib.use("Agg")
@@ -91,6 +98,29 @@ def pretrain_backbone(quick: bool, steps: int, workdir: str,
   return os.path.join(workdir, "checkpoints", str(steps)), final
 
 
+def pretrain_backbone_cross_scale(steps: int, workdir: str, backbone: dict,
+                                  data_dir: str) -> tuple[str, dict]:
+  """Label-free cross-scale pretraining (LR/HR alignment, masked LR
+  modelling, the backbone aligned to the LR regions) on `data_dir`'s train
+  split; returns (final checkpoint dir, final metrics)."""
+  c = pretrain_config.get_config("backbone")
+  c.data.path = data_dir
+  c.model.backbone = backbone
+  c.model.sampler = None   # only the backbone is used downstream
+  c.batch_size = 32
+  c.total_steps = steps
+  c.optim.warmup_steps = min(50, steps // 10)
+  c.checkpoint.every = 10 ** 9
+  c.eval_every = 10 ** 9
+  c.log_every = 100
+  c.evals = ml_collections.ConfigDict(dict(
+      val=dict(type="classification", split="val")))
+  final = train.train_and_evaluate(c, workdir)
+  print(f"pretrained backbone (cross-scale, label-free): val "
+        f"{final['val']}", flush=True)
+  return os.path.join(workdir, "checkpoints", str(steps)), final
+
+
 def optimizer_bytes(config, data_dir: str) -> tuple[int, int, int, int]:
   """(trainable, total params, optimizer-state bytes with the config's
   freezing, without any) from shapes only (nothing is allocated)."""
@@ -116,6 +146,8 @@ def main(argv=None) -> None:
   p.add_argument("--out", required=True)
   p.add_argument("--steps", type=int, default=None)
   p.add_argument("--pretrain_steps", type=int, default=None)
+  p.add_argument("--pretrain", default="auto",
+                 choices=("auto", "classifier", "cross_scale", "none"))
   p.add_argument("--modes", default=",".join(MODES))
   p.add_argument("--data_root", default=None)
   a = p.parse_args(argv)
@@ -126,14 +158,29 @@ def main(argv=None) -> None:
   tmp = tempfile.mkdtemp(prefix="rrsis_")
   backbone_init, pretrain = "", None
   probe = base_config(a.quick, data_dir, MODES[0])
-  if pre_steps > 0 and manifest.hr_shape[-1] == 3:
-    t0 = time.time()
+  kind = a.pretrain if pre_steps > 0 else "none"
+  if kind == "auto":
+    kind = "classifier" if a.dataset == "toyworld" else "cross_scale"
+  if kind == "classifier" and manifest.hr_shape[-1] != 3:
+    raise ValueError(f"--pretrain classifier trains on RGB toyworld; "
+                     f"{data_dir} has {manifest.hr_shape[-1]} HR bands: use "
+                     "--pretrain cross_scale (label-free, any bands).")
+  t0 = time.time()
+  if kind == "classifier":
     backbone_init, final = pretrain_backbone(
         a.quick, pre_steps, os.path.join(tmp, "pretrain"),
         probe.model.backbone.to_dict())
     pretrain = {"steps": pre_steps, "task": "toyworld scene classification",
-                "val_accuracy": final["val"]["accuracy"],
-                "seconds": round(time.time() - t0, 1)}
+                "val_accuracy": final["val"]["accuracy"]}
+  elif kind == "cross_scale":
+    backbone_init, final = pretrain_backbone_cross_scale(
+        pre_steps, os.path.join(tmp, "pretrain"),
+        probe.model.backbone.to_dict(), data_dir)
+    pretrain = {"steps": pre_steps, "task": "label-free cross-scale "
+                "alignment on the set's train images (pretrain.py:backbone)",
+                "val": final["val"]}
+  if pretrain:
+    pretrain["seconds"] = round(time.time() - t0, 1)
   methods, rows = {}, []
   for mode in a.modes.split(","):
     c = base_config(a.quick, data_dir, mode)
@@ -174,7 +221,7 @@ def main(argv=None) -> None:
   bench.write_json(a.out, "rrsis.json", {
       "dataset": manifest.name, "data_dir": data_dir, "quick": a.quick,
       "steps": c.total_steps, "batch_size": c.batch_size, "seed": c.seed,
-      "backbone_init": "toyworld classification pretrain" if backbone_init
+      "backbone_init": pretrain["task"] if backbone_init
       else "random (frozen in adapters/decoder_only)", "pretrain": pretrain,
       "text_encoder": c.model.text_encoder, "methods": methods,
       "miou_gap_full_minus_adapters": gap, "machine": bench.machine()})
