@@ -10,7 +10,9 @@ r"""Does cross-scale pretraining help the cost-aware model at budget 1/8?
    encoders (`config.model_init`; `--lr_scale F` fine-tunes them at F times
    the learning rate), over `--seeds` seeds; `--labelled N`
    fine-tunes on N labelled scenes (pretraining used all, without labels).
-3. Reports test accuracy / mAP / drift of both. Writes OUT/pretrain.json.
+3. Reports test accuracy / mAP / drift of both. `--steps 100,200,400` repeats
+   2. for each fine-tuning length (each a complete schedule) and plots
+   accuracy vs steps. Writes OUT/pretrain.json (and OUT/pretrain.png).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 import tempfile
 
+import matplotlib
 import numpy as np
 from absl import flags
 
@@ -27,6 +30,9 @@ from benchmarks import tradeoff
 from crossscale import shards, train
 from data import registry
 from experiments.configs import pretrain
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def pretrain_config(data_dir: str, quick: bool, steps: int):
@@ -65,7 +71,9 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out", required=True)
   p.add_argument("--pretrain_steps", type=int, default=0)
-  p.add_argument("--steps", type=int, default=0, help="fine-tuning steps")
+  p.add_argument("--steps", default="",
+                 help="fine-tuning steps; a comma list (e.g. 100,200,400) "
+                      "gives accuracy vs steps (pretrain.png)")
   p.add_argument("--seeds", type=int, default=2)
   p.add_argument("--labelled", type=int, default=0,
                  help="fine-tune on the first N train scenes only (toyworld; "
@@ -87,21 +95,49 @@ def main(argv=None):
   work = tempfile.mkdtemp(prefix="pretrain_")
   pre_steps = a.pretrain_steps or (600 if a.quick else 3000)
 
+  steps_list = [int(v) for v in a.steps.split(",")] if a.steps else [0]
   pre_dir = os.path.join(work, "pretrain")
   pre = train.train_and_evaluate(
       pretrain_config(data_dir, a.quick, pre_steps), pre_dir)
   print(f"pretraining ({pre_steps} steps): {pre['test']}", flush=True)
 
+  curve = []
+  for steps in steps_list:
+    curve.append(compare(ft_dir, a.quick, steps, a.seeds, pre_dir, a.lr_scale,
+                         os.path.join(work, f"ft{steps}")))
+  for point in curve:
+    print(f"\nfine-tuning {point['finetune_steps']} steps, budget 1/8, "
+          f"{a.seeds} seeds:")
+    bench.print_table(point["summary"], ["init", "accuracy", "accuracy_std",
+                                         "mAP", "drift", "seeds"])
+    print(f"pretrained - scratch accuracy: "
+          f"{100 * point['accuracy_gain']:+.2f} points; pretrained ahead on "
+          f"{point['seeds_ahead']} of {a.seeds} seeds", flush=True)
+  bench.write_json(a.out, "pretrain.json", {
+      "dataset": a.dataset, "quick": a.quick, "budget": 1 / 8,
+      "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
+          "train"),
+      "pretrain_steps": pre_steps, "pretrained_lr_scale": a.lr_scale,
+      "pretrain_eval": pre["test"], "curve": curve,
+      "machine": bench.machine()})
+  if len(curve) > 1:
+    _plot(curve, os.path.join(a.out, "pretrain.png"), pre_steps)
+
+
+def compare(data_dir: str, quick: bool, steps: int, seeds: int, pre_dir: str,
+            lr_scale: float, work: str) -> dict:
+  """Fine-tunes from scratch and from `pre_dir` for `steps` steps over
+  `seeds` seeds (same seeds for both); per-seed finals and a summary."""
   runs = {"scratch": [], "pretrained": []}
-  for seed in range(a.seeds):
+  for seed in range(seeds):
     for name, init in (("scratch", ""), ("pretrained", pre_dir)):
-      c = finetune_config(ft_dir, a.quick, a.steps, seed, init, a.lr_scale)
+      c = finetune_config(data_dir, quick, steps, seed, init, lr_scale)
       final = train.train_and_evaluate(
           c, os.path.join(work, f"{name}_{seed}"))["final"]
       runs[name].append({k: final.get(k) for k in
                          ("accuracy", "mAP_macro", "drift", "hr_tiles")})
-      print(f"== {name} seed {seed}: {runs[name][-1]}", flush=True)
-
+      print(f"== {steps} steps, {name} seed {seed}: {runs[name][-1]}",
+            flush=True)
   rows = []
   for name, rs in runs.items():
     acc = np.array([r["accuracy"] for r in rs])
@@ -110,20 +146,30 @@ def main(argv=None):
                  "mAP": float(np.mean([r["mAP_macro"] for r in rs])),
                  "drift": float(np.mean([r["drift"] for r in rs])),
                  "seeds": len(rs)})
-  bench.print_table(rows, ["init", "accuracy", "accuracy_std", "mAP", "drift",
-                           "seeds"])
-  gain = rows[1]["accuracy"] - rows[0]["accuracy"]
-  print(f"pretrained - scratch accuracy at budget 1/8: {100 * gain:+.2f} "
-        "points", flush=True)
-  bench.write_json(a.out, "pretrain.json", {
-      "dataset": a.dataset, "quick": a.quick, "budget": 1 / 8,
-      "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
-          "train"),
-      "pretrain_steps": pre_steps, "pretrained_lr_scale": a.lr_scale,
-      "finetune_steps": finetune_config(data_dir, a.quick, a.steps, 0,
-                                        "").total_steps,
-      "pretrain_eval": pre["test"], "runs": runs, "summary": rows,
-      "accuracy_gain": gain, "machine": bench.machine()})
+  ahead = sum(p["accuracy"] > s["accuracy"] for s, p in
+              zip(runs["scratch"], runs["pretrained"]))
+  return {"finetune_steps": finetune_config(data_dir, quick, steps, 0,
+                                            "").total_steps,
+          "runs": runs, "summary": rows, "seeds_ahead": int(ahead),
+          "accuracy_gain": rows[1]["accuracy"] - rows[0]["accuracy"]}
+
+
+def _plot(curve: list[dict], path: str, pre_steps: int) -> None:
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  x = [p["finetune_steps"] for p in curve]
+  for i, name in enumerate(("scratch", "pretrained")):
+    y = [p["summary"][i]["accuracy"] for p in curve]
+    e = [p["summary"][i]["accuracy_std"] for p in curve]
+    ax.errorbar(x, y, yerr=e, marker="o", capsize=3,
+                label=name if name == "scratch" else
+                f"pretrained ({pre_steps} label-free steps)")
+  ax.set_xlabel("fine-tuning steps (each a full schedule)")
+  ax.set_ylabel("test accuracy at budget 1/8")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  print(f"wrote {path}")
 
 
 if __name__ == "__main__":
