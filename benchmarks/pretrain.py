@@ -54,7 +54,8 @@ def pretrain_config(data_dir: str, quick: bool, steps: int):
 
 
 def finetune_config(data_dir: str, quick: bool, steps: int, seed: int,
-                    init: str, lr_scale: float = 1.0):
+                    init: str, lr_scale: float = 1.0,
+                    init_keys: tuple[str, ...] = ()):
   c = tradeoff.base_config(quick, data_dir)
   c.model.budget = 1 / 8
   c.seed = seed
@@ -62,6 +63,8 @@ def finetune_config(data_dir: str, quick: bool, steps: int, seed: int,
     c.total_steps = steps
   c.model_init = init
   c.model_init_lr_scale = lr_scale
+  if init_keys:
+    c.model_init_keys = tuple(init_keys)
   return c
 
 
@@ -78,6 +81,10 @@ def main(argv=None):
   p.add_argument("--labelled", type=int, default=0,
                  help="fine-tune on the first N train scenes only (toyworld; "
                       "pretraining still sees the whole train split)")
+  p.add_argument("--init_keys", default="",
+                 help="comma list of the parts taken from the pretraining "
+                      "run (default: config.model_init_keys: lr_encoder, "
+                      "hr_encoder, sampler)")
   p.add_argument("--lr_scale", type=float, default=1.0,
                  help="learning-rate factor of the pretrained parts when "
                       "fine-tuning (config.model_init_lr_scale)")
@@ -96,6 +103,7 @@ def main(argv=None):
   pre_steps = a.pretrain_steps or (600 if a.quick else 3000)
 
   steps_list = [int(v) for v in a.steps.split(",")] if a.steps else [0]
+  init_keys = tuple(k for k in a.init_keys.split(",") if k)
   pre_dir = os.path.join(work, "pretrain")
   pre = train.train_and_evaluate(
       pretrain_config(data_dir, a.quick, pre_steps), pre_dir)
@@ -104,7 +112,7 @@ def main(argv=None):
   curve = []
   for steps in steps_list:
     curve.append(compare(ft_dir, a.quick, steps, a.seeds, pre_dir, a.lr_scale,
-                         os.path.join(work, f"ft{steps}")))
+                         os.path.join(work, f"ft{steps}"), init_keys))
   for point in curve:
     print(f"\nfine-tuning {point['finetune_steps']} steps, budget 1/8, "
           f"{a.seeds} seeds:")
@@ -118,6 +126,8 @@ def main(argv=None):
       "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
           "train"),
       "pretrain_steps": pre_steps, "pretrained_lr_scale": a.lr_scale,
+      "init_keys": list(init_keys or finetune_config(
+          data_dir, a.quick, 0, 0, "").model_init_keys),
       "pretrain_eval": pre["test"], "curve": curve,
       "machine": bench.machine()})
   if len(curve) > 1:
@@ -125,13 +135,15 @@ def main(argv=None):
 
 
 def compare(data_dir: str, quick: bool, steps: int, seeds: int, pre_dir: str,
-            lr_scale: float, work: str) -> dict:
+            lr_scale: float, work: str, init_keys: tuple[str, ...] = ()
+            ) -> dict:
   """Fine-tunes from scratch and from `pre_dir` for `steps` steps over
   `seeds` seeds (same seeds for both); per-seed finals and a summary."""
   runs = {"scratch": [], "pretrained": []}
   for seed in range(seeds):
     for name, init in (("scratch", ""), ("pretrained", pre_dir)):
-      c = finetune_config(data_dir, quick, steps, seed, init, lr_scale)
+      c = finetune_config(data_dir, quick, steps, seed, init, lr_scale,
+                          init_keys)
       final = train.train_and_evaluate(
           c, os.path.join(work, f"{name}_{seed}"))["final"]
       runs[name].append({k: final.get(k) for k in
