@@ -320,10 +320,10 @@ def run(out_dir: str, preset: str = "quick", pairs=PAIRS, models=MODELS,
   return payload
 
 
-def _show(img: np.ndarray) -> tuple[np.ndarray, str | None]:
-  """`[h, w, C]` in [0, 1] -> what imshow draws: RGB when C == 3, else the
+def _show(img: np.ndarray, rgb: bool) -> tuple[np.ndarray, str | None]:
+  """`[h, w, C]` in [0, 1] -> what imshow draws: RGB when `rgb`, else the
   band mean in gray; stretched to its 1st-99th percentiles."""
-  x = img if img.shape[-1] == 3 else img.mean(-1)
+  x = img if rgb else img.mean(-1)
   lo, hi = np.percentile(x, (1, 99))
   return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1), (
       None if x.ndim == 3 else "gray")
@@ -331,7 +331,7 @@ def _show(img: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 def figure(examples: dict, path: str) -> None:
   """One row per pair: LR, each model's SR (with its PSNR on the window),
-  HR; LR bands averaged to gray unless there are 3."""
+  HR; in colour when both sides are 3-band RGB, else band means in gray."""
   if not examples:
     return
   cols = max(len(e["sr"]) for e in examples.values()) + 2
@@ -341,15 +341,18 @@ def figure(examples: dict, path: str) -> None:
     panels = [("LR", e["LR"])] + [
         (f"{f}\n{psnr:.2f} dB", img) for f, (img, psnr) in e["sr"].items()
     ] + [("HR", e["HR"])]
+    rgb = e["LR"].shape[-1] == 3 and e["HR"].shape[-1] == 3
     for ax, (title, img) in zip(row, panels):
-      shown, cmap = _show(img)
+      shown, cmap = _show(img, rgb)
       ax.imshow(shown, cmap=cmap, interpolation="nearest")
       ax.set_title(title, fontsize=8)
       ax.set_xticks([])
       ax.set_yticks([])
     for ax in row[len(panels):]:
       ax.axis("off")
-    row[0].set_ylabel(f"{name}\n{e['window']}", fontsize=7)
+    where = re.search(r"r\d+_c\d+$", e["window"])
+    row[0].set_ylabel(f"{name}\n{where.group() if where else e['window']}",
+                      fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
