@@ -73,16 +73,10 @@ def base_config(quick: bool, data_dir: str, mode: str
   return c
 
 
-def pretrain_backbone(quick: bool, steps: int, workdir: str,
-                      backbone: dict) -> str:
-  """Trains the refseg backbone as a toyworld scene classifier; returns the
-  final checkpoint dir (for backbone_init)."""
-  c = lr_vit.get_config()
-  opts = dict(c.toyworld.to_dict(), num_train=2000 if quick else 4000)
-  c.data.path = registry.resolve("toyworld", None, opts)
-  c.data.fields = ("hr", "labels")
-  c.model = ml_collections.ConfigDict(dict(name="refseg_backbone_cls",
-                                           backbone=backbone))
+def _pretrain_run(c: ml_collections.ConfigDict, steps: int,
+                  workdir: str) -> tuple[str, dict]:
+  """Trains `c` for `steps` (batch 32, a val eval at the end only);
+  returns (its final checkpoint dir, for backbone_init; final metrics)."""
   c.batch_size = 32
   c.total_steps = steps
   c.optim.warmup_steps = min(50, steps // 10)
@@ -93,32 +87,37 @@ def pretrain_backbone(quick: bool, steps: int, workdir: str,
       val=dict(type="classification", split="val")))
   c.final_eval_split = ""
   final = train.train_and_evaluate(c, workdir)
+  return os.path.join(workdir, "checkpoints", str(steps)), final
+
+
+def pretrain_backbone(quick: bool, steps: int, workdir: str,
+                      backbone: dict) -> tuple[str, dict]:
+  """Trains the refseg backbone as a toyworld scene classifier."""
+  c = lr_vit.get_config()
+  opts = dict(c.toyworld.to_dict(), num_train=2000 if quick else 4000)
+  c.data.path = registry.resolve("toyworld", None, opts)
+  c.data.fields = ("hr", "labels")
+  c.model = ml_collections.ConfigDict(dict(name="refseg_backbone_cls",
+                                           backbone=backbone))
+  ckpt, final = _pretrain_run(c, steps, workdir)
   print(f"pretrained backbone: toyworld val accuracy "
         f"{final['val']['accuracy']:.3f}", flush=True)
-  return os.path.join(workdir, "checkpoints", str(steps)), final
+  return ckpt, final
 
 
 def pretrain_backbone_cross_scale(steps: int, workdir: str, backbone: dict,
                                   data_dir: str) -> tuple[str, dict]:
   """Label-free cross-scale pretraining (LR/HR alignment, masked LR
   modelling, the backbone aligned to the LR regions) on `data_dir`'s train
-  split; returns (final checkpoint dir, final metrics)."""
+  split."""
   c = pretrain_config.get_config("backbone")
   c.data.path = data_dir
   c.model.backbone = backbone
   c.model.sampler = None   # only the backbone is used downstream
-  c.batch_size = 32
-  c.total_steps = steps
-  c.optim.warmup_steps = min(50, steps // 10)
-  c.checkpoint.every = 10 ** 9
-  c.eval_every = 10 ** 9
-  c.log_every = 100
-  c.evals = ml_collections.ConfigDict(dict(
-      val=dict(type="classification", split="val")))
-  final = train.train_and_evaluate(c, workdir)
+  ckpt, final = _pretrain_run(c, steps, workdir)
   print(f"pretrained backbone (cross-scale, label-free): val "
         f"{final['val']}", flush=True)
-  return os.path.join(workdir, "checkpoints", str(steps)), final
+  return ckpt, final
 
 
 def optimizer_bytes(config, data_dir: str) -> tuple[int, int, int, int]:
