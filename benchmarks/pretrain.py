@@ -35,14 +35,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def pretrain_config(data_dir: str, quick: bool, steps: int):
-  """The pretraining config with the tradeoff model's encoder sizes."""
+def pretrain_config(data_dir: str, quick: bool, steps: int,
+                    contrast_tiles: int = 0):
+  """The pretraining config with the tradeoff model's encoder sizes;
+  `contrast_tiles` > 0 adds the HR tile contrast."""
   xs = tradeoff.base_config(quick, data_dir)
   c = pretrain.get_config()
   c.data.path = data_dir
   c.model.lr_encoder = xs.model.lr_encoder.to_dict()
   c.model.hr_encoder = xs.model.hr_encoder.to_dict()
   c.model.sampler = xs.model.sampler.to_dict()
+  c.model.contrast_tiles = contrast_tiles
   c.batch_size = xs.batch_size
   c.total_steps = steps
   c.optim.warmup_steps = max(1, steps // 10)
@@ -85,6 +88,9 @@ def main(argv=None):
                  help="comma list of the parts taken from the pretraining "
                       "run (default: config.model_init_keys: lr_encoder, "
                       "hr_encoder, sampler)")
+  p.add_argument("--contrast_tiles", type=int, default=0,
+                 help="HR tiles per scene in the pretraining's tile "
+                      "contrast (config.model.contrast_tiles; 0: off)")
   p.add_argument("--lr_scale", type=float, default=1.0,
                  help="learning-rate factor of the pretrained parts when "
                       "fine-tuning (config.model_init_lr_scale)")
@@ -106,7 +112,8 @@ def main(argv=None):
   init_keys = tuple(k for k in a.init_keys.split(",") if k)
   pre_dir = os.path.join(work, "pretrain")
   pre = train.train_and_evaluate(
-      pretrain_config(data_dir, a.quick, pre_steps), pre_dir)
+      pretrain_config(data_dir, a.quick, pre_steps, a.contrast_tiles),
+      pre_dir)
   print(f"pretraining ({pre_steps} steps): {pre['test']}", flush=True)
 
   curve = []
@@ -126,6 +133,7 @@ def main(argv=None):
       "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
           "train"),
       "pretrain_steps": pre_steps, "pretrained_lr_scale": a.lr_scale,
+      "contrast_tiles": a.contrast_tiles,
       "init_keys": list(init_keys or finetune_config(
           data_dir, a.quick, 0, 0, "").model_init_keys),
       "pretrain_eval": pre["test"], "curve": curve,

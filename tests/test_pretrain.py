@@ -202,3 +202,76 @@ def test_learned_feature_distance_from_the_pretraining_run(pretrain_run,
   assert res["hrenc_dist"] != pytest.approx(res["randfeat_dist"])
   with pytest.raises(FileNotFoundError, match="feature_init"):
     sr_gan.encoder_feature_net(workdir + "/nope", 3)
+
+
+def _standardise_tiles(x):
+  """Per tile and channel zero mean, unit std: `[B, T, t, t, C]`."""
+  m = x.mean((2, 3), keepdims=True)
+  return (x - m) / x.std((2, 3), keepdims=True)
+
+
+def test_tile_views_are_affine_per_channel_and_shifted():
+  x = jax.random.normal(jax.random.key(0), (2, 5, 8, 8, 3))
+  v = pretrain.tile_views(jax.random.key(1), x, 0)
+  assert v.shape == x.shape
+  zx, zv = _standardise_tiles(x), _standardise_tiles(v)
+  # Without shift each tile/channel is +-(an affine map) of the original ...
+  sign = jnp.sign((zx * zv).mean((2, 3), keepdims=True))
+  np.testing.assert_allclose(zv, sign * zx, atol=1e-4)
+  # ... one sign per tile (brightness inversion), both signs occur.
+  assert (jnp.abs(sign.std(-1)) < 1e-6).all()
+  assert 0 < float((sign[..., 0] < 0).mean()) < 1
+  # With a shift of at most 1 px every tile is a rolled affine view.
+  v = pretrain.tile_views(jax.random.key(2), x, 1)
+  zv = _standardise_tiles(v)
+  rolled = [jnp.roll(zx, (dy, dx), axis=(2, 3))
+            for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+  err = jnp.stack([jnp.minimum(jnp.abs(zv - r).max((2, 3, 4)),
+                               jnp.abs(zv + r).max((2, 3, 4)))
+                   for r in rolled])                           # [9, B, T]
+  assert (err.min(0) < 1e-4).all()
+  assert (err[4] > 1e-2).any()      # some tile did move
+
+
+def test_detail_weighted_tiles_pick_the_tiles_with_hr_detail():
+  hr = jnp.zeros((3, 16, 16, 1))
+  rng = np.random.default_rng(0)
+  hr = hr.at[:, 4:8, 8:12].set(rng.normal(size=(3, 4, 4, 1)))   # tile 6
+  hr = hr.at[:, 12:16, 0:4].set(rng.normal(size=(3, 4, 4, 1)))  # tile 12
+  idx = pretrain.detail_weighted_tiles(jax.random.key(0), hr, 4, 2, 2)
+  assert idx.shape == (3, 2)
+  for row in np.asarray(idx):
+    assert sorted(row) == [6, 12]
+  idx = pretrain.detail_weighted_tiles(jax.random.key(0), hr, 4, 2, 5)
+  assert all(len(set(r)) == 5 for r in np.asarray(idx).tolist())
+
+
+def test_tile_contrast_loss_trains_the_hr_encoder(toyworld_small):
+  c = pretrain_config.get_config("runlocal")
+  c.model.contrast_tiles = 3
+  manifest = shards.load_manifest(toyworld_small)
+  model = train.make_model(c, manifest)
+  batch = jax.tree.map(jnp.asarray, train.example_batch(
+      manifest, c.data.fields, 4))
+  rngs = {"params": jax.random.key(0), "selection": jax.random.key(1)}
+  params = nn.meta.unbox(model.init(rngs, batch, train=False)["params"])
+  assert "contrast_proj" in params
+
+  def loss(p):
+    out = model.apply({"params": p}, batch, train=True,
+                      rngs={"selection": jax.random.key(2)})
+    return out["aux_losses"]["hr_contrast"], out
+  (l, out), g = jax.value_and_grad(loss, has_aux=True)(params)
+  assert np.isfinite(float(l)) and float(l) > 0
+  assert 0.0 <= float(out["metrics"]["contrast_top1"][0]) <= 1.0
+  hr_grad = sum(float(jnp.abs(v).sum()) for v in
+                jax.tree.leaves(g["hr_encoder"]))
+  lr_grad = sum(float(jnp.abs(v).sum()) for v in
+                jax.tree.leaves(g["lr_encoder"]))
+  assert hr_grad > 0 and lr_grad == 0
+  # Off by default: no parameters, no loss.
+  c.model.contrast_tiles = 0
+  model = train.make_model(c, manifest)
+  out = model.apply(model.init(rngs, batch, train=False), batch, train=True,
+                    rngs={"selection": jax.random.key(2)})
+  assert "hr_contrast" not in out["aux_losses"]

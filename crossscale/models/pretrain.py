@@ -8,6 +8,7 @@ tile grid G x G, N = G*G):
   HR scene ──T random tiles──> HR tile encoder ──> [B, T, D_hr] ─> detail head: tile minus LR block means
                  alignment: sigmoid pairwise loss, region b,i <-> tile b,i positive, every other
                  (region, tile) pair of the batch negative (other scenes AND other tiles of the scene)
+  HR scene ──C detail-rich tiles, two photometric/shifted views──> HR tile encoder ─> tile contrast (view a <-> view b)
   optional: HR scene ──> hierarchical backbone (refseg's) ──> pooled onto the grid ──> same alignment
   optional: pooled LR tokens <-> frozen MiniLM embeddings of "A satellite image of {class}"
 
@@ -30,6 +31,17 @@ Why these two objectives (the cost-aware model's needs):
   hold) from the tile latent, so alignment (which rewards HR latents that
   LR can predict) cannot strip the HR encoder of the detail that makes
   buying a tile worthwhile.
+- Tile contrast (`contrast_tiles` > 0): two views of the same HR tile
+  (per-view random channel gain/offset, brightness inversion, a shift of up
+  to `contrast_shift` pixels) must match each other and no other tile of
+  the batch. Alignment and detail reconstruction reward what LR predicts
+  and pixel-exact residuals; neither asks the HR encoder to tell apart
+  *kinds* of fine structure (roof vs. car park texture, stripes vs. checks)
+  independent of their colour and exact position, which is what the
+  recognition head needs from a bought tile. The C tiles are drawn with
+  probability growing with their HR detail energy (Gumbel top-k on its log,
+  label-free), so the contrast is spent on tiles worth buying, not on
+  plain background that every view of every scene shares.
 - Text (optional): a projection of the pooled LR tokens onto the frozen text
   encoder's space, trained with class prompts; gives zero-shot recognition
   with new prompts (benchmarks/transfer.py).
@@ -98,6 +110,37 @@ def pair_sigmoid_loss(a: jnp.ndarray, b: jnp.ndarray, log_t, bias
   return -jax.nn.log_sigmoid(z * logits).sum() / a.shape[0]
 
 
+def detail_weighted_tiles(key: jax.Array, hr: jnp.ndarray, grid: int,
+                          scale: int, n: int) -> jnp.ndarray:
+  """`[B, n]` distinct tile indices of `hr: [B, H, W, C]` drawn without
+  replacement with probability proportional to each tile's HR detail energy
+  (what an LR pixel at `scale` cannot hold): Gumbel top-n on its log."""
+  energy = jnp.log(tiles.hr_detail(tiles.to_tiles(hr, grid), scale) + 1e-4)
+  idx, _ = selection.topk_indices(
+      energy + jax.random.gumbel(key, energy.shape), n)     # [B, n]
+  return idx
+
+
+def tile_views(key: jax.Array, tile_pixels: jnp.ndarray, max_shift: int
+               ) -> jnp.ndarray:
+  """A random view of each tile `[B, T, t, t, C]` of standardised pixels
+  (same shape): per tile a sign flip about the band mean (p = 1/2), a
+  per-channel gain in [0.6, 1.4] and offset in [-0.5, 0.5] std, and a cyclic shift of up to `max_shift` pixels per axis, drawn per tile.
+  No flips or rotations: orientation is content (it tells stripes apart)."""
+  B, T = tile_pixels.shape[:2]
+  C = tile_pixels.shape[-1]
+  k_inv, k_gain, k_off, k_shift = jax.random.split(key, 4)
+  inv = jax.random.bernoulli(k_inv, 0.5, (B, T, 1, 1, 1))
+  x = jnp.where(inv, -tile_pixels, tile_pixels)
+  x = x * jax.random.uniform(k_gain, (B, T, 1, 1, C), minval=0.6, maxval=1.4)
+  x = x + jax.random.uniform(k_off, (B, T, 1, 1, C), minval=-0.5, maxval=0.5)
+  if max_shift:
+    shifts = jax.random.randint(k_shift, (B * T, 2), -max_shift, max_shift + 1)
+    roll = jax.vmap(lambda img, s: jnp.roll(img, (s[0], s[1]), axis=(0, 1)))
+    x = roll(x.reshape((B * T,) + x.shape[2:]), shifts).reshape(x.shape)
+  return x
+
+
 def _normalize(x, eps=1e-6):
   return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
 
@@ -132,6 +175,9 @@ class CrossScalePretrain(nn.Module):
   embed_dim: int = 128                 # alignment space
   num_target_tiles: int = 8            # HR tiles encoded per scene (T)
   mask_ratio: float = 0.5              # LR patches masked for masked modelling
+  contrast_tiles: int = 0              # C: HR tiles per scene in the tile
+                                       # contrast (0: off)
+  contrast_shift: int = 1              # max shift (px) between the two views
   text: bool = False                   # class-prompt alignment (zero-shot)
   prompt: str = PROMPT
   minilm_path: str = ""
@@ -163,6 +209,13 @@ class CrossScalePretrain(nn.Module):
                                 name="lr_proj")
     self.hr_proj = layers.Dense(self.embed_dim, axes=("embed_in", "embed"),
                                 name="hr_proj")
+    if self.contrast_tiles:
+      self.contrast_proj = layers.Dense(
+          self.embed_dim, axes=("embed_in", "embed"), name="contrast_proj")
+      self.contrast_log_t = self.param("contrast_log_t", layers.part(
+          nn.initializers.constant(np.log(10.0)), ()), ())
+      self.contrast_bias = self.param("contrast_bias", layers.part(
+          nn.initializers.constant(-10.0), ()), ())
     self.log_t = self.param("log_t", layers.part(
         nn.initializers.constant(np.log(10.0)), ()), ())
     self.bias = self.param("bias", layers.part(
@@ -210,7 +263,7 @@ class CrossScalePretrain(nn.Module):
     side = lr.shape[1] // p
     # Evaluation scores the same objectives on a fixed draw of masks/tiles.
     key = self.make_rng("selection") if train else jax.random.key(0)
-    mask_key, tile_key = jax.random.split(key)
+    mask_key, tile_key, contrast_key = jax.random.split(key, 3)
     masked = patch_mask(mask_key, B, side, self.mask_ratio)
     pix_mask = jnp.repeat(jnp.repeat(masked.reshape(B, side, side), p, 1),
                           p, 2)[..., None]
@@ -252,6 +305,14 @@ class CrossScalePretrain(nn.Module):
     out["metrics"].update(align_top1=hit, mim=jnp.full((B,), mim),
                           hr_detail=jnp.full((B,), hr_detail))
 
+    if self.contrast_tiles:
+      l_c, c_top1 = self.tile_contrast(contrast_key, hr,
+                                       hr.shape[1] // lr.shape[1])
+      if train:
+        out["aux_losses"]["hr_contrast"] = l_c
+      out["metrics"].update(hr_contrast=jnp.full((B,), l_c),
+                            contrast_top1=jnp.full((B,), c_top1))
+
     if self.sampler is not None:    # the cross-scale sampler, label-free
       s = self.sampler_net(lr, train)                          # [B, N]
       l_s = cross_scale.sampler_detail_loss(s, tidx, tile_px,
@@ -275,6 +336,23 @@ class CrossScalePretrain(nn.Module):
       emb = self.image_embedding(lr, train)
       out["logits"] = self.zero_shot_logits(emb, self.class_text)
     return out
+
+  def tile_contrast(self, key, hr, scale: int):
+    """Tile contrast on `contrast_tiles` detail-rich tiles per scene of
+    `hr: [B, H, W, C_hr]`:
+    (sigmoid pair loss, top-1 matching accuracy of view a -> view b)."""
+    B = hr.shape[0]
+    nc = min(self.contrast_tiles, self.grid * self.grid)
+    pick_key, view_a, view_b = jax.random.split(key, 3)
+    cidx = detail_weighted_tiles(pick_key, hr, self.grid, scale, nc)
+    px = jax.lax.stop_gradient(tiles.gather_tiles(hr, cidx, self.grid))
+    z = [_normalize(self.contrast_proj(self.encode_tiles(
+        tile_views(k, px, self.contrast_shift)))).reshape(B * nc, -1)
+         for k in (view_a, view_b)]
+    loss = pair_sigmoid_loss(z[0], z[1], self.contrast_log_t,
+                             self.contrast_bias)
+    top1 = (jnp.argmax(z[0] @ z[1].T, 1) == jnp.arange(B * nc)).mean()
+    return loss, top1
 
   @nn.nowrap
   def load_pretrained(self, params):

@@ -43,12 +43,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       embed_dim=128 if not runlocal else 16,
       num_target_tiles=8,
       mask_ratio=0.5,
+      contrast_tiles=0,      # > 0: HR tile contrast (see models/pretrain.py)
+      contrast_shift=1,
       text="text" in opts,
       prompt=pretrain.PROMPT,
       minilm_path=""))
   c.model_init = ""
   c.aux_weights = ml_collections.ConfigDict(dict(
-      align=1.0, mim=1.0, hr_detail=1.0, sampler=1.0, align_backbone=1.0))
+      align=1.0, mim=1.0, hr_detail=1.0, sampler=1.0, align_backbone=1.0,
+      hr_contrast=1.0))
   c.data.fields = ("lr", "hr", "labels")
   c.optim.frozen = pretrain.FROZEN if "text" in opts else ()
   # Labels are used only by the optional text objective (its task loss on
