@@ -115,6 +115,26 @@ def test_heuristic_picks_the_detailed_tiles():
   assert list(np.argsort(-np.asarray(s[0]))[:2]) == [8, 7]
 
 
+def test_sampler_prior_starts_from_the_heuristic_ranking_and_learns():
+  lr = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 3)) *
+                   np.linspace(0.1, 3.0, 16).reshape(1, 4, 4, 1).repeat(
+                       2, 1).repeat(2, 2), jnp.float32)
+  prior = cross_scale.lr_detail_prior(lr, 4)                # [B, 16]
+  np.testing.assert_allclose(prior.mean(-1), 0.0, atol=1e-5)
+  np.testing.assert_array_equal(
+      np.argsort(-np.asarray(prior), -1),
+      np.argsort(-np.asarray(tiles.tile_statistic(lr, 4)), -1))
+  plain = cross_scale.Sampler(4, width=8, num_heads=2)
+  with_prior = cross_scale.Sampler(4, width=8, num_heads=2, prior=2.0)
+  p0 = plain.init(jax.random.key(0), lr)
+  p1 = with_prior.init(jax.random.key(0), lr)
+  assert float(p1["params"]["prior_weight"].unbox()) == 2.0
+  np.testing.assert_allclose(with_prior.apply(p1, lr) - plain.apply(p0, lr),
+                             2.0 * prior, atol=1e-5)
+  g = jax.grad(lambda p: (with_prior.apply(p, lr) * prior).sum())(p1)
+  assert float(g["params"]["prior_weight"].unbox()) > 0
+
+
 def test_uniform_indices_spread_over_the_grid():
   np.testing.assert_array_equal(cross_scale.uniform_indices(16, 4),
                                 [2, 6, 10, 14])

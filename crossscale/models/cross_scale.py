@@ -49,11 +49,15 @@ class Sampler(nn.Module):
   Fine-grained: a conv stack scores at LR-pixel (sub-tile) resolution and a
   learned attention pooling summarises the pixels inside each tile;
   contextual: tile tokens then attend to each other before the final score.
+  prior > 0 adds a learned multiple (initialised at `prior`) of the LR
+  detail statistic (`lr_detail_prior`, the heuristic policy's score), so the
+  sampler starts from the heuristic's ranking and learns what to change.
   """
   grid: int
   width: int = 64
   depth: int = 1
   num_heads: int = 4
+  prior: float = 0.0
 
   @nn.compact
   def __call__(self, lr, train: bool = False):
@@ -74,8 +78,20 @@ class Sampler(nn.Module):
     for i in range(self.depth):
       tok = vit.EncoderBlock(self.num_heads, 2 * self.width,
                              name=f"context{i}")(tok, train)
-    return layers.Dense(1, axes=("embed", None), name="score")(
-        layers.LayerNorm()(tok))[..., 0]
+    score = layers.Dense(1, axes=("embed", None), name="score")(
+        layers.LayerNorm()(tok))[..., 0]                 # [B, N]
+    if self.prior:
+      w = self.param("prior_weight", layers.part(
+          nn.initializers.constant(self.prior), ()), ())
+      score = score + w * lr_detail_prior(lr, self.grid)
+    return score
+
+
+def lr_detail_prior(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
+  """`[B, N]`: log LR detail per tile (`tiles.tile_statistic`), standardised
+  over each scene's tiles (only the ranking inside a scene matters)."""
+  x = jnp.log(tiles.tile_statistic(lr, grid) + 1e-6)
+  return (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-3)
 
 
 class PredictorBlock(nn.Module):
