@@ -12,7 +12,9 @@ r"""Does cross-scale pretraining help the cost-aware model at budget 1/8?
    fine-tunes on N labelled scenes (pretraining used all, without labels).
 3. Reports test accuracy / mAP / drift of both. `--steps 100,200,400` repeats
    2. for each fine-tuning length (each a complete schedule) and plots
-   accuracy vs steps. Writes OUT/pretrain.json (and OUT/pretrain.png).
+   accuracy vs steps. `--probe` also trains with the pretrained parts
+   frozen, from random and from pretrained weights (what the label-free
+   features alone carry). Writes OUT/pretrain.json (and OUT/pretrain.png).
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def main(argv=None):
   p.add_argument("--contrast_tiles", type=int, default=0,
                  help="HR tiles per scene in the pretraining's tile "
                       "contrast (config.model.contrast_tiles; 0: off)")
+  p.add_argument("--probe", action="store_true",
+                 help="also train with the pretrained parts frozen, from "
+                      "random and from pretrained weights")
   p.add_argument("--lr_scale", type=float, default=1.0,
                  help="learning-rate factor of the pretrained parts when "
                       "fine-tuning (config.model_init_lr_scale)")
@@ -119,7 +124,8 @@ def main(argv=None):
   curve = []
   for steps in steps_list:
     curve.append(compare(ft_dir, a.quick, steps, a.seeds, pre_dir, a.lr_scale,
-                         os.path.join(work, f"ft{steps}"), init_keys))
+                         os.path.join(work, f"ft{steps}"), init_keys,
+                         a.probe))
   for point in curve:
     print(f"\nfine-tuning {point['finetune_steps']} steps, budget 1/8, "
           f"{a.seeds} seeds:")
@@ -128,6 +134,9 @@ def main(argv=None):
     print(f"pretrained - scratch accuracy: "
           f"{100 * point['accuracy_gain']:+.2f} points; pretrained ahead on "
           f"{point['seeds_ahead']} of {a.seeds} seeds", flush=True)
+    if "frozen_gain" in point:
+      print(f"frozen parts, pretrained - random: "
+            f"{100 * point['frozen_gain']:+.2f} points", flush=True)
   bench.write_json(a.out, "pretrain.json", {
       "dataset": a.dataset, "quick": a.quick, "budget": 1 / 8,
       "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
@@ -143,15 +152,22 @@ def main(argv=None):
 
 
 def compare(data_dir: str, quick: bool, steps: int, seeds: int, pre_dir: str,
-            lr_scale: float, work: str, init_keys: tuple[str, ...] = ()
-            ) -> dict:
+            lr_scale: float, work: str, init_keys: tuple[str, ...] = (),
+            probe: bool = False) -> dict:
   """Fine-tunes from scratch and from `pre_dir` for `steps` steps over
-  `seeds` seeds (same seeds for both); per-seed finals and a summary."""
-  runs = {"scratch": [], "pretrained": []}
+  `seeds` seeds (same seeds for both); per-seed finals and a summary.
+  `probe` adds two arms with the `init_keys` parts frozen (random vs
+  pretrained): how much the label-free features alone carry."""
+  arms = [("scratch", "", False), ("pretrained", pre_dir, False)]
+  if probe:
+    arms += [("scratch_frozen", "", True), ("pretrained_frozen", pre_dir, True)]
+  runs = {name: [] for name, _, _ in arms}
   for seed in range(seeds):
-    for name, init in (("scratch", ""), ("pretrained", pre_dir)):
+    for name, init, frozen in arms:
       c = finetune_config(data_dir, quick, steps, seed, init, lr_scale,
                           init_keys)
+      if frozen:
+        c.optim.frozen = tuple(f"^{k}/" for k in c.model_init_keys)
       final = train.train_and_evaluate(
           c, os.path.join(work, f"{name}_{seed}"))["final"]
       runs[name].append({k: final.get(k) for k in
@@ -168,10 +184,13 @@ def compare(data_dir: str, quick: bool, steps: int, seeds: int, pre_dir: str,
                  "seeds": len(rs)})
   ahead = sum(p["accuracy"] > s["accuracy"] for s, p in
               zip(runs["scratch"], runs["pretrained"]))
-  return {"finetune_steps": finetune_config(data_dir, quick, steps, 0,
-                                            "").total_steps,
-          "runs": runs, "summary": rows, "seeds_ahead": int(ahead),
-          "accuracy_gain": rows[1]["accuracy"] - rows[0]["accuracy"]}
+  out = {"finetune_steps": finetune_config(data_dir, quick, steps, 0,
+                                           "").total_steps,
+         "runs": runs, "summary": rows, "seeds_ahead": int(ahead),
+         "accuracy_gain": rows[1]["accuracy"] - rows[0]["accuracy"]}
+  if probe:
+    out["frozen_gain"] = rows[3]["accuracy"] - rows[2]["accuracy"]
+  return out
 
 
 def _plot(curve: list[dict], path: str, pre_steps: int) -> None:
