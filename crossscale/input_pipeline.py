@@ -2,7 +2,8 @@
 
 train: source -> seeded global shuffle (reshuffled each epoch) -> repeat ->
        this host's slice -> normalise -> seeded flips/rot90 (LR, HR and masks
-       together) -> fixed-shape batches -> prefetch (threads or processes).
+       together; with labels, only those the manifest declares label-
+       preserving) -> fixed-shape batches -> prefetch (threads or processes).
 eval:  source -> this host's slice -> normalise -> batches padded to a fixed
        shape, with `valid: [B]` marking the real examples.
 
@@ -145,14 +146,17 @@ def _spatial_keys(x: dict[str, np.ndarray]) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class FlipRotate(grain.transforms.RandomMap):
-  """Random h/v flips and (square scenes) rot90, applied identically to every
-  spatial array, so LR, HR and masks stay aligned."""
+  """Random h/v flips (`flips`) and, on square scenes, rot90 (`rot90`),
+  applied identically to every spatial array, so LR, HR and masks stay
+  aligned."""
+  flips: bool = True
+  rot90: bool = True
 
   def random_map(self, x: dict[str, np.ndarray], rng: np.random.Generator):
     keys = _spatial_keys(x)
-    flip_h, flip_v = rng.integers(0, 2, size=2)
+    flip_h, flip_v = rng.integers(0, 2, size=2) * int(self.flips)
     square = all(x[k].shape[0] == x[k].shape[1] for k in keys)
-    k_rot = int(rng.integers(0, 4)) if square else 0
+    k_rot = int(rng.integers(0, 4)) if square and self.rot90 else 0
     out = dict(x)
     for k in keys:
       a = x[k]
@@ -184,6 +188,17 @@ def _prefetch(ds: grain.MapDataset, worker_count: int, num_threads: int):
   return it
 
 
+def augmentations(manifest: shards.Manifest, fields: Sequence[str]
+                  ) -> tuple[str, ...]:
+  """The shards.SYMMETRIES training may apply: all, unless the batches
+  carry class labels, then only the dataset's `label_symmetries` (flipping
+  a "horizontal stripes" scene would make it a "vertical stripes" one
+  under the same label)."""
+  if "labels" not in fields:
+    return shards.SYMMETRIES
+  return tuple(t for t in shards.SYMMETRIES if t in manifest.label_symmetries)
+
+
 def train_dataset(data_dir: str, *, batch_size: int, seed: int,
                   fields: Sequence[str] = ("lr", "labels"),
                   augment: bool = True, process_index: int = 0,
@@ -206,7 +221,10 @@ def train_dataset(data_dir: str, *, batch_size: int, seed: int,
   if wants_text(fields):
     ds = ds.map(TokenizeText(text_max_len))
   if augment:
-    ds = ds.random_map(FlipRotate())
+    augment_with = augmentations(source.manifest, fields)
+    if augment_with:
+      ds = ds.random_map(FlipRotate(flips="flip" in augment_with,
+                                    rot90="rot90" in augment_with))
   ds = ds.batch(local, drop_remainder=True)
   return _prefetch(ds, worker_count, num_threads)
 

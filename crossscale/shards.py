@@ -25,6 +25,9 @@ from crossscale import records
 
 MANIFEST = "manifest.json"
 SHARD_SUFFIX = ".array_record"
+# Geometric transforms the training pipeline may apply (input_pipeline.
+# FlipRotate): "flip" (horizontal/vertical), "rot90" (square scenes).
+SYMMETRIES = ("flip", "rot90")
 
 
 @dataclasses.dataclass
@@ -46,6 +49,11 @@ class Manifest:
   mask_names: list[str] = dataclasses.field(default_factory=list)
   builder: dict[str, Any] = dataclasses.field(default_factory=dict)
   created: str = ""
+  # The SYMMETRIES that leave a scene's class labels unchanged (aerial
+  # scene classes: all; toyworld's stripe orientations: none). Manifests
+  # written before this field read as all.
+  label_symmetries: list[str] = dataclasses.field(
+      default_factory=lambda: list(SYMMETRIES))
 
   @property
   def num_classes(self) -> int:
@@ -132,14 +140,22 @@ def write_dataset(out_dir: str, name: str, scenes: Iterable[records.Scene],
                   class_names: Sequence[str], records_per_shard: int = 1024,
                   shards_per_split: dict[str, int] | None = None,
                   builder: dict[str, Any] | None = None,
-                  expected_per_split: dict[str, int] | None = None) -> Manifest:
+                  expected_per_split: dict[str, int] | None = None,
+                  label_symmetries: Sequence[str] = SYMMETRIES) -> Manifest:
   """Validates, encodes and writes `scenes` as ArrayRecord shards + manifest.
+
+  `label_symmetries`: which of SYMMETRIES keep every scene's labels (the
+  training pipeline augments only with those when it reads labels).
 
   Scenes are buffered per split in memory as encoded bytes (datasets built
   here are at most a few GB); the number of shards of a split is
   `shards_per_split[split]`, else ceil(expected / records_per_shard), else 1.
   Band statistics are computed over the "train" split (all splits if none).
   """
+  unknown = set(label_symmetries) - set(SYMMETRIES)
+  if unknown:
+    raise ValueError(f"{name}: label_symmetries {sorted(unknown)} unknown; "
+                     f"known: {SYMMETRIES}")
   os.makedirs(out_dir, exist_ok=True)
   # A previous build's manifest/shards must not survive into this one.
   for f in os.listdir(out_dir):
@@ -191,7 +207,8 @@ def write_dataset(out_dir: str, name: str, scenes: Iterable[records.Scene],
       dtypes={"lr": first.lr.dtype.str, "hr": first.hr.dtype.str},
       band_stats={"lr": src["lr"].result(), "hr": src["hr"].result()},
       splits=splits, mask_names=mask_names, builder=dict(builder or {}),
-      created=datetime.datetime.now(datetime.timezone.utc).isoformat())
+      created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      label_symmetries=[t for t in SYMMETRIES if t in label_symmetries])
   tmp = os.path.join(out_dir, MANIFEST + ".tmp")
   with open(tmp, "w") as f:
     json.dump(dataclasses.asdict(manifest), f, indent=1)

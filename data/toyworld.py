@@ -45,9 +45,14 @@ def _shape_masks() -> dict[str, np.ndarray]:
 
 
 # Bump when the generator's output changes, so cached builds are redone.
-GENERATOR_VERSION = 3
+# 4: manifests declare no label symmetries (flips and rot90 change a stripe
+#    or diagonal texture into another class), so training does not augment.
+GENERATOR_VERSION = 4
 
 SHAPES = _shape_masks()
+# Training augmentations that keep every class: none. rot90 turns hstripes
+# into vstripes and diagonal into antidiagonal; a flip swaps the diagonals.
+LABEL_SYMMETRIES = ()
 # Distractors: an irregular half-filled pattern, drawn anew per object, that
 # looks like any object at LR and belongs to no class.
 
@@ -152,7 +157,8 @@ def build(out_dir: str, cfg: ToyworldConfig = ToyworldConfig(), *,
       records_per_shard=records_per_shard, expected_per_split=counts,
       builder={"builder": "toyworld", "version": GENERATOR_VERSION,
                "seed": seed, "counts": counts,
-               "config": dataclasses.asdict(cfg)})
+               "config": dataclasses.asdict(cfg)},
+      label_symmetries=LABEL_SYMMETRIES)
 
 
 def main(argv=None):

@@ -86,6 +86,59 @@ def test_flips_and_rotations_keep_lr_hr_and_masks_aligned():
   assert changed >= 8
 
 
+def test_flip_rotate_applies_only_the_transforms_it_is_given():
+  x = {"hr": np.arange(16.0).reshape(4, 4, 1)}
+  seen = {name: set() for name in ("flip", "rot", "none")}
+  for s in range(32):
+    rng = np.random.default_rng(s)
+    seen["flip"].add(ip.FlipRotate(rot90=False).random_map(x, rng)["hr"]
+                     .tobytes())
+    seen["rot"].add(ip.FlipRotate(flips=False).random_map(
+        x, np.random.default_rng(s))["hr"].tobytes())
+    seen["none"].add(ip.FlipRotate(False, False).random_map(
+        x, np.random.default_rng(s))["hr"].tobytes())
+  hr = x["hr"]
+  assert seen["flip"] == {a.tobytes() for a in
+                          (hr, hr[::-1], hr[:, ::-1], hr[::-1, ::-1])}
+  assert seen["rot"] == {np.rot90(hr, k).tobytes() for k in range(4)}
+  assert seen["none"] == {hr.tobytes()}
+
+
+def test_labelled_batches_augment_only_with_label_symmetries(toyworld_small,
+                                                             tiny):
+  from crossscale import shards
+  from data import toyworld
+  toy = shards.load_manifest(toyworld_small)
+  assert toy.label_symmetries == [] == list(toyworld.LABEL_SYMMETRIES)
+  assert ip.augmentations(toy, ("lr", "hr", "labels")) == ()
+  assert ip.augmentations(toy, ("lr", "hr")) == ("flip", "rot90")
+  assert ip.augmentations(shards.load_manifest(tiny), ("lr", "labels")) == (
+      "flip", "rot90")
+
+  def batches(fields, augment):
+    return _take(iter(ip.train_dataset(toyworld_small, batch_size=8, seed=3,
+                                       fields=fields, augment=augment)), 3)
+  labelled = ("lr", "hr", "labels")
+  assert _equal(batches(labelled, True), batches(labelled, False))
+  assert not _equal(batches(("lr", "hr"), True), batches(("lr", "hr"), False))
+
+
+def test_toyworld_classes_are_not_flip_or_rot90_symmetric():
+  """Why toyworld declares no label symmetries: rot90 maps hstripes onto
+  vstripes (up to phase) and a flip maps diagonal onto antidiagonal."""
+  from data import toyworld
+  shapes = toyworld.SHAPES
+
+  def same_texture(a, b):   # equal up to a shift (every period divides 4)
+    big = np.tile(b[:4, :4], (3, 3))
+    return any(np.array_equal(a, big[i:i + 6, j:j + 6])
+               for i in range(4) for j in range(4))
+  assert same_texture(np.rot90(shapes["hstripes"]), shapes["vstripes"])
+  assert same_texture(shapes["diagonal"][:, ::-1], shapes["antidiagonal"])
+  assert not same_texture(shapes["diagonal"], shapes["antidiagonal"])
+  assert not same_texture(shapes["hstripes"], shapes["vstripes"])
+
+
 def test_eval_pads_the_last_batch_and_marks_it(tiny):
   batches = list(ip.eval_dataset(tiny, "val", batch_size=4,
                                  fields=("lr", "labels")))
