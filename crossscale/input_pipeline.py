@@ -190,11 +190,11 @@ def _prefetch(ds: grain.MapDataset, worker_count: int, num_threads: int):
 
 def augmentations(manifest: shards.Manifest, fields: Sequence[str]
                   ) -> tuple[str, ...]:
-  """The shards.SYMMETRIES training may apply: all, unless the batches
-  carry class labels, then only the dataset's `label_symmetries` (flipping
-  a "horizontal stripes" scene would make it a "vertical stripes" one
-  under the same label)."""
-  if "labels" not in fields:
+  """The shards.SYMMETRIES training may apply: all for pixels alone (SR),
+  only the dataset's `label_symmetries` when the batches carry labels or
+  masks (flipping a "horizontal stripes" scene, or its per-pixel class mask,
+  would make it "vertical stripes" under the same label)."""
+  if not any(f == "labels" or f.startswith("mask_") for f in fields):
     return shards.SYMMETRIES
   return tuple(t for t in shards.SYMMETRIES if t in manifest.label_symmetries)
 

@@ -111,6 +111,7 @@ def test_labelled_batches_augment_only_with_label_symmetries(toyworld_small,
   toy = shards.load_manifest(toyworld_small)
   assert toy.label_symmetries == [] == list(toyworld.LABEL_SYMMETRIES)
   assert ip.augmentations(toy, ("lr", "hr", "labels")) == ()
+  assert ip.augmentations(toy, ("hr", "mask_objects")) == ()
   assert ip.augmentations(toy, ("lr", "hr")) == ("flip", "rot90")
   assert ip.augmentations(shards.load_manifest(tiny), ("lr", "labels")) == (
       "flip", "rot90")
