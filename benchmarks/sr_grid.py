@@ -219,7 +219,8 @@ def load_records(data_dir: str) -> dict:
     tasks["segmentation"] = {"num_classes": k, "mask": mask}
   return {"name": m.name, "source": data_dir, "scale": int(round(
       m.hr_shape[0] / m.lr_shape[0])), "bands": list(m.hr_bands),
-          "splits": splits, "tasks": tasks, "notes": []}
+          "splits": splits, "tasks": tasks, "notes": [],
+          "label_symmetries": list(m.label_symmetries)}
 
 
 def _chip_dataset(name: str, images: np.ndarray | Sequence[np.ndarray],
@@ -499,8 +500,12 @@ def init_params(model: nn.Module, *args, seed: int = 0):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def _augment(batch: dict, rng: np.random.Generator) -> dict:
-  """The same random flips of every spatial array `[B, H, W, ...]`."""
+def _augment(batch: dict, rng: np.random.Generator, flips: bool = True
+             ) -> dict:
+  """The same random flips of every spatial array `[B, H, W, ...]` (none
+  when `flips` is False: the dataset's labels are not flip-symmetric)."""
+  if not flips:
+    return batch
   out = dict(batch)
   for axis in (1, 2):
     if rng.uniform() < 0.5:
@@ -519,12 +524,13 @@ def _data_devices(batch_size: int) -> int:
 
 def fit(model: nn.Module, params, arrays: dict[str, np.ndarray], *,
         steps: int, batch_size: int, lr: float, seed: int,
-        task: str = "sr", aux_weights: dict | None = None
-        ) -> tuple[Any, list[float]]:
+        task: str = "sr", aux_weights: dict | None = None,
+        flips: bool = True) -> tuple[Any, list[float]]:
   """`steps` of the shared train step (crossscale.train.make_train_step:
   the model's aux losses weighted by `aux_weights` (default 1 each), plus
   softmax CE on "logits" when task is "single_label") on random batches of
-  `arrays` (each `[N, ...]`). Returns (params, losses every step)."""
+  `arrays` (each `[N, ...]`), randomly flipped when `flips`. Returns
+  (params, losses every step)."""
   n = len(next(iter(arrays.values())))
   bs = min(batch_size, n)
   cfg = ml_collections.ConfigDict(dict(
@@ -548,7 +554,7 @@ def fit(model: nn.Module, params, arrays: dict[str, np.ndarray], *,
   losses = []
   for i in range(steps):
     idx = np.sort(rng.choice(n, bs, replace=False))
-    batch = _augment({k: v[idx] for k, v in arrays.items()}, rng)
+    batch = _augment({k: v[idx] for k, v in arrays.items()}, rng, flips)
     key = jax.random.fold_in(state.rng, i)
     state, m = step_fn(state, sharding.put_batch(batch, mesh), key)
     losses.append(m["loss"])
@@ -796,7 +802,11 @@ class Grid:
             "steps": (self.s.cls_steps or self.s.task_steps
                       if task == "classification" else self.s.task_steps),
             "batch": self.s.batch_size,
-            "lr": self.s.task_lr, "seed": self.s.seed}
+            "lr": self.s.task_lr, "seed": self.s.seed,
+            # Targets are labels: flip only where the dataset says they
+            # survive it (toyworld's texture classes do not).
+            "flips": "flip" in self.data.get("label_symmetries",
+                                             shards.SYMMETRIES)}
 
   def ds_key(self, task: str, backbone: str) -> str:
     return cache_key(f"ds_{task}_{backbone}", self.ds_spec(task, backbone))
@@ -830,7 +840,8 @@ class Grid:
       params, losses = fit(
           model, params, arrays, steps=spec["steps"],
           batch_size=self.s.batch_size, lr=spec["lr"], seed=self.s.seed,
-          task="single_label" if task == "classification" else task)
+          task="single_label" if task == "classification" else task,
+          flips=spec["flips"])
       meta = {"spec": spec, "train_seconds": time.time() - t0,
               "first_loss": losses[0] if losses else None,
               "final_loss": losses[-1] if losses else None}

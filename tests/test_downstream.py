@@ -324,3 +324,22 @@ def test_grid_cache_and_resume(toyworld_small, tmp_path):
   assert third["cells"] == first["cells"]
   png = sr_grid.plot(third, str(tmp_path / "grid.png"))
   assert os.path.getsize(png) > 0
+
+
+def test_grid_flips_downstream_training_only_where_labels_survive(
+    toyworld_small):
+  data = sr_grid.load_records(toyworld_small)
+  assert data["label_symmetries"] == []          # toyworld: texture classes
+  rng = np.random.default_rng(0)
+  batch = {"hr": rng.normal(size=(2, 8, 8, 3)), "seg": rng.integers(
+      0, 3, (2, 8, 8))}
+  for s in range(8):
+    same = sr_grid._augment(batch, np.random.default_rng(s), flips=False)  # pylint: disable=protected-access
+    assert all(np.array_equal(same[k], batch[k]) for k in batch)
+  flipped = [sr_grid._augment(batch, np.random.default_rng(s))  # pylint: disable=protected-access
+             for s in range(8)]
+  assert any(not np.array_equal(f["hr"], batch["hr"]) for f in flipped)
+  for f in flipped:   # image and mask flip together
+    axes = next(a for a in ((), (1,), (2,), (1, 2))
+                if np.array_equal(np.flip(batch["hr"], a), f["hr"]))
+    np.testing.assert_array_equal(np.flip(batch["seg"], axes), f["seg"])
