@@ -29,7 +29,7 @@ from absl import flags
 
 from benchmarks import common as bench
 from benchmarks import tradeoff
-from crossscale import shards, train
+from crossscale import optim, shards, train
 from data import registry
 from experiments.configs import pretrain
 
@@ -167,7 +167,8 @@ def compare(data_dir: str, quick: bool, steps: int, seeds: int, pre_dir: str,
       c = finetune_config(data_dir, quick, steps, seed, init, lr_scale,
                           init_keys)
       if frozen:
-        c.optim.frozen = tuple(f"^{k}/" for k in c.model_init_keys)
+        c.optim.frozen = tuple(optim.subtree_regex(k)
+                               for k in c.model_init_keys)
       final = train.train_and_evaluate(
           c, os.path.join(work, f"{name}_{seed}"))["final"]
       runs[name].append({k: final.get(k) for k in

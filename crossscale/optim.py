@@ -91,6 +91,12 @@ def param_path(path) -> str:
   return "/".join(str(k.key) for k in path if hasattr(k, "key"))
 
 
+def subtree_regex(key: str) -> str:
+  """The `lr_scale` / `frozen` regex of every parameter under the top-level
+  subtree `key` (e.g. "hr_encoder")."""
+  return f"^{re.escape(key)}/"
+
+
 def param_labels(params: Any, frozen: Sequence[str]) -> Any:
   """"frozen" where a regex of `config.optim.frozen` matches (re.search) the
   parameter's path, else "train"."""

@@ -157,8 +157,10 @@ def optim_config(config) -> ml_collections.ConfigDict:
   if not config.get("model_init") or scale == 1.0:
     return config.optim
   cfg = config.optim.to_dict()
-  cfg["lr_scale"] = tuple((f"^{k}/", scale) for k in config.get(
-      "model_init_keys", ())) + tuple(cfg.get("lr_scale", ()) or ())
+  cfg["lr_scale"] = tuple(
+      (optim.subtree_regex(k), scale)
+      for k in config.get("model_init_keys", ())) + tuple(
+          cfg.get("lr_scale", ()) or ())
   return ml_collections.ConfigDict(cfg)
 
 
