@@ -1,6 +1,7 @@
 """data.referring: instances, templated expressions, builds from real masks."""
 
 import collections
+import dataclasses
 import os
 
 import numpy as np
@@ -179,3 +180,46 @@ def test_chip_bounds_match_rasterio_windows(shared_data, tmp_path):
       np.testing.assert_allclose(s.bounds, want)
       np.testing.assert_array_equal(s.hr[..., 0], full[r:r + 256, c:c + 256])
   assert m.builder["stats"]["images"] == 9          # 900 px -> 3 x 3 chips
+
+
+def _window(scene_id: str) -> tuple[int, int]:
+  r, c = (int(x[1:]) for x in scene_id.split("/")[1].split("_"))
+  return r, c
+
+
+def test_shifted_train_chips_stay_inside_train_chips(shared_data, tmp_path):
+  """--train_stride adds overlapping train windows made only of train
+  chips: val/test are the same as without it and share no pixel with any
+  training window; the windows hold the raster's own pixels."""
+  import rasterio
+  base = ref.Options(chip=64, max_per_image=8)
+  m0 = ref.build("spacenet_buildings", str(tmp_path / "a"), base,
+                 src=shared_data)
+  m1 = ref.build("spacenet_buildings", str(tmp_path / "b"),
+                 dataclasses.replace(base, train_stride=16), src=shared_data)
+  ids = lambda d, s: [x.id for x in shards.iter_scenes(str(tmp_path / d), s)]
+  for split in ("val", "test"):
+    assert ids("a", split) == ids("b", split)
+  assert (m1.splits["train"]["num_records"]
+          > 3 * m0.splits["train"]["num_records"])
+  assert m1.builder["stats"]["shifted_train_chips"] > 0
+  held = {_window(i) for s in ("val", "test") for i in ids("b", s)}
+  with rasterio.open(os.path.join(shared_data, "spacenet",
+                                  "sample_geotiff.tif")) as src:
+    full = src.read(1)
+  shifted = 0
+  for s in shards.iter_scenes(str(tmp_path / "b"), "train"):
+    r, c = _window(s.id)
+    shifted += r % 64 > 0 or c % 64 > 0
+    for hr, hc in held:   # no overlap with any val/test chip
+      assert r + 64 <= hr or hr + 64 <= r or c + 64 <= hc or hc + 64 <= c
+    np.testing.assert_array_equal(s.hr[..., 0], full[r:r + 64, c:c + 64])
+  assert shifted > 0
+
+
+def test_train_stride_must_divide_chip():
+  item = ref.LabelledImage(id="x", image=np.zeros((8, 8, 1)), bands=("PAN",),
+                           gsd=1.0, labels=np.zeros((8, 8), np.uint8),
+                           kind="class", names={1: "building"})
+  with pytest.raises(ValueError, match="divisor of --chip 4"):
+    list(ref.shifted_train_chips(item, 4, 3, lambda r, c: True))
