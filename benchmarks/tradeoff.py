@@ -83,7 +83,8 @@ def toyworld_options(quick: bool) -> dict:
 def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
                  quick: bool = True, steps: int = 0,
                  overrides: dict | None = None,
-                 work_dir: str | None = None, seeds: int = 1) -> dict:
+                 work_dir: str | None = None, seeds: int = 1,
+                 first_seed: int = 0) -> dict:
   """Trains and evaluates (test split) every method at every budget.
 
   methods: names in METHODS, or a dict name -> flattened config overrides
@@ -93,7 +94,8 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
   (> 0) sets total_steps. Budget 0 and 1 of the LR-using methods are one
   LR-only and one dense-HR run, shared by those methods. Runs write into
   `work_dir` (a new temp dir if None). `seeds` > 1 trains every cell with
-  seeds 0..seeds-1 (init, data order, sampling noise) and reports means;
+  seeds first_seed..first_seed+seeds-1 (init, data order, sampling noise;
+  a later batch of seeds extends an earlier one) and reports means;
   "accuracy_seeds" / "accuracy_std" hold the spread.
   Returns {"dataset", "grid", "budgets", "seeds", "methods": {name:
   {"budget", "accuracy", "accuracy_std", "accuracy_seeds", "mAP",
@@ -117,7 +119,7 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
       key, method_overrides = (method, budget), methods[method]
     if key not in cache:
       runs = []
-      for seed in range(seeds):
+      for seed in range(first_seed, first_seed + seeds):
         c = base_config(quick, data_dir)
         c.update_from_flattened_dict(dict(overrides or {}))
         if steps:
@@ -125,7 +127,8 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
         c.update_from_flattened_dict({**method_overrides, "seed": seed,
                                       "model.budget": budget})
         print(f"== {key[0]} @ budget {budget:.4g} seed {seed}", flush=True)
-        tag = f"{key[0]}_{budget:.4f}" + (f"_s{seed}" if seeds > 1 else "")
+        tag = f"{key[0]}_{budget:.4f}" + (
+            f"_s{seed}" if seeds > 1 or first_seed else "")
         runs.append(run_one(c, os.path.join(work, tag)))
       cache[key] = _mean_runs(runs)
     return cache[key]
@@ -220,6 +223,8 @@ def main(argv=None):
                       "1/4,1/2,1 as decimals)")
   p.add_argument("--seeds", type=int, default=1,
                  help="train every cell with this many seeds; means + std")
+  p.add_argument("--first_seed", type=int, default=0,
+                 help="seeds are first_seed..first_seed+seeds-1")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   opts = toyworld_options(a.quick) if a.dataset == "toyworld" else None
@@ -236,7 +241,8 @@ def main(argv=None):
   budgets = (tuple(float(b) for b in a.budgets.split(","))
              if a.budgets else BUDGETS)
   res = run_tradeoff(data_dir, methods=methods, budgets=budgets,
-                     quick=a.quick, steps=a.steps, seeds=a.seeds)
+                     quick=a.quick, steps=a.steps, seeds=a.seeds,
+                     first_seed=a.first_seed)
   results = res["methods"]
 
   # Step time of ours at 1/8 vs dense HR, full-size model, same batch.
@@ -255,6 +261,7 @@ def main(argv=None):
       "machine": bench.machine(), "dataset": res["dataset"],
       "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],
       "methods": results, "step_time": speed, "seeds": a.seeds,
+      "first_seed": a.first_seed,
       "pretrain_steps": a.pretrain_steps})
   path = os.path.join(a.out, "tradeoff.png")
   plot(res, path)

@@ -35,3 +35,24 @@ def test_table_and_plot_with_and_without_spread(tmp_path):
   path = tmp_path / "t.png"
   tradeoff.plot({"dataset": "d", "methods": methods}, str(path))
   assert path.stat().st_size > 1000
+
+
+def test_seeds_start_at_first_seed(monkeypatch, tmp_path):
+  """--first_seed extends an earlier batch: cells train seeds first_seed..
+  first_seed+seeds-1 and the spread lists them in that order."""
+  import types
+  monkeypatch.setattr(tradeoff.shards, "load_manifest", lambda d: (
+      types.SimpleNamespace(grid=4, name="fake")))
+  trained = []
+
+  def fake_run(config, workdir):
+    trained.append((config.seed, config.model.budget, workdir))
+    return {"accuracy": config.seed / 10, "mAP_macro": 0.5,
+            "hr_tiles": config.model.budget * 16}
+  monkeypatch.setattr(tradeoff, "run_one", fake_run)
+  res = tradeoff.run_tradeoff(str(tmp_path), methods=("heuristic",),
+                              budgets=(0.25,), seeds=2, first_seed=3,
+                              work_dir=str(tmp_path))
+  assert [s for s, _, _ in trained] == [3, 4]
+  assert trained[0][2].endswith("heuristic_0.2500_s3")
+  assert res["methods"]["heuristic"]["accuracy_seeds"] == [[0.3, 0.4]]
