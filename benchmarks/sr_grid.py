@@ -293,7 +293,8 @@ def _spacenet_pan(source: str, name: str, chip: int, seed: int,
   hi = float(np.percentile(img, 99.9))
   img = np.clip(img / hi, 0.0, 1.0)
   wins = {}
-  splits = _chip_dataset(name, img, item.labels, chip, 4, seed,
+  splits = _chip_dataset(name, img, (item.labels > 0).astype(np.uint8), chip,
+                         4, seed,
                          windows_out=wins)
   return _binary_seg(
       name, source, item.bands, splits, what,
@@ -306,10 +307,12 @@ def _spacenet_pan(source: str, name: str, chip: int, seed: int,
 
 
 def _spacenet_buildings(seed: int) -> dict:
-  d = _spacenet_pan("spacenet/sample_geotiff.tif + sample_fp_mask.tif",
+  d = _spacenet_pan("spacenet/sample_geotiff.tif + geotiff_labels.geojson",
                     "spacenet_buildings", 64, seed, "building")
-  d["notes"][0] += (" Footprints are offset from roofs (off-nadir image); the "
-                    "real MS/pan pairs have no building masks.")
+  d["notes"][0] += (" Footprints: the 43 polygons of geotiff_labels.geojson "
+                    "rasterised onto the image grid (the sample_*mask*.tif "
+                    "rasters beside it are another scene's); the real MS/pan "
+                    "pairs have no building masks.")
   return d
 
 

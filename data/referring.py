@@ -23,7 +23,7 @@ assigned per image/chip (never per expression, so no image crosses splits).
 
 Sources (`--source`), read from ../shared/data (or `--src`):
   toyworld            toyworld scenes' "objects" masks (generated here)
-  spacenet_buildings  spacenet/sample_geotiff.tif + sample_fp_mask.tif
+  spacenet_buildings  spacenet/sample_geotiff.tif + geotiff_labels.geojson
   spacenet_roads      spacenet/road_mask_input.tif + sample_road_raster_mask.tif
   levircd             levircd/{A,B,label}: change masks over the A/B pair
   elevation           geotiff/elevation/{dsm,hag}.tif + buildings.geojson
@@ -50,7 +50,10 @@ from scipy import ndimage
 from crossscale import records, sensor, shards
 from data import common, image_folder
 
-GENERATOR_VERSION = 1
+# Bump when the records change, so cached builds are redone.
+# 2: SpaceNet buildings from geotiff_labels.geojson (the raster masks were
+#    another scene's footprints).
+GENERATOR_VERSION = 2
 SOURCES = ("toyworld", "spacenet_buildings", "spacenet_roads", "levircd",
            "elevation")
 
@@ -525,25 +528,69 @@ def _check_aligned(a: np.ndarray, b: np.ndarray, pa: str, pb: str) -> None:
         f"{b.shape[0]}x{b.shape[1]}: image and mask must share one pixel grid.")
 
 
+def _check_same_grid(pi: str, tr, crs, pm: str, mtr, mcrs) -> None:
+  """A georeferenced image's mask must carry the same georeference: a mask
+  without one cannot be shown to lie on the image (SpaceNet's
+  sample_fp_mask.tif has none, and its footprints are of another scene)."""
+  if crs is None:
+    return
+  if mcrs is None or mcrs != crs or not mtr.almost_equals(tr):
+    raise records.DataError(
+        f"{pm} (crs {mcrs}, transform {tuple(mtr)[:6]}) is not on the grid "
+        f"of its image {pi} (crs {crs}, transform {tuple(tr)[:6]}): a mask "
+        "must be georeferenced to its image; rasterise the vector labels "
+        "onto the image grid instead (rasterise_geojson).")
+
+
+def rasterise_geojson(path: str, shape: tuple[int, int], transform, crs: str
+                      ) -> np.ndarray:
+  """`[H, W]` int32 ids (1..N, 0 = none) of the N features of the GeoJSON at
+  `path`, reprojected from the file's CRS (its "crs" member, else CRS84 as
+  RFC 7946 says) to `crs` and burnt onto the grid of `transform`."""
+  from rasterio import features, warp  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(path):
+    raise records.DataError(f"{path} not found: set CROSSSCALE_SHARED_DATA to "
+                            "the folder holding the shared data, or pass --src.")
+  with open(path) as f:
+    fc = json.load(f)
+  src_crs = (fc.get("crs") or {}).get("properties", {}).get("name",
+                                                           "EPSG:4326")
+  src_crs = src_crs.replace("urn:ogc:def:crs:", "").replace("::", ":")
+  if src_crs in ("OGC:1.3:CRS84", "OGC:CRS84"):
+    src_crs = "EPSG:4326"  # lon/lat order, as EPSG:4326 x/y in rasterio
+  shapes = [(warp.transform_geom(src_crs, crs, feat["geometry"]), i + 1)
+            for i, feat in enumerate(fc["features"])]
+  return features.rasterize(shapes, out_shape=shape, transform=transform,
+                            fill=0, dtype="int32")
+
+
 def _spacenet(src: str, image: str, mask: str, cls: str, band: str
               ) -> list[LabelledImage]:
   pi, pm = os.path.join(src, "spacenet", image), os.path.join(
       src, "spacenet", mask)
   img, tr, crs, _ = _read_raster(pi)
-  m, _, _, _ = _read_raster(pm)
-  _check_aligned(img, m, pi, pm)
+  if mask.endswith(".geojson"):
+    labels, kind, names = (rasterise_geojson(pm, img.shape[:2], tr, crs),
+                           "instance", {0: cls})
+  else:
+    m, mtr, mcrs, _ = _read_raster(pm)
+    _check_aligned(img, m, pi, pm)
+    _check_same_grid(pi, tr, crs, pm, mtr, mcrs)
+    labels, kind, names = (m[..., 0] > 0).astype(np.uint8), "class", {1: cls}
   gsd = abs(tr.a)
   if crs and "4326" in crs:
     gsd *= 111_320.0  # degrees -> metres at the equator (about 0.3 m here)
   return [LabelledImage(
       id=os.path.splitext(image)[0], image=img, bands=(band,), gsd=gsd,
-      labels=(m[..., 0] > 0).astype(np.uint8), kind="class", names={1: cls},
-      crs=crs, transform=tr)]
+      labels=labels, kind=kind, names=names, crs=crs, transform=tr)]
 
 
 def source_spacenet_buildings(src: str) -> list[LabelledImage]:
-  """sample_geotiff.tif (900x900 pan, 0.5 m) + its footprint mask."""
-  return _spacenet(src, "sample_geotiff.tif", "sample_fp_mask.tif",
+  """sample_geotiff.tif (900x900 pan, 0.5 m) + its building footprints
+  (geotiff_labels.geojson, 43 polygons, rasterised onto the image grid, one
+  instance each). The raster masks beside it (sample_*mask*.tif) carry no
+  georeference and show another scene's footprints: not used."""
+  return _spacenet(src, "sample_geotiff.tif", "geotiff_labels.geojson",
                    "building", "PAN")
 
 
@@ -591,7 +638,6 @@ def source_elevation(src: str, stats: collections.Counter
   """dsm + hag (2 m, float32) with buildings.geojson rasterised per building.
 
   Nodata (-9999) is filled with 0 and counted."""
-  from rasterio import features, warp  # pylint: disable=import-outside-toplevel
   root = os.path.join(src, "geotiff", "elevation")
   bands = []
   for name in ("dsm", "hag"):
@@ -601,15 +647,9 @@ def source_elevation(src: str, stats: collections.Counter
                                 False)
     stats["elevation_nodata_filled"] += int(bad.sum())
     bands.append(np.where(bad, 0.0, band))
-  gj = os.path.join(root, "buildings.geojson")
-  with open(gj) as f:
-    fc = json.load(f)
-  src_crs = "EPSG:4326"  # GeoJSON (CRS84 = lon/lat order, as EPSG:4326 x/y)
-  shapes = [(warp.transform_geom(src_crs, crs, feat["geometry"]), i + 1)
-            for i, feat in enumerate(fc["features"])]
   H, W = bands[0].shape
-  ids = features.rasterize(shapes, out_shape=(H, W), transform=tr, fill=0,
-                           dtype="int32")
+  ids = rasterise_geojson(os.path.join(root, "buildings.geojson"), (H, W), tr,
+                          crs)
   return [LabelledImage(
       id="elevation", image=np.stack(bands, -1), bands=("dsm", "hag"),
       gsd=abs(tr.a), labels=ids, kind="instance", names={0: "building"},

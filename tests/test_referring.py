@@ -223,3 +223,42 @@ def test_train_stride_must_divide_chip():
                            kind="class", names={1: "building"})
   with pytest.raises(ValueError, match="divisor of --chip 4"):
     list(ref.shifted_train_chips(item, 4, 3, lambda r, c: True))
+
+
+def _edge_energy_by_shift(image: np.ndarray, mask: np.ndarray, s: int
+                          ) -> np.ndarray:
+  """`[2s+1, 2s+1]`: mean image gradient magnitude along the mask's boundary
+  moved by (dy, dx) in [-s, s]^2."""
+  from scipy import ndimage as ndi
+  sm = ndi.gaussian_filter(image.astype(np.float64), 1.0)
+  grad = np.hypot(ndi.sobel(sm, 0), ndi.sobel(sm, 1))
+  ys, xs = np.nonzero(mask & ~ndi.binary_erosion(mask))
+  H, W = mask.shape
+  out = np.zeros((2 * s + 1, 2 * s + 1))
+  for dy in range(-s, s + 1):
+    for dx in range(-s, s + 1):
+      y, x = ys + dy, xs + dx
+      k = (y >= 0) & (y < H) & (x >= 0) & (x < W)
+      out[dy + s, dx + s] = grad[y[k], x[k]].mean()
+  return out
+
+
+def test_spacenet_building_footprints_lie_on_roof_edges(shared_data):
+  """The footprints are the image's own: the image's edges peak on their
+  outlines (within 2 px of no shift), far above the median shift."""
+  item = ref.source_spacenet_buildings(shared_data)[0]
+  assert item.kind == "instance" and item.labels.max() == 43
+  e = _edge_energy_by_shift(item.image[..., 0], item.labels > 0, 12)
+  peak = np.unravel_index(e.argmax(), e.shape)
+  assert max(abs(peak[0] - 12), abs(peak[1] - 12)) <= 2
+  assert e[12, 12] > 1.15 * np.median(e)
+
+
+def test_mask_without_the_image_georeference_is_rejected(shared_data):
+  """sample_fp_mask.tif has no georeference (and is another scene's): it
+  cannot be paired with the georeferenced image."""
+  with pytest.raises(records.DataError, match="rasterise the vector labels"):
+    ref._spacenet(shared_data, "sample_geotiff.tif", "sample_fp_mask.tif",  # pylint: disable=protected-access
+                  "building", "PAN")
+  # The roads raster mask shares its image's grid and is accepted.
+  assert ref.source_spacenet_roads(shared_data)[0].labels.any()
