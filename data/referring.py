@@ -363,13 +363,18 @@ def windows(H: int, W: int, size: int, stride: int) -> list[tuple[int, int]]:
           for c in range(0, W - size + 1, stride)]
 
 
+def chip_id(image_id: str, r: int, c: int) -> str:
+  """Id of the chip of image `image_id` with top-left pixel (r, c)."""
+  return f"{image_id}/r{r:05d}_c{c:05d}"
+
+
 def crop(item: LabelledImage, r: int, c: int, size: int) -> LabelledImage:
   """The size x size window of `item` at (r, c), its id and transform moved."""
   win = (slice(r, r + size), slice(c, c + size))
   tr = item.transform @ item.transform.translation(c, r) if (
       item.transform is not None) else None
   return dataclasses.replace(
-      item, id=f"{item.id}/r{r:05d}_c{c:05d}", image=item.image[win],
+      item, id=chip_id(item.id, r, c), image=item.image[win],
       labels=item.labels[win], lr=None, transform=tr)
 
 
@@ -437,7 +442,7 @@ class Options:
   noise_std: float = 0.01
   max_per_image: int | None = None
   # Stride of extra, overlapping train windows inside train chips (None:
-  # chips only). A divisor of `chip`; 16 on 64 px chips gives ~10x the
+  # chips only). A divisor of `chip`; 16 on 64 px chips gives ~8x the
   # training expressions of a single tile, with new positions and contexts.
   train_stride: int | None = None
 
@@ -497,7 +502,7 @@ def generate(items: Iterable[LabelledImage], class_names: Sequence[str],
   train_ids = {c.id for c, s in zip(all_chips, splits) if s == "train"}
   index = len(all_chips)
   for item in items:
-    is_train = lambda r, c, i=item.id: f"{i}/r{r:05d}_c{c:05d}" in train_ids
+    is_train = lambda r, c, i=item.id: chip_id(i, r, c) in train_ids
     for ch in shifted_train_chips(item, opt.chip, opt.train_stride, is_train):
       stats["shifted_train_chips"] += 1
       yield from image_scenes(ch, index, "train", class_names, opt, stats)
