@@ -75,9 +75,10 @@ def base_config(quick: bool, data_dir: str, mode: str
 
 
 def _pretrain_run(c: ml_collections.ConfigDict, steps: int,
-                  workdir: str) -> tuple[str, dict]:
+                  workdir: str, seed: int = 0) -> tuple[str, dict]:
   """Trains `c` for `steps` (batch 32, a val eval at the end only);
   returns (its final checkpoint dir, for backbone_init; final metrics)."""
+  c.seed = seed
   c.batch_size = 32
   c.total_steps = steps
   c.optim.warmup_steps = min(50, steps // 10)
@@ -92,7 +93,7 @@ def _pretrain_run(c: ml_collections.ConfigDict, steps: int,
 
 
 def pretrain_backbone(quick: bool, steps: int, workdir: str,
-                      backbone: dict) -> tuple[str, dict]:
+                      backbone: dict, seed: int = 0) -> tuple[str, dict]:
   """Trains the refseg backbone as a toyworld scene classifier."""
   c = lr_vit.get_config()
   opts = dict(c.toyworld.to_dict(), num_train=2000 if quick else 4000)
@@ -100,14 +101,15 @@ def pretrain_backbone(quick: bool, steps: int, workdir: str,
   c.data.fields = ("hr", "labels")
   c.model = ml_collections.ConfigDict(dict(name="refseg_backbone_cls",
                                            backbone=backbone))
-  ckpt, final = _pretrain_run(c, steps, workdir)
+  ckpt, final = _pretrain_run(c, steps, workdir, seed)
   print(f"pretrained backbone: toyworld val accuracy "
         f"{final['val']['accuracy']:.3f}", flush=True)
   return ckpt, final
 
 
 def pretrain_backbone_cross_scale(steps: int, workdir: str, backbone: dict,
-                                  data_dir: str) -> tuple[str, dict]:
+                                  data_dir: str, seed: int = 0
+                                  ) -> tuple[str, dict]:
   """Label-free cross-scale pretraining (LR/HR alignment, masked LR
   modelling, the backbone aligned to the LR regions) on `data_dir`'s train
   split."""
@@ -115,7 +117,7 @@ def pretrain_backbone_cross_scale(steps: int, workdir: str, backbone: dict,
   c.data.path = data_dir
   c.model.backbone = backbone
   c.model.sampler = None   # only the backbone is used downstream
-  ckpt, final = _pretrain_run(c, steps, workdir)
+  ckpt, final = _pretrain_run(c, steps, workdir, seed)
   print(f"pretrained backbone (cross-scale, label-free): val "
         f"{final['val']}", flush=True)
   return ckpt, final
@@ -157,6 +159,8 @@ def main(argv=None) -> None:
                  choices=("auto", "classifier", "cross_scale", "none"))
   p.add_argument("--modes", default=",".join(MODES))
   p.add_argument("--data_root", default=None)
+  p.add_argument("--seed", type=int, default=0,
+                 help="seed of the backbone pretraining and of every mode")
   a = p.parse_args(argv)
   data_dir = registry.resolve(REFERRING.get(a.dataset, a.dataset), a.data_root)
   manifest = shards.load_manifest(data_dir)
@@ -176,13 +180,13 @@ def main(argv=None) -> None:
   if kind == "classifier":
     backbone_init, final = pretrain_backbone(
         a.quick, pre_steps, os.path.join(tmp, "pretrain"),
-        probe.model.backbone.to_dict())
+        probe.model.backbone.to_dict(), a.seed)
     pretrain = {"steps": pre_steps, "task": "toyworld scene classification",
                 "val_accuracy": final["val"]["accuracy"]}
   elif kind == "cross_scale":
     backbone_init, final = pretrain_backbone_cross_scale(
         pre_steps, os.path.join(tmp, "pretrain"),
-        probe.model.backbone.to_dict(), data_dir)
+        probe.model.backbone.to_dict(), data_dir, a.seed)
     pretrain = {"steps": pre_steps, "task": "label-free cross-scale "
                 "alignment on the set's train images (pretrain.py:backbone)",
                 "val": final["val"]}
@@ -192,6 +196,7 @@ def main(argv=None) -> None:
   for mode in a.modes.split(","):
     c = base_config(a.quick, data_dir, mode)
     c.model.backbone_init = backbone_init
+    c.seed = a.seed
     if a.steps:
       c.total_steps = a.steps
     tr, tot, ob_f, ob_all = optimizer_bytes(c, data_dir)
