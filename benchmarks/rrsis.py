@@ -123,6 +123,18 @@ def pretrain_backbone_cross_scale(steps: int, workdir: str, backbone: dict,
   return ckpt, final
 
 
+def _table_row(method: str, res: dict, trainable_fraction: float = 0.0,
+               trainable: int = 0, opt_bytes: int = 0,
+               opt_bytes_unfrozen: int = 0, seconds: float = 0.0) -> dict:
+  """One printed row from refseg metrics `res` ("oIoU", "Prec@0.5", ...)."""
+  return {"method": method, "trainable_%": 100 * trainable_fraction,
+          "trainable": trainable, "opt_MB": opt_bytes / 2 ** 20,
+          "opt_MB_unfrozen": opt_bytes_unfrozen / 2 ** 20,
+          "oIoU": 100 * res["oIoU"], "mIoU": 100 * res["mIoU"],
+          **{f"P@{x}": 100 * res[f"Prec@{x}"] for x in ("0.5", "0.7", "0.9")},
+          "sec": seconds}
+
+
 def all_foreground(data_dir: str, split: str = "test") -> dict[str, float]:
   """Referring metrics of the trivial method that masks the whole image for
   every expression: a method below it has learned nothing of the set."""
@@ -213,23 +225,12 @@ def main(argv=None) -> None:
         "test_loss": res["loss"], "num_test": res["num_examples"],
         "train_seconds": round(time.time() - t0, 1),
         "steps_per_sec": final["steps_per_sec"]}
-    m = methods[mode]
-    rows.append({"method": mode, "trainable_%": 100 * m["trainable_fraction"],
-                 "trainable": tr, "opt_MB": ob_f / 2 ** 20,
-                 "opt_MB_unfrozen": ob_all / 2 ** 20,
-                 "oIoU": 100 * m["oIoU"], "mIoU": 100 * m["mIoU"],
-                 "P@0.5": 100 * m["prec"]["0.5"],
-                 "P@0.7": 100 * m["prec"]["0.7"],
-                 "P@0.9": 100 * m["prec"]["0.9"], "sec": m["train_seconds"]})
+    rows.append(_table_row(mode, res, tr / tot, tr, ob_f, ob_all,
+                           methods[mode]["train_seconds"]))
   print(f"\nreferring segmentation, {manifest.name} ({data_dir}), test split, "
         f"{c.total_steps} steps x batch {c.batch_size}, seed {c.seed}")
   trivial = all_foreground(data_dir)
-  rows.append({"method": "(whole image)", "trainable_%": 0.0, "trainable": 0,
-               "opt_MB": 0.0, "opt_MB_unfrozen": 0.0,
-               "oIoU": 100 * trivial["oIoU"], "mIoU": 100 * trivial["mIoU"],
-               "P@0.5": 100 * trivial["Prec@0.5"],
-               "P@0.7": 100 * trivial["Prec@0.7"],
-               "P@0.9": 100 * trivial["Prec@0.9"], "sec": 0.0})
+  rows.append(_table_row("(whole image)", trivial))
   bench.print_table(rows, list(rows[0]))
   gap = None
   if "adapters" in methods and "full" in methods:

@@ -293,9 +293,8 @@ def _spacenet_pan(source: str, name: str, chip: int, seed: int,
   hi = float(np.percentile(img, 99.9))
   img = np.clip(img / hi, 0.0, 1.0)
   wins = {}
-  splits = _chip_dataset(name, img, (item.labels > 0).astype(np.uint8), chip,
-                         4, seed,
-                         windows_out=wins)
+  mask = (item.labels > 0).astype(np.uint8)   # class ids or instance ids
+  splits = _chip_dataset(name, img, mask, chip, 4, seed, windows_out=wins)
   return _binary_seg(
       name, source, item.bands, splits, what,
       [f"{item.bands[0]} scaled by its 99.9th percentile ({hi:.0f}) and "

@@ -175,7 +175,7 @@ def test_chip_bounds_match_rasterio_windows(shared_data, tmp_path):
   with rasterio.open(path) as src:
     full = src.read(1)
     for s in shards.iter_scenes(str(tmp_path), "train"):
-      r, c = (int(x[1:]) for x in s.id.split("/")[1].split("_"))
+      r, c = _window(s.id)
       want = windows.bounds(windows.Window(c, r, 256, 256), src.transform)
       np.testing.assert_allclose(s.bounds, want)
       np.testing.assert_array_equal(s.hr[..., 0], full[r:r + 256, c:c + 256])
