@@ -20,6 +20,8 @@ them).
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
 import tempfile
 
@@ -67,8 +69,22 @@ def base_config(quick: bool, data_dir: str) -> ml_collections.ConfigDict:
 
 
 def run_one(config, workdir) -> dict:
-  final = train.train_and_evaluate(config, workdir)["final"]
-  return final
+  """Final test metrics of one cell, trained in `workdir`; a `workdir` that
+  already holds a finished run of this same config (its `config.json` and
+  `final_metrics.json`, written by the trainer) is read back, not retrained,
+  so a sweep relaunched with the same `--work_dir` resumes where it
+  stopped."""
+  done = os.path.join(workdir, "final_metrics.json")
+  if os.path.exists(done):
+    with open(os.path.join(workdir, "config.json")) as f:
+      if f.read() != config.to_json_best_effort(indent=1):
+        raise ValueError(
+            f"{workdir} holds a finished run of a different config: give "
+            "this sweep a new --work_dir (or delete that directory).")
+    print(f"   finished earlier: {done}", flush=True)
+    with open(done) as f:
+      return json.load(f)["final"]
+  return train.train_and_evaluate(config, workdir)["final"]
 
 
 def toyworld_options(quick: bool) -> dict:
@@ -207,6 +223,22 @@ def plot(results: dict, path: str | None = None, title: str | None = None):
   return fig
 
 
+def parse_overrides(items: list[str]) -> dict:
+  """["model.budget=0.25", "model.sampler_target.completion=1.0"] ->
+  {key: value}; values are Python literals (strings stay strings)."""
+  out = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. "
+                       "--set model.sampler_target.completion=1.0")
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="toyworld")
@@ -225,8 +257,15 @@ def main(argv=None):
                  help="train every cell with this many seeds; means + std")
   p.add_argument("--first_seed", type=int, default=0,
                  help="seeds are first_seed..first_seed+seeds-1")
+  p.add_argument("--work_dir", default=None,
+                 help="where each cell trains (default: a new temp dir); "
+                      "relaunching with the same one skips finished cells")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="config override for every run (repeatable), e.g. "
+                      "--set model.sampler_target.completion=1.0")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
+  overrides = parse_overrides(a.set)
   opts = toyworld_options(a.quick) if a.dataset == "toyworld" else None
   data_dir = registry.resolve(a.dataset, None, opts)
   methods = {m: METHODS[m] for m in a.methods.split(",") if m in METHODS}
@@ -242,12 +281,13 @@ def main(argv=None):
              if a.budgets else BUDGETS)
   res = run_tradeoff(data_dir, methods=methods, budgets=budgets,
                      quick=a.quick, steps=a.steps, seeds=a.seeds,
-                     first_seed=a.first_seed)
+                     first_seed=a.first_seed, overrides=overrides,
+                     work_dir=a.work_dir)
   results = res["methods"]
 
   # Step time of ours at 1/8 vs dense HR, full-size model, same batch.
   c = base_config(False, data_dir)
-  c.update_from_flattened_dict({"model.budget": 1 / 8})
+  c.update_from_flattened_dict({**overrides, "model.budget": 1 / 8})
   t_ours = bench.time_train_step(c, data_dir, 5 if a.quick else 20)
   c.update_from_flattened_dict({"model.budget": 1.0})
   t_dense = bench.time_train_step(c, data_dir, 5 if a.quick else 20)
@@ -261,7 +301,7 @@ def main(argv=None):
       "machine": bench.machine(), "dataset": res["dataset"],
       "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],
       "methods": results, "step_time": speed, "seeds": a.seeds,
-      "first_seed": a.first_seed,
+      "first_seed": a.first_seed, "overrides": overrides,
       "pretrain_steps": a.pretrain_steps})
   path = os.path.join(a.out, "tradeoff.png")
   plot(res, path)

@@ -135,6 +135,52 @@ def test_sampler_prior_starts_from_the_heuristic_ranking_and_learns():
   assert float(g["params"]["prior_weight"].unbox()) > 0
 
 
+def test_sampler_targets_detail_and_completion_error():
+  """The sampler's regression targets over all unobserved tiles: HR detail,
+  the predictor's completion error (log cosine distance), or their sum."""
+  batch = _batch()
+  rng = np.random.default_rng(5)
+  observed = np.zeros((B, G * G), bool)
+  observed[:, :2] = True                       # k = 2 bought: tiles 0, 1
+  pred = jnp.asarray(rng.normal(size=(B, G * G, 16)), jnp.float32)
+  logits = jnp.asarray(rng.normal(size=(B, G * G)), jnp.float32)
+
+  def losses(target):
+    model = _model(budget=2, num_target_tiles=G * G - 2,
+                   sampler_target=target)
+    params = _init(model, batch)
+    out = model.apply({"params": params}, batch["hr"], pred,
+                      jnp.asarray(observed), logits, LR,
+                      method=model.latent_losses, rngs=_rngs())
+    hr_lat = model.apply({"params": params}, tiles.to_tiles(batch["hr"], G),
+                         method=model.encode_tiles)    # [B, N, D]
+    return out, hr_lat
+
+  (latent, l_c), hr_lat = losses({"completion": 1.0})
+  unobs = np.asarray(~observed)
+  err = np.asarray(cross_scale.cosine_distance(pred, hr_lat))[unobs]
+  z = np.log(err + 1e-4)
+  z = (z - z.mean()) / (z.std() + 1e-3)
+  np.testing.assert_allclose(float(latent), err.mean(), rtol=1e-5)
+  np.testing.assert_allclose(
+      float(l_c), ((np.asarray(logits)[unobs] - z) ** 2).mean(), rtol=1e-4)
+
+  (_, l_d), _ = losses({"detail": 1.0})
+  zd = np.log(np.asarray(tiles.hr_detail(
+      tiles.to_tiles(batch["hr"], G), HR // LR))[unobs] + 1e-4)
+  zd = (zd - zd.mean()) / (zd.std() + 1e-3)
+  np.testing.assert_allclose(
+      float(l_d), ((np.asarray(logits)[unobs] - zd) ** 2).mean(), rtol=1e-4)
+  (_, l_dc), _ = losses({"detail": 1.0, "completion": 0.5})
+  np.testing.assert_allclose(
+      float(l_dc), ((np.asarray(logits)[unobs] - zd - 0.5 * z) ** 2).mean(),
+      rtol=1e-4)
+  (_, l_default), _ = losses(None)
+  np.testing.assert_allclose(float(l_default), float(l_d), rtol=1e-6)
+  with pytest.raises(ValueError, match="sampler_target.*known: detail"):
+    losses({"variance": 1.0})
+
+
 def test_uniform_indices_spread_over_the_grid():
   np.testing.assert_array_equal(cross_scale.uniform_indices(16, 4),
                                 [2, 6, 10, 14])

@@ -56,3 +56,36 @@ def test_seeds_start_at_first_seed(monkeypatch, tmp_path):
   assert [s for s, _, _ in trained] == [3, 4]
   assert trained[0][2].endswith("heuristic_0.2500_s3")
   assert res["methods"]["heuristic"]["accuracy_seeds"] == [[0.3, 0.4]]
+
+
+def test_a_finished_cell_is_read_back_not_retrained(monkeypatch, tmp_path):
+  """A relaunched sweep (same --work_dir) reuses a cell whose config.json
+  matches and stops on one trained with another config."""
+  import json
+  config = tradeoff.base_config(True, str(tmp_path))
+  cell = tmp_path / "ours_0.1250"
+  calls = []
+
+  def fake_train(c, workdir):
+    calls.append(workdir)
+    cell.mkdir(exist_ok=True)
+    (cell / "config.json").write_text(c.to_json_best_effort(indent=1))
+    (cell / "final_metrics.json").write_text(json.dumps(
+        {"final": {"accuracy": 0.75}}))
+    return {"final": {"accuracy": 0.75}}
+  monkeypatch.setattr(tradeoff.train, "train_and_evaluate", fake_train)
+  assert tradeoff.run_one(config, str(cell)) == {"accuracy": 0.75}
+  assert tradeoff.run_one(config, str(cell)) == {"accuracy": 0.75}
+  assert len(calls) == 1
+  config.model.budget = 0.25
+  with pytest.raises(ValueError, match="different config.*new --work_dir"):
+    tradeoff.run_one(config, str(cell))
+
+
+def test_parse_overrides():
+  assert tradeoff.parse_overrides(
+      ["model.sampler_target.completion=1.0", "model.policy=random",
+       "model.budget=3"]) == {"model.sampler_target.completion": 1.0,
+                              "model.policy": "random", "model.budget": 3}
+  with pytest.raises(ValueError, match="KEY=VALUE"):
+    tradeoff.parse_overrides(["model.budget"])

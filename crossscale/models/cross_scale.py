@@ -143,16 +143,31 @@ def siglip_loss(emb, labels, log_t, bias):
   return -(jax.nn.log_sigmoid(z * logits) * off_diag).sum() / emb.shape[0]
 
 
-def sampler_detail_loss(logits, tidx, tile_px, scale: int) -> jnp.ndarray:
-  """The sampler's label-free target: its logits `[B, N]` at tiles `tidx`
-  `[B, T]` regress onto the log HR detail energy of those tiles' pixels
-  `[B, T, t, t, C]` (what an LR pixel at `scale` cannot hold), standardised
-  over the whole batch, not per scene: most tiles are background, and
-  per-scene statistics would turn their noise into targets."""
-  detail = jnp.log(tiles.hr_detail(tile_px, scale) + 1e-4)    # [B, T]
-  z = jax.lax.stop_gradient((detail - detail.mean()) / (detail.std() + 1e-3))
+def batch_standardise(x: jnp.ndarray) -> jnp.ndarray:
+  """Stop-gradient `(x - mean) / std` over the whole batch `[B, T]`, not per
+  scene: most tiles are background, and per-scene statistics would turn
+  their noise into targets."""
+  return jax.lax.stop_gradient((x - x.mean()) / (x.std() + 1e-3))
+
+
+def sampler_regression_loss(logits, tidx, z) -> jnp.ndarray:
+  """Mean squared error of the sampler's logits `[B, N]` at tiles `tidx`
+  `[B, T]` to their targets `z` `[B, T]`."""
   s = jnp.take_along_axis(logits, tidx, axis=1)
   return ((s - z) ** 2).mean()
+
+
+def detail_target(tile_px, scale: int) -> jnp.ndarray:
+  """`[B, T]`: log HR detail energy of tiles `[B, T, t, t, C]` (what an LR
+  pixel at `scale` cannot hold), standardised over the batch."""
+  return batch_standardise(jnp.log(tiles.hr_detail(tile_px, scale) + 1e-4))
+
+
+def sampler_detail_loss(logits, tidx, tile_px, scale: int) -> jnp.ndarray:
+  """The sampler's label-free target: its logits `[B, N]` at tiles `tidx`
+  `[B, T]` regress onto the standardised log HR detail energy of those
+  tiles' pixels `[B, T, t, t, C]` (`detail_target`)."""
+  return sampler_regression_loss(logits, tidx, detail_target(tile_px, scale))
 
 
 def uniform_indices(n_tiles: int, k: int) -> jnp.ndarray:
@@ -177,6 +192,7 @@ class CrossScaleModel(nn.Module):
   sampler: dict = None
   predictor: dict = None              # width, depth, num_heads, mlp_dim, lr_guidance
   num_target_tiles: int = -1          # unobserved tiles with a latent target; -1: k
+  sampler_target: dict = None         # {"detail": w, "completion": w} (latent_losses)
   embed_dim: int = 64                 # retrieval embedding
   zero_hr_gain: float = 0.0           # residual fusion s = s_P + g (s_P - s_0HR)
   head_type: str = "map"              # map | mil (see head_logits)
@@ -442,11 +458,15 @@ class CrossScaleModel(nn.Module):
 
     latent: cosine distance of the predicted latents to stop-gradient HR
       latents of those tiles.
-    sampler: the sampler learns where HR adds what LR lacks: its logits
-      regress onto the sub-LR-pixel detail energy of those tiles
-      (`hr_detail`, log, standardised over the batch), a target from the
-      data alone, so it is informative from the first step, unlike the
-      completion errors of still-untrained encoders.
+    sampler: the sampler's logits on those tiles regress onto a weighted sum
+      (`sampler_target`, default {"detail": 1}) of standardised targets:
+      "detail", the tiles' sub-LR-pixel HR detail energy (`detail_target`),
+      a target from the data alone, informative from the first step;
+      "completion", the log of the predictor's own completion error there
+      (cosine distance to the HR latent): where LR and the tiles bought
+      leave the HR content least predictable, which is what buying a tile
+      fixes (a high-detail but predictable texture scores low). It is noise
+      while the encoders are untrained, so it is meant beside "detail".
     """
     k = self.k()
     T = self.num_target_tiles if self.num_target_tiles >= 0 else max(k, 1)
@@ -460,8 +480,20 @@ class CrossScaleModel(nn.Module):
     target_px = tiles.gather_tiles(hr, tidx, self.grid)     # [B, T, t, t, C]
     target = jax.lax.stop_gradient(self.encode_tiles(target_px))
     p = jnp.take_along_axis(pred, tidx[..., None], axis=1)
-    latent = cosine_distance(p, target).mean()
+    err = cosine_distance(p, target)                        # [B, T]
+    latent = err.mean()
     if T < 2:
       return latent, jnp.zeros(())
-    return latent, sampler_detail_loss(logits, tidx, target_px,
-                                       hr.shape[1] // lr_size)
+    weights = dict(self.sampler_target or {"detail": 1.0})
+    unknown = set(weights) - {"detail", "completion"}
+    if unknown:
+      raise ValueError(f"unknown sampler targets {sorted(unknown)} "
+                       "(config.model.sampler_target); known: detail, "
+                       "completion")
+    z = jnp.zeros_like(err)
+    if weights.get("detail"):
+      z = z + weights["detail"] * detail_target(target_px,
+                                                hr.shape[1] // lr_size)
+    if weights.get("completion"):
+      z = z + weights["completion"] * batch_standardise(jnp.log(err + 1e-4))
+    return latent, sampler_regression_loss(logits, tidx, z)

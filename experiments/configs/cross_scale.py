@@ -44,6 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       predictor=dict(width=64, depth=2, num_heads=4, mlp_dim=128,
                      lr_guidance=True),
       num_target_tiles=-1,        # latent targets per scene; -1: k
+      # What the sampler's logits regress onto (weights of standardised
+      # targets): HR detail energy, and/or the predictor's completion error.
+      sampler_target=dict(detail=1.0, completion=0.0),
       embed_dim=64,
       zero_hr_gain=0.0,
       select_impl="auto",         # tile select+gather: Pallas kernel on GPU/TPU
