@@ -1,0 +1,158 @@
+r"""Does the choice of tiles matter? Cross-evaluates trained cross-scale runs
+with each other's tile selections.
+
+  python -m benchmarks.tradeoff --dataset rsscn7 --quick --methods \
+      ours,heuristic --budgets 0.25 --work_dir RUNS --out /tmp/t
+  python -m benchmarks.selection_swap --runs ours=RUNS/ours_0.2500,\
+heuristic=RUNS/heuristic_0.2500 --out /tmp/swap
+
+Every run (a training workdir: its config.json and checkpoints, same
+dataset and budget) is evaluated on the test split with the tiles chosen
+by every selection source: each run's learned sampler (its `sampler`
+parameters grafted in) and the fixed policies heuristic, uniform and
+random. Prints and writes (OUT/selection_swap.json):
+  accuracy[run][source]: the run's predictor and head fed `source`'s tiles
+    (the diagonal entry of a run under its own policy is its test accuracy);
+  overlap[a][b]: the mean fraction of the k tiles that sources a and b both
+    buy in a scene (1 = the same tiles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+from absl import flags
+
+from benchmarks import common as bench
+from crossscale import evaluators, export, input_pipeline, sharding, shards
+
+FIXED_POLICIES = ("heuristic", "uniform", "random")
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained cross-scale run: its config, model and host params."""
+  name: str
+  workdir: str
+  config: Any
+  model: Any
+  params: Any
+
+
+def load_run(name: str, workdir: str) -> Run:
+  config = export.load_config(workdir)
+  manifest = shards.load_manifest(config.data.path)
+  params, _ = export.restore_params(config, manifest, workdir)
+  model = export.build_model(config, manifest).clone(select_impl="reference")
+  return Run(name, workdir, config, model, params)
+
+
+def sources(runs: list[Run]) -> dict[str, tuple[str, Any]]:
+  """Selection sources: name -> (policy, sampler params or None): each run
+  with a learned sampler, then the fixed policies."""
+  out = {r.name: ("learned", r.params["sampler"]) for r in runs
+         if r.config.model.policy == "learned"}
+  out.update({p: (p, None) for p in FIXED_POLICIES})
+  return out
+
+
+def with_source(run: Run, policy: str, sampler_params) -> tuple[Any, Any]:
+  """(model, params) of `run`'s predictor and head selecting by `policy`
+  (with `sampler_params` grafted in for a learned sampler)."""
+  params = dict(run.params)
+  if sampler_params is not None:
+    params["sampler"] = sampler_params
+  return run.model.clone(policy=policy), params
+
+
+def selections(model, params, data_dir: str, split: str,
+               batch_size: int) -> np.ndarray:
+  """`[S, k]` tile indices `model` buys for each scene of `split` (bought
+  slots only matter for fixed budgets: all k are)."""
+  plan = jax.jit(lambda p, lr: model.apply(
+      {"params": p}, {"lr": lr}, rngs={"selection": jax.random.key(0)},
+      method="plan")["tile_indices"])
+  out = []
+  for batch in input_pipeline.eval_dataset(
+      data_dir, split, batch_size=batch_size, fields=("lr",)):
+    idx = np.asarray(plan(params, batch["lr"]))
+    out.append(idx[np.asarray(batch["valid"]).astype(bool)])
+  return np.concatenate(out)
+
+
+def overlap(idx_a: np.ndarray, idx_b: np.ndarray) -> float:
+  """Mean over scenes of |A & B| / k for tile index sets `[S, k]`."""
+  k = idx_a.shape[1]
+  if k == 0:
+    return 1.0
+  return float(np.mean([len(set(a) & set(b)) / k
+                        for a, b in zip(idx_a.tolist(), idx_b.tolist())]))
+
+
+def swap(runs: list[Run], split: str = "test") -> dict:
+  """{"accuracy": {run: {source: acc}}, "overlap": {a: {b: frac}},
+  "k": tiles per scene, "sources": [...]} (module docstring)."""
+  ref = runs[0]
+  data_dir = ref.config.data.path
+  ks = {r.name: r.model.k() for r in runs}
+  if len(set(ks.values())) != 1 or len(
+      {r.config.data.path for r in runs}) != 1:
+    raise ValueError(f"runs differ in budget (k per run: {ks}) or dataset "
+                     f"({[r.config.data.path for r in runs]}): cross-"
+                     "evaluate runs of one tradeoff cell (same --budgets).")
+  srcs = sources(runs)
+  bs = int(ref.config.batch_size)
+  chosen = {}
+  for s, (policy, sp) in srcs.items():
+    model, params = with_source(ref, policy, sp)
+    chosen[s] = selections(model, params, data_dir, split, bs)
+  mesh = sharding.make_mesh((("data", -1),), jax.devices()[:1])
+  acc = {}
+  for r in runs:
+    acc[r.name] = {}
+    for s, (policy, sp) in srcs.items():
+      model, params = with_source(r, policy, sp)
+      ev = evaluators.ClassificationEvaluator(
+          model, data_dir=data_dir, split=split, batch_size=bs,
+          task=r.config.task, mesh=mesh,
+          fields=tuple(r.config.data.fields))
+      acc[r.name][s] = ev.run(params)["accuracy"]
+  ov = {a: {b: overlap(chosen[a], chosen[b]) for b in srcs} for a in srcs}
+  return {"accuracy": acc, "overlap": ov, "k": ks[ref.name],
+          "sources": list(srcs), "split": split}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--runs", required=True,
+                 help="comma-separated NAME=WORKDIR of trained runs")
+  p.add_argument("--split", default="test")
+  p.add_argument("--out", required=True)
+  a = p.parse_args(argv)
+  flags.FLAGS.mark_as_parsed()
+  runs = []
+  for item in a.runs.split(","):
+    name, sep, workdir = item.partition("=")
+    if not sep:
+      raise ValueError(f"--runs item {item!r}: expected NAME=WORKDIR")
+    runs.append(load_run(name, workdir))
+  res = swap(runs, a.split)
+  srcs = res["sources"]
+  print(f"{a.split} accuracy: run (rows) fed each source's tiles "
+        f"(columns), k={res['k']}")
+  bench.print_table([{"run": r, **v} for r, v in res["accuracy"].items()],
+                    ["run", *srcs])
+  print("\nmean fraction of tiles both sources buy")
+  bench.print_table([{"source": s, **v} for s, v in res["overlap"].items()],
+                    ["source", *srcs])
+  bench.write_json(a.out, "selection_swap.json", {
+      "machine": bench.machine(), **res,
+      "runs": {r.name: r.workdir for r in runs}})
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,66 @@
+"""benchmarks.selection_swap: a trained run fed each source's tiles; its
+own sampler reproduces its test accuracy; overlaps by hand."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import selection_swap
+from crossscale import input_pipeline, shards, tiles, train
+from crossscale.models import cross_scale
+from experiments.configs import cross_scale as cross_scale_config
+
+
+@pytest.fixture(scope="module")
+def run(toyworld_small, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("swap_run"))
+  c = cross_scale_config.get_config("runlocal")
+  c.data.path = toyworld_small
+  c.update_from_flattened_dict({"total_steps": 2, "batch_size": 16,
+                                "model.budget": 0.25, "log_every": 1})
+  c.evals = {}
+  train.train_and_evaluate(c, workdir)
+  return selection_swap.load_run("ours", workdir)
+
+
+def test_swap_matrix(run):
+  with open(os.path.join(run.workdir, "final_metrics.json")) as f:
+    own = json.load(f)["final"]["accuracy"]
+  res = selection_swap.swap([run])
+  assert res["sources"] == ["ours", "heuristic", "uniform", "random"]
+  manifest = shards.load_manifest(run.config.data.path)
+  n = manifest.grid ** 2
+  k = n // 4
+  assert res["k"] == k                       # budget 1/4 of the grid
+  # Its own sampler: exactly the run's final test accuracy.
+  assert res["accuracy"]["ours"]["ours"] == pytest.approx(own, abs=1e-6)
+  for s in res["sources"]:
+    assert 0.0 <= res["accuracy"]["ours"][s] <= 1.0
+    assert res["overlap"][s][s] == 1.0
+  # heuristic vs uniform, by hand: top-k LR detail vs the fixed grid slots.
+  data_dir = run.config.data.path
+  lrs = []
+  for b in input_pipeline.eval_dataset(data_dir, "test", batch_size=16,
+                                       fields=("lr",)):
+    lrs.append(np.asarray(b["lr"])[np.asarray(b["valid"]).astype(bool)])
+  stat = np.asarray(tiles.tile_statistic(np.concatenate(lrs), manifest.grid))
+  top = np.argsort(-stat, axis=1, kind="stable")[:, :k]
+  uni = set(np.asarray(cross_scale.uniform_indices(n, k)).tolist())
+  want = np.mean([len(set(t) & uni) / k for t in top.tolist()])
+  assert res["overlap"]["heuristic"]["uniform"] == pytest.approx(want)
+  assert res["overlap"]["uniform"]["heuristic"] == pytest.approx(want)
+
+
+def test_runs_of_different_budgets_are_refused(run):
+  other = selection_swap.Run("b8", run.workdir, run.config,
+                             run.model.clone(budget=0.125), run.params)
+  with pytest.raises(ValueError, match="differ in budget"):
+    selection_swap.swap([run, other])
+
+
+def test_overlap():
+  a = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
+  b = np.array([[3, 2, 9, 8], [4, 5, 6, 7]])
+  assert selection_swap.overlap(a, b) == pytest.approx((0.5 + 1.0) / 2)
