@@ -2,15 +2,20 @@ r"""Does the choice of tiles matter? Cross-evaluates trained cross-scale runs
 with each other's tile selections.
 
   python -m benchmarks.tradeoff --dataset rsscn7 --quick --methods \
-      ours,heuristic --budgets 0.25 --work_dir RUNS --out /tmp/t
-  python -m benchmarks.selection_swap --runs ours=RUNS/ours_0.2500,\
-heuristic=RUNS/heuristic_0.2500 --out /tmp/swap
+      ours,heuristic --budgets 0.25 --seeds 3 --work_dir RUNS --out /tmp/t
+  python -m benchmarks.selection_swap --work_dir RUNS --budget 0.25 \
+      --out /tmp/swap
+  python -m benchmarks.selection_swap --runs ours=DIR1,heuristic=DIR2 \
+      --out /tmp/swap
 
 Every run (a training workdir: its config.json and checkpoints, same
 dataset and budget) is evaluated on the test split with the tiles chosen
 by every selection source: each run's learned sampler (its `sampler`
 parameters grafted in) and the fixed policies heuristic, uniform and
-random. Prints and writes (OUT/selection_swap.json):
+random. `--work_dir` (repeatable) names tradeoff sweeps (`benchmarks.tradeoff
+--work_dir`): their finished cells at `--budget` are grouped by seed, each
+seed cross-evaluated, and the tables averaged over seeds. Prints and writes
+(OUT/selection_swap.json, with "per_seed"):
   accuracy[run][source]: the run's predictor and head fed `source`'s tiles
     (the diagonal entry of a run under its own policy is its test accuracy);
   overlap[a][b]: the mean fraction of the k tiles that sources a and b both
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 from typing import Any
 
 import jax
@@ -126,21 +133,82 @@ def swap(runs: list[Run], split: str = "test") -> dict:
           "sources": list(srcs), "split": split}
 
 
+CELL = re.compile(r"^(?P<method>.+)_(?P<budget>\d\.\d{4})(?:_s(?P<seed>\d+))?$")
+
+
+def find_cells(work_dirs, budget: float) -> dict[int, dict[str, str]]:
+  """{seed: {method: workdir}} of the finished cells (final_metrics.json) at
+  `budget` in tradeoff sweep directories (cells named as
+  `benchmarks.tradeoff` names them; no seed suffix = seed 0)."""
+  cells: dict[int, dict[str, str]] = {}
+  for work in work_dirs:
+    for name in sorted(os.listdir(work)):
+      m = CELL.match(name)
+      path = os.path.join(work, name)
+      if not m or not os.path.exists(os.path.join(path, "final_metrics.json")):
+        continue
+      if abs(float(m["budget"]) - budget) > 5e-5:
+        continue
+      seed = int(m["seed"] or 0)
+      if m["method"] in cells.get(seed, {}):
+        raise ValueError(f"two cells for {m['method']} seed {seed} at budget "
+                         f"{budget}: {cells[seed][m['method']]} and {path}")
+      cells.setdefault(seed, {})[m["method"]] = path
+  if not cells:
+    raise FileNotFoundError(f"no finished cell at budget {budget:.4f} in "
+                            f"{list(work_dirs)} (named METHOD_{budget:.4f}"
+                            "[_sSEED] by benchmarks.tradeoff --work_dir)")
+  return cells
+
+
+def mean_tables(per_seed: list[dict]) -> dict:
+  """Element-wise mean of swap(...) results over seeds (entries present in
+  every seed)."""
+  out = {"k": per_seed[0]["k"], "split": per_seed[0]["split"],
+         "sources": per_seed[0]["sources"]}
+  for key in ("accuracy", "overlap"):
+    rows = set.intersection(*(set(r[key]) for r in per_seed))
+    out[key] = {a: {b: float(np.mean([r[key][a][b] for r in per_seed]))
+                    for b in per_seed[0][key][a]}
+                for a in per_seed[0][key] if a in rows}
+  return out
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--runs", required=True,
+  p.add_argument("--runs", default="",
                  help="comma-separated NAME=WORKDIR of trained runs")
+  p.add_argument("--work_dir", action="append", default=[],
+                 help="a tradeoff sweep's --work_dir (repeatable)")
+  p.add_argument("--budget", type=float, default=0.25,
+                 help="with --work_dir: the budget whose cells to compare")
   p.add_argument("--split", default="test")
   p.add_argument("--out", required=True)
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
-  runs = []
-  for item in a.runs.split(","):
-    name, sep, workdir = item.partition("=")
-    if not sep:
-      raise ValueError(f"--runs item {item!r}: expected NAME=WORKDIR")
-    runs.append(load_run(name, workdir))
-  res = swap(runs, a.split)
+  if bool(a.runs) == bool(a.work_dir):
+    raise ValueError("give either --runs NAME=DIR,... or --work_dir (a "
+                     "tradeoff sweep) with --budget")
+  if a.runs:
+    runs = []
+    for item in a.runs.split(","):
+      name, sep, workdir = item.partition("=")
+      if not sep:
+        raise ValueError(f"--runs item {item!r}: expected NAME=WORKDIR")
+      runs.append(load_run(name, workdir))
+    per_seed = {0: swap(runs, a.split)}
+    names = {0: {r.name: r.workdir for r in runs}}
+  else:
+    cells = find_cells(a.work_dir, a.budget)
+    per_seed, names = {}, {}
+    for seed, by_method in sorted(cells.items()):
+      print(f"== seed {seed}: {sorted(by_method)}", flush=True)
+      per_seed[seed] = swap([load_run(m, d) for m, d in by_method.items()],
+                            a.split)
+      names[seed] = by_method
+  res = mean_tables(list(per_seed.values()))
+  if len(per_seed) > 1:
+    print(f"means over seeds {sorted(per_seed)}")
   srcs = res["sources"]
   print(f"{a.split} accuracy: run (rows) fed each source's tiles "
         f"(columns), k={res['k']}")
@@ -150,8 +218,9 @@ def main(argv=None):
   bench.print_table([{"source": s, **v} for s, v in res["overlap"].items()],
                     ["source", *srcs])
   bench.write_json(a.out, "selection_swap.json", {
-      "machine": bench.machine(), **res,
-      "runs": {r.name: r.workdir for r in runs}})
+      "machine": bench.machine(), **res, "seeds": sorted(per_seed),
+      "per_seed": {str(s): r for s, r in per_seed.items()},
+      "runs": {str(s): n for s, n in names.items()}})
 
 
 if __name__ == "__main__":

@@ -64,3 +64,36 @@ def test_overlap():
   a = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
   b = np.array([[3, 2, 9, 8], [4, 5, 6, 7]])
   assert selection_swap.overlap(a, b) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_find_cells_groups_a_sweep_by_seed(tmp_path):
+  for name in ("ours_0.2500_s0", "heuristic_0.2500_s0", "ours_0.2500_s1",
+               "ours_0.1250_s0", "random_0.2500_s1", "lr_only_0.0000"):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "final_metrics.json").write_text("{}")
+  (tmp_path / "heuristic_0.2500_s1").mkdir()   # unfinished: no metrics
+  other = tmp_path / "more"
+  (other / "heuristic_0.2500").mkdir(parents=True)  # one seed, no suffix
+  (other / "heuristic_0.2500" / "final_metrics.json").write_text("{}")
+  cells = selection_swap.find_cells([str(tmp_path)], 0.25)
+  assert {s: sorted(m) for s, m in cells.items()} == {
+      0: ["heuristic", "ours"], 1: ["ours", "random"]}
+  assert cells[1]["random"] == str(tmp_path / "random_0.2500_s1")
+  with pytest.raises(ValueError, match="two cells for heuristic seed 0"):
+    selection_swap.find_cells([str(tmp_path), str(other)], 0.25)
+  with pytest.raises(FileNotFoundError, match="no finished cell at budget"):
+    selection_swap.find_cells([str(tmp_path)], 0.5)
+
+
+def test_mean_tables_average_seeds():
+  a = {"k": 2, "split": "test", "sources": ["ours", "heuristic"],
+       "accuracy": {"ours": {"ours": 0.8, "heuristic": 0.6}},
+       "overlap": {"ours": {"ours": 1.0, "heuristic": 0.5}}}
+  b = {"k": 2, "split": "test", "sources": ["ours", "heuristic"],
+       "accuracy": {"ours": {"ours": 0.6, "heuristic": 0.6},
+                    "heuristic": {"ours": 0.1, "heuristic": 0.2}},
+       "overlap": {"ours": {"ours": 1.0, "heuristic": 0.7}}}
+  m = selection_swap.mean_tables([a, b])
+  assert m["accuracy"] == {"ours": {"ours": pytest.approx(0.7),
+                                    "heuristic": pytest.approx(0.6)}}
+  assert m["overlap"]["ours"]["heuristic"] == pytest.approx(0.6)
