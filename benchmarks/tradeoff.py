@@ -12,6 +12,9 @@ one LR-only run and budget 1 one dense-HR run (selection is moot there).
 Also times a training step of ours at 1/8 against dense HR.
 Writes OUT/tradeoff.json and OUT/tradeoff.png. `--dataset` is a registered
 name or any records directory; without --quick the full-size config runs.
+`--work_dir DIR` keeps every cell's run (relaunching skips finished cells;
+`benchmarks.selection_swap` cross-evaluates them); `--set KEY=VALUE`
+overrides the config of every run.
 `run_tradeoff(...)` is the sweep as a function and `plot(...)` its figure
 (experiments/notebooks/budget_sweep.ipynb and predictor_ablation.ipynb call
 them).
