@@ -203,6 +203,11 @@ class CrossScaleModel(nn.Module):
     if self.policy not in POLICIES:
       raise ValueError(f"unknown selection policy {self.policy!r} "
                        f"(config.model.policy); known: {POLICIES}")
+    unknown = set(self.sampler_target or {}) - {"detail", "completion"}
+    if unknown:
+      raise ValueError(f"unknown sampler targets {sorted(unknown)} "
+                       "(config.model.sampler_target); known: detail, "
+                       "completion")
     if self.cost_budget:
       selection.check_cost_budget(
           np.full((1, self.n_tiles), self.cost.get("price", 1.0)),
@@ -466,7 +471,8 @@ class CrossScaleModel(nn.Module):
       (cosine distance to the HR latent): where LR and the tiles bought
       leave the HR content least predictable, which is what buying a tile
       fixes (a high-detail but predictable texture scores low). It is noise
-      while the encoders are untrained, so it is meant beside "detail".
+      while the encoders are untrained, so it is meant beside "detail"
+      (measured on RSSCN7: worse than "detail" alone; README).
     """
     k = self.k()
     T = self.num_target_tiles if self.num_target_tiles >= 0 else max(k, 1)
@@ -485,11 +491,6 @@ class CrossScaleModel(nn.Module):
     if T < 2:
       return latent, jnp.zeros(())
     weights = dict(self.sampler_target or {"detail": 1.0})
-    unknown = set(weights) - {"detail", "completion"}
-    if unknown:
-      raise ValueError(f"unknown sampler targets {sorted(unknown)} "
-                       "(config.model.sampler_target); known: detail, "
-                       "completion")
     z = jnp.zeros_like(err)
     if weights.get("detail"):
       z = z + weights["detail"] * detail_target(target_px,
