@@ -101,7 +101,8 @@ def overlap(idx_a: np.ndarray, idx_b: np.ndarray) -> float:
 
 
 def swap(runs: list[Run], split: str = "test") -> dict:
-  """{"accuracy": {run: {source: acc}}, "overlap": {a: {b: frac}},
+  """{"accuracy": {run: {source: value of "metric"}}, "metric": accuracy
+  (single-label) or mAP_macro (multi-label), "overlap": {a: {b: frac}},
   "k": tiles per scene, "sources": [...]} (module docstring)."""
   ref = runs[0]
   data_dir = ref.config.data.path
@@ -118,6 +119,9 @@ def swap(runs: list[Run], split: str = "test") -> dict:
     model, params = with_source(ref, policy, sp)
     chosen[s] = selections(model, params, data_dir, split, bs)
   mesh = sharding.make_mesh((("data", -1),), jax.devices()[:1])
+  # Multi-label data has no accuracy: its tables hold macro mAP.
+  metric = ("accuracy" if ref.config.task == "single_label"
+            else "mAP_macro")
   acc = {}
   for r in runs:
     acc[r.name] = {}
@@ -127,10 +131,10 @@ def swap(runs: list[Run], split: str = "test") -> dict:
           model, data_dir=data_dir, split=split, batch_size=bs,
           task=r.config.task, mesh=mesh,
           fields=tuple(r.config.data.fields))
-      acc[r.name][s] = ev.run(params)["accuracy"]
+      acc[r.name][s] = ev.run(params)[metric]
   ov = {a: {b: overlap(chosen[a], chosen[b]) for b in srcs} for a in srcs}
-  return {"accuracy": acc, "overlap": ov, "k": ks[ref.name],
-          "sources": list(srcs), "split": split}
+  return {"accuracy": acc, "metric": metric, "overlap": ov,
+          "k": ks[ref.name], "sources": list(srcs), "split": split}
 
 
 CELL = re.compile(r"^(?P<method>.+)_(?P<budget>\d\.\d{4})(?:_s(?P<seed>\d+))?$")
@@ -164,8 +168,7 @@ def find_cells(work_dirs, budget: float) -> dict[int, dict[str, str]]:
 def mean_tables(per_seed: list[dict]) -> dict:
   """Element-wise mean of swap(...) results over seeds (entries present in
   every seed)."""
-  out = {"k": per_seed[0]["k"], "split": per_seed[0]["split"],
-         "sources": per_seed[0]["sources"]}
+  out = {k: per_seed[0].get(k) for k in ("k", "split", "sources", "metric")}
   for key in ("accuracy", "overlap"):
     rows = set.intersection(*(set(r[key]) for r in per_seed))
     out[key] = {a: {b: float(np.mean([r[key][a][b] for r in per_seed]))
@@ -210,7 +213,7 @@ def main(argv=None):
   if len(per_seed) > 1:
     print(f"means over seeds {sorted(per_seed)}")
   srcs = res["sources"]
-  print(f"{a.split} accuracy: run (rows) fed each source's tiles "
+  print(f"{a.split} {res['metric']}: run (rows) fed each source's tiles "
         f"(columns), k={res['k']}")
   bench.print_table([{"run": r, **v} for r, v in res["accuracy"].items()],
                     ["run", *srcs])

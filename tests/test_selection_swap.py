@@ -30,6 +30,7 @@ def test_swap_matrix(run):
     own = json.load(f)["final"]["accuracy"]
   res = selection_swap.swap([run])
   assert res["sources"] == ["ours", "heuristic", "uniform", "random"]
+  assert res["metric"] == "accuracy"
   manifest = shards.load_manifest(run.config.data.path)
   n = manifest.grid ** 2
   k = n // 4
