@@ -14,7 +14,8 @@ Writes OUT/tradeoff.json and OUT/tradeoff.png. `--dataset` is a registered
 name or any records directory; without --quick the full-size config runs.
 `--work_dir DIR` keeps every cell's run (relaunching skips finished cells;
 `benchmarks.selection_swap` cross-evaluates them); `--set KEY=VALUE`
-overrides the config of every run.
+overrides the config of every run. With `--seeds` > 1 it also prints ours
+minus each method paired by seed (`paired_differences`).
 `run_tradeoff(...)` is the sweep as a function and `plot(...)` its figure
 (experiments/notebooks/budget_sweep.ipynb and predictor_ablation.ipynb call
 them).
@@ -200,6 +201,47 @@ def table_rows(methods: dict) -> list[dict]:
   return table
 
 
+PAIRED_COLUMNS = ["method", "budget", "seeds", "diff_points", "se_points",
+                  "ahead", "level", "behind"]
+
+
+def paired_differences(methods: dict, ref: str = "ours") -> list[dict]:
+  """Seed-paired accuracy difference of `ref` against every other method at
+  each budget strictly between 0 and 1 where both trained the same seeds
+  (the same init, data order and test split, so the pairing removes the
+  seed-to-seed spread both share).
+
+  methods: `run_tradeoff(...)["methods"]`. One row per (method, budget):
+  "diff_points" = mean of ref - method over seeds, in accuracy points;
+  "se_points" its standard error (sample std / sqrt(n); None for one
+  seed); "ahead" / "level" / "behind": on how many seeds ref is above,
+  equal (|difference| <= 1e-9 points), or below.
+  """
+  if ref not in methods:
+    return []
+  r = methods[ref]
+  rows = []
+  for m, other in methods.items():
+    if m == ref:
+      continue
+    for i, b in enumerate(other["budget"]):
+      if not 0.0 < b < 1.0 or b not in r["budget"]:
+        continue
+      a = (r.get("accuracy_seeds") or [None] * len(r["budget"]))[
+          r["budget"].index(b)]
+      o = (other.get("accuracy_seeds") or [None] * len(other["budget"]))[i]
+      if not a or not o or len(a) != len(o):
+        continue
+      d = 100.0 * (np.asarray(a) - np.asarray(o))          # [seeds]
+      se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else None
+      rows.append({"method": m, "budget": b, "seeds": int(d.size),
+                   "diff_points": float(d.mean()), "se_points": se,
+                   "ahead": int((d > 1e-9).sum()),
+                   "level": int((np.abs(d) <= 1e-9).sum()),
+                   "behind": int((d < -1e-9).sum())})
+  return rows
+
+
 def plot(results: dict, path: str | None = None, title: str | None = None):
   """Accuracy (mAP for multi-label data) vs HR cost, one line per method.
   Saves to `path` when given; returns the figure."""
@@ -298,12 +340,17 @@ def main(argv=None):
            "speedup": t_dense / t_ours, "batch_size": c.batch_size}
 
   bench.print_table(res["table"], TABLE_COLUMNS)
+  paired = paired_differences(results)
+  if a.seeds > 1 and paired:
+    print("\nours minus each method, paired by seed (accuracy points):")
+    bench.print_table(paired, PAIRED_COLUMNS)
   print(f"train step: ours@1/8 {t_ours * 1e3:.1f} ms, dense {t_dense * 1e3:.1f}"
         f" ms -> {speed['speedup']:.2f}x faster (batch {c.batch_size})")
   bench.write_json(a.out, "tradeoff.json", {
       "machine": bench.machine(), "dataset": res["dataset"],
       "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],
-      "methods": results, "step_time": speed, "seeds": a.seeds,
+      "methods": results, "paired_vs_ours": paired,
+      "step_time": speed, "seeds": a.seeds,
       "first_seed": a.first_seed, "overrides": overrides,
       "pretrain_steps": a.pretrain_steps})
   path = os.path.join(a.out, "tradeoff.png")

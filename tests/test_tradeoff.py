@@ -89,3 +89,27 @@ def test_parse_overrides():
                               "model.policy": "random", "model.budget": 3}
   with pytest.raises(ValueError, match="KEY=VALUE"):
     tradeoff.parse_overrides(["model.budget"])
+
+
+def test_paired_differences_by_hand():
+  methods = {
+      "ours": {"budget": [0.0, 0.125, 0.25, 1.0],
+               "accuracy_seeds": [[0.5, 0.5, 0.5], [0.80, 0.90, 0.70],
+                                  [0.8], [0.9, 0.9, 0.9]]},
+      "heuristic": {"budget": [0.0, 0.125, 0.25, 1.0],
+                    "accuracy_seeds": [[0.5, 0.5, 0.5], [0.75, 0.90, 0.72],
+                                       [0.7, 0.7], [0.9, 0.9, 0.9]]},
+      "random": {"budget": [0.125], "accuracy_seeds": [None]}}
+  rows = tradeoff.paired_differences(methods)
+  # Budgets 0 and 1 are shared runs (selection is moot), 1/4 has unequal
+  # seed counts, random has no per-seed accuracy: one row is left.
+  assert len(rows) == 1
+  r = rows[0]
+  assert (r["method"], r["budget"], r["seeds"]) == ("heuristic", 0.125, 3)
+  d = [5.0, 0.0, -2.0]  # points
+  mean = sum(d) / 3
+  se = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5 / 3 ** 0.5
+  assert r["diff_points"] == pytest.approx(mean)
+  assert r["se_points"] == pytest.approx(se)
+  assert (r["ahead"], r["level"], r["behind"]) == (1, 1, 1)
+  assert tradeoff.paired_differences(methods, ref="missing") == []
