@@ -14,7 +14,8 @@ by every selection source: each run's learned sampler (its `sampler`
 parameters grafted in) and the fixed policies heuristic, uniform and
 random. `--work_dir` (repeatable) names tradeoff sweeps (`benchmarks.tradeoff
 --work_dir`): their finished cells at `--budget` are grouped by seed, each
-seed cross-evaluated, and the tables averaged over seeds. Prints and writes
+seed cross-evaluated, and the tables averaged over seeds (`--seeds 8,9,10`
+keeps only those). Prints and writes
 (OUT/selection_swap.json, with "per_seed"):
   accuracy[run][source]: the run's predictor and head fed `source`'s tiles
     (the diagonal entry of a run under its own policy is its test accuracy);
@@ -146,10 +147,13 @@ def swap(runs: list[Run], split: str = "test") -> dict:
 CELL = re.compile(r"^(?P<method>.+)_(?P<budget>\d\.\d{4})(?:_s(?P<seed>\d+))?$")
 
 
-def find_cells(work_dirs, budget: float) -> dict[int, dict[str, str]]:
+def find_cells(work_dirs, budget: float,
+               seeds=None) -> dict[int, dict[str, str]]:
   """{seed: {method: workdir}} of the finished cells (final_metrics.json) at
   `budget` in tradeoff sweep directories (cells named as
-  `benchmarks.tradeoff` names them; no seed suffix = seed 0)."""
+  `benchmarks.tradeoff` names them; no seed suffix = seed 0). `seeds`: keep
+  only these (each must have a finished cell), e.g. fresh seeds held out
+  to confirm what the earlier ones suggested."""
   cells: dict[int, dict[str, str]] = {}
   for work in work_dirs:
     for name in sorted(os.listdir(work)):
@@ -164,6 +168,14 @@ def find_cells(work_dirs, budget: float) -> dict[int, dict[str, str]]:
         raise ValueError(f"two cells for {m['method']} seed {seed} at budget "
                          f"{budget}: {cells[seed][m['method']]} and {path}")
       cells.setdefault(seed, {})[m["method"]] = path
+  if seeds is not None:
+    missing = sorted(set(seeds) - set(cells))
+    if missing:
+      raise FileNotFoundError(
+          f"no finished cell for seeds {missing} at budget {budget:.4f} in "
+          f"{list(work_dirs)}: train them with benchmarks.tradeoff "
+          "--first_seed/--seeds and the same --work_dir")
+    cells = {s: cells[s] for s in seeds}
   if not cells:
     raise FileNotFoundError(f"no finished cell at budget {budget:.4f} in "
                             f"{list(work_dirs)} (named METHOD_{budget:.4f}"
@@ -191,6 +203,9 @@ def main(argv=None):
                  help="a tradeoff sweep's --work_dir (repeatable)")
   p.add_argument("--budget", type=float, default=0.25,
                  help="with --work_dir: the budget whose cells to compare")
+  p.add_argument("--seeds", default="",
+                 help="with --work_dir: comma-separated seeds to keep "
+                      "(default: every seed with finished cells)")
   p.add_argument("--split", default="test")
   p.add_argument("--out", required=True)
   a = p.parse_args(argv)
@@ -208,7 +223,8 @@ def main(argv=None):
     per_seed = {0: swap(runs, a.split)}
     names = {0: {r.name: r.workdir for r in runs}}
   else:
-    cells = find_cells(a.work_dir, a.budget)
+    seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else None
+    cells = find_cells(a.work_dir, a.budget, seeds)
     per_seed, names = {}, {}
     for seed, by_method in sorted(cells.items()):
       print(f"== seed {seed}: {sorted(by_method)}", flush=True)

@@ -84,6 +84,10 @@ def test_find_cells_groups_a_sweep_by_seed(tmp_path):
     selection_swap.find_cells([str(tmp_path), str(other)], 0.25)
   with pytest.raises(FileNotFoundError, match="no finished cell at budget"):
     selection_swap.find_cells([str(tmp_path)], 0.5)
+  only = selection_swap.find_cells([str(tmp_path)], 0.25, seeds=[1])
+  assert list(only) == [1] and sorted(only[1]) == ["ours", "random"]
+  with pytest.raises(FileNotFoundError, match=r"seeds \[2\]"):
+    selection_swap.find_cells([str(tmp_path)], 0.25, seeds=[1, 2])
 
 
 def test_mean_tables_average_seeds():
