@@ -219,18 +219,14 @@ def paired_differences(methods: dict, ref: str = "ours") -> list[dict]:
   """
   if ref not in methods:
     return []
-  r = methods[ref]
+  ref_seeds = _seeds_by_budget(methods[ref])
   rows = []
   for m, other in methods.items():
     if m == ref:
       continue
-    for i, b in enumerate(other["budget"]):
-      if not 0.0 < b < 1.0 or b not in r["budget"]:
-        continue
-      a = (r.get("accuracy_seeds") or [None] * len(r["budget"]))[
-          r["budget"].index(b)]
-      o = (other.get("accuracy_seeds") or [None] * len(other["budget"]))[i]
-      if not a or not o or len(a) != len(o):
+    for b, o in _seeds_by_budget(other).items():
+      a = ref_seeds.get(b)
+      if not 0.0 < b < 1.0 or not a or not o or len(a) != len(o):
         continue
       d = 100.0 * (np.asarray(a) - np.asarray(o))          # [seeds]
       se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else None
@@ -240,6 +236,13 @@ def paired_differences(methods: dict, ref: str = "ours") -> list[dict]:
                    "level": int((np.abs(d) <= 1e-9).sum()),
                    "behind": int((d < -1e-9).sum())})
   return rows
+
+
+def _seeds_by_budget(method: dict) -> dict[float, list | None]:
+  """{budget: per-seed accuracies (None without them)} of one method of
+  `run_tradeoff(...)["methods"]`."""
+  seeds = method.get("accuracy_seeds") or [None] * len(method["budget"])
+  return dict(zip(method["budget"], seeds))
 
 
 def plot(results: dict, path: str | None = None, title: str | None = None):
