@@ -83,6 +83,59 @@ def test_perturbed_forward_is_the_hard_selection_and_trains_the_sampler():
   assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_hard)) == 0
 
 
+def test_counterfactual_probe_keeps_the_forward_and_values_unbought_tiles():
+  """selection.counterfactual: the latent-target tiles not bought enter the
+  predictor at weight 0 (forward unchanged), and the task gradient at that
+  weight is the loss's directional derivative along buying the tile: equal
+  to a finite difference of the loss with the tile's latent blended in."""
+  batch = _batch()
+  sel = dict(mode="perturbed", sigma=0.5, num_samples=64)
+  plain = _model(budget=2, selection=sel)
+  probe = _model(budget=2, selection={**sel, "counterfactual": True})
+  params = _init(plain, batch)
+  out_p = plain.apply({"params": params}, batch, train=True, rngs=_rngs())
+  out_c = probe.apply({"params": params}, batch, train=True, rngs=_rngs())
+  np.testing.assert_allclose(out_c["logits"], out_p["logits"], atol=1e-6)
+  for name in ("latent", "sampler"):
+    np.testing.assert_allclose(out_c["aux_losses"][name],
+                               out_p["aux_losses"][name], atol=1e-6)
+
+  def loss(p, model):
+    out = model.apply({"params": p}, batch, train=True, rngs=_rngs())
+    return metrics.task_loss(out["logits"], batch["labels"], "single_label")
+  g_p = jax.grad(loss)(params, plain)["sampler"]
+  g_c = jax.grad(loss)(params, probe)["sampler"]
+  diff = max(float(jnp.abs(a - b).max())
+             for a, b in zip(jax.tree.leaves(g_p), jax.tree.leaves(g_c)))
+  assert diff > 1e-6, "the probe must add task gradient to the sampler"
+
+  # What the probe's weight means: d loss / d w at w = 0 for a tile t not
+  # bought, where w blends t's HR latent into the predictor's input.
+  idx = out_p["tile_indices"]                                   # [B, 2]
+  context, _ = plain.apply({"params": params}, batch["lr"],
+                           method=plain.lr_context)
+  px = tiles.to_tiles(batch["hr"], G)
+  t = jnp.array([[n for n in range(G * G) if n not in set(map(int, row))][0]
+                 for row in np.asarray(idx)])[:, None]          # [B, 1]
+  all_idx = jnp.concatenate([idx, t], 1)
+  lat = plain.apply({"params": params}, jnp.take_along_axis(
+      px, all_idx[..., None, None, None], 1), method=plain.encode_tiles)
+
+  def loss_at(w):
+    weight = jnp.concatenate([jnp.ones((B, 2)), jnp.full((B, 1), w)], 1)
+    tok = plain.apply({"params": params}, context, all_idx, weight, lat,
+                      method=plain.complete)
+    logits, _ = plain.apply({"params": params}, tok, context,
+                            method=plain.head_logits)
+    return metrics.task_loss(logits, batch["labels"], "single_label")
+  eps = 1e-3
+  fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+  np.testing.assert_allclose(jax.grad(loss_at)(0.0), fd, rtol=2e-2,
+                             atol=1e-5)
+  np.testing.assert_allclose(loss_at(0.0), metrics.task_loss(
+      out_p["logits"], batch["labels"], "single_label"), rtol=1e-5)
+
+
 @pytest.mark.parametrize("policy, budget", [
     *[(p, 0.25) for p in cross_scale.POLICIES], ("learned", 0),
     ("learned", 1.0), ("cnn", 0.25)])

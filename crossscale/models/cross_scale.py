@@ -408,16 +408,35 @@ class CrossScaleModel(nn.Module):
     k_b = self.scene_budget(batch, budget_logits, train)    # [B] or None
     idx, valid, tile_px = self.select_tiles(s, batch, k_b)     # [B, k], .., [B, k, t, t, C]
     weight = valid.astype(jnp.float32)
+    observed = self.encode_tiles(tile_px)                   # [B, k, D_hr]
+    observed_mask = jnp.zeros((B, self.n_tiles), bool)
+    if k:
+      observed_mask = observed_mask.at[jnp.arange(B)[:, None], idx].set(valid)
     sel = dict(self.selection or {})
     mode = sel.pop("mode", "perturbed")
+    counterfactual = sel.pop("counterfactual", False)
+    soft = None
     if train and self.policy == "learned" and k and mode != "hard":
       soft = selection.select(s, valid.sum(1), mode=mode,
                               key=self.make_rng("selection"), train=True,
                               **sel)                        # [B, N]
       m = jnp.take_along_axis(soft, idx, axis=1)
       weight = weight * (1.0 + m - jax.lax.stop_gradient(m))
-    observed = self.encode_tiles(tile_px)
-    tokens = self.complete(context, idx, weight, observed, train)  # [B, N, D]
+    # Latent targets: T unobserved tiles, encoded (stop-gradient) in training.
+    targets = self.latent_targets(hr, observed_mask) if train else None
+    pred_idx, pred_weight, pred_obs = idx, weight, observed
+    if counterfactual and soft is not None and targets is not None:
+      # Tiles not bought enter with weight m - sg(m) = 0: the forward is
+      # unchanged, and the task gradient at that weight, <dL/dx_i,
+      # latent_i - mask>, is the first-order value of buying tile i.
+      tidx, _, target = targets
+      mt = jnp.take_along_axis(soft, tidx, axis=1)          # [B, T]
+      pred_idx = jnp.concatenate([idx, tidx], axis=1)
+      pred_weight = jnp.concatenate(
+          [weight, mt - jax.lax.stop_gradient(mt)], axis=1)
+      pred_obs = jnp.concatenate([observed, target], axis=1)
+    tokens = self.complete(context, pred_idx, pred_weight, pred_obs,
+                           train)                           # [B, N, D]
     logits, pooled = self.head_logits(tokens, context)
     if self.zero_hr_gain:
       zero = self.complete(context, idx[:, :0], weight[:, :0], observed[:, :0])
@@ -426,10 +445,6 @@ class CrossScaleModel(nn.Module):
     emb = self.embed(pooled)
     emb = emb / (jnp.linalg.norm(emb, axis=-1, keepdims=True) + 1e-6)
     pred = self.to_latent(tokens)                           # [B, N, D_hr]
-
-    observed_mask = jnp.zeros((B, self.n_tiles), bool)
-    if k:
-      observed_mask = observed_mask.at[jnp.arange(B)[:, None], idx].set(valid)
     bought = valid.sum(1).astype(jnp.float32)               # [B] HR tiles
     out = {"logits": logits, "embedding": emb, "aux_losses": {},
            "tile_indices": idx, "tile_valid": valid,
@@ -441,7 +456,7 @@ class CrossScaleModel(nn.Module):
           budget_logits, batch["labels"]).mean()
     if train:
       latent, sampler = self.latent_losses(hr, pred, observed_mask, s,
-                                           lr.shape[1])
+                                           lr.shape[1], targets)
       out["aux_losses"]["latent"] = latent
       if self.policy == "learned" and k < self.n_tiles:
         out["aux_losses"]["sampler"] = sampler
@@ -457,9 +472,27 @@ class CrossScaleModel(nn.Module):
           unobs.sum(1), 1.0)
     return out
 
-  def latent_losses(self, hr, pred, observed_mask, logits, lr_size):
-    """(latent loss, sampler loss) on a random subset of T unobserved tiles
-    (the subset keeps the cost proportional to k).
+  def latent_targets(self, hr, observed_mask):
+    """T random unobserved tiles per scene (`num_target_tiles`, default k;
+    the subset keeps the cost proportional to k): their indices `[B, T]`,
+    pixels `[B, T, t, t, C]` and stop-gradient HR latents `[B, T, D_hr]`;
+    None when every tile is observed."""
+    k = self.k()
+    T = self.num_target_tiles if self.num_target_tiles >= 0 else max(k, 1)
+    T = min(T, self.n_tiles - k)
+    if T <= 0:
+      return None
+    r = jax.random.uniform(self.make_rng("selection"),
+                           (hr.shape[0], self.n_tiles))
+    r = jnp.where(observed_mask, -1.0, r)
+    tidx, _ = selection.topk_indices(r, T)                  # [B, T]
+    target_px = tiles.gather_tiles(hr, tidx, self.grid)     # [B, T, t, t, C]
+    return tidx, target_px, jax.lax.stop_gradient(self.encode_tiles(target_px))
+
+  def latent_losses(self, hr, pred, observed_mask, logits, lr_size,
+                    targets=None):
+    """(latent loss, sampler loss) on T random unobserved tiles (`targets`
+    from `latent_targets`, drawn here if None).
 
     latent: cosine distance of the predicted latents to stop-gradient HR
       latents of those tiles.
@@ -474,17 +507,12 @@ class CrossScaleModel(nn.Module):
       while the encoders are untrained, so it is meant beside "detail"
       (measured on RSSCN7: worse than "detail" alone; README).
     """
-    k = self.k()
-    T = self.num_target_tiles if self.num_target_tiles >= 0 else max(k, 1)
-    T = min(T, self.n_tiles - k)
-    if T <= 0:
+    if targets is None:
+      targets = self.latent_targets(hr, observed_mask)
+    if targets is None:
       return jnp.zeros(()), jnp.zeros(())
-    B = hr.shape[0]
-    r = jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
-    r = jnp.where(observed_mask, -1.0, r)
-    tidx, _ = selection.topk_indices(r, T)                  # [B, T]
-    target_px = tiles.gather_tiles(hr, tidx, self.grid)     # [B, T, t, t, C]
-    target = jax.lax.stop_gradient(self.encode_tiles(target_px))
+    tidx, target_px, target = targets
+    T = tidx.shape[1]
     p = jnp.take_along_axis(pred, tidx[..., None], axis=1)
     err = cosine_distance(p, target)                        # [B, T]
     latent = err.mean()

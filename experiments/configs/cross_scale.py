@@ -34,7 +34,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # The sampler's logits regress onto standardised HR detail (scale ~1),
       # so sigma is relative to that: 0.05 (the paper's) makes the perturbed
       # top-k gradient (~1/sigma) swamp the sampler; 0.5 learns.
-      selection=dict(mode="perturbed", sigma=0.5, num_samples=32),
+      # counterfactual=True: the latent-target tiles not bought also enter
+      # the predictor with a zero straight-through weight, so the task
+      # gradient reaches the sampler for tiles it did not buy (the
+      # first-order value of buying them), not only for those it did.
+      selection=dict(mode="perturbed", sigma=0.5, num_samples=32,
+                     counterfactual=False),
       lr_encoder=dict(width=64, depth=2, num_heads=4, mlp_dim=128),
       # Small tiles (8 px on toyworld): a conv tile encoder learns fine
       # texture in hundreds of steps; kind="vit" (with target_side, stem)
@@ -69,7 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         sampler=dict(width=16, depth=1, num_heads=2),
         predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
                        lr_guidance=True),
-        selection=dict(mode="perturbed", sigma=0.5, num_samples=16),
+        selection=dict(mode="perturbed", sigma=0.5, num_samples=16,
+                       counterfactual=False),
         embed_dim=8))
     c.total_steps = 20
     c.eval_every = 10
