@@ -14,8 +14,9 @@ Writes OUT/tradeoff.json and OUT/tradeoff.png. `--dataset` is a registered
 name or any records directory; without --quick the full-size config runs.
 `--work_dir DIR` keeps every cell's run (relaunching skips finished cells;
 `benchmarks.selection_swap` cross-evaluates them); `--set KEY=VALUE`
-overrides the config of every run. With `--seeds` > 1 it also prints ours
-minus each method paired by seed (`paired_differences`).
+overrides the config of every run; `--variant NAME:KEY=VALUE` adds a method,
+ours with that override. With `--seeds` > 1 it also prints ours minus each
+method paired by seed (`paired_differences`).
 `run_tradeoff(...)` is the sweep as a function and `plot(...)` its figure
 (experiments/notebooks/budget_sweep.ipynb and predictor_ablation.ipynb call
 them).
@@ -287,6 +288,28 @@ def parse_overrides(items: list[str]) -> dict:
   return out
 
 
+def parse_methods(names: str, variants: list[str]) -> dict:
+  """"ours,heuristic" and ["ours_cf:model.selection.counterfactual=True"]
+  -> {name: flattened config overrides}. A variant is ours (the learned
+  sampler) with its own overrides (repeat a NAME to add more); its cells
+  train beside the named methods and are paired with ours by seed."""
+  unknown = [m for m in names.split(",") if m and m not in METHODS]
+  if unknown:
+    raise ValueError(f"--methods {','.join(unknown)}: unknown; known: "
+                     f"{', '.join(METHODS)} (define others with --variant)")
+  methods = {m: METHODS[m] for m in names.split(",") if m}
+  for item in variants:
+    name, sep, override = item.partition(":")
+    if not sep or not name or name in METHODS:
+      raise ValueError(
+          f"--variant {item!r}: expected NAME:KEY=VALUE with a NAME not in "
+          f"{', '.join(METHODS)}, e.g. --variant "
+          "ours_cf:model.selection.counterfactual=True")
+    methods.setdefault(name, dict(METHODS["ours"]))
+    methods[name].update(parse_overrides([override]))
+  return methods
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="toyworld")
@@ -311,12 +334,17 @@ def main(argv=None):
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="config override for every run (repeatable), e.g. "
                       "--set model.sampler_target.completion=1.0")
+  p.add_argument("--variant", action="append", default=[],
+                 metavar="NAME:KEY=VALUE",
+                 help="another method: ours with this override (repeatable),"
+                      " e.g. --variant ours_cf:model.selection."
+                      "counterfactual=True")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   overrides = parse_overrides(a.set)
   opts = toyworld_options(a.quick) if a.dataset == "toyworld" else None
   data_dir = registry.resolve(a.dataset, None, opts)
-  methods = {m: METHODS[m] for m in a.methods.split(",") if m in METHODS}
+  methods = parse_methods(a.methods, a.variant)
   if a.pretrain_steps:
     from benchmarks import pretrain  # pylint: disable=g-import-not-at-top  (it imports this module)
     from crossscale import train  # pylint: disable=g-import-not-at-top

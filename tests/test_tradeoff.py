@@ -91,6 +91,25 @@ def test_parse_overrides():
     tradeoff.parse_overrides(["model.budget"])
 
 
+def test_methods_and_variants():
+  m = tradeoff.parse_methods(
+      "ours,heuristic", ["ours_cf:model.selection.counterfactual=True",
+                         "ours_cf:model.sampler.prior=1.0",
+                         "deep:model.predictor.depth=4"])
+  assert list(m) == ["ours", "heuristic", "ours_cf", "deep"]
+  assert m["heuristic"] == {"model.policy": "heuristic"}
+  assert m["ours_cf"] == {"model.policy": "learned",
+                          "model.selection.counterfactual": True,
+                          "model.sampler.prior": 1.0}
+  assert m["deep"] == {"model.policy": "learned", "model.predictor.depth": 4}
+  assert tradeoff.METHODS["ours"] == {"model.policy": "learned"}
+  with pytest.raises(ValueError, match="herustic: unknown; known: ours"):
+    tradeoff.parse_methods("ours,herustic", [])
+  for bad in ("ours_cf", "random:model.budget=2", ":model.budget=2"):
+    with pytest.raises(ValueError, match="NAME:KEY=VALUE"):
+      tradeoff.parse_methods("ours", [bad])
+
+
 def test_paired_differences_by_hand():
   methods = {
       "ours": {"budget": [0.0, 0.125, 0.25, 1.0],
