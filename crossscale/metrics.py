@@ -10,19 +10,24 @@ import optax
 TASKS = ("single_label", "multi_label")
 
 
-def task_loss(logits: jnp.ndarray, labels: jnp.ndarray, task: str,
-              valid: jnp.ndarray | None = None) -> jnp.ndarray:
-  """Mean loss over valid examples. logits, labels: `[B, K]`; valid: `[B]`.
+def example_losses(logits: jnp.ndarray, labels: jnp.ndarray,
+                   task: str) -> jnp.ndarray:
+  """`[B]` loss per example. logits, labels: `[B, K]`.
 
   single_label: softmax cross-entropy against one-hot labels;
   multi_label: sigmoid binary cross-entropy, mean over classes.
   """
   if task == "single_label":
-    per_example = optax.softmax_cross_entropy(logits, labels)
-  elif task == "multi_label":
-    per_example = optax.sigmoid_binary_cross_entropy(logits, labels).mean(-1)
-  else:
-    raise ValueError(f"unknown task {task!r} (config.task); known: {TASKS}")
+    return optax.softmax_cross_entropy(logits, labels)
+  if task == "multi_label":
+    return optax.sigmoid_binary_cross_entropy(logits, labels).mean(-1)
+  raise ValueError(f"unknown task {task!r} (config.task); known: {TASKS}")
+
+
+def task_loss(logits: jnp.ndarray, labels: jnp.ndarray, task: str,
+              valid: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Mean `example_losses` over valid examples (valid: `[B]`)."""
+  per_example = example_losses(logits, labels, task)
   if valid is None:
     return per_example.mean()
   w = valid.astype(per_example.dtype)

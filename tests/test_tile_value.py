@@ -1,0 +1,88 @@
+"""benchmarks.tile_value: the loss drop from buying one more tile, its
+first-order estimate, and how scorers agree with it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import selection_swap, tile_value
+from crossscale import input_pipeline, metrics
+from experiments.configs import cross_scale as cross_scale_config
+
+
+@pytest.fixture(scope="module")
+def run(toyworld_small, tmp_path_factory):
+  from crossscale import train
+  workdir = str(tmp_path_factory.mktemp("tile_value_run"))
+  c = cross_scale_config.get_config("runlocal")
+  c.data.path = toyworld_small
+  c.update_from_flattened_dict({"total_steps": 3, "batch_size": 16,
+                                "model.budget": 0.125, "log_every": 1})
+  c.evals = {}
+  train.train_and_evaluate(c, workdir)
+  return selection_swap.load_run("ours", workdir)
+
+
+def test_values_by_direct_computation(run):
+  model, params = run.model, run.params
+  batch = next(iter(input_pipeline.eval_dataset(
+      run.config.data.path, "test", batch_size=8,
+      fields=("lr", "hr", "labels"))))
+  batch = {f: jnp.asarray(batch[f]) for f in ("lr", "hr", "labels")}
+  out = jax.tree.map(np.asarray, tile_value.scene_tile_values(
+      model, params, batch, "single_label"))
+  k, n = model.k(), model.n_tiles
+  assert out["bought"].sum(1).tolist() == [k] * 8
+  # Buying a tile already bought changes nothing.
+  np.testing.assert_allclose(out["value"][out["bought"]], 0, atol=1e-6)
+
+  # An unbought tile t, bought through the model's own k+1 tile path.
+  def apply(method, *a):
+    return model.apply({"params": params}, *a, method=method,
+                       rngs={"selection": jax.random.key(0)})
+  plan = apply("plan", {"lr": batch["lr"]})
+  t = np.argmax(~out["bought"], axis=1)                    # [B]
+  idx = jnp.concatenate([plan["tile_indices"], jnp.asarray(t)[:, None]], 1)
+  from crossscale import tiles
+  px = jnp.take_along_axis(tiles.to_tiles(batch["hr"], model.grid),
+                           idx[..., None, None, None], 1)
+  lat = apply("encode_tiles", px)
+  context, _ = apply("lr_context", batch["lr"])
+
+  def loss_at(w):                                          # [B]
+    weight = jnp.concatenate([jnp.ones((8, k)), jnp.full((8, 1), w)], 1)
+    logits, _ = apply("head_logits", apply(
+        "complete", context, idx, weight, lat), context)
+    return metrics.example_losses(logits, batch["labels"], "single_label")
+  rows = np.arange(8)
+  np.testing.assert_allclose(out["value"][rows, t],
+                             loss_at(0.0) - loss_at(1.0), atol=1e-5)
+  eps = 1e-3
+  fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+  np.testing.assert_allclose(out["first_order"][rows, t], -fd, rtol=2e-2,
+                             atol=1e-4)
+  np.testing.assert_allclose(out["own_policy"], plan["tile_logits"])
+  assert out["hr_detail"].shape == out["lr_detail"].shape == (8, n)
+
+
+def test_agreement_by_hand():
+  rho, cap = tile_value.agreement(np.array([3.0, 2.0, 1.0]),
+                                  np.array([0.1, 0.3, -0.2]), 1)
+  assert rho == pytest.approx(0.5)      # ranks (3,2,1) vs (2,3,1)
+  assert cap == pytest.approx(0.1 / 0.3)
+  rho, cap = tile_value.agreement(np.array([1.0, 1.0]),
+                                  np.array([-0.1, -0.2]), 1)
+  assert rho is None and cap is None     # constant scores, no tile helps
+
+
+def test_run_values_over_the_test_split(run, tmp_path):
+  res = tile_value.run_values(run)
+  assert res["scenes"] == 64 and res["k"] == run.model.k()
+  for s in tile_value.SCORERS:
+    assert -1.0 <= res[s]["spearman"] <= 1.0
+  assert res["best_value"] >= res["mean_value"]
+  both = tile_value.mean_over_seeds([res, res])
+  assert both["lr_detail"] == res["lr_detail"]
+  tile_value.main(["--runs", f"ours={run.workdir}", "--out", str(tmp_path)])
+  assert (tmp_path / "tile_value.json").exists()
