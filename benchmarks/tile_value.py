@@ -17,10 +17,11 @@ buys its k tiles by its own policy. Every tile it did not buy then gets:
   hr_detail: the sub-LR-pixel HR detail energy the learned sampler regresses
     onto (needs the HR tile: an oracle, not a policy).
 Per scene it compares each scorer with `value` over the tiles not bought:
-Spearman rank correlation, and `captured`, the summed value of the k tiles
-the scorer ranks first over that of the k most valuable (scenes where no
-tile lowers the loss are left out of `captured`). Prints a table (means
-over scenes, then over seeds) and writes OUT/tile_value.json.
+Spearman rank correlation, and the summed value of the k tiles the scorer
+ranks first (top_k), beside that of the k most valuable (best_k) and of k
+at random (random_k); `capture` = (top_k - random_k) / (best_k - random_k)
+of the means over scenes. Prints a table (means over scenes, then over
+seeds) and writes OUT/tile_value.json.
 """
 
 from __future__ import annotations
@@ -79,25 +80,25 @@ def scene_tile_values(model, params, batch, task: str) -> dict:
 
 
 def agreement(score: np.ndarray, value: np.ndarray, m: int):
-  """(Spearman rho, captured) of one scene's scorer `[U]` against the tiles'
-  values `[U]`: captured = value of the scorer's top m / value of the best
-  m (None when no tile has positive value; rho None for constant input)."""
+  """(Spearman rho, summed value of the scorer's top m) of one scene's
+  scorer `[U]` against the tiles' values `[U]` (rho None for constant
+  input)."""
   rho = (None if np.ptp(score) == 0 or np.ptp(value) == 0
          else float(stats.spearmanr(score, value).statistic))
-  best = np.sort(value)[::-1][:m].sum()
-  top = value[np.argsort(-score, kind="stable")[:m]].sum()
-  return rho, (float(top / best) if best > 0 else None)
+  return rho, float(value[np.argsort(-score, kind="stable")[:m]].sum())
 
 
 def run_values(run: selection_swap.Run, split: str = "test") -> dict:
-  """{scorer: {"spearman", "captured"}} means over the scenes of `split`,
-  plus "scenes", "k", "mean_value" (of the tiles not bought) and
-  "best_value" (of each scene's most valuable one)."""
+  """Means over the scenes of `split`: {scorer: {"spearman", "top_k"}},
+  "best_k" (the k most valuable tiles' summed value), "random_k" (k times
+  the mean value of a tile not bought), "scenes", "k". `capture` turns
+  these into the fraction of the best k's gain over random k a scorer's
+  top k gets."""
   cfg = run.config
   k = run.model.k()
   fn = jax.jit(lambda p, b: scene_tile_values(run.model, p, b, cfg.task))
   per = {s: ([], []) for s in SCORERS}
-  means, bests = [], []
+  best, rand = [], []
   for batch in input_pipeline.eval_dataset(
       cfg.data.path, split, batch_size=int(cfg.batch_size),
       fields=("lr", "hr", "labels")):
@@ -106,19 +107,25 @@ def run_values(run: selection_swap.Run, split: str = "test") -> dict:
     for b in np.flatnonzero(np.asarray(batch["valid"])):
       free = ~out["bought"][b]
       value = out["value"][b][free]
-      means.append(value.mean())
-      bests.append(value.max())
+      best.append(np.sort(value)[::-1][:k].sum())
+      rand.append(k * value.mean())
       for s in SCORERS:
-        rho, cap = agreement(out[s][b][free], value, k)
-        for lst, x in zip(per[s], (rho, cap)):
-          if x is not None:
-            lst.append(x)
+        rho, top = agreement(out[s][b][free], value, k)
+        if rho is not None:
+          per[s][0].append(rho)
+        per[s][1].append(top)
   res = {s: {"spearman": float(np.mean(r)) if r else None,
-             "captured": float(np.mean(c)) if c else None}
-         for s, (r, c) in per.items()}
-  return {**res, "scenes": len(means), "k": k,
-          "mean_value": float(np.mean(means)),
-          "best_value": float(np.mean(bests))}
+             "top_k": float(np.mean(t))} for s, (r, t) in per.items()}
+  return {**res, "scenes": len(best), "k": k,
+          "best_k": float(np.mean(best)), "random_k": float(np.mean(rand))}
+
+
+def capture(res: dict, scorer: str) -> float:
+  """(top_k - random_k) / (best_k - random_k) of a run_values result: 1 =
+  the scorer's top k are the k most valuable tiles, 0 = no better than
+  chance."""
+  return ((res[scorer]["top_k"] - res["random_k"])
+          / (res["best_k"] - res["random_k"]))
 
 
 def mean_over_seeds(per_seed: list[dict]) -> dict:
@@ -127,8 +134,8 @@ def mean_over_seeds(per_seed: list[dict]) -> dict:
     xs = [x for x in xs if x is not None]
     return float(np.mean(xs)) if xs else None
   out = {s: {m: avg([r[s][m] for r in per_seed])
-             for m in ("spearman", "captured")} for s in SCORERS}
-  for key in ("mean_value", "best_value"):
+             for m in ("spearman", "top_k")} for s in SCORERS}
+  for key in ("best_k", "random_k"):
     out[key] = avg([r[key] for r in per_seed])
   out["k"] = per_seed[0]["k"]
   return out
@@ -178,13 +185,14 @@ def main(argv=None):
     mean = mean_over_seeds(list(per_run[method].values()))
     for s in SCORERS:
       rows.append({"run": method, "seeds": len(by_seed), "scorer": s,
-                   **mean[s], "mean_value": mean["mean_value"],
-                   "best_value": mean["best_value"]})
+                   **mean[s], "capture": capture(mean, s),
+                   "best_k": mean["best_k"], "random_k": mean["random_k"]})
   print(f"{a.split}: scorers of the tiles each run did not buy vs the loss "
-        "drop from buying each (Spearman; value of the scorer's top k / "
-        "of the best k)")
-  bench.print_table(rows, ["run", "seeds", "scorer", "spearman", "captured",
-                           "mean_value", "best_value"])
+        "drop from buying each one (Spearman; summed drop of the scorer's "
+        "top k, of the best k, of k at random; capture = (top_k - random_k)"
+        " / (best_k - random_k))")
+  bench.print_table(rows, ["run", "seeds", "scorer", "spearman", "top_k",
+                           "capture", "best_k", "random_k"])
   bench.write_json(a.out, "tile_value.json", {
       "machine": bench.machine(), "split": a.split, "table": rows,
       "per_seed": per_run,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import selection_swap, tile_value
-from crossscale import input_pipeline, metrics
+from crossscale import input_pipeline, metrics, tiles
 from experiments.configs import cross_scale as cross_scale_config
 
 
@@ -44,7 +44,6 @@ def test_values_by_direct_computation(run):
   plan = apply("plan", {"lr": batch["lr"]})
   t = np.argmax(~out["bought"], axis=1)                    # [B]
   idx = jnp.concatenate([plan["tile_indices"], jnp.asarray(t)[:, None]], 1)
-  from crossscale import tiles
   px = jnp.take_along_axis(tiles.to_tiles(batch["hr"], model.grid),
                            idx[..., None, None, None], 1)
   lat = apply("encode_tiles", px)
@@ -67,13 +66,15 @@ def test_values_by_direct_computation(run):
 
 
 def test_agreement_by_hand():
-  rho, cap = tile_value.agreement(np.array([3.0, 2.0, 1.0]),
-                                  np.array([0.1, 0.3, -0.2]), 1)
+  rho, top = tile_value.agreement(np.array([3.0, 2.0, 1.0]),
+                                  np.array([0.1, 0.3, -0.2]), 2)
   assert rho == pytest.approx(0.5)      # ranks (3,2,1) vs (2,3,1)
-  assert cap == pytest.approx(0.1 / 0.3)
-  rho, cap = tile_value.agreement(np.array([1.0, 1.0]),
+  assert top == pytest.approx(0.4)
+  rho, top = tile_value.agreement(np.array([1.0, 1.0]),
                                   np.array([-0.1, -0.2]), 1)
-  assert rho is None and cap is None     # constant scores, no tile helps
+  assert rho is None and top == pytest.approx(-0.1)  # constant: stable order
+  res = {"s": {"top_k": 0.3}, "best_k": 0.5, "random_k": 0.1}
+  assert tile_value.capture(res, "s") == pytest.approx(0.5)
 
 
 def test_run_values_over_the_test_split(run, tmp_path):
@@ -81,8 +82,9 @@ def test_run_values_over_the_test_split(run, tmp_path):
   assert res["scenes"] == 64 and res["k"] == run.model.k()
   for s in tile_value.SCORERS:
     assert -1.0 <= res[s]["spearman"] <= 1.0
-  assert res["best_value"] >= res["mean_value"]
+    assert res["random_k"] - 1e-6 <= res["best_k"]
+    assert res[s]["top_k"] <= res["best_k"] + 1e-6
   both = tile_value.mean_over_seeds([res, res])
-  assert both["lr_detail"] == res["lr_detail"]
+  assert both["lr_detail"] == pytest.approx(res["lr_detail"])
   tile_value.main(["--runs", f"ours={run.workdir}", "--out", str(tmp_path)])
   assert (tmp_path / "tile_value.json").exists()
