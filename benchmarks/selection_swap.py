@@ -183,6 +183,17 @@ def find_cells(work_dirs, budget: float,
   return cells
 
 
+def parse_runs(spec: str) -> dict[str, str]:
+  """--runs "ours=DIR1,heuristic=DIR2" -> {name: workdir}."""
+  runs = {}
+  for item in spec.split(","):
+    name, sep, workdir = item.partition("=")
+    if not sep or not name:
+      raise ValueError(f"--runs item {item!r}: expected NAME=WORKDIR")
+    runs[name] = workdir
+  return runs
+
+
 def mean_tables(per_seed: list[dict]) -> dict:
   """Element-wise mean of swap(...) results over seeds (entries present in
   every seed)."""
@@ -214,12 +225,7 @@ def main(argv=None):
     raise ValueError("give either --runs NAME=DIR,... or --work_dir (a "
                      "tradeoff sweep) with --budget")
   if a.runs:
-    runs = []
-    for item in a.runs.split(","):
-      name, sep, workdir = item.partition("=")
-      if not sep:
-        raise ValueError(f"--runs item {item!r}: expected NAME=WORKDIR")
-      runs.append(load_run(name, workdir))
+    runs = [load_run(n, d) for n, d in parse_runs(a.runs).items()]
     per_seed = {0: swap(runs, a.split)}
     names = {0: {r.name: r.workdir for r in runs}}
   else:

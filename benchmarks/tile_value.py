@@ -162,11 +162,7 @@ def main(argv=None):
                      "tradeoff sweep) with --budget")
   cells: dict[str, dict[int, str]] = {}
   if a.runs:
-    for item in a.runs.split(","):
-      name, sep, workdir = item.partition("=")
-      if not sep:
-        raise ValueError(f"--runs item {item!r}: expected NAME=WORKDIR")
-      cells.setdefault(name, {})[0] = workdir
+    cells = {n: {0: d} for n, d in selection_swap.parse_runs(a.runs).items()}
   else:
     seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else None
     keep = set(a.methods.split(",")) if a.methods else None

@@ -102,3 +102,11 @@ def test_mean_tables_average_seeds():
   assert m["accuracy"] == {"ours": {"ours": pytest.approx(0.7),
                                     "heuristic": pytest.approx(0.6)}}
   assert m["overlap"]["ours"]["heuristic"] == pytest.approx(0.6)
+
+
+def test_parse_runs():
+  assert selection_swap.parse_runs("ours=/a,heuristic=/b/c") == {
+      "ours": "/a", "heuristic": "/b/c"}
+  for bad in ("ours", "=/a", "ours=/a,heuristic"):
+    with pytest.raises(ValueError, match="expected NAME=WORKDIR"):
+      selection_swap.parse_runs(bad)
