@@ -60,22 +60,33 @@ def load_run(name: str, workdir: str) -> Run:
   return Run(name, workdir, config, model, params)
 
 
-def sources(runs: list[Run]) -> dict[str, tuple[str, Any]]:
-  """Selection sources: name -> (policy, sampler params or None): each run
-  with a learned sampler, then the fixed policies."""
-  out = {r.name: ("learned", r.params["sampler"]) for r in runs
-         if r.config.model.policy == "learned"}
-  out.update({p: (p, None) for p in FIXED_POLICIES})
+@dataclasses.dataclass
+class Source:
+  """Where a run's tiles come from: a policy, and for a learned sampler
+  grafted from another run its parameters and module config."""
+  policy: str
+  sampler_params: Any = None
+  sampler_config: Any = None
+
+
+def sources(runs: list[Run]) -> dict[str, Source]:
+  """Selection sources by name: each run with a learned sampler, then the
+  fixed policies."""
+  out = {r.name: Source("learned", r.params["sampler"], r.model.sampler)
+         for r in runs if r.config.model.policy == "learned"}
+  out.update({p: Source(p) for p in FIXED_POLICIES})
   return out
 
 
-def with_source(run: Run, policy: str, sampler_params) -> tuple[Any, Any]:
-  """(model, params) of `run`'s predictor and head selecting by `policy`
-  (with `sampler_params` grafted in for a learned sampler)."""
-  params = dict(run.params)
-  if sampler_params is not None:
-    params["sampler"] = sampler_params
-  return run.model.clone(policy=policy), params
+def with_source(run: Run, source: Source) -> tuple[Any, Any]:
+  """(model, params) of `run`'s predictor and head selecting by `source`
+  (a learned sampler's parameters grafted in with its own config, which may
+  differ from `run`'s, e.g. model.sampler.prior)."""
+  params, model = dict(run.params), run.model.clone(policy=source.policy)
+  if source.sampler_params is not None:
+    params["sampler"] = source.sampler_params
+    model = model.clone(sampler=source.sampler_config)
+  return model, params
 
 
 def selections(model, params, data_dir: str, split: str,
@@ -117,8 +128,8 @@ def swap(runs: list[Run], split: str = "test") -> dict:
   srcs = sources(runs)
   bs = int(ref.config.batch_size)
   chosen = {}
-  for s, (policy, sp) in srcs.items():
-    model, params = with_source(ref, policy, sp)
+  for s, src in srcs.items():
+    model, params = with_source(ref, src)
     chosen[s] = selections(model, params, data_dir, split, bs)
   mesh = sharding.make_mesh((("data", -1),), jax.devices()[:1])
   # Multi-label data has no accuracy: its tables hold macro mAP.
@@ -127,12 +138,14 @@ def swap(runs: list[Run], split: str = "test") -> dict:
   acc, evs = {}, {}
   for r in runs:
     acc[r.name] = {}
-    for s, (policy, sp) in srcs.items():
-      model, params = with_source(r, policy, sp)
-      # Runs of one cell differ in policy only: once re-pointed at a source
-      # they are the same module, so its jitted evaluator is built once.
-      key = json.dumps({**r.config.model.to_dict(), "policy": policy},
-                       sort_keys=True, default=str)
+    for s, src in srcs.items():
+      model, params = with_source(r, src)
+      # Runs of one cell differ in policy (and sampler config) only: once
+      # re-pointed at a source they are the same module, so its jitted
+      # evaluator is built once.
+      key = json.dumps({**r.config.model.to_dict(), "policy": src.policy,
+                        "sampler": model.sampler}, sort_keys=True,
+                       default=str)
       if key not in evs:
         evs[key] = evaluators.ClassificationEvaluator(
             model, data_dir=data_dir, split=split, batch_size=bs,

@@ -61,6 +61,25 @@ def test_runs_of_different_budgets_are_refused(run):
     selection_swap.swap([run, other])
 
 
+def test_a_sampler_of_another_config_is_grafted_with_its_config(run):
+  """A run whose sampler has the heuristic prior (an extra parameter) feeds
+  its tiles to a run without it, and the other way round."""
+  sampler = {**dict(run.model.sampler or {}), "prior": 1.0}
+  params = dict(run.params)
+  params["sampler"] = {**run.params["sampler"],
+                       "prior_weight": np.asarray(1.0, np.float32)}
+  prior = selection_swap.Run("ours_prior", run.workdir, run.config,
+                             run.model.clone(sampler=sampler), params)
+  res = selection_swap.swap([run, prior])
+  assert res["sources"][:2] == ["ours", "ours_prior"]
+  for a in ("ours", "ours_prior"):
+    for b in res["sources"]:
+      assert 0.0 <= res["accuracy"][a][b] <= 1.0
+  # The same predictor fed the same sampler's tiles scores the same.
+  assert res["accuracy"]["ours_prior"]["ours"] == pytest.approx(
+      res["accuracy"]["ours"]["ours"])
+
+
 def test_overlap():
   a = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
   b = np.array([[3, 2, 9, 8], [4, 5, 6, 7]])
