@@ -73,19 +73,45 @@ def base_config(quick: bool, data_dir: str) -> ml_collections.ConfigDict:
   return c
 
 
-def run_one(config, workdir) -> dict:
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_differences(stored: dict, config, defaults=None) -> list[str]:
+  """Flattened keys where a finished run's stored config (its config.json,
+  parsed) and `config` differ. A key only `config` has (an option added
+  since that run) is no difference while it holds its value in `defaults`
+  (the config the sweep starts from): options are added with a default
+  that keeps the old behaviour."""
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  old = _flatten(stored)
+  base = _flatten(json.loads(defaults.to_json_best_effort())) if defaults else {}
+  return sorted(k for k in old.keys() | new.keys()
+                if not (k in old and k in new and old[k] == new[k])
+                and not (k not in old and k in base and new[k] == base[k]))
+
+
+def run_one(config, workdir, defaults=None) -> dict:
   """Final test metrics of one cell, trained in `workdir`; a `workdir` that
   already holds a finished run of this same config (its `config.json` and
-  `final_metrics.json`, written by the trainer) is read back, not retrained,
-  so a sweep relaunched with the same `--work_dir` resumes where it
-  stopped."""
+  `final_metrics.json`, written by the trainer; `config_differences` with
+  `defaults`) is read back, not retrained, so a sweep relaunched with the
+  same `--work_dir` resumes where it stopped."""
   done = os.path.join(workdir, "final_metrics.json")
   if os.path.exists(done):
     with open(os.path.join(workdir, "config.json")) as f:
-      if f.read() != config.to_json_best_effort(indent=1):
-        raise ValueError(
-            f"{workdir} holds a finished run of a different config: give "
-            "this sweep a new --work_dir (or delete that directory).")
+      diff = config_differences(json.load(f), config, defaults)
+    if diff:
+      raise ValueError(
+          f"{workdir} holds a finished run of a different config "
+          f"({', '.join(diff[:5])}): give this sweep a new --work_dir (or "
+          "delete that directory).")
     print(f"   finished earlier: {done}", flush=True)
     with open(done) as f:
       return json.load(f)["final"]
@@ -150,7 +176,8 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
         print(f"== {key[0]} @ budget {budget:.4g} seed {seed}", flush=True)
         tag = f"{key[0]}_{budget:.4f}" + (
             f"_s{seed}" if seeds > 1 or first_seed else "")
-        runs.append(run_one(c, os.path.join(work, tag)))
+        runs.append(run_one(c, os.path.join(work, tag),
+                            base_config(quick, data_dir)))
       cache[key] = _mean_runs(runs)
     return cache[key]
 

@@ -45,7 +45,7 @@ def test_seeds_start_at_first_seed(monkeypatch, tmp_path):
       types.SimpleNamespace(grid=4, name="fake")))
   trained = []
 
-  def fake_run(config, workdir):
+  def fake_run(config, workdir, defaults=None):
     trained.append((config.seed, config.model.budget, workdir))
     return {"accuracy": config.seed / 10, "mAP_macro": 0.5,
             "hr_tiles": config.model.budget * 16}
@@ -78,8 +78,33 @@ def test_a_finished_cell_is_read_back_not_retrained(monkeypatch, tmp_path):
   assert tradeoff.run_one(config, str(cell)) == {"accuracy": 0.75}
   assert len(calls) == 1
   config.model.budget = 0.25
-  with pytest.raises(ValueError, match="different config.*new --work_dir"):
+  with pytest.raises(ValueError,
+                     match=r"different config \(model.budget\).*new --work_dir"):
     tradeoff.run_one(config, str(cell))
+
+
+def test_an_option_added_since_a_run_keeps_it_readable(tmp_path):
+  """A cell trained before an option existed is read back while the option
+  holds its default, and is a different config once it does not."""
+  import json
+  defaults = tradeoff.base_config(True, str(tmp_path))
+  stored = json.loads(defaults.to_json_best_effort())
+  del stored["model"]["selection"]["counterfactual"]    # an older run
+  cell = tmp_path / "ours_0.1250"
+  cell.mkdir()
+  (cell / "config.json").write_text(json.dumps(stored))
+  (cell / "final_metrics.json").write_text(json.dumps(
+      {"final": {"accuracy": 0.5}}))
+  config = tradeoff.base_config(True, str(tmp_path))
+  assert tradeoff.run_one(config, str(cell), defaults) == {"accuracy": 0.5}
+  assert tradeoff.config_differences(stored, config) == [
+      "model.selection.counterfactual"]                # strict without defaults
+  config.model.selection.counterfactual = True
+  with pytest.raises(ValueError, match="selection.counterfactual"):
+    tradeoff.run_one(config, str(cell), defaults)
+  stored["model"]["retired_option"] = 1                 # an option removed
+  assert tradeoff.config_differences(stored, defaults, defaults) == [
+      "model.retired_option"]
 
 
 def test_parse_overrides():
