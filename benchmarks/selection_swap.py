@@ -219,37 +219,45 @@ def mean_tables(per_seed: list[dict]) -> dict:
   return out
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_run_flags(p: argparse.ArgumentParser, budget: float) -> None:
+  """The flags that name trained runs (`runs_by_seed`): --runs, or a
+  tradeoff sweep's --work_dir with --budget and --seeds; and --split."""
   p.add_argument("--runs", default="",
                  help="comma-separated NAME=WORKDIR of trained runs")
   p.add_argument("--work_dir", action="append", default=[],
                  help="a tradeoff sweep's --work_dir (repeatable)")
-  p.add_argument("--budget", type=float, default=0.25,
-                 help="with --work_dir: the budget whose cells to compare")
+  p.add_argument("--budget", type=float, default=budget,
+                 help="with --work_dir: the budget whose cells to use")
   p.add_argument("--seeds", default="",
                  help="with --work_dir: comma-separated seeds to keep "
                       "(default: every seed with finished cells)")
   p.add_argument("--split", default="test")
-  p.add_argument("--out", required=True)
-  a = p.parse_args(argv)
-  flags.FLAGS.mark_as_parsed()
+
+
+def runs_by_seed(a) -> dict[int, dict[str, str]]:
+  """{seed: {name: workdir}} from the parsed `add_run_flags` (--runs is
+  seed 0)."""
   if bool(a.runs) == bool(a.work_dir):
     raise ValueError("give either --runs NAME=DIR,... or --work_dir (a "
                      "tradeoff sweep) with --budget")
   if a.runs:
-    runs = [load_run(n, d) for n, d in parse_runs(a.runs).items()]
-    per_seed = {0: swap(runs, a.split)}
-    names = {0: {r.name: r.workdir for r in runs}}
-  else:
-    seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else None
-    cells = find_cells(a.work_dir, a.budget, seeds)
-    per_seed, names = {}, {}
-    for seed, by_method in sorted(cells.items()):
-      print(f"== seed {seed}: {sorted(by_method)}", flush=True)
-      per_seed[seed] = swap([load_run(m, d) for m, d in by_method.items()],
-                            a.split)
-      names[seed] = by_method
+    return {0: parse_runs(a.runs)}
+  seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else None
+  return find_cells(a.work_dir, a.budget, seeds)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  add_run_flags(p, budget=0.25)
+  p.add_argument("--out", required=True)
+  a = p.parse_args(argv)
+  flags.FLAGS.mark_as_parsed()
+  names = runs_by_seed(a)
+  per_seed = {}
+  for seed, by_method in sorted(names.items()):
+    print(f"== seed {seed}: {sorted(by_method)}", flush=True)
+    per_seed[seed] = swap([load_run(m, d) for m, d in by_method.items()],
+                          a.split)
   res = mean_tables(list(per_seed.values()))
   if len(per_seed) > 1:
     print(f"means over seeds {sorted(per_seed)}")

@@ -69,8 +69,8 @@ def scene_tile_values(model, params, batch, task: str) -> dict:
     return metrics.example_losses(logits, labels, task)
 
   w0 = bought.astype(jnp.float32)
-  base = losses(w0)
-  grad = jax.grad(lambda w: losses(w).sum())(w0)             # [B, N]
+  base, vjp = jax.vjp(losses, w0)                            # [B]
+  grad, = vjp(jnp.ones_like(base))                           # [B, N]
   with_tile = jax.vmap(lambda t: losses(w0.at[:, t].set(1.0)),
                        out_axes=1)(jnp.arange(N))            # [B, N]
   return {"bought": bought, "value": base[:, None] - with_tile,
@@ -143,34 +143,18 @@ def mean_over_seeds(per_seed: list[dict]) -> dict:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--runs", default="",
-                 help="comma-separated NAME=WORKDIR of trained runs")
-  p.add_argument("--work_dir", action="append", default=[],
-                 help="a tradeoff sweep's --work_dir (repeatable)")
-  p.add_argument("--budget", type=float, default=0.125,
-                 help="with --work_dir: the budget whose cells to score")
-  p.add_argument("--seeds", default="",
-                 help="with --work_dir: comma-separated seeds to keep")
+  selection_swap.add_run_flags(p, budget=0.125)
   p.add_argument("--methods", default="",
-                 help="with --work_dir: comma-separated methods to keep")
-  p.add_argument("--split", default="test")
+                 help="comma-separated methods to keep (default: all)")
   p.add_argument("--out", required=True)
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
-  if bool(a.runs) == bool(a.work_dir):
-    raise ValueError("give either --runs NAME=DIR,... or --work_dir (a "
-                     "tradeoff sweep) with --budget")
+  keep = set(a.methods.split(",")) if a.methods else None
   cells: dict[str, dict[int, str]] = {}
-  if a.runs:
-    cells = {n: {0: d} for n, d in selection_swap.parse_runs(a.runs).items()}
-  else:
-    seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else None
-    keep = set(a.methods.split(",")) if a.methods else None
-    for seed, by_method in selection_swap.find_cells(
-        a.work_dir, a.budget, seeds).items():
-      for m, d in by_method.items():
-        if keep is None or m in keep:
-          cells.setdefault(m, {})[seed] = d
+  for seed, by_method in selection_swap.runs_by_seed(a).items():
+    for m, d in by_method.items():
+      if keep is None or m in keep:
+        cells.setdefault(m, {})[seed] = d
   per_run, rows = {}, []
   for method, by_seed in cells.items():
     per_run[method] = {}

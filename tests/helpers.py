@@ -30,3 +30,19 @@ def tiny_dataset(out_dir, n_train=24, n_val=8, classes=3, shards=2, **kw):
   return shards_lib.write_dataset(
       str(out_dir), "tiny", scenes, [f"c{k}" for k in range(classes)],
       shards_per_split={"train": shards, "val": 1})
+
+
+def tiny_cross_scale_run(data_path: str, workdir: str, budget: float,
+                         steps: int):
+  """A runlocal cross-scale run trained `steps` steps (batch 16) on
+  `data_path`, loaded as `benchmarks.selection_swap.Run` "ours"."""
+  from benchmarks import selection_swap  # pylint: disable=g-import-not-at-top
+  from crossscale import train  # pylint: disable=g-import-not-at-top
+  from experiments.configs import cross_scale  # pylint: disable=g-import-not-at-top
+  c = cross_scale.get_config("runlocal")
+  c.data.path = data_path
+  c.update_from_flattened_dict({"total_steps": steps, "batch_size": 16,
+                                "model.budget": budget, "log_every": 1})
+  c.evals = {}
+  train.train_and_evaluate(c, workdir)
+  return selection_swap.load_run("ours", workdir)

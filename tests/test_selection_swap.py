@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 
 from benchmarks import selection_swap
-from crossscale import input_pipeline, shards, tiles, train
+from crossscale import input_pipeline, shards, tiles
 from crossscale.models import cross_scale
-from experiments.configs import cross_scale as cross_scale_config
+from tests import helpers
 
 
 @pytest.fixture(scope="module")
 def run(toyworld_small, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("swap_run"))
-  c = cross_scale_config.get_config("runlocal")
-  c.data.path = toyworld_small
-  c.update_from_flattened_dict({"total_steps": 2, "batch_size": 16,
-                                "model.budget": 0.25, "log_every": 1})
-  c.evals = {}
-  train.train_and_evaluate(c, workdir)
-  return selection_swap.load_run("ours", workdir)
+  return helpers.tiny_cross_scale_run(
+      toyworld_small, str(tmp_path_factory.mktemp("swap_run")), 0.25, 2)
 
 
 def test_swap_matrix(run):

@@ -6,22 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import selection_swap, tile_value
+from benchmarks import tile_value
 from crossscale import input_pipeline, metrics, tiles
-from experiments.configs import cross_scale as cross_scale_config
+from tests import helpers
 
 
 @pytest.fixture(scope="module")
 def run(toyworld_small, tmp_path_factory):
-  from crossscale import train
-  workdir = str(tmp_path_factory.mktemp("tile_value_run"))
-  c = cross_scale_config.get_config("runlocal")
-  c.data.path = toyworld_small
-  c.update_from_flattened_dict({"total_steps": 3, "batch_size": 16,
-                                "model.budget": 0.125, "log_every": 1})
-  c.evals = {}
-  train.train_and_evaluate(c, workdir)
-  return selection_swap.load_run("ours", workdir)
+  return helpers.tiny_cross_scale_run(
+      toyworld_small, str(tmp_path_factory.mktemp("tile_value_run")), 0.125, 3)
 
 
 def test_values_by_direct_computation(run):
