@@ -56,22 +56,25 @@ def test_runs_of_different_budgets_are_refused(run):
 
 
 def test_a_sampler_of_another_config_is_grafted_with_its_config(run):
-  """A run whose sampler has the heuristic prior (an extra parameter) feeds
-  its tiles to a run without it, and the other way round."""
-  sampler = {**dict(run.model.sampler or {}), "prior": 1.0}
+  """A run whose sampler lacks the heuristic prior (one parameter fewer than
+  the default's) feeds its tiles to a run with it, and the other way round."""
+  assert run.model.sampler["prior"] == 1.0   # the default config's sampler
+  sampler = {**dict(run.model.sampler), "prior": 0.0}
   params = dict(run.params)
-  params["sampler"] = {**run.params["sampler"],
-                       "prior_weight": np.asarray(1.0, np.float32)}
-  prior = selection_swap.Run("ours_prior", run.workdir, run.config,
+  params["sampler"] = {k: v for k, v in run.params["sampler"].items()
+                       if k != "prior_weight"}
+  plain = selection_swap.Run("ours_plain", run.workdir, run.config,
                              run.model.clone(sampler=sampler), params)
-  res = selection_swap.swap([run, prior])
-  assert res["sources"][:2] == ["ours", "ours_prior"]
-  for a in ("ours", "ours_prior"):
+  res = selection_swap.swap([run, plain])
+  assert res["sources"][:2] == ["ours", "ours_plain"]
+  for a in ("ours", "ours_plain"):
     for b in res["sources"]:
       assert 0.0 <= res["accuracy"][a][b] <= 1.0
   # The same predictor fed the same sampler's tiles scores the same.
-  assert res["accuracy"]["ours_prior"]["ours"] == pytest.approx(
+  assert res["accuracy"]["ours_plain"]["ours"] == pytest.approx(
       res["accuracy"]["ours"]["ours"])
+  # Without its prior term the sampler ranks the tiles differently.
+  assert res["overlap"]["ours"]["ours_plain"] < 1.0
 
 
 def test_overlap():

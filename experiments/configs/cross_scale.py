@@ -45,7 +45,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # texture in hundreds of steps; kind="vit" (with target_side, stem)
       # is the ViT tile encoder for larger tiles.
       hr_encoder=dict(kind="cnn", width=64, depth=2),
-      sampler=dict(width=32, depth=1, num_heads=4),
+      # prior=1.0: the sampler's logits start from the heuristic's ranking
+      # (a learned multiple of standardised log LR detail) and learn what
+      # to change; 0.0 learns the ranking from scratch (README: RSSCN7).
+      sampler=dict(width=32, depth=1, num_heads=4, prior=1.0),
       predictor=dict(width=64, depth=2, num_heads=4, mlp_dim=128,
                      lr_guidance=True),
       num_target_tiles=-1,        # latent targets per scene; -1: k
@@ -71,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.update(dict(
         lr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
         hr_encoder=dict(kind="cnn", width=16, depth=1),
-        sampler=dict(width=16, depth=1, num_heads=2),
+        sampler=dict(width=16, depth=1, num_heads=2, prior=1.0),
         predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
                        lr_guidance=True),
         selection=dict(mode="perturbed", sigma=0.5, num_samples=16,
