@@ -83,15 +83,24 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
+# Options whose default changed after they were added: a stored config
+# without the key ran with this value (the module's default then), not with
+# today's default.
+VALUE_WHEN_ABSENT = {"model.sampler.prior": 0.0}
+
+
 def config_differences(stored: dict, config, defaults=None) -> list[str]:
   """Flattened keys where a finished run's stored config (its config.json,
   parsed) and `config` differ. A key only `config` has (an option added
-  since that run) is no difference while it holds its value in `defaults`
-  (the config the sweep starts from): options are added with a default
-  that keeps the old behaviour."""
+  since that run) is no difference while it holds the value the run had
+  without it: its value in `defaults` (the config the sweep starts from;
+  options are added with a default that keeps the old behaviour), or
+  `VALUE_WHEN_ABSENT` for an option whose default has changed since."""
   new = _flatten(json.loads(config.to_json_best_effort()))
   old = _flatten(stored)
   base = _flatten(json.loads(defaults.to_json_best_effort())) if defaults else {}
+  if defaults:
+    base.update(VALUE_WHEN_ABSENT)
   return sorted(k for k in old.keys() | new.keys()
                 if not (k in old and k in new and old[k] == new[k])
                 and not (k not in old and k in base and new[k] == base[k]))
@@ -125,6 +134,19 @@ def toyworld_options(quick: bool) -> dict:
   if quick:
     opts.update(num_train=2000, num_val=64, num_test=500)
   return opts
+
+
+def cell_dir(work: str, name: str, budget: float, seed: int) -> str:
+  """`work/NAME_BUDGET_sSEED`: where one cell trains, whatever the sweep's
+  number of seeds (seed 0 of a one-seed sweep is seed 0 of a longer one).
+  A one-seed sweep used to write `work/NAME_BUDGET`: that cell is reused
+  as seed 0 while no `_s0` cell exists."""
+  tag = f"{name}_{budget:.4f}"
+  path = os.path.join(work, f"{tag}_s{seed}")
+  legacy = os.path.join(work, tag)
+  if seed == 0 and not os.path.exists(path) and os.path.exists(legacy):
+    return legacy
+  return path
 
 
 def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
@@ -174,9 +196,7 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
         c.update_from_flattened_dict({**method_overrides, "seed": seed,
                                       "model.budget": budget})
         print(f"== {key[0]} @ budget {budget:.4g} seed {seed}", flush=True)
-        tag = f"{key[0]}_{budget:.4f}" + (
-            f"_s{seed}" if seeds > 1 or first_seed else "")
-        runs.append(run_one(c, os.path.join(work, tag),
+        runs.append(run_one(c, cell_dir(work, key[0], budget, seed),
                             base_config(quick, data_dir)))
       cache[key] = _mean_runs(runs)
     return cache[key]

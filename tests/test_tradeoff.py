@@ -157,3 +157,30 @@ def test_paired_differences_by_hand():
   assert r["se_points"] == pytest.approx(se)
   assert (r["ahead"], r["level"], r["behind"]) == (1, 1, 1)
   assert tradeoff.paired_differences(methods, ref="missing") == []
+
+
+def test_a_run_from_before_the_prior_default_is_not_the_default_now(tmp_path):
+  """A run whose config.json lacks model.sampler.prior trained with the
+  plain sampler (the module default 0.0): it is not a run of today's
+  default (prior 1.0), and it is one of `--set model.sampler.prior=0.0`."""
+  import json
+  defaults = tradeoff.base_config(True, str(tmp_path))
+  assert defaults.model.sampler.prior == 1.0
+  stored = json.loads(defaults.to_json_best_effort())
+  del stored["model"]["sampler"]["prior"]
+  assert tradeoff.config_differences(stored, defaults, defaults) == [
+      "model.sampler.prior"]
+  plain = tradeoff.base_config(True, str(tmp_path))
+  plain.model.sampler.prior = 0.0
+  assert tradeoff.config_differences(stored, plain, defaults) == []
+
+
+def test_cells_carry_their_seed_and_a_one_seed_cell_is_seed_0(tmp_path):
+  work = str(tmp_path)
+  assert tradeoff.cell_dir(work, "ours", 0.125, 0) == f"{work}/ours_0.1250_s0"
+  assert tradeoff.cell_dir(work, "ours", 0.125, 3) == f"{work}/ours_0.1250_s3"
+  (tmp_path / "ours_0.1250").mkdir()             # an older one-seed sweep
+  assert tradeoff.cell_dir(work, "ours", 0.125, 0) == f"{work}/ours_0.1250"
+  assert tradeoff.cell_dir(work, "ours", 0.125, 1) == f"{work}/ours_0.1250_s1"
+  (tmp_path / "ours_0.1250_s0").mkdir()
+  assert tradeoff.cell_dir(work, "ours", 0.125, 0) == f"{work}/ours_0.1250_s0"
