@@ -357,6 +357,17 @@ def parse_methods(names: str, variants: list[str]) -> dict:
   return methods
 
 
+def step_time(data_dir: str, overrides: dict, quick: bool) -> dict:
+  """Seconds per train step of ours at 1/8 vs dense HR (full-size model)."""
+  c = base_config(False, data_dir)
+  c.update_from_flattened_dict({**overrides, "model.budget": 1 / 8})
+  t_ours = bench.time_train_step(c, data_dir, 5 if quick else 20)
+  c.update_from_flattened_dict({"model.budget": 1.0})
+  t_dense = bench.time_train_step(c, data_dir, 5 if quick else 20)
+  return {"ours_1_8_s_per_step": t_ours, "dense_s_per_step": t_dense,
+          "speedup": t_dense / t_ours, "batch_size": c.batch_size}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="toyworld")
@@ -386,6 +397,9 @@ def main(argv=None):
                  help="another method: ours with this override (repeatable),"
                       " e.g. --variant ours_cf:model.selection."
                       "counterfactual=True")
+  p.add_argument("--no_step_time", action="store_true",
+                 help="skip timing a step of ours@1/8 against dense HR "
+                      "(minutes on a CPU), e.g. when only adding seeds")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   overrides = parse_overrides(a.set)
@@ -408,22 +422,17 @@ def main(argv=None):
                      work_dir=a.work_dir)
   results = res["methods"]
 
-  # Step time of ours at 1/8 vs dense HR, full-size model, same batch.
-  c = base_config(False, data_dir)
-  c.update_from_flattened_dict({**overrides, "model.budget": 1 / 8})
-  t_ours = bench.time_train_step(c, data_dir, 5 if a.quick else 20)
-  c.update_from_flattened_dict({"model.budget": 1.0})
-  t_dense = bench.time_train_step(c, data_dir, 5 if a.quick else 20)
-  speed = {"ours_1_8_s_per_step": t_ours, "dense_s_per_step": t_dense,
-           "speedup": t_dense / t_ours, "batch_size": c.batch_size}
+  speed = None if a.no_step_time else step_time(data_dir, overrides, a.quick)
 
   bench.print_table(res["table"], TABLE_COLUMNS)
   paired = paired_differences(results)
   if a.seeds > 1 and paired:
     print("\nours minus each method, paired by seed (accuracy points):")
     bench.print_table(paired, PAIRED_COLUMNS)
-  print(f"train step: ours@1/8 {t_ours * 1e3:.1f} ms, dense {t_dense * 1e3:.1f}"
-        f" ms -> {speed['speedup']:.2f}x faster (batch {c.batch_size})")
+  if speed:
+    print(f"train step: ours@1/8 {speed['ours_1_8_s_per_step'] * 1e3:.1f} ms,"
+          f" dense {speed['dense_s_per_step'] * 1e3:.1f} ms -> "
+          f"{speed['speedup']:.2f}x faster (batch {speed['batch_size']})")
   bench.write_json(a.out, "tradeoff.json", {
       "machine": bench.machine(), "dataset": res["dataset"],
       "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],

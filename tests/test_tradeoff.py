@@ -184,3 +184,35 @@ def test_cells_carry_their_seed_and_a_one_seed_cell_is_seed_0(tmp_path):
   assert tradeoff.cell_dir(work, "ours", 0.125, 1) == f"{work}/ours_0.1250_s1"
   (tmp_path / "ours_0.1250_s0").mkdir()
   assert tradeoff.cell_dir(work, "ours", 0.125, 0) == f"{work}/ours_0.1250_s0"
+
+
+def test_main_without_step_time_writes_the_sweep_only(monkeypatch, tmp_path):
+  """--no_step_time (adding seeds to a sweep) trains nothing to time steps and
+  records step_time as null; the sweep's table and paired rows still land."""
+  import json
+  import types
+  monkeypatch.setattr(tradeoff.shards, "load_manifest", lambda d: (
+      types.SimpleNamespace(grid=4, name="fake")))
+  monkeypatch.setattr(tradeoff.registry, "resolve", lambda *a: str(tmp_path))
+
+  def fake_run(config, workdir, defaults=None):
+    del workdir, defaults
+    good = config.model.policy == "learned"
+    return {"accuracy": 0.5 + 0.1 * good + config.seed / 100,
+            "mAP_macro": 0.5, "hr_tiles": config.model.budget * 16}
+  monkeypatch.setattr(tradeoff, "run_one", fake_run)
+
+  def no_timing(*a, **k):
+    raise AssertionError("timed a step under --no_step_time")
+  monkeypatch.setattr(tradeoff.bench, "time_train_step", no_timing)
+  out = tmp_path / "out"
+  tradeoff.main(["--dataset", "fake", "--quick", "--out", str(out),
+                 "--methods", "ours,heuristic", "--budgets", "0.25",
+                 "--seeds", "2", "--first_seed", "10", "--no_step_time",
+                 "--work_dir", str(tmp_path / "work")])
+  res = json.loads((out / "tradeoff.json").read_text())
+  assert res["step_time"] is None
+  assert res["methods"]["ours"]["accuracy_seeds"] == [[0.7, 0.71]]
+  assert res["methods"]["heuristic"]["accuracy_seeds"] == [[0.6, 0.61]]
+  (row,) = res["paired_vs_ours"]
+  assert row["diff_points"] == pytest.approx(10.0) and row["ahead"] == 2
