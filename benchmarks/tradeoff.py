@@ -36,7 +36,7 @@ import numpy as np
 from absl import flags
 
 from benchmarks import common as bench
-from crossscale import shards, train
+from crossscale import run_config, shards, train
 from data import registry
 from experiments.configs import cross_scale
 
@@ -73,49 +73,16 @@ def base_config(quick: bool, data_dir: str) -> ml_collections.ConfigDict:
   return c
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-# Options whose default changed after they were added: a stored config
-# without the key ran with this value (the module's default then), not with
-# today's default.
-VALUE_WHEN_ABSENT = {"model.sampler.prior": 0.0}
-
-
-def config_differences(stored: dict, config, defaults=None) -> list[str]:
-  """Flattened keys where a finished run's stored config (its config.json,
-  parsed) and `config` differ. A key only `config` has (an option added
-  since that run) is no difference while it holds the value the run had
-  without it: its value in `defaults` (the config the sweep starts from;
-  options are added with a default that keeps the old behaviour), or
-  `VALUE_WHEN_ABSENT` for an option whose default has changed since."""
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  old = _flatten(stored)
-  base = _flatten(json.loads(defaults.to_json_best_effort())) if defaults else {}
-  if defaults:
-    base.update(VALUE_WHEN_ABSENT)
-  return sorted(k for k in old.keys() | new.keys()
-                if not (k in old and k in new and old[k] == new[k])
-                and not (k not in old and k in base and new[k] == base[k]))
-
-
 def run_one(config, workdir, defaults=None) -> dict:
   """Final test metrics of one cell, trained in `workdir`; a `workdir` that
   already holds a finished run of this same config (its `config.json` and
-  `final_metrics.json`, written by the trainer; `config_differences` with
-  `defaults`) is read back, not retrained, so a sweep relaunched with the
+  `final_metrics.json`, written by the trainer; `run_config.differences`
+  with `defaults`) is read back, not retrained, so a sweep relaunched with the
   same `--work_dir` resumes where it stopped."""
   done = os.path.join(workdir, "final_metrics.json")
   if os.path.exists(done):
-    with open(os.path.join(workdir, "config.json")) as f:
-      diff = config_differences(json.load(f), config, defaults)
+    diff = run_config.differences(run_config.load_stored(workdir), config,
+                                  defaults)
     if diff:
       raise ValueError(
           f"{workdir} holds a finished run of a different config "

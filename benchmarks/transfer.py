@@ -31,20 +31,18 @@ BigEarthNet format end to end; 6 patches give no meaningful score).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import flags
 
 from benchmarks import common as bench
 from crossscale import checkpoint, input_pipeline, metrics, records, shards
-from crossscale import train
+from crossscale import export, train
 from crossscale.models import pretrain as pretrain_model
 from data import registry
 from experiments.configs import pretrain as pretrain_config
@@ -193,11 +191,6 @@ def pretrain_source(source: str, quick: bool, steps: int, workdir: str):
   return c, final["test"]
 
 
-def load_run(workdir: str):
-  with open(os.path.join(workdir, "config.json")) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--source", default="rsscn7")
@@ -211,7 +204,7 @@ def main(argv=None):
   flags.FLAGS.mark_as_parsed()
 
   if a.checkpoint:
-    cfg, workdir, pre_eval = load_run(a.checkpoint), a.checkpoint, None
+    cfg, workdir, pre_eval = export.load_config(a.checkpoint), a.checkpoint, None
   else:
     workdir = os.path.join(tempfile.mkdtemp(prefix="transfer_"), "pretrain")
     cfg, pre_eval = pretrain_source(a.source, a.quick, a.steps, workdir)

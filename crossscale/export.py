@@ -67,11 +67,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import crossscale
-from crossscale import serving, shards, train
+from crossscale import run_config, serving, shards, train
 from crossscale.models import cross_scale, sr
 
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
-CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass
@@ -243,14 +242,14 @@ def load_config(workdir: str, config=None) -> ml_collections.ConfigDict:
   """`config` if given, else the run's `WORKDIR/config.json`."""
   if config is not None:
     return config
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  stored = run_config.load_stored(workdir)
+  if stored is None:
     raise FileNotFoundError(
-        f"{path} not found: this run did not save its config. Pass the "
-        "training command's config: --config experiments/configs/NAME.py[:arg]"
-        " with the same --config.a.b=v overrides (and --dataset).")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+        f"{os.path.join(workdir, run_config.CONFIG_FILE)} not found: this run "
+        "did not save its config. Pass the training command's config: "
+        "--config experiments/configs/NAME.py[:arg] with the same "
+        "--config.a.b=v overrides (and --dataset).")
+  return ml_collections.ConfigDict(stored)
 
 
 def restore_params(config, manifest: shards.Manifest, workdir: str,

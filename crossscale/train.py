@@ -28,7 +28,7 @@ import optax
 
 from crossscale import checkpoint, evaluators, input_pipeline, logging_utils
 from crossscale import metrics as metrics_lib
-from crossscale import models, optim, sharding, shards
+from crossscale import models, optim, run_config, sharding, shards
 
 
 @flax.struct.dataclass
@@ -183,13 +183,47 @@ def _eval_all(evals, params, step, writer) -> dict[str, dict[str, float]]:
   return results
 
 
+def _resume(ckpt: checkpoint.Checkpointer, state: TrainState, state_sh,
+            config: ml_collections.ConfigDict,
+            stored: dict | None) -> tuple[TrainState, dict]:
+  """(state, data_state) of the newest checkpoint. A checkpoint that does not
+  fit the model `config` builds is an error naming the config keys that
+  changed since the run (its stored config.json) and the flags that set them
+  back; a config that changed but still fits (e.g. more total_steps) is
+  resumed with a note listing the changes."""
+  changed = run_config.differences(stored, config) if stored else []
+  try:
+    state, data_state = ckpt.restore(
+        checkpoint.abstract_with_shardings(state, state_sh))
+  except (ValueError, TypeError) as e:
+    if changed:
+      hint = (f"It was trained with another config:\n"
+              f"{run_config.describe(stored, config, changed)}\n"
+              "Resume it with the config it was trained with (with launch.py:"
+              f" {run_config.restoring_flags(stored, config, changed)}), or "
+              "train this config in a new --workdir.")
+    else:
+      hint = ("Its config.json is " + ("missing" if stored is None else
+              "the same as this config") + ": the model code changed since "
+              "it was written, or the checkpoint is damaged; train in a new "
+              "--workdir.")
+    raise ValueError(f"the checkpoints in {ckpt.directory} do not fit the "
+                     f"model of this config. {hint}") from e
+  if jax.process_index() == 0:
+    print(f"resumed from {ckpt.directory} at step {int(state.step)}",
+          flush=True)
+    if changed:
+      print("resumed with a config that differs from the one that trained "
+            f"so far:\n{run_config.describe(stored, config, changed)}",
+            flush=True)
+  return state, data_state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints)."""
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:  # the run's config: read by crossscale.export
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
+  stored = run_config.load_stored(workdir)  # the config that wrote the ckpts
   data_dir = config.data.path
   manifest = shards.load_manifest(data_dir)
   mesh = sharding.make_mesh(config.mesh)
@@ -218,12 +252,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                  config.checkpoint.every,
                                  config.checkpoint.keep)
   if ckpt.latest_step() is not None:
-    state, data_state = ckpt.restore(
-        checkpoint.abstract_with_shardings(state, state_sh))
+    state, data_state = _resume(ckpt, state, state_sh, config, stored)
     train_iter.set_state(data_state)
-    if jax.process_index() == 0:
-      print(f"resumed from {ckpt.directory} at step {int(state.step)}",
-            flush=True)
+  if jax.process_index() == 0:  # the run's config: read by crossscale.export
+    with open(os.path.join(workdir, run_config.CONFIG_FILE), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
 
   step_fn = jit_train_step(config, model, tx, mesh, state_sh)
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from crossscale import export, selection, serving, shards, train
+from crossscale import export, run_config, selection, serving, shards, train
 from crossscale.models import sr
 from experiments.configs import cross_scale as cross_scale_config
 from experiments.configs import lr_vit as lr_vit_config
@@ -177,7 +177,7 @@ print(json.dumps(sorted(n for n in sys.modules
 
 def test_export_from_the_runs_saved_config(xs, tmp_path):
   """Without --config: WORKDIR/config.json, as train.py would write it."""
-  with open(xs["workdir"] / export.CONFIG_FILE, "w") as f:
+  with open(xs["workdir"] / run_config.CONFIG_FILE, "w") as f:
     f.write(xs["config"].to_json_best_effort(indent=1))
   out = export.export_run(str(xs["workdir"]), str(tmp_path), step=1,
                           platforms=("cpu",))

@@ -3,6 +3,7 @@
 import pytest
 
 from benchmarks import tradeoff
+from crossscale import run_config
 
 
 def test_mean_runs_averages_seeds_and_keeps_their_spread():
@@ -97,13 +98,13 @@ def test_an_option_added_since_a_run_keeps_it_readable(tmp_path):
       {"final": {"accuracy": 0.5}}))
   config = tradeoff.base_config(True, str(tmp_path))
   assert tradeoff.run_one(config, str(cell), defaults) == {"accuracy": 0.5}
-  assert tradeoff.config_differences(stored, config) == [
+  assert run_config.differences(stored, config) == [
       "model.selection.counterfactual"]                # strict without defaults
   config.model.selection.counterfactual = True
   with pytest.raises(ValueError, match="selection.counterfactual"):
     tradeoff.run_one(config, str(cell), defaults)
   stored["model"]["retired_option"] = 1                 # an option removed
-  assert tradeoff.config_differences(stored, defaults, defaults) == [
+  assert run_config.differences(stored, defaults, defaults) == [
       "model.retired_option"]
 
 
@@ -168,11 +169,11 @@ def test_a_run_from_before_the_prior_default_is_not_the_default_now(tmp_path):
   assert defaults.model.sampler.prior == 1.0
   stored = json.loads(defaults.to_json_best_effort())
   del stored["model"]["sampler"]["prior"]
-  assert tradeoff.config_differences(stored, defaults, defaults) == [
+  assert run_config.differences(stored, defaults, defaults) == [
       "model.sampler.prior"]
   plain = tradeoff.base_config(True, str(tmp_path))
   plain.model.sampler.prior = 0.0
-  assert tradeoff.config_differences(stored, plain, defaults) == []
+  assert run_config.differences(stored, plain, defaults) == []
 
 
 def test_cells_carry_their_seed_and_a_one_seed_cell_is_seed_0(tmp_path):

@@ -154,3 +154,35 @@ def test_killed_run_resumes_exactly(toyworld_small, reference_run, tmp_path,
   ref_params, ref_data = reference_run
   assert data_state == ref_data  # same data position
   jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+
+
+def test_resuming_with_a_config_that_no_longer_fits_names_what_changed(
+    toyworld_small, tmp_path, capsys):
+  """A workdir resumed with a wider encoder (checkpoints of another shape):
+  a clear error naming the key, its values and the launch.py flag that sets
+  it back; the workdir's config.json still describes its checkpoints. A
+  change that fits (more total_steps) resumes, with a note listing it."""
+  import ml_collections
+
+  def config(**overrides):
+    c = _config(toyworld_small, **{
+        "final_eval_split": "", "total_steps": 1, "checkpoint.every": 1,
+        "data.worker_count": 0, **overrides})
+    c.evals = ml_collections.ConfigDict()      # no eval: the test is resume
+    return c
+  train.train_and_evaluate(config(), str(tmp_path))
+  with pytest.raises(ValueError) as e:
+    train.train_and_evaluate(config(**{"model.encoder.width": 48}),
+                             str(tmp_path))
+  msg = str(e.value)
+  assert str(tmp_path / "checkpoints") in msg
+  assert "model.encoder.width: 32 -> 48" in msg
+  assert "--config.model.encoder.width=32" in msg and "new --workdir" in msg
+  stored = json.loads((tmp_path / "config.json").read_text())
+  assert stored["model"]["encoder"]["width"] == 32
+  capsys.readouterr()
+  train.train_and_evaluate(config(total_steps=2), str(tmp_path))
+  out = capsys.readouterr().out
+  assert "resumed from" in out and "total_steps: 1 -> 2" in out
+  assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 2
+  assert os.path.isdir(tmp_path / "checkpoints" / "2")

@@ -1,0 +1,101 @@
+"""A run's stored config (`workdir/config.json`, written by the trainer)
+against the config about to run in that workdir.
+
+Two readers: the trainer, resuming a workdir (a config that no longer fits
+the checkpoints is named key by key, with the flags that restore it), and
+`benchmarks.tradeoff`, deciding whether a finished cell is a run of the
+config a sweep asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from typing import Any
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+
+# Options whose default changed after they were added: a stored config
+# without the key ran with this value (the module's default then), not with
+# today's default.
+VALUE_WHEN_ABSENT = {"model.sampler.prior": 0.0}
+
+_ABSENT = "(absent)"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  """{"a.b": v} of a nested dict."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def as_flat(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+  """Flattened plain values of a config (as its config.json stores them)."""
+  if isinstance(config, ml_collections.ConfigDict):
+    config = json.loads(config.to_json_best_effort())
+  return flatten(config)
+
+
+def load_stored(workdir: str) -> dict | None:
+  """The parsed config.json of `workdir`, or None if it has none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _old_values(stored: dict, new: dict) -> dict[str, Any]:
+  old = flatten(stored)
+  for k, v in VALUE_WHEN_ABSENT.items():
+    if k in new:
+      old.setdefault(k, v)
+  return old
+
+
+def differences(stored: dict, config, defaults=None) -> list[str]:
+  """Flattened keys where a run's stored config (its config.json, parsed)
+  and `config` differ. A key only `config` has (an option added since that
+  run) is no difference while it holds the value the run had without it:
+  `VALUE_WHEN_ABSENT` for an option whose default has changed since, else
+  its value in `defaults` (the config a sweep starts from; options are added
+  with a default that keeps the old behaviour). Without `defaults` such a
+  key is a difference."""
+  new = as_flat(config)
+  old = _old_values(stored, new)
+  base = as_flat(defaults) if defaults is not None else {}
+  return sorted(k for k in old.keys() | new.keys()
+                if not (k in old and k in new and old[k] == new[k])
+                and not (k not in old and k in base and new[k] == base[k]))
+
+
+def describe(stored: dict, config, keys: list[str]) -> str:
+  """'key: stored -> now' for each of `keys`, one per line."""
+  new = as_flat(config)
+  old = _old_values(stored, new)
+  return "\n".join(f"  {k}: {old.get(k, _ABSENT)} -> {new.get(k, _ABSENT)}"
+                   for k in keys)
+
+
+def restoring_flags(stored: dict, config, keys: list[str]) -> str:
+  """launch.py flags (`--config.KEY=VALUE`) that set `keys` back to their
+  stored values (keys the stored run lacks are left out)."""
+  old = _old_values(stored, as_flat(config))
+  return " ".join(shlex.quote(f"--config.{k}={_flag_value(old[k])}")
+                  for k in keys if k in old)
+
+
+def _flag_value(v: Any) -> str:
+  if isinstance(v, bool):
+    return str(v).lower()
+  if isinstance(v, (list, tuple)):
+    return str(tuple(v))
+  return str(v)
