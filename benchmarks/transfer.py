@@ -204,7 +204,8 @@ def main(argv=None):
   flags.FLAGS.mark_as_parsed()
 
   if a.checkpoint:
-    cfg, workdir, pre_eval = export.load_config(a.checkpoint), a.checkpoint, None
+    workdir, pre_eval = a.checkpoint, None
+    cfg = export.load_config(workdir)
   else:
     workdir = os.path.join(tempfile.mkdtemp(prefix="transfer_"), "pretrain")
     cfg, pre_eval = pretrain_source(a.source, a.quick, a.steps, workdir)

@@ -1,10 +1,10 @@
 """A run's stored config (`workdir/config.json`, written by the trainer)
 against the config about to run in that workdir.
 
-Two readers: the trainer, resuming a workdir (a config that no longer fits
-the checkpoints is named key by key, with the flags that restore it), and
+Readers: the trainer, resuming a workdir (a config that no longer fits the
+checkpoints is named key by key, with the flags that restore it);
 `benchmarks.tradeoff`, deciding whether a finished cell is a run of the
-config a sweep asks for.
+config a sweep asks for; `export.load_config`, rebuilding a run's model.
 """
 
 from __future__ import annotations
