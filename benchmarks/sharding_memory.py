@@ -26,8 +26,9 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 
-from benchmarks import common  # pylint: disable=g-import-not-at-top
-from crossscale import sharding, shards, train  # pylint: disable=g-import-not-at-top
+from crossscale import reporting  # pylint: disable=g-import-not-at-top
+from crossscale import shards, train
+from crossscale import partitioning  # pylint: disable=g-import-not-at-top
 from data import registry  # pylint: disable=g-import-not-at-top
 from experiments.configs import cross_scale  # pylint: disable=g-import-not-at-top
 
@@ -45,22 +46,22 @@ def large(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def measure(config, manifest, mesh_sizes, compile_step: bool) -> dict:
-  mesh = sharding.make_mesh(tuple(zip(("data", "fsdp", "model"), mesh_sizes)))
+  mesh = partitioning.make_mesh(tuple(zip(("data", "fsdp", "model"), mesh_sizes)))
   model = train.make_model(config, manifest)
   tx = train.make_tx(config)
   batch = train.example_batch(manifest, config.data.fields, config.batch_size)
   abstract, state_sh = abstract_state(config, model, tx, batch, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
   row = {"mesh": "x".join(map(str, mesh_sizes)), "params_m": n_params / 1e6,
-         "params_mb_per_device": sharding.per_device_bytes(
+         "params_mb_per_device": partitioning.per_device_bytes(
              abstract.params, state_sh.params) / 2**20,
-         "opt_mb_per_device": sharding.per_device_bytes(
+         "opt_mb_per_device": partitioning.per_device_bytes(
              abstract.opt_state, state_sh.opt_state) / 2**20}
   if compile_step:
     step = train.jit_train_step(config, model, tx, mesh, state_sh)
     abstract_batch = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                       sharding=sharding.batch_sharding(mesh)),
+                                       sharding=partitioning.batch_sharding(mesh)),
         batch)
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
     compiled = step.lower(abstract, abstract_batch, rng).compile()
@@ -80,7 +81,7 @@ def abstract_state(config, model, tx, batch, mesh):
                             opt_state=tx.init(params),
                             rng=jnp.zeros((2,), jnp.uint32))
   boxed = jax.eval_shape(boxed_init, jax.random.key(0))
-  shardings = sharding.tree_shardings(boxed, mesh,
+  shardings = partitioning.tree_shardings(boxed, mesh,
                                       train.sharding_rules(config))
   return nn.meta.unbox(boxed), shardings
 
@@ -104,12 +105,12 @@ def main(argv=None) -> dict:
         row = measure(c, manifest, sizes, compile_step=True)
         rows.append({"config": name, "remat": remat, **row})
         print(rows[-1], flush=True)
-  common.print_table(rows, ["config", "remat", "mesh", "params_m",
+  reporting.print_table(rows, ["config", "remat", "mesh", "params_m",
                             "params_mb_per_device", "opt_mb_per_device",
                             "args_mb_per_device", "temp_mb_per_device"])
-  payload = {"machine": common.machine(), "batch_size": c.batch_size,
+  payload = {"machine": reporting.machine(), "batch_size": c.batch_size,
              "rows": rows}
-  common.write_json(args.out, "sharding_memory.json", payload)
+  reporting.write_json(args.out, "sharding_memory.json", payload)
   return payload
 
 

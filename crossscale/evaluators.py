@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from crossscale import input_pipeline, metrics, sharding
-from crossscale import image_metrics, shards
+from crossscale import input_pipeline, metrics
+from crossscale import partitioning
+from crossscale import shards
+from crossscale import fidelity
 from crossscale.models import sr as sr_models
 from crossscale.models import sr_gan
 
@@ -34,7 +36,7 @@ def split_outputs(ev, params, host_keys: tuple[str, ...] = ()):
       process_index=jax.process_index(), process_count=jax.process_count(),
       verify=ev.verify, limit=ev.limit)
   for batch in ds:
-    out, scalars = ev._predict(params, sharding.put_batch(batch, ev.mesh))  # pylint: disable=protected-access
+    out, scalars = ev._predict(params, partitioning.put_batch(batch, ev.mesh))  # pylint: disable=protected-access
     host = {k: batch[k] for k in (*host_keys, "valid")}
     if jax.process_count() > 1:
       out = multihost_utils.process_allgather(out, tiled=True)
@@ -73,7 +75,7 @@ class ClassificationEvaluator:
         keep["embedding"] = out["embedding"]
       return keep, loss
     self._predict = jax.jit(predict, out_shardings=(
-        sharding.batch_sharding(mesh), sharding.replicated(mesh)))
+        partitioning.batch_sharding(mesh), partitioning.replicated(mesh)))
 
   def run(self, params) -> dict[str, float]:
     outs, losses, weights = [], [], []
@@ -127,7 +129,7 @@ class ReferringEvaluator:
                  if k not in ("inter", "union", "iou")}}
       return keep, loss
     self._predict = jax.jit(predict, out_shardings=(
-        sharding.batch_sharding(mesh), sharding.replicated(mesh)))
+        partitioning.batch_sharding(mesh), partitioning.replicated(mesh)))
 
   def run(self, params) -> dict[str, float]:
     preds, trues, extra, losses, weights = [], [], [], [], []
@@ -173,13 +175,13 @@ class SREvaluator:
   HR-normalised units (input_pipeline.Normalize); both are de-normalised with
   the manifest's HR band stats (x * std + mean), divided by
   `sr_data_range(manifest)` (uint8: 255) and the SR is clipped to [0, 1].
-  PSNR and SSIM (crossscale.image_metrics, data_range 1) are computed per
+  PSNR and SSIM (crossscale.fidelity, data_range 1) are computed per
   image and band, then averaged over images ("psnr_<band>", "ssim_<band>")
   and over bands ("psnr", "ssim"). The bicubic baseline ("bicubic_psnr",
   "bicubic_ssim", and "psnr_gain" = psnr - bicubic_psnr) upsamples the raw
   LR (LR stats, LR data range; the model's `band_map` when the bands differ;
   skipped when the bands differ and the model has none). "randfeat_dist" is
-  `image_metrics.feature_distance` with the fixed random-feature conv net
+  `fidelity.feature_distance` with the fixed random-feature conv net
   `sr_gan.random_feature_net` (seed 0) on the [0, 1] images: a perceptual-
   style distance of our own (not LPIPS), comparable across SR families.
   With `feature_init` (a run of ours with a conv "hr_encoder", e.g. the
@@ -226,22 +228,22 @@ class SREvaluator:
                        method="predict")
       hr01 = unit(hr, "hr", rng_hr)
       sr01 = jnp.clip(unit(sr, "hr", rng_hr), 0.0, 1.0)
-      out = {"psnr": image_metrics.psnr(sr01, hr01, 1.0),      # [B, C]
-             "ssim": image_metrics.ssim(sr01, hr01, 1.0),
-             **{k: image_metrics.feature_distance(f, p, sr01, hr01)  # [B]
+      out = {"psnr": fidelity.psnr(sr01, hr01, 1.0),      # [B, C]
+             "ssim": fidelity.ssim(sr01, hr01, 1.0),
+             **{k: fidelity.feature_distance(f, p, sr01, hr01)  # [B]
                 for k, (f, p) in nets.items()},
              "l1": jnp.mean(jnp.abs(sr - hr), axis=(1, 2, 3))}
       if self.has_baseline:
         lr01 = unit(batch["lr"], "lr", rng_lr)
         bic = jnp.clip(sr_models.resize(sr_models.map_bands(lr01, band_map),
                                         hr.shape[1:3]), 0.0, 1.0)
-        out.update(bicubic_psnr=image_metrics.psnr(bic, hr01, 1.0),
-                   bicubic_ssim=image_metrics.ssim(bic, hr01, 1.0),
-                   **{f"bicubic_{k}": image_metrics.feature_distance(
+        out.update(bicubic_psnr=fidelity.psnr(bic, hr01, 1.0),
+                   bicubic_ssim=fidelity.ssim(bic, hr01, 1.0),
+                   **{f"bicubic_{k}": fidelity.feature_distance(
                        f, p, bic, hr01) for k, (f, p) in nets.items()})
       return out, ()
     self._predict = jax.jit(predict, out_shardings=(
-        sharding.batch_sharding(mesh), sharding.replicated(mesh)))
+        partitioning.batch_sharding(mesh), partitioning.replicated(mesh)))
 
   def run(self, params) -> dict[str, float]:
     outs = [{k: v[valid] for k, v in out.items()}
@@ -259,7 +261,7 @@ class SREvaluator:
 
 
 class DownstreamEvaluator:
-  """A downstream model (crossscale.models.downstream, "downstream") over a
+  """A downstream model (crossscale.models.dense_backbones, "downstream") over a
   split, by its `model.task`:
 
     segmentation:   pixel_accuracy, mIoU, mean_f1 (metrics.
@@ -310,7 +312,7 @@ class DownstreamEvaluator:
         return jnp.argmax(out["seg_logits"], -1), (loss, n)   # [B, H, W]
       return out["pred"], (loss, n)                          # [B, H, W, 1]
     self._predict = jax.jit(predict, out_shardings=(
-        sharding.batch_sharding(mesh), sharding.replicated(mesh)))
+        partitioning.batch_sharding(mesh), partitioning.replicated(mesh)))
 
   def run(self, params) -> dict[str, float]:
     conf, reg, pred_ids, true_ids = None, [], [], []

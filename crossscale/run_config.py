@@ -3,7 +3,7 @@ against the config about to run in that workdir.
 
 Readers: the trainer, resuming a workdir (a config that no longer fits the
 checkpoints is named key by key, with the flags that restore it);
-`benchmarks.tradeoff`, deciding whether a finished cell is a run of the
+`experiments.cross_scale.tradeoff`, deciding whether a finished cell is a run of the
 config a sweep asks for; `export.load_config`, rebuilding a run's model.
 """
 

@@ -28,7 +28,8 @@ import optax
 
 from crossscale import checkpoint, evaluators, input_pipeline, logging_utils
 from crossscale import metrics as metrics_lib
-from crossscale import models, optim, run_config, sharding, shards
+from crossscale import models, optim, run_config, shards
+from crossscale import partitioning
 
 
 @flax.struct.dataclass
@@ -105,9 +106,9 @@ def jit_train_step(config, model, tx, mesh, state_sh) -> Callable:
   return jax.jit(
       make_train_step(model, tx, config.task,
                       dict(config.get("aux_weights", {}))),
-      in_shardings=(state_sh, sharding.batch_sharding(mesh),
-                    sharding.replicated(mesh)),
-      out_shardings=(state_sh, sharding.replicated(mesh)),
+      in_shardings=(state_sh, partitioning.batch_sharding(mesh),
+                    partitioning.replicated(mesh)),
+      out_shardings=(state_sh, partitioning.replicated(mesh)),
       donate_argnums=(0,))
 
 
@@ -126,7 +127,7 @@ def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
                       opt_state=tx.init(params), rng=state_rng)
 
   rng = jax.random.key_data(jax.random.key(config.seed))
-  shardings = sharding.tree_shardings(jax.eval_shape(boxed_init, rng), mesh,
+  shardings = partitioning.tree_shardings(jax.eval_shape(boxed_init, rng), mesh,
                                       sharding_rules(config))
   init = lambda rng: nn.meta.unbox(boxed_init(rng))
   state = jax.jit(init, out_shardings=shardings)(rng)
@@ -168,7 +169,7 @@ def sharding_rules(config):
   """`config.sharding.rules` (logical axis -> mesh axes), else the default."""
   rules = config.get("sharding", {}).get("rules")
   return tuple((n, tuple(a) if isinstance(a, (list, tuple)) else a)
-               for n, a in rules) if rules else sharding.RULES
+               for n, a in rules) if rules else partitioning.RULES
 
 
 def _eval_all(evals, params, step, writer) -> dict[str, dict[str, float]]:
@@ -226,10 +227,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   stored = run_config.load_stored(workdir)  # the config that wrote the ckpts
   data_dir = config.data.path
   manifest = shards.load_manifest(data_dir)
-  mesh = sharding.make_mesh(config.mesh)
-  if config.batch_size % sharding.data_parallel_size(mesh):
+  mesh = partitioning.make_mesh(config.mesh)
+  if config.batch_size % partitioning.data_parallel_size(mesh):
     raise ValueError(f"config.batch_size={config.batch_size} must divide by "
-                     f"the data-parallel size {sharding.data_parallel_size(mesh)}")
+                     f"the data-parallel size {partitioning.data_parallel_size(mesh)}")
   fields = tuple(config.data.fields)
   model = make_model(config, manifest)
   tx = make_tx(config)
@@ -280,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   pending = None  # (step, metrics) of the step before: checked one step late
   try:
     for step in range(start + 1, config.total_steps + 1):
-      batch = sharding.put_batch(next(train_iter), mesh)
+      batch = partitioning.put_batch(next(train_iter), mesh)
       rng = jax.random.fold_in(base_rng, step)
       state, m = step_fn(state, batch, rng)
       if pending is not None:

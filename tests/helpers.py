@@ -35,8 +35,8 @@ def tiny_dataset(out_dir, n_train=24, n_val=8, classes=3, shards=2, **kw):
 def tiny_cross_scale_run(data_path: str, workdir: str, budget: float,
                          steps: int):
   """A runlocal cross-scale run trained `steps` steps (batch 16) on
-  `data_path`, loaded as `benchmarks.selection_swap.Run` "ours"."""
-  from benchmarks import selection_swap  # pylint: disable=g-import-not-at-top
+  `data_path`, loaded as `experiments.cross_scale.selection_swap.Run` "ours"."""
+  from experiments.cross_scale import selection_swap  # pylint: disable=g-import-not-at-top
   from crossscale import train  # pylint: disable=g-import-not-at-top
   from experiments.configs import cross_scale  # pylint: disable=g-import-not-at-top
   c = cross_scale.get_config("runlocal")

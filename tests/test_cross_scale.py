@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import metrics, tiles
+from crossscale import metrics
+from crossscale import tile_grid
 from crossscale.models import cross_scale
 
 B, G, HR, LR, C, K = 4, 4, 32, 8, 3, 5
@@ -42,7 +43,7 @@ def _rngs(i=0):
 def test_gather_tiles_matches_slicing():
   x = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1)
   idx = jnp.array([[3, 0], [1, 2]])
-  got = tiles.gather_tiles(x, idx, 2)
+  got = tile_grid.gather_tiles(x, idx, 2)
   for b in range(2):
     for j in range(2):
       n = int(idx[b, j])
@@ -114,7 +115,7 @@ def test_counterfactual_probe_keeps_the_forward_and_values_unbought_tiles():
   idx = out_p["tile_indices"]                                   # [B, 2]
   context, _ = plain.apply({"params": params}, batch["lr"],
                            method=plain.lr_context)
-  px = tiles.to_tiles(batch["hr"], G)
+  px = tile_grid.to_tiles(batch["hr"], G)
   t = jnp.array([[n for n in range(G * G) if n not in set(map(int, row))][0]
                  for row in np.asarray(idx)])[:, None]          # [B, 1]
   all_idx = jnp.concatenate([idx, t], 1)
@@ -164,7 +165,7 @@ def test_heuristic_picks_the_detailed_tiles():
   lr = np.zeros((1, 8, 8, 1), np.float32)
   lr[0, 2:4, 6:8, 0] = [[1, -1], [-1, 1]]  # detail in tile (1, 3) = 7
   lr[0, 4:6, 0:2, 0] = [[2, 0], [0, 2]]    # stronger detail in tile (2, 0) = 8
-  s = tiles.tile_statistic(jnp.asarray(lr), 4)
+  s = tile_grid.tile_statistic(jnp.asarray(lr), 4)
   assert list(np.argsort(-np.asarray(s[0]))[:2]) == [8, 7]
 
 
@@ -176,7 +177,7 @@ def test_sampler_prior_starts_from_the_heuristic_ranking_and_learns():
   np.testing.assert_allclose(prior.mean(-1), 0.0, atol=1e-5)
   np.testing.assert_array_equal(
       np.argsort(-np.asarray(prior), -1),
-      np.argsort(-np.asarray(tiles.tile_statistic(lr, 4)), -1))
+      np.argsort(-np.asarray(tile_grid.tile_statistic(lr, 4)), -1))
   plain = cross_scale.Sampler(4, width=8, num_heads=2)
   with_prior = cross_scale.Sampler(4, width=8, num_heads=2, prior=2.0)
   p0 = plain.init(jax.random.key(0), lr)
@@ -205,7 +206,7 @@ def test_sampler_targets_detail_and_completion_error():
     out = model.apply({"params": params}, batch["hr"], pred,
                       jnp.asarray(observed), logits, LR,
                       method=model.latent_losses, rngs=_rngs())
-    hr_lat = model.apply({"params": params}, tiles.to_tiles(batch["hr"], G),
+    hr_lat = model.apply({"params": params}, tile_grid.to_tiles(batch["hr"], G),
                          method=model.encode_tiles)    # [B, N, D]
     return out, hr_lat
 
@@ -219,8 +220,8 @@ def test_sampler_targets_detail_and_completion_error():
       float(l_c), ((np.asarray(logits)[unobs] - z) ** 2).mean(), rtol=1e-4)
 
   (_, l_d), _ = losses({"detail": 1.0})
-  zd = np.log(np.asarray(tiles.hr_detail(
-      tiles.to_tiles(batch["hr"], G), HR // LR))[unobs] + 1e-4)
+  zd = np.log(np.asarray(tile_grid.hr_detail(
+      tile_grid.to_tiles(batch["hr"], G), HR // LR))[unobs] + 1e-4)
   zd = (zd - zd.mean()) / (zd.std() + 1e-3)
   np.testing.assert_allclose(
       float(l_d), ((np.asarray(logits)[unobs] - zd) ** 2).mean(), rtol=1e-4)
@@ -301,7 +302,7 @@ def test_per_class_budgets_buy_p_c_tiles_per_scene():
 
 def _bought_pixels(model, params, batch):
   """`[B, H, W, 1]` 1.0 on the HR pixels of the tiles the model bought."""
-  scores = tiles.tile_statistic(batch["lr"], G)
+  scores = tile_grid.tile_statistic(batch["lr"], G)
   out = model.apply({"params": params}, batch, rngs=_rngs())
   t = HR // G
   mask = np.zeros((B, HR, HR, 1), np.float32)

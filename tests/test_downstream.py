@@ -13,20 +13,21 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmarks import sr_grid
-from crossscale import evaluators, metrics, sharding, shards
-from crossscale.models import downstream
+from experiments.sr_bench import sr_grid
+from crossscale import evaluators, metrics, shards
+from crossscale import partitioning
+from crossscale.models import dense_backbones
 from experiments.configs import downstream as ds_config
 
 
 # ------------------------------------------------------------------ models
 
-@pytest.mark.parametrize("backbone", downstream.BACKBONES)
+@pytest.mark.parametrize("backbone", dense_backbones.BACKBONES)
 @pytest.mark.parametrize("pooled", [False, True])
 def test_backbone_shapes(backbone, pooled):
   """eval_shape (no compile): dense `[B, H, W, K]` on a grid that is not a
   stride multiple, and `[B, K]` when pooled."""
-  net = downstream.make_backbone(backbone, 5, pooled,
+  net = dense_backbones.make_backbone(backbone, 5, pooled,
                                  **ds_config.SIZES[backbone]["tiny"])
   x = jnp.zeros((2, 30, 22, 3))
   v = jax.eval_shape(net.init, jax.random.key(0), x)
@@ -69,7 +70,7 @@ def test_segmentation_loss_decreases_on_tiny_batch():
   rng = np.random.default_rng(0)
   x = rng.uniform(0, 1, (4, 8, 8, 1)).astype(np.float32)
   seg = (x[..., 0] > 0.5).astype(np.int32)
-  model = downstream.DownstreamModel(
+  model = dense_backbones.DownstreamModel(
       task="segmentation", backbone="unet", num_classes=2,
       backbone_kwargs=dict(widths=(4,)), target_key="seg")
   batch = {"hr": x, "seg": seg}
@@ -80,8 +81,8 @@ def test_segmentation_loss_decreases_on_tiny_batch():
 
 
 def test_losses_by_hand():
-  seg_loss = jax.jit(downstream.segmentation_loss)
-  reg_loss = jax.jit(downstream.regression_loss, static_argnums=2)
+  seg_loss = jax.jit(dense_backbones.segmentation_loss)
+  reg_loss = jax.jit(dense_backbones.regression_loss, static_argnums=2)
   logits = jnp.log(jnp.asarray([[[[0.75, 0.25], [0.5, 0.5]]]]))  # [1,1,2,2]
   target = jnp.asarray([[[0, 255]]])       # second pixel unlabelled
   np.testing.assert_allclose(seg_loss(logits, target),
@@ -101,14 +102,14 @@ def test_balanced_losses_by_hand():
   target = jnp.asarray([[[0, 0, 0, 1, 255]]])
   k = 3
   t = jnp.where(target < k, target, k)
-  np.testing.assert_allclose(downstream.inverse_frequency_weights(t, k),
+  np.testing.assert_allclose(dense_backbones.inverse_frequency_weights(t, k),
                              [2 / 3, 2.0, 0.0], rtol=1e-6)
   p = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.5, 0.25, 0.25],
                 [0.8, 0.1, 0.1], [0.2, 0.2, 0.6]])
   logits = jnp.log(jnp.asarray(p))[None, None]                # [1, 1, 5, 3]
   ce = -np.log([0.7, 0.6, 0.5, 0.1])
   w = np.array([2 / 3] * 3 + [2.0])
-  terms = jax.jit(downstream.segmentation_losses, static_argnums=(2, 3))(
+  terms = jax.jit(dense_backbones.segmentation_losses, static_argnums=(2, 3))(
       logits, target, "balanced_ce+dice", ())
   # The rare class carries half the weight: (sum_bg 2/3 ce + 2 ce_1) / 4.
   np.testing.assert_allclose(terms["ce"], (w * ce).sum() / w.sum(),
@@ -118,15 +119,15 @@ def test_balanced_losses_by_hand():
   dice = 1 - (2 * (q * y).sum(0) + 1) / (q.sum(0) + y.sum(0) + 1)
   np.testing.assert_allclose(terms["dice"], dice.mean(), rtol=1e-5)
   # Fixed weights replace the batch's; plain "ce" is the unweighted mean.
-  fixed = downstream.segmentation_losses(logits, target, "balanced_ce",
+  fixed = dense_backbones.segmentation_losses(logits, target, "balanced_ce",
                                          (1.0, 3.0, 1.0))
   np.testing.assert_allclose(fixed["ce"], (ce * [1, 1, 1, 3]).sum() / 6,
                              rtol=1e-5)
   assert set(fixed) == {"ce"}
-  plain = downstream.segmentation_losses(logits, target, "ce")
+  plain = dense_backbones.segmentation_losses(logits, target, "ce")
   np.testing.assert_allclose(plain["ce"], ce.mean(), rtol=1e-5)
   with pytest.raises(ValueError, match="known"):
-    downstream.segmentation_losses(logits, target, "focal")
+    dense_backbones.segmentation_losses(logits, target, "focal")
 
 
 def test_balanced_ce_removes_the_majority_prior():
@@ -138,8 +139,8 @@ def test_balanced_ce_removes_the_majority_prior():
 
   def losses(p):
     logits = jnp.broadcast_to(jnp.log(jnp.asarray(p)), (1, 10, 10, 2))
-    return (downstream.segmentation_losses(logits, target, "ce")["ce"],
-            downstream.segmentation_losses(logits, target,
+    return (dense_backbones.segmentation_losses(logits, target, "ce")["ce"],
+            dense_backbones.segmentation_losses(logits, target,
                                            "balanced_ce")["ce"])
 
   (ce_prior, bal_prior), (ce_unif, bal_unif) = losses([.99, .01]), losses(
@@ -155,7 +156,7 @@ def test_balanced_ce_removes_the_majority_prior():
 def test_upsample_matches_jax_resize():
   x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
   np.testing.assert_allclose(
-      downstream.upsample(x, (20, 28)),
+      dense_backbones.upsample(x, (20, 28)),
       jax.image.resize(x, (2, 20, 28, 3), "linear"), atol=1e-5)
 
 
@@ -221,7 +222,7 @@ class _Stub(nn.Module):
 def test_downstream_evaluator_by_hand(toyworld_small, task):
   """20 test records in batches of 16 (the second padded: padding must
   count nowhere), against numpy on the records themselves."""
-  mesh = sharding.make_mesh((("data", -1), ("fsdp", 1), ("model", 1)))
+  mesh = partitioning.make_mesh((("data", -1), ("fsdp", 1), ("model", 1)))
   key = "labels" if task == "classification" else "mask_objects"
   scenes = list(shards.iter_scenes(toyworld_small, "test"))[:20]
 

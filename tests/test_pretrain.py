@@ -7,38 +7,40 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import checkpoint, optim, sharding, shards, train
-from crossscale.models import pretrain, refseg, sr_gan
+from crossscale import checkpoint, optim, shards, train
+from crossscale import partitioning
+from crossscale.models import refseg, sr_gan
+from crossscale.models import cross_scale_pretrain
 from experiments.configs import cross_scale
 from experiments.configs import pretrain as pretrain_config
 
 
 def test_pool_to_grid_means_tokens_inside_each_tile():
   tok = jnp.arange(16.0).reshape(1, 4, 4, 1)
-  got = pretrain.pool_to_grid(tok, 2)[0, :, 0]
+  got = cross_scale_pretrain.pool_to_grid(tok, 2)[0, :, 0]
   # tile (0,0) holds tokens 0,1,4,5 ...
   np.testing.assert_allclose(got, [2.5, 4.5, 10.5, 12.5])
-  assert pretrain.pool_to_grid(jnp.ones((2, 3, 3, 5)), 2).shape == (2, 4, 5)
+  assert cross_scale_pretrain.pool_to_grid(jnp.ones((2, 3, 3, 5)), 2).shape == (2, 4, 5)
 
 
 def test_patchify_and_patch_mask():
   img = jnp.arange(2 * 4 * 4 * 1.0).reshape(2, 4, 4, 1)
-  p = pretrain.patchify(img, 2)
+  p = cross_scale_pretrain.patchify(img, 2)
   assert p.shape == (2, 4, 4)
   np.testing.assert_array_equal(p[0, 1], [2, 3, 6, 7])   # top-right patch
-  m = pretrain.patch_mask(jax.random.key(0), 3, 4, 0.5)
+  m = cross_scale_pretrain.patch_mask(jax.random.key(0), 3, 4, 0.5)
   assert m.shape == (3, 16) and (m.sum(1) == 8).all()
 
 
 def test_detail_residual_removes_lr_block_means():
-  from crossscale import tiles
+  from crossscale import tile_grid
   x = jnp.arange(16.0).reshape(1, 1, 4, 4, 1)
-  r = tiles.detail_residual(x, 2)
+  r = tile_grid.detail_residual(x, 2)
   # top-left 2x2 block [0, 1, 4, 5], mean 2.5
   np.testing.assert_allclose(r[0, 0, :2, :2, 0], [[-2.5, -1.5], [1.5, 2.5]])
   np.testing.assert_allclose(r.reshape(2, 2, 2, 2).sum((1, 3)), 0.0,
                              atol=1e-6)
-  np.testing.assert_allclose(tiles.detail_residual(jnp.ones((1, 2, 4, 4, 3)),
+  np.testing.assert_allclose(tile_grid.detail_residual(jnp.ones((1, 2, 4, 4, 3)),
                                                    4), 0.0)
 
 
@@ -49,16 +51,16 @@ def test_pair_sigmoid_loss_by_hand():
   logits = np.exp(t) * np.asarray(a @ b.T) + bias
   z = np.array([[1, -1], [-1, 1]])
   want = -np.log(1 / (1 + np.exp(-z * logits))).sum() / 2
-  got = pretrain.pair_sigmoid_loss(a, b, jnp.log(jnp.exp(t)), bias)
+  got = cross_scale_pretrain.pair_sigmoid_loss(a, b, jnp.log(jnp.exp(t)), bias)
   assert float(got) == pytest.approx(want, rel=1e-5)
 
 
 def test_readable_class_names():
-  assert pretrain.readable("fResident") == "resident"
-  assert pretrain.readable("dRiverLake") == "river lake"
-  assert pretrain.readable("SeaLake") == "sea lake"
-  assert pretrain.readable("Annual_Crop") == "annual crop"
-  assert pretrain.readable("Coniferous forest") == "coniferous forest"
+  assert cross_scale_pretrain.readable("fResident") == "resident"
+  assert cross_scale_pretrain.readable("dRiverLake") == "river lake"
+  assert cross_scale_pretrain.readable("SeaLake") == "sea lake"
+  assert cross_scale_pretrain.readable("Annual_Crop") == "annual crop"
+  assert cross_scale_pretrain.readable("Coniferous forest") == "coniferous forest"
 
 
 def _init(config, data_dir):
@@ -66,7 +68,7 @@ def _init(config, data_dir):
   model = train.make_model(config, manifest)
   tx = optim.make_optimizer(config.optim, config.total_steps)
   batch = train.example_batch(manifest, config.data.fields, 8)
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = partitioning.make_mesh(config.mesh)
   return model, train.init_state(config, model, tx, batch, mesh)[0]
 
 
@@ -165,8 +167,8 @@ def test_text_prompts_are_frozen_minilm_embeddings(toyworld_small):
   model = train.make_model(c, manifest)
   params = model.load_pretrained(_random_params(
       model, train.example_batch(manifest, c.data.fields, 2)))
-  want = pretrain.prompt_embeddings(
-      [pretrain.PROMPT.format(pretrain.readable(n))
+  want = cross_scale_pretrain.prompt_embeddings(
+      [cross_scale_pretrain.PROMPT.format(cross_scale_pretrain.readable(n))
        for n in manifest.class_names])
   np.testing.assert_allclose(params["class_text"], want, atol=1e-6)
   np.testing.assert_allclose(np.linalg.norm(want, axis=1), 1.0, atol=1e-5)
@@ -179,7 +181,8 @@ def test_learned_feature_distance_from_the_pretraining_run(pretrain_run,
                                                            toyworld_small):
   """The SR evaluator's "hrenc_dist": feature distance in the pretrained HR
   encoder's convs (config.evals.<name>.feature_init)."""
-  from crossscale import evaluators, image_metrics
+  from crossscale import evaluators
+  from crossscale import fidelity
   from crossscale.models import sr
   workdir, pre = pretrain_run
   apply, params = sr_gan.encoder_feature_net(workdir, 3)
@@ -188,13 +191,13 @@ def test_learned_feature_distance_from_the_pretraining_run(pretrain_run,
     np.testing.assert_array_equal(v["kernel"], pre["hr_encoder"][k]["kernel"])
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 16, 16, 3)),
                   jnp.float32)
-  assert float(image_metrics.feature_distance(apply, params, x, x).max()) == 0
-  assert float(image_metrics.feature_distance(apply, params, x,
+  assert float(fidelity.feature_distance(apply, params, x, x).max()) == 0
+  assert float(fidelity.feature_distance(apply, params, x,
                                               x[:, ::-1]).min()) > 0
   ev = evaluators.SREvaluator(
       sr.SR_MODELS["sr_bicubic"](scale=4), data_dir=toyworld_small,
       split="test", batch_size=8, task="", limit=8, feature_init=workdir,
-      mesh=sharding.make_mesh((("data", -1),)))
+      mesh=partitioning.make_mesh((("data", -1),)))
   res = ev.run({})
   assert res["num_examples"] == 8
   assert np.isfinite(res["hrenc_dist"]) and res["hrenc_dist"] > 0
@@ -212,7 +215,7 @@ def _standardise_tiles(x):
 
 def test_tile_views_are_affine_per_channel_and_shifted():
   x = jax.random.normal(jax.random.key(0), (2, 5, 8, 8, 3))
-  v = pretrain.tile_views(jax.random.key(1), x, 0)
+  v = cross_scale_pretrain.tile_views(jax.random.key(1), x, 0)
   assert v.shape == x.shape
   zx, zv = _standardise_tiles(x), _standardise_tiles(v)
   # Without shift each tile/channel is +-(an affine map) of the original ...
@@ -222,7 +225,7 @@ def test_tile_views_are_affine_per_channel_and_shifted():
   assert (jnp.abs(sign.std(-1)) < 1e-6).all()
   assert 0 < float((sign[..., 0] < 0).mean()) < 1
   # With a shift of at most 1 px every tile is a rolled affine view.
-  v = pretrain.tile_views(jax.random.key(2), x, 1)
+  v = cross_scale_pretrain.tile_views(jax.random.key(2), x, 1)
   zv = _standardise_tiles(v)
   rolled = [jnp.roll(zx, (dy, dx), axis=(2, 3))
             for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
@@ -238,11 +241,11 @@ def test_detail_weighted_tiles_pick_the_tiles_with_hr_detail():
   rng = np.random.default_rng(0)
   hr = hr.at[:, 4:8, 8:12].set(rng.normal(size=(3, 4, 4, 1)))   # tile 6
   hr = hr.at[:, 12:16, 0:4].set(rng.normal(size=(3, 4, 4, 1)))  # tile 12
-  idx = pretrain.detail_weighted_tiles(jax.random.key(0), hr, 4, 2, 2)
+  idx = cross_scale_pretrain.detail_weighted_tiles(jax.random.key(0), hr, 4, 2, 2)
   assert idx.shape == (3, 2)
   for row in np.asarray(idx):
     assert sorted(row) == [6, 12]
-  idx = pretrain.detail_weighted_tiles(jax.random.key(0), hr, 4, 2, 5)
+  idx = cross_scale_pretrain.detail_weighted_tiles(jax.random.key(0), hr, 4, 2, 5)
   assert all(len(set(r)) == 5 for r in np.asarray(idx).tolist())
 
 

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import evaluators, input_pipeline, metrics, optim, sharding
+from crossscale import evaluators, input_pipeline, metrics, optim
+from crossscale import partitioning
 from crossscale import train
 from crossscale.models import refseg
 from experiments.configs import refseg as refseg_config
@@ -211,7 +212,7 @@ def test_referring_evaluator_matches_independent_metrics(tmp_path):
   referring.build("toyworld", d, counts={"train": 4, "val": 4, "test": 6})
   model, c = _model()
   fields = tuple(c.data.fields)
-  mesh = sharding.make_mesh(c.mesh)
+  mesh = partitioning.make_mesh(c.mesh)
   ev = evaluators.get_evaluator("referring", model, data_dir=d, split="test",
                                 batch_size=8, task=c.task, mesh=mesh,
                                 fields=fields)

@@ -1,4 +1,4 @@
-"""data.rrsis: RefSegRS / RRSIS-D release layouts, on tiny synthetic copies."""
+"""data.referring_releases: RefSegRS / RRSIS-D release layouts, on tiny synthetic copies."""
 
 import collections
 import json
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from crossscale import records, shards
-from data import rrsis
+from data import referring_releases
 
 
 def _rgb(h, w, seed):
@@ -45,7 +45,7 @@ def _by_split(d, m):
 
 def test_refsegrs_keeps_every_expression_and_fixes_size(refsegrs, tmp_path):
   out = str(tmp_path / "out")
-  m = rrsis.build("refsegrs", refsegrs, out)
+  m = referring_releases.build("refsegrs", refsegrs, out)
   got = _by_split(out, m)
   assert {s: len(v) for s, v in got.items()} == {"train": 3, "val": 1,
                                                  "test": 2}
@@ -68,21 +68,21 @@ def test_refsegrs_keeps_every_expression_and_fixes_size(refsegrs, tmp_path):
 
 
 def test_refsegrs_size_mismatch_error_names_file(refsegrs, tmp_path):
-  opt = rrsis.Options(on_size_mismatch="error")
+  opt = referring_releases.Options(on_size_mismatch="error")
   with pytest.raises(records.DataError, match=r"1\.tif is 33x32.*mask is "
                      r"32x32.*--on_size_mismatch fix"):
-    rrsis.build("refsegrs", refsegrs, str(tmp_path / "o"), opt)
+    referring_releases.build("refsegrs", refsegrs, str(tmp_path / "o"), opt)
 
 
 def test_refsegrs_bad_lines(refsegrs, tmp_path):
   with open(os.path.join(refsegrs, "output_phrase_val.txt"), "a") as f:
     f.write("9 a ghost\n")
   with pytest.raises(records.DataError, match=r"output_phrase_val.txt:2.*9.tif"):
-    rrsis.load_expressions("refsegrs", refsegrs)
+    referring_releases.load_expressions("refsegrs", refsegrs)
   with open(os.path.join(refsegrs, "output_phrase_val.txt"), "w") as f:
     f.write("2\n")
   with pytest.raises(records.DataError, match="no expression"):
-    rrsis.load_expressions("refsegrs", refsegrs)
+    referring_releases.load_expressions("refsegrs", refsegrs)
 
 
 def _rle_string(counts):
@@ -104,14 +104,14 @@ def _rle_string(counts):
 
 def test_rle_and_polygons_hand_worked():
   # 3x2 (h x w), column-major runs 1 zero, 2 ones, 3 zeros.
-  np.testing.assert_array_equal(rrsis.rle_decode([1, 2, 3], 3, 2),
+  np.testing.assert_array_equal(referring_releases.rle_decode([1, 2, 3], 3, 2),
                                 [[0, 0], [1, 0], [1, 0]])
   counts = [5, 3, 1000, 2, 40, 7000, 1, 1]
-  assert rrsis.rle_counts_from_string(_rle_string(counts)) == counts
-  sq = rrsis.polygons_to_mask([[2, 2, 10, 2, 10, 10, 2, 10]], 16, 16)
+  assert referring_releases.rle_counts_from_string(_rle_string(counts)) == counts
+  sq = referring_releases.polygons_to_mask([[2, 2, 10, 2, 10, 10, 2, 10]], 16, 16)
   assert sq.sum() == 81 and sq[2:11, 2:11].all()   # PIL fills edges
   with pytest.raises(records.DataError, match="corrupt"):
-    rrsis.decode_segmentation({"counts": [1, 2], "size": [3, 2]}, 3, 2, "x")
+    referring_releases.decode_segmentation({"counts": [1, 2], "size": [3, 2]}, 3, 2, "x")
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def rrsisd(tmp_path):
 def test_rrsisd_every_sentence_kept_masks_decoded(rrsisd, tmp_path):
   root, m = rrsisd
   out = str(tmp_path / "out")
-  man = rrsis.build("rrsisd", root, out)
+  man = referring_releases.build("rrsisd", root, out)
   got = _by_split(out, man)
   assert {s: len(v) for s, v in got.items()} == {"train": 3, "test": 3}
   st = man.builder["stats"]
@@ -177,8 +177,8 @@ def test_rrsisd_every_sentence_kept_masks_decoded(rrsisd, tmp_path):
 def test_rrsisd_errors(rrsisd, tmp_path):
   root, _ = rrsisd
   with pytest.raises(records.DataError, match=r"b\.jpg is 33x32"):
-    rrsis.build("rrsisd", root, str(tmp_path / "o"),
-                rrsis.Options(on_size_mismatch="error"))
+    referring_releases.build("rrsisd", root, str(tmp_path / "o"),
+                referring_releases.Options(on_size_mismatch="error"))
   os.remove(os.path.join(root, "rrsisd", "instances.json"))
   with pytest.raises(records.DataError, match=r"instances.json not found"):
-    rrsis.load_expressions("rrsisd", root)
+    referring_releases.load_expressions("rrsisd", root)

@@ -1,4 +1,4 @@
-"""benchmarks.selection_swap: a trained run fed each source's tiles; its
+"""experiments.cross_scale.selection_swap: a trained run fed each source's tiles; its
 own sampler reproduces its test accuracy; overlaps by hand."""
 
 import json
@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import selection_swap
-from crossscale import input_pipeline, shards, tiles
+from experiments.cross_scale import selection_swap
+from crossscale import input_pipeline, shards
+from crossscale import tile_grid
 from crossscale.models import cross_scale
 from tests import helpers
 
@@ -40,7 +41,7 @@ def test_swap_matrix(run):
   for b in input_pipeline.eval_dataset(data_dir, "test", batch_size=16,
                                        fields=("lr",)):
     lrs.append(np.asarray(b["lr"])[np.asarray(b["valid"]).astype(bool)])
-  stat = np.asarray(tiles.tile_statistic(np.concatenate(lrs), manifest.grid))
+  stat = np.asarray(tile_grid.tile_statistic(np.concatenate(lrs), manifest.grid))
   top = np.argsort(-stat, axis=1, kind="stable")[:, :k]
   uni = set(np.asarray(cross_scale.uniform_indices(n, k)).tolist())
   want = np.mean([len(set(t) & uni) / k for t in top.tolist()])

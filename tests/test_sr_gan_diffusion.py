@@ -9,7 +9,8 @@ import optax
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from crossscale import evaluators, sharding, shards
+from crossscale import evaluators, shards
+from crossscale import partitioning
 from crossscale.models import sr, sr_diffusion, sr_gan
 
 
@@ -167,7 +168,7 @@ def tiny_pairs(tmp_path_factory):
 def test_sr_evaluator_matches_scikit_image(tiny_pairs):
   model = sr.EDSR(out_bands=3, scale=4, features=4, num_blocks=1)
   manifest = shards.load_manifest(tiny_pairs)
-  mesh = sharding.make_mesh((("data", -1), ("fsdp", 1), ("model", 1)))
+  mesh = partitioning.make_mesh((("data", -1), ("fsdp", 1), ("model", 1)))
   lr0 = jnp.zeros([1] + manifest.lr_shape, jnp.float32)
   params = _params(model, lr0, (32, 32), method="predict", seed=1)
   ev = evaluators.get_evaluator(

@@ -1,5 +1,5 @@
 """Loaders of the SR benchmarks on real data (../shared/data): the sr_grid
-chip datasets spacenet_roads and levircd, and benchmarks/sr_real_pairs.py's
+chip datasets spacenet_roads and levircd, and experiments/sr_bench/sr_real_pairs.py's
 real LR/HR pairs (shapes, binary masks, band counts, spatially disjoint
 train/test windows), plus the least-squares band map by hand."""
 
@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from benchmarks import sr_grid, sr_real_pairs
+from experiments.sr_bench import sr_real_pairs
+from experiments.sr_bench import sr_grid
 
 
 def _rc(win_id):

@@ -1,4 +1,4 @@
-"""benchmarks.tile_value: the loss drop from buying one more tile, its
+"""experiments.cross_scale.tile_value: the loss drop from buying one more tile, its
 first-order estimate, and how scorers agree with it."""
 
 import jax
@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import tile_value
-from crossscale import input_pipeline, metrics, tiles
+from experiments.cross_scale import tile_value
+from crossscale import input_pipeline, metrics
+from crossscale import tile_grid
 from tests import helpers
 
 
@@ -37,7 +38,7 @@ def test_values_by_direct_computation(run):
   plan = apply("plan", {"lr": batch["lr"]})
   t = np.argmax(~out["bought"], axis=1)                    # [B]
   idx = jnp.concatenate([plan["tile_indices"], jnp.asarray(t)[:, None]], 1)
-  px = jnp.take_along_axis(tiles.to_tiles(batch["hr"], model.grid),
+  px = jnp.take_along_axis(tile_grid.to_tiles(batch["hr"], model.grid),
                            idx[..., None, None, None], 1)
   lat = apply("encode_tiles", px)
   context, _ = apply("lr_context", batch["lr"])

@@ -1,8 +1,8 @@
-"""benchmarks.tradeoff: seed aggregation, table and figure (no training)."""
+"""experiments.cross_scale.tradeoff: seed aggregation, table and figure (no training)."""
 
 import pytest
 
-from benchmarks import tradeoff
+from experiments.cross_scale import tradeoff
 from crossscale import run_config
 
 
@@ -205,7 +205,7 @@ def test_main_without_step_time_writes_the_sweep_only(monkeypatch, tmp_path):
 
   def no_timing(*a, **k):
     raise AssertionError("timed a step under --no_step_time")
-  monkeypatch.setattr(tradeoff.bench, "time_train_step", no_timing)
+  monkeypatch.setattr(tradeoff.step_time, "time_train_step", no_timing)
   out = tmp_path / "out"
   tradeoff.main(["--dataset", "fake", "--quick", "--out", str(out),
                  "--methods", "ours,heuristic", "--budgets", "0.25",

@@ -14,7 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from crossscale import optim, sharding, shards, train
+from crossscale import optim, shards, train
+from crossscale import partitioning
 from experiments.configs import lr_vit
 from tests.conftest import ROOT
 
@@ -37,11 +38,11 @@ def test_sharded_step_equals_single_device_step(toyworld_small):
            "labels": np.eye(6, dtype=np.float32)[rng.integers(0, 6, 16)]}
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    mesh = sharding.make_mesh(c.mesh, devices)
+    mesh = partitioning.make_mesh(c.mesh, devices)
     example = train.example_batch(manifest, c.data.fields, c.batch_size)
     state, state_sh = train.init_state(c, model, tx, example, mesh)
     step = train.jit_train_step(c, model, tx, mesh, state_sh)
-    gbatch = sharding.put_batch(batch, mesh)
+    gbatch = partitioning.put_batch(batch, mesh)
     assert len(gbatch["lr"].sharding.device_set) == len(devices)
     for i in range(3):
       state, m = step(state, gbatch, jax.random.key_data(jax.random.key(i)))

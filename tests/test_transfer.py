@@ -1,9 +1,9 @@
-"""benchmarks/transfer.py pieces: band matching, target views, probes."""
+"""experiments/pretrain/transfer.py pieces: band matching, target views, probes."""
 
 import numpy as np
 import pytest
 
-from benchmarks import transfer
+from experiments.pretrain import transfer
 from crossscale import records
 from data import registry
 

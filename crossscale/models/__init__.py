@@ -17,19 +17,21 @@ from typing import Any
 
 import flax.linen as nn
 
-from crossscale.models import cross_scale, pretrain, refseg, sr, vit
-from crossscale.models import downstream, sr_diffusion, sr_gan
+from crossscale.models import cross_scale, refseg, sr, vit
+from crossscale.models import cross_scale_pretrain
+from crossscale.models import sr_diffusion, sr_gan
+from crossscale.models import dense_backbones
 
 _MODELS = {
     "lr_vit": vit.LRClassifier,
     "cross_scale": cross_scale.CrossScaleModel,
-    "xs_pretrain": pretrain.CrossScalePretrain,
+    "xs_pretrain": cross_scale_pretrain.CrossScalePretrain,
     **sr.SR_MODELS,
     **sr_gan.SR_GAN_MODELS,
     **sr_diffusion.SR_DIFFUSION_MODELS,
     "refseg": refseg.RefSegModel,
     "refseg_backbone_cls": refseg.BackboneClassifier,
-    "downstream": downstream.DownstreamModel,
+    "downstream": dense_backbones.DownstreamModel,
 }
 
 

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from crossscale import selection, tiles
+from crossscale import selection
+from crossscale import tile_grid
 from crossscale.kernels import tile_select
 from crossscale.models import convnet, layers, vit
 
@@ -65,7 +66,7 @@ class Sampler(nn.Module):
     for i in range(2):
       x = nn.gelu(layers.GroupNorm(num_groups=8)(
           layers.Conv(self.width, (3, 3), name=f"conv{i}")(x)))
-    sub = tiles.to_tiles(x, self.grid)                  # [B, N, s, s, F]
+    sub = tile_grid.to_tiles(x, self.grid)                  # [B, N, s, s, F]
     B, N = sub.shape[:2]
     sub = sub.reshape(B, N, -1, self.width)             # [B, N, s*s, F]
     attn = nn.softmax(layers.Dense(1, axes=("embed", None),
@@ -88,9 +89,9 @@ class Sampler(nn.Module):
 
 
 def lr_detail_prior(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
-  """`[B, N]`: log LR detail per tile (`tiles.tile_statistic`), standardised
+  """`[B, N]`: log LR detail per tile (`tile_grid.tile_statistic`), standardised
   over each scene's tiles (only the ranking inside a scene matters)."""
-  x = jnp.log(tiles.tile_statistic(lr, grid) + 1e-6)
+  x = jnp.log(tile_grid.tile_statistic(lr, grid) + 1e-6)
   return (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-3)
 
 
@@ -160,7 +161,7 @@ def sampler_regression_loss(logits, tidx, z) -> jnp.ndarray:
 def detail_target(tile_px, scale: int) -> jnp.ndarray:
   """`[B, T]`: log HR detail energy of tiles `[B, T, t, t, C]` (what an LR
   pixel at `scale` cannot hold), standardised over the batch."""
-  return batch_standardise(jnp.log(tiles.hr_detail(tile_px, scale) + 1e-4))
+  return batch_standardise(jnp.log(tile_grid.hr_detail(tile_px, scale) + 1e-4))
 
 
 def sampler_detail_loss(logits, tidx, tile_px, scale: int) -> jnp.ndarray:
@@ -328,7 +329,7 @@ class CrossScaleModel(nn.Module):
     if self.policy == "random":
       return jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
     if self.policy == "heuristic":
-      return tiles.tile_statistic(lr, self.grid)
+      return tile_grid.tile_statistic(lr, self.grid)
     order = uniform_indices(self.n_tiles, self.k())    # uniform
     s = jnp.zeros((self.n_tiles,)).at[order].set(1.0)
     return jnp.broadcast_to(s, (B, self.n_tiles))
@@ -465,7 +466,7 @@ class CrossScaleModel(nn.Module):
     else:
       # Semantic drift: predicted vs true HR latents of the unobserved tiles.
       true = jax.lax.stop_gradient(self.encode_tiles(
-          tiles.to_tiles(hr, self.grid)))
+          tile_grid.to_tiles(hr, self.grid)))
       d = cosine_distance(pred, true)                       # [B, N]
       unobs = (~observed_mask).astype(d.dtype)
       out["metrics"]["drift"] = (d * unobs).sum(1) / jnp.maximum(
@@ -486,7 +487,7 @@ class CrossScaleModel(nn.Module):
                            (hr.shape[0], self.n_tiles))
     r = jnp.where(observed_mask, -1.0, r)
     tidx, _ = selection.topk_indices(r, T)                  # [B, T]
-    target_px = tiles.gather_tiles(hr, tidx, self.grid)     # [B, T, t, t, C]
+    target_px = tile_grid.gather_tiles(hr, tidx, self.grid)     # [B, T, t, t, C]
     return tidx, target_px, jax.lax.stop_gradient(self.encode_tiles(target_px))
 
   def latent_losses(self, hr, pred, observed_mask, logits, lr_size,

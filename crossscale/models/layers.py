@@ -1,7 +1,7 @@
 """Linen layers whose parameters carry logical axis names.
 
 Every parameter of the encoders, sampler, predictor and heads is created
-through these factories, so `crossscale.sharding.param_shardings` can map it
+through these factories, so `crossscale.partitioning.param_shardings` can map it
 to the mesh by the rules in `config.sharding.rules`. The initialisers are
 linen's defaults: only the annotation is added, values are unchanged.
 

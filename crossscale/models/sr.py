@@ -106,7 +106,7 @@ class SRModel(nn.Module):
 
 def predict_fn(model: nn.Module, params):
   """A jitted `fn(lr [B, h, w, C], out_hw) -> [B, H, W, C_out]` (one compile
-  per input shape and out_hw), the form `crossscale.tiled` expects."""
+  per input shape and out_hw), the form `crossscale.sliding_window` expects."""
 
   @functools.partial(jax.jit, static_argnums=2)
   def run(p, lr, out_hw):
@@ -405,7 +405,7 @@ class ImplicitSR(SRModel):
   form a grid, so features are gathered per axis (two `take`s).
 
   Memory grows as H * W * (9F if feat_unfold else F); tile big rasters with
-  `crossscale.tiled`.
+  `crossscale.sliding_window`.
   """
   out_bands: int
   scale: float = 4.0

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from crossscale import sharding
+from crossscale import partitioning
 
 # Toyworld sizes: the embedded default, and `runlocal` smoke tests.
 TOYWORLD = dict(num_train=4000, num_val=500, num_test=500, hr_size=64, grid=8,
@@ -66,7 +66,7 @@ def base(*, fields: Sequence[str], task: str, augment: bool = True,
   # --config.mesh='(("data",2),("fsdp",2),("model",2))' shards parameters
   # (FSDP over widths, tensor parallel over heads/MLP) by the rules below.
   c.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
-  c.sharding = ml_collections.ConfigDict(dict(rules=sharding.RULES))
+  c.sharding = ml_collections.ConfigDict(dict(rules=partitioning.RULES))
   c.checkpoint = ml_collections.ConfigDict(dict(every=checkpoint_every,
                                                 keep=checkpoint_keep))
   c.log_every = 50

@@ -1,4 +1,4 @@
-r"""Downstream models on HR imagery (crossscale/models/downstream.py): a
+r"""Downstream models on HR imagery (crossscale/models/dense_backbones.py): a
 dense backbone (U-Net, SegFormer-like, Swin-like) with a segmentation,
 regression or scene-classification head, trained on true HR.
 
@@ -11,7 +11,7 @@ arg: comma-separated "backbone=unet|segformer|swin" (default unet),
 "task=segmentation|classification" (default segmentation; "regression"
 needs a records set with a continuous mask, set config.model.target_key),
 "size=tiny|small|base" (default small) and/or "runlocal" (tiny widths, a
-few steps: smoke test). The SR grid (benchmarks/sr_grid.py) builds its
+few steps: smoke test). The SR grid (experiments/sr_bench/sr_grid.py) builds its
 downstream models from `model_config` below.
 
 On toyworld the segmentation target is the "objects" mask (0 = background,
@@ -59,7 +59,7 @@ def model_config(backbone: str, task: str, num_classes: int,
                  seg_loss: str = "balanced_ce+dice") -> dict:
   """config.model for `backbone` x `task` at `size`.
 
-  seg_loss (segmentation only; crossscale.models.downstream.SEG_LOSSES):
+  seg_loss (segmentation only; crossscale.models.dense_backbones.SEG_LOSSES):
   the default "balanced_ce+dice" is cross-entropy weighted by the batch's
   inverse class frequencies plus soft Dice. With plain "ce" every backbone
   collapses to all-background on toyworld (objects are ~1% of the pixels;

@@ -1,5 +1,5 @@
 r"""Cross-scale pretraining of the LR and HR encoders (crossscale/models/
-pretrain.py: LR-region <-> HR-tile alignment + masked LR modelling; optional
+cross_scale_pretrain.py: LR-region <-> HR-tile alignment + masked LR modelling; optional
 refseg backbone and class-prompt text alignment).
 
   python launch.py --config experiments/configs/pretrain.py --workdir runs/pre
@@ -24,7 +24,7 @@ Resumable like every run: relaunch the same command.
 
 import ml_collections
 
-from crossscale.models import pretrain
+from crossscale.models import cross_scale_pretrain
 from experiments.configs import _common as common, cross_scale, refseg
 
 
@@ -43,17 +43,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       embed_dim=128 if not runlocal else 16,
       num_target_tiles=8,
       mask_ratio=0.5,
-      contrast_tiles=0,      # > 0: HR tile contrast (see models/pretrain.py)
+      contrast_tiles=0,      # > 0: HR tile contrast (see models/cross_scale_pretrain.py)
       contrast_shift=1,
       text="text" in opts,
-      prompt=pretrain.PROMPT,
+      prompt=cross_scale_pretrain.PROMPT,
       minilm_path=""))
   c.model_init = ""
   c.aux_weights = ml_collections.ConfigDict(dict(
       align=1.0, mim=1.0, hr_detail=1.0, sampler=1.0, align_backbone=1.0,
       hr_contrast=1.0))
   c.data.fields = ("lr", "hr", "labels")
-  c.optim.frozen = pretrain.FROZEN if "text" in opts else ()
+  c.optim.frozen = cross_scale_pretrain.FROZEN if "text" in opts else ()
   # Labels are used only by the optional text objective (its task loss on
   # the class-prompt logits); without "text" the run is label-free.
   # Alignment top-1 / masked-modelling loss (and, with text, the accuracy

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import tiled
+from crossscale import sliding_window
 from crossscale.models import sr
 
 
@@ -22,7 +22,7 @@ def _params(model, lr, seed=0):
 @pytest.mark.parametrize("n,n_out,tile,overlap", [
     (37, 74, 16, 6), (40, 100, 12, 5), (300, 5010, 64, 16), (9, 18, 16, 4)])
 def test_axis_tiles_cover_align_and_overlap(n, n_out, tile, overlap):
-  starts, t, q = tiled.axis_tiles(n, n_out, tile, overlap)
+  starts, t, q = sliding_window.axis_tiles(n, n_out, tile, overlap)
   assert starts[0] == 0 and starts[-1] + t == n          # clamped to borders
   assert all(s % q == 0 for s in starts) and t % q == 0 or t == n
   assert all((s * n_out) % n == 0 for s in starts)       # on HR pixel edges
@@ -32,17 +32,17 @@ def test_axis_tiles_cover_align_and_overlap(n, n_out, tile, overlap):
 
 def test_axis_tiles_errors_say_what_to_change():
   with pytest.raises(ValueError, match="tile >= 31"):
-    tiled.axis_tiles(31, 518, 16, 4)                     # 518/31: q = 31
+    sliding_window.axis_tiles(31, 518, 16, 4)                     # 518/31: q = 31
   with pytest.raises(ValueError, match="lower overlap"):
-    tiled.axis_tiles(40, 80, 8, 8)
+    sliding_window.axis_tiles(40, 80, 8, 8)
 
 
 def test_blend_weights_zero_margin_and_border():
-  w = tiled.blend_weights(20, at_start=False, at_end=True, overlap_hr=8,
+  w = sliding_window.blend_weights(20, at_start=False, at_end=True, overlap_hr=8,
                           ramp_frac=0.5)
   assert (w[:2] == 0).all() and (w[2:6] > 0).all() and (w[6:] == 1).all()
   assert (np.diff(w[1:7]) > 0).all()
-  assert (tiled.blend_weights(20, True, True, 8, 0.5) == 1).all()
+  assert (sliding_window.blend_weights(20, True, True, 8, 0.5) == 1).all()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def edsr_fn():
 def test_tiled_equals_untiled_conv(edsr_fn, tile, overlap, ramp):
   lr = np.random.default_rng(0).normal(size=(37, 45, 3)).astype(np.float32)
   full = np.asarray(edsr_fn(lr[None], (74, 90)))[0]
-  out = tiled.tiled_apply(edsr_fn, lr, 2, tile=tile, overlap=overlap,
+  out = sliding_window.tiled_apply(edsr_fn, lr, 2, tile=tile, overlap=overlap,
                           batch=3, ramp_frac=ramp)
   assert out.shape == (74, 90, 2)
   np.testing.assert_allclose(out, full, atol=1e-5, rtol=0)
@@ -68,7 +68,7 @@ def test_tiled_overlap_too_small_is_visible(edsr_fn):
   leave seams."""
   lr = np.random.default_rng(0).normal(size=(37, 45, 3)).astype(np.float32)
   full = np.asarray(edsr_fn(lr[None], (74, 90)))[0]
-  out = tiled.tiled_apply(edsr_fn, lr, 2, tile=16, overlap=4, ramp_frac=0.0)
+  out = sliding_window.tiled_apply(edsr_fn, lr, 2, tile=16, overlap=4, ramp_frac=0.0)
   assert np.abs(out - full).max() > 1e-2
 
 
@@ -78,7 +78,7 @@ def test_tiled_equals_untiled_bicubic(scale, hw):
   fn = sr.predict_fn(sr.Bicubic(), {})
   out_hw = (round(hw[0] * scale), round(hw[1] * scale))
   full = np.asarray(fn(lr[None], out_hw))[0]
-  out = tiled.tiled_apply(fn, lr, scale, tile=12, overlap=8, batch=4,
+  out = sliding_window.tiled_apply(fn, lr, scale, tile=12, overlap=8, batch=4,
                           ramp_frac=0.0)
   assert out.shape == (*out_hw, 3)
   np.testing.assert_allclose(out, full, atol=1e-4, rtol=0)
@@ -91,7 +91,7 @@ def test_tiled_implicit_real_scale():
   fn = sr.predict_fn(model, _params(model, jnp.zeros((1, 8, 8, 3))))
   lr = np.random.default_rng(2).normal(size=(30, 24, 3)).astype(np.float32)
   full = np.asarray(fn(lr[None], (75, 60)))[0]
-  out = tiled.tiled_apply(fn, lr, 2.5, tile=16, overlap=10, batch=4,
+  out = sliding_window.tiled_apply(fn, lr, 2.5, tile=16, overlap=10, batch=4,
                           ramp_frac=0.0)
   np.testing.assert_allclose(out, full, atol=1e-4, rtol=0)
 
@@ -110,7 +110,7 @@ def test_geotiff_streaming_matches_in_memory(shared_data, tmp_path):
     return a.astype(np.float32) / 2047.0
 
   dst = str(tmp_path / "sr.tif")
-  H, W = tiled.tiled_apply_geotiff(src_path, dst, fn, 2, tile=64, overlap=16,
+  H, W = sliding_window.tiled_apply_geotiff(src_path, dst, fn, 2, tile=64, overlap=16,
                                    batch=4, preprocess=pre)
   with rasterio.open(src_path) as src, rasterio.open(dst) as out:
     lr = np.moveaxis(src.read(), 0, -1).astype(np.float32) / 2047.0
@@ -122,7 +122,7 @@ def test_geotiff_streaming_matches_in_memory(shared_data, tmp_path):
     assert out.bounds == pytest.approx(src.bounds)
     sr_img = np.moveaxis(out.read(), 0, -1)
   assert max(rows_read) == 64                  # never more than one LR strip
-  mem = tiled.tiled_apply(fn, lr, 2, tile=64, overlap=16, batch=4)
+  mem = sliding_window.tiled_apply(fn, lr, 2, tile=64, overlap=16, batch=4)
   np.testing.assert_allclose(sr_img, mem, atol=1e-6, rtol=0)
   full = np.asarray(fn(lr[None], (600, 600)))[0]
   np.testing.assert_allclose(sr_img, full, atol=1e-4, rtol=0)

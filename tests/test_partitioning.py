@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from crossscale import checkpoint, optim, sharding, shards, train
+from crossscale import checkpoint, optim, shards, train
+from crossscale import partitioning
 from experiments.configs import cross_scale
 
 MESHES = {"8x1x1": (8, 1, 1), "4x2x1": (4, 2, 1), "2x2x2": (2, 2, 2)}
@@ -17,7 +18,7 @@ MESHES = {"8x1x1": (8, 1, 1), "4x2x1": (4, 2, 1), "2x2x2": (2, 2, 2)}
 
 def _mesh(sizes, devices=None):
   cfg = tuple(zip(("data", "fsdp", "model"), sizes))
-  return sharding.make_mesh(cfg, devices)
+  return partitioning.make_mesh(cfg, devices)
 
 
 def _setup(data_dir, **overrides):
@@ -40,7 +41,7 @@ def _train(c, manifest, model, tx, batch, mesh, steps=2):
   example = train.example_batch(manifest, c.data.fields, c.batch_size)
   state, state_sh = train.init_state(c, model, tx, example, mesh)
   step = train.jit_train_step(c, model, tx, mesh, state_sh)
-  gbatch = sharding.put_batch(batch, mesh)
+  gbatch = partitioning.put_batch(batch, mesh)
   for i in range(steps):
     state, m = step(state, gbatch, jax.random.key_data(jax.random.key(i)))
   return state, state_sh, float(m["loss"])
@@ -101,17 +102,17 @@ def test_encoders_sampler_predictor_parameters_are_annotated(toyworld_small):
 
 def test_logical_to_spec_rules():
   mesh = _mesh((2, 2, 2))
-  assert sharding.logical_to_spec(("embed", "mlp"), (16, 32), mesh) == P(
+  assert partitioning.logical_to_spec(("embed", "mlp"), (16, 32), mesh) == P(
       "fsdp", "model")
   # Not divisible by the mesh axis -> replicated; an axis is used once.
-  assert sharding.logical_to_spec(("embed", "mlp"), (3, 1), mesh) == P(
+  assert partitioning.logical_to_spec(("embed", "mlp"), (3, 1), mesh) == P(
       None, None)
-  assert sharding.logical_to_spec(("conv_in", "embed"), (4, 4), mesh) == P(
+  assert partitioning.logical_to_spec(("conv_in", "embed"), (4, 4), mesh) == P(
       "fsdp", None)
-  assert sharding.logical_to_spec(("batch", None), (8, 3), mesh) == P(
+  assert partitioning.logical_to_spec(("batch", None), (8, 3), mesh) == P(
       ("data", "fsdp"), None)
   with pytest.raises(ValueError, match="no rule in config.sharding.rules"):
-    sharding.logical_to_spec(("vocab",), (8,), mesh)
+    partitioning.logical_to_spec(("vocab",), (8,), mesh)
 
 
 def test_checkpoint_saved_on_one_mesh_restores_on_another(toyworld_small,

@@ -1,6 +1,6 @@
 r"""Input pipeline throughput vs what the training step consumes.
 
-  python -m benchmarks.input_pipeline --quick --out /tmp/bench
+  python -m benchmarks.input_pipeline_speed --quick --out /tmp/bench
 
 Measures records/s of the Grain training pipeline (threads only, and with
 worker processes) on toyworld and, when ../shared/data is present, on the real
@@ -19,7 +19,7 @@ import time
 
 from absl import flags
 
-from benchmarks import common as bench
+from crossscale import reporting
 from crossscale import input_pipeline
 from data import common, registry, toyworld
 from experiments.configs import lr_vit
@@ -40,7 +40,7 @@ def pipeline_rate(data_dir, fields, batch_size, workers, seconds) -> float:
 
 def step_consumption(config, data_dir, steps) -> float:
   """Records/s the jitted train step of `config` consumes (compute only)."""
-  return config.batch_size / bench.time_train_step(config, data_dir, steps)
+  return config.batch_size / reporting.time_train_step(config, data_dir, steps)
 
 
 def main(argv=None):
@@ -70,10 +70,10 @@ def main(argv=None):
                      "workers": workers, "records_per_s": rate,
                      "lr_vit_step_records_per_s": consumed,
                      "headroom": rate / consumed})
-  bench.print_table(rows, ["dataset", "fields", "workers", "records_per_s",
+  reporting.print_table(rows, ["dataset", "fields", "workers", "records_per_s",
                            "lr_vit_step_records_per_s", "headroom"])
-  bench.write_json(a.out, "input_pipeline.json",
-                   {"machine": bench.machine(), "quick": a.quick,
+  reporting.write_json(a.out, "input_pipeline.json",
+                   {"machine": reporting.machine(), "quick": a.quick,
                     "batch_size": config.batch_size, "rows": rows})
 
 

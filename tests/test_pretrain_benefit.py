@@ -1,9 +1,9 @@
-"""benchmarks.pretrain: the arms compare() trains and how it summarises them
+"""experiments.pretrain.benefit: the arms compare() trains and how it summarises them
 (training replaced by a recorder; the runs themselves are the benchmark's)."""
 
 import pytest
 
-from benchmarks import pretrain
+from experiments.pretrain import benefit
 
 
 def test_compare_arms_frozen_parts_and_gains(monkeypatch, tmp_path):

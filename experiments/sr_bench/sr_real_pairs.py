@@ -1,8 +1,8 @@
 r"""SR fidelity on REAL LR/HR pairs (no labels there: fidelity only).
 
-  python -m benchmarks.sr_real_pairs --quick --out DIR
-  python -m benchmarks.sr_real_pairs --quick --pairs worldstrat --out DIR
-  python -m benchmarks.sr_real_pairs --tiny --out /tmp/rp   # seconds
+  python -m experiments.sr_bench.sr_real_pairs --quick --out DIR
+  python -m experiments.sr_bench.sr_real_pairs --quick --pairs worldstrat --out DIR
+  python -m experiments.sr_bench.sr_real_pairs --tiny --out /tmp/rp   # seconds
 
 Pairs (PAIRS), read from ../shared/data:
   spacenet_pan_ms  SpaceNet Rotterdam: LR = ms{1,2,3}.tif (4 bands, 1.0 m),
@@ -36,7 +36,7 @@ or radiometry differ; "edsr" and "implicit" (sr_grid's "small" CPU sizes)
 trained with pixel L1 by sr_grid.fit on the train windows (inputs and
 targets standardised per band with the train statistics).
 Each side is scaled to [0, 1] by its own 99.9th percentile over the train
-windows (clipped); PSNR / SSIM (crossscale.image_metrics.fidelity, [0, 1])
+windows (clipped); PSNR / SSIM (crossscale.fidelity.fidelity, [0, 1])
 are means over the test windows.
 Writes OUT/sr_real_pairs.json, OUT/sr_real_pairs.png (per pair, the test
 window with the most HR detail: LR, every model's SR and HR, with PSNR) and
@@ -55,9 +55,10 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-from benchmarks import common as bench
-from benchmarks import sr_grid
-from crossscale import image_metrics, shards
+from crossscale import reporting
+from experiments.sr_bench import sr_grid
+from crossscale import shards
+from crossscale import fidelity
 from crossscale.models import sr as sr_lib
 from data import common as data_common
 
@@ -272,7 +273,7 @@ def predict_model(family: str, d: dict, steps: int, batch_size: int = 16,
 
 
 def fidelity(sr01: np.ndarray, hr: np.ndarray) -> dict:
-  f = image_metrics.fidelity(jnp.asarray(sr01), jnp.asarray(hr), 1.0)
+  f = fidelity.fidelity(jnp.asarray(sr01), jnp.asarray(hr), 1.0)
   return {"psnr": float(np.mean(f["psnr"])), "ssim": float(np.mean(f["ssim"])),
           "psnr_per_band": [float(v) for v in np.mean(f["psnr_per_band"], 0)]}
 
@@ -313,9 +314,9 @@ def run(out_dir: str, preset: str = "quick", pairs=PAIRS, models=MODELS,
         "percentile_999": d["percentile_999"], "radiometry": d["radiometry"],
         "notes": d["notes"]}
   payload = {"rows": rows, "pairs": results, "preset": preset,
-             "steps": steps, "machine": bench.machine(),
+             "steps": steps, "machine": reporting.machine(),
              "seconds": round(time.time() - t0, 1)}
-  bench.write_json(out_dir, "sr_real_pairs.json", payload)
+  reporting.write_json(out_dir, "sr_real_pairs.json", payload)
   figure(examples, os.path.join(out_dir, "sr_real_pairs.png"))
   return payload
 
@@ -369,7 +370,7 @@ def main(argv=None):
   a = p.parse_args(argv)
   preset = "tiny" if a.tiny else ("quick" if a.quick else "full")
   res = run(a.out, preset, a.pairs.split(","), a.models.split(","))
-  bench.print_table(res["rows"], ["pair", "sr", "psnr", "ssim",
+  reporting.print_table(res["rows"], ["pair", "sr", "psnr", "ssim",
                                   "d_psnr_vs_bicubic_ls", "n_train",
                                   "n_test"])
   for name, r in res["pairs"].items():

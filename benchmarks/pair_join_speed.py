@@ -1,7 +1,7 @@
 r"""Spatio-temporal LR/HR join (data.find_pairs): seconds and memory vs size.
 
-  python -m benchmarks.find_pairs --quick --out /tmp/bench
-  python -m benchmarks.find_pairs --out benchmarks/results   # adds 1M x 1M
+  python -m benchmarks.pair_join_speed --quick --out /tmp/bench
+  python -m benchmarks.pair_join_speed --out benchmarks/results   # adds 1M x 1M
 
 Synthetic clustered metadata (data.find_pairs.synth_tables: HR ~5 km and LR
 ~100 km lon/lat boxes, ~10 LR footprints over each HR scene up to 100k, ~2x
@@ -61,7 +61,7 @@ def one(engine: str, n: int, seed: int = 0) -> dict:
 
 
 def _run_child(engine: str, n: int, timeout: float) -> dict:
-  cmd = [sys.executable, "-m", "benchmarks.find_pairs", "--_one", engine,
+  cmd = [sys.executable, "-m", "benchmarks.pair_join_speed", "--_one", engine,
          str(n), "--out", "-"]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
@@ -91,7 +91,7 @@ def main(argv=None):
     engine, n = a._one  # pylint: disable=protected-access
     print(json.dumps(one(engine, int(n))))
     return
-  from benchmarks import common as bench  # pylint: disable=g-import-not-at-top
+  from crossscale import reporting  # pylint: disable=g-import-not-at-top
   sizes = a.sizes or ([10_000, 100_000] if a.quick
                       else [10_000, 100_000, 1_000_000])
   rows = []
@@ -104,11 +104,11 @@ def main(argv=None):
     if "join_s" in r:
       r["pairs_per_s"] = r["pairs"] / r["join_s"]
       r["footprints_per_s"] = (r["n_hr"] + r["n_lr"]) / r["join_s"]
-  bench.print_table(rows, ["engine", "n_hr", "n_lr", "pairs", "join_s",
+  reporting.print_table(rows, ["engine", "n_hr", "n_lr", "pairs", "join_s",
                            "prep_s", "rss_inputs_mb", "peak_rss_mb", "error"])
-  bench.write_json(a.out, "find_pairs_quick.json" if a.quick
+  reporting.write_json(a.out, "find_pairs_quick.json" if a.quick
                    else "find_pairs.json",
-                   {"machine": bench.machine(), "quick": a.quick,
+                   {"machine": reporting.machine(), "quick": a.quick,
                     "join": JOIN_KW, "best_match_per_hr": True, "rows": rows})
 
 

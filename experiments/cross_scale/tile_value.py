@@ -1,10 +1,10 @@
 r"""Which scorer ranks the tiles a run did not buy by what buying them is worth?
 
-  python -m benchmarks.tile_value --work_dir RUNS --budget 0.125 --out /tmp/tv
-  python -m benchmarks.tile_value --runs ours=DIR --out /tmp/tv
+  python -m experiments.cross_scale.tile_value --work_dir RUNS --budget 0.125 --out /tmp/tv
+  python -m experiments.cross_scale.tile_value --runs ours=DIR --out /tmp/tv
 
 For each test scene, a trained cross-scale run (a training workdir, or the
-finished cells of a `benchmarks.tradeoff --work_dir` sweep at `--budget`)
+finished cells of a `experiments.cross_scale.tradeoff --work_dir` sweep at `--budget`)
 buys its k tiles by its own policy. Every tile it did not buy then gets:
   value: the drop in the scene's task loss (its true labels) when that one
     tile is bought as well (predictor and head rerun): the ground truth;
@@ -34,9 +34,10 @@ import numpy as np
 from absl import flags
 from scipy import stats
 
-from benchmarks import common as bench
-from benchmarks import selection_swap
-from crossscale import input_pipeline, metrics, tiles
+from crossscale import reporting
+from experiments.cross_scale import selection_swap
+from crossscale import input_pipeline, metrics
+from crossscale import tile_grid
 
 SCORERS = ("first_order", "own_policy", "lr_detail", "hr_detail")
 
@@ -59,7 +60,7 @@ def scene_tile_values(model, params, batch, task: str) -> dict:
   bought = jnp.zeros((B, N), bool).at[
       jnp.arange(B)[:, None], idx].set(valid)
   context, _ = apply("lr_context", lr)
-  hr_tiles = tiles.to_tiles(hr, model.grid)                  # [B, N, t, t, C]
+  hr_tiles = tile_grid.to_tiles(hr, model.grid)                  # [B, N, t, t, C]
   latents = apply("encode_tiles", hr_tiles)                  # [B, N, D_hr]
   every = jnp.broadcast_to(jnp.arange(N), (B, N))
 
@@ -75,8 +76,8 @@ def scene_tile_values(model, params, batch, task: str) -> dict:
                        out_axes=1)(jnp.arange(N))            # [B, N]
   return {"bought": bought, "value": base[:, None] - with_tile,
           "first_order": -grad, "own_policy": plan["tile_logits"],
-          "lr_detail": tiles.tile_statistic(lr, model.grid),
-          "hr_detail": tiles.hr_detail(hr_tiles, hr.shape[1] // lr.shape[1])}
+          "lr_detail": tile_grid.tile_statistic(lr, model.grid),
+          "hr_detail": tile_grid.hr_detail(hr_tiles, hr.shape[1] // lr.shape[1])}
 
 
 def agreement(score: np.ndarray, value: np.ndarray, m: int):
@@ -171,10 +172,10 @@ def main(argv=None):
         "drop from buying each one (Spearman; summed drop of the scorer's "
         "top k, of the best k, of k at random; capture = (top_k - random_k)"
         " / (best_k - random_k))")
-  bench.print_table(rows, ["run", "seeds", "scorer", "spearman", "top_k",
+  reporting.print_table(rows, ["run", "seeds", "scorer", "spearman", "top_k",
                            "capture", "best_k", "random_k"])
-  bench.write_json(a.out, "tile_value.json", {
-      "machine": bench.machine(), "split": a.split, "table": rows,
+  reporting.write_json(a.out, "tile_value.json", {
+      "machine": reporting.machine(), "split": a.split, "table": rows,
       "per_seed": per_run,
       "runs": {m: {str(s): d for s, d in v.items()}
                for m, v in cells.items()}})

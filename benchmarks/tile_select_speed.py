@@ -1,6 +1,6 @@
 r"""Tile select + gather: Pallas kernel vs plain-JAX reference.
 
-  python -m benchmarks.tile_select --quick --out DIR
+  python -m benchmarks.tile_select_speed --quick --out DIR
 
 For B in {32, 256}, N in {100, 400, 1024} tiles, k = N / 8, tiles of t px
 and C bands (t 32..64, C 3..12; the largest HR batches use t=32, C=3 so the
@@ -21,7 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks import common
+from crossscale import reporting
 from crossscale.kernels import tile_select
 
 # (B, grid, t, C): N = grid**2 in {100, 400, 1024}. QUICK fits a CPU box
@@ -89,14 +89,14 @@ def main(argv=None) -> dict:
           "reference_gbps"]
   if with_kernel:
     cols += ["kernel_ms", "kernel_gbps", "speedup", "kernel_peak_frac"]
-  common.print_table(rows, cols)
+  reporting.print_table(rows, cols)
   if not with_kernel:
     print("no GPU/TPU: the kernel is not timed (Pallas interpret mode on "
           "the CPU is a correctness tool, not a timing).")
-  payload = {"machine": common.machine(), "quick": args.quick, "reps": reps,
+  payload = {"machine": reporting.machine(), "quick": args.quick, "reps": reps,
              "kernel_timed": with_kernel, "peak_gbps": peak_bandwidth(),
              "rows": rows}
-  common.write_json(args.out, "tile_select.json", payload)
+  reporting.write_json(args.out, "tile_select.json", payload)
   return payload
 
 

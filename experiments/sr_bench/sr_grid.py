@@ -1,14 +1,14 @@
 r"""Does SR fidelity predict downstream usefulness? SR model x downstream
 model x task grid.
 
-  python -m benchmarks.sr_grid --dataset toyworld --quick --out DIR
-  python -m benchmarks.sr_grid --dataset rsscn7 --quick --out DIR
-  python -m benchmarks.sr_grid --dataset spacenet_buildings --quick --out DIR
-  python -m benchmarks.sr_grid --dataset spacenet_roads --quick --out DIR
-  python -m benchmarks.sr_grid --dataset levircd --quick --out DIR
-  python -m benchmarks.sr_grid --dataset hag --quick --out DIR
-  python -m benchmarks.sr_grid --dataset toyworld --tiny --out /tmp/g  # ~30 s
-  python -m benchmarks.sr_grid --dataset toyworld --out DIR   # full: + gan,
+  python -m experiments.sr_bench.sr_grid --dataset toyworld --quick --out DIR
+  python -m experiments.sr_bench.sr_grid --dataset rsscn7 --quick --out DIR
+  python -m experiments.sr_bench.sr_grid --dataset spacenet_buildings --quick --out DIR
+  python -m experiments.sr_bench.sr_grid --dataset spacenet_roads --quick --out DIR
+  python -m experiments.sr_bench.sr_grid --dataset levircd --quick --out DIR
+  python -m experiments.sr_bench.sr_grid --dataset hag --quick --out DIR
+  python -m experiments.sr_bench.sr_grid --dataset toyworld --tiny --out /tmp/g  # ~30 s
+  python -m experiments.sr_bench.sr_grid --dataset toyworld --out DIR   # full: + gan,
                                                              # diffusion
 
 Steps (every model is trained by the shared train step,
@@ -25,7 +25,7 @@ Steps (every model is trained by the shared train step,
   (c) each downstream model is evaluated on the test split with HR, SR(LR)
       of every SR model, and bicubic-upsampled LR ("lr_up") as input;
   (d) per cell (SR x downstream x task): psnr, ssim, randfeat_dist (SR vs HR
-      on test, [0, 1] units, crossscale.image_metrics; randfeat_dist is the
+      on test, [0, 1] units, crossscale.fidelity; randfeat_dist is the
       SR evaluator's random-feature distance, lower is better), score (the
       task's main metric: segmentation mIoU, classification accuracy,
       regression neg_rmse = -RMSE; all higher-is-better), score_hr,
@@ -95,10 +95,12 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from benchmarks import common as bench
-from crossscale import evaluators, image_metrics
+from crossscale import reporting
+from crossscale import evaluators
+from crossscale import fidelity
 from crossscale import metrics as metrics_lib
-from crossscale import models, optim, sharding, shards, train
+from crossscale import models, optim, shards, train
+from crossscale import partitioning
 from crossscale.models import sr as sr_lib
 from crossscale.models import sr_gan
 from data import common as data_common
@@ -131,7 +133,7 @@ class Settings:
   sr_size: str                # "tiny" | "small" | "base" (sr_model_config)
   lr: float = 1e-3             # SR models
   task_lr: float = 3e-3        # downstream models
-  # Segmentation loss (crossscale.models.downstream.SEG_LOSSES): class-
+  # Segmentation loss (crossscale.models.dense_backbones.SEG_LOSSES): class-
   # balanced CE + Dice; plain "ce" collapses to all-background on toyworld.
   seg_loss: str = "balanced_ce+dice"
   cls_steps: int | None = None  # classification steps (None: task_steps)
@@ -544,13 +546,13 @@ def fit(model: nn.Module, params, arrays: dict[str, np.ndarray], *,
                            rng=jax.random.key_data(jax.random.key(seed)))
   # Data parallel over every device that divides the batch (all TPU chips
   # on a Colab TPU); the small models are replicated.
-  mesh = sharding.make_mesh((("data", _data_devices(bs)),),
+  mesh = partitioning.make_mesh((("data", _data_devices(bs)),),
                             jax.devices()[:_data_devices(bs)])
-  rep = sharding.replicated(mesh)
+  rep = partitioning.replicated(mesh)
   state = jax.device_put(state, rep)
   step_fn = jax.jit(train.make_train_step(model, tx, task,
                                          dict(aux_weights or {})),
-                    in_shardings=(rep, sharding.batch_sharding(mesh), rep),
+                    in_shardings=(rep, partitioning.batch_sharding(mesh), rep),
                     out_shardings=(rep, rep), donate_argnums=(0,))
   rng = np.random.default_rng(seed)
   losses = []
@@ -558,7 +560,7 @@ def fit(model: nn.Module, params, arrays: dict[str, np.ndarray], *,
     idx = np.sort(rng.choice(n, bs, replace=False))
     batch = _augment({k: v[idx] for k, v in arrays.items()}, rng, flips)
     key = jax.random.fold_in(state.rng, i)
-    state, m = step_fn(state, sharding.put_batch(batch, mesh), key)
+    state, m = step_fn(state, partitioning.put_batch(batch, mesh), key)
     losses.append(m["loss"])
   losses = [float(x) for x in jax.device_get(losses)]
   if losses and not np.isfinite(losses[-1]):
@@ -776,12 +778,12 @@ class Grid:
     feat = (sr_gan.random_feature_net(hr.shape[-1])
             if self.s.feature_distance else None)
     for i in range(0, len(hr), 32):
-      f = image_metrics.fidelity(jnp.asarray(sr01[i:i + 32]),
+      f = fidelity.fidelity(jnp.asarray(sr01[i:i + 32]),
                                  jnp.asarray(hr[i:i + 32]), 1.0)
       fid["psnr"].append(np.asarray(f["psnr"]))
       fid["ssim"].append(np.asarray(f["ssim"]))
       if feat:
-        fid["randfeat_dist"].append(np.asarray(image_metrics.feature_distance(
+        fid["randfeat_dist"].append(np.asarray(fidelity.feature_distance(
             *feat, jnp.asarray(sr01[i:i + 32]), jnp.asarray(hr[i:i + 32]))))
     return {k: float(np.concatenate(v).mean()) if v else None
             for k, v in fid.items()}
@@ -960,7 +962,7 @@ def run_grid(dataset: str, out_dir: str, *, quick: bool = True,
   results = {
       "cells": cells,
       "correlation": correlations(cells, top_k=s.top_k),
-      "machine": bench.machine(),
+      "machine": reporting.machine(),
       "dataset": data["name"], "source": data.get("source"),
       "notes": data["notes"] + [
           "score is higher-is-better: segmentation mIoU, classification "
@@ -973,7 +975,7 @@ def run_grid(dataset: str, out_dir: str, *, quick: bool = True,
       "run": {"trained": grid.trained, "cells_computed": computed,
               "seconds": time.time() - t0},
   }
-  bench.write_json(out_dir, "sr_grid.json", results)
+  reporting.write_json(out_dir, "sr_grid.json", results)
   return results
 
 
@@ -1020,7 +1022,7 @@ def plot(results: dict, path: str, metric: str = "psnr") -> str:
 
 
 def print_results(results: dict) -> None:
-  bench.print_table(results["cells"], [
+  reporting.print_table(results["cells"], [
       "task", "downstream", "sr", "psnr", "ssim", "randfeat_dist",
       "score_name", "score", "score_hr", "score_lr_up", "gap_recovered"])
   for task, c in results["correlation"].items():

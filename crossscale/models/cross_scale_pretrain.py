@@ -44,7 +44,7 @@ Why these two objectives (the cost-aware model's needs):
   plain background that every view of every scene shares.
 - Text (optional): a projection of the pooled LR tokens onto the frozen text
   encoder's space, trained with class prompts; gives zero-shot recognition
-  with new prompts (benchmarks/transfer.py).
+  with new prompts (experiments/pretrain/transfer.py).
 
 With `sampler` set, the cross-scale model's sampler also pretrains on its
 own label-free target (regressing the log HR detail energy of each tile from
@@ -64,7 +64,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossscale import selection, tiles
+from crossscale import selection
+from crossscale import tile_grid
 from crossscale.models import convnet, cross_scale, layers, vit
 
 PROMPT = "A satellite image of {}."
@@ -115,7 +116,7 @@ def detail_weighted_tiles(key: jax.Array, hr: jnp.ndarray, grid: int,
   """`[B, n]` distinct tile indices of `hr: [B, H, W, C]` drawn without
   replacement with probability proportional to each tile's HR detail energy
   (what an LR pixel at `scale` cannot hold): Gumbel top-n on its log."""
-  energy = jnp.log(tiles.hr_detail(tiles.to_tiles(hr, grid), scale) + 1e-4)
+  energy = jnp.log(tile_grid.hr_detail(tile_grid.to_tiles(hr, grid), scale) + 1e-4)
   idx, _ = selection.topk_indices(
       energy + jax.random.gumbel(key, energy.shape), n)     # [B, n]
   return idx
@@ -287,13 +288,13 @@ class CrossScalePretrain(nn.Module):
         jax.random.uniform(tile_key, (B, n)), T)              # [B, T]
     z_lr = _normalize(self.lr_proj(jnp.take_along_axis(
         regions, tidx[..., None], axis=1))).reshape(B * T, -1)
-    tile_px = tiles.gather_tiles(hr, tidx, self.grid)        # [B, T, t, t, C]
+    tile_px = tile_grid.gather_tiles(hr, tidx, self.grid)        # [B, T, t, t, C]
     hr_lat = self.encode_tiles(tile_px)                       # [B, T, D_hr]
     z_hr = _normalize(self.hr_proj(hr_lat)).reshape(B * T, -1)
     align = pair_sigmoid_loss(z_lr, z_hr, self.log_t, self.bias)
     # HR detail: the tile latent must hold what LR lacks (the tile minus its
     # LR-pixel block means), so alignment cannot reduce it to LR content.
-    detail = tiles.detail_residual(tile_px, hr.shape[1] // lr.shape[1])
+    detail = tile_grid.detail_residual(tile_px, hr.shape[1] // lr.shape[1])
     detail = detail.reshape(B, T, -1)
     detail = jax.lax.stop_gradient(detail / (detail.std() + 1e-3))
     hr_detail = jnp.abs(self.detail_head(hr_lat, detail.shape[-1])
@@ -345,7 +346,7 @@ class CrossScalePretrain(nn.Module):
     nc = min(self.contrast_tiles, self.grid * self.grid)
     pick_key, view_a, view_b = jax.random.split(key, 3)
     cidx = detail_weighted_tiles(pick_key, hr, self.grid, scale, nc)
-    px = jax.lax.stop_gradient(tiles.gather_tiles(hr, cidx, self.grid))
+    px = jax.lax.stop_gradient(tile_grid.gather_tiles(hr, cidx, self.grid))
     z = [_normalize(self.contrast_proj(self.encode_tiles(
         tile_views(k, px, self.contrast_shift)))).reshape(B * nc, -1)
          for k in (view_a, view_b)]

@@ -1,8 +1,8 @@
-"""benchmarks.rrsis: the whole-image reference row (no training)."""
+"""experiments.refseg.rrsis: the whole-image reference row (no training)."""
 
 import numpy as np
 
-from benchmarks import rrsis
+from experiments.refseg import rrsis
 from crossscale import shards
 from data import referring as ref
 

@@ -30,7 +30,7 @@ file named.
 
 refs(unc).p is a pickle: load only files from the official release.
 
-Run: python -m data.rrsis --format refsegrs --src /data/RefSegRS --out /tmp/refsegrs
+Run: python -m data.referring_releases --format refsegrs --src /data/RefSegRS --out /tmp/refsegrs
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 r"""Zero-shot and linear-probe transfer of the cross-scale pretrained encoder.
 
-  python -m benchmarks.transfer --quick --out /tmp/transfer
-  python -m benchmarks.transfer --checkpoint runs/pre_r7 --out /tmp/transfer
+  python -m experiments.pretrain.transfer --quick --out /tmp/transfer
+  python -m experiments.pretrain.transfer --checkpoint runs/pre_r7 --out /tmp/transfer
 
 1. Source: pretrains the LR encoder with cross-scale alignment + masked
    modelling + class-prompt text alignment (experiments/configs/pretrain.py
@@ -40,10 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from benchmarks import common as bench
+from crossscale import reporting
 from crossscale import checkpoint, input_pipeline, metrics, records, shards
 from crossscale import export, train
-from crossscale.models import pretrain as pretrain_model
+from crossscale.models import cross_scale_pretrain as pretrain_model
 from data import registry
 from experiments.configs import pretrain as pretrain_config
 
@@ -247,13 +247,13 @@ def main(argv=None):
                    f"zero_shot": zs[metric], "zs_retrieval_mAP":
                    zs["retrieval_mAP"], "linear_probe": lp[metric],
                    "metric": metric, "probe": lp["protocol"]})
-  bench.print_table(rows, ["target", "encoder", "metric", "zero_shot",
+  reporting.print_table(rows, ["target", "encoder", "metric", "zero_shot",
                            "zs_retrieval_mAP", "linear_probe", "probe"])
-  bench.write_json(a.out, "transfer.json", {
+  reporting.write_json(a.out, "transfer.json", {
       "source": a.checkpoint or a.source, "quick": a.quick,
       "pretrain_steps": int(cfg.total_steps), "pretrain_eval": pre_eval,
       "prompt": pretrain_model.PROMPT, "targets": results, "table": rows,
-      "machine": bench.machine()})
+      "machine": reporting.machine()})
 
 
 if __name__ == "__main__":

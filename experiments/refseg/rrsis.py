@@ -1,7 +1,7 @@
 r"""Referring segmentation: dual adapters vs decoder-only vs full fine-tuning.
 
-  python -m benchmarks.rrsis --dataset toyworld --quick --out /tmp/rrsis
-  python -m benchmarks.rrsis --dataset spacenet_buildings --quick --out /tmp/rrsis_sn
+  python -m experiments.refseg.rrsis --dataset toyworld --quick --out /tmp/rrsis
+  python -m experiments.refseg.rrsis --dataset spacenet_buildings --quick --out /tmp/rrsis_sn
 
 Trains and evaluates (test split, masks thresholded at logit 0) the refseg
 model (experiments/configs/refseg.py) in three modes with the same schedule
@@ -42,7 +42,7 @@ import matplotlib
 import ml_collections
 import numpy as np
 
-from benchmarks import common as bench
+from crossscale import reporting
 from crossscale import metrics, optim, shards, train
 from data import registry
 from experiments.configs import lr_vit
@@ -231,21 +231,21 @@ def main(argv=None) -> None:
         f"{c.total_steps} steps x batch {c.batch_size}, seed {c.seed}")
   trivial = all_foreground(data_dir)
   rows.append(_table_row("(whole image)", trivial))
-  bench.print_table(rows, list(rows[0]))
+  reporting.print_table(rows, list(rows[0]))
   gap = None
   if "adapters" in methods and "full" in methods:
     gap = 100 * (methods["full"]["mIoU"] - methods["adapters"]["mIoU"])
     print(f"mIoU gap full - adapters: {gap:+.2f} points (target <= 2 with "
           f"< 3% trainable: adapters train "
           f"{100 * methods['adapters']['trainable_fraction']:.2f}%)")
-  bench.write_json(a.out, "rrsis.json", {
+  reporting.write_json(a.out, "rrsis.json", {
       "dataset": manifest.name, "data_dir": data_dir, "quick": a.quick,
       "steps": c.total_steps, "batch_size": c.batch_size, "seed": c.seed,
       "backbone_init": pretrain["task"] if backbone_init
       else "random (frozen in adapters/decoder_only)", "pretrain": pretrain,
       "text_encoder": c.model.text_encoder, "methods": methods,
       "miou_gap_full_minus_adapters": gap, "whole_image_reference": trivial,
-      "machine": bench.machine()})
+      "machine": reporting.machine()})
   _plot(methods, os.path.join(a.out, "rrsis.png"), manifest.name)
 
 

@@ -1,6 +1,6 @@
 r"""Does cross-scale pretraining help the cost-aware model at budget 1/8?
 
-  python -m benchmarks.pretrain --dataset toyworld --quick --out /tmp/pre
+  python -m experiments.pretrain.benefit --dataset toyworld --quick --out /tmp/pre
 
 1. Pretrains the LR and HR encoders (experiments/configs/pretrain.py:
    LR-region <-> HR-tile alignment + masked LR modelling, no labels) on the
@@ -27,8 +27,8 @@ import matplotlib
 import numpy as np
 from absl import flags
 
-from benchmarks import common as bench
-from benchmarks import tradeoff
+from crossscale import reporting
+from experiments.cross_scale import tradeoff
 from crossscale import optim, shards, train
 from data import registry
 from experiments.configs import pretrain
@@ -129,7 +129,7 @@ def main(argv=None):
   for point in curve:
     print(f"\nfine-tuning {point['finetune_steps']} steps, budget 1/8, "
           f"{a.seeds} seeds:")
-    bench.print_table(point["summary"], ["init", "accuracy", "accuracy_std",
+    reporting.print_table(point["summary"], ["init", "accuracy", "accuracy_std",
                                          "mAP", "drift", "seeds"])
     print(f"pretrained - scratch accuracy: "
           f"{100 * point['accuracy_gain']:+.2f} points; pretrained ahead on "
@@ -137,7 +137,7 @@ def main(argv=None):
     if "frozen_gain" in point:
       print(f"frozen parts, pretrained - random: "
             f"{100 * point['frozen_gain']:+.2f} points", flush=True)
-  bench.write_json(a.out, "pretrain.json", {
+  reporting.write_json(a.out, "pretrain.json", {
       "dataset": a.dataset, "quick": a.quick, "budget": 1 / 8,
       "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
           "train"),
@@ -146,7 +146,7 @@ def main(argv=None):
       "init_keys": list(init_keys or finetune_config(
           data_dir, a.quick, 0, 0, "").model_init_keys),
       "pretrain_eval": pre["test"], "curve": curve,
-      "machine": bench.machine()})
+      "machine": reporting.machine()})
   if len(curve) > 1:
     _plot(curve, os.path.join(a.out, "pretrain.png"), pre_steps)
 

@@ -1,7 +1,7 @@
 r"""Accuracy-cost trade-off of every tile-acquisition method over budgets.
 
-  python -m benchmarks.tradeoff --dataset toyworld --quick --out /tmp/tradeoff
-  python -m benchmarks.tradeoff --dataset rsscn7 --quick --out /tmp/tradeoff_r7
+  python -m experiments.cross_scale.tradeoff --dataset toyworld --quick --out /tmp/tradeoff
+  python -m experiments.cross_scale.tradeoff --dataset rsscn7 --quick --out /tmp/tradeoff_r7
 
 Trains and evaluates (test split) each method at budgets {0, 1/16, 1/8, 1/4,
 1/2, 1} of the HR tile grid with the same schedule: ours (learned sampler +
@@ -13,7 +13,7 @@ Also times a training step of ours at 1/8 against dense HR.
 Writes OUT/tradeoff.json and OUT/tradeoff.png. `--dataset` is a registered
 name or any records directory; without --quick the full-size config runs.
 `--work_dir DIR` keeps every cell's run (relaunching skips finished cells;
-`benchmarks.selection_swap` cross-evaluates them); `--set KEY=VALUE`
+`experiments.cross_scale.selection_swap` cross-evaluates them); `--set KEY=VALUE`
 overrides the config of every run; `--variant NAME:KEY=VALUE` adds a method,
 ours with that override. With `--seeds` > 1 it also prints ours minus each
 method paired by seed (`paired_differences`).
@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from benchmarks import common as bench
+from crossscale import reporting
 from crossscale import run_config, shards, train
 from data import registry
 from experiments.configs import cross_scale
@@ -328,9 +328,9 @@ def step_time(data_dir: str, overrides: dict, quick: bool) -> dict:
   """Seconds per train step of ours at 1/8 vs dense HR (full-size model)."""
   c = base_config(False, data_dir)
   c.update_from_flattened_dict({**overrides, "model.budget": 1 / 8})
-  t_ours = bench.time_train_step(c, data_dir, 5 if quick else 20)
+  t_ours = reporting.time_train_step(c, data_dir, 5 if quick else 20)
   c.update_from_flattened_dict({"model.budget": 1.0})
-  t_dense = bench.time_train_step(c, data_dir, 5 if quick else 20)
+  t_dense = reporting.time_train_step(c, data_dir, 5 if quick else 20)
   return {"ours_1_8_s_per_step": t_ours, "dense_s_per_step": t_dense,
           "speedup": t_dense / t_ours, "batch_size": c.batch_size}
 
@@ -345,7 +345,7 @@ def main(argv=None):
   p.add_argument("--pretrain_steps", type=int, default=0,
                  help="> 0: also 'ours_pretrained', ours initialised from a "
                       "cross-scale pretraining run of N label-free steps on "
-                      "the train split (benchmarks/pretrain.py)")
+                      "the train split (experiments/pretrain/benefit.py)")
   p.add_argument("--budgets", default=None,
                  help="comma-separated budget ratios (default: 0,1/16,1/8,"
                       "1/4,1/2,1 as decimals)")
@@ -374,11 +374,11 @@ def main(argv=None):
   data_dir = registry.resolve(a.dataset, None, opts)
   methods = parse_methods(a.methods, a.variant)
   if a.pretrain_steps:
-    from benchmarks import pretrain  # pylint: disable=g-import-not-at-top  (it imports this module)
+    from experiments.pretrain import benefit  # pylint: disable=g-import-not-at-top  (it imports this module)
     from crossscale import train  # pylint: disable=g-import-not-at-top
     pre_dir = os.path.join(tempfile.mkdtemp(prefix="tradeoff_pre_"), "pre")
     train.train_and_evaluate(
-        pretrain.pretrain_config(data_dir, a.quick, a.pretrain_steps), pre_dir)
+        benefit.pretrain_config(data_dir, a.quick, a.pretrain_steps), pre_dir)
     methods["ours_pretrained"] = {"model.policy": "learned",
                                   "model_init": pre_dir}
   budgets = (tuple(float(b) for b in a.budgets.split(","))
@@ -391,17 +391,17 @@ def main(argv=None):
 
   speed = None if a.no_step_time else step_time(data_dir, overrides, a.quick)
 
-  bench.print_table(res["table"], TABLE_COLUMNS)
+  reporting.print_table(res["table"], TABLE_COLUMNS)
   paired = paired_differences(results)
   if a.seeds > 1 and paired:
     print("\nours minus each method, paired by seed (accuracy points):")
-    bench.print_table(paired, PAIRED_COLUMNS)
+    reporting.print_table(paired, PAIRED_COLUMNS)
   if speed:
     print(f"train step: ours@1/8 {speed['ours_1_8_s_per_step'] * 1e3:.1f} ms,"
           f" dense {speed['dense_s_per_step'] * 1e3:.1f} ms -> "
           f"{speed['speedup']:.2f}x faster (batch {speed['batch_size']})")
-  bench.write_json(a.out, "tradeoff.json", {
-      "machine": bench.machine(), "dataset": res["dataset"],
+  reporting.write_json(a.out, "tradeoff.json", {
+      "machine": reporting.machine(), "dataset": res["dataset"],
       "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],
       "methods": results, "paired_vs_ours": paired,
       "step_time": speed, "seeds": a.seeds,

@@ -1,18 +1,18 @@
 r"""Does the choice of tiles matter? Cross-evaluates trained cross-scale runs
 with each other's tile selections.
 
-  python -m benchmarks.tradeoff --dataset rsscn7 --quick --methods \
+  python -m experiments.cross_scale.tradeoff --dataset rsscn7 --quick --methods \
       ours,heuristic --budgets 0.25 --seeds 3 --work_dir RUNS --out /tmp/t
-  python -m benchmarks.selection_swap --work_dir RUNS --budget 0.25 \
+  python -m experiments.cross_scale.selection_swap --work_dir RUNS --budget 0.25 \
       --out /tmp/swap
-  python -m benchmarks.selection_swap --runs ours=DIR1,heuristic=DIR2 \
+  python -m experiments.cross_scale.selection_swap --runs ours=DIR1,heuristic=DIR2 \
       --out /tmp/swap
 
 Every run (a training workdir: its config.json and checkpoints, same
 dataset and budget) is evaluated on the test split with the tiles chosen
 by every selection source: each run's learned sampler (its `sampler`
 parameters grafted in) and the fixed policies heuristic, uniform and
-random. `--work_dir` (repeatable) names tradeoff sweeps (`benchmarks.tradeoff
+random. `--work_dir` (repeatable) names tradeoff sweeps (`experiments.cross_scale.tradeoff
 --work_dir`): their finished cells at `--budget` are grouped by seed, each
 seed cross-evaluated, and the tables averaged over seeds (`--seeds 8,9,10`
 keeps only those). Prints and writes
@@ -36,8 +36,9 @@ import jax
 import numpy as np
 from absl import flags
 
-from benchmarks import common as bench
-from crossscale import evaluators, export, input_pipeline, sharding, shards
+from crossscale import reporting
+from crossscale import evaluators, export, input_pipeline, shards
+from crossscale import partitioning
 
 FIXED_POLICIES = ("heuristic", "uniform", "random")
 
@@ -131,7 +132,7 @@ def swap(runs: list[Run], split: str = "test") -> dict:
   for s, src in srcs.items():
     model, params = with_source(ref, src)
     chosen[s] = selections(model, params, data_dir, split, bs)
-  mesh = sharding.make_mesh((("data", -1),), jax.devices()[:1])
+  mesh = partitioning.make_mesh((("data", -1),), jax.devices()[:1])
   # Multi-label data has no accuracy: its tables hold macro mAP.
   metric = ("accuracy" if ref.config.task == "single_label"
             else "mAP_macro")
@@ -164,7 +165,7 @@ def find_cells(work_dirs, budget: float,
                seeds=None) -> dict[int, dict[str, str]]:
   """{seed: {method: workdir}} of the finished cells (final_metrics.json) at
   `budget` in tradeoff sweep directories (cells named as
-  `benchmarks.tradeoff` names them; no seed suffix = seed 0). `seeds`: keep
+  `experiments.cross_scale.tradeoff` names them; no seed suffix = seed 0). `seeds`: keep
   only these (each must have a finished cell), e.g. fresh seeds held out
   to confirm what the earlier ones suggested."""
   cells: dict[int, dict[str, str]] = {}
@@ -186,13 +187,13 @@ def find_cells(work_dirs, budget: float,
     if missing:
       raise FileNotFoundError(
           f"no finished cell for seeds {missing} at budget {budget:.4f} in "
-          f"{list(work_dirs)}: train them with benchmarks.tradeoff "
+          f"{list(work_dirs)}: train them with experiments.cross_scale.tradeoff "
           "--first_seed/--seeds and the same --work_dir")
     cells = {s: cells[s] for s in seeds}
   if not cells:
     raise FileNotFoundError(f"no finished cell at budget {budget:.4f} in "
                             f"{list(work_dirs)} (named METHOD_{budget:.4f}"
-                            "[_sSEED] by benchmarks.tradeoff --work_dir)")
+                            "[_sSEED] by experiments.cross_scale.tradeoff --work_dir)")
   return cells
 
 
@@ -264,13 +265,13 @@ def main(argv=None):
   srcs = res["sources"]
   print(f"{a.split} {res['metric']}: run (rows) fed each source's tiles "
         f"(columns), k={res['k']}")
-  bench.print_table([{"run": r, **v} for r, v in res["accuracy"].items()],
+  reporting.print_table([{"run": r, **v} for r, v in res["accuracy"].items()],
                     ["run", *srcs])
   print("\nmean fraction of tiles both sources buy")
-  bench.print_table([{"source": s, **v} for s, v in res["overlap"].items()],
+  reporting.print_table([{"source": s, **v} for s, v in res["overlap"].items()],
                     ["source", *srcs])
-  bench.write_json(a.out, "selection_swap.json", {
-      "machine": bench.machine(), **res, "seeds": sorted(per_seed),
+  reporting.write_json(a.out, "selection_swap.json", {
+      "machine": reporting.machine(), **res, "seeds": sorted(per_seed),
       "per_seed": {str(s): r for s, r in per_seed.items()},
       "runs": {str(s): n for s, n in names.items()}})
 

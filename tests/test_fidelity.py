@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from crossscale import image_metrics as im
+from crossscale import fidelity as im
 
 
 def _skimage(x, y, data_range):
