@@ -18,12 +18,16 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
-                                lock_config=False)
+config_flags.DEFINE_config_file(
+    "config", None, "experiment config file[:arg]", lock_config=False
+)
 flags.DEFINE_string("workdir", None, "where checkpoints and metrics go")
-flags.DEFINE_string("dataset", None,
-                    "shorthand for --config.dataset: a registered name "
-                    "(toyworld, rsscn7) or a records directory")
+flags.DEFINE_string(
+    "dataset",
+    None,
+    "shorthand for --config.dataset: a registered name "
+    "(toyworld, rsscn7) or a records directory",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -47,13 +51,16 @@ def main(argv):
     logging.set_verbosity("warning")
     std_logging.getLogger().setLevel(std_logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
+
   if _is_multihost():
     env = os.environ
     if env.get("JAX_COORDINATOR_ADDRESS") and "JAX_NUM_PROCESSES" in env:
       # Plain hosts (no SLURM / MPI / TPU metadata to discover from).
-      jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"],
-                                 num_processes=int(env["JAX_NUM_PROCESSES"]),
-                                 process_id=int(env["JAX_PROCESS_ID"]))
+      jax.distributed.initialize(
+          env["JAX_COORDINATOR_ADDRESS"],
+          num_processes=int(env["JAX_NUM_PROCESSES"]),
+          process_id=int(env["JAX_PROCESS_ID"]),
+      )
     else:
       jax.distributed.initialize()
   from crossscale import train  # pylint: disable=g-import-not-at-top
@@ -62,10 +69,10 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.dataset:
     config.dataset = FLAGS.dataset
-  options = (config.toyworld.to_dict()
-             if config.dataset == "toyworld" else None)
-  config.data.path = registry.resolve(config.dataset,
-                                      config.data_root or None, options)
+  options = config.toyworld.to_dict() if config.dataset == "toyworld" else None
+  config.data.path = registry.resolve(
+      config.dataset, config.data_root or None, options
+  )
   train.train_and_evaluate(config, FLAGS.workdir)
 
 

@@ -19,17 +19,23 @@ import time
 
 from absl import flags
 
-from crossscale import reporting
-from crossscale import input_pipeline
+from crossscale import input_pipeline, reporting
 from data import common, registry, toyworld
 from experiments.configs import lr_vit
 
 
 def pipeline_rate(data_dir, fields, batch_size, workers, seconds) -> float:
   """Records/s over `seconds` after a warm-up batch."""
-  it = iter(input_pipeline.train_dataset(
-      data_dir, batch_size=batch_size, seed=0, fields=fields,
-      worker_count=workers, num_threads=4))
+  it = iter(
+      input_pipeline.train_dataset(
+          data_dir,
+          batch_size=batch_size,
+          seed=0,
+          fields=fields,
+          worker_count=workers,
+          num_threads=4,
+      )
+  )
   next(it)
   n, t0 = 0, time.perf_counter()
   while time.perf_counter() - t0 < seconds:
@@ -54,8 +60,9 @@ def main(argv=None):
   work = tempfile.mkdtemp()
   datasets = {}
   tw = os.path.join(work, "toyworld")
-  toyworld.build(tw, num_train=1000 if a.quick else 4000, num_val=10,
-                 num_test=10)
+  toyworld.build(
+      tw, num_train=1000 if a.quick else 4000, num_val=10, num_test=10
+  )
   datasets["toyworld"] = tw
   if os.path.isdir(os.path.join(common.SHARED_DATA, "rsscn7")):
     datasets["rsscn7"] = registry.resolve("rsscn7")
@@ -66,15 +73,37 @@ def main(argv=None):
     for fields in (("lr", "labels"), ("lr", "hr", "labels")):
       for workers in (0, 2):
         rate = pipeline_rate(d, fields, config.batch_size, workers, seconds)
-        rows.append({"dataset": name, "fields": "+".join(fields),
-                     "workers": workers, "records_per_s": rate,
-                     "lr_vit_step_records_per_s": consumed,
-                     "headroom": rate / consumed})
-  reporting.print_table(rows, ["dataset", "fields", "workers", "records_per_s",
-                           "lr_vit_step_records_per_s", "headroom"])
-  reporting.write_json(a.out, "input_pipeline.json",
-                   {"machine": reporting.machine(), "quick": a.quick,
-                    "batch_size": config.batch_size, "rows": rows})
+        rows.append(
+            {
+                "dataset": name,
+                "fields": "+".join(fields),
+                "workers": workers,
+                "records_per_s": rate,
+                "lr_vit_step_records_per_s": consumed,
+                "headroom": rate / consumed,
+            }
+        )
+  reporting.print_table(
+      rows,
+      [
+          "dataset",
+          "fields",
+          "workers",
+          "records_per_s",
+          "lr_vit_step_records_per_s",
+          "headroom",
+      ],
+  )
+  reporting.write_json(
+      a.out,
+      "input_pipeline.json",
+      {
+          "machine": reporting.machine(),
+          "quick": a.quick,
+          "batch_size": config.batch_size,
+          "rows": rows,
+      },
+  )
 
 
 if __name__ == "__main__":

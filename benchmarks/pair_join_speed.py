@@ -43,6 +43,7 @@ def _current_rss_mb() -> float:
 def one(engine: str, n: int, seed: int = 0) -> dict:
   """Runs one (engine, n) measurement in this process."""
   from data import find_pairs as fp  # pylint: disable=g-import-not-at-top
+
   t0 = time.perf_counter()
   hr_a, lr_a = fp.synth_tables(n, n, seed)
   synth_s = time.perf_counter() - t0
@@ -54,26 +55,56 @@ def one(engine: str, n: int, seed: int = 0) -> dict:
   t0 = time.perf_counter()
   r = fp.join(hr, lr, engine=engine, **JOIN_KW)
   join_s = time.perf_counter() - t0
-  return {"engine": engine, "n_hr": n, "n_lr": n,
-          "pairs": int(len(r["hr_idx"])),
-          "join_s": join_s, "prep_s": prep_s, "synth_s": synth_s,
-          "rss_inputs_mb": rss_inputs, "peak_rss_mb": _rss_mb()}
+  return {
+      "engine": engine,
+      "n_hr": n,
+      "n_lr": n,
+      "pairs": int(len(r["hr_idx"])),
+      "join_s": join_s,
+      "prep_s": prep_s,
+      "synth_s": synth_s,
+      "rss_inputs_mb": rss_inputs,
+      "peak_rss_mb": _rss_mb(),
+  }
 
 
 def _run_child(engine: str, n: int, timeout: float) -> dict:
-  cmd = [sys.executable, "-m", "benchmarks.pair_join_speed", "--_one", engine,
-         str(n), "--out", "-"]
+  cmd = [
+      sys.executable,
+      "-m",
+      "benchmarks.pair_join_speed",
+      "--_one",
+      engine,
+      str(n),
+      "--out",
+      "-",
+  ]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    p = subprocess.run(cmd, cwd=root, capture_output=True, text=True,
-                       timeout=timeout, check=False)
+    p = subprocess.run(
+        cmd,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
   except subprocess.TimeoutExpired:
-    return {"engine": engine, "n_hr": n, "n_lr": n,
-            "error": f"timed out after {timeout:.0f} s"}
+    return {
+        "engine": engine,
+        "n_hr": n,
+        "n_lr": n,
+        "error": f"timed out after {timeout:.0f} s",
+    }
   if p.returncode != 0:
-    return {"engine": engine, "n_hr": n, "n_lr": n,
-            "error": p.stderr.strip().splitlines()[-1] if p.stderr else
-            f"exit {p.returncode}"}
+    return {
+        "engine": engine,
+        "n_hr": n,
+        "n_lr": n,
+        "error": p.stderr.strip().splitlines()[-1]
+        if p.stderr
+        else f"exit {p.returncode}",
+    }
   return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -81,10 +112,19 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out", required=True)
-  p.add_argument("--sizes", type=int, nargs="*", default=None,
-                 help="override the N x N sizes")
-  p.add_argument("--timeout", type=float, default=900.0,
-                 help="seconds per (engine, size) run")
+  p.add_argument(
+      "--sizes",
+      type=int,
+      nargs="*",
+      default=None,
+      help="override the N x N sizes",
+  )
+  p.add_argument(
+      "--timeout",
+      type=float,
+      default=900.0,
+      help="seconds per (engine, size) run",
+  )
   p.add_argument("--_one", nargs=2, default=None, help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   if a._one:  # pylint: disable=protected-access
@@ -92,8 +132,10 @@ def main(argv=None):
     print(json.dumps(one(engine, int(n))))
     return
   from crossscale import reporting  # pylint: disable=g-import-not-at-top
-  sizes = a.sizes or ([10_000, 100_000] if a.quick
-                      else [10_000, 100_000, 1_000_000])
+
+  sizes = a.sizes or (
+      [10_000, 100_000] if a.quick else [10_000, 100_000, 1_000_000]
+  )
   rows = []
   for n in sizes:
     for engine in ENGINES:
@@ -104,12 +146,31 @@ def main(argv=None):
     if "join_s" in r:
       r["pairs_per_s"] = r["pairs"] / r["join_s"]
       r["footprints_per_s"] = (r["n_hr"] + r["n_lr"]) / r["join_s"]
-  reporting.print_table(rows, ["engine", "n_hr", "n_lr", "pairs", "join_s",
-                           "prep_s", "rss_inputs_mb", "peak_rss_mb", "error"])
-  reporting.write_json(a.out, "find_pairs_quick.json" if a.quick
-                   else "find_pairs.json",
-                   {"machine": reporting.machine(), "quick": a.quick,
-                    "join": JOIN_KW, "best_match_per_hr": True, "rows": rows})
+  reporting.print_table(
+      rows,
+      [
+          "engine",
+          "n_hr",
+          "n_lr",
+          "pairs",
+          "join_s",
+          "prep_s",
+          "rss_inputs_mb",
+          "peak_rss_mb",
+          "error",
+      ],
+  )
+  reporting.write_json(
+      a.out,
+      "find_pairs_quick.json" if a.quick else "find_pairs.json",
+      {
+          "machine": reporting.machine(),
+          "quick": a.quick,
+          "join": JOIN_KW,
+          "best_match_per_hr": True,
+          "rows": rows,
+      },
+  )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,12 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 
-from crossscale import reporting  # pylint: disable=g-import-not-at-top
-from crossscale import shards, train
-from crossscale import partitioning  # pylint: disable=g-import-not-at-top
+from crossscale import (
+  partitioning,  # pylint: disable=g-import-not-at-top
+  reporting,  # pylint: disable=g-import-not-at-top
+  shards,
+  train,
+)
 from data import registry  # pylint: disable=g-import-not-at-top
 from experiments.configs import cross_scale  # pylint: disable=g-import-not-at-top
 
@@ -37,32 +40,45 @@ MESHES = [(8, 1, 1), (4, 2, 1), (2, 2, 2), (1, 4, 2), (1, 8, 1)]
 
 def large(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.lr_encoder = dict(width=512, depth=8, num_heads=8, mlp_dim=2048)
-  c.model.hr_encoder = dict(kind="vit", width=512, depth=8, num_heads=8,
-                            mlp_dim=2048, target_side=4)
+  c.model.hr_encoder = dict(
+      kind="vit", width=512, depth=8, num_heads=8, mlp_dim=2048, target_side=4
+  )
   c.model.sampler = dict(width=256, depth=2, num_heads=8)
-  c.model.predictor = dict(width=512, depth=8, num_heads=8, mlp_dim=2048,
-                           lr_guidance=True)
+  c.model.predictor = dict(
+      width=512, depth=8, num_heads=8, mlp_dim=2048, lr_guidance=True
+  )
   return c
 
 
 def measure(config, manifest, mesh_sizes, compile_step: bool) -> dict:
-  mesh = partitioning.make_mesh(tuple(zip(("data", "fsdp", "model"), mesh_sizes)))
+  mesh = partitioning.make_mesh(
+      tuple(zip(("data", "fsdp", "model"), mesh_sizes))
+  )
   model = train.make_model(config, manifest)
   tx = train.make_tx(config)
   batch = train.example_batch(manifest, config.data.fields, config.batch_size)
   abstract, state_sh = abstract_state(config, model, tx, batch, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
-  row = {"mesh": "x".join(map(str, mesh_sizes)), "params_m": n_params / 1e6,
-         "params_mb_per_device": partitioning.per_device_bytes(
-             abstract.params, state_sh.params) / 2**20,
-         "opt_mb_per_device": partitioning.per_device_bytes(
-             abstract.opt_state, state_sh.opt_state) / 2**20}
+  row = {
+      "mesh": "x".join(map(str, mesh_sizes)),
+      "params_m": n_params / 1e6,
+      "params_mb_per_device": partitioning.per_device_bytes(
+          abstract.params, state_sh.params
+      )
+      / 2**20,
+      "opt_mb_per_device": partitioning.per_device_bytes(
+          abstract.opt_state, state_sh.opt_state
+      )
+      / 2**20,
+  }
   if compile_step:
     step = train.jit_train_step(config, model, tx, mesh, state_sh)
     abstract_batch = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                       sharding=partitioning.batch_sharding(mesh)),
-        batch)
+        lambda x: jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=partitioning.batch_sharding(mesh)
+        ),
+        batch,
+    )
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
     compiled = step.lower(abstract, abstract_batch, rng).compile()
     ma = compiled.memory_analysis()
@@ -75,14 +91,20 @@ def measure(config, manifest, mesh_sizes, compile_step: bool) -> dict:
 def abstract_state(config, model, tx, batch, mesh):
   """(state shapes, state shardings) without materialising anything, as
   `train.init_state` derives them."""
+
   def boxed_init(rng):
     params = model.init({"params": rng}, batch, train=False)["params"]
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params),
-                            rng=jnp.zeros((2,), jnp.uint32))
+    return train.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jnp.zeros((2,), jnp.uint32),
+    )
+
   boxed = jax.eval_shape(boxed_init, jax.random.key(0))
-  shardings = partitioning.tree_shardings(boxed, mesh,
-                                      train.sharding_rules(config))
+  shardings = partitioning.tree_shardings(
+      boxed, mesh, train.sharding_rules(config)
+  )
   return nn.meta.unbox(boxed), shardings
 
 
@@ -105,11 +127,24 @@ def main(argv=None) -> dict:
         row = measure(c, manifest, sizes, compile_step=True)
         rows.append({"config": name, "remat": remat, **row})
         print(rows[-1], flush=True)
-  reporting.print_table(rows, ["config", "remat", "mesh", "params_m",
-                            "params_mb_per_device", "opt_mb_per_device",
-                            "args_mb_per_device", "temp_mb_per_device"])
-  payload = {"machine": reporting.machine(), "batch_size": c.batch_size,
-             "rows": rows}
+  reporting.print_table(
+      rows,
+      [
+          "config",
+          "remat",
+          "mesh",
+          "params_m",
+          "params_mb_per_device",
+          "opt_mb_per_device",
+          "args_mb_per_device",
+          "temp_mb_per_device",
+      ],
+  )
+  payload = {
+      "machine": reporting.machine(),
+      "batch_size": c.batch_size,
+      "rows": rows,
+  }
   reporting.write_json(args.out, "sharding_memory.json", payload)
   return payload
 

@@ -23,9 +23,16 @@ def time_train_step(config, data_dir: str, steps: int) -> float:
   example = train.example_batch(manifest, config.data.fields, config.batch_size)
   state, state_sh = train.init_state(config, model, tx, example, mesh)
   step = train.jit_train_step(config, model, tx, mesh, state_sh)
-  batch = next(iter(input_pipeline.train_dataset(
-      data_dir, batch_size=config.batch_size, seed=0,
-      fields=config.data.fields)))
+  batch = next(
+      iter(
+          input_pipeline.train_dataset(
+              data_dir,
+              batch_size=config.batch_size,
+              seed=0,
+              fields=config.data.fields,
+          )
+      )
+  )
   batch = partitioning.put_batch(batch, mesh)
   key = jax.random.key_data(jax.random.key(0))
   state, m = step(state, batch, key)
@@ -40,21 +47,29 @@ def time_train_step(config, data_dir: str, steps: int) -> float:
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   from data import registry  # pylint: disable=g-import-not-at-top
+
   config = flags.FLAGS.config
   config.data.path = registry.resolve(
-      flags.FLAGS.dataset or config.dataset, config.data_root or None,
-      config.toyworld.to_dict() if "toyworld" in config else None)
+      flags.FLAGS.dataset or config.dataset,
+      config.data_root or None,
+      config.toyworld.to_dict() if "toyworld" in config else None,
+  )
   seconds = time_train_step(config, config.data.path, flags.FLAGS.steps)
-  print(f"{seconds * 1e3:.1f} ms per step (batch {config.batch_size}, "
-        f"{jax.device_count()} {jax.default_backend()} devices)")
+  print(
+      f"{seconds * 1e3:.1f} ms per step (batch {config.batch_size}, "
+      f"{jax.device_count()} {jax.default_backend()} devices)"
+  )
 
 
 if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "experiment config[:arg]",
-                                  lock_config=False)
+
+  config_flags.DEFINE_config_file(
+      "config", None, "experiment config[:arg]", lock_config=False
+  )
   flags.DEFINE_string("dataset", None, "a registered name or records dir")
   flags.DEFINE_integer("steps", 20, "timed steps after one compile step")
   flags.mark_flags_as_required(["config"])

@@ -26,10 +26,20 @@ from crossscale.kernels import tile_select
 
 # (B, grid, t, C): N = grid**2 in {100, 400, 1024}. QUICK fits a CPU box
 # (HR batches <= 3.2 GB); the full set adds 64-px, 12-band tiles (<= 17 GB).
-QUICK = [(32, 10, 64, 12), (32, 20, 48, 4), (32, 32, 32, 3),
-         (256, 10, 32, 12), (256, 20, 32, 3), (256, 32, 32, 3)]
-CASES = QUICK + [(32, 32, 64, 12), (256, 10, 64, 12), (256, 20, 48, 4),
-                 (256, 32, 64, 4)]
+QUICK = [
+    (32, 10, 64, 12),
+    (32, 20, 48, 4),
+    (32, 32, 32, 3),
+    (256, 10, 32, 12),
+    (256, 20, 32, 3),
+    (256, 32, 32, 3),
+]
+CASES = QUICK + [
+    (32, 32, 64, 12),
+    (256, 10, 64, 12),
+    (256, 20, 48, 4),
+    (256, 32, 64, 4),
+]
 PEAK_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0}  # HBM, SXM
 
 
@@ -39,7 +49,7 @@ def peak_bandwidth() -> float | None:
 
 
 def median_seconds(fn, args, reps: int) -> float:
-  jax.block_until_ready(fn(*args))                # compile + warm up
+  jax.block_until_ready(fn(*args))  # compile + warm up
   times = []
   for _ in range(reps):
     t0 = time.perf_counter()
@@ -57,13 +67,22 @@ def run_case(B, grid, t, C, reps, with_kernel) -> dict:
   keys = jax.random.split(jax.random.key(B * N + t), 2)
   logits = jax.random.normal(keys[0], (B, N), jnp.float32)
   hr = jax.random.normal(keys[1], (B, grid * t, grid * t, C), jnp.float32)
-  row = {"B": B, "N": N, "k": k, "t": t, "C": C,
-         "hr_gb": hr.nbytes / 1e9,
-         "moved_mb": bytes_moved(B, N, k, t, C, 4) / 1e6}
+  row = {
+      "B": B,
+      "N": N,
+      "k": k,
+      "t": t,
+      "C": C,
+      "hr_gb": hr.nbytes / 1e9,
+      "moved_mb": bytes_moved(B, N, k, t, C, 4) / 1e6,
+  }
   impls = ["reference"] + (["kernel"] if with_kernel else [])
   for impl in impls:
-    fn = jax.jit(lambda l, h, impl=impl: tile_select.select_and_gather(
-        l, h, grid, k, impl=impl))
+    fn = jax.jit(
+        lambda l, h, impl=impl: tile_select.select_and_gather(
+            l, h, grid, k, impl=impl
+        )
+    )
     s = median_seconds(fn, (logits, hr), reps)
     row[f"{impl}_ms"] = s * 1e3
     row[f"{impl}_gbps"] = row["moved_mb"] / 1e3 / s
@@ -83,19 +102,36 @@ def main(argv=None) -> dict:
   args = ap.parse_args(argv)
   reps = args.reps or (5 if args.quick else 20)
   with_kernel = jax.default_backend() in ("gpu", "tpu")
-  rows = [run_case(*c, reps, with_kernel) for c in (QUICK if args.quick
-                                                     else CASES)]
-  cols = ["B", "N", "k", "t", "C", "hr_gb", "moved_mb", "reference_ms",
-          "reference_gbps"]
+  rows = [
+      run_case(*c, reps, with_kernel) for c in (QUICK if args.quick else CASES)
+  ]
+  cols = [
+      "B",
+      "N",
+      "k",
+      "t",
+      "C",
+      "hr_gb",
+      "moved_mb",
+      "reference_ms",
+      "reference_gbps",
+  ]
   if with_kernel:
     cols += ["kernel_ms", "kernel_gbps", "speedup", "kernel_peak_frac"]
   reporting.print_table(rows, cols)
   if not with_kernel:
-    print("no GPU/TPU: the kernel is not timed (Pallas interpret mode on "
-          "the CPU is a correctness tool, not a timing).")
-  payload = {"machine": reporting.machine(), "quick": args.quick, "reps": reps,
-             "kernel_timed": with_kernel, "peak_gbps": peak_bandwidth(),
-             "rows": rows}
+    print(
+        "no GPU/TPU: the kernel is not timed (Pallas interpret mode on "
+        "the CPU is a correctness tool, not a timing)."
+    )
+  payload = {
+      "machine": reporting.machine(),
+      "quick": args.quick,
+      "reps": reps,
+      "kernel_timed": with_kernel,
+      "peak_gbps": peak_bandwidth(),
+      "rows": rows,
+  }
   reporting.write_json(args.out, "tile_select.json", payload)
   return payload
 

@@ -19,30 +19,45 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
 
-  def __init__(self, directory: str, save_every: int, keep: int = 3,
-               async_save: bool = True):
+  def __init__(
+      self,
+      directory: str,
+      save_every: int,
+      keep: int = 3,
+      async_save: bool = True,
+  ):
     self.directory = os.path.abspath(directory)
     self._mngr = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            save_interval_steps=save_every, max_to_keep=keep,
-            enable_async_checkpointing=async_save))
+            save_interval_steps=save_every,
+            max_to_keep=keep,
+            enable_async_checkpointing=async_save,
+        ),
+    )
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
 
-  def save(self, step: int, state: Any, data_state: dict | None,
-           force: bool = False) -> bool:
+  def save(
+      self, step: int, state: Any, data_state: dict | None, force: bool = False
+  ) -> bool:
     """Saves if `step` is on the interval (or `force`); returns whether.
     A step that is already saved is not saved again."""
     if step == self.latest_step():
       return False
-    return self._mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state or {})), force=force)
+    return self._mngr.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state or {}),
+        ),
+        force=force,
+    )
 
-  def restore(self, abstract_state: Any,
-              step: int | None = None) -> tuple[Any, dict]:
+  def restore(
+      self, abstract_state: Any, step: int | None = None
+  ) -> tuple[Any, dict]:
     """Restores (state, data_state) of `step` (default: latest).
 
     `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings.
@@ -50,9 +65,13 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    out = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore()))
+    out = self._mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+        ),
+    )
     return out["state"], dict(out["data"] or {})
 
   def wait(self) -> None:
@@ -67,7 +86,9 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `tree` carrying `shardings` (for restore)."""
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      tree, shardings)
+      tree,
+      shardings,
+  )
 
 
 # --- Parameters of one run initialising another --------------------------------
@@ -77,8 +98,10 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
 
 def flatten_params(tree: Any) -> dict[str, np.ndarray]:
   """{"a/b/kernel": array} of a nested params tree (host numpy)."""
-  return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
-          for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+  return {
+      "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+      for path, v in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
@@ -118,7 +141,8 @@ def load_params(path: str, config_key: str) -> dict:
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"{config_key}={path!r} does not exist: pass a run's workdir (or "
-        "workdir/checkpoints/<step>), an .npz of params, or '' for none.")
+        "workdir/checkpoints/<step>), an .npz of params, or '' for none."
+    )
   if path.endswith(".npz"):
     with np.load(path) as f:
       return unflatten_params(dict(f))
@@ -126,8 +150,10 @@ def load_params(path: str, config_key: str) -> dict:
   try:
     tree = ocp.StandardCheckpointer().restore(item)
   except Exception as e:  # orbax raises several types for a non-checkpoint
-    raise ValueError(f"{config_key}={path!r}: {item} is not an orbax "
-                     f"checkpoint of ours ({type(e).__name__}: {e}).") from e
+    raise ValueError(
+        f"{config_key}={path!r}: {item} is not an orbax "
+        f"checkpoint of ours ({type(e).__name__}: {e})."
+    ) from e
   params = tree.get("params", tree) if isinstance(tree, dict) else {}
   return jax.tree.map(np.asarray, params)
 
@@ -139,9 +165,11 @@ def load_subtree(path: str, key: str, config_key: str) -> dict:
   if path.endswith(".npz") and key not in params:
     return params
   if key not in params:
-    raise ValueError(f"{config_key}={path!r}: the checkpoint has no '{key}' "
-                     f"parameters (it has {sorted(params)[:8]}): pass a run "
-                     f"of a model with a '{key}' module.")
+    raise ValueError(
+        f"{config_key}={path!r}: the checkpoint has no '{key}' "
+        f"parameters (it has {sorted(params)[:8]}): pass a run "
+        f"of a model with a '{key}' module."
+    )
   return params[key]
 
 
@@ -154,15 +182,20 @@ def replace_checked(current: Any, new: Any, where: str) -> Any:
     raise ValueError(
         f"{where}: parameters do not match the model (missing {missing[:4]}, "
         f"unexpected {extra[:4]}): the checkpoint's architecture (widths, "
-        "depths, band count) must match the config.")
+        "depths, band count) must match the config."
+    )
   for k, v in cur.items():
     if v.shape != got[k].shape:
       raise ValueError(
           f"{where}: parameter {k} has shape {got[k].shape}, the model "
           f"expects {v.shape}: the checkpoint was made with another "
-          "architecture (widths, depths, stride, band count) than the config.")
-  return jax.tree.map(lambda c, n: np.asarray(n, np.asarray(c).dtype),
-                      current, unflatten_params(got))
+          "architecture (widths, depths, stride, band count) than the config."
+      )
+  return jax.tree.map(
+      lambda c, n: np.asarray(n, np.asarray(c).dtype),
+      current,
+      unflatten_params(got),
+  )
 
 
 def init_from(params: dict, path: str, keys: Any, config_key: str) -> dict:
@@ -176,11 +209,16 @@ def init_from(params: dict, path: str, keys: Any, config_key: str) -> dict:
   for k in keys:
     ours, theirs = (k, k) if isinstance(k, str) else tuple(k)
     if ours not in params:
-      raise ValueError(f"{config_key}: the model has no '{ours}' parameters "
-                       f"to initialise (it has {sorted(params)[:8]}).")
+      raise ValueError(
+          f"{config_key}: the model has no '{ours}' parameters "
+          f"to initialise (it has {sorted(params)[:8]})."
+      )
     if theirs not in src:
-      raise ValueError(f"{config_key}={path!r}: the checkpoint has no "
-                       f"'{theirs}' parameters (it has {sorted(src)[:8]}).")
-    out[ours] = replace_checked(params[ours], src[theirs],
-                                f"{config_key}={path!r} ({theirs} -> {ours})")
+      raise ValueError(
+          f"{config_key}={path!r}: the checkpoint has no "
+          f"'{theirs}' parameters (it has {sorted(src)[:8]})."
+      )
+    out[ours] = replace_checked(
+        params[ours], src[theirs], f"{config_key}={path!r} ({theirs} -> {ours})"
+    )
   return out

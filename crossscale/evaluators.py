@@ -9,14 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
-from crossscale import input_pipeline, metrics
-from crossscale import partitioning
-from crossscale import shards
-from crossscale import fidelity
+from crossscale import fidelity, input_pipeline, metrics, partitioning, shards
 from crossscale.models import sr as sr_models
 from crossscale.models import sr_gan
 
@@ -32,9 +29,15 @@ def split_outputs(ev, params, host_keys: tuple[str, ...] = ()):
   Multi-host: every host sees the whole split (all-gathered).
   """
   ds = input_pipeline.eval_dataset(
-      ev.data_dir, ev.split, batch_size=ev.batch_size, fields=ev.fields,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      verify=ev.verify, limit=ev.limit)
+      ev.data_dir,
+      ev.split,
+      batch_size=ev.batch_size,
+      fields=ev.fields,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      verify=ev.verify,
+      limit=ev.limit,
+  )
   for batch in ds:
     out, scalars = ev._predict(params, partitioning.put_batch(batch, ev.mesh))  # pylint: disable=protected-access
     host = {k: batch[k] for k in (*host_keys, "valid")}
@@ -43,8 +46,12 @@ def split_outputs(ev, params, host_keys: tuple[str, ...] = ()):
       host = multihost_utils.process_allgather(host, tiled=False)
       host = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), host)
     host = jax.tree.map(np.asarray, host)
-    yield (jax.tree.map(np.asarray, out), host, host.pop("valid").astype(bool),
-           jax.device_get(scalars))
+    yield (
+        jax.tree.map(np.asarray, out),
+        host,
+        host.pop("valid").astype(bool),
+        jax.device_get(scalars),
+    )
 
 
 class ClassificationEvaluator:
@@ -53,51 +60,78 @@ class ClassificationEvaluator:
   out["metrics"] (e.g. HR tiles bought, drift), and retrieval AP@k /
   recall@k when the model returns an "embedding"."""
 
-  def __init__(self, model, *, data_dir: str, split: str, batch_size: int,
-               task: str, mesh, fields=("lr", "labels"),
-               limit: int | None = None, verify: bool = False,
-               retrieval_k: int = 10):
+  def __init__(
+      self,
+      model,
+      *,
+      data_dir: str,
+      split: str,
+      batch_size: int,
+      task: str,
+      mesh,
+      fields=("lr", "labels"),
+      limit: int | None = None,
+      verify: bool = False,
+      retrieval_k: int = 10,
+  ):
     self.model, self.task, self.mesh = model, task, mesh
     self.data_dir, self.split, self.fields = data_dir, split, tuple(fields)
     self.batch_size, self.limit, self.verify = batch_size, limit, verify
     self.retrieval_k = retrieval_k
 
     def predict(params, batch):
-      out = model.apply({"params": params}, batch, train=False,
-                        rngs={"selection": jax.random.key(0)})
+      out = model.apply(
+          {"params": params},
+          batch,
+          train=False,
+          rngs={"selection": jax.random.key(0)},
+      )
       keep = dict(out.get("metrics", {}))
       loss = jnp.zeros((), jnp.float32)  # models without logits: metrics only
       if "logits" in out:
-        loss = metrics.task_loss(out["logits"], batch["labels"], task,
-                                 batch["valid"])
+        loss = metrics.task_loss(
+            out["logits"], batch["labels"], task, batch["valid"]
+        )
         keep["logits"] = out["logits"]
       if "embedding" in out:
         keep["embedding"] = out["embedding"]
       return keep, loss
-    self._predict = jax.jit(predict, out_shardings=(
-        partitioning.batch_sharding(mesh), partitioning.replicated(mesh)))
+
+    self._predict = jax.jit(
+        predict,
+        out_shardings=(
+            partitioning.batch_sharding(mesh),
+            partitioning.replicated(mesh),
+        ),
+    )
 
   def run(self, params) -> dict[str, float]:
     outs, losses, weights = [], [], []
     for out, host, valid, loss in split_outputs(self, params, ("labels",)):
-      outs.append({**{k: v[valid] for k, v in out.items()},
-                   "labels": host["labels"][valid]})
+      outs.append(
+          {
+              **{k: v[valid] for k, v in out.items()},
+              "labels": host["labels"][valid],
+          }
+      )
       losses.append(float(loss) * valid.sum())
       weights.append(valid.sum())
     cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     logits, labels = cat.pop("logits", None), cat.pop("labels")
     emb = cat.pop("embedding", None)
-    result = {"loss": float(np.sum(losses) / max(np.sum(weights), 1)),
-              "num_examples": float(len(labels))}
+    result = {
+        "loss": float(np.sum(losses) / max(np.sum(weights), 1)),
+        "num_examples": float(len(labels)),
+    }
     if logits is not None and self.task == "single_label":
-      result["accuracy"] = float(np.mean(
-          labels[np.arange(len(labels)), logits.argmax(-1)] > 0))
+      result["accuracy"] = float(
+          np.mean(labels[np.arange(len(labels)), logits.argmax(-1)] > 0)
+      )
     if logits is not None:
       result.update(metrics.mean_average_precision(logits, labels))
     result.update({k: float(v.mean()) for k, v in cat.items()})
     if emb is not None:
-      result.update(metrics.retrieval_metrics(emb, labels,
-                                              (self.retrieval_k,)))
+      result.update(metrics.retrieval_metrics(emb, labels, (self.retrieval_k,)))
     return result
 
 
@@ -108,41 +142,67 @@ class ReferringEvaluator:
   other per-example value in out["metrics"]. The model returns
   "mask_logits": `[B, H, W]`; the batch holds "mask_target"."""
 
-  def __init__(self, model, *, data_dir: str, split: str, batch_size: int,
-               task: str, mesh, fields=("hr", "text_ids", "text_mask",
-                                        "mask_target"),
-               limit: int | None = None, verify: bool = False):
+  def __init__(
+      self,
+      model,
+      *,
+      data_dir: str,
+      split: str,
+      batch_size: int,
+      task: str,
+      mesh,
+      fields=("hr", "text_ids", "text_mask", "mask_target"),
+      limit: int | None = None,
+      verify: bool = False,
+  ):
     del task
     self.model, self.mesh = model, mesh
     self.data_dir, self.split, self.fields = data_dir, split, tuple(fields)
     self.batch_size, self.limit, self.verify = batch_size, limit, verify
     if "mask_target" not in self.fields:
-      raise ValueError("the referring evaluator needs 'mask_target' in "
-                       f"config.data.fields (got {self.fields}).")
+      raise ValueError(
+          "the referring evaluator needs 'mask_target' in "
+          f"config.data.fields (got {self.fields})."
+      )
 
     def predict(params, batch):
-      out = model.apply({"params": params}, batch, train=False,
-                        rngs={"selection": jax.random.key(0)})
+      out = model.apply(
+          {"params": params},
+          batch,
+          train=False,
+          rngs={"selection": jax.random.key(0)},
+      )
       loss = sum(out["aux_losses"].values())
-      keep = {"pred": out["mask_logits"] > 0,
-              **{k: v for k, v in out.get("metrics", {}).items()
-                 if k not in ("inter", "union", "iou")}}
+      keep = {
+          "pred": out["mask_logits"] > 0,
+          **{
+              k: v
+              for k, v in out.get("metrics", {}).items()
+              if k not in ("inter", "union", "iou")
+          },
+      }
       return keep, loss
-    self._predict = jax.jit(predict, out_shardings=(
-        partitioning.batch_sharding(mesh), partitioning.replicated(mesh)))
+
+    self._predict = jax.jit(
+        predict,
+        out_shardings=(
+            partitioning.batch_sharding(mesh),
+            partitioning.replicated(mesh),
+        ),
+    )
 
   def run(self, params) -> dict[str, float]:
     preds, trues, extra, losses, weights = [], [], [], [], []
-    for out, host, valid, loss in split_outputs(self, params,
-                                                ("mask_target",)):
+    for out, host, valid, loss in split_outputs(self, params, ("mask_target",)):
       preds.append(out.pop("pred")[valid])
       trues.append(host["mask_target"][valid])
       extra.append({k: v[valid] for k, v in out.items()})
       # The model's loss averages over the valid examples of the batch.
       losses.append(float(loss) * valid.sum())
       weights.append(valid.sum())
-    result = metrics.refseg_metrics(np.concatenate(preds),
-                                    np.concatenate(trues) > 0)
+    result = metrics.refseg_metrics(
+        np.concatenate(preds), np.concatenate(trues) > 0
+    )
     result["num_examples"] = float(result.pop("num_samples"))
     result["loss"] = float(np.sum(losses) / max(np.sum(weights), 1))
     for k in extra[0]:
@@ -192,69 +252,113 @@ class SREvaluator:
   "num_examples".
   """
 
-  def __init__(self, model, *, data_dir: str, split: str, batch_size: int,
-               task: str, mesh, fields=("lr", "hr"),
-               limit: int | None = None, verify: bool = False,
-               data_range: float | None = None, feature_init: str = ""):
+  def __init__(
+      self,
+      model,
+      *,
+      data_dir: str,
+      split: str,
+      batch_size: int,
+      task: str,
+      mesh,
+      fields=("lr", "hr"),
+      limit: int | None = None,
+      verify: bool = False,
+      data_range: float | None = None,
+      feature_init: str = "",
+  ):
     del task
     self.model, self.mesh = model, mesh
     self.data_dir, self.split, self.fields = data_dir, split, tuple(fields)
     self.batch_size, self.limit, self.verify = batch_size, limit, verify
     if not {"lr", "hr"} <= set(self.fields):
-      raise ValueError("the sr evaluator needs 'lr' and 'hr' in "
-                       f"config.data.fields (got {self.fields}).")
+      raise ValueError(
+          "the sr evaluator needs 'lr' and 'hr' in "
+          f"config.data.fields (got {self.fields})."
+      )
     manifest = shards.load_manifest(data_dir)
     self.bands = list(manifest.hr_bands)
-    st = {k: {s: np.asarray(manifest.band_stats[k][s], np.float32)
-              for s in ("mean", "std")} for k in ("lr", "hr")}
+    st = {
+        k: {
+            s: np.asarray(manifest.band_stats[k][s], np.float32)
+            for s in ("mean", "std")
+        }
+        for k in ("lr", "hr")
+    }
     rng_hr = data_range or sr_data_range(manifest, "hr")
     rng_lr = data_range or sr_data_range(manifest, "lr")
     band_map = getattr(model, "band_map", None)
-    self.has_baseline = (list(manifest.lr_bands) == self.bands
-                         or band_map is not None)
+    self.has_baseline = (
+        list(manifest.lr_bands) == self.bands or band_map is not None
+    )
     feat_apply, feat_params = sr_gan.random_feature_net(len(self.bands))
     nets = {"randfeat_dist": (feat_apply, feat_params)}
     if feature_init:
       nets["hrenc_dist"] = sr_gan.encoder_feature_net(
-          feature_init, len(self.bands),
-          config_key="config.evals.<name>.feature_init")
+          feature_init,
+          len(self.bands),
+          config_key="config.evals.<name>.feature_init",
+      )
 
     def unit(x, key, data_range):  # normalised -> [0, 1] units
       return (x * st[key]["std"] + st[key]["mean"]) / data_range
 
     def predict(params, batch):
-      hr = batch["hr"]                                  # [B, H, W, C]
-      sr = model.apply({"params": params}, batch["lr"], hr.shape[1:3],
-                       method="predict")
+      hr = batch["hr"]  # [B, H, W, C]
+      sr = model.apply(
+          {"params": params}, batch["lr"], hr.shape[1:3], method="predict"
+      )
       hr01 = unit(hr, "hr", rng_hr)
       sr01 = jnp.clip(unit(sr, "hr", rng_hr), 0.0, 1.0)
-      out = {"psnr": fidelity.psnr(sr01, hr01, 1.0),      # [B, C]
-             "ssim": fidelity.ssim(sr01, hr01, 1.0),
-             **{k: fidelity.feature_distance(f, p, sr01, hr01)  # [B]
-                for k, (f, p) in nets.items()},
-             "l1": jnp.mean(jnp.abs(sr - hr), axis=(1, 2, 3))}
+      out = {
+          "psnr": fidelity.psnr(sr01, hr01, 1.0),  # [B, C]
+          "ssim": fidelity.ssim(sr01, hr01, 1.0),
+          **{
+              k: fidelity.feature_distance(f, p, sr01, hr01)  # [B]
+              for k, (f, p) in nets.items()
+          },
+          "l1": jnp.mean(jnp.abs(sr - hr), axis=(1, 2, 3)),
+      }
       if self.has_baseline:
         lr01 = unit(batch["lr"], "lr", rng_lr)
-        bic = jnp.clip(sr_models.resize(sr_models.map_bands(lr01, band_map),
-                                        hr.shape[1:3]), 0.0, 1.0)
-        out.update(bicubic_psnr=fidelity.psnr(bic, hr01, 1.0),
-                   bicubic_ssim=fidelity.ssim(bic, hr01, 1.0),
-                   **{f"bicubic_{k}": fidelity.feature_distance(
-                       f, p, bic, hr01) for k, (f, p) in nets.items()})
+        bic = jnp.clip(
+            sr_models.resize(
+                sr_models.map_bands(lr01, band_map), hr.shape[1:3]
+            ),
+            0.0,
+            1.0,
+        )
+        out.update(
+            bicubic_psnr=fidelity.psnr(bic, hr01, 1.0),
+            bicubic_ssim=fidelity.ssim(bic, hr01, 1.0),
+            **{
+                f"bicubic_{k}": fidelity.feature_distance(f, p, bic, hr01)
+                for k, (f, p) in nets.items()
+            },
+        )
       return out, ()
-    self._predict = jax.jit(predict, out_shardings=(
-        partitioning.batch_sharding(mesh), partitioning.replicated(mesh)))
+
+    self._predict = jax.jit(
+        predict,
+        out_shardings=(
+            partitioning.batch_sharding(mesh),
+            partitioning.replicated(mesh),
+        ),
+    )
 
   def run(self, params) -> dict[str, float]:
-    outs = [{k: v[valid] for k, v in out.items()}
-            for out, _, valid, _ in split_outputs(self, params)]
+    outs = [
+        {k: v[valid] for k, v in out.items()}
+        for out, _, valid, _ in split_outputs(self, params)
+    ]
     cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     result = {"num_examples": float(len(cat["l1"]))}
     for k, v in cat.items():
       result[k] = float(v.mean())
       if v.ndim == 2:  # [N, C]: per band too
-        result.update({f"{k}_{b}": float(m)
-                       for b, m in zip(self.bands, v.mean(0))})
+        result.update(
+            {f"{k}_{b}": float(m) for b, m in zip(self.bands, v.mean(0))}
+        )
     if "bicubic_psnr" in result:
       result["psnr_gain"] = result["psnr"] - result["bicubic_psnr"]
     return result
@@ -278,9 +382,19 @@ class DownstreamEvaluator:
   NaN) before the loss and left out of the metrics.
   """
 
-  def __init__(self, model, *, data_dir: str, split: str, batch_size: int,
-               task: str, mesh, fields=("hr", "mask_objects"),
-               limit: int | None = None, verify: bool = False):
+  def __init__(
+      self,
+      model,
+      *,
+      data_dir: str,
+      split: str,
+      batch_size: int,
+      task: str,
+      mesh,
+      fields=("hr", "mask_objects"),
+      limit: int | None = None,
+      verify: bool = False,
+  ):
     del task  # the model's own task decides
     self.model, self.mesh = model, mesh
     self.task, self.target_key = model.task, model.target_key
@@ -289,36 +403,46 @@ class DownstreamEvaluator:
     if not {model.input_key, model.target_key} <= set(self.fields):
       raise ValueError(
           f"the downstream evaluator needs {model.input_key!r} and "
-          f"{model.target_key!r} in config.data.fields (got {self.fields}).")
+          f"{model.target_key!r} in config.data.fields (got {self.fields})."
+      )
     self.num_classes = model.num_classes
 
     def predict(params, batch):
       t = batch[self.target_key]
       valid = batch["valid"].reshape((-1,) + (1,) * (t.ndim - 1)) > 0
-      if self.task == "segmentation":        # t: [B, H, W] ids
+      if self.task == "segmentation":  # t: [B, H, W] ids
         t = jnp.where(valid, t.astype(jnp.int32), -1)
         n = jnp.sum((t >= 0) & (t < self.num_classes))
-      elif self.task == "regression":        # t: [B, H, W(, 1)] values
+      elif self.task == "regression":  # t: [B, H, W(, 1)] values
         t = jnp.where(valid, t.astype(jnp.float32), jnp.nan)
         n = jnp.sum(jnp.isfinite(t))
-      out = model.apply({"params": params}, {**batch, self.target_key: t},
-                        train=False)
-      if self.task == "classification":      # t: [B, K] one-hot
-        loss = metrics.task_loss(out["logits"], t, "single_label",
-                                 batch["valid"])
+      out = model.apply(
+          {"params": params}, {**batch, self.target_key: t}, train=False
+      )
+      if self.task == "classification":  # t: [B, K] one-hot
+        loss = metrics.task_loss(
+            out["logits"], t, "single_label", batch["valid"]
+        )
         return jnp.argmax(out["logits"], -1), (loss, jnp.sum(batch["valid"]))
       loss = sum(out["aux_losses"].values())
       if self.task == "segmentation":
-        return jnp.argmax(out["seg_logits"], -1), (loss, n)   # [B, H, W]
-      return out["pred"], (loss, n)                          # [B, H, W, 1]
-    self._predict = jax.jit(predict, out_shardings=(
-        partitioning.batch_sharding(mesh), partitioning.replicated(mesh)))
+        return jnp.argmax(out["seg_logits"], -1), (loss, n)  # [B, H, W]
+      return out["pred"], (loss, n)  # [B, H, W, 1]
+
+    self._predict = jax.jit(
+        predict,
+        out_shardings=(
+            partitioning.batch_sharding(mesh),
+            partitioning.replicated(mesh),
+        ),
+    )
 
   def run(self, params) -> dict[str, float]:
     conf, reg, pred_ids, true_ids = None, [], [], []
     loss_sum, loss_n, num = 0.0, 0.0, 0
     for pred, host, valid, (loss, n) in split_outputs(
-        self, params, (self.target_key,)):
+        self, params, (self.target_key,)
+    ):
       pred, true = pred[valid], host[self.target_key][valid]
       num += int(valid.sum())
       loss_sum += float(loss) * float(n)
@@ -335,32 +459,38 @@ class DownstreamEvaluator:
       else:
         pred_ids.append(pred)
         true_ids.append(true.argmax(-1))
-    result = {"num_examples": float(num),
-              "loss": loss_sum / max(loss_n, 1.0)}
+    result = {"num_examples": float(num), "loss": loss_sum / max(loss_n, 1.0)}
     if self.task == "segmentation":
       m = metrics.segmentation_metrics(conf)
       result.update({k: m[k] for k in ("pixel_accuracy", "mIoU", "mean_f1")})
     elif self.task == "regression":
       if not reg:
-        raise ValueError(f"{self.data_dir} split {self.split!r}: no finite "
-                         f"{self.target_key!r} targets to score.")
+        raise ValueError(
+            f"{self.data_dir} split {self.split!r}: no finite "
+            f"{self.target_key!r} targets to score."
+        )
       k, mae, rmse = (np.asarray(v, np.float64) for v in zip(*reg))
       result["mae"] = float((k * mae).sum() / k.sum())
-      result["rmse"] = float(np.sqrt((k * rmse ** 2).sum() / k.sum()))
+      result["rmse"] = float(np.sqrt((k * rmse**2).sum() / k.sum()))
     else:
-      result["accuracy"] = metrics.accuracy(np.concatenate(pred_ids),
-                                            np.concatenate(true_ids))
+      result["accuracy"] = metrics.accuracy(
+          np.concatenate(pred_ids), np.concatenate(true_ids)
+      )
     return result
 
 
-_EVALUATORS = {"classification": ClassificationEvaluator,
-               "downstream": DownstreamEvaluator,
-               "referring": ReferringEvaluator,
-               "sr": SREvaluator}
+_EVALUATORS = {
+    "classification": ClassificationEvaluator,
+    "downstream": DownstreamEvaluator,
+    "referring": ReferringEvaluator,
+    "sr": SREvaluator,
+}
 
 
 def get_evaluator(kind: str, model, **kwargs: Any):
   if kind not in _EVALUATORS:
-    raise ValueError(f"unknown evaluator type {kind!r} "
-                     f"(config.evals.<name>.type); known: {sorted(_EVALUATORS)}")
+    raise ValueError(
+        f"unknown evaluator type {kind!r} "
+        f"(config.evals.<name>.type); known: {sorted(_EVALUATORS)}"
+    )
   return _EVALUATORS[kind](model, **kwargs)

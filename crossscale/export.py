@@ -77,6 +77,7 @@ DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 class InferenceFn:
   """fn(params, *inputs) -> {name: array}; inputs: [(name, shape without
   the batch dim, dtype, stats key or None)]; `denormalize`: output -> stats."""
+
   fn: Callable[..., dict[str, jax.Array]]
   inputs: list[tuple[str, tuple[int, ...], str, str | None]]
   denormalize: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -90,10 +91,9 @@ def build_model(config, manifest: shards.Manifest) -> nn.Module:
   return train.make_model(config, manifest)
 
 
-def inference_functions(model: nn.Module,
-                        manifest: shards.Manifest,
-                        fields: Sequence[str] = ("lr",)
-                        ) -> dict[str, InferenceFn]:
+def inference_functions(
+    model: nn.Module, manifest: shards.Manifest, fields: Sequence[str] = ("lr",)
+) -> dict[str, InferenceFn]:
   """The functions to export for `model`, by family (module docstring)."""
   lr_in = ("lr", tuple(manifest.lr_shape), "float32", "lr")
   hr_in = ("hr", tuple(manifest.hr_shape), "float32", "hr")
@@ -104,25 +104,33 @@ def inference_functions(model: nn.Module,
     model = model.clone(select_impl="reference")
 
     def predict(params, lr, hr):
-      out = model.apply({"params": params}, {"lr": lr, "hr": hr},
-                        train=False, rngs=rngs())
-      return {"logits": out["logits"], "embedding": out["embedding"],
-              "tile_indices": out["tile_indices"],
-              "tile_valid": out["tile_valid"]}
+      out = model.apply(
+          {"params": params}, {"lr": lr, "hr": hr}, train=False, rngs=rngs()
+      )
+      return {
+          "logits": out["logits"],
+          "embedding": out["embedding"],
+          "tile_indices": out["tile_indices"],
+          "tile_valid": out["tile_valid"],
+      }
 
     def sample(params, lr):
-      return model.apply({"params": params}, {"lr": lr}, rngs=rngs(),
-                         method="plan")
+      return model.apply(
+          {"params": params}, {"lr": lr}, rngs=rngs(), method="plan"
+      )
 
-    return {"predict": InferenceFn(predict, [lr_in, hr_in]),
-            "sample": InferenceFn(sample, [lr_in])}
+    return {
+        "predict": InferenceFn(predict, [lr_in, hr_in]),
+        "sample": InferenceFn(sample, [lr_in]),
+    }
 
   if isinstance(model, sr.SRModel):
     out_hw = tuple(manifest.hr_shape[:2])
 
     def predict_sr(params, lr):
-      return {"sr": model.apply({"params": params}, lr, out_hw,
-                                method="predict")}
+      return {
+          "sr": model.apply({"params": params}, lr, out_hw, method="predict")
+      }
 
     return {"predict": InferenceFn(predict_sr, [lr_in], {"sr": "hr"})}
 
@@ -130,8 +138,9 @@ def inference_functions(model: nn.Module,
   names = [i[0] for i in inputs]
 
   def predict_cls(params, *xs):
-    out = model.apply({"params": params}, dict(zip(names, xs)), train=False,
-                      rngs=rngs())
+    out = model.apply(
+        {"params": params}, dict(zip(names, xs)), train=False, rngs=rngs()
+    )
     return {k: out[k] for k in ("logits", "embedding") if k in out}
 
   return {"predict": InferenceFn(predict_cls, inputs)}
@@ -148,16 +157,26 @@ def flatten_params(params) -> dict[str, np.ndarray]:
 
 
 def _spec(shape, dtype: str) -> dict:
-  return {"shape": [serving.BATCH_DIM if not isinstance(d, int) else d
-                    for d in shape], "dtype": str(np.dtype(dtype))}
+  return {
+      "shape": [
+          serving.BATCH_DIM if not isinstance(d, int) else d for d in shape
+      ],
+      "dtype": str(np.dtype(dtype)),
+  }
 
 
-def export_model(model: nn.Module, params, out_dir: str, *,
-                 manifest: shards.Manifest, model_name: str,
-                 model_config: dict | None = None,
-                 fields: Sequence[str] = ("lr",),
-                 platforms: Sequence[str] = DEFAULT_PLATFORMS,
-                 source: dict | None = None) -> dict:
+def export_model(
+    model: nn.Module,
+    params,
+    out_dir: str,
+    *,
+    manifest: shards.Manifest,
+    model_name: str,
+    model_config: dict | None = None,
+    fields: Sequence[str] = ("lr",),
+    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    source: dict | None = None,
+) -> dict:
   """Exports `model` with `params` (nested tree) into `out_dir`; returns the
   manifest written to `out_dir/manifest.json`."""
   os.makedirs(out_dir, exist_ok=True)
@@ -169,15 +188,19 @@ def export_model(model: nn.Module, params, out_dir: str, *,
 
   functions = {}
   for name, inf in inference_functions(model, manifest, fields).items():
+
     def call(flat_params, *xs, _fn=inf.fn):
       nested = flax.traverse_util.unflatten_dict(flat_params, sep="/")
       return _fn(nested, *xs)
 
-    in_specs = [jax.ShapeDtypeStruct((b,) + shape, dtype)
-                for _, shape, dtype, _ in inf.inputs]
+    in_specs = [
+        jax.ShapeDtypeStruct((b,) + shape, dtype)
+        for _, shape, dtype, _ in inf.inputs
+    ]
     t0 = time.perf_counter()
     exp = jax.export.export(jax.jit(call), platforms=tuple(platforms))(
-        p_spec, *in_specs)
+        p_spec, *in_specs
+    )
     blob = exp.serialize()
     seconds = time.perf_counter() - t0
     fname = name + serving.FUNCTION_SUFFIX
@@ -185,46 +208,79 @@ def export_model(model: nn.Module, params, out_dir: str, *,
       f.write(blob)
     outs = jax.tree.unflatten(exp.out_tree, exp.out_avals)
     functions[name] = {
-        "file": fname, "sha256": serving.sha256_bytes(blob),
-        "bytes": len(blob), "export_seconds": round(seconds, 3),
-        "inputs": [{"name": n, **_spec(a.shape, a.dtype),
-                    **({"normalized_as": s} if s else {})}
-                   for (n, _, _, s), a in zip(inf.inputs, in_specs)],
-        "outputs": {k: {**_spec(a.shape, a.dtype),
-                        **({"normalized_as": inf.denormalize[k]}
-                           if k in inf.denormalize else {})}
-                    for k, a in outs.items()},
+        "file": fname,
+        "sha256": serving.sha256_bytes(blob),
+        "bytes": len(blob),
+        "export_seconds": round(seconds, 3),
+        "inputs": [
+            {
+                "name": n,
+                **_spec(a.shape, a.dtype),
+                **({"normalized_as": s} if s else {}),
+            }
+            for (n, _, _, s), a in zip(inf.inputs, in_specs)
+        ],
+        "outputs": {
+            k: {
+                **_spec(a.shape, a.dtype),
+                **(
+                    {"normalized_as": inf.denormalize[k]}
+                    if k in inf.denormalize
+                    else {}
+                ),
+            }
+            for k, a in outs.items()
+        },
         "calling_convention_version": exp.calling_convention_version,
     }
 
   extra = {}
   if isinstance(model, cross_scale.CrossScaleModel):
     n = model.grid * model.grid
-    extra["tiles"] = {"grid": model.grid, "num_tiles": n,
-                      "k": model.k(),
-                      "policy": model.policy,
-                      "tile_px": manifest.hr_shape[0] // model.grid,
-                      "order": "row-major over the G x G grid of hr"}
+    extra["tiles"] = {
+        "grid": model.grid,
+        "num_tiles": n,
+        "k": model.k(),
+        "policy": model.policy,
+        "tile_px": manifest.hr_shape[0] // model.grid,
+        "order": "row-major over the G x G grid of hr",
+    }
   out = {
-      "format": serving.FORMAT, "format_version": serving.FORMAT_VERSION,
+      "format": serving.FORMAT,
+      "format_version": serving.FORMAT_VERSION,
       "model": {"name": model_name, "config": model_config or {}, **extra},
       "class_names": list(manifest.class_names),
-      "normalization": {k: {"mean": list(v["mean"]), "std": list(v["std"])}
-                        for k, v in manifest.band_stats.items()},
-      "dataset": {"name": manifest.name, "lr_shape": manifest.lr_shape,
-                  "hr_shape": manifest.hr_shape, "lr_bands": manifest.lr_bands,
-                  "hr_bands": manifest.hr_bands, "lr_gsd": manifest.lr_gsd,
-                  "hr_gsd": manifest.hr_gsd, "grid": manifest.grid},
+      "normalization": {
+          k: {"mean": list(v["mean"]), "std": list(v["std"])}
+          for k, v in manifest.band_stats.items()
+      },
+      "dataset": {
+          "name": manifest.name,
+          "lr_shape": manifest.lr_shape,
+          "hr_shape": manifest.hr_shape,
+          "lr_bands": manifest.lr_bands,
+          "hr_bands": manifest.hr_bands,
+          "lr_gsd": manifest.lr_gsd,
+          "hr_gsd": manifest.hr_gsd,
+          "grid": manifest.grid,
+      },
       "functions": functions,
-      "params": {"file": serving.PARAMS,
-                 "sha256": serving.sha256_file(params_path),
-                 "bytes": os.path.getsize(params_path),
-                 "count": int(sum(v.size for v in flat.values())),
-                 "keys": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
-                          for k, v in sorted(flat.items())}},
-      "versions": {"crossscale": getattr(crossscale, "__version__", "unversioned"),
-                   "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-                   "flax": flax.__version__},
+      "params": {
+          "file": serving.PARAMS,
+          "sha256": serving.sha256_file(params_path),
+          "bytes": os.path.getsize(params_path),
+          "count": int(sum(v.size for v in flat.values())),
+          "keys": {
+              k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+              for k, v in sorted(flat.items())
+          },
+      },
+      "versions": {
+          "crossscale": getattr(crossscale, "__version__", "unversioned"),
+          "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__,
+          "flax": flax.__version__,
+      },
       "platforms": list(platforms),
       "source": source or {},
   }
@@ -248,12 +304,14 @@ def load_config(workdir: str, config=None) -> ml_collections.ConfigDict:
         f"{os.path.join(workdir, run_config.CONFIG_FILE)} not found: this run "
         "did not save its config. Pass the training command's config: "
         "--config experiments/configs/NAME.py[:arg] with the same "
-        "--config.a.b=v overrides (and --dataset).")
+        "--config.a.b=v overrides (and --dataset)."
+    )
   return ml_collections.ConfigDict(stored)
 
 
-def restore_params(config, manifest: shards.Manifest, workdir: str,
-                   step: int | None = None) -> tuple[Any, int]:
+def restore_params(
+    config, manifest: shards.Manifest, workdir: str, step: int | None = None
+) -> tuple[Any, int]:
   """(host params tree, step) of the newest (or `step`) checkpoint in
   `WORKDIR/checkpoints`, restored onto one CPU device whatever mesh it was
   saved from."""
@@ -264,92 +322,145 @@ def restore_params(config, manifest: shards.Manifest, workdir: str,
   def init(rng):  # as train.init_state, so the restored tree matches
     params_rng, state_rng = jax.random.split(rng)
     params = model.init({"params": params_rng}, batch, train=False)["params"]
-    return nn.meta.unbox(train.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        opt_state=tx.init(params), rng=state_rng))
+    return nn.meta.unbox(
+        train.TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            rng=state_rng,
+        )
+    )
 
   rng = jax.random.key_data(jax.random.key(config.seed))
   cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu),
-      jax.eval_shape(init, rng))
+      jax.eval_shape(init, rng),
+  )
   directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoints in {directory}: is {workdir} a "
-                            "training workdir (launch.py --workdir)?")
+    raise FileNotFoundError(
+        f"no checkpoints in {directory}: is {workdir} a "
+        "training workdir (launch.py --workdir)?"
+    )
   # Read-only: the run may still be training (and saving) in this directory.
   mngr = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True))
+      directory, options=ocp.CheckpointManagerOptions(read_only=True)
+  )
   try:
     steps = sorted(mngr.all_steps())
     if not steps:
       raise FileNotFoundError(f"no checkpoint in {directory}")
     if step is not None and step not in steps:
-      raise ValueError(f"no checkpoint for --step={step} in {directory}; it "
-                       f"has steps {steps}.")
+      raise ValueError(
+          f"no checkpoint for --step={step} in {directory}; it "
+          f"has steps {steps}."
+      )
     step = steps[-1] if step is None else step
     # The layout crossscale.checkpoint.Checkpointer writes.
-    state = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))["state"]
+    state = mngr.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    )["state"]
   finally:
     mngr.close()
   return jax.device_get(state.params), step
 
 
-def export_run(workdir: str, out_dir: str, config=None, *,
-               step: int | None = None, dataset: str | None = None,
-               platforms: Sequence[str] = DEFAULT_PLATFORMS) -> dict:
+def export_run(
+    workdir: str,
+    out_dir: str,
+    config=None,
+    *,
+    step: int | None = None,
+    dataset: str | None = None,
+    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+) -> dict:
   """Restores a run and exports it (the CLI's work); returns the manifest."""
   config = load_config(workdir, config)
   if dataset:  # as launch.py's --dataset
     config.dataset, config.data.path = dataset, ""
   if not config.data.get("path"):
     from data import registry  # pylint: disable=g-import-not-at-top
-    options = (config.toyworld.to_dict()
-               if config.get("dataset") == "toyworld" else None)
-    config.data.path = registry.resolve(config.dataset,
-                                        config.get("data_root") or None,
-                                        options)
+
+    options = (
+        config.toyworld.to_dict()
+        if config.get("dataset") == "toyworld"
+        else None
+    )
+    config.data.path = registry.resolve(
+        config.dataset, config.get("data_root") or None, options
+    )
   manifest = shards.load_manifest(config.data.path)
   params, step = restore_params(config, manifest, workdir, step)
   model = build_model(config, manifest)
   return export_model(
-      model, params, out_dir, manifest=manifest, model_name=config.model.name,
-      model_config=config.model.to_dict(), fields=tuple(config.data.fields),
+      model,
+      params,
+      out_dir,
+      manifest=manifest,
+      model_name=config.model.name,
+      model_config=config.model.to_dict(),
+      fields=tuple(config.data.fields),
       platforms=platforms,
-      source={"workdir": os.path.abspath(workdir), "step": int(step),
-              "dataset": os.path.abspath(config.data.path)})
+      source={
+          "workdir": os.path.abspath(workdir),
+          "step": int(step),
+          "dataset": os.path.abspath(config.data.path),
+      },
+  )
 
 
 def main(argv):
   del argv
   from absl import flags, logging  # pylint: disable=g-import-not-at-top
+
   logging.set_verbosity("warning")  # orbax INFO lines are noise here
   std_logging.getLogger().setLevel(std_logging.WARNING)
   f = flags.FLAGS
   t0 = time.perf_counter()
-  out = export_run(f.workdir, f.out, f.config, step=f.step, dataset=f.dataset,
-                   platforms=tuple(p for p in f.platforms.split(",") if p))
-  print(f"exported {out['model']['name']} step {out['source']['step']} "
-        f"({out['params']['count']:,} parameters, "
-        f"{out['params']['bytes'] / 1e6:.2f} MB) to {f.out} in "
-        f"{time.perf_counter() - t0:.1f} s: " + ", ".join(
-            f"{k} ({v['bytes'] / 1e3:.0f} kB)"
-            for k, v in out["functions"].items()), flush=True)
+  out = export_run(
+      f.workdir,
+      f.out,
+      f.config,
+      step=f.step,
+      dataset=f.dataset,
+      platforms=tuple(p for p in f.platforms.split(",") if p),
+  )
+  print(
+      f"exported {out['model']['name']} step {out['source']['step']} "
+      f"({out['params']['count']:,} parameters, "
+      f"{out['params']['bytes'] / 1e6:.2f} MB) to {f.out} in "
+      f"{time.perf_counter() - t0:.1f} s: "
+      + ", ".join(
+          f"{k} ({v['bytes'] / 1e3:.0f} kB)"
+          for k, v in out["functions"].items()
+      ),
+      flush=True,
+  )
 
 
 if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
   config_flags.DEFINE_config_file(
-      "config", None, "the run's config file[:arg] (default: WORKDIR/"
-      "config.json)", lock_config=False)
+      "config",
+      None,
+      "the run's config file[:arg] (default: WORKDIR/" "config.json)",
+      lock_config=False,
+  )
   flags.DEFINE_string("workdir", None, "the training run's workdir")
   flags.DEFINE_string("out", None, "export directory to write")
   flags.DEFINE_integer("step", None, "checkpoint step (default: newest)")
-  flags.DEFINE_string("dataset", None, "records directory or registered name "
-                      "(default: the config's)")
-  flags.DEFINE_string("platforms", ",".join(DEFAULT_PLATFORMS),
-                      "comma-separated: cpu,cuda,tpu,rocm")
+  flags.DEFINE_string(
+      "dataset",
+      None,
+      "records directory or registered name " "(default: the config's)",
+  )
+  flags.DEFINE_string(
+      "platforms",
+      ",".join(DEFAULT_PLATFORMS),
+      "comma-separated: cpu,cuda,tpu,rocm",
+  )
   flags.mark_flags_as_required(["workdir", "out"])
   app.run(main)

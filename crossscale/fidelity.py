@@ -29,8 +29,9 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-def resize_to_hr(sr: jnp.ndarray, hr_hw: Sequence[int],
-                 method: str = "cubic") -> jnp.ndarray:
+def resize_to_hr(
+    sr: jnp.ndarray, hr_hw: Sequence[int], method: str = "cubic"
+) -> jnp.ndarray:
   """`[B, h, w, C]` -> `[B, *hr_hw, C]` (antialiased when shrinking); a
   no-op when the grids already match."""
   b, h, w, c = sr.shape
@@ -41,9 +42,11 @@ def resize_to_hr(sr: jnp.ndarray, hr_hw: Sequence[int],
 
 def _check(x, y, name):
   if x.shape != y.shape or x.ndim != 4:
-    raise ValueError(f"{name}: images must both be [B, H, W, C] of one shape, "
-                     f"got {x.shape} and {y.shape}; resize SR to the HR grid "
-                     "with image_metrics.resize_to_hr first.")
+    raise ValueError(
+        f"{name}: images must both be [B, H, W, C] of one shape, "
+        f"got {x.shape} and {y.shape}; resize SR to the HR grid "
+        "with image_metrics.resize_to_hr first."
+    )
 
 
 @jax.jit
@@ -55,8 +58,9 @@ def psnr(x: jnp.ndarray, y: jnp.ndarray, data_range: float) -> jnp.ndarray:
   return -10.0 * jnp.log10(mse)
 
 
-def gaussian_window(sigma: float = SSIM_SIGMA,
-                    truncate: float = SSIM_TRUNCATE) -> np.ndarray:
+def gaussian_window(
+    sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE
+) -> np.ndarray:
   """Normalised 1-D Gaussian `[2r+1]`, r = int(truncate * sigma + 0.5) (as
   scipy.ndimage.gaussian_filter builds it)."""
   r = int(truncate * sigma + 0.5)
@@ -69,13 +73,14 @@ def _filter_valid(x: jnp.ndarray, k: np.ndarray) -> jnp.ndarray:
   W-n+1, C]`, as a sum of shifted slices (exact, no padding)."""
   n = len(k)
   h, w = x.shape[-3], x.shape[-2]
-  x = sum(float(k[i]) * x[..., i:h - n + 1 + i, :, :] for i in range(n))
-  return sum(float(k[i]) * x[..., :, i:w - n + 1 + i, :] for i in range(n))
+  x = sum(float(k[i]) * x[..., i : h - n + 1 + i, :, :] for i in range(n))
+  return sum(float(k[i]) * x[..., :, i : w - n + 1 + i, :] for i in range(n))
 
 
 @functools.partial(jax.jit, static_argnames="sigma")
-def ssim(x: jnp.ndarray, y: jnp.ndarray, data_range: float,
-         sigma: float = SSIM_SIGMA) -> jnp.ndarray:
+def ssim(
+    x: jnp.ndarray, y: jnp.ndarray, data_range: float, sigma: float = SSIM_SIGMA
+) -> jnp.ndarray:
   """Per-band mean SSIM `[B, C]` of `[B, H, W, C]` images (see module doc).
 
   Computed on x / L, y / L (SSIM is unchanged: C1, C2 scale with L^2) and
@@ -85,25 +90,29 @@ def ssim(x: jnp.ndarray, y: jnp.ndarray, data_range: float,
   _check(x, y, "ssim")
   k = gaussian_window(sigma)
   if min(x.shape[1:3]) < len(k):
-    raise ValueError(f"ssim needs images of at least {len(k)}x{len(k)} "
-                     f"pixels (the Gaussian window), got {x.shape[1:3]}.")
+    raise ValueError(
+        f"ssim needs images of at least {len(k)}x{len(k)} "
+        f"pixels (the Gaussian window), got {x.shape[1:3]}."
+    )
   x = jnp.asarray(x, jnp.float32) / data_range
   y = jnp.asarray(y, jnp.float32) / data_range
-  cx = jnp.mean(x, axis=(1, 2), keepdims=True)                # [B, 1, 1, C]
+  cx = jnp.mean(x, axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
   cy = jnp.mean(y, axis=(1, 2), keepdims=True)
   xs, ys = x - cx, y - cy
   moments = _filter_valid(jnp.stack([xs, ys, xs * xs, ys * ys, xs * ys]), k)
-  mx, my, mxx, myy, mxy = moments                             # [B, H', W', C]
+  mx, my, mxx, myy, mxy = moments  # [B, H', W', C]
   vx, vy, vxy = mxx - mx * mx, myy - my * my, mxy - mx * my
   ux, uy = mx + cx, my + cy
-  c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
+  c1, c2 = SSIM_K1**2, SSIM_K2**2
   s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / (
-      (ux * ux + uy * uy + c1) * (vx + vy + c2))
+      (ux * ux + uy * uy + c1) * (vx + vy + c2)
+  )
   return jnp.mean(s, axis=(1, 2))
 
 
-def fidelity(sr: jnp.ndarray, hr: jnp.ndarray, data_range: float = 1.0,
-             clip: bool = True) -> dict[str, jnp.ndarray]:
+def fidelity(
+    sr: jnp.ndarray, hr: jnp.ndarray, data_range: float = 1.0, clip: bool = True
+) -> dict[str, jnp.ndarray]:
   """PSNR and SSIM of `sr` against `hr` (both `[B, H, W, C]`; SR is resized
   to the HR grid first, and clipped to [0, data_range] when `clip`).
 
@@ -115,12 +124,21 @@ def fidelity(sr: jnp.ndarray, hr: jnp.ndarray, data_range: float = 1.0,
   if clip:
     sr = jnp.clip(sr, 0.0, data_range)
   p, s = psnr(sr, hr, data_range), ssim(sr, hr, data_range)
-  return {"psnr": p.mean(-1), "ssim": s.mean(-1), "psnr_per_band": p,
-          "ssim_per_band": s}
+  return {
+      "psnr": p.mean(-1),
+      "ssim": s.mean(-1),
+      "psnr_per_band": p,
+      "ssim_per_band": s,
+  }
 
 
-def feature_distance(encoder_apply: Callable, params, x: jnp.ndarray,
-                     y: jnp.ndarray, eps: float = 1e-10) -> jnp.ndarray:
+def feature_distance(
+    encoder_apply: Callable,
+    params,
+    x: jnp.ndarray,
+    y: jnp.ndarray,
+    eps: float = 1e-10,
+) -> jnp.ndarray:
   """Perceptual feature distance `[B]` between images `x`, `y` `[B, H, W, C]`.
 
   `encoder_apply(params, images)` returns a list of feature maps `[B, h_l,
@@ -134,8 +152,10 @@ def feature_distance(encoder_apply: Callable, params, x: jnp.ndarray,
   _check(x, y, "feature_distance")
   fx, fy = encoder_apply(params, x), encoder_apply(params, y)
   if not fx:
-    raise ValueError("feature_distance: encoder_apply returned no feature "
-                     "maps; it must return a list of [B, h, w, C] arrays.")
+    raise ValueError(
+        "feature_distance: encoder_apply returned no feature "
+        "maps; it must return a list of [B, h, w, C] arrays."
+    )
   per_layer = []
   for a, b in zip(fx, fy):
     a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + eps)

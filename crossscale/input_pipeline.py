@@ -18,8 +18,8 @@ import dataclasses
 import threading
 from typing import Any, Sequence
 
-import grain
 from absl import flags
+import grain
 import numpy as np
 
 from crossscale import records, shards
@@ -34,11 +34,18 @@ class SceneSource:
   the record index inside it.
   """
 
-  def __init__(self, data_dir: str, split: str, fields: Sequence[str],
-               verify: bool = True):
+  def __init__(
+      self,
+      data_dir: str,
+      split: str,
+      fields: Sequence[str],
+      verify: bool = True,
+  ):
     self.manifest = shards.load_manifest(data_dir)
     self.paths = shards.shard_paths(data_dir, self.manifest, split, verify)
-    counts = [s["num_records"] for s in self.manifest.split_info(split)["shards"]]
+    counts = [
+        s["num_records"] for s in self.manifest.split_info(split)["shards"]
+    ]
     self.starts = np.cumsum([0] + counts).tolist()
     self.fields = tuple(fields)
     self._source = None
@@ -58,7 +65,8 @@ class SceneSource:
     except Exception as e:  # array_record raises bare RuntimeErrors.
       raise records.DataError(
           f"{self._locate(index)}: cannot read the record ({e}). The shard is "
-          "corrupt: rebuild the dataset.") from e
+          "corrupt: rebuild the dataset."
+      ) from e
     arrays = records.decode_arrays(data, self._locate(index))
     if wants_text(self.fields):  # raw text, tokenised by TokenizeText
       text = records.decode(data, self._locate(index)).text
@@ -66,15 +74,18 @@ class SceneSource:
         raise records.DataError(
             f"{self._locate(index)}: the record has no text, but "
             f"config.data.fields asks for {TEXT_FIELDS}: use a referring set "
-            "(python -m data.referring ...) or drop the text fields.")
+            "(python -m data.referring ...) or drop the text fields."
+        )
       arrays["text"] = text
-    missing = [f for f in self.fields
-               if f not in arrays and f not in TEXT_FIELDS]
+    missing = [
+        f for f in self.fields if f not in arrays and f not in TEXT_FIELDS
+    ]
     if missing:
       raise records.DataError(
           f"{self._locate(index)}: the record has no {missing}; it has "
           f"{sorted(arrays)}. Rebuild with masks, or drop them from "
-          "config.data.fields.")
+          "config.data.fields."
+      )
     out = {f: arrays[f] for f in self.fields if f not in TEXT_FIELDS}
     if wants_text(self.fields):
       out["text"] = arrays["text"]
@@ -88,6 +99,7 @@ class SceneSource:
 class Normalize(grain.transforms.Map):
   """uint/float pixels -> float32 standardised per band with the manifest's
   statistics; labels -> float32; masks stay integer."""
+
   stats: dict[str, Any]
 
   def map(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -121,18 +133,21 @@ class TokenizeText(grain.transforms.Map):
   """`text` (str) -> `text_ids`, `text_mask`: `[max_len]` int32
   ([CLS] words [SEP] [PAD]...; longer texts are cut). The tokenizer is the
   installed all-MiniLM-L6-v2's (`tokenizer_path` "" = the package's)."""
+
   max_len: int = TEXT_MAX_LEN
   tokenizer_path: str = ""
 
   def map(self, x: dict[str, Any]) -> dict[str, Any]:
     from crossscale.models import text_encoder  # pylint: disable=g-import-not-at-top
+
     out = dict(x)
     text = out.pop("text")
     with _TOKENIZER_LOCK:  # one tokenizer per process; it holds settings
       tok = _TOKENIZERS.get(self.tokenizer_path)
       if tok is None:
-        tok = text_encoder.load_tokenizer(self.tokenizer_path or
-                                          text_encoder.default_path())
+        tok = text_encoder.load_tokenizer(
+            self.tokenizer_path or text_encoder.default_path()
+        )
         _TOKENIZERS[self.tokenizer_path] = tok
       enc = text_encoder.tokenize(tok, [text], self.max_len)
     out["text_ids"] = enc["input_ids"][0]
@@ -149,6 +164,7 @@ class FlipRotate(grain.transforms.RandomMap):
   """Random h/v flips (`flips`) and, on square scenes, rot90 (`rot90`),
   applied identically to every spatial array, so LR, HR and masks stay
   aligned."""
+
   flips: bool = True
   rot90: bool = True
 
@@ -170,15 +186,18 @@ class FlipRotate(grain.transforms.RandomMap):
 
 def _local_batch_size(global_batch: int, process_count: int) -> int:
   if global_batch % process_count:
-    raise ValueError(f"batch_size {global_batch} is not divisible by the "
-                     f"{process_count} hosts; set config.batch_size to a "
-                     "multiple of the host count.")
+    raise ValueError(
+        f"batch_size {global_batch} is not divisible by the "
+        f"{process_count} hosts; set config.batch_size to a "
+        "multiple of the host count."
+    )
   return global_batch // process_count
 
 
 def _prefetch(ds: grain.MapDataset, worker_count: int, num_threads: int):
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                            prefetch_buffer_size=8))
+  it = ds.to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=8)
+  )
   if worker_count > 0:
     # Grain's worker processes read absl flags; notebooks/tests never parse
     # them (launch.py does), so mark them parsed with their defaults.
@@ -188,8 +207,9 @@ def _prefetch(ds: grain.MapDataset, worker_count: int, num_threads: int):
   return it
 
 
-def augmentations(manifest: shards.Manifest, fields: Sequence[str]
-                  ) -> tuple[str, ...]:
+def augmentations(
+    manifest: shards.Manifest, fields: Sequence[str]
+) -> tuple[str, ...]:
   """The shards.SYMMETRIES training may apply: all for pixels alone (SR),
   only the dataset's `label_symmetries` when the batches carry labels or
   masks (flipping a "horizontal stripes" scene, or its per-pixel class mask,
@@ -199,13 +219,21 @@ def augmentations(manifest: shards.Manifest, fields: Sequence[str]
   return tuple(t for t in shards.SYMMETRIES if t in manifest.label_symmetries)
 
 
-def train_dataset(data_dir: str, *, batch_size: int, seed: int,
-                  fields: Sequence[str] = ("lr", "labels"),
-                  augment: bool = True, process_index: int = 0,
-                  process_count: int = 1, worker_count: int = 0,
-                  num_threads: int = 4, verify: bool = True,
-                  split: str = "train",
-                  text_max_len: int = TEXT_MAX_LEN) -> grain.IterDataset:
+def train_dataset(
+    data_dir: str,
+    *,
+    batch_size: int,
+    seed: int,
+    fields: Sequence[str] = ("lr", "labels"),
+    augment: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    worker_count: int = 0,
+    num_threads: int = 4,
+    verify: bool = True,
+    split: str = "train",
+    text_max_len: int = TEXT_MAX_LEN,
+) -> grain.IterDataset:
   """Infinite iterator dataset of this host's training batches.
 
   Each batch is {field: [B_local, ...]} with B_local = batch_size /
@@ -223,8 +251,11 @@ def train_dataset(data_dir: str, *, batch_size: int, seed: int,
   if augment:
     augment_with = augmentations(source.manifest, fields)
     if augment_with:
-      ds = ds.random_map(FlipRotate(flips="flip" in augment_with,
-                                    rot90="rot90" in augment_with))
+      ds = ds.random_map(
+          FlipRotate(
+              flips="flip" in augment_with, rot90="rot90" in augment_with
+          )
+      )
   ds = ds.batch(local, drop_remainder=True)
   return _prefetch(ds, worker_count, num_threads)
 
@@ -232,23 +263,36 @@ def train_dataset(data_dir: str, *, batch_size: int, seed: int,
 @dataclasses.dataclass(frozen=True)
 class PadBatch(grain.transforms.Map):
   """Pads a short last batch to `size` and adds `valid: [B]`."""
+
   size: int
 
   def map(self, batch: Batch) -> Batch:
     n = len(next(iter(batch.values())))
-    out = {k: np.concatenate([v, np.zeros((self.size - n,) + v.shape[1:],
-                                          v.dtype)]) if n < self.size else v
-           for k, v in batch.items()}
+    out = {
+        k: np.concatenate(
+            [v, np.zeros((self.size - n,) + v.shape[1:], v.dtype)]
+        )
+        if n < self.size
+        else v
+        for k, v in batch.items()
+    }
     out["valid"] = np.arange(self.size) < n
     return out
 
 
-def eval_dataset(data_dir: str, split: str, *, batch_size: int,
-                 fields: Sequence[str] = ("lr", "labels"),
-                 process_index: int = 0, process_count: int = 1,
-                 num_threads: int = 4, verify: bool = True,
-                 limit: int | None = None,
-                 text_max_len: int = TEXT_MAX_LEN) -> grain.IterDataset:
+def eval_dataset(
+    data_dir: str,
+    split: str,
+    *,
+    batch_size: int,
+    fields: Sequence[str] = ("lr", "labels"),
+    process_index: int = 0,
+    process_count: int = 1,
+    num_threads: int = 4,
+    verify: bool = True,
+    limit: int | None = None,
+    text_max_len: int = TEXT_MAX_LEN,
+) -> grain.IterDataset:
   """One pass over this host's slice of `split`, in storage order, batches
   padded to a fixed shape (`valid` marks real examples)."""
   source = SceneSource(data_dir, split, fields, verify)
@@ -267,6 +311,8 @@ def eval_dataset(data_dir: str, split: str, *, batch_size: int,
   if len(ds) < num_batches:  # This host has fewer records than another.
     empty = {k: np.zeros_like(v) for k, v in ds[0].items()} if len(ds) else None
     ds = grain.MapDataset.concatenate(
-        [ds, grain.MapDataset.source([empty] * (num_batches - len(ds)))])
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                              prefetch_buffer_size=4))
+        [ds, grain.MapDataset.source([empty] * (num_batches - len(ds)))]
+    )
+  return ds.to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
+  )

@@ -23,13 +23,17 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
     self._tb = SummaryWriter(logdir=os.path.join(workdir, "tb"))
 
   def write(self, step: int, prefix: str, scalars: Mapping[str, float]):
     if not self.active:
       return
-    row = {"step": int(step), "split": prefix,
-           **{k: float(v) for k, v in scalars.items()}}
+    row = {
+        "step": int(step),
+        "split": prefix,
+        **{k: float(v) for k, v in scalars.items()},
+    }
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
     for k, v in scalars.items():
@@ -69,6 +73,10 @@ class Progress:
     bar = "#" * done + "." * (width - done)
     vals = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
     if jax.process_index() == 0:
-      print(f"[{bar}] {step}/{self.total} {vals} | {rate:.2f} step/s | "
-            f"ETA {_hms(eta)}", file=self.stream, flush=True)
+      print(
+          f"[{bar}] {step}/{self.total} {vals} | {rate:.2f} step/s | "
+          f"ETA {_hms(eta)}",
+          file=self.stream,
+          flush=True,
+      )
     return rate

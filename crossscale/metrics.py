@@ -10,8 +10,9 @@ import optax
 TASKS = ("single_label", "multi_label")
 
 
-def example_losses(logits: jnp.ndarray, labels: jnp.ndarray,
-                   task: str) -> jnp.ndarray:
+def example_losses(
+    logits: jnp.ndarray, labels: jnp.ndarray, task: str
+) -> jnp.ndarray:
   """`[B]` loss per example. logits, labels: `[B, K]`.
 
   single_label: softmax cross-entropy against one-hot labels;
@@ -24,8 +25,12 @@ def example_losses(logits: jnp.ndarray, labels: jnp.ndarray,
   raise ValueError(f"unknown task {task!r} (config.task); known: {TASKS}")
 
 
-def task_loss(logits: jnp.ndarray, labels: jnp.ndarray, task: str,
-              valid: jnp.ndarray | None = None) -> jnp.ndarray:
+def task_loss(
+    logits: jnp.ndarray,
+    labels: jnp.ndarray,
+    task: str,
+    valid: jnp.ndarray | None = None,
+) -> jnp.ndarray:
   """Mean `example_losses` over valid examples (valid: `[B]`)."""
   per_example = example_losses(logits, labels, task)
   if valid is None:
@@ -68,20 +73,26 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> dict:
   Classes with no positives are left out of macro/weighted averages.
   """
   labels = np.asarray(labels, bool)
-  ap = np.array([average_precision(scores[:, k], labels[:, k])
-                 for k in range(labels.shape[1])])
+  ap = np.array(
+      [
+          average_precision(scores[:, k], labels[:, k])
+          for k in range(labels.shape[1])
+      ]
+  )
   support = labels.sum(0)
   ok = support > 0
   return {
       "mAP_macro": float(ap[ok].mean()) if ok.any() else float("nan"),
       "mAP_weighted": float((ap[ok] * support[ok]).sum() / support[ok].sum())
-                      if ok.any() else float("nan"),
+      if ok.any()
+      else float("nan"),
       "mAP_micro": average_precision(scores.ravel(), labels.ravel()),
   }
 
 
-def retrieval_metrics(emb: np.ndarray, labels: np.ndarray,
-                      ks=(10,)) -> dict[str, float]:
+def retrieval_metrics(
+    emb: np.ndarray, labels: np.ndarray, ks=(10,)
+) -> dict[str, float]:
   """Scene-to-scene retrieval: each item queries all others.
 
   emb: `[N, E]` L2-normalised; labels: `[N, K]` multi-hot; a gallery item is
@@ -96,7 +107,7 @@ def retrieval_metrics(emb: np.ndarray, labels: np.ndarray,
   rel = (lab.astype(np.int64) @ lab.T.astype(np.int64)) > 0
   np.fill_diagonal(rel, False)
   order = np.argsort(-sim, axis=1, kind="stable")
-  ranked = np.take_along_axis(rel, order, axis=1)          # [N, N-1+1]
+  ranked = np.take_along_axis(rel, order, axis=1)  # [N, N-1+1]
   npos = rel.sum(1)
   ok = npos > 0
   out = {}
@@ -105,8 +116,9 @@ def retrieval_metrics(emb: np.ndarray, labels: np.ndarray,
     prec = np.cumsum(top, 1) / np.arange(1, top.shape[1] + 1)
     ap = (prec * top).sum(1) / np.minimum(npos, k).clip(min=1)
     out[f"AP@{k}"] = float(ap[ok].mean()) if ok.any() else float("nan")
-    out[f"recall@{k}"] = float((top.sum(1)[ok] / npos[ok]).mean()
-                               ) if ok.any() else float("nan")
+    out[f"recall@{k}"] = (
+        float((top.sum(1)[ok] / npos[ok]).mean()) if ok.any() else float("nan")
+    )
   return out
 
 
@@ -130,7 +142,8 @@ def _binary(mask, what: str, i: int) -> np.ndarray:
     if not np.isin(m, (0, 1)).all():
       raise ValueError(
           f"{what} mask {i} has values other than 0/1 (e.g. probabilities or "
-          "255): threshold it first, e.g. `pred > 0.5` or `mask > 0`.")
+          "255): threshold it first, e.g. `pred > 0.5` or `mask > 0`."
+      )
     m = m.astype(bool)
   return m
 
@@ -142,32 +155,42 @@ def intersection_union(pred, true) -> tuple[np.ndarray, np.ndarray]:
   W_i]` masks of per-sample sizes (pred i and true i must match).
   """
   if len(pred) != len(true):
-    raise ValueError(f"{len(pred)} predicted masks but {len(true)} true "
-                     "masks: pass one prediction per image-expression pair.")
+    raise ValueError(
+        f"{len(pred)} predicted masks but {len(true)} true "
+        "masks: pass one prediction per image-expression pair."
+    )
   inter = np.zeros(len(pred), np.int64)
   union = np.zeros(len(pred), np.int64)
   for i, (p, t) in enumerate(zip(pred, true)):
     p, t = _binary(p, "predicted", i), _binary(t, "true", i)
     if p.shape != t.shape:
-      raise ValueError(f"sample {i}: predicted mask {p.shape} vs true mask "
-                       f"{t.shape}: resize the prediction to the mask size.")
+      raise ValueError(
+          f"sample {i}: predicted mask {p.shape} vs true mask "
+          f"{t.shape}: resize the prediction to the mask size."
+      )
     inter[i] = np.count_nonzero(p & t)
     union[i] = np.count_nonzero(p | t)
   return inter, union
 
 
-def refseg_metrics_from_counts(inter, union,
-                               thresholds=PREC_THRESHOLDS) -> dict[str, float]:
+def refseg_metrics_from_counts(
+    inter, union, thresholds=PREC_THRESHOLDS
+) -> dict[str, float]:
   """oIoU, mIoU and Prec@X from per-sample counts `[N]` (see the header)."""
   inter = np.asarray(inter, np.float64)
   union = np.asarray(union, np.float64)
   if inter.size == 0:
-    raise ValueError("no samples: referring metrics need at least one "
-                     "image-expression pair.")
+    raise ValueError(
+        "no samples: referring metrics need at least one "
+        "image-expression pair."
+    )
   iou = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
   total_u = union.sum()
-  out = {"oIoU": float(inter.sum() / total_u) if total_u > 0 else 0.0,
-         "mIoU": float(iou.mean()), "num_samples": int(iou.size)}
+  out = {
+      "oIoU": float(inter.sum() / total_u) if total_u > 0 else 0.0,
+      "mIoU": float(iou.mean()),
+      "num_samples": int(iou.size),
+  }
   for x in thresholds:
     out[f"Prec@{x:g}"] = float((iou >= x).mean())
   return out
@@ -179,8 +202,9 @@ def refseg_metrics(pred, true, thresholds=PREC_THRESHOLDS) -> dict[str, float]:
   Returns {"oIoU", "mIoU", "Prec@0.5", ..., "Prec@0.9", "num_samples"}, all
   as fractions in [0, 1] (papers report them x100).
   """
-  return refseg_metrics_from_counts(*intersection_union(pred, true),
-                                    thresholds=thresholds)
+  return refseg_metrics_from_counts(
+      *intersection_union(pred, true), thresholds=thresholds
+  )
 
 
 # --- Dense downstream tasks (segmentation, regression) and scene accuracy ----
@@ -202,15 +226,20 @@ def confusion_matrix(pred, true, num_classes: int) -> np.ndarray:
   pred = np.asarray(pred).ravel().astype(np.int64)
   true = np.asarray(true).ravel().astype(np.int64)
   if pred.shape != true.shape:
-    raise ValueError(f"{pred.size} predicted ids but {true.size} true ids: "
-                     "predictions and targets must have one shape.")
+    raise ValueError(
+        f"{pred.size} predicted ids but {true.size} true ids: "
+        "predictions and targets must have one shape."
+    )
   ok = (true >= 0) & (true < num_classes)
   if ((pred[ok] < 0) | (pred[ok] >= num_classes)).any():
-    raise ValueError(f"predicted ids outside [0, {num_classes}): take the "
-                     "argmax of the logits over the class axis first.")
+    raise ValueError(
+        f"predicted ids outside [0, {num_classes}): take the "
+        "argmax of the logits over the class axis first."
+    )
   idx = true[ok] * num_classes + pred[ok]
-  return np.bincount(idx, minlength=num_classes ** 2).reshape(
-      num_classes, num_classes)
+  return np.bincount(idx, minlength=num_classes**2).reshape(
+      num_classes, num_classes
+  )
 
 
 def segmentation_metrics(conf: np.ndarray) -> dict:
@@ -245,14 +274,18 @@ def regression_metrics(pred, true) -> dict[str, float]:
   if not ok.any():
     raise ValueError("no finite regression targets: nothing to score.")
   d = pred[ok] - true[ok]
-  return {"mae": float(np.abs(d).mean()),
-          "rmse": float(np.sqrt(np.square(d).mean()))}
+  return {
+      "mae": float(np.abs(d).mean()),
+      "rmse": float(np.sqrt(np.square(d).mean())),
+  }
 
 
 def accuracy(pred, true) -> float:
   """Share of `[N]` predicted class ids equal to the true ids."""
   pred, true = np.asarray(pred).ravel(), np.asarray(true).ravel()
   if pred.shape != true.shape or not pred.size:
-    raise ValueError(f"accuracy needs equal, non-empty id arrays; got "
-                     f"{pred.size} and {true.size}.")
+    raise ValueError(
+        f"accuracy needs equal, non-empty id arrays; got "
+        f"{pred.size} and {true.size}."
+    )
   return float((pred == true).mean())

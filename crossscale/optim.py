@@ -14,14 +14,24 @@ def make_schedule(cfg, total_steps: int) -> optax.Schedule:
   kind = cfg.get("schedule", "cosine")
   if kind == "cosine":
     return optax.warmup_cosine_decay_schedule(
-        0.0, cfg.lr, warmup, max(total_steps, warmup + 1),
-        end_value=cfg.lr * cfg.get("end_lr_factor", 0.0))
+        0.0,
+        cfg.lr,
+        warmup,
+        max(total_steps, warmup + 1),
+        end_value=cfg.lr * cfg.get("end_lr_factor", 0.0),
+    )
   if kind == "constant":
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.lr, max(warmup, 1)),
-         optax.constant_schedule(cfg.lr)], [warmup])
-  raise ValueError(f"unknown schedule {kind!r} (config.optim.schedule); "
-                   "known: cosine, constant")
+        [
+            optax.linear_schedule(0.0, cfg.lr, max(warmup, 1)),
+            optax.constant_schedule(cfg.lr),
+        ],
+        [warmup],
+    )
+  raise ValueError(
+      f"unknown schedule {kind!r} (config.optim.schedule); "
+      "known: cosine, constant"
+  )
 
 
 def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
@@ -35,13 +45,18 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
   schedule = make_schedule(cfg, total_steps)
   name = cfg.get("name", "adamw")
   if name == "adamw":
-    opt = optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
-                      weight_decay=cfg.get("weight_decay", 0.0))
+    opt = optax.adamw(
+        schedule,
+        b1=cfg.get("b1", 0.9),
+        b2=cfg.get("b2", 0.999),
+        weight_decay=cfg.get("weight_decay", 0.0),
+    )
   elif name == "sgd":
     opt = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9))
   else:
-    raise ValueError(f"unknown optimizer {name!r} (config.optim.name); "
-                     "known: adamw, sgd")
+    raise ValueError(
+        f"unknown optimizer {name!r} (config.optim.name); " "known: adamw, sgd"
+    )
   scales = tuple(tuple(r) for r in (cfg.get("lr_scale", ()) or ()))
   if scales:
     opt = optax.chain(opt, scale_by_path(scales))
@@ -53,7 +68,8 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
   # Frozen parameters get no update and the optimizer holds no state for them.
   return optax.multi_transform(
       {"train": opt, "frozen": optax.set_to_zero()},
-      lambda params: param_labels(params, frozen))
+      lambda params: param_labels(params, frozen),
+  )
 
 
 def path_factors(tree: Any, scales: Sequence[tuple[str, float]]) -> Any:
@@ -62,8 +78,10 @@ def path_factors(tree: Any, scales: Sequence[tuple[str, float]]) -> Any:
   pats = []
   for item in scales:
     if len(item) != 2:
-      raise ValueError(f"config.optim.lr_scale entry {item!r} is not a "
-                       "(regex, factor) pair")
+      raise ValueError(
+          f"config.optim.lr_scale entry {item!r} is not a "
+          "(regex, factor) pair"
+      )
     pats.append((re.compile(item[0]), float(item[1])))
 
   def factor(path, _):
@@ -73,21 +91,24 @@ def path_factors(tree: Any, scales: Sequence[tuple[str, float]]) -> Any:
   return jax.tree_util.tree_map_with_path(factor, tree)
 
 
-def scale_by_path(scales: Sequence[tuple[str, float]]
-                  ) -> optax.GradientTransformation:
+def scale_by_path(
+    scales: Sequence[tuple[str, float]],
+) -> optax.GradientTransformation:
   """Multiplies each update by its `path_factors` factor (stateless)."""
 
   def update(updates, state, params=None):
     del params
     factors = path_factors(updates, scales)
-    return jax.tree.map(lambda u, f: u if f == 1.0 else u * f, updates,
-                        factors), state
+    return (
+        jax.tree.map(lambda u, f: u if f == 1.0 else u * f, updates, factors),
+        state,
+    )
 
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
 def param_path(path) -> str:
-  """"a/b/kernel" from a pytree key path (dict keys only; boxes skipped)."""
+  """ "a/b/kernel" from a pytree key path (dict keys only; boxes skipped)."""
   return "/".join(str(k.key) for k in path if hasattr(k, "key"))
 
 
@@ -98,12 +119,15 @@ def subtree_regex(key: str) -> str:
 
 
 def param_labels(params: Any, frozen: Sequence[str]) -> Any:
-  """"frozen" where a regex of `config.optim.frozen` matches (re.search) the
+  """ "frozen" where a regex of `config.optim.frozen` matches (re.search) the
   parameter's path, else "train"."""
   pats = [re.compile(p) for p in frozen]
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: "frozen" if any(p.search(param_path(path)) for p in pats)
-      else "train", params)
+      lambda path, _: "frozen"
+      if any(p.search(param_path(path)) for p in pats)
+      else "train",
+      params,
+  )
 
 
 def trainable_fraction(params: Any, frozen: Sequence[str]) -> tuple[int, int]:

@@ -20,8 +20,9 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXES = ("data", "fsdp")
 
@@ -41,8 +42,9 @@ RULES = (
 )
 
 
-def mesh_shape(mesh_config: Sequence[Sequence[Any]],
-               num_devices: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def mesh_shape(
+    mesh_config: Sequence[Sequence[Any]], num_devices: int
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
   """Resolves -1 in the config to the remaining device count."""
   names = tuple(str(n) for n, _ in mesh_config)
   sizes = [int(s) for _, s in mesh_config]
@@ -51,23 +53,33 @@ def mesh_shape(mesh_config: Sequence[Sequence[Any]],
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"config.mesh {mesh_config}: {num_devices} devices do "
-                       f"not divide by the fixed axes' product {known}.")
+      raise ValueError(
+          f"config.mesh {mesh_config}: {num_devices} devices do "
+          f"not divide by the fixed axes' product {known}."
+      )
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"config.mesh {mesh_config} has {math.prod(sizes)} "
-                     f"devices but {num_devices} are available; use -1 for "
-                     "one axis to absorb the rest.")
+    raise ValueError(
+        f"config.mesh {mesh_config} has {math.prod(sizes)} "
+        f"devices but {num_devices} are available; use -1 for "
+        "one axis to absorb the rest."
+    )
   return names, tuple(sizes)
 
 
-def make_mesh(mesh_config: Sequence[Sequence[Any]],
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+    mesh_config: Sequence[Sequence[Any]],
+    devices: Sequence[jax.Device] | None = None,
+) -> Mesh:
   """A mesh with Auto axis types (jax 0.10 defaults to Explicit)."""
   devices = list(devices if devices is not None else jax.devices())
   names, sizes = mesh_shape(mesh_config, len(devices))
-  return jax.make_mesh(sizes, names, devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(names))
+  return jax.make_mesh(
+      sizes,
+      names,
+      devices=devices,
+      axis_types=(jax.sharding.AxisType.Auto,) * len(names),
+  )
 
 
 def data_axes(mesh: Mesh) -> tuple[str, ...]:
@@ -90,8 +102,10 @@ def data_parallel_size(mesh: Mesh) -> int:
 def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This host's slice of a batch -> global arrays sharded on the data axes."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in batch.items()}
+  return {
+      k: jax.make_array_from_process_local_data(sharding, v)
+      for k, v in batch.items()
+  }
 
 
 def _as_tuple(axes) -> tuple[str, ...]:
@@ -100,8 +114,12 @@ def _as_tuple(axes) -> tuple[str, ...]:
   return (axes,) if isinstance(axes, str) else tuple(axes)
 
 
-def logical_to_spec(names: Sequence[str | None] | None, shape: Sequence[int],
-                    mesh: Mesh, rules=RULES) -> P:
+def logical_to_spec(
+    names: Sequence[str | None] | None,
+    shape: Sequence[int],
+    mesh: Mesh,
+    rules=RULES,
+) -> P:
   """Mesh PartitionSpec of one array from its logical axis names.
 
   Mesh axes absent from the mesh or of size 1 are dropped; a dimension not
@@ -113,10 +131,15 @@ def logical_to_spec(names: Sequence[str | None] | None, shape: Sequence[int],
   spec = []
   for dim, name in zip(shape, names or (None,) * len(shape)):
     if name is not None and name not in table:
-      raise ValueError(f"logical axis {name!r} has no rule in "
-                       f"config.sharding.rules (known: {sorted(table)})")
-    axes = tuple(a for a in _as_tuple(table.get(name))
-                 if a in mesh.shape and mesh.shape[a] > 1 and a not in used)
+      raise ValueError(
+          f"logical axis {name!r} has no rule in "
+          f"config.sharding.rules (known: {sorted(table)})"
+      )
+    axes = tuple(
+        a
+        for a in _as_tuple(table.get(name))
+        if a in mesh.shape and mesh.shape[a] > 1 and a not in used
+    )
     if axes and dim % math.prod(mesh.shape[a] for a in axes) == 0:
       used.update(axes)
       spec.append(axes[0] if len(axes) == 1 else axes)
@@ -132,15 +155,22 @@ def tree_shardings(boxed_abstract: Any, mesh: Mesh, rules=RULES) -> Any:
   # Frozen parameters (optax.multi_transform / masked) leave boxes around an
   # empty `MaskedNode` in the optimizer state: drop those boxes first.
   boxed_abstract = jax.tree.map(
-      lambda x: x.value if isinstance(x, nn.Partitioned) and not
-      jax.tree.leaves(x.value) else x,
-      boxed_abstract, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+      lambda x: x.value
+      if isinstance(x, nn.Partitioned) and not jax.tree.leaves(x.value)
+      else x,
+      boxed_abstract,
+      is_leaf=lambda x: isinstance(x, nn.Partitioned),
+  )
   specs = nn.get_partition_spec(boxed_abstract)
   shapes = nn.meta.unbox(boxed_abstract)
   return jax.tree.map(
       lambda spec, x: NamedSharding(
-          mesh, logical_to_spec(tuple(spec), x.shape, mesh, rules)),
-      specs, shapes, is_leaf=lambda v: isinstance(v, P))
+          mesh, logical_to_spec(tuple(spec), x.shape, mesh, rules)
+      ),
+      specs,
+      shapes,
+      is_leaf=lambda v: isinstance(v, P),
+  )
 
 
 def per_device_bytes(tree: Any, shardings: Any) -> int:
@@ -148,4 +178,5 @@ def per_device_bytes(tree: Any, shardings: Any) -> int:
   `shardings` (the largest shard per leaf)."""
   return sum(
       math.prod(sh.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
-      for x, sh in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)))
+      for x, sh in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings))
+  )

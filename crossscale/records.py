@@ -43,6 +43,7 @@ class Scene:
     crs / bounds: coordinate reference system and (minx, miny, maxx, maxy).
     lr_time / hr_time: ISO-8601 acquisition times.
   """
+
   id: str
   lr: np.ndarray
   hr: np.ndarray
@@ -69,47 +70,62 @@ class Scene:
 def validate(scene: Scene, where: str = "") -> None:
   """Raises DataError if `scene` is malformed; `where` names its origin."""
   at = f"{where}: scene {scene.id!r}" if where else f"scene {scene.id!r}"
-  for name, img, bands in (("lr", scene.lr, scene.lr_bands),
-                           ("hr", scene.hr, scene.hr_bands)):
+  for name, img, bands in (
+      ("lr", scene.lr, scene.lr_bands),
+      ("hr", scene.hr, scene.hr_bands),
+  ):
     if img.ndim != 3:
-      raise DataError(f"{at}: {name} must be [height, width, bands], got shape "
-                      f"{img.shape}. Add a trailing band axis for 1-band images.")
+      raise DataError(
+          f"{at}: {name} must be [height, width, bands], got shape "
+          f"{img.shape}. Add a trailing band axis for 1-band images."
+      )
     if img.shape[-1] != len(bands):
       raise DataError(
           f"{at}: {name} has {img.shape[-1]} bands but {len(bands)} band names "
-          f"{list(bands)}: pass one name per band (check the band list/order).")
+          f"{list(bands)}: pass one name per band (check the band list/order)."
+      )
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
       bad = int((~np.isfinite(img)).sum())
       raise DataError(
           f"{at}: {name} has {bad} non-finite pixels (NaN/inf). Fill nodata "
-          "before building (e.g. mask it or drop the window).")
+          "before building (e.g. mask it or drop the window)."
+      )
   H, W = scene.hr.shape[:2]
   g = scene.grid
   if g < 1 or H % g or W % g:
     raise DataError(
         f"{at}: HR size {H}x{W} is not divisible by the tile grid G={g}. "
         f"Choose a grid that divides the HR size, or crop/resize the HR to a "
-        f"multiple of {g}.")
+        f"multiple of {g}."
+    )
   if scene.lr_gsd <= 0 or scene.hr_gsd <= 0:
-    raise DataError(f"{at}: ground sample distances must be positive, got "
-                    f"lr_gsd={scene.lr_gsd}, hr_gsd={scene.hr_gsd}.")
+    raise DataError(
+        f"{at}: ground sample distances must be positive, got "
+        f"lr_gsd={scene.lr_gsd}, hr_gsd={scene.hr_gsd}."
+    )
   h, w = scene.lr.shape[:2]
   for axis, n_lr, n_hr in (("height", h, H), ("width", w, W)):
     lr_extent, hr_extent = n_lr * scene.lr_gsd, n_hr * scene.hr_gsd
-    if not math.isclose(lr_extent, hr_extent, rel_tol=0.0,
-                        abs_tol=scene.lr_gsd * 1.01):
+    if not math.isclose(
+        lr_extent, hr_extent, rel_tol=0.0, abs_tol=scene.lr_gsd * 1.01
+    ):
       raise DataError(
           f"{at}: LR and HR footprints differ in {axis}: LR covers "
           f"{lr_extent:.2f} m ({n_lr} px x {scene.lr_gsd} m), HR covers "
           f"{hr_extent:.2f} m ({n_hr} px x {scene.hr_gsd} m). LR/HR must be "
-          "aligned windows of the same footprint: crop both to their overlap.")
+          "aligned windows of the same footprint: crop both to their overlap."
+      )
   if scene.labels.ndim != 1:
-    raise DataError(f"{at}: labels must be a 1-D multi-hot vector, got shape "
-                    f"{scene.labels.shape}.")
+    raise DataError(
+        f"{at}: labels must be a 1-D multi-hot vector, got shape "
+        f"{scene.labels.shape}."
+    )
   for mname, mask in scene.masks.items():
     if mask.shape[:2] != (H, W):
-      raise DataError(f"{at}: mask {mname!r} has shape {mask.shape}, expected "
-                      f"the HR grid {(H, W)}. Resample the mask to the HR grid.")
+      raise DataError(
+          f"{at}: mask {mname!r} has shape {mask.shape}, expected "
+          f"the HR grid {(H, W)}. Resample the mask to the HR grid."
+      )
 
 
 def _pack_array(a: np.ndarray) -> dict[str, Any]:
@@ -118,47 +134,57 @@ def _pack_array(a: np.ndarray) -> dict[str, Any]:
 
 
 def _unpack_array(d: Mapping[str, Any]) -> np.ndarray:
-  return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"])
+  return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).reshape(
+      d["shape"]
+  )
 
 
 def encode(scene: Scene) -> bytes:
   """Serialises a validated scene to bytes (one ArrayRecord record)."""
   validate(scene)
-  return msgpack.packb({
-      "schema_version": SCHEMA_VERSION,
-      "id": scene.id,
-      "lr": _pack_array(scene.lr),
-      "hr": _pack_array(scene.hr),
-      "lr_bands": list(scene.lr_bands),
-      "hr_bands": list(scene.hr_bands),
-      "lr_gsd": float(scene.lr_gsd),
-      "hr_gsd": float(scene.hr_gsd),
-      "grid": int(scene.grid),
-      "labels": _pack_array(scene.labels.astype(np.uint8)),
-      "split": scene.split,
-      "text": scene.text,
-      "masks": {k: _pack_array(v) for k, v in scene.masks.items()},
-      "crs": scene.crs,
-      "bounds": list(scene.bounds) if scene.bounds is not None else None,
-      "lr_time": scene.lr_time,
-      "hr_time": scene.hr_time,
-  }, use_bin_type=True)
+  return msgpack.packb(
+      {
+          "schema_version": SCHEMA_VERSION,
+          "id": scene.id,
+          "lr": _pack_array(scene.lr),
+          "hr": _pack_array(scene.hr),
+          "lr_bands": list(scene.lr_bands),
+          "hr_bands": list(scene.hr_bands),
+          "lr_gsd": float(scene.lr_gsd),
+          "hr_gsd": float(scene.hr_gsd),
+          "grid": int(scene.grid),
+          "labels": _pack_array(scene.labels.astype(np.uint8)),
+          "split": scene.split,
+          "text": scene.text,
+          "masks": {k: _pack_array(v) for k, v in scene.masks.items()},
+          "crs": scene.crs,
+          "bounds": list(scene.bounds) if scene.bounds is not None else None,
+          "lr_time": scene.lr_time,
+          "hr_time": scene.hr_time,
+      },
+      use_bin_type=True,
+  )
 
 
 def _unpack(data: bytes, where: str) -> dict[str, Any]:
   try:
     d = msgpack.unpackb(data, raw=False)
   except Exception as e:  # msgpack raises several unrelated types.
-    raise DataError(f"{where}: record is not a valid scene record ({e}). The "
-                    "shard is corrupt: rebuild the dataset.") from e
+    raise DataError(
+        f"{where}: record is not a valid scene record ({e}). The "
+        "shard is corrupt: rebuild the dataset."
+    ) from e
   if not isinstance(d, dict) or "schema_version" not in d:
-    raise DataError(f"{where}: record has no schema version: not a crossscale "
-                    "scene record. Rebuild the dataset with a data/ builder.")
+    raise DataError(
+        f"{where}: record has no schema version: not a crossscale "
+        "scene record. Rebuild the dataset with a data/ builder."
+    )
   if d["schema_version"] != SCHEMA_VERSION:
     raise DataError(
         f"{where}: record has schema version {d['schema_version']}, this code "
         f"reads version {SCHEMA_VERSION}. Rebuild the dataset with this "
-        "version's builder (python -m data.<builder>).")
+        "version's builder (python -m data.<builder>)."
+    )
   return d
 
 
@@ -166,13 +192,23 @@ def decode(data: bytes, where: str = "record") -> Scene:
   """Parses bytes written by `encode` into a Scene."""
   d = _unpack(data, where)
   return Scene(
-      id=d["id"], lr=_unpack_array(d["lr"]), hr=_unpack_array(d["hr"]),
-      lr_bands=tuple(d["lr_bands"]), hr_bands=tuple(d["hr_bands"]),
-      lr_gsd=d["lr_gsd"], hr_gsd=d["hr_gsd"], grid=d["grid"],
-      labels=_unpack_array(d["labels"]), split=d["split"], text=d["text"],
+      id=d["id"],
+      lr=_unpack_array(d["lr"]),
+      hr=_unpack_array(d["hr"]),
+      lr_bands=tuple(d["lr_bands"]),
+      hr_bands=tuple(d["hr_bands"]),
+      lr_gsd=d["lr_gsd"],
+      hr_gsd=d["hr_gsd"],
+      grid=d["grid"],
+      labels=_unpack_array(d["labels"]),
+      split=d["split"],
+      text=d["text"],
       masks={k: _unpack_array(v) for k, v in d["masks"].items()},
-      crs=d["crs"], bounds=tuple(d["bounds"]) if d["bounds"] else None,
-      lr_time=d["lr_time"], hr_time=d["hr_time"])
+      crs=d["crs"],
+      bounds=tuple(d["bounds"]) if d["bounds"] else None,
+      lr_time=d["lr_time"],
+      hr_time=d["hr_time"],
+  )
 
 
 def decode_arrays(data: bytes, where: str = "record") -> dict[str, np.ndarray]:
@@ -182,8 +218,11 @@ def decode_arrays(data: bytes, where: str = "record") -> dict[str, np.ndarray]:
   "mask_<name>": [H, W] for each mask}.
   """
   d = _unpack(data, where)
-  out = {"lr": _unpack_array(d["lr"]), "hr": _unpack_array(d["hr"]),
-         "labels": _unpack_array(d["labels"])}
+  out = {
+      "lr": _unpack_array(d["lr"]),
+      "hr": _unpack_array(d["hr"]),
+      "labels": _unpack_array(d["labels"]),
+  }
   for k, v in d["masks"].items():
     out[f"mask_{k}"] = _unpack_array(v)
   return out

@@ -10,10 +10,14 @@ import jax
 
 
 def machine() -> dict:
-  return {"platform": platform.platform(), "processor": platform.machine(),
-          "cpu_count": os.cpu_count(), "jax_backend": jax.default_backend(),
-          "devices": [str(d) for d in jax.devices()][:8],
-          "device_count": jax.device_count()}
+  return {
+      "platform": platform.platform(),
+      "processor": platform.machine(),
+      "cpu_count": os.cpu_count(),
+      "jax_backend": jax.default_backend(),
+      "devices": [str(d) for d in jax.devices()][:8],
+      "device_count": jax.device_count(),
+  }
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

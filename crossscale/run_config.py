@@ -72,25 +72,32 @@ def differences(stored: dict, config, defaults=None) -> list[str]:
   new = as_flat(config)
   old = _old_values(stored, new)
   base = as_flat(defaults) if defaults is not None else {}
-  return sorted(k for k in old.keys() | new.keys()
-                if not (k in old and k in new and old[k] == new[k])
-                and not (k not in old and k in base and new[k] == base[k]))
+  return sorted(
+      k
+      for k in old.keys() | new.keys()
+      if not (k in old and k in new and old[k] == new[k])
+      and not (k not in old and k in base and new[k] == base[k])
+  )
 
 
 def describe(stored: dict, config, keys: list[str]) -> str:
   """'key: stored -> now' for each of `keys`, one per line."""
   new = as_flat(config)
   old = _old_values(stored, new)
-  return "\n".join(f"  {k}: {old.get(k, _ABSENT)} -> {new.get(k, _ABSENT)}"
-                   for k in keys)
+  return "\n".join(
+      f"  {k}: {old.get(k, _ABSENT)} -> {new.get(k, _ABSENT)}" for k in keys
+  )
 
 
 def restoring_flags(stored: dict, config, keys: list[str]) -> str:
   """launch.py flags (`--config.KEY=VALUE`) that set `keys` back to their
   stored values (keys the stored run lacks are left out)."""
   old = _old_values(stored, as_flat(config))
-  return " ".join(shlex.quote(f"--config.{k}={_flag_value(old[k])}")
-                  for k in keys if k in old)
+  return " ".join(
+      shlex.quote(f"--config.{k}={_flag_value(old[k])}")
+      for k in keys
+      if k in old
+  )
 
 
 def _flag_value(v: Any) -> str:

@@ -33,8 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 MODES = ("hard", "perturbed", "gumbel_st")
-_MODE_OPTS = {"hard": (), "perturbed": ("num_samples", "sigma"),
-              "gumbel_st": ("tau", "k_max")}
+_MODE_OPTS = {
+    "hard": (),
+    "perturbed": ("num_samples", "sigma"),
+    "gumbel_st": ("tau", "k_max"),
+}
 
 
 # ----------------------------------------------------------------- budgets
@@ -42,12 +45,16 @@ _MODE_OPTS = {"hard": (), "perturbed": ("num_samples", "sigma"),
 
 def _grid_words(n_tiles: int) -> str:
   g = math.isqrt(n_tiles)
-  return (f"{n_tiles} tiles of the {g}x{g} grid" if g * g == n_tiles
-          else f"{n_tiles} tiles")
+  return (
+      f"{n_tiles} tiles of the {g}x{g} grid"
+      if g * g == n_tiles
+      else f"{n_tiles} tiles"
+  )
 
 
-def k_from_budget(budget: int | float, n_tiles: int,
-                  batch_size: int | None = None) -> int | np.ndarray:
+def k_from_budget(
+    budget: int | float, n_tiles: int, batch_size: int | None = None
+) -> int | np.ndarray:
   """Tile count k for a budget (`config.selection.budget`). Host-side.
 
   An int is a count, 0 <= k <= n_tiles; a float is a ratio in [0, 1] rounded
@@ -56,27 +63,32 @@ def k_from_budget(budget: int | float, n_tiles: int,
   `batch_size` is given.
   """
   if isinstance(budget, (bool, np.bool_)) or not isinstance(
-      budget, (int, float, np.integer, np.floating)):
+      budget, (int, float, np.integer, np.floating)
+  ):
     raise ValueError(
         f"budget {budget!r} is not a number (config.selection.budget); use a "
-        f"tile count (int) or a ratio in [0, 1] (float)")
+        f"tile count (int) or a ratio in [0, 1] (float)"
+    )
   if isinstance(budget, (int, np.integer)):
     k = int(budget)
     if k > n_tiles:
       raise ValueError(
           f"budget {k} > {_grid_words(n_tiles)} (config.selection.budget); "
-          f"use at most {n_tiles} or a ratio <= 1")
+          f"use at most {n_tiles} or a ratio <= 1"
+      )
     if k < 0:
       raise ValueError(
           f"budget {k} is negative (config.selection.budget); use a tile count "
-          f"in 0..{n_tiles} or a ratio in [0, 1]")
+          f"in 0..{n_tiles} or a ratio in [0, 1]"
+      )
   else:
     ratio = float(budget)
     if not math.isfinite(ratio) or ratio < 0 or ratio > 1:
       raise ValueError(
           f"budget ratio {ratio} is outside [0, 1] for the "
           f"{_grid_words(n_tiles)} (config.selection.budget); use a ratio in "
-          f"[0, 1] or an int tile count in 0..{n_tiles}")
+          f"[0, 1] or an int tile count in 0..{n_tiles}"
+      )
     k = int(math.floor(ratio * n_tiles + 0.5))
   if batch_size is None:
     return k
@@ -91,18 +103,28 @@ def _check_class_budgets(class_budgets, n_tiles: int) -> None:
   if p.ndim != 1:
     raise ValueError(
         f"class budgets must be one value per class, got shape {p.shape} "
-        "(config.selection.class_budgets)")
-  if np.isnan(p.astype(np.float64)).any() or (p < 0).any() or (
-      p > n_tiles).any():
+        "(config.selection.class_budgets)"
+    )
+  if (
+      np.isnan(p.astype(np.float64)).any()
+      or (p < 0).any()
+      or (p > n_tiles).any()
+  ):
     raise ValueError(
         f"class budgets {p.tolist()} must lie in 0..{n_tiles} "
         f"({_grid_words(n_tiles)}) (config.selection.class_budgets); "
-        f"clip them to that range")
+        f"clip them to that range"
+    )
 
 
-def per_class_k(labels_or_probs: jnp.ndarray, class_budgets, n_tiles: int,
-                mode: str = "max", threshold: float = 0.5,
-                empty_k: int | None = None) -> jnp.ndarray:
+def per_class_k(
+    labels_or_probs: jnp.ndarray,
+    class_budgets,
+    n_tiles: int,
+    mode: str = "max",
+    threshold: float = 0.5,
+    empty_k: int | None = None,
+) -> jnp.ndarray:
   """Per-sample k from per-class budgets P_c (paper 1's sampler budget).
 
   labels_or_probs: `[B, C]` multi-hot labels or class probabilities; a class
@@ -115,15 +137,18 @@ def per_class_k(labels_or_probs: jnp.ndarray, class_budgets, n_tiles: int,
   Returns k: `[B]` int32. jit-compatible (checks run only on concrete values).
   """
   if mode not in ("max", "mean"):
-    raise ValueError(f"unknown per-class budget mode {mode!r} "
-                     "(config.selection.class_budget_mode); known: max, mean")
+    raise ValueError(
+        f"unknown per-class budget mode {mode!r} "
+        "(config.selection.class_budget_mode); known: max, mean"
+    )
   _check_class_budgets(class_budgets, n_tiles)
   p = jnp.asarray(class_budgets, jnp.int32)  # [C]
   if labels_or_probs.ndim != 2 or labels_or_probs.shape[-1] != p.shape[0]:
     raise ValueError(
         f"labels/probs of shape {labels_or_probs.shape} do not match "
         f"{p.shape[0]} class budgets (config.selection.class_budgets); give "
-        "one budget per class")
+        "one budget per class"
+    )
   present = labels_or_probs >= threshold  # [B, C]
   count = present.sum(-1)  # [B]
   if mode == "max":
@@ -144,8 +169,10 @@ def observation_budget_ratio(class_budgets, n_tiles: int) -> float:
   _check_class_budgets(class_budgets, n_tiles)
   p = np.asarray(class_budgets, np.float64)
   if p.size == 0:
-    raise ValueError("no class budgets given (config.selection.class_budgets);"
-                     " give one tile count per class")
+    raise ValueError(
+        "no class budgets given (config.selection.class_budgets);"
+        " give one tile count per class"
+    )
   return float(p.sum() / (n_tiles * p.size))
 
 
@@ -173,7 +200,8 @@ def _check_static_k(k, n_tiles: int, name: str = "k") -> None:
       raise ValueError(
           f"{name} = {int(k)} is outside 0..{n_tiles} "
           f"({_grid_words(n_tiles)}) (config.selection.budget); resolve the "
-          "budget with k_from_budget")
+          "budget with k_from_budget"
+      )
 
 
 def hard_topk_mask(logits: jnp.ndarray, k) -> jnp.ndarray:
@@ -227,35 +255,44 @@ def check_cost_budget(prices, total, scores=None) -> None:
   prices = np.asarray(prices, np.float64)
   total = np.asarray(total, np.float64)
   if prices.ndim != 2:
-    raise ValueError(f"prices must be [B, N], got shape {prices.shape} "
-                     "(config.selection.cost.prices)")
+    raise ValueError(
+        f"prices must be [B, N], got shape {prices.shape} "
+        "(config.selection.cost.prices)"
+    )
   if not np.isfinite(prices).all() or (prices < 0).any():
     bad = prices[~(np.isfinite(prices) & (prices >= 0))]
     raise ValueError(
         f"tile prices must be finite and >= 0; found {bad[:5].tolist()} "
-        "(config.selection.cost.prices); fix the price table")
+        "(config.selection.cost.prices); fix the price table"
+    )
   if total.ndim > 1 or (total.ndim == 1 and total.shape[0] != prices.shape[0]):
     raise ValueError(
         f"cost total must be a scalar or [B={prices.shape[0]}], got shape "
-        f"{total.shape} (config.selection.cost.total)")
+        f"{total.shape} (config.selection.cost.total)"
+    )
   if not np.isfinite(total).all() or (total < 0).any():
     raise ValueError(
         f"cost total {total.tolist()} must be finite and >= 0 "
-        "(config.selection.cost.total); set a non-negative spend per scene")
+        "(config.selection.cost.total); set a non-negative spend per scene"
+    )
   if scores is not None:
     scores = np.asarray(scores, np.float64)
     if scores.shape != prices.shape:
-      raise ValueError(f"scores {scores.shape} and prices {prices.shape} "
-                       "must have the same shape [B, N]")
+      raise ValueError(
+          f"scores {scores.shape} and prices {prices.shape} "
+          "must have the same shape [B, N]"
+      )
     if not np.isfinite(scores).all() or (scores < 0).any():
       raise ValueError(
           "scores for cost-aware selection must be finite and >= 0 "
-          "(score-per-price ranking); pass sigmoid(logits) or probabilities")
+          "(score-per-price ranking); pass sigmoid(logits) or probabilities"
+      )
 
 
 @functools.partial(jax.jit, static_argnames="fill")
-def select_under_cost(scores: jnp.ndarray, prices: jnp.ndarray, total,
-                      fill: bool = False) -> jnp.ndarray:
+def select_under_cost(
+    scores: jnp.ndarray, prices: jnp.ndarray, total, fill: bool = False
+) -> jnp.ndarray:
   """Greedy selection by score-per-price under a price total.
 
   scores: `[B, N]` non-negative utilities (e.g. sigmoid of logits);
@@ -272,14 +309,17 @@ def select_under_cost(scores: jnp.ndarray, prices: jnp.ndarray, total,
   scores = scores.astype(jnp.float32)
   prices = prices.astype(jnp.float32)
   total = jnp.broadcast_to(jnp.asarray(total, jnp.float32), scores.shape[:-1])
-  ratio = jnp.where(prices > 0, scores / jnp.where(prices > 0, prices, 1.0),
-                    jnp.inf)  # [B, N]
+  ratio = jnp.where(
+      prices > 0, scores / jnp.where(prices > 0, prices, 1.0), jnp.inf
+  )  # [B, N]
   order = _desc_order(ratio)  # [B, N]
   p_sorted = jnp.take_along_axis(prices, order, axis=-1)  # [B, N]
   if fill:
+
     def step(remaining, p):  # remaining, p: [B]
       take = p <= remaining
       return remaining - jnp.where(take, p, 0.0), take
+
     _, take_t = jax.lax.scan(step, total, jnp.moveaxis(p_sorted, -1, 0))
     take_sorted = jnp.moveaxis(take_t, 0, -1)  # [B, N]
   else:
@@ -292,8 +332,7 @@ def select_under_cost(scores: jnp.ndarray, prices: jnp.ndarray, total,
 
 def _perturbed_masks(x, k, sigma, key, num_samples):
   """Noise `z: [B, S, N]` and masks `[B, S, N]` of top-k(x + sigma z)."""
-  z = jax.random.normal(key, (x.shape[0], num_samples, x.shape[1]),
-                        jnp.float32)
+  z = jax.random.normal(key, (x.shape[0], num_samples, x.shape[1]), jnp.float32)
   masks = _hard_topk_mask(x[:, None, :] + sigma * z, k[:, None])
   return z, masks
 
@@ -323,8 +362,9 @@ def _perturbed_topk_bwd(num_samples, res, g):
 _perturbed_topk.defvjp(_perturbed_topk_fwd, _perturbed_topk_bwd)
 
 
-def perturbed_topk(logits: jnp.ndarray, k, key: jax.Array,
-                   num_samples: int = 500, sigma=0.05) -> jnp.ndarray:
+def perturbed_topk(
+    logits: jnp.ndarray, k, key: jax.Array, num_samples: int = 500, sigma=0.05
+) -> jnp.ndarray:
   """Perturbed top-k (Cordonnier et al. 2021): soft indicators `[B, N]`.
 
   y(x) = E_Z[topk(x + sigma Z)], Z ~ N(0, I_N), by Monte Carlo over
@@ -343,8 +383,10 @@ def perturbed_topk(logits: jnp.ndarray, k, key: jax.Array,
   if isinstance(sigma, (int, float)) and not sigma > 0:
     raise ValueError(f"sigma {sigma} must be > 0 (config.selection.sigma)")
   if not isinstance(num_samples, int) or num_samples < 1:
-    raise ValueError(f"num_samples {num_samples!r} must be an int >= 1 "
-                     "(config.selection.num_samples)")
+    raise ValueError(
+        f"num_samples {num_samples!r} must be an int >= 1 "
+        "(config.selection.num_samples)"
+    )
   if logits.ndim != 2:
     raise ValueError(f"logits must be [B, N], got shape {logits.shape}")
   _check_static_k(k, logits.shape[-1])
@@ -360,8 +402,9 @@ _perturbed_topk_jit = jax.jit(_perturbed_topk, static_argnums=4)
 # ----------------------------------------------- Gumbel top-k, straight-through
 
 
-def relaxed_topk(scores: jnp.ndarray, k, tau=1.0,
-                 k_max: int | None = None) -> jnp.ndarray:
+def relaxed_topk(
+    scores: jnp.ndarray, k, tau=1.0, k_max: int | None = None
+) -> jnp.ndarray:
   """Successive-softmax relaxation of top-k (Xie & Ermon 2019; Ploetz & Roth).
 
   scores: `[..., N]`; k: int or `[...]`. k_max (static) rounds of
@@ -385,13 +428,15 @@ def _relaxed_topk(scores, kk, tau, k_max):
     p = jax.nn.softmax(a / tau, axis=-1) * (t < kk)[..., None]
     return (a + jnp.log(jnp.maximum(1.0 - p, tiny)), khot + p), None
 
-  (_, khot), _ = jax.lax.scan(step, (scores, jnp.zeros_like(scores)),
-                              jnp.arange(k_max))
+  (_, khot), _ = jax.lax.scan(
+      step, (scores, jnp.zeros_like(scores)), jnp.arange(k_max)
+  )
   return khot
 
 
-def gumbel_topk_st(logits: jnp.ndarray, k, key: jax.Array, tau=1.0,
-                   k_max: int | None = None) -> jnp.ndarray:
+def gumbel_topk_st(
+    logits: jnp.ndarray, k, key: jax.Array, tau=1.0, k_max: int | None = None
+) -> jnp.ndarray:
   """Gumbel top-k with a straight-through gradient. logits: `[..., N]`.
 
   Forward: the hard top-k mask of (logits + g), g ~ Gumbel(0, 1) i.i.d.
@@ -410,8 +455,9 @@ def gumbel_topk_st(logits: jnp.ndarray, k, key: jax.Array, tau=1.0,
 
 @functools.partial(jax.jit, static_argnums=4)
 def _gumbel_topk_st(logits, k, key, tau, k_max):
-  y = logits.astype(jnp.float32) + jax.random.gumbel(key, logits.shape,
-                                                     jnp.float32)
+  y = logits.astype(jnp.float32) + jax.random.gumbel(
+      key, logits.shape, jnp.float32
+  )
   hard = _hard_topk_mask(y, k)
   soft = _relaxed_topk(y, k, tau, k_max)
   # soft - stop_gradient(soft) is exactly 0, so the value is exactly `hard`.
@@ -421,9 +467,15 @@ def _gumbel_topk_st(logits, k, key, tau, k_max):
 # ---------------------------------------------------------------- dispatch
 
 
-def select(logits: jnp.ndarray, k, *, mode: str = "hard",
-           key: jax.Array | None = None, train: bool = False,
-           **opts: Any) -> jnp.ndarray:
+def select(
+    logits: jnp.ndarray,
+    k,
+    *,
+    mode: str = "hard",
+    key: jax.Array | None = None,
+    train: bool = False,
+    **opts: Any,
+) -> jnp.ndarray:
   """Acquisition mask `[B, N]` float32 from tile logits `[B, N]`.
 
   mode (`config.selection.mode`): "hard" | "perturbed" | "gumbel_st"; with
@@ -431,18 +483,23 @@ def select(logits: jnp.ndarray, k, *, mode: str = "hard",
   sigma; gumbel_st -> tau, k_max. k: int or `[B]`.
   """
   if mode not in MODES:
-    raise ValueError(f"unknown selection mode {mode!r} "
-                     f"(config.selection.mode); known: {', '.join(MODES)}")
+    raise ValueError(
+        f"unknown selection mode {mode!r} "
+        f"(config.selection.mode); known: {', '.join(MODES)}"
+    )
   unknown = sorted(set(opts) - set(_MODE_OPTS[mode]))
   if unknown:
     raise ValueError(
         f"options {unknown} do not apply to selection mode {mode!r} "
-        f"(config.selection); it takes {list(_MODE_OPTS[mode]) or 'none'}")
+        f"(config.selection); it takes {list(_MODE_OPTS[mode]) or 'none'}"
+    )
   if not train or mode == "hard":
     return hard_topk_mask(logits, k)
   if key is None:
-    raise ValueError(f"selection mode {mode!r} needs an RNG key when training "
-                     "(pass key=...; e.g. fold_in(rng, step))")
+    raise ValueError(
+        f"selection mode {mode!r} needs an RNG key when training "
+        "(pass key=...; e.g. fold_in(rng, step))"
+    )
   if mode == "perturbed":
     return perturbed_topk(logits, k, key, **opts)
   return gumbel_topk_st(logits, k, key, **opts)

@@ -40,14 +40,21 @@ def area_downsample(img: np.ndarray, scale: int) -> np.ndarray:
   """Block mean: `[H, W, C]` -> `[H // scale, W // scale, C]`."""
   H, W, C = img.shape
   if H % scale or W % scale:
-    raise ValueError(f"HR size {H}x{W} is not divisible by the LR scale "
-                     f"{scale}; crop or resize the HR image first.")
+    raise ValueError(
+        f"HR size {H}x{W} is not divisible by the LR scale "
+        f"{scale}; crop or resize the HR image first."
+    )
   return img.reshape(H // scale, scale, W // scale, scale, C).mean(axis=(1, 3))
 
 
-def degrade(hr: np.ndarray, scale: int, rng: np.random.Generator,
-            psf_sigma: float = 0.5, noise_std: float = 0.01,
-            data_range: float | None = None) -> np.ndarray:
+def degrade(
+    hr: np.ndarray,
+    scale: int,
+    rng: np.random.Generator,
+    psf_sigma: float = 0.5,
+    noise_std: float = 0.01,
+    data_range: float | None = None,
+) -> np.ndarray:
   """Simulates an LR acquisition of `hr: [H, W, C]` -> `[H/s, W/s, C]`.
 
   Keeps `hr`'s dtype: integer images are rounded and clipped to their dtype

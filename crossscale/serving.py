@@ -51,8 +51,10 @@ PARAMS = "params.safetensors"
 FUNCTION_SUFFIX = ".jaxexport"
 BATCH_DIM = "b"
 
-_FIX = ("re-export it with `python -m crossscale.export --workdir RUN --out "
-        "DIR` (or copy the whole export directory again)")
+_FIX = (
+    "re-export it with `python -m crossscale.export --workdir RUN --out "
+    "DIR` (or copy the whole export directory again)"
+)
 
 
 class ExportError(ValueError):
@@ -66,26 +68,42 @@ class ExportError(ValueError):
 # tensors' little-endian bytes, offsets relative to the end of the header.
 
 _ST_DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "BF16": np.dtype(jnp.bfloat16), "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"),
-    "U8": np.dtype("u1"), "BOOL": np.dtype("bool"),
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(jnp.bfloat16),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("bool"),
 }
 _ST_CODES = {v: k for k, v in _ST_DTYPES.items()}
 
 
 def _st_code(dtype: np.dtype, key: str) -> str:
-  dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(
-      dtype).byteorder == ">" else np.dtype(dtype)
+  dtype = (
+      np.dtype(dtype).newbyteorder("<")
+      if np.dtype(dtype).byteorder == ">"
+      else np.dtype(dtype)
+  )
   if dtype not in _ST_CODES:
-    raise ExportError(f"parameter {key!r} has dtype {dtype}, which safetensors "
-                      f"cannot store; cast it to one of {sorted(_ST_CODES)}.")
+    raise ExportError(
+        f"parameter {key!r} has dtype {dtype}, which safetensors "
+        f"cannot store; cast it to one of {sorted(_ST_CODES)}."
+    )
   return _ST_CODES[dtype]
 
 
-def save_safetensors(path: str, tensors: Mapping[str, Any],
-                     metadata: Mapping[str, str] | None = None) -> None:
+def save_safetensors(
+    path: str,
+    tensors: Mapping[str, Any],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
   """Writes `tensors` ({name: array}) to `path` (atomically, by rename)."""
   header: dict[str, Any] = {}
   if metadata:
@@ -96,8 +114,11 @@ def save_safetensors(path: str, tensors: Mapping[str, Any],
     code = _st_code(a.dtype, name)
     data = np.ascontiguousarray(a.astype(_ST_DTYPES[code], copy=False))
     raw = data.tobytes()
-    header[name] = {"dtype": code, "shape": list(a.shape),
-                    "data_offsets": [offset, offset + len(raw)]}
+    header[name] = {
+        "dtype": code,
+        "shape": list(a.shape),
+        "data_offsets": [offset, offset + len(raw)],
+    }
     blobs.append(raw)
     offset += len(raw)
   head = json.dumps(header, separators=(",", ":")).encode()
@@ -111,24 +132,27 @@ def save_safetensors(path: str, tensors: Mapping[str, Any],
   os.replace(tmp, path)
 
 
-def parse_safetensors(buf: bytes, where: str = "<bytes>"
-                      ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def parse_safetensors(
+    buf: bytes, where: str = "<bytes>"
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
   """(tensors, metadata) from a safetensors file's bytes (zero-copy views)."""
-  bad = (f"{where} is not a valid safetensors file (truncated or corrupted)"
-         f": {_FIX}.")
+  bad = (
+      f"{where} is not a valid safetensors file (truncated or corrupted)"
+      f": {_FIX}."
+  )
   if len(buf) < 8:
     raise ExportError(bad)
   (n,) = struct.unpack("<Q", buf[:8])
   if 8 + n > len(buf):
     raise ExportError(bad)
   try:
-    header = json.loads(bytes(buf[8:8 + n]).decode())
+    header = json.loads(bytes(buf[8 : 8 + n]).decode())
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ExportError(f"{bad} ({e})") from e
   if not isinstance(header, dict):
     raise ExportError(bad)
   metadata = header.pop("__metadata__", None) or {}
-  data = memoryview(buf)[8 + n:]
+  data = memoryview(buf)[8 + n :]
   out = {}
   for name, info in header.items():
     try:
@@ -139,8 +163,10 @@ def parse_safetensors(buf: bytes, where: str = "<bytes>"
       raise ExportError(f"{bad} (entry {name!r}: {e!r})") from e
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if not 0 <= begin <= end <= len(data) or end - begin != size:
-      raise ExportError(f"{bad} (entry {name!r} has data offsets "
-                        f"[{begin}, {end}) for shape {shape} {dtype})")
+      raise ExportError(
+          f"{bad} (entry {name!r} has data offsets "
+          f"[{begin}, {end}) for shape {shape} {dtype})"
+      )
     out[name] = np.frombuffer(data[begin:end], dtype).reshape(shape)
   return out, metadata
 
@@ -184,39 +210,57 @@ class Function:
   Inputs are positional in the manifest's order or keywords by name.
   """
 
-  def __init__(self, name: str, spec: dict, exported, params: dict,
-               normalization: dict, path: str):
+  def __init__(
+      self,
+      name: str,
+      spec: dict,
+      exported,
+      params: dict,
+      normalization: dict,
+      path: str,
+  ):
     self.name, self.spec, self.exported, self.path = name, spec, exported, path
     self.input_names = [i["name"] for i in spec["inputs"]]
     self._params = params
-    self._stats = {k: (np.asarray(v["mean"], np.float32),
-                       np.asarray(v["std"], np.float32))
-                   for k, v in (normalization or {}).items()}
+    self._stats = {
+        k: (np.asarray(v["mean"], np.float32), np.asarray(v["std"], np.float32))
+        for k, v in (normalization or {}).items()
+    }
     self._call = jax.jit(exported.call)
 
   def __repr__(self):
-    ins = ", ".join(f"{i['name']}: {i['dtype']}{_shape_str(i['shape'])}"
-                    for i in self.spec["inputs"])
-    outs = ", ".join(f"{k}: {o['dtype']}{_shape_str(o['shape'])}"
-                     for k, o in self.spec["outputs"].items())
+    ins = ", ".join(
+        f"{i['name']}: {i['dtype']}{_shape_str(i['shape'])}"
+        for i in self.spec["inputs"]
+    )
+    outs = ", ".join(
+        f"{k}: {o['dtype']}{_shape_str(o['shape'])}"
+        for k, o in self.spec["outputs"].items()
+    )
     return f"<{self.name}({ins}) -> {{{outs}}}>"
 
   def _bind(self, args, kwargs) -> list[Any]:
     if len(args) > len(self.input_names):
-      raise TypeError(f"{self.name}() takes {len(self.input_names)} inputs "
-                      f"({', '.join(self.input_names)}), got {len(args)}")
+      raise TypeError(
+          f"{self.name}() takes {len(self.input_names)} inputs "
+          f"({', '.join(self.input_names)}), got {len(args)}"
+      )
     bound = dict(zip(self.input_names, args))
     for k, v in kwargs.items():
       if k not in self.input_names:
-        raise TypeError(f"{self.name}() got an unexpected input {k!r}; it "
-                        f"takes {self.input_names}")
+        raise TypeError(
+            f"{self.name}() got an unexpected input {k!r}; it "
+            f"takes {self.input_names}"
+        )
       if k in bound:
         raise TypeError(f"{self.name}() got input {k!r} twice")
       bound[k] = v
     missing = [n for n in self.input_names if n not in bound]
     if missing:
-      raise TypeError(f"{self.name}() is missing inputs {missing}; it takes "
-                      f"{self.input_names}")
+      raise TypeError(
+          f"{self.name}() is missing inputs {missing}; it takes "
+          f"{self.input_names}"
+      )
     return [bound[n] for n in self.input_names]
 
   def _prepare(self, values, normalize: bool) -> list[jax.Array]:
@@ -225,17 +269,21 @@ class Function:
       name, want = spec["name"], spec["shape"]
       x = x if isinstance(x, jax.Array) else np.asarray(x)
       if x.ndim != len(want) or any(
-          w != BATCH_DIM and int(w) != d for w, d in zip(want, x.shape)):
+          w != BATCH_DIM and int(w) != d for w, d in zip(want, x.shape)
+      ):
         raise ExportError(
             f"{self.name}: input {name!r} has shape {list(x.shape)}; the "
             f"export takes {_shape_str(want)} ({BATCH_DIM} = any batch size). "
             "Resize or tile the input, or export a model trained at this "
-            "size.")
+            "size."
+        )
       b = x.shape[want.index(BATCH_DIM)] if BATCH_DIM in want else None
       if b is not None:
         if batch is not None and b != batch:
-          raise ExportError(f"{self.name}: inputs disagree on the batch size "
-                            f"({batch} vs {b} for {name!r}).")
+          raise ExportError(
+              f"{self.name}: inputs disagree on the batch size "
+              f"({batch} vs {b} for {name!r})."
+          )
         batch = b
       stats = spec.get("normalized_as")
       if normalize and stats:
@@ -244,8 +292,9 @@ class Function:
       out.append(jnp.asarray(x, spec["dtype"]))
     return out
 
-  def __call__(self, *args, normalize: bool = False, **kwargs
-               ) -> dict[str, np.ndarray]:
+  def __call__(
+      self, *args, normalize: bool = False, **kwargs
+  ) -> dict[str, np.ndarray]:
     inputs = self._prepare(self._bind(args, kwargs), normalize)
     out = self._call(self._params, *inputs)
     result = {}
@@ -261,8 +310,13 @@ class Function:
 class ExportedModel:
   """A loaded export: one attribute per function (`m.predict`, `m.sample`)."""
 
-  def __init__(self, directory: str, manifest: dict, params: dict,
-               functions: dict[str, Function]):
+  def __init__(
+      self,
+      directory: str,
+      manifest: dict,
+      params: dict,
+      functions: dict[str, Function],
+  ):
     self.directory, self.manifest = directory, manifest
     self.params, self.functions = params, functions
     self.class_names = list(manifest.get("class_names") or [])
@@ -271,15 +325,20 @@ class ExportedModel:
       setattr(self, name, fn)
 
   def __repr__(self):
-    return (f"<ExportedModel {self.model_name} from {self.directory}: "
-            + ", ".join(repr(f) for f in self.functions.values()) + ">")
+    return (
+        f"<ExportedModel {self.model_name} from {self.directory}: "
+        + ", ".join(repr(f) for f in self.functions.values())
+        + ">"
+    )
 
 
 def _read_manifest(directory: str) -> dict:
   path = os.path.join(directory, MANIFEST)
   if not os.path.exists(path):
-    raise ExportError(f"{path} not found: {directory} is not a crossscale "
-                      f"export directory; {_FIX}.")
+    raise ExportError(
+        f"{path} not found: {directory} is not a crossscale "
+        f"export directory; {_FIX}."
+    )
   try:
     with open(path) as f:
       manifest = json.load(f)
@@ -292,17 +351,21 @@ def _read_manifest(directory: str) -> dict:
         f"{path} has format version {manifest.get('format_version')}; this "
         f"loader reads version {FORMAT_VERSION}. Use the crossscale version "
         f"that wrote it ({manifest.get('versions', {}).get('crossscale')}) "
-        f"or {_FIX}.")
+        f"or {_FIX}."
+    )
   return manifest
 
 
-def _load_params(directory: str, manifest: dict,
-                 verify_sha: bool) -> dict[str, np.ndarray]:
+def _load_params(
+    directory: str, manifest: dict, verify_sha: bool
+) -> dict[str, np.ndarray]:
   info = manifest["params"]
   path = os.path.join(directory, info["file"])
   if not os.path.exists(path):
-    raise ExportError(f"parameter file {path} not found (named by "
-                      f"{os.path.join(directory, MANIFEST)}); {_FIX}.")
+    raise ExportError(
+        f"parameter file {path} not found (named by "
+        f"{os.path.join(directory, MANIFEST)}); {_FIX}."
+    )
   with open(path, "rb") as f:
     buf = f.read()
   tensors, _ = parse_safetensors(buf, path)
@@ -312,24 +375,32 @@ def _load_params(directory: str, manifest: dict,
       raise ExportError(
           f"{path} has no parameter {key!r} (the manifest lists "
           f"{len(expected)} keys, the file {len(tensors)}): the file belongs "
-          f"to another export or was rewritten; {_FIX}.")
+          f"to another export or was rewritten; {_FIX}."
+      )
     got = tensors[key]
-    if list(got.shape) != list(want["shape"]) or str(got.dtype) != want["dtype"]:
+    if (
+        list(got.shape) != list(want["shape"])
+        or str(got.dtype) != want["dtype"]
+    ):
       raise ExportError(
           f"{path}: parameter {key!r} is {got.dtype}{list(got.shape)} but the "
           f"export expects {want['dtype']}{want['shape']}: the file belongs to "
-          f"another model or config; {_FIX}.")
+          f"another model or config; {_FIX}."
+      )
   extra = sorted(set(tensors) - set(expected))
   if extra:
-    raise ExportError(f"{path} has parameters the manifest does not list: "
-                      f"{extra[:5]}{' ...' if len(extra) > 5 else ''}; {_FIX}.")
+    raise ExportError(
+        f"{path} has parameters the manifest does not list: "
+        f"{extra[:5]}{' ...' if len(extra) > 5 else ''}; {_FIX}."
+    )
   if verify_sha:
     digest = sha256_bytes(buf)
     if digest != info["sha256"]:
       raise ExportError(
           f"{path}: sha256 {digest} does not match the manifest's "
           f"{info['sha256']}: the file is corrupted or was modified after "
-          f"export; {_FIX}.")
+          f"export; {_FIX}."
+      )
   return tensors
 
 
@@ -339,19 +410,23 @@ def _check_function_params(name: str, path: str, exported, params: dict):
   p_avals = args_avals[0]
   if set(p_avals) != set(params):
     missing = sorted(set(p_avals) - set(params))
-    raise ExportError(f"{path} ({name}) takes parameters the manifest does not "
-                      f"list ({missing[:5]}) or the reverse: the directory "
-                      f"mixes files of different exports; {_FIX}.")
+    raise ExportError(
+        f"{path} ({name}) takes parameters the manifest does not "
+        f"list ({missing[:5]}) or the reverse: the directory "
+        f"mixes files of different exports; {_FIX}."
+    )
   for k, aval in p_avals.items():
     if tuple(aval.shape) != params[k].shape or aval.dtype != params[k].dtype:
       raise ExportError(
           f"{path} ({name}): parameter {k!r} is {aval.dtype}{list(aval.shape)}"
           f" in the function but {params[k].dtype}{list(params[k].shape)} in "
-          f"the params file; {_FIX}.")
+          f"the params file; {_FIX}."
+      )
 
 
-def load(directory: str, *, verify_sha: bool = True,
-         device: jax.Device | None = None) -> ExportedModel:
+def load(
+    directory: str, *, verify_sha: bool = True, device: jax.Device | None = None
+) -> ExportedModel:
   """Loads an export directory (see the module docstring)."""
   directory = os.path.abspath(directory)
   manifest = _read_manifest(directory)
@@ -361,7 +436,8 @@ def load(directory: str, *, verify_sha: bool = True,
     raise ExportError(
         f"{directory} was exported for {manifest.get('platforms')}, not for "
         f"this machine's {platform!r}; re-export with `--platforms "
-        f"{platform}` (or run on one of those platforms).")
+        f"{platform}` (or run on one of those platforms)."
+    )
   device = device or jax.devices()[0]
   params = {k: jax.device_put(v, device) for k, v in host_params.items()}
   functions = {}
@@ -372,17 +448,22 @@ def load(directory: str, *, verify_sha: bool = True,
     with open(path, "rb") as f:
       blob = f.read()
     if verify_sha and sha256_bytes(blob) != spec["sha256"]:
-      raise ExportError(f"{path} ({name}): sha256 does not match the "
-                        f"manifest: the file is corrupted or was modified; "
-                        f"{_FIX}.")
+      raise ExportError(
+          f"{path} ({name}): sha256 does not match the "
+          f"manifest: the file is corrupted or was modified; "
+          f"{_FIX}."
+      )
     try:
       exported = jax.export.deserialize(bytearray(blob))
     except Exception as e:  # pylint: disable=broad-except
-      raise ExportError(f"{path} ({name}) could not be deserialized ({e}); "
-                        "check that this jax can read exports of jax "
-                        f"{manifest.get('versions', {}).get('jax')}, or "
-                        f"{_FIX}.") from e
+      raise ExportError(
+          f"{path} ({name}) could not be deserialized ({e}); "
+          "check that this jax can read exports of jax "
+          f"{manifest.get('versions', {}).get('jax')}, or "
+          f"{_FIX}."
+      ) from e
     _check_function_params(name, path, exported, host_params)
-    functions[name] = Function(name, spec, exported, params,
-                               manifest.get("normalization"), path)
+    functions[name] = Function(
+        name, spec, exported, params, manifest.get("normalization"), path
+    )
   return ExportedModel(directory, manifest, params, functions)

@@ -18,8 +18,8 @@ import json
 import os
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 from array_record.python import array_record_module as arm
+import numpy as np
 
 from crossscale import records
 
@@ -33,17 +33,18 @@ SYMMETRIES = ("flip", "rot90")
 @dataclasses.dataclass
 class Manifest:
   """What a dataset directory holds. Written by `write_dataset`."""
+
   name: str
   schema_version: int
   class_names: list[str]
-  lr_shape: list[int]          # [h, w, C_lr]
-  hr_shape: list[int]          # [H, W, C_hr]
+  lr_shape: list[int]  # [h, w, C_lr]
+  hr_shape: list[int]  # [H, W, C_hr]
   lr_bands: list[str]
   hr_bands: list[str]
   lr_gsd: float
   hr_gsd: float
   grid: int
-  dtypes: dict[str, str]       # {"lr": ..., "hr": ...}
+  dtypes: dict[str, str]  # {"lr": ..., "hr": ...}
   band_stats: dict[str, dict[str, list[float]]]  # {"lr"|"hr": {"mean","std"}}
   splits: dict[str, dict[str, Any]]  # split -> {num_records, shards: [...]}
   mask_names: list[str] = dataclasses.field(default_factory=list)
@@ -53,7 +54,8 @@ class Manifest:
   # scene classes: all; toyworld's stripe orientations: none). Manifests
   # written before this field read as all.
   label_symmetries: list[str] = dataclasses.field(
-      default_factory=lambda: list(SYMMETRIES))
+      default_factory=lambda: list(SYMMETRIES)
+  )
 
   @property
   def num_classes(self) -> int:
@@ -66,7 +68,8 @@ class Manifest:
     if split not in self.splits:
       raise records.DataError(
           f"dataset {self.name!r} has no split {split!r}; it has "
-          f"{sorted(self.splits)}.")
+          f"{sorted(self.splits)}."
+      )
     return self.splits[split]
 
 
@@ -131,17 +134,28 @@ class _SplitWriter:
       w.close()
       digest = _sha256(tmp)
       os.replace(tmp, final)
-      shards.append({"file": fname, "num_records": len(buf), "sha256": digest,
-                     "bytes": os.path.getsize(final)})
+      shards.append(
+          {
+              "file": fname,
+              "num_records": len(buf),
+              "sha256": digest,
+              "bytes": os.path.getsize(final),
+          }
+      )
     return shards
 
 
-def write_dataset(out_dir: str, name: str, scenes: Iterable[records.Scene],
-                  class_names: Sequence[str], records_per_shard: int = 1024,
-                  shards_per_split: dict[str, int] | None = None,
-                  builder: dict[str, Any] | None = None,
-                  expected_per_split: dict[str, int] | None = None,
-                  label_symmetries: Sequence[str] = SYMMETRIES) -> Manifest:
+def write_dataset(
+    out_dir: str,
+    name: str,
+    scenes: Iterable[records.Scene],
+    class_names: Sequence[str],
+    records_per_shard: int = 1024,
+    shards_per_split: dict[str, int] | None = None,
+    builder: dict[str, Any] | None = None,
+    expected_per_split: dict[str, int] | None = None,
+    label_symmetries: Sequence[str] = SYMMETRIES,
+) -> Manifest:
   """Validates, encodes and writes `scenes` as ArrayRecord shards + manifest.
 
   `label_symmetries`: which of SYMMETRIES keep every scene's labels (the
@@ -154,16 +168,20 @@ def write_dataset(out_dir: str, name: str, scenes: Iterable[records.Scene],
   """
   unknown = set(label_symmetries) - set(SYMMETRIES)
   if unknown:
-    raise ValueError(f"{name}: label_symmetries {sorted(unknown)} unknown; "
-                     f"known: {SYMMETRIES}")
+    raise ValueError(
+        f"{name}: label_symmetries {sorted(unknown)} unknown; "
+        f"known: {SYMMETRIES}"
+    )
   os.makedirs(out_dir, exist_ok=True)
   # A previous build's manifest/shards must not survive into this one.
   for f in os.listdir(out_dir):
     if f == MANIFEST or f.endswith(SHARD_SUFFIX) or f.endswith(".tmp"):
       os.remove(os.path.join(out_dir, f))
   writers: dict[str, _SplitWriter] = {}
-  stats = {"train": {"lr": _BandStats(), "hr": _BandStats()},
-           "all": {"lr": _BandStats(), "hr": _BandStats()}}
+  stats = {
+      "train": {"lr": _BandStats(), "hr": _BandStats()},
+      "all": {"lr": _BandStats(), "hr": _BandStats()},
+  }
   first: records.Scene | None = None
   mask_names: list[str] = []
   for scene in scenes:
@@ -172,7 +190,8 @@ def write_dataset(out_dir: str, name: str, scenes: Iterable[records.Scene],
     if len(scene.labels) != len(class_names):
       raise records.DataError(
           f"{where}: scene {scene.id!r} has {len(scene.labels)} labels but the "
-          f"dataset has {len(class_names)} classes.")
+          f"dataset has {len(class_names)} classes."
+      )
     if first is None:
       first = scene
       mask_names = sorted(scene.masks)
@@ -191,24 +210,34 @@ def write_dataset(out_dir: str, name: str, scenes: Iterable[records.Scene],
     stats[which]["lr"].add(scene.lr)
     stats[which]["hr"].add(scene.hr)
   if first is None:
-    raise records.DataError(f"{name}: the builder produced no scenes; check "
-                            "its input paths and filters.")
+    raise records.DataError(
+        f"{name}: the builder produced no scenes; check "
+        "its input paths and filters."
+    )
   splits = {}
   for split, w in writers.items():
     shards = w.close()
     splits[split] = {"num_records": w.count, "shards": shards}
   src = stats["train"] if stats["train"]["lr"].n else stats["all"]
   manifest = Manifest(
-      name=name, schema_version=records.SCHEMA_VERSION,
-      class_names=list(class_names), lr_shape=list(first.lr.shape),
-      hr_shape=list(first.hr.shape), lr_bands=list(first.lr_bands),
-      hr_bands=list(first.hr_bands), lr_gsd=first.lr_gsd,
-      hr_gsd=first.hr_gsd, grid=first.grid,
+      name=name,
+      schema_version=records.SCHEMA_VERSION,
+      class_names=list(class_names),
+      lr_shape=list(first.lr.shape),
+      hr_shape=list(first.hr.shape),
+      lr_bands=list(first.lr_bands),
+      hr_bands=list(first.hr_bands),
+      lr_gsd=first.lr_gsd,
+      hr_gsd=first.hr_gsd,
+      grid=first.grid,
       dtypes={"lr": first.lr.dtype.str, "hr": first.hr.dtype.str},
       band_stats={"lr": src["lr"].result(), "hr": src["hr"].result()},
-      splits=splits, mask_names=mask_names, builder=dict(builder or {}),
+      splits=splits,
+      mask_names=mask_names,
+      builder=dict(builder or {}),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-      label_symmetries=[t for t in SYMMETRIES if t in label_symmetries])
+      label_symmetries=[t for t in SYMMETRIES if t in label_symmetries],
+  )
   tmp = os.path.join(out_dir, MANIFEST + ".tmp")
   with open(tmp, "w") as f:
     json.dump(dataclasses.asdict(manifest), f, indent=1)
@@ -223,17 +252,21 @@ def _check_consistent(first: records.Scene, s: records.Scene, where: str):
       raise records.DataError(
           f"{where}: scene {s.id!r} has {attr}={getattr(s, attr)} but earlier "
           f"scenes have {getattr(first, attr)}; a dataset has one band layout "
-          "and grid.")
+          "and grid."
+      )
   for attr in ("lr", "hr"):
     a, b = getattr(s, attr), getattr(first, attr)
     if a.shape != b.shape or a.dtype != b.dtype:
       raise records.DataError(
           f"{where}: scene {s.id!r} has {attr} {a.shape} {a.dtype} but earlier "
-          f"scenes have {b.shape} {b.dtype}; resize/crop all scenes to one size.")
+          f"scenes have {b.shape} {b.dtype}; resize/crop all scenes to one size."
+      )
   if sorted(s.masks) != sorted(first.masks):
-    raise records.DataError(f"{where}: scene {s.id!r} has masks "
-                            f"{sorted(s.masks)}, earlier scenes "
-                            f"{sorted(first.masks)}.")
+    raise records.DataError(
+        f"{where}: scene {s.id!r} has masks "
+        f"{sorted(s.masks)}, earlier scenes "
+        f"{sorted(first.masks)}."
+    )
 
 
 def load_manifest(data_dir: str) -> Manifest:
@@ -243,25 +276,29 @@ def load_manifest(data_dir: str) -> Manifest:
     raise records.DataError(
         f"{path} not found: {data_dir} is not a finished crossscale dataset "
         "(the build was interrupted or never ran). Build it with "
-        "`python -m data.<builder> --out " + data_dir + "`.")
+        "`python -m data.<builder> --out " + data_dir + "`."
+    )
   try:
     with open(path) as f:
       d = json.load(f)
   except json.JSONDecodeError as e:
-    raise records.DataError(f"{path} is not valid JSON ({e}); rebuild the "
-                            "dataset.") from e
+    raise records.DataError(
+        f"{path} is not valid JSON ({e}); rebuild the " "dataset."
+    ) from e
   version = d.get("schema_version")
   if version != records.SCHEMA_VERSION:
     raise records.DataError(
         f"{path}: schema version {version}, this code reads version "
         f"{records.SCHEMA_VERSION}. Rebuild the dataset with this version's "
-        "builder (python -m data.<builder>).")
+        "builder (python -m data.<builder>)."
+    )
   fields = {f.name for f in dataclasses.fields(Manifest)}
   return Manifest(**{k: v for k, v in d.items() if k in fields})
 
 
-def shard_paths(data_dir: str, manifest: Manifest, split: str,
-                verify: bool = True) -> list[str]:
+def shard_paths(
+    data_dir: str, manifest: Manifest, split: str, verify: bool = True
+) -> list[str]:
   """Paths of a split's shards, checked against the manifest.
 
   Size is always checked (catches truncation cheaply); with `verify` the
@@ -271,17 +308,20 @@ def shard_paths(data_dir: str, manifest: Manifest, split: str,
   for shard in manifest.split_info(split)["shards"]:
     path = os.path.join(data_dir, shard["file"])
     if not os.path.exists(path):
-      raise records.DataError(f"{path} is missing (listed in the manifest). "
-                              "Rebuild the dataset.")
+      raise records.DataError(
+          f"{path} is missing (listed in the manifest). " "Rebuild the dataset."
+      )
     size = os.path.getsize(path)
     if size != shard["bytes"]:
       raise records.DataError(
           f"{path} is truncated or altered: {size} bytes, the manifest says "
-          f"{shard['bytes']}. Rebuild the dataset (or re-copy the shard).")
+          f"{shard['bytes']}. Rebuild the dataset (or re-copy the shard)."
+      )
     if verify and _sha256(path) != shard["sha256"]:
       raise records.DataError(
           f"{path} fails its checksum: the shard is corrupt. Rebuild the "
-          "dataset (or re-copy the shard).")
+          "dataset (or re-copy the shard)."
+      )
     paths.append(path)
   return paths
 

@@ -25,8 +25,8 @@ and one HR strip `[T_y, W, C_out]`, never the whole raster.
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
+import math
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -41,8 +41,9 @@ def out_size(n: int, scale: float) -> int:
   return max(1, round(n * scale))
 
 
-def axis_tiles(n: int, n_out: int, tile: int, overlap: int) -> tuple[
-    list[int], int, int]:
+def axis_tiles(
+    n: int, n_out: int, tile: int, overlap: int
+) -> tuple[list[int], int, int]:
   """Tile layout along one axis: (LR starts, LR tile size, q).
 
   q is the denominator of n_out / n; starts and the tile size are multiples
@@ -57,20 +58,28 @@ def axis_tiles(n: int, n_out: int, tile: int, overlap: int) -> tuple[
         f"tile {tile} is smaller than {q} LR pixels, the step on which tiles "
         f"align with the HR grid for {n} -> {n_out} pixels (ratio "
         f"{Fraction(n_out, n)}): use tile >= {q}, or an output size whose "
-        "ratio to the LR size has a small denominator.")
+        "ratio to the LR size has a small denominator."
+    )
   if t == n:
     return [0], t, q
   ov = math.ceil(overlap / q) * q
   if ov >= t:
-    raise ValueError(f"overlap {overlap} (rounded up to {ov}, a multiple of "
-                     f"{q}) must be smaller than the tile ({t}): lower "
-                     "overlap or raise tile.")
+    raise ValueError(
+        f"overlap {overlap} (rounded up to {ov}, a multiple of "
+        f"{q}) must be smaller than the tile ({t}): lower "
+        "overlap or raise tile."
+    )
   starts = list(range(0, n - t, t - ov)) + [n - t]
   return starts, t, q
 
 
-def blend_weights(tile_hr: int, at_start: bool, at_end: bool,
-                  overlap_hr: int, ramp_frac: float) -> np.ndarray:
+def blend_weights(
+    tile_hr: int,
+    at_start: bool,
+    at_end: bool,
+    overlap_hr: int,
+    ramp_frac: float,
+) -> np.ndarray:
   """`[tile_hr]` weights along one axis of one HR tile (see module doc);
   `at_start`/`at_end`: that edge lies on the image border."""
   w = np.ones(tile_hr, np.float64)
@@ -92,17 +101,25 @@ def _batches(tiles: np.ndarray, batch: int) -> Iterator[tuple[np.ndarray, int]]:
   """Yields `[batch, ...]` slices of `tiles [N, ...]` (the last one padded by
   repeating the last tile, so `fn` compiles once) and the real count."""
   for i in range(0, len(tiles), batch):
-    chunk = tiles[i:i + batch]
+    chunk = tiles[i : i + batch]
     n = len(chunk)
     if n < batch:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, 0)])
     yield chunk, n
 
 
-def _stream(fn: SRFn, read_rows: Callable[[int, int], np.ndarray],
-            write_rows: Callable[[int, np.ndarray], None], h: int, w: int,
-            scale: float, tile: int, overlap: int, batch: int,
-            ramp_frac: float) -> tuple[int, int]:
+def _stream(
+    fn: SRFn,
+    read_rows: Callable[[int, int], np.ndarray],
+    write_rows: Callable[[int, np.ndarray], None],
+    h: int,
+    w: int,
+    scale: float,
+    tile: int,
+    overlap: int,
+    batch: int,
+    ramp_frac: float,
+) -> tuple[int, int]:
   """The tiling engine: `read_rows(y0, n) -> [n, w, C]` LR rows,
   `write_rows(Y0, rows [N, W, C_out])` final HR rows. Returns (H, W)."""
   H, W = out_size(h, scale), out_size(w, scale)
@@ -114,14 +131,14 @@ def _stream(fn: SRFn, read_rows: Callable[[int, int], np.ndarray],
   ov_x = int(math.ceil(overlap / qx) * qx * rx)
   wx = [blend_weights(Tx, x0 == 0, x0 + tx == w, ov_x, ramp_frac) for x0 in xs]
   acc = wsum = None
-  acc_y0 = 0                                  # first HR row held in acc
+  acc_y0 = 0  # first HR row held in acc
   for j, y0 in enumerate(ys):
-    strip = np.asarray(read_rows(y0, ty))                     # [t_y, w, C]
-    tiles = np.stack([strip[:, x0:x0 + tx] for x0 in xs])  # [n_x, ty, tx, C]
+    strip = np.asarray(read_rows(y0, ty))  # [t_y, w, C]
+    tiles = np.stack([strip[:, x0 : x0 + tx] for x0 in xs])  # [n_x, ty, tx, C]
     outs = []
     for chunk, n in _batches(tiles, min(batch, len(xs))):
       outs.append(np.asarray(fn(chunk, (Ty, Tx)), np.float64)[:n])
-    outs = np.concatenate(outs)                           # [n_x, Ty, Tx, C']
+    outs = np.concatenate(outs)  # [n_x, Ty, Tx, C']
     wy = blend_weights(Ty, y0 == 0, y0 + ty == h, ov_y, ramp_frac)
     Y0 = int(y0 * ry)
     if acc is None:
@@ -134,18 +151,24 @@ def _stream(fn: SRFn, read_rows: Callable[[int, int], np.ndarray],
     r = slice(Y0 - acc_y0, Y0 - acc_y0 + Ty)
     for x0, out, wxi in zip(xs, outs, wx):
       X0 = int(x0 * rx)
-      wt = (wy[:, None] * wxi[None, :])[..., None]            # [T_y, T_x, 1]
-      acc[r, X0:X0 + Tx] += out * wt
-      wsum[r, X0:X0 + Tx] += wt
+      wt = (wy[:, None] * wxi[None, :])[..., None]  # [T_y, T_x, 1]
+      acc[r, X0 : X0 + Tx] += out * wt
+      wsum[r, X0 : X0 + Tx] += wt
     done = (int(ys[j + 1] * ry) if j + 1 < len(ys) else H) - acc_y0
     write_rows(acc_y0, acc[:done] / wsum[:done])
     acc, wsum, acc_y0 = acc[done:], wsum[done:], acc_y0 + done
   return H, W
 
 
-def tiled_apply(fn: SRFn, lr: np.ndarray, scale: float, tile: int = 64,
-                overlap: int = 16, batch: int = 8,
-                ramp_frac: float = 0.5) -> np.ndarray:
+def tiled_apply(
+    fn: SRFn,
+    lr: np.ndarray,
+    scale: float,
+    tile: int = 64,
+    overlap: int = 16,
+    batch: int = 8,
+    ramp_frac: float = 0.5,
+) -> np.ndarray:
   """Super-resolves `lr [h, w, C]` tile by tile -> `[H, W, C_out]` float32.
 
   Args:
@@ -161,18 +184,35 @@ def tiled_apply(fn: SRFn, lr: np.ndarray, scale: float, tile: int = 64,
   """
   h, w, _ = lr.shape
   rows = []
-  _stream(fn, lambda y0, n: lr[y0:y0 + n], lambda _, r: rows.append(r),
-          h, w, scale, tile, overlap, batch, ramp_frac)
+  _stream(
+      fn,
+      lambda y0, n: lr[y0 : y0 + n],
+      lambda _, r: rows.append(r),
+      h,
+      w,
+      scale,
+      tile,
+      overlap,
+      batch,
+      ramp_frac,
+  )
   return np.concatenate(rows).astype(np.float32)
 
 
-def tiled_apply_geotiff(src_path: str, dst_path: str, fn: SRFn, scale: float,
-                        tile: int = 64, overlap: int = 16, batch: int = 8,
-                        ramp_frac: float = 0.5,
-                        bands: Sequence[int] | None = None,
-                        preprocess: ArrayFn | None = None,
-                        postprocess: ArrayFn | None = None,
-                        dtype: str = "float32") -> tuple[int, int]:
+def tiled_apply_geotiff(
+    src_path: str,
+    dst_path: str,
+    fn: SRFn,
+    scale: float,
+    tile: int = 64,
+    overlap: int = 16,
+    batch: int = 8,
+    ramp_frac: float = 0.5,
+    bands: Sequence[int] | None = None,
+    preprocess: ArrayFn | None = None,
+    postprocess: ArrayFn | None = None,
+    dtype: str = "float32",
+) -> tuple[int, int]:
   """`tiled_apply` from one GeoTIFF to another, window by window.
 
   Reads LR strips of `src_path` (1-based `bands`, default all), maps them
@@ -191,30 +231,47 @@ def tiled_apply_geotiff(src_path: str, dst_path: str, fn: SRFn, scale: float,
     idx = list(bands) if bands is not None else list(range(1, src.count + 1))
     H, W = out_size(h, scale), out_size(w, scale)
     profile = src.profile.copy()
-    profile.update(driver="GTiff", height=H, width=W, dtype=dtype,
-                   transform=src.transform @ rasterio.Affine.scale(w / W,
-                                                                   h / H),
-                   nodata=None, photometric=None)
+    profile.update(
+        driver="GTiff",
+        height=H,
+        width=W,
+        dtype=dtype,
+        transform=src.transform @ rasterio.Affine.scale(w / W, h / H),
+        nodata=None,
+        photometric=None,
+    )
     for key in ("blockxsize", "blockysize", "tiled", "interleave"):
       profile.pop(key, None)
     dst = None
 
     def read_rows(y0, n):
-      a = src.read(idx, window=Window(0, y0, w, n))           # [C, n, w]
+      a = src.read(idx, window=Window(0, y0, w, n))  # [C, n, w]
       return pre(np.moveaxis(a, 0, -1))
 
     def write_rows(Y0, rows):
       nonlocal dst
-      out = np.asarray(post(rows))                            # [N, W, C_out]
+      out = np.asarray(post(rows))  # [N, W, C_out]
       if dst is None:
         profile["count"] = out.shape[-1]
         dst = rasterio.open(dst_path, "w", **profile)
-      dst.write(np.moveaxis(out, -1, 0).astype(dtype),
-                window=Window(0, Y0, W, len(out)))
+      dst.write(
+          np.moveaxis(out, -1, 0).astype(dtype),
+          window=Window(0, Y0, W, len(out)),
+      )
 
     try:
-      _stream(fn, read_rows, write_rows, h, w, scale, tile, overlap, batch,
-              ramp_frac)
+      _stream(
+          fn,
+          read_rows,
+          write_rows,
+          h,
+          w,
+          scale,
+          tile,
+          overlap,
+          batch,
+          ramp_frac,
+      )
     finally:
       if dst is not None:
         dst.close()

@@ -26,39 +26,54 @@ import ml_collections
 import numpy as np
 import optax
 
-from crossscale import checkpoint, evaluators, input_pipeline, logging_utils
+from crossscale import (
+  checkpoint,
+  evaluators,
+  input_pipeline,
+  logging_utils,
+  models,
+  optim,
+  partitioning,
+  run_config,
+  shards,
+)
 from crossscale import metrics as metrics_lib
-from crossscale import models, optim, run_config, shards
-from crossscale import partitioning
 
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array        # int32 []
+  step: jax.Array  # int32 []
   params: Any
   opt_state: Any
-  rng: jax.Array         # uint32 [2]: base key; step keys are fold_in(rng, step)
+  rng: jax.Array  # uint32 [2]: base key; step keys are fold_in(rng, step)
 
 
 def make_model(config, manifest: shards.Manifest):
   """The model named by `config.model.name`, with `config.model`'s fields
   plus what the dataset decides (`num_classes`, `grid`) where it has them."""
   kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
-  from_data = {"num_classes": manifest.num_classes, "grid": manifest.grid,
-               "class_names": tuple(manifest.class_names)}
+  from_data = {
+      "num_classes": manifest.num_classes,
+      "grid": manifest.grid,
+      "class_names": tuple(manifest.class_names),
+  }
   fields = models.field_names(config.model.name)
-  kwargs.update({k: v for k, v in from_data.items()
-                 if k in fields and k not in kwargs})
+  kwargs.update(
+      {k: v for k, v in from_data.items() if k in fields and k not in kwargs}
+  )
   return models.get_model(config.model.name, **kwargs)
 
 
 def example_batch(manifest: shards.Manifest, fields, batch_size: int):
   """Zeros shaped like one global batch (for init and lowering)."""
-  shapes = {"lr": manifest.lr_shape, "hr": manifest.hr_shape,
-            "labels": [manifest.num_classes]}
+  shapes = {
+      "lr": manifest.lr_shape,
+      "hr": manifest.hr_shape,
+      "labels": [manifest.num_classes],
+  }
   out = {}
   for f in fields:
-    if f in input_pipeline.TEXT_FIELDS:   # token ids / attention mask
+    if f in input_pipeline.TEXT_FIELDS:  # token ids / attention mask
       out[f] = jnp.zeros([batch_size, input_pipeline.TEXT_MAX_LEN], jnp.int32)
     elif f.startswith("mask_"):
       out[f] = jnp.zeros([batch_size] + manifest.hr_shape[:2], jnp.uint8)
@@ -67,35 +82,52 @@ def example_batch(manifest: shards.Manifest, fields, batch_size: int):
   return out
 
 
-def make_train_step(model, tx: optax.GradientTransformation, task: str,
-                    aux_weights: dict[str, float]) -> Callable:
+def make_train_step(
+    model,
+    tx: optax.GradientTransformation,
+    task: str,
+    aux_weights: dict[str, float],
+) -> Callable:
   """Pure `train_step(state, batch, rng) -> (state, metrics)`."""
 
   def train_step(state: TrainState, batch, rng):
     def loss_fn(params):
       dropout_rng, selection_rng = jax.random.split(rng)
-      out = model.apply({"params": params}, batch, train=True,
-                        rngs={"dropout": dropout_rng,
-                              "selection": selection_rng})
+      out = model.apply(
+          {"params": params},
+          batch,
+          train=True,
+          rngs={"dropout": dropout_rng, "selection": selection_rng},
+      )
       # Models with logits get the task loss; others (SR, segmentation)
       # bring every loss term in "aux_losses".
       logits = out.get("logits")
-      task_l = (metrics_lib.task_loss(logits, batch["labels"], task)
-                if logits is not None else jnp.zeros((), jnp.float32))
-      aux = {k: v * aux_weights.get(k, 1.0)
-             for k, v in out["aux_losses"].items()}
+      task_l = (
+          metrics_lib.task_loss(logits, batch["labels"], task)
+          if logits is not None
+          else jnp.zeros((), jnp.float32)
+      )
+      aux = {
+          k: v * aux_weights.get(k, 1.0) for k, v in out["aux_losses"].items()
+      }
       return task_l + sum(aux.values()), (task_l, aux, logits)
 
     (loss, (task_l, aux, logits)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+        loss_fn, has_aux=True
+    )(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    m = {"loss": loss, "task_loss": task_l, "grad_norm": optax.tree.norm(grads),
-         **{f"aux_{k}": v for k, v in aux.items()}}
+    m = {
+        "loss": loss,
+        "task_loss": task_l,
+        "grad_norm": optax.tree.norm(grads),
+        **{f"aux_{k}": v for k, v in aux.items()},
+    }
     if task == "single_label" and logits is not None:
       m["accuracy"] = metrics_lib.correct(logits, batch["labels"]).mean()
-    new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state)
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state
+    )
     return new_state, m
 
   return train_step
@@ -104,12 +136,17 @@ def make_train_step(model, tx: optax.GradientTransformation, task: str,
 def jit_train_step(config, model, tx, mesh, state_sh) -> Callable:
   """The train step jitted once with explicit shardings; the state is donated."""
   return jax.jit(
-      make_train_step(model, tx, config.task,
-                      dict(config.get("aux_weights", {}))),
-      in_shardings=(state_sh, partitioning.batch_sharding(mesh),
-                    partitioning.replicated(mesh)),
+      make_train_step(
+          model, tx, config.task, dict(config.get("aux_weights", {}))
+      ),
+      in_shardings=(
+          state_sh,
+          partitioning.batch_sharding(mesh),
+          partitioning.replicated(mesh),
+      ),
       out_shardings=(state_sh, partitioning.replicated(mesh)),
-      donate_argnums=(0,))
+      donate_argnums=(0,),
+  )
 
 
 def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
@@ -120,15 +157,21 @@ def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
 
   def boxed_init(rng):
     params_rng, state_rng = jax.random.split(rng)
-    params = model.init({"params": params_rng}, batch,
-                        train=False).get("params", {})  # {}: no parameters
+    params = model.init({"params": params_rng}, batch, train=False).get(
+        "params", {}
+    )  # {}: no parameters
     # The optimizer state mirrors the boxed params, names included.
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=state_rng)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=state_rng,
+    )
 
   rng = jax.random.key_data(jax.random.key(config.seed))
-  shardings = partitioning.tree_shardings(jax.eval_shape(boxed_init, rng), mesh,
-                                      sharding_rules(config))
+  shardings = partitioning.tree_shardings(
+      jax.eval_shape(boxed_init, rng), mesh, sharding_rules(config)
+  )
   init = lambda rng: nn.meta.unbox(boxed_init(rng))
   state = jax.jit(init, out_shardings=shardings)(rng)
   params = None
@@ -137,8 +180,10 @@ def init_state(config, model, tx, batch, mesh) -> tuple[TrainState, Any]:
   if config.get("model_init"):  # e.g. encoders of a pretraining run
     params = checkpoint.init_from(
         jax.device_get(state.params) if params is None else params,
-        config.model_init, tuple(config.get("model_init_keys", ())),
-        "config.model_init")
+        config.model_init,
+        tuple(config.get("model_init_keys", ())),
+        "config.model_init",
+    )
   if params is not None:
     state = state.replace(params=jax.device_put(params, shardings.params))
   return state, shardings
@@ -159,17 +204,21 @@ def optim_config(config) -> ml_collections.ConfigDict:
     return config.optim
   cfg = config.optim.to_dict()
   cfg["lr_scale"] = tuple(
-      (optim.subtree_regex(k), scale)
-      for k in config.get("model_init_keys", ())) + tuple(
-          cfg.get("lr_scale", ()) or ())
+      (optim.subtree_regex(k), scale) for k in config.get("model_init_keys", ())
+  ) + tuple(cfg.get("lr_scale", ()) or ())
   return ml_collections.ConfigDict(cfg)
 
 
 def sharding_rules(config):
   """`config.sharding.rules` (logical axis -> mesh axes), else the default."""
   rules = config.get("sharding", {}).get("rules")
-  return tuple((n, tuple(a) if isinstance(a, (list, tuple)) else a)
-               for n, a in rules) if rules else partitioning.RULES
+  return (
+      tuple(
+          (n, tuple(a) if isinstance(a, (list, tuple)) else a) for n, a in rules
+      )
+      if rules
+      else partitioning.RULES
+  )
 
 
 def _eval_all(evals, params, step, writer) -> dict[str, dict[str, float]]:
@@ -179,14 +228,21 @@ def _eval_all(evals, params, step, writer) -> dict[str, dict[str, float]]:
     writer.write(step, name, res)
     results[name] = res
     if jax.process_index() == 0:
-      print(f"eval {name} @ step {step}: " + " ".join(
-          f"{k}={v:.4f}" for k, v in res.items()), flush=True)
+      print(
+          f"eval {name} @ step {step}: "
+          + " ".join(f"{k}={v:.4f}" for k, v in res.items()),
+          flush=True,
+      )
   return results
 
 
-def _resume(ckpt: checkpoint.Checkpointer, state: TrainState, state_sh,
-            config: ml_collections.ConfigDict,
-            stored: dict | None) -> tuple[TrainState, dict]:
+def _resume(
+    ckpt: checkpoint.Checkpointer,
+    state: TrainState,
+    state_sh,
+    config: ml_collections.ConfigDict,
+    stored: dict | None,
+) -> tuple[TrainState, dict]:
   """(state, data_state) of the newest checkpoint. A checkpoint that does not
   fit the model `config` builds is an error naming the config keys that
   changed since the run (its stored config.json) and the flags that set them
@@ -195,33 +251,45 @@ def _resume(ckpt: checkpoint.Checkpointer, state: TrainState, state_sh,
   changed = run_config.differences(stored, config) if stored else []
   try:
     state, data_state = ckpt.restore(
-        checkpoint.abstract_with_shardings(state, state_sh))
+        checkpoint.abstract_with_shardings(state, state_sh)
+    )
   except (ValueError, TypeError) as e:
     if changed:
-      hint = (f"It was trained with another config:\n"
-              f"{run_config.describe(stored, config, changed)}\n"
-              "Resume it with the config it was trained with (with launch.py:"
-              f" {run_config.restoring_flags(stored, config, changed)}), or "
-              "train this config in a new --workdir.")
+      hint = (
+          f"It was trained with another config:\n"
+          f"{run_config.describe(stored, config, changed)}\n"
+          "Resume it with the config it was trained with (with launch.py:"
+          f" {run_config.restoring_flags(stored, config, changed)}), or "
+          "train this config in a new --workdir."
+      )
     else:
-      hint = ("Its config.json is " + ("missing" if stored is None else
-              "the same as this config") + ": the model code changed since "
-              "it was written, or the checkpoint is damaged; train in a new "
-              "--workdir.")
-    raise ValueError(f"the checkpoints in {ckpt.directory} do not fit the "
-                     f"model of this config. {hint}") from e
+      hint = (
+          "Its config.json is "
+          + ("missing" if stored is None else "the same as this config")
+          + ": the model code changed since "
+          "it was written, or the checkpoint is damaged; train in a new "
+          "--workdir."
+      )
+    raise ValueError(
+        f"the checkpoints in {ckpt.directory} do not fit the "
+        f"model of this config. {hint}"
+    ) from e
   if jax.process_index() == 0:
-    print(f"resumed from {ckpt.directory} at step {int(state.step)}",
-          flush=True)
+    print(
+        f"resumed from {ckpt.directory} at step {int(state.step)}", flush=True
+    )
     if changed:
-      print("resumed with a config that differs from the one that trained "
-            f"so far:\n{run_config.describe(stored, config, changed)}",
-            flush=True)
+      print(
+          "resumed with a config that differs from the one that trained "
+          f"so far:\n{run_config.describe(stored, config, changed)}",
+          flush=True,
+      )
   return state, data_state
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints)."""
   os.makedirs(workdir, exist_ok=True)
   stored = run_config.load_stored(workdir)  # the config that wrote the ckpts
@@ -229,8 +297,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   manifest = shards.load_manifest(data_dir)
   mesh = partitioning.make_mesh(config.mesh)
   if config.batch_size % partitioning.data_parallel_size(mesh):
-    raise ValueError(f"config.batch_size={config.batch_size} must divide by "
-                     f"the data-parallel size {partitioning.data_parallel_size(mesh)}")
+    raise ValueError(
+        f"config.batch_size={config.batch_size} must divide by "
+        f"the data-parallel size {partitioning.data_parallel_size(mesh)}"
+    )
   fields = tuple(config.data.fields)
   model = make_model(config, manifest)
   tx = make_tx(config)
@@ -238,20 +308,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state, state_sh = init_state(config, model, tx, batch0, mesh)
   if jax.process_index() == 0:
     n = sum(x.size for x in jax.tree.leaves(state.params))
-    print(f"model {config.model.name}: {n:,} parameters; mesh "
-          f"{dict(mesh.shape)}; dataset {manifest.name} ({data_dir})",
-          flush=True)
+    print(
+        f"model {config.model.name}: {n:,} parameters; mesh "
+        f"{dict(mesh.shape)}; dataset {manifest.name} ({data_dir})",
+        flush=True,
+    )
 
   train_ds = input_pipeline.train_dataset(
-      data_dir, batch_size=config.batch_size, seed=config.seed, fields=fields,
-      augment=config.data.augment, process_index=jax.process_index(),
-      process_count=jax.process_count(), worker_count=config.data.worker_count,
-      num_threads=config.data.num_threads, verify=config.data.verify)
+      data_dir,
+      batch_size=config.batch_size,
+      seed=config.seed,
+      fields=fields,
+      augment=config.data.augment,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      worker_count=config.data.worker_count,
+      num_threads=config.data.num_threads,
+      verify=config.data.verify,
+  )
   train_iter = iter(train_ds)
 
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.checkpoint.every,
-                                 config.checkpoint.keep)
+  ckpt = checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      config.checkpoint.every,
+      config.checkpoint.keep,
+  )
   if ckpt.latest_step() is not None:
     state, data_state = _resume(ckpt, state, state_sh, config, stored)
     train_iter.set_state(data_state)
@@ -263,20 +344,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # config.evals.<name>: type, split, batch_size, limit, and any option of
   # that evaluator (e.g. the SR evaluator's feature_init).
-  evals = {name: evaluators.get_evaluator(
-      ev.type, model, data_dir=data_dir, split=ev.split,
-      batch_size=ev.get("batch_size", config.batch_size), task=config.task,
-      mesh=mesh, fields=fields, limit=ev.get("limit"),
-      **{k: v for k, v in ev.items()
-         if k not in ("type", "split", "batch_size", "limit")})
-           for name, ev in config.evals.items()}
+  evals = {
+      name: evaluators.get_evaluator(
+          ev.type,
+          model,
+          data_dir=data_dir,
+          split=ev.split,
+          batch_size=ev.get("batch_size", config.batch_size),
+          task=config.task,
+          mesh=mesh,
+          fields=fields,
+          limit=ev.get("limit"),
+          **{
+              k: v
+              for k, v in ev.items()
+              if k not in ("type", "split", "batch_size", "limit")
+          },
+      )
+      for name, ev in config.evals.items()
+  }
   writer = logging_utils.MetricWriter(workdir)
   start = int(state.step)
   progress = logging_utils.Progress(config.total_steps, start)
 
   preempted = []
-  prev_handler = signal.signal(signal.SIGTERM,
-                               lambda *_: preempted.append(True))
+  prev_handler = signal.signal(
+      signal.SIGTERM, lambda *_: preempted.append(True)
+  )
   base_rng = jax.device_get(state.rng)
   pending = None  # (step, metrics) of the step before: checked one step late
   try:
@@ -297,23 +391,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if preempted:
         ckpt.save(step, state, train_iter.get_state(), force=True)
         ckpt.wait()
-        print(f"SIGTERM: saved step {step} to {ckpt.directory}; relaunch "
-              "the same command to resume.", flush=True)
+        print(
+            f"SIGTERM: saved step {step} to {ckpt.directory}; relaunch "
+            "the same command to resume.",
+            flush=True,
+        )
         return {"preempted_at": step}
     if pending is not None:
       _check_finite(*pending)
     final = _eval_all(evals, state.params, config.total_steps, writer)
     if config.get("final_eval_split"):
       ev = evaluators.get_evaluator(
-          "classification", model, data_dir=data_dir,
-          split=config.final_eval_split, batch_size=config.batch_size,
-          task=config.task, mesh=mesh, fields=fields)
+          "classification",
+          model,
+          data_dir=data_dir,
+          split=config.final_eval_split,
+          batch_size=config.batch_size,
+          task=config.task,
+          mesh=mesh,
+          fields=fields,
+      )
       final["final"] = ev.run(state.params)
-      writer.write(config.total_steps, f"final_{config.final_eval_split}",
-                   final["final"])
+      writer.write(
+          config.total_steps, f"final_{config.final_eval_split}", final["final"]
+      )
       if jax.process_index() == 0:
-        print(f"final eval ({config.final_eval_split}): " + " ".join(
-            f"{k}={v:.4f}" for k, v in final["final"].items()), flush=True)
+        print(
+            f"final eval ({config.final_eval_split}): "
+            + " ".join(f"{k}={v:.4f}" for k, v in final["final"].items()),
+            flush=True,
+        )
     final["steps_per_sec"] = progress.steps_per_sec(config.total_steps)
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
@@ -332,4 +439,5 @@ def _check_finite(step: int, m) -> None:
     raise FloatingPointError(
         f"loss is {loss} at step {step}: training stopped. Check the data "
         "(non-finite pixels pass the builders' checks only if validation was "
-        "bypassed) or lower config.optim.lr; resume from the last checkpoint.")
+        "bypassed) or lower config.optim.lr; resume from the last checkpoint."
+    )

@@ -15,13 +15,18 @@ from crossscale import records, shards
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get(
     "CROSSSCALE_SHARED_DATA",
-    os.path.join(os.path.dirname(REPO_ROOT), "shared", "data"))
+    os.path.join(os.path.dirname(REPO_ROOT), "shared", "data"),
+)
 
 SPLITS = ("train", "val", "test")
 
 
-def assign_splits(n: int, fractions: Sequence[float], seed: int,
-                  strata: Sequence[int] | None = None) -> list[str]:
+def assign_splits(
+    n: int,
+    fractions: Sequence[float],
+    seed: int,
+    strata: Sequence[int] | None = None,
+) -> list[str]:
   """Seeded train/val/test assignment of `n` items.
 
   With `strata` (e.g. class ids) each stratum is split in the same
@@ -30,8 +35,10 @@ def assign_splits(n: int, fractions: Sequence[float], seed: int,
   """
   fr = np.asarray(fractions, np.float64)
   if len(fr) != len(SPLITS) or (fr < 0).any() or fr.sum() <= 0:
-    raise ValueError(f"split fractions must be 3 non-negative numbers "
-                     f"(train, val, test), got {list(fractions)}")
+    raise ValueError(
+        f"split fractions must be 3 non-negative numbers "
+        f"(train, val, test), got {list(fractions)}"
+    )
   fr = fr / fr.sum()
   rng = np.random.default_rng(seed)
   out = [""] * n
@@ -45,8 +52,11 @@ def assign_splits(n: int, fractions: Sequence[float], seed: int,
     n_test = int(round(fr[2] * len(idx)))
     n_train = len(idx) - n_val - n_test
     for j, i in enumerate(idx):
-      out[i] = SPLITS[0] if j < n_train else (
-          SPLITS[1] if j < n_train + n_val else SPLITS[2])
+      out[i] = (
+          SPLITS[0]
+          if j < n_train
+          else (SPLITS[1] if j < n_train + n_val else SPLITS[2])
+      )
   return out
 
 
@@ -66,6 +76,8 @@ def run_build(build, out: str, summary: bool = True) -> shards.Manifest:
     sys.exit(f"error: {e}")
   if summary:
     counts = {s: m.num_records(s) for s in m.splits}
-    print(f"{m.name}: {m.num_classes} classes, hr {m.hr_shape}, lr "
-          f"{m.lr_shape}, splits {counts} -> {out}")
+    print(
+        f"{m.name}: {m.num_classes} classes, hr {m.hr_shape}, lr "
+        f"{m.lr_shape}, splits {counts} -> {out}"
+    )
   return m

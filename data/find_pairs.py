@@ -77,7 +77,7 @@ from crossscale import records
 DataError = records.DataError
 
 EQUAL_AREA_CRS = "EPSG:6933"  # WGS 84 / NSIDC EASE-Grid 2.0 Global.
-OUTPUT_CRS = "OGC:CRS84"      # lon/lat, the GeoParquet default.
+OUTPUT_CRS = "OGC:CRS84"  # lon/lat, the GeoParquet default.
 _EASE_HALF_WIDTH = 17367530.445161372  # x of +-180 deg in EPSG:6933 (m).
 ENGINES = ("sedonadb", "spark", "shapely")
 REQUIRED = ("id", "time", "cloud")
@@ -135,6 +135,7 @@ class Scenes:
     stratum: `[N]` object array of str, or None when the table has none.
     path: `[N]` object array of str (absolute; "" when unknown), or None.
   """
+
   source: str
   ids: np.ndarray
   geoms: np.ndarray
@@ -152,8 +153,9 @@ class Scenes:
 
 def _first_bad(ids, mask, limit=3) -> str:
   bad = np.flatnonzero(mask)[:limit]
-  more = (f" (and {int(mask.sum()) - len(bad)} more)" if mask.sum() > limit
-          else "")
+  more = (
+      f" (and {int(mask.sum()) - len(bad)} more)" if mask.sum() > limit else ""
+  )
   return ", ".join(repr(str(ids[i])) for i in bad) + more
 
 
@@ -166,7 +168,8 @@ def parse_times(values: Sequence[Any], ids, where: str) -> np.ndarray:
       if isinstance(v, str):
         v = datetime.datetime.fromisoformat(v.strip())
       elif isinstance(v, datetime.date) and not isinstance(
-          v, datetime.datetime):
+          v, datetime.datetime
+      ):
         v = datetime.datetime(v.year, v.month, v.day)
       if not isinstance(v, datetime.datetime):
         raise ValueError(f"not a time: {v!r}")
@@ -174,7 +177,8 @@ def parse_times(values: Sequence[Any], ids, where: str) -> np.ndarray:
       raise DataError(
           f"{where}: scene {str(ids[i])!r} has time {v!r}, which is not an "
           "ISO-8601 time: write e.g. 2020-08-31 or 2020-08-31T10:15:00Z "
-          "(naive times are read as UTC).") from e
+          "(naive times are read as UTC)."
+      ) from e
     if v.tzinfo is None:
       v = v.replace(tzinfo=datetime.timezone.utc)
     out[i] = (v - epoch) // datetime.timedelta(microseconds=1)
@@ -186,8 +190,13 @@ def _transform_coords(transformer, xy: np.ndarray) -> np.ndarray:
   return np.column_stack([x, y])
 
 
-def project(geoms: np.ndarray, crs: pyproj.CRS, ids, where: str,
-            dst: str = EQUAL_AREA_CRS) -> np.ndarray:
+def project(
+    geoms: np.ndarray,
+    crs: pyproj.CRS,
+    ids,
+    where: str,
+    dst: str = EQUAL_AREA_CRS,
+) -> np.ndarray:
   """`geoms` in `crs` -> `dst`, densifying edges that would bend.
 
   The edges of a geometry are densified (into DENSIFY_PARTS pieces of its
@@ -216,8 +225,9 @@ def project(geoms: np.ndarray, crs: pyproj.CRS, ids, where: str,
       longest = np.zeros(len(geoms))
       np.maximum.at(longest, gi[:-1][same], edge)
       geoms = geoms.copy()
-      geoms[bent] = shapely.segmentize(geoms[bent],
-                                       longest[bent] / DENSIFY_PARTS)
+      geoms[bent] = shapely.segmentize(
+          geoms[bent], longest[bent] / DENSIFY_PARTS
+      )
   out = shapely.transform(geoms, lambda xy: _transform_coords(tr, xy))
   xmin, ymin, xmax, ymax = shapely.bounds(out).T
   bad = ~np.isfinite(xmin + ymin + xmax + ymax)
@@ -226,7 +236,8 @@ def project(geoms: np.ndarray, crs: pyproj.CRS, ids, where: str,
         f"{where}: footprints of scenes {_first_bad(ids, bad)} cannot be "
         f"projected from {crs.to_string()} to {dst} (outside the CRS's area "
         "of use, or the wrong CRS for these coordinates): check the table's "
-        "CRS (lon/lat order for EPSG:4326).")
+        "CRS (lon/lat order for EPSG:4326)."
+    )
   if dst == EQUAL_AREA_CRS:
     wide = (xmax - xmin) > _EASE_HALF_WIDTH
     if wide.any():
@@ -234,12 +245,22 @@ def project(geoms: np.ndarray, crs: pyproj.CRS, ids, where: str,
           f"{where}: footprints of scenes {_first_bad(ids, wide)} span more "
           "than half the globe in longitude: they cross the antimeridian. "
           "Split them at +-180 deg into a MultiPolygon (e.g. with the "
-          "`antimeridian` package) first.")
+          "`antimeridian` package) first."
+      )
   return out
 
 
-def scenes_from_arrays(ids, geoms, times, cloud, crs, *, stratum=None,
-                       path=None, where: str = "metadata") -> Scenes:
+def scenes_from_arrays(
+    ids,
+    geoms,
+    times,
+    cloud,
+    crs,
+    *,
+    stratum=None,
+    path=None,
+    where: str = "metadata",
+) -> Scenes:
   """Validates raw columns and projects footprints; the core of every reader.
 
   Args:
@@ -257,16 +278,21 @@ def scenes_from_arrays(ids, geoms, times, cloud, crs, *, stratum=None,
     raise DataError(
         f"{where}: no CRS for the footprints. Pass it (e.g. --hr_crs "
         "EPSG:4326 for a CSV; for GeoParquet write it in the `geo` "
-        "metadata's `crs`).")
+        "metadata's `crs`)."
+    )
   try:
     crs = pyproj.CRS(crs)
   except pyproj.exceptions.CRSError as e:
-    raise DataError(f"{where}: CRS {crs!r} is not understood by PROJ ({e}): "
-                    "pass e.g. EPSG:4326.") from e
+    raise DataError(
+        f"{where}: CRS {crs!r} is not understood by PROJ ({e}): "
+        "pass e.g. EPSG:4326."
+    ) from e
   uniq, counts = np.unique(ids, return_counts=True)
   if (counts > 1).any():
-    raise DataError(f"{where}: ids {list(uniq[counts > 1][:3])} repeat: ids "
-                    "must be unique within a table.")
+    raise DataError(
+        f"{where}: ids {list(uniq[counts > 1][:3])} repeat: ids "
+        "must be unique within a table."
+    )
   geoms = np.asarray(geoms, dtype=object)
   if n and not isinstance(geoms[0], shapely.Geometry):
     parse = shapely.from_wkt if isinstance(geoms[0], str) else shapely.from_wkb
@@ -274,13 +300,17 @@ def scenes_from_arrays(ids, geoms, times, cloud, crs, *, stratum=None,
     out = parse(geoms, on_invalid="ignore")
     bad = shapely.is_missing(out) & ~np.array([g is None for g in geoms])
     if bad.any():
-      raise DataError(f"{where}: footprints of scenes {_first_bad(ids, bad)} "
-                      f"are not parseable {kind}: fix or drop those rows.")
+      raise DataError(
+          f"{where}: footprints of scenes {_first_bad(ids, bad)} "
+          f"are not parseable {kind}: fix or drop those rows."
+      )
     geoms = out
   missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
   if missing.any():
-    raise DataError(f"{where}: scenes {_first_bad(ids, missing)} have an "
-                    "empty or missing footprint: fill it in or drop the rows.")
+    raise DataError(
+        f"{where}: scenes {_first_bad(ids, missing)} have an "
+        "empty or missing footprint: fill it in or drop the rows."
+    )
   kind = shapely.get_type_id(geoms)
   not_poly = ~np.isin(kind, (3, 6))
   if not_poly.any():
@@ -288,14 +318,16 @@ def scenes_from_arrays(ids, geoms, times, cloud, crs, *, stratum=None,
     raise DataError(
         f"{where}: scenes {_first_bad(ids, not_poly)} have a "
         f"{geoms[i].geom_type} footprint; footprints must be Polygons or "
-        "MultiPolygons (a scene's covered area).")
+        "MultiPolygons (a scene's covered area)."
+    )
   invalid = ~shapely.is_valid(geoms)
   if invalid.any():
     i = np.flatnonzero(invalid)[0]
     raise DataError(
         f"{where}: scenes {_first_bad(ids, invalid)} have an invalid "
         f"footprint ({shapely.is_valid_reason(geoms[i])}): repair them, e.g. "
-        "with shapely.make_valid or ST_MakeValid, before the join.")
+        "with shapely.make_valid or ST_MakeValid, before the join."
+    )
   if isinstance(times, np.ndarray) and np.issubdtype(times.dtype, np.integer):
     t_us = times.astype(np.int64)
   else:
@@ -306,13 +338,24 @@ def scenes_from_arrays(ids, geoms, times, cloud, crs, *, stratum=None,
     pct = np.nanmax(cloud) <= 100 and np.nanmin(cloud) >= 0
     raise DataError(
         f"{where}: scenes {_first_bad(ids, bad)} have cloud fractions outside "
-        "[0, 1] (or missing)" + (": the column looks like percent, divide it "
-                                 "by 100." if pct else "."))
+        "[0, 1] (or missing)"
+        + (
+            ": the column looks like percent, divide it " "by 100."
+            if pct
+            else "."
+        )
+    )
   geoms = project(geoms, crs, ids, where)
-  strat = (None if stratum is None else
-           np.asarray(["" if s is None else str(s) for s in stratum], object))
-  paths = None if path is None else np.asarray(
-      ["" if p is None else str(p) for p in path], object)
+  strat = (
+      None
+      if stratum is None
+      else np.asarray(["" if s is None else str(s) for s in stratum], object)
+  )
+  paths = (
+      None
+      if path is None
+      else np.asarray(["" if p is None else str(p) for p in path], object)
+  )
   return Scenes(where, ids, geoms, t_us, cloud, strat, paths)
 
 
@@ -326,7 +369,8 @@ def _geo_metadata(path: str, schema: pa.Schema) -> dict:
         f"{path}: no GeoParquet `geo` metadata, so the geometry column and "
         "its CRS are unknown. Write the file as GeoParquet (e.g. "
         "data.find_pairs.write_geoparquet or geopandas.to_parquet), or use a "
-        f"CSV with a WKT `{CSV_GEOMETRY}` column and --hr_crs/--lr_crs.")
+        f"CSV with a WKT `{CSV_GEOMETRY}` column and --hr_crs/--lr_crs."
+    )
   return json.loads(raw)
 
 
@@ -337,8 +381,12 @@ def _absolute_paths(values, table_path: str):
     if v is None or v == "":
       out.append("")
       continue
-    out.append(";".join(p if os.path.isabs(p) else os.path.join(base, p)
-                        for p in str(v).split(";")))
+    out.append(
+        ";".join(
+            p if os.path.isabs(p) else os.path.join(base, p)
+            for p in str(v).split(";")
+        )
+    )
   return out
 
 
@@ -361,71 +409,99 @@ def read_table(path: str, crs: str | None = None) -> Scenes:
     gcol = geo.get("primary_column", "geometry")
     meta = geo.get("columns", {}).get(gcol)
     if meta is None or gcol not in table.column_names:
-      raise DataError(f"{path}: `geo` metadata names geometry column {gcol!r},"
-                      " which is not in the file: rewrite the file.")
+      raise DataError(
+          f"{path}: `geo` metadata names geometry column {gcol!r},"
+          " which is not in the file: rewrite the file."
+      )
     if str(meta.get("encoding", "")).upper() != "WKB":
-      raise DataError(f"{path}: geometry encoding {meta.get('encoding')!r}; "
-                      "only WKB is read: rewrite with WKB encoding.")
+      raise DataError(
+          f"{path}: geometry encoding {meta.get('encoding')!r}; "
+          "only WKB is read: rewrite with WKB encoding."
+      )
     if "crs" not in meta:
       file_crs = OUTPUT_CRS  # GeoParquet: an absent crs means OGC:CRS84.
     elif meta["crs"] is None:
       file_crs = None
     else:
       file_crs = pyproj.CRS.from_user_input(meta["crs"])
-    if crs is not None and file_crs is not None and (
-        pyproj.CRS(crs) != pyproj.CRS(file_crs)):
+    if (
+        crs is not None
+        and file_crs is not None
+        and (pyproj.CRS(crs) != pyproj.CRS(file_crs))
+    ):
       raise DataError(
           f"{path}: its GeoParquet CRS is {pyproj.CRS(file_crs).to_string()} "
-          f"but {crs} was passed: drop the CRS flag (the file's is used).")
+          f"but {crs} was passed: drop the CRS flag (the file's is used)."
+      )
     if file_crs is None and crs is None:
       raise DataError(
           f"{path}: its GeoParquet `crs` is null (unknown): pass the CRS "
-          "(--hr_crs/--lr_crs EPSG:XXXX) or write it into the file.")
+          "(--hr_crs/--lr_crs EPSG:XXXX) or write it into the file."
+      )
     crs = crs if file_crs is None else file_crs
     gc = table.column(gcol)
     if isinstance(gc.type, pa.ExtensionType):  # e.g. geoarrow.wkb.
-      gc = pa.chunked_array([c.storage for c in gc.chunks],
-                            gc.type.storage_type)
+      gc = pa.chunked_array(
+          [c.storage for c in gc.chunks], gc.type.storage_type
+      )
     geoms = gc.to_numpy(zero_copy_only=False)
     kind = "GeoParquet"
   elif ext in (".csv", ".txt"):
     try:
-      table = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(
-          column_types={"id": pa.string(), "time": pa.string(),
-                        CSV_GEOMETRY: pa.string(), "stratum": pa.string(),
-                        "path": pa.string()}))
+      table = pa_csv.read_csv(
+          path,
+          convert_options=pa_csv.ConvertOptions(
+              column_types={
+                  "id": pa.string(),
+                  "time": pa.string(),
+                  CSV_GEOMETRY: pa.string(),
+                  "stratum": pa.string(),
+                  "path": pa.string(),
+              }
+          ),
+      )
     except pa.ArrowInvalid as e:
-      raise DataError(f"{path}: CSV could not be parsed ({e}): check the "
-                      "header and that `cloud` holds numbers.") from e
+      raise DataError(
+          f"{path}: CSV could not be parsed ({e}): check the "
+          "header and that `cloud` holds numbers."
+      ) from e
     if CSV_GEOMETRY not in table.column_names:
       raise DataError(
           f"{path}: missing column {CSV_GEOMETRY!r} (the footprint as WKT); "
-          f"it has {table.column_names}.")
+          f"it has {table.column_names}."
+      )
     if crs is None:
       raise DataError(
           f"{path}: a CSV carries no CRS: pass the CRS of its WKT "
-          "footprints with --hr_crs/--lr_crs (e.g. EPSG:4326, lon/lat).")
+          "footprints with --hr_crs/--lr_crs (e.g. EPSG:4326, lon/lat)."
+      )
     geoms = table.column(CSV_GEOMETRY).to_numpy(zero_copy_only=False)
     kind = "CSV"
   else:
-    raise DataError(f"{path}: unknown table format {ext!r}: use GeoParquet "
-                    "(.parquet) or CSV (.csv) with WKT footprints.")
+    raise DataError(
+        f"{path}: unknown table format {ext!r}: use GeoParquet "
+        "(.parquet) or CSV (.csv) with WKT footprints."
+    )
   missing = [c for c in REQUIRED if c not in table.column_names]
   if missing:
     raise DataError(
         f"{path}: missing column(s) {missing}; a {kind} metadata table needs "
         f"{list(REQUIRED)} and a footprint, optional stratum and path; it has "
-        f"{table.column_names}. Rename or add the column(s).")
+        f"{table.column_names}. Rename or add the column(s)."
+    )
   ids = table.column("id").to_pylist()
   tcol = table.column("time")
   if pa.types.is_timestamp(tcol.type):
     if tcol.null_count:
-      raise DataError(f"{path}: {tcol.null_count} scenes have no time: fill "
-                      "them in or drop the rows.")
+      raise DataError(
+          f"{path}: {tcol.null_count} scenes have no time: fill "
+          "them in or drop the rows."
+      )
     if tcol.type.tz is None:  # Naive: UTC.
       tcol = tcol.cast(pa.timestamp(tcol.type.unit))
-    times = pc.cast(tcol.cast(pa.timestamp("us", tcol.type.tz)),
-                    pa.int64()).to_numpy()
+    times = pc.cast(
+        tcol.cast(pa.timestamp("us", tcol.type.tz)), pa.int64()
+    ).to_numpy()
   elif pa.types.is_date(tcol.type):
     times = tcol.to_pylist()
   else:
@@ -434,42 +510,71 @@ def read_table(path: str, crs: str | None = None) -> Scenes:
     cloud = table.column("cloud").cast(pa.float64()).fill_null(np.nan)
   except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
     raise DataError(f"{path}: column `cloud` is not numeric ({e}).") from e
-  stratum = (table.column("stratum").to_pylist()
-             if "stratum" in table.column_names else None)
-  paths = (_absolute_paths(table.column("path").to_pylist(), path)
-           if "path" in table.column_names else None)
-  return scenes_from_arrays(ids, geoms, times, cloud.to_numpy(), crs,
-                            stratum=stratum, path=paths, where=path)
+  stratum = (
+      table.column("stratum").to_pylist()
+      if "stratum" in table.column_names
+      else None
+  )
+  paths = (
+      _absolute_paths(table.column("path").to_pylist(), path)
+      if "path" in table.column_names
+      else None
+  )
+  return scenes_from_arrays(
+      ids,
+      geoms,
+      times,
+      cloud.to_numpy(),
+      crs,
+      stratum=stratum,
+      path=paths,
+      where=path,
+  )
 
 
 # -------------------------------------------------------------------- engines
 
 
-def join_sql(min_overlap: float, max_days: float, max_cloud: float,
-             all_matches: bool) -> str:
+def join_sql(
+    min_overlap: float, max_days: float, max_cloud: float, all_matches: bool
+) -> str:
   """JOIN_SQL with its parameters (numbers only) filled in."""
   return JOIN_SQL.format(
       max_cloud=repr(float(max_cloud)),
       max_gap_us=int(round(float(max_days) * _US_PER_DAY)),
       min_overlap=repr(float(min_overlap) - OVERLAP_TOL),
-      max_rank=2**62 if all_matches else 1)
+      max_rank=2**62 if all_matches else 1,
+  )
 
 
 def _engine_table(s: Scenes, wkb_type) -> pa.Table:
-  return pa.table({
-      "idx": pa.array(np.arange(len(s), dtype=np.int64)),
-      "geom": pa.ExtensionArray.from_storage(
-          wkb_type, pa.array(shapely.to_wkb(s.geoms), pa.binary())),
-      "t_us": pa.array(s.t_us), "cloud": pa.array(s.cloud)})
+  return pa.table(
+      {
+          "idx": pa.array(np.arange(len(s), dtype=np.int64)),
+          "geom": pa.ExtensionArray.from_storage(
+              wkb_type, pa.array(shapely.to_wkb(s.geoms), pa.binary())
+          ),
+          "t_us": pa.array(s.t_us),
+          "cloud": pa.array(s.cloud),
+      }
+  )
 
 
-_RESULT_COLS = ("hr_idx", "lr_idx", "gap_us", "inter_area", "overlap",
-                "overlap_lr", "inter_wkb")
+_RESULT_COLS = (
+    "hr_idx",
+    "lr_idx",
+    "gap_us",
+    "inter_area",
+    "overlap",
+    "overlap_lr",
+    "inter_wkb",
+)
 
 
 def _join_sedonadb(hr: Scenes, lr: Scenes, sql: str) -> dict[str, np.ndarray]:
   import geoarrow.pyarrow as ga  # pylint: disable=g-import-not-at-top
   import sedonadb  # pylint: disable=g-import-not-at-top
+
   sd = sedonadb.connect()
   wkb_type = ga.wkb().with_crs(pyproj.CRS(EQUAL_AREA_CRS).to_json())
   sd.create_data_frame(_engine_table(hr, wkb_type)).to_view("hr")
@@ -483,8 +588,9 @@ def _result_arrays(table: pa.Table) -> dict[str, np.ndarray]:
   for c in _RESULT_COLS:
     col = table.column(c)
     if isinstance(col.type, pa.ExtensionType):
-      col = pa.chunked_array([ch.storage for ch in col.chunks],
-                             col.type.storage_type)
+      col = pa.chunked_array(
+          [ch.storage for ch in col.chunks], col.type.storage_type
+      )
     out[c] = col.to_numpy(zero_copy_only=False)
   for c in ("hr_idx", "lr_idx", "gap_us"):
     out[c] = out[c].astype(np.int64)
@@ -494,30 +600,47 @@ def _result_arrays(table: pa.Table) -> dict[str, np.ndarray]:
 def _join_spark(hr: Scenes, lr: Scenes, sql: str) -> dict[str, np.ndarray]:
   """The same SQL on Apache Sedona for Spark (local mode)."""
   from sedona.spark import SedonaContext  # pylint: disable=g-import-not-at-top
+
   packages = os.environ.get("CROSSSCALE_SEDONA_PACKAGES", SPARK_PACKAGES)
   builder = SedonaContext.builder().master("local[*]").appName("find_pairs")
   if packages:
     builder = builder.config("spark.jars.packages", packages)
   spark = SedonaContext.create(builder.getOrCreate())
   for name, s in (("hr", hr), ("lr", lr)):
-    raw = pa.table({"idx": np.arange(len(s), dtype=np.int64),
-                    "wkb": pa.array(shapely.to_wkb(s.geoms), pa.binary()),
-                    "t_us": s.t_us, "cloud": s.cloud})
+    raw = pa.table(
+        {
+            "idx": np.arange(len(s), dtype=np.int64),
+            "wkb": pa.array(shapely.to_wkb(s.geoms), pa.binary()),
+            "t_us": s.t_us,
+            "cloud": s.cloud,
+        }
+    )
     try:  # Spark >= 4.0 takes a pyarrow Table; older ones need pandas.
       df = spark.createDataFrame(raw)
     except TypeError:
       df = spark.createDataFrame(raw.to_pandas())
     df.createOrReplaceTempView(f"{name}_raw")
-    spark.sql(f"SELECT idx, ST_GeomFromWKB(wkb) AS geom, t_us, cloud "
-              f"FROM {name}_raw").createOrReplaceTempView(name)
+    spark.sql(
+        f"SELECT idx, ST_GeomFromWKB(wkb) AS geom, t_us, cloud "
+        f"FROM {name}_raw"
+    ).createOrReplaceTempView(name)
   result = spark.sql(sql)
-  table = (result.toArrow() if hasattr(result, "toArrow")  # Spark >= 4.0.
-           else pa.Table.from_pandas(result.toPandas()))
+  table = (
+      result.toArrow()
+      if hasattr(result, "toArrow")  # Spark >= 4.0.
+      else pa.Table.from_pandas(result.toPandas())
+  )
   return _result_arrays(table)
 
 
-def _join_shapely(hr: Scenes, lr: Scenes, min_overlap: float, max_days: float,
-                  max_cloud: float, all_matches: bool) -> dict[str, np.ndarray]:
+def _join_shapely(
+    hr: Scenes,
+    lr: Scenes,
+    min_overlap: float,
+    max_days: float,
+    max_cloud: float,
+    all_matches: bool,
+) -> dict[str, np.ndarray]:
   """The reference: STRtree candidates, vectorised filters, numpy ranking."""
   hr_ok = np.flatnonzero(hr.cloud <= max_cloud)
   lr_ok = np.flatnonzero(lr.cloud <= max_cloud)
@@ -535,23 +658,37 @@ def _join_shapely(hr: Scenes, lr: Scenes, min_overlap: float, max_days: float,
   overlap_lr = inter_area / shapely.area(lr.geoms[li])
   keep = overlap >= float(min_overlap) - OVERLAP_TOL
   hi, li, gap, inter = hi[keep], li[keep], gap[keep], inter[keep]
-  inter_area, overlap, overlap_lr = (inter_area[keep], overlap[keep],
-                                     overlap_lr[keep])
+  inter_area, overlap, overlap_lr = (
+      inter_area[keep],
+      overlap[keep],
+      overlap_lr[keep],
+  )
   order = np.lexsort((li, gap, -np.round(overlap, 9), hi))
   if not all_matches:
     first = np.ones(len(order), bool)
     first[1:] = hi[order][1:] != hi[order][:-1]
     order = order[first]
-  return {"hr_idx": hi[order], "lr_idx": li[order], "gap_us": gap[order],
-          "inter_area": inter_area[order], "overlap": overlap[order],
-          "overlap_lr": overlap_lr[order],
-          "inter_wkb": shapely.to_wkb(inter[order])}
+  return {
+      "hr_idx": hi[order],
+      "lr_idx": li[order],
+      "gap_us": gap[order],
+      "inter_area": inter_area[order],
+      "overlap": overlap[order],
+      "overlap_lr": overlap_lr[order],
+      "inter_wkb": shapely.to_wkb(inter[order]),
+  }
 
 
-def join(hr: Scenes, lr: Scenes, *, engine: str = "sedonadb",
-         min_overlap: float = 0.5, max_days: float = 30.0,
-         max_cloud: float = 1.0, all_matches: bool = False
-         ) -> dict[str, np.ndarray]:
+def join(
+    hr: Scenes,
+    lr: Scenes,
+    *,
+    engine: str = "sedonadb",
+    min_overlap: float = 0.5,
+    max_days: float = 30.0,
+    max_cloud: float = 1.0,
+    all_matches: bool = False,
+) -> dict[str, np.ndarray]:
   """The spatio-temporal join, before sampling.
 
   Returns column arrays: hr_idx, lr_idx (rows of `hr`/`lr`), gap_us, overlap,
@@ -562,7 +699,8 @@ def join(hr: Scenes, lr: Scenes, *, engine: str = "sedonadb",
   if not 0.0 <= min_overlap <= 1.0 or max_days < 0 or not 0 <= max_cloud <= 1:
     raise DataError(
         f"min_overlap={min_overlap} must be in [0, 1], max_days={max_days} "
-        f">= 0 and max_cloud={max_cloud} in [0, 1].")
+        f">= 0 and max_cloud={max_cloud} in [0, 1]."
+    )
   if engine == "shapely":
     return _join_shapely(hr, lr, min_overlap, max_days, max_cloud, all_matches)
   sql = join_sql(min_overlap, max_days, max_cloud, all_matches)
@@ -574,8 +712,9 @@ def join(hr: Scenes, lr: Scenes, *, engine: str = "sedonadb",
 # ------------------------------------------------------------------- sampling
 
 
-def stratified_sample(strata: np.ndarray, per_stratum: int | None,
-                      seed: int) -> np.ndarray:
+def stratified_sample(
+    strata: np.ndarray, per_stratum: int | None, seed: int
+) -> np.ndarray:
   """Sorted indices keeping at most `per_stratum` items of each stratum.
 
   Strata are visited in sorted order with one np.random.default_rng(seed), so
@@ -605,23 +744,39 @@ def _timestamps(t_us: np.ndarray) -> pa.Array:
 
 def _geo_column_meta(geoms: np.ndarray, crs: str) -> dict:
   types = sorted({g.geom_type for g in geoms}) if len(geoms) else []
-  meta = {"encoding": "WKB", "geometry_types": types,
-          "crs": pyproj.CRS(crs).to_json_dict()}
+  meta = {
+      "encoding": "WKB",
+      "geometry_types": types,
+      "crs": pyproj.CRS(crs).to_json_dict(),
+  }
   if len(geoms):
     b = shapely.bounds(geoms)
-    meta["bbox"] = [float(b[:, 0].min()), float(b[:, 1].min()),
-                    float(b[:, 2].max()), float(b[:, 3].max())]
+    meta["bbox"] = [
+        float(b[:, 0].min()),
+        float(b[:, 1].min()),
+        float(b[:, 2].max()),
+        float(b[:, 3].max()),
+    ]
   return meta
 
 
-def write_geoparquet(table: pa.Table, geoms: np.ndarray, crs: str,
-                     path: str, column: str = "geometry") -> str:
+def write_geoparquet(
+    table: pa.Table,
+    geoms: np.ndarray,
+    crs: str,
+    path: str,
+    column: str = "geometry",
+) -> str:
   """Writes `table` plus a WKB `column` of shapely `geoms` (in `crs`) as
   GeoParquet 1.1 with its `geo` file metadata."""
   table = table.append_column(
-      column, pa.array(shapely.to_wkb(geoms), pa.binary()))
-  geo = {"version": "1.1.0", "primary_column": column,
-         "columns": {column: _geo_column_meta(geoms, crs)}}
+      column, pa.array(shapely.to_wkb(geoms), pa.binary())
+  )
+  geo = {
+      "version": "1.1.0",
+      "primary_column": column,
+      "columns": {column: _geo_column_meta(geoms, crs)},
+  }
   md = dict(table.schema.metadata or {})
   md[b"geo"] = json.dumps(geo).encode()
   table = table.replace_schema_metadata(md)
@@ -630,15 +785,29 @@ def write_geoparquet(table: pa.Table, geoms: np.ndarray, crs: str,
   return path
 
 
-def find_pairs(hr: Scenes, lr: Scenes, *, engine: str = "sedonadb",
-               min_overlap: float = 0.5, max_days: float = 30.0,
-               max_cloud: float = 1.0, all_matches: bool = False,
-               per_stratum: int | None = None, seed: int = 0
-               ) -> tuple[pa.Table, np.ndarray]:
+def find_pairs(
+    hr: Scenes,
+    lr: Scenes,
+    *,
+    engine: str = "sedonadb",
+    min_overlap: float = 0.5,
+    max_days: float = 30.0,
+    max_cloud: float = 1.0,
+    all_matches: bool = False,
+    per_stratum: int | None = None,
+    seed: int = 0,
+) -> tuple[pa.Table, np.ndarray]:
   """Join + stratified sampling -> (pairs table, `[P]` intersections in
   OUTPUT_CRS); rows sorted by (hr_id, lr_id). See the module docstring."""
-  r = join(hr, lr, engine=engine, min_overlap=min_overlap, max_days=max_days,
-           max_cloud=max_cloud, all_matches=all_matches)
+  r = join(
+      hr,
+      lr,
+      engine=engine,
+      min_overlap=min_overlap,
+      max_days=max_days,
+      max_cloud=max_cloud,
+      all_matches=all_matches,
+  )
   hi, li = r["hr_idx"], r["lr_idx"]
   order = np.lexsort((lr.ids[li].astype(str), hr.ids[hi].astype(str)))
   r = {k: v[order] for k, v in r.items()}
@@ -653,31 +822,47 @@ def find_pairs(hr: Scenes, lr: Scenes, *, engine: str = "sedonadb",
   r = {k: v[keep] for k, v in r.items()}
   hi, li, strata = r["hr_idx"], r["lr_idx"], strata[keep]
   inter = shapely.from_wkb(r["inter_wkb"]) if len(keep) else np.array([])
-  inter = (project(inter, pyproj.CRS(EQUAL_AREA_CRS), hr.ids[hi], "pairs",
-                   dst=OUTPUT_CRS) if len(inter) else inter)
+  inter = (
+      project(
+          inter, pyproj.CRS(EQUAL_AREA_CRS), hr.ids[hi], "pairs", dst=OUTPUT_CRS
+      )
+      if len(inter)
+      else inter
+  )
   none = np.full(len(hi), "", object)
-  table = pa.table({
-      "hr_id": pa.array(hr.ids[hi], pa.string()),
-      "lr_id": pa.array(lr.ids[li], pa.string()),
-      "hr_path": pa.array(none if hr.path is None else hr.path[hi],
-                          pa.string()),
-      "lr_path": pa.array(none if lr.path is None else lr.path[li],
-                          pa.string()),
-      "hr_time": _timestamps(hr.t_us[hi]),
-      "lr_time": _timestamps(lr.t_us[li]),
-      "time_gap_days": pa.array(r["gap_us"] / _US_PER_DAY, pa.float64()),
-      "overlap": pa.array(r["overlap"], pa.float64()),
-      "overlap_lr": pa.array(r["overlap_lr"], pa.float64()),
-      "intersection_km2": pa.array(r["inter_area"] / 1e6, pa.float64()),
-      "hr_cloud": pa.array(hr.cloud[hi]), "lr_cloud": pa.array(lr.cloud[li]),
-      "stratum": pa.array(strata, pa.string()),
-  })
+  table = pa.table(
+      {
+          "hr_id": pa.array(hr.ids[hi], pa.string()),
+          "lr_id": pa.array(lr.ids[li], pa.string()),
+          "hr_path": pa.array(
+              none if hr.path is None else hr.path[hi], pa.string()
+          ),
+          "lr_path": pa.array(
+              none if lr.path is None else lr.path[li], pa.string()
+          ),
+          "hr_time": _timestamps(hr.t_us[hi]),
+          "lr_time": _timestamps(lr.t_us[li]),
+          "time_gap_days": pa.array(r["gap_us"] / _US_PER_DAY, pa.float64()),
+          "overlap": pa.array(r["overlap"], pa.float64()),
+          "overlap_lr": pa.array(r["overlap_lr"], pa.float64()),
+          "intersection_km2": pa.array(r["inter_area"] / 1e6, pa.float64()),
+          "hr_cloud": pa.array(hr.cloud[hi]),
+          "lr_cloud": pa.array(lr.cloud[li]),
+          "stratum": pa.array(strata, pa.string()),
+      }
+  )
   return table, inter
 
 
-def run(hr_path: str, lr_path: str, out_path: str, *,
-        hr_crs: str | None = None, lr_crs: str | None = None,
-        **kwargs) -> pa.Table:
+def run(
+    hr_path: str,
+    lr_path: str,
+    out_path: str,
+    *,
+    hr_crs: str | None = None,
+    lr_crs: str | None = None,
+    **kwargs,
+) -> pa.Table:
   """Reads both tables, finds the pairs, writes `out_path` (GeoParquet)."""
   hr = read_table(hr_path, hr_crs)
   lr = read_table(lr_path, lr_crs)
@@ -689,14 +874,18 @@ def run(hr_path: str, lr_path: str, out_path: str, *,
 def read_pairs(path: str) -> pa.Table:
   """A pairs GeoParquet written by run(), checked for the needed columns."""
   if not os.path.isfile(path):
-    raise DataError(f"{path}: pairs file not found: make it with "
-                    "`python -m data.find_pairs join ... --out PATH`.")
+    raise DataError(
+        f"{path}: pairs file not found: make it with "
+        "`python -m data.find_pairs join ... --out PATH`."
+    )
   table = pq.read_table(path)
   need = ("hr_id", "lr_id", "hr_path", "lr_path", "hr_time", "lr_time")
   missing = [c for c in need if c not in table.column_names]
   if missing:
-    raise DataError(f"{path}: missing column(s) {missing}: it was not written "
-                    "by data.find_pairs; regenerate it.")
+    raise DataError(
+        f"{path}: missing column(s) {missing}: it was not written "
+        "by data.find_pairs; regenerate it."
+    )
   return table
 
 
@@ -717,13 +906,19 @@ def builder_jobs(pairs_path: str) -> list[dict[str, Any]]:
         raise DataError(
             f"{pairs_path}: pair {row['hr_id']} / {row['lr_id']} has no "
             f"{side}_path: give the {side.upper()} metadata table a `path` "
-            "column with the raster files.")
-    jobs.append({
-        "out_name": re.sub(r"[^\w.-]", "_", f"{row['hr_id']}__{row['lr_id']}"),
-        "hr_paths": row["hr_path"].split(";"),
-        "lr_paths": row["lr_path"].split(";"),
-        "hr_time": row["hr_time"].isoformat(),
-        "lr_time": row["lr_time"].isoformat()})
+            "column with the raster files."
+        )
+    jobs.append(
+        {
+            "out_name": re.sub(
+                r"[^\w.-]", "_", f"{row['hr_id']}__{row['lr_id']}"
+            ),
+            "hr_paths": row["hr_path"].split(";"),
+            "lr_paths": row["lr_path"].split(";"),
+            "hr_time": row["hr_time"].isoformat(),
+            "lr_time": row["lr_time"].isoformat(),
+        }
+    )
   return jobs
 
 
@@ -734,21 +929,34 @@ def build_pairs(pairs_path: str, out_dir: str, **build_kwargs) -> list:
   Returns the manifests.
   """
   from data import geotiff_pairs  # pylint: disable=g-import-not-at-top
+
   manifests = []
   for job in builder_jobs(pairs_path):
-    manifests.append(geotiff_pairs.build(
-        os.path.join(out_dir, job["out_name"]), job["hr_paths"],
-        job["lr_paths"], name=job["out_name"], hr_time=job["hr_time"],
-        lr_time=job["lr_time"], **build_kwargs))
+    manifests.append(
+        geotiff_pairs.build(
+            os.path.join(out_dir, job["out_name"]),
+            job["hr_paths"],
+            job["lr_paths"],
+            name=job["out_name"],
+            hr_time=job["hr_time"],
+            lr_time=job["lr_time"],
+            **build_kwargs,
+        )
+    )
   return manifests
 
 
 # ------------------------------------------------- metadata from real rasters
 
 
-def raster_record(paths: Sequence[str], *, scene_id: str | None = None,
-                  time: str | None = None, cloud: float | None = None,
-                  stratum: str | None = None) -> dict[str, Any]:
+def raster_record(
+    paths: Sequence[str],
+    *,
+    scene_id: str | None = None,
+    time: str | None = None,
+    cloud: float | None = None,
+    stratum: str | None = None,
+) -> dict[str, Any]:
   """Metadata of one raster (or single-band files stacked as one scene).
 
   footprint: the raster bounds in its CRS, edges densified (21 points),
@@ -758,7 +966,9 @@ def raster_record(paths: Sequence[str], *, scene_id: str | None = None,
   """
   import rasterio  # pylint: disable=g-import-not-at-top
   from rasterio import warp  # pylint: disable=g-import-not-at-top
+
   from data import geotiff_pairs  # pylint: disable=g-import-not-at-top
+
   paths = [str(p) for p in paths]
   first = paths[0]
   with rasterio.open(first) as ds:
@@ -768,28 +978,47 @@ def raster_record(paths: Sequence[str], *, scene_id: str | None = None,
     crs = ds.crs
   n = 21
   t = np.linspace(0, 1, n)
-  xs = np.concatenate([xmin + (xmax - xmin) * t, np.full(n, xmax),
-                       xmax - (xmax - xmin) * t, np.full(n, xmin)])
-  ys = np.concatenate([np.full(n, ymin), ymin + (ymax - ymin) * t,
-                       np.full(n, ymax), ymax - (ymax - ymin) * t])
+  xs = np.concatenate(
+      [
+          xmin + (xmax - xmin) * t,
+          np.full(n, xmax),
+          xmax - (xmax - xmin) * t,
+          np.full(n, xmin),
+      ]
+  )
+  ys = np.concatenate(
+      [
+          np.full(n, ymin),
+          ymin + (ymax - ymin) * t,
+          np.full(n, ymax),
+          ymax - (ymax - ymin) * t,
+      ]
+  )
   lon, lat = warp.transform(crs, "EPSG:4326", xs, ys)
   footprint = shapely.Polygon(np.column_stack([lon, lat]))
   if time is None:
     time = geotiff_pairs.landsat_time(first)
   if time is None:
-    m = re.search(r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?!\d)",
-                  os.path.basename(first))
+    m = re.search(
+        r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?!\d)", os.path.basename(first)
+    )
     if m:
       time = f"{m.group(1)}-{m.group(2)}-{m.group(3)}"
   if time is None:
-    raise DataError(f"{first}: no acquisition time found (no Landsat MTL, no "
-                    "YYYYMMDD in the name): pass it (--time).")
+    raise DataError(
+        f"{first}: no acquisition time found (no Landsat MTL, no "
+        "YYYYMMDD in the name): pass it (--time)."
+    )
   if cloud is None:
     cloud = _mtl_cloud(first)
-  return {"id": scene_id or geotiff_pairs.file_stem(first), "time": time,
-          "cloud": 0.0 if cloud is None else float(cloud),
-          "stratum": stratum or "", "path": ";".join(
-              os.path.abspath(p) for p in paths), "footprint": footprint}
+  return {
+      "id": scene_id or geotiff_pairs.file_stem(first),
+      "time": time,
+      "cloud": 0.0 if cloud is None else float(cloud),
+      "stratum": stratum or "",
+      "path": ";".join(os.path.abspath(p) for p in paths),
+      "footprint": footprint,
+  }
 
 
 def _mtl_cloud(path: str) -> float | None:
@@ -797,9 +1026,11 @@ def _mtl_cloud(path: str) -> float | None:
   stem = os.path.splitext(os.path.basename(path))[0].upper()
   for f in sorted(os.listdir(folder)):
     if f.upper().endswith("_MTL.TXT") and stem.startswith(
-        f[:-len("_MTL.txt")].upper()):
-      with open(os.path.join(folder, f), encoding="utf-8",
-                errors="replace") as fh:
+        f[: -len("_MTL.txt")].upper()
+    ):
+      with open(
+          os.path.join(folder, f), encoding="utf-8", errors="replace"
+      ) as fh:
         m = re.search(r"\bCLOUD_COVER\s*=\s*([-\d.]+)", fh.read())
       if m and float(m.group(1)) >= 0:
         return float(m.group(1)) / 100.0
@@ -823,8 +1054,15 @@ def write_metadata(rows: Sequence[dict[str, Any]], path: str) -> str:
 
 # ------------------------------------------------------ synthetic metadata
 
-STRATA = ("urban", "cropland", "forest", "grassland", "shrubland", "water",
-          "barren")
+STRATA = (
+    "urban",
+    "cropland",
+    "forest",
+    "grassland",
+    "shrubland",
+    "water",
+    "barren",
+)
 _STRATA_P = (0.10, 0.25, 0.25, 0.15, 0.12, 0.05, 0.08)
 _KM_PER_DEG = 111.32
 
@@ -833,41 +1071,58 @@ def _boxes(lon, lat, size_km, rng):
   """Lon/lat boxes of about `size_km` x `size_km` centred at (lon, lat)."""
   half_lat = size_km / 2 / _KM_PER_DEG
   half_lon = half_lat / np.cos(np.radians(lat))
-  return shapely.box(lon - half_lon, lat - half_lat, lon + half_lon,
-                     lat + half_lat)
+  return shapely.box(
+      lon - half_lon, lat - half_lat, lon + half_lon, lat + half_lat
+  )
 
 
-def synth_arrays(n: int, centres: np.ndarray, size_km: float,
-                 spread_km: float, prefix: str, rng: np.random.Generator,
-                 start: str = "2019-01-01", years: float = 5.0
-                 ) -> dict[str, np.ndarray]:
+def synth_arrays(
+    n: int,
+    centres: np.ndarray,
+    size_km: float,
+    spread_km: float,
+    prefix: str,
+    rng: np.random.Generator,
+    start: str = "2019-01-01",
+    years: float = 5.0,
+) -> dict[str, np.ndarray]:
   """`n` scenes around `centres` ([K, 2] lon/lat): lon/lat boxes of
   size_km +- 10%, normal offsets of `spread_km`, uniform times over `years`,
   cloud ~ Beta(0.6, 2.5), strata from STRATA (per cluster, 80%)."""
   k = rng.integers(0, len(centres), n)
-  lat = np.clip(centres[k, 1] + rng.normal(0, spread_km, n) / _KM_PER_DEG,
-                -80, 80)
+  lat = np.clip(
+      centres[k, 1] + rng.normal(0, spread_km, n) / _KM_PER_DEG, -80, 80
+  )
   lon = centres[k, 0] + rng.normal(0, spread_km, n) / (
-      _KM_PER_DEG * np.cos(np.radians(lat)))
+      _KM_PER_DEG * np.cos(np.radians(lat))
+  )
   lon = np.clip(lon, -175, 175)
   size = size_km * rng.uniform(0.9, 1.1, n)
   geoms = _boxes(lon, lat, size, rng)
   t0 = datetime.datetime.fromisoformat(start).replace(
-      tzinfo=datetime.timezone.utc)
+      tzinfo=datetime.timezone.utc
+  )
   t0_us = int(t0.timestamp() * 1e6)
   t_us = t0_us + rng.integers(0, int(years * 365.25 * _US_PER_DAY), n)
   cluster_stratum = rng.choice(len(STRATA), len(centres), p=_STRATA_P)
-  strat = np.where(rng.random(n) < 0.8, cluster_stratum[k],
-                   rng.choice(len(STRATA), n, p=_STRATA_P))
-  return {"ids": np.array([f"{prefix}{i:07d}" for i in range(n)], object),
-          "geoms": geoms, "t_us": t_us.astype(np.int64),
-          "cloud": rng.beta(0.6, 2.5, n),
-          "stratum": np.array(STRATA, object)[strat],
-          "path": np.full(n, "", object)}
+  strat = np.where(
+      rng.random(n) < 0.8,
+      cluster_stratum[k],
+      rng.choice(len(STRATA), n, p=_STRATA_P),
+  )
+  return {
+      "ids": np.array([f"{prefix}{i:07d}" for i in range(n)], object),
+      "geoms": geoms,
+      "t_us": t_us.astype(np.int64),
+      "cloud": rng.beta(0.6, 2.5, n),
+      "stratum": np.array(STRATA, object)[strat],
+      "path": np.full(n, "", object),
+  }
 
 
-def synth_tables(n_hr: int, n_lr: int, seed: int = 0,
-                 scenes_per_cluster: int = 200) -> tuple[dict, dict]:
+def synth_tables(
+    n_hr: int, n_lr: int, seed: int = 0, scenes_per_cluster: int = 200
+) -> tuple[dict, dict]:
   """Clustered synthetic HR (~5 km) and LR (~100 km) metadata, lon/lat.
 
   Cluster centres are uniform on the sphere between 60S and 70N, one per
@@ -879,8 +1134,9 @@ def synth_tables(n_hr: int, n_lr: int, seed: int = 0,
   """
   rng = np.random.default_rng(seed)
   k = max(1, min(n_hr, n_lr) // scenes_per_cluster)
-  lat = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-60)),
-                                         np.sin(np.radians(70)), k)))
+  lat = np.degrees(
+      np.arcsin(rng.uniform(np.sin(np.radians(-60)), np.sin(np.radians(70)), k))
+  )
   centres = np.column_stack([rng.uniform(-170, 170, k), lat])
   hr = synth_arrays(n_hr, centres, 5.0, 100.0, "hr", rng)
   lr = synth_arrays(n_lr, centres, 100.0, 150.0, "lr", rng)
@@ -888,17 +1144,27 @@ def synth_tables(n_hr: int, n_lr: int, seed: int = 0,
 
 
 def synth_scenes(arrays: dict, where: str = "synthetic") -> Scenes:
-  return scenes_from_arrays(arrays["ids"], arrays["geoms"], arrays["t_us"],
-                            arrays["cloud"], "EPSG:4326",
-                            stratum=arrays["stratum"], path=arrays["path"],
-                            where=where)
+  return scenes_from_arrays(
+      arrays["ids"],
+      arrays["geoms"],
+      arrays["t_us"],
+      arrays["cloud"],
+      "EPSG:4326",
+      stratum=arrays["stratum"],
+      path=arrays["path"],
+      where=where,
+  )
 
 
 def write_synth(arrays: dict, path: str) -> str:
-  table = pa.table({"id": pa.array(arrays["ids"], pa.string()),
-                    "time": _timestamps(arrays["t_us"]),
-                    "cloud": arrays["cloud"],
-                    "stratum": pa.array(arrays["stratum"], pa.string())})
+  table = pa.table(
+      {
+          "id": pa.array(arrays["ids"], pa.string()),
+          "time": _timestamps(arrays["t_us"]),
+          "cloud": arrays["cloud"],
+          "stratum": pa.array(arrays["stratum"], pa.string()),
+      }
+  )
   return write_geoparquet(table, arrays["geoms"], OUTPUT_CRS, path)
 
 
@@ -912,16 +1178,32 @@ def _add_join_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--lr_crs", default=None, help="CRS of a CSV's footprints")
   p.add_argument("--out", required=True, help="pairs GeoParquet to write")
   p.add_argument("--engine", choices=ENGINES, default="sedonadb")
-  p.add_argument("--min_overlap", type=float, default=0.5,
-                 help="min area(HR n LR) / area(HR)")
-  p.add_argument("--max_days", type=float, default=30.0,
-                 help="max |t_hr - t_lr| in days")
-  p.add_argument("--max_cloud", type=float, default=1.0,
-                 help="max cloud fraction, both sides")
-  p.add_argument("--all_matches", action="store_true",
-                 help="keep every LR match, not only the best per HR scene")
-  p.add_argument("--per_stratum", type=int, default=None,
-                 help="at most this many pairs per land-cover stratum")
+  p.add_argument(
+      "--min_overlap",
+      type=float,
+      default=0.5,
+      help="min area(HR n LR) / area(HR)",
+  )
+  p.add_argument(
+      "--max_days", type=float, default=30.0, help="max |t_hr - t_lr| in days"
+  )
+  p.add_argument(
+      "--max_cloud",
+      type=float,
+      default=1.0,
+      help="max cloud fraction, both sides",
+  )
+  p.add_argument(
+      "--all_matches",
+      action="store_true",
+      help="keep every LR match, not only the best per HR scene",
+  )
+  p.add_argument(
+      "--per_stratum",
+      type=int,
+      default=None,
+      help="at most this many pairs per land-cover stratum",
+  )
   p.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
@@ -935,8 +1217,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   s.add_argument("--seed", type=int, default=0)
   s.add_argument("--out", required=True, help="folder for hr/lr.parquet")
   r = sub.add_parser("rasters", help="metadata table from raster files")
-  r.add_argument("files", nargs="+",
-                 help="one raster per scene; 'a.tif;b.tif' stacks bands")
+  r.add_argument(
+      "files",
+      nargs="+",
+      help="one raster per scene; 'a.tif;b.tif' stacks bands",
+  )
   r.add_argument("--time", default=None, help="ISO-8601 time for all")
   r.add_argument("--cloud", type=float, default=None)
   r.add_argument("--stratum", default=None)
@@ -947,28 +1232,48 @@ def main(argv: Sequence[str] | None = None) -> None:
   b.add_argument("--grid", type=int, default=4)
   b.add_argument("--max_nodata_frac", type=float, default=0.05)
   from data import common  # pylint: disable=g-import-not-at-top
+
   common.add_common_flags(b)
   a = p.parse_args(argv)
   try:
     if a.cmd == "join":
-      t = run(a.hr, a.lr, a.out, hr_crs=a.hr_crs, lr_crs=a.lr_crs,
-              engine=a.engine, min_overlap=a.min_overlap,
-              max_days=a.max_days, max_cloud=a.max_cloud,
-              all_matches=a.all_matches, per_stratum=a.per_stratum,
-              seed=a.seed)
+      t = run(
+          a.hr,
+          a.lr,
+          a.out,
+          hr_crs=a.hr_crs,
+          lr_crs=a.lr_crs,
+          engine=a.engine,
+          min_overlap=a.min_overlap,
+          max_days=a.max_days,
+          max_cloud=a.max_cloud,
+          all_matches=a.all_matches,
+          per_stratum=a.per_stratum,
+          seed=a.seed,
+      )
       print(f"{t.num_rows} pairs ({a.engine}) -> {a.out}")
     elif a.cmd == "synth":
       hr, lr = synth_tables(a.n_hr, a.n_lr, a.seed)
       for name, arr in (("hr", hr), ("lr", lr)):
         print(write_synth(arr, os.path.join(a.out, f"{name}.parquet")))
     elif a.cmd == "rasters":
-      rows = [raster_record(f.split(";"), time=a.time, cloud=a.cloud,
-                            stratum=a.stratum) for f in a.files]
+      rows = [
+          raster_record(
+              f.split(";"), time=a.time, cloud=a.cloud, stratum=a.stratum
+          )
+          for f in a.files
+      ]
       print(f"{len(rows)} scenes -> {write_metadata(rows, a.out)}")
     else:
-      ms = build_pairs(a.pairs, a.out, scene_px=a.scene_px, grid=a.grid,
-                       max_nodata_frac=a.max_nodata_frac, seed=a.seed,
-                       records_per_shard=a.records_per_shard)
+      ms = build_pairs(
+          a.pairs,
+          a.out,
+          scene_px=a.scene_px,
+          grid=a.grid,
+          max_nodata_frac=a.max_nodata_frac,
+          seed=a.seed,
+          records_per_shard=a.records_per_shard,
+      )
       print(f"{len(ms)} datasets -> {a.out}")
   except DataError as e:
     sys.exit(f"error: {e}")

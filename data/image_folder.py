@@ -43,8 +43,8 @@ import argparse
 import collections
 import math
 import os
-import warnings
 from typing import Iterator, Sequence
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -64,55 +64,71 @@ def list_classes(src_dir: str) -> list[str]:
   if not os.path.isdir(src_dir):
     raise records.DataError(
         f"{src_dir} is not a directory: pass --src a folder holding one "
-        "sub-folder of images per class.")
-  names = sorted(d for d in os.listdir(src_dir)
-                 if not d.startswith(".")
-                 and os.path.isdir(os.path.join(src_dir, d)))
+        "sub-folder of images per class."
+    )
+  names = sorted(
+      d
+      for d in os.listdir(src_dir)
+      if not d.startswith(".") and os.path.isdir(os.path.join(src_dir, d))
+  )
   if not names:
     raise records.DataError(
         f"{src_dir} has no class folders: expected SRC/<class>/<image> "
         "(one sub-folder of images per class). Flat folders of images are "
-        "not supported: move each image into a folder named after its class.")
+        "not supported: move each image into a folder named after its class."
+    )
   return names
 
 
 def list_images(class_dir: str) -> list[str]:
   """Sorted file names in `class_dir` with an image extension."""
-  names = sorted(f for f in os.listdir(class_dir)
-                 if not f.startswith(".")
-                 and f.lower().endswith(IMAGE_EXTS)
-                 and os.path.isfile(os.path.join(class_dir, f)))
+  names = sorted(
+      f
+      for f in os.listdir(class_dir)
+      if not f.startswith(".")
+      and f.lower().endswith(IMAGE_EXTS)
+      and os.path.isfile(os.path.join(class_dir, f))
+  )
   if not names:
     raise records.DataError(
         f"class folder {class_dir} holds no images ({'/'.join(IMAGE_EXTS)}): "
-        "add images to it or remove the folder.")
+        "add images to it or remove the folder."
+    )
   return names
 
 
-def scan_prefix(src_dir: str, limit_per_class: int | None = None
-                ) -> tuple[list[str], list[tuple[str, int]]]:
+def scan_prefix(
+    src_dir: str, limit_per_class: int | None = None
+) -> tuple[list[str], list[tuple[str, int]]]:
   """layout="prefix": a flat folder whose file names start with the class
   ("Forest_145.png" -> "Forest", as the EuroSAT samples are named)."""
   if not os.path.isdir(src_dir):
-    raise records.DataError(f"{src_dir} is not a directory: pass --src a "
-                            "folder of <class>_<n>.<ext> images.")
+    raise records.DataError(
+        f"{src_dir} is not a directory: pass --src a "
+        "folder of <class>_<n>.<ext> images."
+    )
   files = list_images(src_dir)
   bad = [f for f in files if "_" not in f]
   if bad:
     raise records.DataError(
         f"{os.path.join(src_dir, bad[0])}: with --layout prefix every file "
-        "name must start with '<class>_'; rename it or use class folders.")
+        "name must start with '<class>_'; rename it or use class folders."
+    )
   by_class: dict[str, list[str]] = collections.defaultdict(list)
   for f in files:
     by_class[f.split("_", 1)[0]].append(f)
   classes = sorted(by_class)
-  items = [(os.path.join(src_dir, f), ci) for ci, c in enumerate(classes)
-           for f in by_class[c][:limit_per_class]]
+  items = [
+      (os.path.join(src_dir, f), ci)
+      for ci, c in enumerate(classes)
+      for f in by_class[c][:limit_per_class]
+  ]
   return classes, items
 
 
-def scan(src_dir: str, limit_per_class: int | None = None,
-         layout: str = "folders") -> tuple[list[str], list[tuple[str, int]]]:
+def scan(
+    src_dir: str, limit_per_class: int | None = None, layout: str = "folders"
+) -> tuple[list[str], list[tuple[str, int]]]:
   """Class names and (path, class index) of every image, in sorted order.
   layout: "folders" (SRC/<class>/<image>) or "prefix" (`scan_prefix`)."""
   if layout == "prefix":
@@ -133,7 +149,8 @@ def scan(src_dir: str, limit_per_class: int | None = None,
         raise records.DataError(
             f"{os.path.join(class_dir, f)} and {seen[stem]} have the same "
             f"name stem, so both would get the id {cname}/{stem}: rename or "
-            "remove one of them.")
+            "remove one of them."
+        )
       seen[stem] = os.path.join(class_dir, f)
       items.append((os.path.join(class_dir, f), ci))
   return classes, items
@@ -155,6 +172,7 @@ def _read_pil(path: str) -> tuple[np.ndarray, tuple[str, ...]]:
 def _read_tiff(path: str) -> tuple[np.ndarray, tuple[str, ...]]:
   """Any-band tif via rasterio -> `[H, W, C]` in its own dtype."""
   import rasterio  # pylint: disable=import-outside-toplevel
+
   ColorInterp = rasterio.enums.ColorInterp  # pylint: disable=invalid-name
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -162,15 +180,21 @@ def _read_tiff(path: str) -> tuple[np.ndarray, tuple[str, ...]]:
       img = np.moveaxis(src.read(), 0, -1)
       interp = tuple(src.colorinterp)
       desc = tuple(src.descriptions)
-      cmap = (src.colormap(1) if src.count == 1
-              and interp[0] == ColorInterp.palette else None)
+      cmap = (
+          src.colormap(1)
+          if src.count == 1 and interp[0] == ColorInterp.palette
+          else None
+      )
   if cmap is not None:
     lut = np.zeros((max(256, max(cmap) + 1), 3), np.uint8)
     for k, v in cmap.items():
       lut[k] = v[:3]
     return lut[img[..., 0]], RGB
-  if (img.shape[-1] == 3 and img.dtype == np.uint8 and interp ==
-      (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+  if (
+      img.shape[-1] == 3
+      and img.dtype == np.uint8
+      and interp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+  ):
     return img, RGB
   if all(desc) and len(set(desc)) == len(desc):
     return img, tuple(desc)
@@ -189,7 +213,8 @@ def read_image(path: str) -> tuple[np.ndarray, tuple[str, ...]]:
   except Exception as e:  # PIL/rasterio raise many unrelated types.
     raise records.DataError(
         f"{path} could not be read as an image ({type(e).__name__}: {e}): it "
-        "is corrupt or truncated; remove or replace it.") from e
+        "is corrupt or truncated; remove or replace it."
+    ) from e
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -200,9 +225,14 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
   """
   if img.shape[:2] == (size, size):
     return img
-  bands = [np.asarray(Image.fromarray(img[..., c].astype(np.float32), "F")
-                      .resize((size, size), Image.Resampling.BICUBIC))
-           for c in range(img.shape[-1])]
+  bands = [
+      np.asarray(
+          Image.fromarray(img[..., c].astype(np.float32), "F").resize(
+              (size, size), Image.Resampling.BICUBIC
+          )
+      )
+      for c in range(img.shape[-1])
+  ]
   out = np.stack(bands, axis=-1)
   if np.issubdtype(img.dtype, np.integer):
     info = np.iinfo(img.dtype)
@@ -225,11 +255,13 @@ def check_hr_size(H: int, W: int, scale: int, grid: int, where: str) -> None:
           f"{where}: HR size {H}x{W} is not divisible by the {what} {k} "
           f"(scale={scale}, grid={grid}). Pass --hr_size with a multiple of "
           f"{step} (e.g. {_suggest_size(max(H, W), step)}), or change "
-          "--scale/--grid.")
+          "--scale/--grid."
+      )
 
 
-def load_hr(path: str, hr_size: int | None
-            ) -> tuple[np.ndarray, tuple[str, ...]]:
+def load_hr(
+    path: str, hr_size: int | None
+) -> tuple[np.ndarray, tuple[str, ...]]:
   """The HR image of one file: `[H, W, C]`, resized when `hr_size` is set."""
   img, bands = read_image(path)
   if hr_size is not None:
@@ -244,10 +276,18 @@ def one_hot(index: int, num_classes: int) -> np.ndarray:
   return v
 
 
-def make_scenes(items: Sequence[tuple[str, int]], splits: Sequence[str],
-                classes: Sequence[str], *, hr_size: int | None, scale: int,
-                grid: int, seed: int, psf_sigma: float, noise_std: float
-                ) -> Iterator[records.Scene]:
+def make_scenes(
+    items: Sequence[tuple[str, int]],
+    splits: Sequence[str],
+    classes: Sequence[str],
+    *,
+    hr_size: int | None,
+    scale: int,
+    grid: int,
+    seed: int,
+    psf_sigma: float,
+    noise_std: float,
+) -> Iterator[records.Scene]:
   """Yields one Scene per (path, class index), in `items` order."""
   first: tuple[str, tuple[int, ...]] | None = None
   for index, ((path, ci), split) in enumerate(zip(items, splits)):
@@ -259,23 +299,43 @@ def make_scenes(items: Sequence[tuple[str, int]], splits: Sequence[str],
       raise records.DataError(
           f"{path} is {hr.shape[0]}x{hr.shape[1]} (HxW) but {first[0]} is "
           f"{first[1][0]}x{first[1][1]}: images differ in size. Pass "
-          "--hr_size N to resize every image to N x N.")
+          "--hr_size N to resize every image to N x N."
+      )
     rng = np.random.default_rng([seed, index])
-    lr = sensor.degrade(hr, scale, rng, psf_sigma=psf_sigma,
-                        noise_std=noise_std)
+    lr = sensor.degrade(
+        hr, scale, rng, psf_sigma=psf_sigma, noise_std=noise_std
+    )
     stem = os.path.splitext(os.path.basename(path))[0]
     yield records.Scene(
-        id=f"{classes[ci]}/{stem}", lr=lr, hr=hr, lr_bands=bands,
-        hr_bands=bands, lr_gsd=float(scale), hr_gsd=1.0, grid=grid,
-        labels=one_hot(ci, len(classes)), split=split)
+        id=f"{classes[ci]}/{stem}",
+        lr=lr,
+        hr=hr,
+        lr_bands=bands,
+        hr_bands=bands,
+        lr_gsd=float(scale),
+        hr_gsd=1.0,
+        grid=grid,
+        labels=one_hot(ci, len(classes)),
+        split=split,
+    )
 
 
-def build(src_dir: str, out_dir: str, *, name: str | None = None,
-          hr_size: int | None = None, scale: int = 8, grid: int = 10,
-          split_fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0,
-          psf_sigma: float = 0.5, noise_std: float = 0.01,
-          limit_per_class: int | None = None, layout: str = "folders",
-          records_per_shard: int = 512) -> shards.Manifest:
+def build(
+    src_dir: str,
+    out_dir: str,
+    *,
+    name: str | None = None,
+    hr_size: int | None = None,
+    scale: int = 8,
+    grid: int = 10,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    psf_sigma: float = 0.5,
+    noise_std: float = 0.01,
+    limit_per_class: int | None = None,
+    layout: str = "folders",
+    records_per_shard: int = 512,
+) -> shards.Manifest:
   """Builds a records dataset in `out_dir` from the class folders in `src_dir`.
 
   `limit_per_class` keeps the first N images (sorted) of each class. The
@@ -286,51 +346,101 @@ def build(src_dir: str, out_dir: str, *, name: str | None = None,
   src_dir = os.path.abspath(src_dir)
   name = name or os.path.basename(os.path.normpath(src_dir))
   classes, items = scan(src_dir, limit_per_class, layout)
-  splits = common.assign_splits(len(items), split_fractions, seed,
-                                strata=[ci for _, ci in items])
-  scenes = make_scenes(items, splits, classes, hr_size=hr_size, scale=scale,
-                       grid=grid, seed=seed, psf_sigma=psf_sigma,
-                       noise_std=noise_std)
+  splits = common.assign_splits(
+      len(items), split_fractions, seed, strata=[ci for _, ci in items]
+  )
+  scenes = make_scenes(
+      items,
+      splits,
+      classes,
+      hr_size=hr_size,
+      scale=scale,
+      grid=grid,
+      seed=seed,
+      psf_sigma=psf_sigma,
+      noise_std=noise_std,
+  )
   builder = {
-      "builder": "image_folder", "src": src_dir, "hr_size": hr_size,
-      "scale": scale, "grid": grid, "split_fractions": list(split_fractions),
-      "seed": seed, "psf_sigma": psf_sigma, "noise_std": noise_std,
-      "limit_per_class": limit_per_class, "layout": layout,
+      "builder": "image_folder",
+      "src": src_dir,
+      "hr_size": hr_size,
+      "scale": scale,
+      "grid": grid,
+      "split_fractions": list(split_fractions),
+      "seed": seed,
+      "psf_sigma": psf_sigma,
+      "noise_std": noise_std,
+      "limit_per_class": limit_per_class,
+      "layout": layout,
       "gsd_note": "hr_gsd=1.0 is one HR pixel (true GSD unknown); "
-                  "lr_gsd=scale in the same unit",
+      "lr_gsd=scale in the same unit",
   }
   return shards.write_dataset(
-      out_dir, name, scenes, classes, records_per_shard=records_per_shard,
-      builder=builder, expected_per_split=dict(collections.Counter(splits)))
+      out_dir,
+      name,
+      scenes,
+      classes,
+      records_per_shard=records_per_shard,
+      builder=builder,
+      expected_per_split=dict(collections.Counter(splits)),
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(
-      description="Build crossscale records from a folder of class folders.")
-  p.add_argument("--src", required=True,
-                 help="folder with one sub-folder of images per class")
-  p.add_argument("--name", default=None,
-                 help="dataset name (default: basename of --src)")
-  p.add_argument("--hr_size", type=int, default=None,
-                 help="resize every image to N x N (bicubic); required when "
-                      "images differ in size")
+      description="Build crossscale records from a folder of class folders."
+  )
+  p.add_argument(
+      "--src",
+      required=True,
+      help="folder with one sub-folder of images per class",
+  )
+  p.add_argument(
+      "--name", default=None, help="dataset name (default: basename of --src)"
+  )
+  p.add_argument(
+      "--hr_size",
+      type=int,
+      default=None,
+      help="resize every image to N x N (bicubic); required when "
+      "images differ in size",
+  )
   p.add_argument("--scale", type=int, default=8, help="LR downsampling factor")
   p.add_argument("--grid", type=int, default=10, help="HR tile grid size G")
-  p.add_argument("--limit_per_class", type=int, default=None,
-                 help="keep the first N images of each class")
-  p.add_argument("--layout", default="folders", choices=("folders", "prefix"),
-                 help="folders: SRC/<class>/<image>; prefix: a flat folder "
-                      "of <class>_<n>.<ext> (EuroSAT samples)")
+  p.add_argument(
+      "--limit_per_class",
+      type=int,
+      default=None,
+      help="keep the first N images of each class",
+  )
+  p.add_argument(
+      "--layout",
+      default="folders",
+      choices=("folders", "prefix"),
+      help="folders: SRC/<class>/<image>; prefix: a flat folder "
+      "of <class>_<n>.<ext> (EuroSAT samples)",
+  )
   p.add_argument("--psf_sigma", type=float, default=0.5)
   p.add_argument("--noise_std", type=float, default=0.01)
   common.add_common_flags(p)
   args = p.parse_args(argv)
-  common.run_build(lambda: build(
-      args.src, args.out, name=args.name, hr_size=args.hr_size,
-      scale=args.scale, grid=args.grid, seed=args.seed,
-      psf_sigma=args.psf_sigma, noise_std=args.noise_std,
-      limit_per_class=args.limit_per_class, layout=args.layout,
-      records_per_shard=args.records_per_shard), args.out)
+  common.run_build(
+      lambda: build(
+          args.src,
+          args.out,
+          name=args.name,
+          hr_size=args.hr_size,
+          scale=args.scale,
+          grid=args.grid,
+          seed=args.seed,
+          psf_sigma=args.psf_sigma,
+          noise_std=args.noise_std,
+          limit_per_class=args.limit_per_class,
+          layout=args.layout,
+          records_per_shard=args.records_per_shard,
+      ),
+      args.out,
+  )
 
 
 if __name__ == "__main__":

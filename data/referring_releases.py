@@ -56,16 +56,18 @@ MISMATCH = ("fix", "error")
 @dataclasses.dataclass(frozen=True)
 class Expression:
   """One image-expression-mask triplet before it becomes a Scene."""
+
   image_path: str
-  image_key: str          # the image's id in the release
+  image_key: str  # the image's id in the release
   text: str
   split: str
-  mask_fn: object         # () -> [H, W] bool (lazy: masks load per record)
-  where: str              # file:line or ref id, for error messages
+  mask_fn: object  # () -> [H, W] bool (lazy: masks load per record)
+  where: str  # file:line or ref id, for error messages
 
 
-def fit_to_mask(img: np.ndarray, mask_shape: Sequence[int], path: str,
-                mode: str) -> tuple[np.ndarray, bool]:
+def fit_to_mask(
+    img: np.ndarray, mask_shape: Sequence[int], path: str, mode: str
+) -> tuple[np.ndarray, bool]:
   """Crops/zero-pads `img: [h, w, C]` at the bottom/right to `mask_shape`.
 
   Returns (image, whether it was changed). mode "error" raises instead.
@@ -78,9 +80,10 @@ def fit_to_mask(img: np.ndarray, mask_shape: Sequence[int], path: str,
     raise records.DataError(
         f"{path} is {h}x{w} (HxW) but its mask is {H}x{W}: a known defect of "
         "RRSIS-D/RefSegRS releases. Pass --on_size_mismatch fix to crop/pad "
-        "the image to the mask size, or replace the file.")
+        "the image to the mask size, or replace the file."
+    )
   out = np.zeros((H, W) + img.shape[2:], img.dtype)
-  out[:min(h, H), :min(w, W)] = img[:H, :W]
+  out[: min(h, H), : min(w, W)] = img[:H, :W]
   return out, True
 
 
@@ -99,7 +102,8 @@ def read_phrase_file(path: str) -> list[tuple[str, str, int]]:
       if not text.strip():
         raise records.DataError(
             f"{path}:{n}: line {line!r} has an image id but no expression: "
-            "fix or delete the line.")
+            "fix or delete the line."
+        )
       out.append((key, text.strip(), n))
   return out
 
@@ -109,8 +113,9 @@ def _binary_mask(path: str, threshold: int) -> np.ndarray:
   return m[..., 0] > threshold
 
 
-def refsegrs_expressions(src: str, mask_threshold: int = 50
-                         ) -> list[Expression]:
+def refsegrs_expressions(
+    src: str, mask_threshold: int = 50
+) -> list[Expression]:
   """Every line of SRC/output_phrase_{train,val,test}.txt as an Expression."""
   out = []
   for split in common.SPLITS:
@@ -118,17 +123,27 @@ def refsegrs_expressions(src: str, mask_threshold: int = 50
     if not os.path.isfile(path):
       raise records.DataError(
           f"{path} not found: RefSegRS needs images/, masks/ and "
-          "output_phrase_{train,val,test}.txt in --src.")
+          "output_phrase_{train,val,test}.txt in --src."
+      )
     for key, text, n in read_phrase_file(path):
       img = os.path.join(src, "images", key + ".tif")
       msk = os.path.join(src, "masks", key + ".tif")
       for p in (img, msk):
         if not os.path.isfile(p):
-          raise records.DataError(f"{path}:{n}: {p} (for id {key!r}) not "
-                                  "found: restore it or remove the line.")
-      out.append(Expression(
-          img, key, text, split,
-          lambda msk=msk: _binary_mask(msk, mask_threshold), f"{path}:{n}"))
+          raise records.DataError(
+              f"{path}:{n}: {p} (for id {key!r}) not "
+              "found: restore it or remove the line."
+          )
+      out.append(
+          Expression(
+              img,
+              key,
+              text,
+              split,
+              lambda msk=msk: _binary_mask(msk, mask_threshold),
+              f"{path}:{n}",
+          )
+      )
   return out
 
 
@@ -161,14 +176,15 @@ def rle_decode(counts: Sequence[int], h: int, w: int) -> np.ndarray:
   flat = np.zeros(h * w, bool)
   pos, val = 0, False
   for n in counts:
-    flat[pos:pos + n] = val
+    flat[pos : pos + n] = val
     pos += n
     val = not val
   return flat.reshape(w, h).T
 
 
-def polygons_to_mask(polys: Sequence[Sequence[float]], h: int, w: int
-                     ) -> np.ndarray:
+def polygons_to_mask(
+    polys: Sequence[Sequence[float]], h: int, w: int
+) -> np.ndarray:
   """`[h, w]` bool: COCO polygons [x1, y1, x2, y2, ...] filled (PIL)."""
   im = Image.new("L", (w, h), 0)
   draw = ImageDraw.Draw(im)
@@ -188,30 +204,41 @@ def decode_segmentation(seg, h: int, w: int, where: str) -> np.ndarray:
     counts = seg["counts"]
     if isinstance(counts, (str, bytes)):
       counts = rle_counts_from_string(
-          counts.decode() if isinstance(counts, bytes) else counts)
+          counts.decode() if isinstance(counts, bytes) else counts
+      )
     if sum(counts) != sh * sw:
-      raise records.DataError(f"{where}: RLE covers {sum(counts)} pixels but "
-                              f"its size is {sh}x{sw}: corrupt annotation.")
+      raise records.DataError(
+          f"{where}: RLE covers {sum(counts)} pixels but "
+          f"its size is {sh}x{sw}: corrupt annotation."
+      )
     return rle_decode(counts, sh, sw)
-  raise records.DataError(f"{where}: unknown segmentation format "
-                          f"{type(seg).__name__}: expected polygons or RLE.")
+  raise records.DataError(
+      f"{where}: unknown segmentation format "
+      f"{type(seg).__name__}: expected polygons or RLE."
+  )
 
 
 def _rrsisd_paths(src: str) -> tuple[str, str, str]:
   ann = os.path.join(src, "rrsisd")
   refs, inst = os.path.join(ann, "refs(unc).p"), os.path.join(
-      ann, "instances.json")
+      ann, "instances.json"
+  )
   for p in (refs, inst):
     if not os.path.isfile(p):
       raise records.DataError(
           f"{p} not found: RRSIS-D needs rrsisd/refs(unc).p, "
-          "rrsisd/instances.json and images/rrsisd/JPEGImages/ in --src.")
-  for d in (os.path.join(src, "images", "rrsisd", "JPEGImages"),
-            os.path.join(src, "JPEGImages")):
+          "rrsisd/instances.json and images/rrsisd/JPEGImages/ in --src."
+      )
+  for d in (
+      os.path.join(src, "images", "rrsisd", "JPEGImages"),
+      os.path.join(src, "JPEGImages"),
+  ):
     if os.path.isdir(d):
       return refs, inst, d
-  raise records.DataError(f"{src}: no images/rrsisd/JPEGImages/ (or "
-                          "JPEGImages/) folder: unpack the release's images.")
+  raise records.DataError(
+      f"{src}: no images/rrsisd/JPEGImages/ (or "
+      "JPEGImages/) folder: unpack the release's images."
+  )
 
 
 def rrsisd_expressions(src: str) -> list[Expression]:
@@ -227,21 +254,32 @@ def rrsisd_expressions(src: str) -> list[Expression]:
   for ref in refs:
     where = f"{refs_path}: ref {ref.get('ref_id')}"
     if ref["image_id"] not in images or ref["ann_id"] not in anns:
-      raise records.DataError(f"{where} points to image {ref['image_id']} / "
-                              f"annotation {ref['ann_id']} missing from "
-                              f"{inst_path}: the two files are from different "
-                              "releases.")
+      raise records.DataError(
+          f"{where} points to image {ref['image_id']} / "
+          f"annotation {ref['ann_id']} missing from "
+          f"{inst_path}: the two files are from different "
+          "releases."
+      )
     im, ann = images[ref["image_id"]], anns[ref["ann_id"]]
     fn = lambda ann=ann, im=im, where=where: decode_segmentation(
-        ann["segmentation"], im["height"], im["width"], where)
+        ann["segmentation"], im["height"], im["width"], where
+    )
     for sent in ref["sentences"]:
       text = (sent.get("raw") or sent.get("sent") or "").strip()
       if not text:
-        raise records.DataError(f"{where}: an empty sentence "
-                                f"{sent!r}: fix the annotation.")
-      out.append(Expression(os.path.join(img_dir, im["file_name"]),
-                            str(ref["image_id"]), text, ref["split"], fn,
-                            where))
+        raise records.DataError(
+            f"{where}: an empty sentence " f"{sent!r}: fix the annotation."
+        )
+      out.append(
+          Expression(
+              os.path.join(img_dir, im["file_name"]),
+              str(ref["image_id"]),
+              text,
+              ref["split"],
+              fn,
+              where,
+          )
+      )
   return out
 
 
@@ -259,8 +297,9 @@ class Options:
   mask_threshold: int = 50
 
 
-def scenes(exprs: Sequence[Expression], opt: Options,
-           stats: collections.Counter) -> Iterator[records.Scene]:
+def scenes(
+    exprs: Sequence[Expression], opt: Options, stats: collections.Counter
+) -> Iterator[records.Scene]:
   """One Scene per Expression; images are read and degraded once each."""
   by_image = collections.defaultdict(list)
   for e in exprs:
@@ -270,8 +309,7 @@ def scenes(exprs: Sequence[Expression], opt: Options,
     lr_cache = {}
     for n, e in enumerate(group):
       mask = e.mask_fn()
-      fitted, changed = fit_to_mask(img, mask.shape, path,
-                                    opt.on_size_mismatch)
+      fitted, changed = fit_to_mask(img, mask.shape, path, opt.on_size_mismatch)
       if changed and n == 0:
         stats["images_size_fixed"] += 1
         stats.setdefault("fixed_files", []).append(os.path.basename(path))
@@ -279,20 +317,33 @@ def scenes(exprs: Sequence[Expression], opt: Options,
       if key not in lr_cache:
         image_folder.check_hr_size(key[0], key[1], opt.scale, opt.grid, path)
         lr_cache[key] = sensor.degrade(
-            fitted, opt.scale, np.random.default_rng([opt.seed, index]),
-            psf_sigma=opt.psf_sigma, noise_std=opt.noise_std)
+            fitted,
+            opt.scale,
+            np.random.default_rng([opt.seed, index]),
+            psf_sigma=opt.psf_sigma,
+            noise_std=opt.noise_std,
+        )
       stats["expressions"] += 1
       yield records.Scene(
-          id=f"{e.image_key}/e{n:03d}", lr=lr_cache[key], hr=fitted,
-          lr_bands=bands, hr_bands=bands, lr_gsd=float(opt.scale),
-          hr_gsd=1.0, grid=opt.grid, labels=np.ones(1, np.uint8),
-          split=e.split, text=e.text,
-          masks={"target": mask.astype(np.uint8)})
+          id=f"{e.image_key}/e{n:03d}",
+          lr=lr_cache[key],
+          hr=fitted,
+          lr_bands=bands,
+          hr_bands=bands,
+          lr_gsd=float(opt.scale),
+          hr_gsd=1.0,
+          grid=opt.grid,
+          labels=np.ones(1, np.uint8),
+          split=e.split,
+          text=e.text,
+          masks={"target": mask.astype(np.uint8)},
+      )
     stats["images"] += 1
 
 
-def load_expressions(fmt: str, src: str, opt: Options = Options()
-                     ) -> list[Expression]:
+def load_expressions(
+    fmt: str, src: str, opt: Options = Options()
+) -> list[Expression]:
   if fmt == "refsegrs":
     return refsegrs_expressions(src, opt.mask_threshold)
   if fmt == "rrsisd":
@@ -300,9 +351,15 @@ def load_expressions(fmt: str, src: str, opt: Options = Options()
   raise records.DataError(f"unknown --format {fmt!r}; known: {FORMATS}")
 
 
-def build(fmt: str, src: str, out_dir: str, opt: Options = Options(), *,
-          name: str | None = None, records_per_shard: int = 512
-          ) -> shards.Manifest:
+def build(
+    fmt: str,
+    src: str,
+    out_dir: str,
+    opt: Options = Options(),
+    *,
+    name: str | None = None,
+    records_per_shard: int = 512,
+) -> shards.Manifest:
   """Builds records of a RefSegRS / RRSIS-D copy; checks that every
   expression of every image was written (manifest builder["stats"])."""
   if opt.on_size_mismatch not in MISMATCH:
@@ -311,21 +368,35 @@ def build(fmt: str, src: str, out_dir: str, opt: Options = Options(), *,
   per_image = collections.Counter(e.image_path for e in exprs)
   stats = collections.Counter()
   m = shards.write_dataset(
-      out_dir, name or fmt, scenes(exprs, opt, stats), ["target"],
+      out_dir,
+      name or fmt,
+      scenes(exprs, opt, stats),
+      ["target"],
       records_per_shard=records_per_shard,
-      builder={"builder": "rrsis", "format": fmt, "src": os.path.abspath(src),
-               "options": dataclasses.asdict(opt)})
+      builder={
+          "builder": "rrsis",
+          "format": fmt,
+          "src": os.path.abspath(src),
+          "options": dataclasses.asdict(opt),
+      },
+  )
   written = sum(m.num_records(s) for s in m.splits)
   if written != len(exprs):
-    raise records.DataError(f"{out_dir}: wrote {written} records for "
-                            f"{len(exprs)} expressions: report this bug.")
+    raise records.DataError(
+        f"{out_dir}: wrote {written} records for "
+        f"{len(exprs)} expressions: report this bug."
+    )
   m.builder["stats"] = {
-      "images": len(per_image), "expressions": len(exprs),
+      "images": len(per_image),
+      "expressions": len(exprs),
       "expressions_per_image": {
-          "min": min(per_image.values()), "max": max(per_image.values()),
-          "mean": round(len(exprs) / len(per_image), 3)},
+          "min": min(per_image.values()),
+          "max": max(per_image.values()),
+          "mean": round(len(exprs) / len(per_image), 3),
+      },
       "images_size_fixed": stats["images_size_fixed"],
-      "fixed_files": stats.get("fixed_files", [])[:50]}
+      "fixed_files": stats.get("fixed_files", [])[:50],
+  }
   path = os.path.join(out_dir, shards.MANIFEST)
   with open(path + ".tmp", "w") as f:
     json.dump(dataclasses.asdict(m), f, indent=1)
@@ -343,11 +414,23 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--on_size_mismatch", choices=MISMATCH, default="fix")
   common.add_common_flags(p)
   a = p.parse_args(argv)
-  opt = Options(scale=a.scale, grid=a.grid, seed=a.seed,
-                on_size_mismatch=a.on_size_mismatch)
-  m = common.run_build(lambda: build(
-      a.format, a.src, a.out, opt, name=a.name,
-      records_per_shard=a.records_per_shard), a.out)
+  opt = Options(
+      scale=a.scale,
+      grid=a.grid,
+      seed=a.seed,
+      on_size_mismatch=a.on_size_mismatch,
+  )
+  m = common.run_build(
+      lambda: build(
+          a.format,
+          a.src,
+          a.out,
+          opt,
+          name=a.name,
+          records_per_shard=a.records_per_shard,
+      ),
+      a.out,
+  )
   print("stats: " + json.dumps(m.builder["stats"]))
 
 

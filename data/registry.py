@@ -27,28 +27,34 @@ from data import common
 
 
 def default_root() -> str:
-  return os.environ.get("CROSSSCALE_DATA",
-                        os.path.expanduser("~/.cache/crossscale/datasets"))
+  return os.environ.get(
+      "CROSSSCALE_DATA", os.path.expanduser("~/.cache/crossscale/datasets")
+  )
 
 
 def _build_toyworld(out: str, opts: dict) -> None:
   from data import toyworld  # pylint: disable=g-import-not-at-top
-  counts = {k: opts.pop(k) for k in ("num_train", "num_val", "num_test")
-            if k in opts}
+
+  counts = {
+      k: opts.pop(k) for k in ("num_train", "num_val", "num_test") if k in opts
+  }
   seed = opts.pop("seed", 0)
-  cfg = toyworld.ToyworldConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in opts.items()})
+  cfg = toyworld.ToyworldConfig(
+      **{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
+  )
   toyworld.build(out, cfg, seed=seed, **counts)
 
 
 def _build_rsscn7(out: str, opts: dict) -> None:
   from data import image_folder  # pylint: disable=g-import-not-at-top
+
   src = os.path.join(common.SHARED_DATA, "rsscn7")
   if not os.path.isdir(src):
     raise records.DataError(
         f"RSSCN7 not found at {src}: set CROSSSCALE_SHARED_DATA to the folder "
         "holding rsscn7/, or build it yourself with `python -m "
-        "data.image_folder --src .../rsscn7 --out DIR` and pass DIR.")
+        "data.image_folder --src .../rsscn7 --out DIR` and pass DIR."
+    )
   image_folder.build(src, out, name="rsscn7", **opts)
 
 
@@ -58,68 +64,96 @@ def _shared_source(name: str) -> str:
     raise records.DataError(
         f"{name} not found at {src}: set CROSSSCALE_SHARED_DATA to the folder "
         f"holding {name}/, or build the records yourself with the builder in "
-        "data/ and pass their directory.")
+        "data/ and pass their directory."
+    )
   return src
 
 
 def _build_eurosat_samples(out: str, opts: dict) -> None:
   from data import image_folder  # pylint: disable=g-import-not-at-top
-  image_folder.build(_shared_source("eurosat_samples"), out,
-                     name="eurosat_samples", layout="prefix", **opts)
+
+  image_folder.build(
+      _shared_source("eurosat_samples"),
+      out,
+      name="eurosat_samples",
+      layout="prefix",
+      **opts,
+  )
 
 
 def _build_bigearthnet(out: str, opts: dict) -> None:
   from data import bigearthnet  # pylint: disable=g-import-not-at-top
-  bigearthnet.build(os.path.join(_shared_source("bigearthnet"),
-                                 "BigEarthNet-S2-Example"), out, **opts)
+
+  bigearthnet.build(
+      os.path.join(_shared_source("bigearthnet"), "BigEarthNet-S2-Example"),
+      out,
+      **opts,
+  )
 
 
 def _build_referring(source: str):
   """Builder of the referring set (data/referring.py) made from `source`."""
+
   def build(out: str, opts: dict) -> None:
     from data import referring  # pylint: disable=g-import-not-at-top
-    counts = {k.removeprefix("num_"): opts.pop(k)
-              for k in ("num_train", "num_val", "num_test") if k in opts}
-    referring.build(source, out, referring.Options(**opts),
-                    counts=counts or None)
+
+    counts = {
+        k.removeprefix("num_"): opts.pop(k)
+        for k in ("num_train", "num_val", "num_test")
+        if k in opts
+    }
+    referring.build(
+        source, out, referring.Options(**opts), counts=counts or None
+    )
+
   return build
 
 
-_REFERRING = {f"{s}_referring": s for s in
-              ("toyworld", "spacenet_buildings", "levircd")}
+_REFERRING = {
+    f"{s}_referring": s for s in ("toyworld", "spacenet_buildings", "levircd")
+}
 
 
 def _version(dataset: str) -> int:
   if dataset in _REFERRING:
     from data import referring  # pylint: disable=g-import-not-at-top
+
     return referring.GENERATOR_VERSION
   if dataset == "toyworld":
     from data import toyworld  # pylint: disable=g-import-not-at-top
+
     return toyworld.GENERATOR_VERSION
   return 1
 
 
-_BUILDERS = {"toyworld": _build_toyworld, "rsscn7": _build_rsscn7,
-             "eurosat_samples": _build_eurosat_samples,
-             "bigearthnet": _build_bigearthnet}
+_BUILDERS = {
+    "toyworld": _build_toyworld,
+    "rsscn7": _build_rsscn7,
+    "eurosat_samples": _build_eurosat_samples,
+    "bigearthnet": _build_bigearthnet,
+}
 _BUILDERS.update({n: _build_referring(s) for n, s in _REFERRING.items()})
-_DEFAULTS = {"rsscn7": {"scale": 8, "grid": 10},
-             # Toyworld images (not expressions): ~6 expressions each, so
-             # ~12k train expressions; 300 images learn the set by heart.
-             "toyworld_referring": {"num_train": 2000, "num_val": 200,
-                                    "num_test": 300},
-             "eurosat_samples": {"scale": 4, "grid": 4},
-             # 64 px chips: a few hundred expressions, CPU-sized; windows
-             # every 16 px inside the train chips multiply the training
-             # expressions ~8x (val/test unchanged, never overlapped).
-             "spacenet_buildings_referring": {"chip": 64, "max_per_image": 8,
-                                              "train_stride": 16},
-             "levircd_referring": {"chip": 64, "max_per_image": 8,
-                                   "train_stride": 16}}
+_DEFAULTS = {
+    "rsscn7": {"scale": 8, "grid": 10},
+    # Toyworld images (not expressions): ~6 expressions each, so
+    # ~12k train expressions; 300 images learn the set by heart.
+    "toyworld_referring": {"num_train": 2000, "num_val": 200, "num_test": 300},
+    "eurosat_samples": {"scale": 4, "grid": 4},
+    # 64 px chips: a few hundred expressions, CPU-sized; windows
+    # every 16 px inside the train chips multiply the training
+    # expressions ~8x (val/test unchanged, never overlapped).
+    "spacenet_buildings_referring": {
+        "chip": 64,
+        "max_per_image": 8,
+        "train_stride": 16,
+    },
+    "levircd_referring": {"chip": 64, "max_per_image": 8, "train_stride": 16},
+}
 
 
-def resolve(dataset: str, root: str | None = None,
-            options: dict | None = None) -> str:
+def resolve(
+    dataset: str, root: str | None = None, options: dict | None = None
+) -> str:
   """Records directory for `dataset`, building a named one if needed.
 
   A named dataset's directory name carries a hash of its options, so changing

@@ -60,9 +60,9 @@ import shutil
 import sys
 from typing import Any, Iterator, Sequence
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from crossscale import records, shards
 
@@ -80,6 +80,7 @@ def config_name(dataset_name: str) -> str:
 @dataclasses.dataclass(eq=False)
 class CrossscaleScenesConfig(tfds.core.BuilderConfig):
   """One records dataset. `records_dir`: a shards.write_dataset directory."""
+
   records_dir: str = ""
 
 
@@ -88,9 +89,12 @@ def config_for(records_dir: str) -> CrossscaleScenesConfig:
   records_dir = os.path.abspath(records_dir)
   m = shards.load_manifest(records_dir)
   return CrossscaleScenesConfig(
-      name=config_name(m.name), version=VERSION,
-      release_notes=dict(RELEASE_NOTES), records_dir=records_dir,
-      description=f"crossscale records {m.name!r} from {records_dir}")
+      name=config_name(m.name),
+      version=VERSION,
+      release_notes=dict(RELEASE_NOTES),
+      records_dir=records_dir,
+      description=f"crossscale records {m.name!r} from {records_dir}",
+  )
 
 
 def _native(dtype_str: str) -> np.dtype:
@@ -103,29 +107,35 @@ def _native_array(a: np.ndarray) -> np.ndarray:
   return a.astype(a.dtype.newbyteorder("="), copy=False)
 
 
-def mask_specs(records_dir: str, m: shards.Manifest
-               ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def mask_specs(
+    records_dir: str, m: shards.Manifest
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """Shape `[H, W, ...]` and dtype of each mask.
 
   The manifest lists mask names only, so this reads the first record.
   """
   if not m.mask_names:
     return {}
-  scene = next(shards.iter_scenes(records_dir, next(iter(m.splits)),
-                                  verify=False))
-  return {k: (scene.masks[k].shape, scene.masks[k].dtype.newbyteorder("="))
-          for k in m.mask_names}
+  scene = next(
+      shards.iter_scenes(records_dir, next(iter(m.splits)), verify=False)
+  )
+  return {
+      k: (scene.masks[k].shape, scene.masks[k].dtype.newbyteorder("="))
+      for k in m.mask_names
+  }
 
 
-def features_for(m: shards.Manifest,
-                 masks: dict[str, tuple[tuple[int, ...], np.dtype]]
-                 ) -> tfds.features.FeaturesDict:
+def features_for(
+    m: shards.Manifest, masks: dict[str, tuple[tuple[int, ...], np.dtype]]
+) -> tfds.features.FeaturesDict:
   """TFDS features of one scene of manifest `m`; `masks` from mask_specs."""
   spec = {
-      "lr": tfds.features.Tensor(shape=tuple(m.lr_shape),
-                                 dtype=_native(m.dtypes["lr"])),
-      "hr": tfds.features.Tensor(shape=tuple(m.hr_shape),
-                                 dtype=_native(m.dtypes["hr"])),
+      "lr": tfds.features.Tensor(
+          shape=tuple(m.lr_shape), dtype=_native(m.dtypes["lr"])
+      ),
+      "hr": tfds.features.Tensor(
+          shape=tuple(m.hr_shape), dtype=_native(m.dtypes["hr"])
+      ),
       "labels": tfds.features.Tensor(shape=(m.num_classes,), dtype=np.uint8),
       "id": tfds.features.Text(),
       "text": tfds.features.Text(),
@@ -138,19 +148,30 @@ def features_for(m: shards.Manifest,
 def metadata_for(m: shards.Manifest) -> dict[str, Any]:
   """Dataset-level facts of the manifest, JSON-serialisable."""
   return {
-      "name": m.name, "created": m.created, "schema_version": m.schema_version,
-      "class_names": list(m.class_names), "lr_bands": list(m.lr_bands),
-      "hr_bands": list(m.hr_bands), "lr_gsd": m.lr_gsd, "hr_gsd": m.hr_gsd,
-      "grid": m.grid, "band_stats": m.band_stats,
-      "mask_names": list(m.mask_names), "builder": m.builder,
+      "name": m.name,
+      "created": m.created,
+      "schema_version": m.schema_version,
+      "class_names": list(m.class_names),
+      "lr_bands": list(m.lr_bands),
+      "hr_bands": list(m.hr_bands),
+      "lr_gsd": m.lr_gsd,
+      "hr_gsd": m.hr_gsd,
+      "grid": m.grid,
+      "band_stats": m.band_stats,
+      "mask_names": list(m.mask_names),
+      "builder": m.builder,
   }
 
 
 def example_of(scene: records.Scene) -> dict[str, Any]:
   """The TFDS example of one scene."""
-  ex = {"lr": _native_array(scene.lr), "hr": _native_array(scene.hr),
-        "labels": scene.labels.astype(np.uint8), "id": scene.id,
-        "text": scene.text or ""}
+  ex = {
+      "lr": _native_array(scene.lr),
+      "hr": _native_array(scene.hr),
+      "labels": scene.labels.astype(np.uint8),
+      "id": scene.id,
+      "text": scene.text or "",
+  }
   for k, v in scene.masks.items():
     ex[f"mask_{k}"] = _native_array(v)
   return ex
@@ -170,9 +191,14 @@ class CrossscaleScenes(tfds.core.GeneratorBasedBuilder):
     defined in a package, so preparing would fail without it."""
     return epath.Path(__file__)
 
-  def __init__(self, *, records_dir: str | None = None,
-               config: CrossscaleScenesConfig | str | None = None,
-               file_format: str = FILE_FORMAT, **kwargs):
+  def __init__(
+      self,
+      *,
+      records_dir: str | None = None,
+      config: CrossscaleScenesConfig | str | None = None,
+      file_format: str = FILE_FORMAT,
+      **kwargs,
+  ):
     """`records_dir` (or a CrossscaleScenesConfig) names the records to read;
     `data_dir` (in kwargs) is where TFDS writes."""
     if records_dir is not None:
@@ -186,7 +212,8 @@ class CrossscaleScenes(tfds.core.GeneratorBasedBuilder):
           "CrossscaleScenes needs the records directory to prepare a dataset: "
           "pass records_dir=DIR (or config=config_for(DIR)). To read an "
           "already prepared one, use tfds.data_source('crossscale_scenes/"
-          "<name>', data_dir=...) without constructing this class.")
+          "<name>', data_dir=...) without constructing this class."
+      )
     return cfg.records_dir
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -195,10 +222,11 @@ class CrossscaleScenes(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=f"crossscale scene records {m.name!r}: LR/HR pairs with "
-                    "multi-hot labels.",
+        "multi-hot labels.",
         features=features_for(m, mask_specs(rdir, m)),
         disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(metadata_for(m)))
+        metadata=tfds.core.MetadataDict(metadata_for(m)),
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the records are local.
@@ -211,8 +239,9 @@ class CrossscaleScenes(tfds.core.GeneratorBasedBuilder):
       yield scene.id, example_of(scene)
 
 
-def prepare(records_dir: str, data_dir: str,
-            force: bool = False) -> CrossscaleScenes:
+def prepare(
+    records_dir: str, data_dir: str, force: bool = False
+) -> CrossscaleScenes:
   """Prepares (or reuses) the TFDS dataset of `records_dir` under `data_dir`.
 
   A prepared dataset is reused unless `force` or its metadata says it was made
@@ -223,7 +252,8 @@ def prepare(records_dir: str, data_dir: str,
   builder = CrossscaleScenes(records_dir=records_dir, data_dir=data_dir)
   created = shards.load_manifest(records_dir).created
   if builder.is_prepared() and (
-      force or builder.info.metadata.get("created") != created):
+      force or builder.info.metadata.get("created") != created
+  ):
     shutil.rmtree(builder.data_dir)
     builder = CrossscaleScenes(records_dir=records_dir, data_dir=data_dir)
   builder.download_and_prepare()
@@ -233,12 +263,17 @@ def prepare(records_dir: str, data_dir: str,
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(
       description="Prepare a TFDS (array_record) dataset from crossscale "
-                  "records.")
-  p.add_argument("--records", required=True,
-                 help="records directory written by a data/ builder")
+      "records."
+  )
+  p.add_argument(
+      "--records",
+      required=True,
+      help="records directory written by a data/ builder",
+  )
   p.add_argument("--data_dir", required=True, help="TFDS data directory")
-  p.add_argument("--force", action="store_true",
-                 help="regenerate even if already prepared")
+  p.add_argument(
+      "--force", action="store_true", help="regenerate even if already prepared"
+  )
   args = p.parse_args(argv)
   try:
     builder = prepare(args.records, args.data_dir, force=args.force)

@@ -30,8 +30,9 @@ def _json(src, patch):
 
 def _all_scenes(out):
   m = shards.load_manifest(str(out))
-  return m, [s for split in m.splits
-             for s in shards.iter_scenes(str(out), split)]
+  return m, [
+      s for split in m.splits for s in shards.iter_scenes(str(out), split)
+  ]
 
 
 def _copy_patch(src, dst_root, patch=PATCH):
@@ -82,8 +83,9 @@ def test_nomenclature_19(src, tmp_path):
       "Peatbogs": "Inland wetlands",
       "Water bodies": "Inland waters",
   }
-  bigearthnet.main(["--src", src, "--out", str(tmp_path),
-                    "--nomenclature", "19"])
+  bigearthnet.main(
+      ["--src", src, "--out", str(tmp_path), "--nomenclature", "19"]
+  )
   m, scenes = _all_scenes(tmp_path)
   assert m.class_names == list(bigearthnet.LABELS_19) and m.num_classes == 19
   assert len(scenes) == 6
@@ -98,8 +100,9 @@ def test_nomenclature_19(src, tmp_path):
 def test_missing_band(src, tmp_path):
   dst = _copy_patch(src, tmp_path)
   os.remove(dst / PATCH / f"{PATCH}_B8A.tif")
-  with pytest.raises(records.DataError, match=r"patch .* band B8A is missing"
-                     ) as e:
+  with pytest.raises(
+      records.DataError, match=r"patch .* band B8A is missing"
+  ) as e:
     bigearthnet.build(str(dst), tmp_path / "out")
   assert PATCH in str(e.value) and "Re-extract" in str(e.value)
   assert not os.path.exists(tmp_path / "out" / shards.MANIFEST)
@@ -109,8 +112,10 @@ def test_band_of_wrong_size(src, tmp_path):
   dst = _copy_patch(src, tmp_path)
   patch = dst / PATCH
   shutil.copy(patch / f"{PATCH}_B02.tif", patch / f"{PATCH}_B05.tif")
-  with pytest.raises(records.DataError,
-                     match=r"band B05 .* 120x120 px, expected 1 band of 60x60"):
+  with pytest.raises(
+      records.DataError,
+      match=r"band B05 .* 120x120 px, expected 1 band of 60x60",
+  ):
     bigearthnet.build(str(dst), tmp_path / "out")
 
 

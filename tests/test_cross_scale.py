@@ -6,24 +6,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import metrics
-from crossscale import tile_grid
+from crossscale import metrics, tile_grid
 from crossscale.models import cross_scale
 
 B, G, HR, LR, C, K = 4, 4, 32, 8, 3, 5
-SMALL = dict(lr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
-             hr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
-                             target_side=4),
-             sampler=dict(width=8, depth=1, num_heads=2),
-             predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
-             embed_dim=8)
+SMALL = dict(
+    lr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
+    hr_encoder=dict(width=16, depth=1, num_heads=2, mlp_dim=32, target_side=4),
+    sampler=dict(width=8, depth=1, num_heads=2),
+    predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32),
+    embed_dim=8,
+)
 
 
 def _batch(seed=0):
   rng = np.random.default_rng(seed)
-  return {"lr": jnp.asarray(rng.normal(size=(B, LR, LR, C)), jnp.float32),
-          "hr": jnp.asarray(rng.normal(size=(B, HR, HR, C)), jnp.float32),
-          "labels": jnp.asarray(np.eye(K)[rng.integers(0, K, B)], jnp.float32)}
+  return {
+      "lr": jnp.asarray(rng.normal(size=(B, LR, LR, C)), jnp.float32),
+      "hr": jnp.asarray(rng.normal(size=(B, HR, HR, C)), jnp.float32),
+      "labels": jnp.asarray(np.eye(K)[rng.integers(0, K, B)], jnp.float32),
+  }
 
 
 def _model(**kw):
@@ -32,8 +34,9 @@ def _model(**kw):
 
 
 def _init(model, batch):
-  return model.init({"params": jax.random.key(0),
-                     "selection": jax.random.key(1)}, batch)["params"]
+  return model.init(
+      {"params": jax.random.key(0), "selection": jax.random.key(1)}, batch
+  )["params"]
 
 
 def _rngs(i=0):
@@ -48,8 +51,9 @@ def test_gather_tiles_matches_slicing():
     for j in range(2):
       n = int(idx[b, j])
       r, c = divmod(n, 2)
-      np.testing.assert_array_equal(got[b, j], x[b, r * 4:r * 4 + 4,
-                                                 c * 4:c * 4 + 4])
+      np.testing.assert_array_equal(
+          got[b, j], x[b, r * 4 : r * 4 + 4, c * 4 : c * 4 + 4]
+      )
 
 
 def test_hr_encoder_sees_only_gathered_tiles():
@@ -58,8 +62,11 @@ def test_hr_encoder_sees_only_gathered_tiles():
   batch = _batch()
   model = _model(budget=2)
   params = _init(model, batch)
-  jaxpr = str(jax.make_jaxpr(lambda p: model.apply(
-      {"params": p}, batch, train=True, rngs=_rngs()))(params))
+  jaxpr = str(
+      jax.make_jaxpr(
+          lambda p: model.apply({"params": p}, batch, train=True, rngs=_rngs())
+      )(params)
+  )
   tile_px = HR // G
   assert f"f32[{B * 2},{tile_px},{tile_px},{C}]" in jaxpr
   assert f"f32[{B * G * G},{tile_px},{tile_px},{C}]" not in jaxpr
@@ -67,8 +74,9 @@ def test_hr_encoder_sees_only_gathered_tiles():
 
 def test_perturbed_forward_is_the_hard_selection_and_trains_the_sampler():
   batch = _batch()
-  soft = _model(budget=0.25, selection=dict(mode="perturbed", sigma=0.5,
-                                            num_samples=64))
+  soft = _model(
+      budget=0.25, selection=dict(mode="perturbed", sigma=0.5, num_samples=64)
+  )
   hard = _model(budget=0.25, selection=dict(mode="hard"))
   params = _init(soft, batch)
   out_s = soft.apply({"params": params}, batch, train=True, rngs=_rngs())
@@ -78,6 +86,7 @@ def test_perturbed_forward_is_the_hard_selection_and_trains_the_sampler():
   def loss(p, model):
     out = model.apply({"params": p}, batch, train=True, rngs=_rngs())
     return metrics.task_loss(out["logits"], batch["labels"], "single_label")
+
   g_soft = jax.grad(loss)(params, soft)["sampler"]
   g_hard = jax.grad(loss)(params, hard)["sampler"]
   assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_soft)) > 0
@@ -98,48 +107,73 @@ def test_counterfactual_probe_keeps_the_forward_and_values_unbought_tiles():
   out_c = probe.apply({"params": params}, batch, train=True, rngs=_rngs())
   np.testing.assert_allclose(out_c["logits"], out_p["logits"], atol=1e-6)
   for name in ("latent", "sampler"):
-    np.testing.assert_allclose(out_c["aux_losses"][name],
-                               out_p["aux_losses"][name], atol=1e-6)
+    np.testing.assert_allclose(
+        out_c["aux_losses"][name], out_p["aux_losses"][name], atol=1e-6
+    )
 
   def loss(p, model):
     out = model.apply({"params": p}, batch, train=True, rngs=_rngs())
     return metrics.task_loss(out["logits"], batch["labels"], "single_label")
+
   g_p = jax.grad(loss)(params, plain)["sampler"]
   g_c = jax.grad(loss)(params, probe)["sampler"]
-  diff = max(float(jnp.abs(a - b).max())
-             for a, b in zip(jax.tree.leaves(g_p), jax.tree.leaves(g_c)))
+  diff = max(
+      float(jnp.abs(a - b).max())
+      for a, b in zip(jax.tree.leaves(g_p), jax.tree.leaves(g_c))
+  )
   assert diff > 1e-6, "the probe must add task gradient to the sampler"
 
   # What the probe's weight means: d loss / d w at w = 0 for a tile t not
   # bought, where w blends t's HR latent into the predictor's input.
-  idx = out_p["tile_indices"]                                   # [B, 2]
-  context, _ = plain.apply({"params": params}, batch["lr"],
-                           method=plain.lr_context)
+  idx = out_p["tile_indices"]  # [B, 2]
+  context, _ = plain.apply(
+      {"params": params}, batch["lr"], method=plain.lr_context
+  )
   px = tile_grid.to_tiles(batch["hr"], G)
-  t = jnp.array([[n for n in range(G * G) if n not in set(map(int, row))][0]
-                 for row in np.asarray(idx)])[:, None]          # [B, 1]
+  t = jnp.array(
+      [
+          [n for n in range(G * G) if n not in set(map(int, row))][0]
+          for row in np.asarray(idx)
+      ]
+  )[
+      :, None
+  ]  # [B, 1]
   all_idx = jnp.concatenate([idx, t], 1)
-  lat = plain.apply({"params": params}, jnp.take_along_axis(
-      px, all_idx[..., None, None, None], 1), method=plain.encode_tiles)
+  lat = plain.apply(
+      {"params": params},
+      jnp.take_along_axis(px, all_idx[..., None, None, None], 1),
+      method=plain.encode_tiles,
+  )
 
   def loss_at(w):
     weight = jnp.concatenate([jnp.ones((B, 2)), jnp.full((B, 1), w)], 1)
-    tok = plain.apply({"params": params}, context, all_idx, weight, lat,
-                      method=plain.complete)
-    logits, _ = plain.apply({"params": params}, tok, context,
-                            method=plain.head_logits)
+    tok = plain.apply(
+        {"params": params}, context, all_idx, weight, lat, method=plain.complete
+    )
+    logits, _ = plain.apply(
+        {"params": params}, tok, context, method=plain.head_logits
+    )
     return metrics.task_loss(logits, batch["labels"], "single_label")
+
   eps = 1e-3
   fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-  np.testing.assert_allclose(jax.grad(loss_at)(0.0), fd, rtol=2e-2,
-                             atol=1e-5)
-  np.testing.assert_allclose(loss_at(0.0), metrics.task_loss(
-      out_p["logits"], batch["labels"], "single_label"), rtol=1e-5)
+  np.testing.assert_allclose(jax.grad(loss_at)(0.0), fd, rtol=2e-2, atol=1e-5)
+  np.testing.assert_allclose(
+      loss_at(0.0),
+      metrics.task_loss(out_p["logits"], batch["labels"], "single_label"),
+      rtol=1e-5,
+  )
 
 
-@pytest.mark.parametrize("policy, budget", [
-    *[(p, 0.25) for p in cross_scale.POLICIES], ("learned", 0),
-    ("learned", 1.0), ("cnn", 0.25)])
+@pytest.mark.parametrize(
+    "policy, budget",
+    [
+        *[(p, 0.25) for p in cross_scale.POLICIES],
+        ("learned", 0),
+        ("learned", 1.0),
+        ("cnn", 0.25),
+    ],
+)
 def test_every_policy_and_budget_runs_and_accounts_cost(policy, budget):
   batch = _batch()
   if policy == "cnn":  # the conv tile encoder
@@ -147,44 +181,52 @@ def test_every_policy_and_budget_runs_and_accounts_cost(policy, budget):
   else:
     model = _model(budget=budget, policy=policy)
   params = _init(model, batch)
-  out = model.apply({"params": params}, batch, train=False,
-                    rngs={"selection": jax.random.key(0)})
+  out = model.apply(
+      {"params": params},
+      batch,
+      train=False,
+      rngs={"selection": jax.random.key(0)},
+  )
   k = round(budget * G * G)
   assert out["logits"].shape == (B, K)
   np.testing.assert_array_equal(out["metrics"]["hr_tiles"], k)
-  np.testing.assert_array_equal(out["metrics"]["hr_pixels"],
-                                k * (HR // G) ** 2)
+  np.testing.assert_array_equal(out["metrics"]["hr_pixels"], k * (HR // G) ** 2)
   drift = np.asarray(out["metrics"]["drift"])
   assert np.isfinite(drift).all() and (drift >= 0).all() and (drift <= 2).all()
   assert out["embedding"].shape == (B, 8)
-  np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=-1), 1,
-                             atol=1e-4)
+  np.testing.assert_allclose(
+      np.linalg.norm(out["embedding"], axis=-1), 1, atol=1e-4
+  )
 
 
 def test_heuristic_picks_the_detailed_tiles():
   lr = np.zeros((1, 8, 8, 1), np.float32)
   lr[0, 2:4, 6:8, 0] = [[1, -1], [-1, 1]]  # detail in tile (1, 3) = 7
-  lr[0, 4:6, 0:2, 0] = [[2, 0], [0, 2]]    # stronger detail in tile (2, 0) = 8
+  lr[0, 4:6, 0:2, 0] = [[2, 0], [0, 2]]  # stronger detail in tile (2, 0) = 8
   s = tile_grid.tile_statistic(jnp.asarray(lr), 4)
   assert list(np.argsort(-np.asarray(s[0]))[:2]) == [8, 7]
 
 
 def test_sampler_prior_starts_from_the_heuristic_ranking_and_learns():
-  lr = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 3)) *
-                   np.linspace(0.1, 3.0, 16).reshape(1, 4, 4, 1).repeat(
-                       2, 1).repeat(2, 2), jnp.float32)
-  prior = cross_scale.lr_detail_prior(lr, 4)                # [B, 16]
+  lr = jnp.asarray(
+      np.random.default_rng(3).normal(size=(2, 8, 8, 3))
+      * np.linspace(0.1, 3.0, 16).reshape(1, 4, 4, 1).repeat(2, 1).repeat(2, 2),
+      jnp.float32,
+  )
+  prior = cross_scale.lr_detail_prior(lr, 4)  # [B, 16]
   np.testing.assert_allclose(prior.mean(-1), 0.0, atol=1e-5)
   np.testing.assert_array_equal(
       np.argsort(-np.asarray(prior), -1),
-      np.argsort(-np.asarray(tile_grid.tile_statistic(lr, 4)), -1))
+      np.argsort(-np.asarray(tile_grid.tile_statistic(lr, 4)), -1),
+  )
   plain = cross_scale.Sampler(4, width=8, num_heads=2)
   with_prior = cross_scale.Sampler(4, width=8, num_heads=2, prior=2.0)
   p0 = plain.init(jax.random.key(0), lr)
   p1 = with_prior.init(jax.random.key(0), lr)
   assert float(p1["params"]["prior_weight"].unbox()) == 2.0
-  np.testing.assert_allclose(with_prior.apply(p1, lr) - plain.apply(p0, lr),
-                             2.0 * prior, atol=1e-5)
+  np.testing.assert_allclose(
+      with_prior.apply(p1, lr) - plain.apply(p0, lr), 2.0 * prior, atol=1e-5
+  )
   g = jax.grad(lambda p: (with_prior.apply(p, lr) * prior).sum())(p1)
   assert float(g["params"]["prior_weight"].unbox()) > 0
 
@@ -195,19 +237,28 @@ def test_sampler_targets_detail_and_completion_error():
   batch = _batch()
   rng = np.random.default_rng(5)
   observed = np.zeros((B, G * G), bool)
-  observed[:, :2] = True                       # k = 2 bought: tiles 0, 1
+  observed[:, :2] = True  # k = 2 bought: tiles 0, 1
   pred = jnp.asarray(rng.normal(size=(B, G * G, 16)), jnp.float32)
   logits = jnp.asarray(rng.normal(size=(B, G * G)), jnp.float32)
 
   def losses(target):
-    model = _model(budget=2, num_target_tiles=G * G - 2,
-                   sampler_target=target)
+    model = _model(budget=2, num_target_tiles=G * G - 2, sampler_target=target)
     params = _init(model, batch)
-    out = model.apply({"params": params}, batch["hr"], pred,
-                      jnp.asarray(observed), logits, LR,
-                      method=model.latent_losses, rngs=_rngs())
-    hr_lat = model.apply({"params": params}, tile_grid.to_tiles(batch["hr"], G),
-                         method=model.encode_tiles)    # [B, N, D]
+    out = model.apply(
+        {"params": params},
+        batch["hr"],
+        pred,
+        jnp.asarray(observed),
+        logits,
+        LR,
+        method=model.latent_losses,
+        rngs=_rngs(),
+    )
+    hr_lat = model.apply(
+        {"params": params},
+        tile_grid.to_tiles(batch["hr"], G),
+        method=model.encode_tiles,
+    )  # [B, N, D]
     return out, hr_lat
 
   (latent, l_c), hr_lat = losses({"completion": 1.0})
@@ -217,18 +268,26 @@ def test_sampler_targets_detail_and_completion_error():
   z = (z - z.mean()) / (z.std() + 1e-3)
   np.testing.assert_allclose(float(latent), err.mean(), rtol=1e-5)
   np.testing.assert_allclose(
-      float(l_c), ((np.asarray(logits)[unobs] - z) ** 2).mean(), rtol=1e-4)
+      float(l_c), ((np.asarray(logits)[unobs] - z) ** 2).mean(), rtol=1e-4
+  )
 
   (_, l_d), _ = losses({"detail": 1.0})
-  zd = np.log(np.asarray(tile_grid.hr_detail(
-      tile_grid.to_tiles(batch["hr"], G), HR // LR))[unobs] + 1e-4)
+  zd = np.log(
+      np.asarray(
+          tile_grid.hr_detail(tile_grid.to_tiles(batch["hr"], G), HR // LR)
+      )[unobs]
+      + 1e-4
+  )
   zd = (zd - zd.mean()) / (zd.std() + 1e-3)
   np.testing.assert_allclose(
-      float(l_d), ((np.asarray(logits)[unobs] - zd) ** 2).mean(), rtol=1e-4)
+      float(l_d), ((np.asarray(logits)[unobs] - zd) ** 2).mean(), rtol=1e-4
+  )
   (_, l_dc), _ = losses({"detail": 1.0, "completion": 0.5})
   np.testing.assert_allclose(
-      float(l_dc), ((np.asarray(logits)[unobs] - zd - 0.5 * z) ** 2).mean(),
-      rtol=1e-4)
+      float(l_dc),
+      ((np.asarray(logits)[unobs] - zd - 0.5 * z) ** 2).mean(),
+      rtol=1e-4,
+  )
   (_, l_default), _ = losses(None)
   np.testing.assert_allclose(float(l_default), float(l_d), rtol=1e-6)
   with pytest.raises(ValueError, match="sampler_target.*known: detail"):
@@ -236,25 +295,38 @@ def test_sampler_targets_detail_and_completion_error():
 
 
 def test_uniform_indices_spread_over_the_grid():
-  np.testing.assert_array_equal(cross_scale.uniform_indices(16, 4),
-                                [2, 6, 10, 14])
+  np.testing.assert_array_equal(
+      cross_scale.uniform_indices(16, 4), [2, 6, 10, 14]
+  )
   assert len(set(np.asarray(cross_scale.uniform_indices(100, 13)))) == 13
 
 
 def test_hr_only_completion_has_no_lr_path():
-  model = _model(budget=0.25, predictor=dict(width=16, depth=1, num_heads=2,
-                                             mlp_dim=32, lr_guidance=False))
+  model = _model(
+      budget=0.25,
+      predictor=dict(
+          width=16, depth=1, num_heads=2, mlp_dim=32, lr_guidance=False
+      ),
+  )
   params = _init(model, _batch())
   assert "cross_attn" not in params["predictor0"]
   # Its output does not depend on the LR view at all.
   b1, b2 = _batch(0), _batch(0)
   b2["lr"] = b2["lr"] * 0
-  model = _model(budget=0.25, policy="uniform",
-                 predictor=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
-                                lr_guidance=False))
+  model = _model(
+      budget=0.25,
+      policy="uniform",
+      predictor=dict(
+          width=16, depth=1, num_heads=2, mlp_dim=32, lr_guidance=False
+      ),
+  )
   params = _init(model, b1)
-  o1 = model.apply({"params": params}, b1, rngs={"selection": jax.random.key(0)})
-  o2 = model.apply({"params": params}, b2, rngs={"selection": jax.random.key(0)})
+  o1 = model.apply(
+      {"params": params}, b1, rngs={"selection": jax.random.key(0)}
+  )
+  o2 = model.apply(
+      {"params": params}, b2, rngs={"selection": jax.random.key(0)}
+  )
   np.testing.assert_allclose(o1["logits"], o2["logits"], atol=1e-5)
 
 
@@ -308,9 +380,9 @@ def _bought_pixels(model, params, batch):
   mask = np.zeros((B, HR, HR, 1), np.float32)
   order = np.argsort(-np.asarray(scores), axis=1, kind="stable")
   for b in range(B):
-    for n in order[b, :int(out["metrics"]["hr_tiles"][b])]:
+    for n in order[b, : int(out["metrics"]["hr_tiles"][b])]:
       r, c = divmod(int(n), G)
-      mask[b, r * t:(r + 1) * t, c * t:(c + 1) * t] = 1.0
+      mask[b, r * t : (r + 1) * t, c * t : (c + 1) * t] = 1.0
   return mask
 
 
@@ -320,8 +392,9 @@ def test_price_budget_spends_at_most_the_total():
   prices = jnp.asarray(rng.uniform(0.5, 2.0, (B, G * G)), jnp.float32)
   model = _model(cost=dict(total=3.0, k_max=8))
   params = _init(model, batch)
-  out = model.apply({"params": params}, {**batch, "tile_prices": prices},
-                    rngs=_rngs())
+  out = model.apply(
+      {"params": params}, {**batch, "tile_prices": prices}, rngs=_rngs()
+  )
   bought = np.asarray(out["metrics"]["hr_tiles"])
   assert (bought >= 1).all() and (bought <= 8).all()
   # Uniform price 1 with total 3 buys exactly 3 tiles per scene.
@@ -337,19 +410,28 @@ def test_plan_from_lr_is_the_selection_inference_makes(kind):
   """`plan` (LR only, what export's `sample` runs before buying) returns the
   tiles and validity that the full inference call then buys."""
   batch = _batch(5)
-  prices = jnp.asarray(np.random.default_rng(1).uniform(
-      0.5, 2.0, (B, G * G)), jnp.float32)
-  model = (_model(class_budgets=(1, 2, 3, 4, 5)) if kind == "per_class"
-           else _model(cost=dict(total=3.0, k_max=8)))
+  prices = jnp.asarray(
+      np.random.default_rng(1).uniform(0.5, 2.0, (B, G * G)), jnp.float32
+  )
+  model = (
+      _model(class_budgets=(1, 2, 3, 4, 5))
+      if kind == "per_class"
+      else _model(cost=dict(total=3.0, k_max=8))
+  )
   batch = {**batch, "tile_prices": prices}
   params = _init(model, batch)
   out = model.apply({"params": params}, batch, rngs=_rngs())
-  plan = model.apply({"params": params}, {"lr": batch["lr"],
-                                          "tile_prices": prices},
-                     rngs=_rngs(), method="plan")
+  plan = model.apply(
+      {"params": params},
+      {"lr": batch["lr"], "tile_prices": prices},
+      rngs=_rngs(),
+      method="plan",
+  )
   np.testing.assert_array_equal(plan["tile_valid"], out["tile_valid"])
   valid = np.asarray(plan["tile_valid"])
-  np.testing.assert_array_equal(np.where(valid, plan["tile_indices"], -1),
-                                np.where(valid, out["tile_indices"], -1))
+  np.testing.assert_array_equal(
+      np.where(valid, plan["tile_indices"], -1),
+      np.where(valid, out["tile_indices"], -1),
+  )
   np.testing.assert_array_equal(valid.sum(1), out["metrics"]["hr_tiles"])
   assert plan["tile_indices"].shape == (B, model.k())

@@ -13,22 +13,22 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments.sr_bench import sr_grid
-from crossscale import evaluators, metrics, shards
-from crossscale import partitioning
+from crossscale import evaluators, metrics, partitioning, shards
 from crossscale.models import dense_backbones
 from experiments.configs import downstream as ds_config
-
+from experiments.sr_bench import sr_grid
 
 # ------------------------------------------------------------------ models
+
 
 @pytest.mark.parametrize("backbone", dense_backbones.BACKBONES)
 @pytest.mark.parametrize("pooled", [False, True])
 def test_backbone_shapes(backbone, pooled):
   """eval_shape (no compile): dense `[B, H, W, K]` on a grid that is not a
   stride multiple, and `[B, K]` when pooled."""
-  net = dense_backbones.make_backbone(backbone, 5, pooled,
-                                 **ds_config.SIZES[backbone]["tiny"])
+  net = dense_backbones.make_backbone(
+      backbone, 5, pooled, **ds_config.SIZES[backbone]["tiny"]
+  )
   x = jnp.zeros((2, 30, 22, 3))
   v = jax.eval_shape(net.init, jax.random.key(0), x)
   out = jax.eval_shape(net.apply, v, x)
@@ -37,21 +37,27 @@ def test_backbone_shapes(backbone, pooled):
 
 def test_model_contract_and_registry():
   from crossscale import models
+
   x = jnp.zeros((2, 16, 16, 1))
   for task, target, key in (
       ("segmentation", jnp.zeros((2, 16, 16), jnp.int32), "seg_logits"),
       ("regression", jnp.zeros((2, 16, 16, 1)), "pred"),
-      ("classification", jnp.zeros((2, 4)), "logits")):
-    cfg = ds_config.model_config("unet", task, 4, "tiny",
-                                 target_key="t")
+      ("classification", jnp.zeros((2, 4)), "logits"),
+  ):
+    cfg = ds_config.model_config("unet", task, 4, "tiny", target_key="t")
     model = models.get_model(cfg.pop("name"), **cfg)
     batch = {"hr": x, "t": target, "labels": target}
     v = jax.eval_shape(model.init, jax.random.key(0), batch)
     out = jax.eval_shape(model.apply, v, batch)
-    assert out[key].shape == {"segmentation": (2, 16, 16, 4),
-                              "regression": (2, 16, 16, 1),
-                              "classification": (2, 4)}[task]
-    if task != "classification":   # dense losses travel in aux_losses
+    assert (
+        out[key].shape
+        == {
+            "segmentation": (2, 16, 16, 4),
+            "regression": (2, 16, 16, 1),
+            "classification": (2, 4),
+        }[task]
+    )
+    if task != "classification":  # dense losses travel in aux_losses
       assert all(l.shape == () for l in out["aux_losses"].values())
       assert out["aux_losses"]
 
@@ -71,12 +77,24 @@ def test_segmentation_loss_decreases_on_tiny_batch():
   x = rng.uniform(0, 1, (4, 8, 8, 1)).astype(np.float32)
   seg = (x[..., 0] > 0.5).astype(np.int32)
   model = dense_backbones.DownstreamModel(
-      task="segmentation", backbone="unet", num_classes=2,
-      backbone_kwargs=dict(widths=(4,)), target_key="seg")
+      task="segmentation",
+      backbone="unet",
+      num_classes=2,
+      backbone_kwargs=dict(widths=(4,)),
+      target_key="seg",
+  )
   batch = {"hr": x, "seg": seg}
   params = sr_grid.init_params(model, batch)
-  _, losses = sr_grid.fit(model, params, batch, steps=25, batch_size=4,
-                          lr=1e-2, seed=0, task="segmentation")
+  _, losses = sr_grid.fit(
+      model,
+      params,
+      batch,
+      steps=25,
+      batch_size=4,
+      lr=1e-2,
+      seed=0,
+      task="segmentation",
+  )
   assert losses[-1] < 0.7 * losses[0], losses
 
 
@@ -84,16 +102,15 @@ def test_losses_by_hand():
   seg_loss = jax.jit(dense_backbones.segmentation_loss)
   reg_loss = jax.jit(dense_backbones.regression_loss, static_argnums=2)
   logits = jnp.log(jnp.asarray([[[[0.75, 0.25], [0.5, 0.5]]]]))  # [1,1,2,2]
-  target = jnp.asarray([[[0, 255]]])       # second pixel unlabelled
-  np.testing.assert_allclose(seg_loss(logits, target),
-                             -np.log(0.75), rtol=1e-6)
+  target = jnp.asarray([[[0, 255]]])  # second pixel unlabelled
+  np.testing.assert_allclose(seg_loss(logits, target), -np.log(0.75), rtol=1e-6)
   pred = jnp.asarray([[[[1.0], [3.0]]]])
-  t = jnp.asarray([[[2.0, jnp.nan]]])       # NaN target ignored
+  t = jnp.asarray([[[2.0, jnp.nan]]])  # NaN target ignored
   np.testing.assert_allclose(reg_loss(pred, t, "l1"), 1.0)
   np.testing.assert_allclose(reg_loss(pred, t, "l2"), 1.0)
   np.testing.assert_allclose(
-      reg_loss(pred, jnp.asarray([[[2.0, 1.0]]]), "l2"),
-      (1 + 4) / 2)
+      reg_loss(pred, jnp.asarray([[[2.0, 1.0]]]), "l2"), (1 + 4) / 2
+  )
 
 
 def test_balanced_losses_by_hand():
@@ -102,27 +119,39 @@ def test_balanced_losses_by_hand():
   target = jnp.asarray([[[0, 0, 0, 1, 255]]])
   k = 3
   t = jnp.where(target < k, target, k)
-  np.testing.assert_allclose(dense_backbones.inverse_frequency_weights(t, k),
-                             [2 / 3, 2.0, 0.0], rtol=1e-6)
-  p = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.5, 0.25, 0.25],
-                [0.8, 0.1, 0.1], [0.2, 0.2, 0.6]])
-  logits = jnp.log(jnp.asarray(p))[None, None]                # [1, 1, 5, 3]
+  np.testing.assert_allclose(
+      dense_backbones.inverse_frequency_weights(t, k),
+      [2 / 3, 2.0, 0.0],
+      rtol=1e-6,
+  )
+  p = np.array(
+      [
+          [0.7, 0.2, 0.1],
+          [0.6, 0.3, 0.1],
+          [0.5, 0.25, 0.25],
+          [0.8, 0.1, 0.1],
+          [0.2, 0.2, 0.6],
+      ]
+  )
+  logits = jnp.log(jnp.asarray(p))[None, None]  # [1, 1, 5, 3]
   ce = -np.log([0.7, 0.6, 0.5, 0.1])
   w = np.array([2 / 3] * 3 + [2.0])
   terms = jax.jit(dense_backbones.segmentation_losses, static_argnums=(2, 3))(
-      logits, target, "balanced_ce+dice", ())
+      logits, target, "balanced_ce+dice", ()
+  )
   # The rare class carries half the weight: (sum_bg 2/3 ce + 2 ce_1) / 4.
-  np.testing.assert_allclose(terms["ce"], (w * ce).sum() / w.sum(),
-                             rtol=1e-5)
+  np.testing.assert_allclose(terms["ce"], (w * ce).sum() / w.sum(), rtol=1e-5)
   # Soft Dice over the 4 labelled pixels, smooth 1, mean over 3 classes.
   q, y = p[:4], np.eye(3)[[0, 0, 0, 1]]
   dice = 1 - (2 * (q * y).sum(0) + 1) / (q.sum(0) + y.sum(0) + 1)
   np.testing.assert_allclose(terms["dice"], dice.mean(), rtol=1e-5)
   # Fixed weights replace the batch's; plain "ce" is the unweighted mean.
-  fixed = dense_backbones.segmentation_losses(logits, target, "balanced_ce",
-                                         (1.0, 3.0, 1.0))
-  np.testing.assert_allclose(fixed["ce"], (ce * [1, 1, 1, 3]).sum() / 6,
-                             rtol=1e-5)
+  fixed = dense_backbones.segmentation_losses(
+      logits, target, "balanced_ce", (1.0, 3.0, 1.0)
+  )
+  np.testing.assert_allclose(
+      fixed["ce"], (ce * [1, 1, 1, 3]).sum() / 6, rtol=1e-5
+  )
   assert set(fixed) == {"ce"}
   plain = dense_backbones.segmentation_losses(logits, target, "ce")
   np.testing.assert_allclose(plain["ce"], ce.mean(), rtol=1e-5)
@@ -139,16 +168,22 @@ def test_balanced_ce_removes_the_majority_prior():
 
   def losses(p):
     logits = jnp.broadcast_to(jnp.log(jnp.asarray(p)), (1, 10, 10, 2))
-    return (dense_backbones.segmentation_losses(logits, target, "ce")["ce"],
-            dense_backbones.segmentation_losses(logits, target,
-                                           "balanced_ce")["ce"])
+    return (
+        dense_backbones.segmentation_losses(logits, target, "ce")["ce"],
+        dense_backbones.segmentation_losses(logits, target, "balanced_ce")[
+            "ce"
+        ],
+    )
 
-  (ce_prior, bal_prior), (ce_unif, bal_unif) = losses([.99, .01]), losses(
-      [.5, .5])
-  assert ce_prior == pytest.approx(-.99 * np.log(.99) - .01 * np.log(.01),
-                                   rel=1e-5)
-  assert bal_prior == pytest.approx(-.5 * np.log(.99) - .5 * np.log(.01),
-                                    rel=1e-5)
+  (ce_prior, bal_prior), (ce_unif, bal_unif) = losses([0.99, 0.01]), losses(
+      [0.5, 0.5]
+  )
+  assert ce_prior == pytest.approx(
+      -0.99 * np.log(0.99) - 0.01 * np.log(0.01), rel=1e-5
+  )
+  assert bal_prior == pytest.approx(
+      -0.5 * np.log(0.99) - 0.5 * np.log(0.01), rel=1e-5
+  )
   assert bal_unif == pytest.approx(np.log(2), rel=1e-5)
   assert ce_prior < ce_unif and bal_unif < bal_prior
 
@@ -157,10 +192,13 @@ def test_upsample_matches_jax_resize():
   x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
   np.testing.assert_allclose(
       dense_backbones.upsample(x, (20, 28)),
-      jax.image.resize(x, (2, 20, 28, 3), "linear"), atol=1e-5)
+      jax.image.resize(x, (2, 20, 28, 3), "linear"),
+      atol=1e-5,
+  )
 
 
 # ----------------------------------------------------------------- metrics
+
 
 def test_segmentation_metrics_by_hand():
   true = np.array([[0, 0, 1, 1], [2, 2, 2, 255]])
@@ -168,8 +206,7 @@ def test_segmentation_metrics_by_hand():
   conf = metrics.confusion_matrix(pred, true, 4)
   # class 0: TP 1, FP 1 (the true-2 pixel), FN 1; class 1: TP 2, FP 1, FN 0;
   # class 2: TP 2, FP 0, FN 1; class 3: absent (left out of the means).
-  np.testing.assert_array_equal(conf[:3, :3], [[1, 1, 0], [0, 2, 0],
-                                               [1, 0, 2]])
+  np.testing.assert_array_equal(conf[:3, :3], [[1, 1, 0], [0, 2, 0], [1, 0, 2]])
   m = metrics.segmentation_metrics(conf)
   assert m["pixel_accuracy"] == pytest.approx(5 / 7)
   iou = [1 / 3, 2 / 3, 2 / 3]
@@ -183,8 +220,7 @@ def test_segmentation_metrics_by_hand():
 
 
 def test_regression_and_accuracy_by_hand():
-  m = metrics.regression_metrics([1.0, 2.0, 5.0, 0.0],
-                                 [1.0, 4.0, 2.0, np.nan])
+  m = metrics.regression_metrics([1.0, 2.0, 5.0, 0.0], [1.0, 4.0, 2.0, np.nan])
   assert m["mae"] == pytest.approx(5 / 3)
   assert m["rmse"] == pytest.approx(np.sqrt(13 / 3))
   assert metrics.accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
@@ -192,9 +228,11 @@ def test_regression_and_accuracy_by_hand():
 
 # --------------------------------------------------------------- evaluator
 
+
 class _Stub(nn.Module):
   """A parameter-free "downstream model": the oracle (one-hot of the
   target), the constant `value` (background / class 0 / a number)."""
+
   task: str
   oracle: bool
   value: float = 0.0
@@ -206,19 +244,24 @@ class _Stub(nn.Module):
   def __call__(self, batch, train=False):
     t = batch[self.target_key]
     if self.task == "regression":
-      pred = (t.astype(jnp.float32)[..., None] if self.oracle else
-              jnp.full(t.shape + (1,), self.value))
+      pred = (
+          t.astype(jnp.float32)[..., None]
+          if self.oracle
+          else jnp.full(t.shape + (1,), self.value)
+      )
       return {"pred": jnp.nan_to_num(pred), "aux_losses": {"l1": 0.0}}
     if self.task == "classification":
       logits = t if self.oracle else jnp.zeros_like(t).at[:, 0].set(1.0)
       return {"logits": logits, "aux_losses": {}}
-    logits = jax.nn.one_hot(t if self.oracle else jnp.zeros_like(t),
-                            self.num_classes)
+    logits = jax.nn.one_hot(
+        t if self.oracle else jnp.zeros_like(t), self.num_classes
+    )
     return {"seg_logits": logits, "aux_losses": {"ce": 0.0}}
 
 
-@pytest.mark.parametrize("task", ["segmentation", "regression",
-                                  "classification"])
+@pytest.mark.parametrize(
+    "task", ["segmentation", "regression", "classification"]
+)
 def test_downstream_evaluator_by_hand(toyworld_small, task):
   """20 test records in batches of 16 (the second padded: padding must
   count nowhere), against numpy on the records themselves."""
@@ -228,9 +271,16 @@ def test_downstream_evaluator_by_hand(toyworld_small, task):
 
   def run(oracle, value=0.0):
     ev = evaluators.get_evaluator(
-        "downstream", _Stub(task, oracle, value, target_key=key),
-        data_dir=toyworld_small, split="test", batch_size=16, task=task,
-        mesh=mesh, fields=("hr", key), limit=20)
+        "downstream",
+        _Stub(task, oracle, value, target_key=key),
+        data_dir=toyworld_small,
+        split="test",
+        batch_size=16,
+        task=task,
+        mesh=mesh,
+        fields=("hr", key),
+        limit=20,
+    )
     return ev.run({})
 
   assert run(True)["num_examples"] == 20
@@ -259,6 +309,7 @@ def test_downstream_evaluator_by_hand(toyworld_small, task):
 
 # -------------------------------------------------------------- grid math
 
+
 def test_gap_recovered():
   assert sr_grid.gap_recovered(0.6, 0.4, 0.8) == (pytest.approx(0.5), None)
   assert sr_grid.gap_recovered(0.3, 0.4, 0.8)[0] == pytest.approx(-0.25)
@@ -266,7 +317,7 @@ def test_gap_recovered():
   assert sr_grid.gap_recovered(-3.0, -4.0, -2.0)[0] == pytest.approx(0.5)
   gap, note = sr_grid.gap_recovered(0.5, 0.4, 0.4)
   assert gap is None and "no gap" in note
-  gap, note = sr_grid.gap_recovered(0.5, 0.6, 0.4)   # HR worse than LR
+  gap, note = sr_grid.gap_recovered(0.5, 0.6, 0.4)  # HR worse than LR
   assert gap == pytest.approx(0.5) and "not meaningful" in note
 
 
@@ -277,15 +328,28 @@ def test_correlations_known_numbers():
   # Pearson by hand: dx = (-1.5, -.5, .5, 1.5), dy = (-1.75, .25, -.75,
   # 2.25); sum dxdy = 5.5, |dx|^2 = 5, |dy|^2 = 8.75.
   assert r["pearson"] == pytest.approx(5.5 / np.sqrt(5 * 8.75))
-  assert r["spearman"] == pytest.approx(0.8)          # ranks 1,3,2,4
+  assert r["spearman"] == pytest.approx(0.8)  # ranks 1,3,2,4
   assert r["pearson_p"] == pytest.approx(stats.pearsonr(x, y).pvalue)
   assert sr_grid.correlate([1, 2], [3, 4])["pearson"] is None
   assert sr_grid.correlate([1, 2, 3], [3, 3, 3])["note"] == "constant input"
 
-  cells = [{"task": "t", "downstream": "d", "sr": s, "psnr": p, "ssim": p,
-            "randfeat_dist": None, "score": sc}
-           for s, p, sc in (("a", 30, 0.9), ("b", 28, 0.7), ("c", 25, 0.8),
-                            ("e", 20, 0.1))]
+  cells = [
+      {
+          "task": "t",
+          "downstream": "d",
+          "sr": s,
+          "psnr": p,
+          "ssim": p,
+          "randfeat_dist": None,
+          "score": sc,
+      }
+      for s, p, sc in (
+          ("a", 30, 0.9),
+          ("b", 28, 0.7),
+          ("c", 25, 0.8),
+          ("e", 20, 0.1),
+      )
+  ]
   c = sr_grid.correlations(cells, top_k=3)["t"]
   assert c["top3_sr_models"] == ["a", "b", "c"]
   assert c["all"]["psnr"]["spearman"] == pytest.approx(0.8)
@@ -296,16 +360,23 @@ def test_correlations_known_numbers():
 
 # -------------------------------------------------------------- grid cache
 
+
 def test_grid_cache_and_resume(toyworld_small, tmp_path):
   """A tiny grid; the rerun reads every cell (trains nothing, same cells);
   deleting one cell file recomputes only that cell."""
-  kw = dict(preset="tiny", max_train=32, max_test=16,
-            sr_models=("bicubic", "edsr"),
-            downstream=("unet",), tasks=("segmentation",), log=lambda *_: 0)
+  kw = dict(
+      preset="tiny",
+      max_train=32,
+      max_test=16,
+      sr_models=("bicubic", "edsr"),
+      downstream=("unet",),
+      tasks=("segmentation",),
+      log=lambda *_: 0,
+  )
   out = str(tmp_path / "grid")
   first = sr_grid.run_grid(toyworld_small, out, **kw)
   assert len(first["cells"]) == 2
-  assert len(first["run"]["trained"]) == 3      # bicubic, edsr, unet
+  assert len(first["run"]["trained"]) == 3  # bicubic, edsr, unet
   bic = next(c for c in first["cells"] if c["sr"] == "bicubic")
   assert bic["score"] == pytest.approx(bic["score_lr_up"])  # same operator
   with open(os.path.join(out, "sr_grid.json")) as f:
@@ -314,7 +385,9 @@ def test_grid_cache_and_resume(toyworld_small, tmp_path):
   assert on_disk["cells"] == first["cells"]
 
   second = sr_grid.run_grid(toyworld_small, out, **kw)
-  assert second["run"]["trained"] == [] and second["run"]["cells_computed"] == []
+  assert (
+      second["run"]["trained"] == [] and second["run"]["cells_computed"] == []
+  )
   assert second["cells"] == first["cells"]
 
   edsr = next(c for c in first["cells"] if c["sr"] == "edsr")
@@ -328,19 +401,27 @@ def test_grid_cache_and_resume(toyworld_small, tmp_path):
 
 
 def test_grid_flips_downstream_training_only_where_labels_survive(
-    toyworld_small):
+    toyworld_small,
+):
   data = sr_grid.load_records(toyworld_small)
-  assert data["label_symmetries"] == []          # toyworld: texture classes
+  assert data["label_symmetries"] == []  # toyworld: texture classes
   rng = np.random.default_rng(0)
-  batch = {"hr": rng.normal(size=(2, 8, 8, 3)), "seg": rng.integers(
-      0, 3, (2, 8, 8))}
+  batch = {
+      "hr": rng.normal(size=(2, 8, 8, 3)),
+      "seg": rng.integers(0, 3, (2, 8, 8)),
+  }
   for s in range(8):
     same = sr_grid._augment(batch, np.random.default_rng(s), flips=False)  # pylint: disable=protected-access
     assert all(np.array_equal(same[k], batch[k]) for k in batch)
-  flipped = [sr_grid._augment(batch, np.random.default_rng(s))  # pylint: disable=protected-access
-             for s in range(8)]
+  flipped = [
+      sr_grid._augment(batch, np.random.default_rng(s))  # pylint: disable=protected-access
+      for s in range(8)
+  ]
   assert any(not np.array_equal(f["hr"], batch["hr"]) for f in flipped)
-  for f in flipped:   # image and mask flip together
-    axes = next(a for a in ((), (1,), (2,), (1, 2))
-                if np.array_equal(np.flip(batch["hr"], a), f["hr"]))
+  for f in flipped:  # image and mask flip together
+    axes = next(
+        a
+        for a in ((), (1,), (2,), (1, 2))
+        if np.array_equal(np.flip(batch["hr"], a), f["hr"])
+    )
     np.testing.assert_array_equal(np.flip(batch["seg"], axes), f["seg"])

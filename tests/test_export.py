@@ -20,16 +20,30 @@ from tests.conftest import ROOT
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 BATCHES = (2, 5)  # two sizes through one export: the batch dim is symbolic
-FORBIDDEN = ("flax", "optax", "orbax", "grain", "tensorflow",
-             "crossscale.models", "crossscale.train", "crossscale.export")
+FORBIDDEN = (
+    "flax",
+    "optax",
+    "orbax",
+    "grain",
+    "tensorflow",
+    "crossscale.models",
+    "crossscale.train",
+    "crossscale.export",
+)
 
 
 def _tiny_run(config, data_dir, workdir):
   """A few real training steps (no evals) with checkpoints in workdir."""
   config.data.path = data_dir
-  config.update_from_flattened_dict({
-      "total_steps": 2, "batch_size": 8, "checkpoint.every": 1,
-      "final_eval_split": "", "log_every": 1})
+  config.update_from_flattened_dict(
+      {
+          "total_steps": 2,
+          "batch_size": 8,
+          "checkpoint.every": 1,
+          "final_eval_split": "",
+          "log_every": 1,
+      }
+  )
   config.evals = {}
   train.train_and_evaluate(config, str(workdir))
   return config
@@ -37,8 +51,10 @@ def _tiny_run(config, data_dir, workdir):
 
 def _inputs(manifest, b, seed=0):
   rng = np.random.default_rng([seed, b])
-  return (rng.normal(size=(b, *manifest.lr_shape)).astype(np.float32),
-          rng.normal(size=(b, *manifest.hr_shape)).astype(np.float32))
+  return (
+      rng.normal(size=(b, *manifest.lr_shape)).astype(np.float32),
+      rng.normal(size=(b, *manifest.hr_shape)).astype(np.float32),
+  )
 
 
 def _env(devices=1):
@@ -62,14 +78,25 @@ def xs(toyworld_small, tmp_path_factory):
   c.mesh = eval(MESH)  # pylint: disable=eval-used
   c = _tiny_run(c, toyworld_small, workdir)
   out = tmp_path_factory.mktemp("xs_export")
-  cmd = [sys.executable, "-m", "crossscale.export", "--workdir", str(workdir),
-         "--out", str(out), "--dataset", toyworld_small,
-         "--config", os.path.join(ROOT, "experiments/configs/cross_scale.py:"
-                                  "runlocal"),
-         "--config.total_steps=2", "--config.batch_size=8",
-         f"--config.mesh={MESH}"]
-  done = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True,
-                        text=True, timeout=300)
+  cmd = [
+      sys.executable,
+      "-m",
+      "crossscale.export",
+      "--workdir",
+      str(workdir),
+      "--out",
+      str(out),
+      "--dataset",
+      toyworld_small,
+      "--config",
+      os.path.join(ROOT, "experiments/configs/cross_scale.py:" "runlocal"),
+      "--config.total_steps=2",
+      "--config.batch_size=8",
+      f"--config.mesh={MESH}",
+  ]
+  done = subprocess.run(
+      cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   assert "exported cross_scale step 2" in done.stdout
   manifest = shards.load_manifest(toyworld_small)
@@ -84,15 +111,22 @@ def xs(toyworld_small, tmp_path_factory):
     scores = model.apply(p, {"lr": lr}, False, rngs=rngs, method="scores")
     return out, scores
 
-  return dict(config=c, manifest=manifest, params=params, out=str(out),
-              workdir=workdir, model=model, reference=reference)
+  return dict(
+      config=c,
+      manifest=manifest,
+      params=params,
+      out=str(out),
+      workdir=workdir,
+      model=model,
+      reference=reference,
+  )
 
 
 def _xs_reference(xs, lr, hr):
   """In-process model.apply: logits, embedding, tile scores, indices."""
   model = xs["model"]
   out, scores = xs["reference"]({"params": xs["params"]}, lr, hr)
-  k = selection.k_from_budget(model.budget, model.grid ** 2)
+  k = selection.k_from_budget(model.budget, model.grid**2)
   # Independent of the export's top-k: argsort, stable on -score.
   idx = np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
   return out, np.asarray(scores), idx
@@ -109,13 +143,20 @@ def test_cross_scale_export_matches_model_apply(xs):
   assert man["source"]["step"] == 2
   lr_h = xs["manifest"].lr_shape
   pred = man["functions"]["predict"]
-  assert pred["inputs"][0] == {"name": "lr", "shape": ["b", *lr_h],
-                               "dtype": "float32", "normalized_as": "lr"}
+  assert pred["inputs"][0] == {
+      "name": "lr",
+      "shape": ["b", *lr_h],
+      "dtype": "float32",
+      "normalized_as": "lr",
+  }
   k = man["model"]["tiles"]["k"]
-  assert pred["outputs"]["tile_indices"] == {"shape": ["b", k],
-                                             "dtype": "int32"}
+  assert pred["outputs"]["tile_indices"] == {
+      "shape": ["b", k],
+      "dtype": "int32",
+  }
   assert man["params"]["sha256"] == serving.sha256_file(
-      os.path.join(xs["out"], serving.PARAMS))
+      os.path.join(xs["out"], serving.PARAMS)
+  )
   # The exported parameters are the checkpoint's, bit for bit.
   flat = export.flatten_params(xs["params"])
   assert set(m.params) == set(flat) == set(man["params"]["keys"])
@@ -133,15 +174,19 @@ def test_cross_scale_export_matches_model_apply(xs):
     s = m.sample(lr=lr)
     np.testing.assert_allclose(s["tile_logits"], scores, **TOL)
     np.testing.assert_array_equal(s["tile_indices"], idx)
-    assert out["tile_valid"].all() and s["tile_valid"].all()   # fixed k
+    assert out["tile_valid"].all() and s["tile_valid"].all()  # fixed k
 
   # normalize=True standardises raw pixels with the dataset's stats.
   stats = xs["manifest"].band_stats
   lr, hr = _inputs(xs["manifest"], 2, seed=1)
   raw_lr = lr * np.float32(stats["lr"]["std"]) + np.float32(stats["lr"]["mean"])
   raw_hr = hr * np.float32(stats["hr"]["std"]) + np.float32(stats["hr"]["mean"])
-  np.testing.assert_allclose(m.predict(raw_lr, raw_hr, normalize=True)["logits"],
-                             m.predict(lr, hr)["logits"], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+      m.predict(raw_lr, raw_hr, normalize=True)["logits"],
+      m.predict(lr, hr)["logits"],
+      rtol=1e-4,
+      atol=1e-4,
+  )
   with pytest.raises(serving.ExportError, match=r"input 'hr' has shape"):
     m.predict(lr, hr[:, :32])
 
@@ -162,8 +207,14 @@ print(json.dumps(sorted(n for n in sys.modules
                         if n.split('.')[0] in {FORBIDDEN!r}
                         or n.startswith({FORBIDDEN!r}))))
 """
-  done = subprocess.run([sys.executable, "-c", script], env=_env(), cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
+  done = subprocess.run(
+      [sys.executable, "-c", script],
+      env=_env(),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   assert json.loads(done.stdout.strip().splitlines()[-1]) == []
   got = np.load(tmp_path / "out.npz")
@@ -179,11 +230,16 @@ def test_export_from_the_runs_saved_config(xs, tmp_path):
   """Without --config: WORKDIR/config.json, as train.py would write it."""
   with open(xs["workdir"] / run_config.CONFIG_FILE, "w") as f:
     f.write(xs["config"].to_json_best_effort(indent=1))
-  out = export.export_run(str(xs["workdir"]), str(tmp_path), step=1,
-                          platforms=("cpu",))
+  out = export.export_run(
+      str(xs["workdir"]), str(tmp_path), step=1, platforms=("cpu",)
+  )
   assert out["source"]["step"] == 1 and out["platforms"] == ["cpu"]
-  assert out["params"]["keys"] == json.load(open(os.path.join(
-      xs["out"], serving.MANIFEST)))["params"]["keys"]
+  assert (
+      out["params"]["keys"]
+      == json.load(open(os.path.join(xs["out"], serving.MANIFEST)))["params"][
+          "keys"
+      ]
+  )
   assert set(serving.load(str(tmp_path)).functions) == {"predict", "sample"}
 
 
@@ -202,27 +258,40 @@ def vit(toyworld_small, tmp_path_factory):
     # The head is zero-initialised: perturb every parameter so logits differ.
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
-    return jax.tree.unflatten(tree, [
-        x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    return jax.tree.unflatten(
+        tree,
+        [
+            x + 0.05 * jax.random.normal(k, x.shape)
+            for x, k in zip(leaves, keys)
+        ],
+    )
 
   params = jax.device_get(init(jax.random.key(0)))
   out = str(tmp_path_factory.mktemp("vit_export"))
-  export.export_model(model, params, out, manifest=manifest,
-                      model_name="lr_vit", model_config=c.model.to_dict(),
-                      fields=c.data.fields, platforms=("cpu",))
-  return dict(config=c, manifest=manifest, params=params, out=out,
-              model=model)
+  export.export_model(
+      model,
+      params,
+      out,
+      manifest=manifest,
+      model_name="lr_vit",
+      model_config=c.model.to_dict(),
+      fields=c.data.fields,
+      platforms=("cpu",),
+  )
+  return dict(config=c, manifest=manifest, params=params, out=out, model=model)
 
 
 def test_lr_vit_export_matches_model_apply(vit):
   m = serving.load(vit["out"])
   assert set(m.functions) == {"predict"}
   assert [i["name"] for i in m.manifest["functions"]["predict"]["inputs"]] == [
-      "lr"]
+      "lr"
+  ]
   for b in BATCHES:
     lr, _ = _inputs(vit["manifest"], b)
     ref = jax.jit(vit["model"].apply, static_argnames="train")(
-        {"params": vit["params"]}, {"lr": lr}, train=False)
+        {"params": vit["params"]}, {"lr": lr}, train=False
+    )
     out = m.predict(lr)
     assert set(out) == {"logits"}
     np.testing.assert_allclose(out["logits"], ref["logits"], **TOL)
@@ -231,29 +300,43 @@ def test_lr_vit_export_matches_model_apply(vit):
 def test_sr_export_matches_model_apply(toyworld_small, tmp_path):
   # No SR experiment config exists yet: export straight from parameters.
   manifest = shards.load_manifest(toyworld_small)
-  model = sr.EDSR(out_bands=manifest.hr_shape[-1], scale=4, features=8,
-                  num_blocks=1)
+  model = sr.EDSR(
+      out_bands=manifest.hr_shape[-1], scale=4, features=8, num_blocks=1
+  )
   lr, _ = _inputs(manifest, 1)
-  params = jax.device_get(jax.jit(lambda r: model.init(
-      r, lr, None, method="predict")["params"])(jax.random.key(0)))
-  export.export_model(model, params, str(tmp_path), manifest=manifest,
-                      model_name="sr_edsr", platforms=("cpu",))
+  params = jax.device_get(
+      jax.jit(lambda r: model.init(r, lr, None, method="predict")["params"])(
+          jax.random.key(0)
+      )
+  )
+  export.export_model(
+      model,
+      params,
+      str(tmp_path),
+      manifest=manifest,
+      model_name="sr_edsr",
+      platforms=("cpu",),
+  )
   m = serving.load(str(tmp_path))
   out_spec = m.manifest["functions"]["predict"]["outputs"]["sr"]
   assert out_spec["shape"] == ["b", *manifest.hr_shape]
   for b in BATCHES:
     lr, _ = _inputs(manifest, b)
-    ref = jax.jit(lambda p, x: model.apply(
-        {"params": p}, x, tuple(manifest.hr_shape[:2]), method="predict"))(
-            params, lr)
+    ref = jax.jit(
+        lambda p, x: model.apply(
+            {"params": p}, x, tuple(manifest.hr_shape[:2]), method="predict"
+        )
+    )(params, lr)
     np.testing.assert_allclose(m.predict(lr)["sr"], ref, **TOL)
   # normalize=True: raw LR in, SR in raw HR units out.
   st = manifest.band_stats
   raw = lr * np.float32(st["lr"]["std"]) + np.float32(st["lr"]["mean"])
   want = np.asarray(ref) * np.float32(st["hr"]["std"]) + np.float32(
-      st["hr"]["mean"])
-  np.testing.assert_allclose(m.predict(raw, normalize=True)["sr"], want,
-                             rtol=1e-4, atol=1e-3)
+      st["hr"]["mean"]
+  )
+  np.testing.assert_allclose(
+      m.predict(raw, normalize=True)["sr"], want, rtol=1e-4, atol=1e-3
+  )
 
 
 # ------------------------------------------------------------------ errors
@@ -272,8 +355,9 @@ def broken(vit, tmp_path):
 def test_missing_params_file(broken):
   d, path, _ = broken
   os.remove(path)
-  with pytest.raises(serving.ExportError,
-                     match=r"params\.safetensors not found.*re-export"):
+  with pytest.raises(
+      serving.ExportError, match=r"params\.safetensors not found.*re-export"
+  ):
     serving.load(d)
 
 
@@ -282,8 +366,10 @@ def test_missing_key(broken):
   key = sorted(tensors)[0]
   del tensors[key]
   serving.save_safetensors(path, tensors)
-  with pytest.raises(serving.ExportError,
-                     match=rf"params\.safetensors has no parameter '{key}'"):
+  with pytest.raises(
+      serving.ExportError,
+      match=rf"params\.safetensors has no parameter '{key}'",
+  ):
     serving.load(d)
 
 
@@ -292,9 +378,11 @@ def test_mismatched_shape(broken):
   key = "head/kernel"
   tensors[key] = np.zeros((tensors[key].shape[0], 99), np.float32)
   serving.save_safetensors(path, tensors)
-  with pytest.raises(serving.ExportError,
-                     match=rf"'{key}' is float32\[32, 99\] but the export "
-                           r"expects float32\[32, 6\]"):
+  with pytest.raises(
+      serving.ExportError,
+      match=rf"'{key}' is float32\[32, 99\] but the export "
+      r"expects float32\[32, 6\]",
+  ):
     serving.load(d)
 
 
@@ -312,8 +400,9 @@ def test_corrupted_params_file(broken):
 
 def test_run_errors_name_the_fix(xs, tmp_path):
   os.makedirs(tmp_path / "checkpoints")
-  with pytest.raises(FileNotFoundError, match=r"config\.json not found.*"
-                                              r"--config"):
+  with pytest.raises(
+      FileNotFoundError, match=r"config\.json not found.*" r"--config"
+  ):
     export.export_run(str(tmp_path), str(tmp_path / "out"))
   with pytest.raises(ValueError, match=r"--step=7 .* has steps \[1, 2\]"):
     export.restore_params(xs["config"], xs["manifest"], str(xs["workdir"]), 7)
@@ -324,12 +413,15 @@ def test_run_errors_name_the_fix(xs, tmp_path):
 
 def test_safetensors_round_trip_and_format(tmp_path):
   rng = np.random.default_rng(0)
-  tensors = {"a/b/kernel": rng.normal(size=(3, 4)).astype(np.float32),
-             "a/bias": np.arange(5, dtype=np.int32),
-             "flag": np.array([True, False]),
-             "half": rng.normal(size=(2, 2)).astype(np.float16),
-             "bf16": rng.normal(size=(3,)).astype(jax.numpy.bfloat16),
-             "scalar": np.float32(2.5), "empty": np.zeros((0, 3), np.float32)}
+  tensors = {
+      "a/b/kernel": rng.normal(size=(3, 4)).astype(np.float32),
+      "a/bias": np.arange(5, dtype=np.int32),
+      "flag": np.array([True, False]),
+      "half": rng.normal(size=(2, 2)).astype(np.float16),
+      "bf16": rng.normal(size=(3,)).astype(jax.numpy.bfloat16),
+      "scalar": np.float32(2.5),
+      "empty": np.zeros((0, 3), np.float32),
+  }
   path = str(tmp_path / "t.safetensors")
   serving.save_safetensors(path, tensors, {"k": "v"})
   got, meta = serving.load_safetensors(path)
@@ -344,6 +436,7 @@ def test_safetensors_round_trip_and_format(tmp_path):
   for k, v in st.load_file(path).items():
     np.testing.assert_array_equal(v, plain[k], err_msg=k)
   st.save_file(plain, str(tmp_path / "ref.safetensors"))
-  for k, v in serving.load_safetensors(str(tmp_path / "ref.safetensors")
-                                       )[0].items():
+  for k, v in serving.load_safetensors(str(tmp_path / "ref.safetensors"))[
+      0
+  ].items():
     np.testing.assert_array_equal(v, plain[k], err_msg=k)

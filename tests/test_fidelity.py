@@ -16,27 +16,46 @@ from crossscale import fidelity as im
 def _skimage(x, y, data_range):
   """Per-band skimage PSNR and SSIM `[B, C]` (float64, band by band)."""
   b, _, _, c = x.shape
-  ssim = [[structural_similarity(
-      x[i, ..., k], y[i, ..., k], data_range=data_range, gaussian_weights=True,
-      sigma=1.5, use_sample_covariance=False) for k in range(c)]
-          for i in range(b)]
-  psnr = [[peak_signal_noise_ratio(x[i, ..., k], y[i, ..., k],
-                                   data_range=data_range) for k in range(c)]
-          for i in range(b)]
+  ssim = [
+      [
+          structural_similarity(
+              x[i, ..., k],
+              y[i, ..., k],
+              data_range=data_range,
+              gaussian_weights=True,
+              sigma=1.5,
+              use_sample_covariance=False,
+          )
+          for k in range(c)
+      ]
+      for i in range(b)
+  ]
+  psnr = [
+      [
+          peak_signal_noise_ratio(
+              x[i, ..., k], y[i, ..., k], data_range=data_range
+          )
+          for k in range(c)
+      ]
+      for i in range(b)
+  ]
   return np.array(psnr), np.array(ssim)
 
 
-@pytest.mark.parametrize("shape,data_range,dtype", [
-    ((2, 11, 11, 1), 1.0, np.float64),     # the smallest allowed image
-    ((2, 32, 40, 3), 1.0, np.float64),
-    ((1, 57, 23, 4), 255.0, np.uint8),
-    ((1, 48, 64, 2), 65535.0, np.uint16),
-    ((3, 20, 31, 12), 2.0, np.float64),
-])
+@pytest.mark.parametrize(
+    "shape,data_range,dtype",
+    [
+        ((2, 11, 11, 1), 1.0, np.float64),  # the smallest allowed image
+        ((2, 32, 40, 3), 1.0, np.float64),
+        ((1, 57, 23, 4), 255.0, np.uint8),
+        ((1, 48, 64, 2), 65535.0, np.uint16),
+        ((3, 20, 31, 12), 2.0, np.float64),
+    ],
+)
 def test_psnr_ssim_match_skimage(shape, data_range, dtype):
   rng = np.random.default_rng(sum(shape))
   # Smooth structure + noise of varying strength: SSIM spans a wide range.
-  yy, xx = np.mgrid[0:shape[1], 0:shape[2]]
+  yy, xx = np.mgrid[0 : shape[1], 0 : shape[2]]
   base = 0.5 + 0.4 * np.sin(yy / 3.0)[..., None] * np.cos(xx / 5.0)[..., None]
   x = np.clip(base + rng.normal(0, 0.05, shape), 0, 1)
   noise = rng.uniform(0.01, 0.3, (shape[0], 1, 1, shape[3]))
@@ -50,7 +69,7 @@ def test_psnr_ssim_match_skimage(shape, data_range, dtype):
   assert p.shape == s.shape == shape[::3]
   np.testing.assert_allclose(s, ref_s, atol=1e-4, rtol=0)
   np.testing.assert_allclose(p, ref_p, atol=1e-3, rtol=1e-5)
-  assert ref_s.min() < 0.9     # the check covers imperfect reconstructions
+  assert ref_s.min() < 0.9  # the check covers imperfect reconstructions
 
 
 def test_identity_and_fidelity_dict():
@@ -61,11 +80,13 @@ def test_identity_and_fidelity_dict():
   lr = hr.reshape(2, 12, 2, 12, 2, 3).mean((2, 4))
   out = im.fidelity(jnp.asarray(lr), jnp.asarray(hr), 1.0)
   assert out["psnr_per_band"].shape == out["ssim_per_band"].shape == (2, 3)
-  np.testing.assert_allclose(out["psnr"], out["psnr_per_band"].mean(-1),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      out["psnr"], out["psnr_per_band"].mean(-1), rtol=1e-6
+  )
   up = np.clip(np.asarray(im.resize_to_hr(jnp.asarray(lr), (24, 24))), 0, 1)
-  np.testing.assert_allclose(out["ssim_per_band"], _skimage(up, hr, 1.0)[1],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+      out["ssim_per_band"], _skimage(up, hr, 1.0)[1], atol=1e-4
+  )
 
 
 def test_errors_name_the_fix():
@@ -82,29 +103,39 @@ class _Pyramid(nn.Module):
   def __call__(self, x):
     feats = []
     for i, width in enumerate((8, 16, 16)):
-      x = nn.relu(nn.Conv(width, (3, 3), strides=(1 if i == 0 else 2),
-                          name=f"conv{i}")(x))
+      x = nn.relu(
+          nn.Conv(width, (3, 3), strides=(1 if i == 0 else 2), name=f"conv{i}")(
+              x
+          )
+      )
       feats.append(x)
     return feats
 
 
 def _real_image(shared_data):
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  paths = sorted(glob.glob(os.path.join(shared_data, "rsscn7", "fResident",
-                                        "*.jpg")))
+
+  paths = sorted(
+      glob.glob(os.path.join(shared_data, "rsscn7", "fResident", "*.jpg"))
+  )
   if not paths:
     pytest.skip("rsscn7/fResident images not found")
   img = np.asarray(Image.open(paths[0]).convert("RGB"), np.float32) / 255.0
-  return img[100:164, 100:164][None]                       # [1, 64, 64, 3]
+  return img[100:164, 100:164][None]  # [1, 64, 64, 3]
 
 
 def test_feature_distance(shared_data):
   x = _real_image(shared_data)
   model = _Pyramid()
   shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
-  rng = np.random.default_rng(1)   # LeCun-normal kernels, no compiled init
-  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(
-      0, 1 / np.sqrt(np.prod(s.shape[:-1])), s.shape), jnp.float32), shapes)
+  rng = np.random.default_rng(1)  # LeCun-normal kernels, no compiled init
+  params = jax.tree.map(
+      lambda s: jnp.asarray(
+          rng.normal(0, 1 / np.sqrt(np.prod(s.shape[:-1])), s.shape),
+          jnp.float32,
+      ),
+      shapes,
+  )
   apply = jax.jit(lambda p, a: model.apply({"params": p}, a))
   dist = jax.jit(lambda a, b: im.feature_distance(apply, params, a, b))
   noise = rng.normal(0, 1, x.shape).astype(np.float32)

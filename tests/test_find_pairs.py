@@ -23,8 +23,10 @@ T0 = "2020-06-01T00:00:00"
 
 
 def _pair_map(r, hr, lr):
-  return {(hr.ids[h], lr.ids[l]): o
-          for h, l, o in zip(r["hr_idx"], r["lr_idx"], r["overlap"])}
+  return {
+      (hr.ids[h], lr.ids[l]): o
+      for h, l, o in zip(r["hr_idx"], r["lr_idx"], r["overlap"])
+  }
 
 
 def _assert_same(a, b, hr, lr):
@@ -40,29 +42,40 @@ def _random_scenes(rng, n, crs, centre, size, spread, prefix):
   for i in range(n):
     cx, cy = centre + rng.normal(0, spread, 2)
     w, h = size * rng.uniform(0.5, 1.5, 2)
-    g = affinity.rotate(shapely.box(cx - w / 2, cy - h / 2, cx + w / 2,
-                                    cy + h / 2), rng.uniform(0, 90))
+    g = affinity.rotate(
+        shapely.box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2),
+        rng.uniform(0, 90),
+    )
     if i % 7 == 0:  # A MultiPolygon: the scene plus a far-away sliver.
-      g = shapely.MultiPolygon([g, shapely.box(cx + 3 * w, cy, cx + 3.2 * w,
-                                               cy + h)])
+      g = shapely.MultiPolygon(
+          [g, shapely.box(cx + 3 * w, cy, cx + 3.2 * w, cy + h)]
+      )
     geoms.append(g)
-  t_us = (rng.integers(0, 120, n) * DAY_US + rng.integers(0, DAY_US, n))
+  t_us = rng.integers(0, 120, n) * DAY_US + rng.integers(0, DAY_US, n)
   return fp.scenes_from_arrays(
-      [f"{prefix}{i}" for i in range(n)], geoms, t_us,
-      rng.uniform(0, 1, n), crs, stratum=rng.choice(["a", "b", "c"], n),
-      where=prefix)
+      [f"{prefix}{i}" for i in range(n)],
+      geoms,
+      t_us,
+      rng.uniform(0, 1, n),
+      crs,
+      stratum=rng.choice(["a", "b", "c"], n),
+      where=prefix,
+  )
 
 
 @pytest.mark.parametrize("all_matches", [False, True])
 def test_sedonadb_equals_shapely_on_random_inputs(all_matches):
   rng = np.random.default_rng(0)
   # HR in UTM 31N (metres), LR in lon/lat: both are projected to EPSG:6933.
-  hr = _random_scenes(rng, 400, "EPSG:32631", np.array([500e3, 5.75e6]),
-                      3e3, 20e3, "hr")
-  lr = _random_scenes(rng, 300, "EPSG:4326", np.array([3.0, 51.9]), 0.15,
-                      0.25, "lr")
-  kw = dict(min_overlap=0.2, max_days=20, max_cloud=0.8,
-            all_matches=all_matches)
+  hr = _random_scenes(
+      rng, 400, "EPSG:32631", np.array([500e3, 5.75e6]), 3e3, 20e3, "hr"
+  )
+  lr = _random_scenes(
+      rng, 300, "EPSG:4326", np.array([3.0, 51.9]), 0.15, 0.25, "lr"
+  )
+  kw = dict(
+      min_overlap=0.2, max_days=20, max_cloud=0.8, all_matches=all_matches
+  )
   a = fp.join(hr, lr, engine="sedonadb", **kw)
   b = fp.join(hr, lr, engine="shapely", **kw)
   assert len(b["hr_idx"]) > 50  # The test has teeth.
@@ -99,10 +112,9 @@ def test_synthetic_sizes_times_and_strata():
 def test_projection_areas_match_geodesic_areas():
   """Equal-area EPSG:6933 areas == pyproj.Geod areas on the WGS84 ellipsoid."""
   geod = pyproj.Geod(ellps="WGS84")
-  to_ll = pyproj.Transformer.from_crs("EPSG:32631", "EPSG:4326",
-                                      always_xy=True)
+  to_ll = pyproj.Transformer.from_crs("EPSG:32631", "EPSG:4326", always_xy=True)
   utm = shapely.box(400e3, 5.0e6, 500e3, 5.1e6)  # A 100 km UTM square.
-  ll = shapely.box(10.0, 60.0, 11.5, 61.0)       # A lon/lat box.
+  ll = shapely.box(10.0, 60.0, 11.5, 61.0)  # A lon/lat box.
   a = fp.scenes_from_arrays(["u"], [utm], [T0], [0.0], "EPSG:32631")
   b = fp.scenes_from_arrays(["l"], [ll], [T0], [0.0], "EPSG:4326")
   # UTM edges bend in EPSG:6933 and are densified; lon/lat box edges stay
@@ -110,11 +122,13 @@ def test_projection_areas_match_geodesic_areas():
   assert shapely.get_num_coordinates(a.geoms)[0] > 5
   assert shapely.get_num_coordinates(b.geoms)[0] == 5
   fine = shapely.segmentize(utm, 100.0)  # Independent: 100 m steps.
-  fine_ll = shapely.transform(fine, lambda xy: np.column_stack(
-      to_ll.transform(xy[:, 0], xy[:, 1])))
+  fine_ll = shapely.transform(
+      fine, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1]))
+  )
   want_u = abs(geod.geometry_area_perimeter(fine_ll)[0])
-  want_l = abs(geod.geometry_area_perimeter(
-      shapely.segmentize(ll, 0.001))[0])  # Geodesic edges ~ parallels.
+  want_l = abs(
+      geod.geometry_area_perimeter(shapely.segmentize(ll, 0.001))[0]
+  )  # Geodesic edges ~ parallels.
   assert shapely.area(a.geoms[0]) == pytest.approx(want_u, rel=1e-6)
   assert shapely.area(b.geoms[0]) == pytest.approx(want_l, rel=1e-6)
 
@@ -125,55 +139,89 @@ def test_projection_areas_match_geodesic_areas():
 def _ea(ids, boxes, days, cloud, stratum=None):
   """Scenes given directly in EPSG:6933 (metres, areas exact)."""
   t = np.array([int(d * DAY_US) for d in days], np.int64)
-  return fp.scenes_from_arrays(ids, [shapely.box(*b) for b in boxes], t, cloud,
-                               fp.EQUAL_AREA_CRS, stratum=stratum)
+  return fp.scenes_from_arrays(
+      ids,
+      [shapely.box(*b) for b in boxes],
+      t,
+      cloud,
+      fp.EQUAL_AREA_CRS,
+      stratum=stratum,
+  )
 
 
 @pytest.fixture
 def rects():
   # HR "h": the 100 m x 100 m square [0, 100]^2 at day 0, cloud 0.1.
   # HR "k": [1000, 1100] x [0, 100], day 0, cloud 0.9 (too cloudy).
-  hr = _ea(["h", "k"], [(0, 0, 100, 100), (1000, 0, 1100, 100)], [0, 0],
-           [0.1, 0.9])
+  hr = _ea(
+      ["h", "k"], [(0, 0, 100, 100), (1000, 0, 1100, 100)], [0, 0], [0.1, 0.9]
+  )
   # LR: a covers 60% of h (2 days off), b 40%, c 100% but 40 days off,
   # d 100% but cloudy, e 60% at 1 day (beats a on the time gap), f only
   # touches h along an edge; g covers k fully.
-  lr = _ea(list("abcdefg"),
-           [(0, 0, 100, 60), (0, 60, 100, 100), (-50, -50, 150, 150),
-            (-10, -10, 110, 110), (0, 40, 100, 100), (100, 0, 200, 100),
-            (990, -10, 1110, 110)],
-           [2, -1, 40, 0, -1, 0, 0], [0.0, 0.0, 0.0, 0.7, 0.2, 0.0, 0.0])
+  lr = _ea(
+      list("abcdefg"),
+      [
+          (0, 0, 100, 60),
+          (0, 60, 100, 100),
+          (-50, -50, 150, 150),
+          (-10, -10, 110, 110),
+          (0, 40, 100, 100),
+          (100, 0, 200, 100),
+          (990, -10, 1110, 110),
+      ],
+      [2, -1, 40, 0, -1, 0, 0],
+      [0.0, 0.0, 0.0, 0.7, 0.2, 0.0, 0.0],
+  )
   return hr, lr
 
 
 def _pairs(r, hr, lr):
-  return sorted((hr.ids[h], lr.ids[l], round(float(o), 12))
-                for h, l, o in zip(r["hr_idx"], r["lr_idx"], r["overlap"]))
+  return sorted(
+      (hr.ids[h], lr.ids[l], round(float(o), 12))
+      for h, l, o in zip(r["hr_idx"], r["lr_idx"], r["overlap"])
+  )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_filters_on_rectangles(rects, engine):
   hr, lr = rects
+
   def run(**kw):
-    base = dict(engine=engine, min_overlap=0.5, max_days=30, max_cloud=0.5,
-                all_matches=True)
+    base = dict(
+        engine=engine,
+        min_overlap=0.5,
+        max_days=30,
+        max_cloud=0.5,
+        all_matches=True,
+    )
     base.update(kw)
     return _pairs(fp.join(hr, lr, **base), hr, lr)
+
   assert run() == [("h", "a", 0.6), ("h", "e", 0.6)]
   assert run(all_matches=False) == [("h", "e", 0.6)]  # Smaller time gap.
   assert run(min_overlap=0.6) == [("h", "a", 0.6), ("h", "e", 0.6)]
   assert run(min_overlap=0.61) == []
-  assert run(min_overlap=0.4) == [("h", "a", 0.6), ("h", "b", 0.4),
-                                  ("h", "e", 0.6)]
+  assert run(min_overlap=0.4) == [
+      ("h", "a", 0.6),
+      ("h", "b", 0.4),
+      ("h", "e", 0.6),
+  ]
   assert run(max_days=1) == [("h", "e", 0.6)]
-  assert run(max_days=40) == [("h", "a", 0.6), ("h", "c", 1.0),
-                              ("h", "e", 0.6)]
+  assert run(max_days=40) == [("h", "a", 0.6), ("h", "c", 1.0), ("h", "e", 0.6)]
   assert run(max_days=40, all_matches=False) == [("h", "c", 1.0)]
   assert run(max_cloud=0.1) == [("h", "a", 0.6)]  # e (0.2) is too cloudy.
-  assert run(max_cloud=0.7) == [("h", "a", 0.6), ("h", "d", 1.0),
-                                ("h", "e", 0.6)]
-  assert run(max_cloud=0.9) == [("h", "a", 0.6), ("h", "d", 1.0),
-                                ("h", "e", 0.6), ("k", "g", 1.0)]
+  assert run(max_cloud=0.7) == [
+      ("h", "a", 0.6),
+      ("h", "d", 1.0),
+      ("h", "e", 0.6),
+  ]
+  assert run(max_cloud=0.9) == [
+      ("h", "a", 0.6),
+      ("h", "d", 1.0),
+      ("h", "e", 0.6),
+      ("k", "g", 1.0),
+  ]
   # Touching only (overlap 0) passes ST_Intersects but needs min_overlap 0.
   assert ("h", "f", 0.0) in run(min_overlap=0.0)
 
@@ -181,8 +229,12 @@ def test_filters_on_rectangles(rects, engine):
 def test_overlap_ties_go_to_the_smaller_gap_then_the_lr_row():
   hr = _ea(["h"], [(0, 0, 10, 10)], [0], [0])
   # All three contain h (overlap 1); gaps 1, 2, 2 days; z is the cloudiest.
-  lr = _ea(["z", "y", "x"], [(-1, -1, 11, 11), (-2, -2, 12, 12),
-                             (-3, -3, 13, 13)], [1, -2, 2], [0.5, 0, 0])
+  lr = _ea(
+      ["z", "y", "x"],
+      [(-1, -1, 11, 11), (-2, -2, 12, 12), (-3, -3, 13, 13)],
+      [1, -2, 2],
+      [0.5, 0, 0],
+  )
   for engine in ENGINES:
     r = fp.join(hr, lr, engine=engine, max_days=5)
     assert lr.ids[r["lr_idx"]].tolist() == ["z"]  # Smallest gap.
@@ -210,18 +262,24 @@ def test_find_pairs_samples_per_stratum_for_both_engines():
   hr, lr = fp.synth_scenes(hr_a), fp.synth_scenes(lr_a)
   kw = dict(min_overlap=0.5, max_days=90, per_stratum=15, seed=7)
   full, _ = fp.find_pairs(hr, lr, min_overlap=0.5, max_days=90)
-  full_counts = {s: full["stratum"].to_pylist().count(s)
-                 for s in set(full["stratum"].to_pylist())}
+  full_counts = {
+      s: full["stratum"].to_pylist().count(s)
+      for s in set(full["stratum"].to_pylist())
+  }
   assert max(full_counts.values()) > 15
   tables = [fp.find_pairs(hr, lr, engine=e, **kw)[0] for e in ENGINES]
-  assert tables[0].select(["hr_id", "lr_id", "stratum"]).equals(
-      tables[1].select(["hr_id", "lr_id", "stratum"]))
+  assert (
+      tables[0]
+      .select(["hr_id", "lr_id", "stratum"])
+      .equals(tables[1].select(["hr_id", "lr_id", "stratum"]))
+  )
   st = tables[0]["stratum"].to_pylist()
   for s, n in full_counts.items():
     assert st.count(s) == min(n, 15)
   # The HR scene's stratum labels the pair.
-  assert st == [hr.stratum[list(hr.ids).index(i)]
-                for i in tables[0]["hr_id"].to_pylist()]
+  assert st == [
+      hr.stratum[list(hr.ids).index(i)] for i in tables[0]["hr_id"].to_pylist()
+  ]
   again = fp.find_pairs(hr, lr, **kw)[0]
   assert again.equals(tables[0])
 
@@ -231,10 +289,12 @@ def test_find_pairs_samples_per_stratum_for_both_engines():
 
 def test_geoparquet_round_trip(rects, tmp_path):
   hr, lr = rects
-  table, inter = fp.find_pairs(hr, lr, min_overlap=0.5, max_days=30,
-                               max_cloud=0.5, all_matches=True)
-  path = fp.write_geoparquet(table, inter, fp.OUTPUT_CRS,
-                             str(tmp_path / "p.parquet"))
+  table, inter = fp.find_pairs(
+      hr, lr, min_overlap=0.5, max_days=30, max_cloud=0.5, all_matches=True
+  )
+  path = fp.write_geoparquet(
+      table, inter, fp.OUTPUT_CRS, str(tmp_path / "p.parquet")
+  )
   back = pq.read_table(path)
   geo = json.loads(back.schema.metadata[b"geo"])
   assert geo["version"] == "1.1.0" and geo["primary_column"] == "geometry"
@@ -248,10 +308,12 @@ def test_geoparquet_round_trip(rects, tmp_path):
   assert np.allclose(shapely.bounds(g).max(0)[2:], col["bbox"][2:])
   # The lon/lat intersections project back onto the exact rectangles (the
   # PROJ round trip of EASE-Grid 2.0 is good to ~1e-6 m).
-  tr = pyproj.Transformer.from_crs("OGC:CRS84", fp.EQUAL_AREA_CRS,
-                                   always_xy=True)
-  ea = shapely.transform(g, lambda xy: np.column_stack(
-      tr.transform(xy[:, 0], xy[:, 1])))
+  tr = pyproj.Transformer.from_crs(
+      "OGC:CRS84", fp.EQUAL_AREA_CRS, always_xy=True
+  )
+  ea = shapely.transform(
+      g, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
+  )
   assert np.allclose(shapely.area(ea), [6000.0, 6000.0], rtol=1e-8)
   assert back.column("hr_id").to_pylist() == ["h", "h"]
   assert back.column("lr_id").to_pylist() == ["a", "e"]
@@ -265,7 +327,8 @@ def test_geoparquet_round_trip(rects, tmp_path):
   # from the file): the two intersections overlap each other 100% / 2/3.
   meta = back.select(["geometry"]).append_column("id", pa.array(["x", "y"]))
   meta = meta.append_column("time", back["hr_time"]).append_column(
-      "cloud", pa.array([0.0, 0.0]))
+      "cloud", pa.array([0.0, 0.0])
+  )
   meta = meta.replace_schema_metadata(back.schema.metadata)
   pq.write_table(meta, str(tmp_path / "m.parquet"))
   again = fp.read_table(str(tmp_path / "m.parquet"))
@@ -286,30 +349,68 @@ def _csv(path, header, rows):
 BOX = "POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))"
 
 
-@pytest.mark.parametrize("header,row,crs,match", [
-    (["id", "footprint", "cloud"], ["a", BOX, 0.1], "EPSG:4326",
-     r"missing column\(s\) \['time'\].*Rename or add"),
-    (["id", "footprint", "time", "cloud"], ["a", BOX, "31/12/2020", 0.1],
-     "EPSG:4326", r"scene 'a' has time '31/12/2020'.*ISO-8601"),
-    (["id", "footprint", "time", "cloud"],
-     ["a", "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", T0, 0.1], "EPSG:4326",
-     r"scenes 'a' have an invalid footprint \(Self-intersection.*make_valid"),
-    (["id", "footprint", "time", "cloud"], ["a", "POLYGON EMPTY", T0, 0.1],
-     "EPSG:4326", r"empty or missing footprint"),
-    (["id", "footprint", "time", "cloud"], ["a", "POLYGON((0 0, 1", T0, 0.1],
-     "EPSG:4326", r"not parseable WKT"),
-    (["id", "footprint", "time", "cloud"], ["a", "POINT(0 0)", T0, 0.1],
-     "EPSG:4326", r"Point footprint; footprints must be Polygons"),
-    (["id", "footprint", "time", "cloud"], ["a", BOX, T0, 0.1], None,
-     r"a CSV carries no CRS.*--hr_crs/--lr_crs"),
-    (["id", "footprint", "time", "cloud"], ["a", BOX, T0, 35.0], "EPSG:4326",
-     r"outside \[0, 1\].*looks like percent, divide it by 100"),
-    (["id", "footprint", "time", "cloud"],
-     ["a", "POLYGON((179 0, -179 0, -179 1, 179 1, 179 0))", T0, 0.1],
-     "EPSG:4326", r"cross the antimeridian"),
-])
-def test_csv_errors_name_the_file_and_the_fix(tmp_path, header, row, crs,
-                                              match):
+@pytest.mark.parametrize(
+    "header,row,crs,match",
+    [
+        (
+            ["id", "footprint", "cloud"],
+            ["a", BOX, 0.1],
+            "EPSG:4326",
+            r"missing column\(s\) \['time'\].*Rename or add",
+        ),
+        (
+            ["id", "footprint", "time", "cloud"],
+            ["a", BOX, "31/12/2020", 0.1],
+            "EPSG:4326",
+            r"scene 'a' has time '31/12/2020'.*ISO-8601",
+        ),
+        (
+            ["id", "footprint", "time", "cloud"],
+            ["a", "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", T0, 0.1],
+            "EPSG:4326",
+            r"scenes 'a' have an invalid footprint \(Self-intersection.*make_valid",
+        ),
+        (
+            ["id", "footprint", "time", "cloud"],
+            ["a", "POLYGON EMPTY", T0, 0.1],
+            "EPSG:4326",
+            r"empty or missing footprint",
+        ),
+        (
+            ["id", "footprint", "time", "cloud"],
+            ["a", "POLYGON((0 0, 1", T0, 0.1],
+            "EPSG:4326",
+            r"not parseable WKT",
+        ),
+        (
+            ["id", "footprint", "time", "cloud"],
+            ["a", "POINT(0 0)", T0, 0.1],
+            "EPSG:4326",
+            r"Point footprint; footprints must be Polygons",
+        ),
+        (
+            ["id", "footprint", "time", "cloud"],
+            ["a", BOX, T0, 0.1],
+            None,
+            r"a CSV carries no CRS.*--hr_crs/--lr_crs",
+        ),
+        (
+            ["id", "footprint", "time", "cloud"],
+            ["a", BOX, T0, 35.0],
+            "EPSG:4326",
+            r"outside \[0, 1\].*looks like percent, divide it by 100",
+        ),
+        (
+            ["id", "footprint", "time", "cloud"],
+            ["a", "POLYGON((179 0, -179 0, -179 1, 179 1, 179 0))", T0, 0.1],
+            "EPSG:4326",
+            r"cross the antimeridian",
+        ),
+    ],
+)
+def test_csv_errors_name_the_file_and_the_fix(
+    tmp_path, header, row, crs, match
+):
   path = _csv(tmp_path / "meta.csv", header, [row])
   with pytest.raises(records.DataError, match=match) as e:
     fp.read_table(path, crs)
@@ -326,44 +427,98 @@ def test_geoparquet_crs_errors(tmp_path):
   back = pq.read_table(path)
   geo = json.loads(back.schema.metadata[b"geo"])
   geo["columns"]["geometry"]["crs"] = None
-  pq.write_table(back.replace_schema_metadata({b"geo": json.dumps(geo)}),
-                 str(tmp_path / "null.parquet"))
-  with pytest.raises(records.DataError, match=r"null.parquet: its GeoParquet "
-                     r"`crs` is null \(unknown\): pass the CRS"):
+  pq.write_table(
+      back.replace_schema_metadata({b"geo": json.dumps(geo)}),
+      str(tmp_path / "null.parquet"),
+  )
+  with pytest.raises(
+      records.DataError,
+      match=r"null.parquet: its GeoParquet "
+      r"`crs` is null \(unknown\): pass the CRS",
+  ):
     fp.read_table(str(tmp_path / "null.parquet"))
   assert len(fp.read_table(str(tmp_path / "null.parquet"), "EPSG:4326")) == 1
-  pq.write_table(back.replace_schema_metadata({}),
-                 str(tmp_path / "plain.parquet"))
-  with pytest.raises(records.DataError, match=r"plain.parquet: no GeoParquet "
-                     "`geo` metadata"):
+  pq.write_table(
+      back.replace_schema_metadata({}), str(tmp_path / "plain.parquet")
+  )
+  with pytest.raises(
+      records.DataError, match=r"plain.parquet: no GeoParquet " "`geo` metadata"
+  ):
     fp.read_table(str(tmp_path / "plain.parquet"))
 
 
 def test_cli_errors_exit_with_the_message(tmp_path):
-  path = _csv(tmp_path / "hr.csv", ["id", "footprint", "cloud"],
-              [["a", BOX, 0.1]])
+  path = _csv(
+      tmp_path / "hr.csv", ["id", "footprint", "cloud"], [["a", BOX, 0.1]]
+  )
   with pytest.raises(SystemExit, match=r"^error: .*hr.csv: missing column"):
-    fp.main(["join", "--hr", path, "--lr", path, "--hr_crs", "EPSG:4326",
-             "--lr_crs", "EPSG:4326", "--out", str(tmp_path / "p.parquet")])
+    fp.main(
+        [
+            "join",
+            "--hr",
+            path,
+            "--lr",
+            path,
+            "--hr_crs",
+            "EPSG:4326",
+            "--lr_crs",
+            "EPSG:4326",
+            "--out",
+            str(tmp_path / "p.parquet"),
+        ]
+    )
 
 
 def test_cli_join_csv_and_geoparquet(tmp_path):
-  hr = _csv(tmp_path / "hr.csv", ["id", "footprint", "time", "cloud",
-                                  "stratum", "path"],
-            [["h1", BOX, "2020-06-01", 0.0, "urban", "h1.tif"],
-             ["h2", "POLYGON((5 5, 6 5, 6 6, 5 6, 5 5))", "2020-06-01", 0.0,
-              "forest", ""]])
-  lr_t = pa.table({"id": ["l1"], "time": pa.array(
-      [datetime.datetime(2020, 6, 3)], pa.timestamp("s")), "cloud": [0.0],
-                   "path": ["lr/l1.tif"]})
-  lr = fp.write_geoparquet(lr_t, np.array([shapely.box(-1, -1, 0.5, 2)]),
-                           "EPSG:4326", str(tmp_path / "lr.parquet"))
+  hr = _csv(
+      tmp_path / "hr.csv",
+      ["id", "footprint", "time", "cloud", "stratum", "path"],
+      [
+          ["h1", BOX, "2020-06-01", 0.0, "urban", "h1.tif"],
+          [
+              "h2",
+              "POLYGON((5 5, 6 5, 6 6, 5 6, 5 5))",
+              "2020-06-01",
+              0.0,
+              "forest",
+              "",
+          ],
+      ],
+  )
+  lr_t = pa.table(
+      {
+          "id": ["l1"],
+          "time": pa.array([datetime.datetime(2020, 6, 3)], pa.timestamp("s")),
+          "cloud": [0.0],
+          "path": ["lr/l1.tif"],
+      }
+  )
+  lr = fp.write_geoparquet(
+      lr_t,
+      np.array([shapely.box(-1, -1, 0.5, 2)]),
+      "EPSG:4326",
+      str(tmp_path / "lr.parquet"),
+  )
   out = str(tmp_path / "pairs.parquet")
-  fp.main(["join", "--hr", hr, "--lr", lr, "--hr_crs", "EPSG:4326",
-           "--out", out, "--min_overlap", "0.4"])
+  fp.main(
+      [
+          "join",
+          "--hr",
+          hr,
+          "--lr",
+          lr,
+          "--hr_crs",
+          "EPSG:4326",
+          "--out",
+          out,
+          "--min_overlap",
+          "0.4",
+      ]
+  )
   t = pq.read_table(out).to_pylist()
   assert [(r["hr_id"], r["lr_id"], r["stratum"]) for r in t] == [
-      ("h1", "l1", "urban")]
+      ("h1", "l1", "urban")
+  ]
   assert t[0]["hr_path"] == str(tmp_path / "h1.tif")
   assert t[0]["lr_path"] == str(tmp_path / "lr" / "l1.tif")
   assert t[0]["time_gap_days"] == 2.0
@@ -371,15 +526,41 @@ def test_cli_join_csv_and_geoparquet(tmp_path):
 
 
 def test_cli_synth_then_join_with_each_engine(tmp_path):
-  fp.main(["synth", "--n_hr", "400", "--n_lr", "300", "--seed", "3", "--out",
-           str(tmp_path)])
+  fp.main(
+      [
+          "synth",
+          "--n_hr",
+          "400",
+          "--n_lr",
+          "300",
+          "--seed",
+          "3",
+          "--out",
+          str(tmp_path),
+      ]
+  )
   hr, lr = str(tmp_path / "hr.parquet"), str(tmp_path / "lr.parquet")
   assert pq.read_schema(hr).field("time").type == pa.timestamp("us", tz="UTC")
   tables = []
   for engine in ENGINES:
     out = str(tmp_path / f"{engine}.parquet")
-    fp.main(["join", "--hr", hr, "--lr", lr, "--out", out, "--engine", engine,
-             "--max_days", "365", "--per_stratum", "5"])
+    fp.main(
+        [
+            "join",
+            "--hr",
+            hr,
+            "--lr",
+            lr,
+            "--out",
+            out,
+            "--engine",
+            engine,
+            "--max_days",
+            "365",
+            "--per_stratum",
+            "5",
+        ]
+    )
     tables.append(pq.read_table(out))
   cols = ["hr_id", "lr_id", "hr_time", "lr_time", "time_gap_days", "stratum"]
   assert tables[0].num_rows > 5
@@ -390,11 +571,13 @@ def test_cli_synth_then_join_with_each_engine(tmp_path):
 def test_no_pairs_still_writes_valid_geoparquet(rects, tmp_path):
   hr, lr = rects
   for engine in ENGINES:
-    table, inter = fp.find_pairs(hr, lr, engine=engine, max_days=30,
-                                 max_cloud=0.5, min_overlap=0.7)
+    table, inter = fp.find_pairs(
+        hr, lr, engine=engine, max_days=30, max_cloud=0.5, min_overlap=0.7
+    )
     assert table.num_rows == 0
-  path = fp.write_geoparquet(table, inter, fp.OUTPUT_CRS,
-                             str(tmp_path / "none.parquet"))
+  path = fp.write_geoparquet(
+      table, inter, fp.OUTPUT_CRS, str(tmp_path / "none.parquet")
+  )
   back = pq.read_table(path)
   assert back.num_rows == 0 and b"geo" in back.schema.metadata
   with pytest.raises(records.DataError, match="engine 'duckdb'"):
@@ -407,17 +590,26 @@ def test_no_pairs_still_writes_valid_geoparquet(rects, tmp_path):
 
 
 def test_spark_engine_equals_shapely():
-  pytest.importorskip("pyspark", reason="pyspark not installed: the Spark "
-                      "engine (Apache Sedona for Spark) is not tested here")
+  pytest.importorskip(
+      "pyspark",
+      reason="pyspark not installed: the Spark "
+      "engine (Apache Sedona for Spark) is not tested here",
+  )
   pytest.importorskip("sedona.spark", reason="apache-sedona not installed")
   rng = np.random.default_rng(5)
-  hr = _random_scenes(rng, 60, "EPSG:32631", np.array([500e3, 5.75e6]), 3e3,
-                      10e3, "hr")
-  lr = _random_scenes(rng, 40, "EPSG:4326", np.array([3.0, 51.9]), 0.15,
-                      0.1, "lr")
+  hr = _random_scenes(
+      rng, 60, "EPSG:32631", np.array([500e3, 5.75e6]), 3e3, 10e3, "hr"
+  )
+  lr = _random_scenes(
+      rng, 40, "EPSG:4326", np.array([3.0, 51.9]), 0.15, 0.1, "lr"
+  )
   kw = dict(min_overlap=0.2, max_days=30, max_cloud=0.9)
-  _assert_same(fp.join(hr, lr, engine="spark", **kw),
-               fp.join(hr, lr, engine="shapely", **kw), hr, lr)
+  _assert_same(
+      fp.join(hr, lr, engine="spark", **kw),
+      fp.join(hr, lr, engine="shapely", **kw),
+      hr,
+      lr,
+  )
 
 
 # ------------------------------------------------------ real raster metadata
@@ -432,60 +624,110 @@ NAIP = "geotiff/naip/m_4709963_se_14_1_{}.tif"
 def test_real_rasters_find_the_true_pairs(shared_data, tmp_path):
   d = lambda p: os.path.join(shared_data, p)
   # SpaceNet pan/ms tiles carry no date: one stand-in time for the pair.
-  hr = [fp.raster_record([d(NAIP.format(y))])
-        for y in ("20100629", "20150926", "20200831")]
-  hr += [fp.raster_record([d(f"{SP}/pan{i}.tif")], time="2019-08-04")
-         for i in (1, 2, 3)]
+  hr = [
+      fp.raster_record([d(NAIP.format(y))])
+      for y in ("20100629", "20150926", "20200831")
+  ]
+  hr += [
+      fp.raster_record([d(f"{SP}/pan{i}.tif")], time="2019-08-04")
+      for i in (1, 2, 3)
+  ]
   hr += [fp.raster_record([d(f"{LS}/{s}_B8.TIF")]) for s in (L8, L7)]
-  lr = [fp.raster_record([d(f"{SP}/ms{i}.tif")], time="2019-08-04")
-        for i in (1, 2, 3)]
-  lr += [fp.raster_record([d(f"{LS}/{s}_B{b}.TIF") for b in (2, 3, 4)],
-                          scene_id=f"{s}_MS") for s in (L8, L7)]
-  lr += [fp.raster_record([d(f"geotiff/landsat/pucallpa_{y}.tif")],
-                          time=f"{y}-07-01") for y in (2000, 2020)]
+  lr = [
+      fp.raster_record([d(f"{SP}/ms{i}.tif")], time="2019-08-04")
+      for i in (1, 2, 3)
+  ]
+  lr += [
+      fp.raster_record(
+          [d(f"{LS}/{s}_B{b}.TIF") for b in (2, 3, 4)], scene_id=f"{s}_MS"
+      )
+      for s in (L8, L7)
+  ]
+  lr += [
+      fp.raster_record(
+          [d(f"geotiff/landsat/pucallpa_{y}.tif")], time=f"{y}-07-01"
+      )
+      for y in (2000, 2020)
+  ]
   assert hr[0]["time"] == "2010-06-29"  # From the NAIP file name.
   assert hr[6]["time"].startswith("2013-07-07T10:17")  # From the MTL.
   assert hr[6]["cloud"] == pytest.approx(0.0603)
   fp.write_metadata(hr, str(tmp_path / "hr.parquet"))
   fp.write_metadata(lr, str(tmp_path / "lr.csv"))
   out = str(tmp_path / "pairs.parquet")
-  fp.main(["join", "--hr", str(tmp_path / "hr.parquet"), "--lr",
-           str(tmp_path / "lr.csv"), "--lr_crs", "EPSG:4326", "--out", out,
-           "--min_overlap", "0.9", "--max_days", "30"])
+  fp.main(
+      [
+          "join",
+          "--hr",
+          str(tmp_path / "hr.parquet"),
+          "--lr",
+          str(tmp_path / "lr.csv"),
+          "--lr_crs",
+          "EPSG:4326",
+          "--out",
+          out,
+          "--min_overlap",
+          "0.9",
+          "--max_days",
+          "30",
+      ]
+  )
   t = pq.read_table(out)
   pairs = list(zip(t["hr_id"].to_pylist(), t["lr_id"].to_pylist()))
   # Landsat 7 and 8 of path/row 195/025 overlap, 12 years apart: only the
   # same-date pan/MS pairs are found; NAIP has no LR; Pucallpa has no HR.
-  assert pairs == [(f"{L8}_B8", f"{L8}_MS"), (f"{L7}_B8", f"{L7}_MS"),
-                   ("pan1", "ms1"), ("pan2", "ms2"), ("pan3", "ms3")]
+  assert pairs == [
+      (f"{L8}_B8", f"{L8}_MS"),
+      (f"{L7}_B8", f"{L7}_MS"),
+      ("pan1", "ms1"),
+      ("pan2", "ms2"),
+      ("pan3", "ms3"),
+  ]
   assert t["time_gap_days"].to_pylist() == [0.0] * 5
   # Intersection areas agree with an independent geodesic area (pyproj.Geod)
   # of the lon/lat intersection polygons.
   geod = pyproj.Geod(ellps="WGS84")
   g = shapely.from_wkb(t["geometry"].to_numpy(zero_copy_only=False))
   geodesic = [abs(geod.geometry_area_perimeter(x)[0]) / 1e6 for x in g]
-  assert t["intersection_km2"].to_pylist() == pytest.approx(geodesic,
-                                                            rel=1e-4)
+  assert t["intersection_km2"].to_pylist() == pytest.approx(geodesic, rel=1e-4)
   assert t["intersection_km2"][2].as_py() == pytest.approx(0.09, rel=2e-3)
   # Without the time window, LC08 B8 sees both MS scenes and keeps its own.
-  t2, _ = fp.find_pairs(fp.read_table(str(tmp_path / "hr.parquet")),
-                        fp.read_table(str(tmp_path / "lr.csv"), "EPSG:4326"),
-                        min_overlap=0.9, max_days=1e5, all_matches=True)
+  t2, _ = fp.find_pairs(
+      fp.read_table(str(tmp_path / "hr.parquet")),
+      fp.read_table(str(tmp_path / "lr.csv"), "EPSG:4326"),
+      min_overlap=0.9,
+      max_days=1e5,
+      all_matches=True,
+  )
   l8 = [r["lr_id"] for r in t2.to_pylist() if r["hr_id"] == f"{L8}_B8"]
   assert l8 == [f"{L8}_MS", f"{L7}_MS"]  # Sorted by id.
-  t3, _ = fp.find_pairs(fp.read_table(str(tmp_path / "hr.parquet")),
-                        fp.read_table(str(tmp_path / "lr.csv"), "EPSG:4326"),
-                        min_overlap=0.9, max_days=1e5)
+  t3, _ = fp.find_pairs(
+      fp.read_table(str(tmp_path / "hr.parquet")),
+      fp.read_table(str(tmp_path / "lr.csv"), "EPSG:4326"),
+      min_overlap=0.9,
+      max_days=1e5,
+  )
   assert t3.select(["hr_id", "lr_id"]).to_pylist()[:2] == [
-      {"hr_id": f"{s}_B8", "lr_id": f"{s}_MS"} for s in (L8, L7)]
+      {"hr_id": f"{s}_B8", "lr_id": f"{s}_MS"} for s in (L8, L7)
+  ]
   # Feeding data.geotiff_pairs: the pairs' paths and times become its inputs.
   jobs = fp.builder_jobs(out)
   assert jobs[0]["lr_paths"] == [d(f"{LS}/{L8}_B{b}.TIF") for b in (2, 3, 4)]
   assert jobs[2]["hr_paths"] == [d(f"{SP}/pan1.tif")]
   pq.write_table(t.slice(2, 1), str(tmp_path / "one.parquet"))
-  fp.main(["build", "--pairs", str(tmp_path / "one.parquet"), "--out",
-           str(tmp_path / "ds"), "--scene_px", "128"])
+  fp.main(
+      [
+          "build",
+          "--pairs",
+          str(tmp_path / "one.parquet"),
+          "--out",
+          str(tmp_path / "ds"),
+          "--scene_px",
+          "128",
+      ]
+  )
   from crossscale import shards  # pylint: disable=g-import-not-at-top
+
   m = shards.load_manifest(str(tmp_path / "ds" / "pan1__ms1"))
   assert m.hr_shape == [128, 128, 1] and m.lr_shape == [64, 64, 4]
   assert m.builder["windows"] == 16

@@ -20,8 +20,9 @@ PUCALLPA = "geotiff/landsat/pucallpa_2020.tif"
 
 def _all_scenes(out):
   m = shards.load_manifest(str(out))
-  return m, [s for split in m.splits
-             for s in shards.iter_scenes(str(out), split)]
+  return m, [
+      s for split in m.splits for s in shards.iter_scenes(str(out), split)
+  ]
 
 
 def _corr(a, b):
@@ -69,8 +70,9 @@ def test_spacenet_pan_ms_pair(shared_data, tmp_path):
     left = pan_bounds[0] + c * 128 * pan_res
     top = pan_bounds[3] - r * 128 * pan_res
     assert s.bounds == pytest.approx(
-        (left, top - 128 * pan_res, left + 128 * pan_res, top))
-    ref = native[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64]
+        (left, top - 128 * pan_res, left + 128 * pan_res, top)
+    )
+    ref = native[r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64]
     assert np.abs(s.lr - ref).mean() < 0.01 * np.abs(ref).mean()
     h, l = _block_mean(s.hr[..., 0], 2), s.lr.astype(np.float64).mean(-1)
     hr_means.append(h)
@@ -85,8 +87,20 @@ def test_spacenet_pan_ms_pair(shared_data, tmp_path):
 def test_landsat_pan_ms_time_from_mtl(shared_data, tmp_path):
   base = os.path.join(shared_data, LANDSAT)
   lr = [f"{base}_B{b}.TIF" for b in (2, 3, 4)]
-  geotiff_pairs.main(["--out", str(tmp_path), "--hr", f"{base}_B8.TIF",
-                      "--lr", *lr, "--scene_px", "32", "--grid", "4"])
+  geotiff_pairs.main(
+      [
+          "--out",
+          str(tmp_path),
+          "--hr",
+          f"{base}_B8.TIF",
+          "--lr",
+          *lr,
+          "--scene_px",
+          "32",
+          "--grid",
+          "4",
+      ]
+  )
   m, scenes = _all_scenes(tmp_path)
   assert m.builder["scale"] == 2
   assert m.hr_gsd == 15.0 and m.lr_gsd == 30.0
@@ -101,11 +115,19 @@ def test_landsat_pan_ms_time_from_mtl(shared_data, tmp_path):
     assert _corr(_block_mean(s.hr[..., 0], 2), s.lr.mean(-1)) > 0.8
   # An explicit time wins over the MTL.
   out2 = tmp_path / "explicit"
-  geotiff_pairs.build(out2, [f"{base}_B8.TIF"], lr, scene_px=32, grid=4,
-                      hr_time="2013-07-08", lr_time="2013-07-09T00:00:00Z")
+  geotiff_pairs.build(
+      out2,
+      [f"{base}_B8.TIF"],
+      lr,
+      scene_px=32,
+      grid=4,
+      hr_time="2013-07-08",
+      lr_time="2013-07-09T00:00:00Z",
+  )
   _, scenes = _all_scenes(out2)
   assert {(s.hr_time, s.lr_time) for s in scenes} == {
-      ("2013-07-08", "2013-07-09T00:00:00Z")}
+      ("2013-07-08", "2013-07-09T00:00:00Z")
+  }
 
 
 def test_lr_in_another_crs(shared_data, tmp_path):
@@ -114,16 +136,24 @@ def test_lr_in_another_crs(shared_data, tmp_path):
   lr_path = str(tmp_path / "naip_4326.tif")
   with rasterio.open(naip) as src:
     t, w, h = warp.calculate_default_transform(
-        src.crs, "EPSG:4326", src.width, src.height, *src.bounds,
-        resolution=(0.000265, 0.00018))  # ~20 m at 47 N.
-    profile = dict(src.profile, crs="EPSG:4326", transform=t, width=w,
-                   height=h)
+        src.crs,
+        "EPSG:4326",
+        src.width,
+        src.height,
+        *src.bounds,
+        resolution=(0.000265, 0.00018),
+    )  # ~20 m at 47 N.
+    profile = dict(src.profile, crs="EPSG:4326", transform=t, width=w, height=h)
     with rasterio.open(lr_path, "w", **profile) as dst:
       for b in range(1, src.count + 1):
-        warp.reproject(rasterio.band(src, b), rasterio.band(dst, b),
-                       resampling=Resampling.average)
-  m = geotiff_pairs.build(tmp_path / "ds", [naip], [lr_path], scene_px=128,
-                          grid=4)
+        warp.reproject(
+            rasterio.band(src, b),
+            rasterio.band(dst, b),
+            resampling=Resampling.average,
+        )
+  m = geotiff_pairs.build(
+      tmp_path / "ds", [naip], [lr_path], scene_px=128, grid=4
+  )
   assert m.builder["scale"] == 4 and m.lr_shape == [32, 32, 4]
   assert m.builder["windows_dropped_nodata"] < m.builder["windows"]
   _, scenes = _all_scenes(tmp_path / "ds")
@@ -147,9 +177,9 @@ def _naip_with_nodata(src_path, dst_path):
   with rasterio.open(src_path) as src:
     a, profile = src.read(), src.profile
   assert profile["nodata"] == 0 and (a != 0).all()
-  a[:, :128, :256] = 0   # Windows r0_c0 and r0_c1: all nodata.
+  a[:, :128, :256] = 0  # Windows r0_c0 and r0_c1: all nodata.
   a[:, 200:205, :10] = 0  # Window r1_c0: 0.3% nodata, kept.
-  a[0, 300, 300] = 0      # One band nodata -> the pixel is nodata.
+  a[0, 300, 300] = 0  # One band nodata -> the pixel is nodata.
   with rasterio.open(dst_path, "w", **profile) as dst:
     dst.write(a)
 
@@ -165,8 +195,15 @@ def test_naip_synthetic_lr_with_nodata_and_mask(shared_data, tmp_path):
   ndvi = (nir - red) / np.maximum(nir + red, 1)
   with rasterio.open(veg, "w", **profile) as dst:
     dst.write((ndvi > 0.2).astype(np.uint8)[None])
-  m = geotiff_pairs.build(tmp_path / "ds", [naip], lr_scale=4, scene_px=128,
-                          grid=8, mask_paths={"veg": veg}, seed=3)
+  m = geotiff_pairs.build(
+      tmp_path / "ds",
+      [naip],
+      lr_scale=4,
+      scene_px=128,
+      grid=8,
+      mask_paths={"veg": veg},
+      seed=3,
+  )
   assert m.builder["windows"] == 35 and m.builder["windows_dropped_nodata"] == 2
   assert m.hr_shape == [128, 128, 4] and m.lr_shape == [32, 32, 4]
   assert m.lr_gsd == 20.0 and m.hr_gsd == 5.0 and m.grid == 8
@@ -177,21 +214,28 @@ def test_naip_synthetic_lr_with_nodata_and_mask(shared_data, tmp_path):
   stem = "naip"
   assert f"{stem}_r0_c0" not in by_id and f"{stem}_r0_c1" not in by_id
   s = by_id[f"{stem}_r1_c0"]
-  assert (s.hr[200 - 128:205 - 128, :10] == 0).all()
+  assert (s.hr[200 - 128 : 205 - 128, :10] == 0).all()
   assert (by_id[f"{stem}_r2_c2"].hr[300 - 256, 300 - 256] == 0).all()
   ref = (ndvi > 0.2).astype(np.uint8)
   for s in scenes:
     assert s.lr.dtype == np.uint8 and s.hr.dtype == np.uint8
     assert s.hr_time is None and s.lr_time is None
     r, c = _row_col(s.id)
-    want = ref[r * 128:(r + 1) * 128, c * 128:(c + 1) * 128]
+    want = ref[r * 128 : (r + 1) * 128, c * 128 : (c + 1) * 128]
     np.testing.assert_array_equal(s.masks["veg"], want)
     assert s.labels.tolist() == [int(want.any())]
     # Synthetic LR tracks the HR block mean (blur + noise only).
     assert _corr(_block_mean(s.hr[..., 3], 4), s.lr[..., 3]) > 0.9
   # Deterministic: the same seed gives the same LR noise.
-  geotiff_pairs.build(tmp_path / "ds2", [naip], lr_scale=4, scene_px=128,
-                      grid=8, mask_paths={"veg": veg}, seed=3)
+  geotiff_pairs.build(
+      tmp_path / "ds2",
+      [naip],
+      lr_scale=4,
+      scene_px=128,
+      grid=8,
+      mask_paths={"veg": veg},
+      seed=3,
+  )
   _, again = _all_scenes(tmp_path / "ds2")
   for s in again:
     np.testing.assert_array_equal(s.lr, by_id[s.id].lr)
@@ -207,12 +251,15 @@ def test_synthetic_needs_lr_scale(shared_data, tmp_path):
 def test_scene_px_not_divisible(shared_data, tmp_path):
   base = os.path.join(shared_data, LANDSAT)
   lr = [f"{base}_B{b}.TIF" for b in (2, 3, 4)]
-  with pytest.raises(records.DataError,
-                     match=r"scene_px=30 is not divisible by the tile grid 4"):
+  with pytest.raises(
+      records.DataError,
+      match=r"scene_px=30 is not divisible by the tile grid 4",
+  ):
     geotiff_pairs.build(tmp_path, [f"{base}_B8.TIF"], lr, scene_px=30, grid=4)
   # Divisible by the grid (3) but not by the measured LR scale (2).
-  with pytest.raises(records.DataError,
-                     match=r"not divisible by the LR scale 2.*multiple of 6"):
+  with pytest.raises(
+      records.DataError, match=r"not divisible by the LR scale 2.*multiple of 6"
+  ):
     geotiff_pairs.build(tmp_path, [f"{base}_B8.TIF"], lr, scene_px=33, grid=3)
 
 
@@ -220,8 +267,9 @@ def test_lr_files_on_different_grids(shared_data, tmp_path):
   base = os.path.join(shared_data, LANDSAT)
   b8 = f"{base}_B8.TIF"
   with pytest.raises(records.DataError, match="not on the grid") as e:
-    geotiff_pairs.build(tmp_path, [b8], [f"{base}_B2.TIF", f"{base}_B3.TIF",
-                                         b8], scene_px=32)
+    geotiff_pairs.build(
+        tmp_path, [b8], [f"{base}_B2.TIF", f"{base}_B3.TIF", b8], scene_px=32
+    )
   assert b8 in str(e.value) and "--lr" in str(e.value)
 
 
@@ -237,5 +285,13 @@ def test_lr_files_band_count_mismatch(shared_data, tmp_path):
 def test_cli_reports_data_errors(shared_data, tmp_path, capsys):
   naip = os.path.join(shared_data, NAIP)
   with pytest.raises(SystemExit, match="do not overlap"):
-    geotiff_pairs.main(["--out", str(tmp_path), "--hr", naip,
-                        "--lr", os.path.join(shared_data, PUCALLPA)])
+    geotiff_pairs.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--hr",
+            naip,
+            "--lr",
+            os.path.join(shared_data, PUCALLPA),
+        ]
+    )

@@ -3,14 +3,21 @@
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from crossscale import records, shards
 from data import image_folder
 
-RSSCN7_CLASSES = ["aGrass", "bField", "cIndustry", "dRiverLake", "eForest",
-                  "fResident", "gParking"]
+RSSCN7_CLASSES = [
+    "aGrass",
+    "bField",
+    "cIndustry",
+    "dRiverLake",
+    "eForest",
+    "fResident",
+    "gParking",
+]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +92,8 @@ def test_rsscn7_deterministic(built):
   for split in a:
     assert [s.id for s in a[split]] == [s.id for s in b[split]]
     assert [s.lr.tobytes() for s in a[split]] == [
-        s.lr.tobytes() for s in b[split]]
+        s.lr.tobytes() for s in b[split]
+    ]
 
 
 def test_rsscn7_seed_changes_split(built):
@@ -164,8 +172,9 @@ def test_flat_eurosat_samples_need_prefix_layout(tmp_path, shared_data):
     pytest.skip(f"{flat} not found")
   with pytest.raises(records.DataError, match="no class folders"):
     image_folder.build(flat, str(tmp_path / "out"))
-  m = image_folder.build(flat, str(tmp_path / "out2"), layout="prefix",
-                         scale=4, grid=4)
+  m = image_folder.build(
+      flat, str(tmp_path / "out2"), layout="prefix", scale=4, grid=4
+  )
   names = sorted(f for f in os.listdir(flat) if f.endswith(".png"))
   assert m.class_names == sorted({f.split("_")[0] for f in names})
   assert sum(m.num_records(s) for s in ("train", "val", "test")) == len(names)
@@ -173,8 +182,9 @@ def test_flat_eurosat_samples_need_prefix_layout(tmp_path, shared_data):
   (tmp_path / "bad").mkdir()
   Image.new("RGB", (8, 8)).save(tmp_path / "bad" / "noclass.png")
   with pytest.raises(records.DataError, match="must start with '<class>_'"):
-    image_folder.build(str(tmp_path / "bad"), str(tmp_path / "o3"),
-                       layout="prefix")
+    image_folder.build(
+        str(tmp_path / "bad"), str(tmp_path / "o3"), layout="prefix"
+    )
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -189,26 +199,37 @@ def test_image_modes_and_tiff(tmp_path):
   Image.fromarray(rgb[..., 0]).save(src / "a" / "l.png")
   Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(src / "a" / "rgba.png")
   (src / "a" / "notes.txt").write_text("ignored")
-  m = image_folder.build(str(src), str(tmp_path / "out"), grid=5,
-                         split_fractions=(1, 0, 0))
+  m = image_folder.build(
+      str(src), str(tmp_path / "out"), grid=5, split_fractions=(1, 0, 0)
+  )
   assert m.hr_shape == [40, 40, 3] and m.dtypes["hr"] == "|u1"
-  ids = sorted(s.id for s in shards.iter_scenes(str(tmp_path / "out"),
-                                                  "train"))
+  ids = sorted(s.id for s in shards.iter_scenes(str(tmp_path / "out"), "train"))
   assert ids == ["a/l", "a/p", "a/rgba"]
 
   ms = rng.integers(0, 10000, (4, 40, 40), dtype=np.uint16)
   tdir = tmp_path / "tif" / "x"
   tdir.mkdir(parents=True)
-  with rasterio.open(tdir / "0.TIF", "w", driver="GTiff", width=40, height=40,
-                     count=4, dtype="uint16") as dst:
+  with rasterio.open(
+      tdir / "0.TIF",
+      "w",
+      driver="GTiff",
+      width=40,
+      height=40,
+      count=4,
+      dtype="uint16",
+  ) as dst:
     dst.write(ms)
   img, bands = image_folder.read_image(str(tdir / "0.TIF"))
   np.testing.assert_array_equal(img, np.moveaxis(ms, 0, -1))
   assert bands == ("B1", "B2", "B3", "B4")
   small = image_folder.resize(img, 20)
   assert small.shape == (20, 20, 4) and small.dtype == np.uint16
-  m = image_folder.build(str(tmp_path / "tif"), str(tmp_path / "out2"),
-                         grid=5, split_fractions=(1, 0, 0))
+  m = image_folder.build(
+      str(tmp_path / "tif"),
+      str(tmp_path / "out2"),
+      grid=5,
+      split_fractions=(1, 0, 0),
+  )
   assert m.hr_shape == [40, 40, 4] and m.lr_shape == [5, 5, 4]
   assert m.dtypes["lr"] == "<u2" and m.hr_bands == ["B1", "B2", "B3", "B4"]
 
@@ -219,8 +240,20 @@ def test_cli(tmp_path, capsys):
   for cls in ("x", "y"):
     for i in range(4):
       _save(str(src / cls / f"{i}.png"), _rand_rgb(rng, 40, 40))
-  image_folder.main(["--src", str(src), "--out", str(tmp_path / "out"),
-                     "--grid", "5", "--hr_size", "80", "--seed", "3"])
+  image_folder.main(
+      [
+          "--src",
+          str(src),
+          "--out",
+          str(tmp_path / "out"),
+          "--grid",
+          "5",
+          "--hr_size",
+          "80",
+          "--seed",
+          "3",
+      ]
+  )
   assert "mydata: 2 classes" in capsys.readouterr().out
   m = shards.load_manifest(str(tmp_path / "out"))
   assert m.hr_shape == [80, 80, 3] and m.builder["seed"] == 3

@@ -20,15 +20,20 @@ nbclient = pytest.importorskip("nbclient")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, "experiments", "notebooks")
-NOTEBOOKS = ("budget_sweep.ipynb", "predictor_ablation.ipynb",
-             "sr_correlation.ipynb")
+NOTEBOOKS = (
+    "budget_sweep.ipynb",
+    "predictor_ablation.ipynb",
+    "sr_correlation.ipynb",
+)
 DEVICES = 2  # fake CPU devices of each kernel
 # Compile-time knobs for the smoke runs only (they do not change results
 # beyond float rounding): LLVM without its expensive passes, and the older
 # fusion emitters (halve the train step's compile time on the CPU).
-FAST_XLA_FLAGS = ("--xla_backend_optimization_level=0 "
-                  "--xla_llvm_disable_expensive_passes=true "
-                  "--xla_cpu_use_fusion_emitters=false")
+FAST_XLA_FLAGS = (
+    "--xla_backend_optimization_level=0 "
+    "--xla_llvm_disable_expensive_passes=true "
+    "--xla_cpu_use_fusion_emitters=false"
+)
 
 
 def _read(name):
@@ -40,16 +45,19 @@ def _read(name):
 def test_committed_without_outputs(name):
   nb = _read(name)
   assert nb.metadata.kernelspec.name == "python3", name
-  assert nb.cells and nb.cells[0].cell_type == "markdown", (
-      f"{name}: the first cell should say what the notebook shows")
+  assert (
+      nb.cells and nb.cells[0].cell_type == "markdown"
+  ), f"{name}: the first cell should say what the notebook shows"
   for i, cell in enumerate(nb.cells):
     if cell.cell_type != "code":
       continue
     assert not cell.outputs and cell.execution_count is None, (
         f"{name}: cell {i} carries outputs; clear them before committing "
-        f"(jupyter nbconvert --clear-output --inplace {name})")
-  assert any("CROSSSCALE_NOTEBOOK_SMALL" in c.source for c in nb.cells), (
-      f"{name}: no SMALL switch (CROSSSCALE_NOTEBOOK_SMALL)")
+        f"(jupyter nbconvert --clear-output --inplace {name})"
+    )
+  assert any(
+      "CROSSSCALE_NOTEBOOK_SMALL" in c.source for c in nb.cells
+  ), f"{name}: no SMALL switch (CROSSSCALE_NOTEBOOK_SMALL)"
 
 
 def _kernel_env(out: str, jax_cache: str) -> dict:
@@ -59,18 +67,23 @@ def _kernel_env(out: str, jax_cache: str) -> dict:
   once; a cache entry read while another kernel writes it only warns)."""
   # 2 fake devices (not the suite's 8): the mesh and the batch really split
   # over devices, at a fraction of 8 devices' compile time.
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-           if "xla_force_host_platform_device_count" not in f]
+  flags = [
+      f
+      for f in os.environ.get("XLA_FLAGS", "").split()
+      if "xla_force_host_platform_device_count" not in f
+  ]
   flags.append(f"--xla_force_host_platform_device_count={DEVICES}")
-  return {**os.environ,
-          "CROSSSCALE_NOTEBOOK_SMALL": "1",
-          "CROSSSCALE_NOTEBOOK_OUT": out,
-          "CROSSSCALE_DATA": os.path.join(out, "datasets"),
-          "IPYTHONDIR": os.path.join(out, "ipython"),
-          "JAX_PLATFORMS": "cpu",
-          "XLA_FLAGS": " ".join(flags + [FAST_XLA_FLAGS]),
-          "JAX_COMPILATION_CACHE_DIR": jax_cache,
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+  return {
+      **os.environ,
+      "CROSSSCALE_NOTEBOOK_SMALL": "1",
+      "CROSSSCALE_NOTEBOOK_OUT": out,
+      "CROSSSCALE_DATA": os.path.join(out, "datasets"),
+      "IPYTHONDIR": os.path.join(out, "ipython"),
+      "JAX_PLATFORMS": "cpu",
+      "XLA_FLAGS": " ".join(flags + [FAST_XLA_FLAGS]),
+      "JAX_COMPILATION_CACHE_DIR": jax_cache,
+      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+  }
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +97,11 @@ def executed(tmp_path_factory):
     out = str(base / name.removesuffix(".ipynb"))
     os.makedirs(out)
     client = nbclient.NotebookClient(
-        _read(name), kernel_name="python3", timeout=600,
-        resources={"metadata": {"path": ROOT}})
+        _read(name),
+        kernel_name="python3",
+        timeout=600,
+        resources={"metadata": {"path": ROOT}},
+    )
     runs[name] = (out, client)
 
   jax_cache = str(base / "jax_cache")
@@ -101,22 +117,27 @@ def executed(tmp_path_factory):
     return error
 
   async def run_all():
-    return await asyncio.gather(*(run(name, out, client)
-                                  for name, (out, client) in runs.items()))
+    return await asyncio.gather(
+        *(run(name, out, client) for name, (out, client) in runs.items())
+    )
 
   with pytest.MonkeyPatch.context() as mp:  # kernel connection files
     mp.setenv("JUPYTER_RUNTIME_DIR", str(base / "jupyter_runtime"))
     errors = asyncio.run(run_all())
-  return {name: (out, error)
-          for (name, (out, _)), error in zip(runs.items(), errors)}
+  return {
+      name: (out, error)
+      for (name, (out, _)), error in zip(runs.items(), errors)
+  }
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name, executed):
   out, error = executed[name]
   if error is not None:
-    pytest.fail(f"{name} failed (run with CROSSSCALE_NOTEBOOK_SMALL=1 to "
-                f"reproduce):\n{error}")
+    pytest.fail(
+        f"{name} failed (run with CROSSSCALE_NOTEBOOK_SMALL=1 to "
+        f"reproduce):\n{error}"
+    )
   # It wrote its table (json) and plot (png) into its output dir.
   written = sorted(os.listdir(out))
   assert any(f.endswith(".png") for f in written), (name, written)

@@ -12,13 +12,31 @@ from tests import helpers
 
 def test_scene_round_trip_keeps_every_field():
   s = helpers.random_scene(
-      3, "val", dtype=np.float32, text="a red roof",
+      3,
+      "val",
+      dtype=np.float32,
+      text="a red roof",
       masks={"roads": np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)},
-      crs="EPSG:32631", bounds=(1.0, 2.0, 3.0, 4.0),
-      lr_time="2020-01-01T00:00:00", hr_time="2020-01-02T00:00:00")
+      crs="EPSG:32631",
+      bounds=(1.0, 2.0, 3.0, 4.0),
+      lr_time="2020-01-01T00:00:00",
+      hr_time="2020-01-02T00:00:00",
+  )
   back = records.decode(records.encode(s))
-  for f in ("id", "lr_bands", "hr_bands", "lr_gsd", "hr_gsd", "grid", "split",
-            "text", "crs", "bounds", "lr_time", "hr_time"):
+  for f in (
+      "id",
+      "lr_bands",
+      "hr_bands",
+      "lr_gsd",
+      "hr_gsd",
+      "grid",
+      "split",
+      "text",
+      "crs",
+      "bounds",
+      "lr_time",
+      "hr_time",
+  ):
     assert getattr(back, f) == getattr(s, f), f
   for f in ("lr", "hr", "labels"):
     np.testing.assert_array_equal(getattr(back, f), getattr(s, f))
@@ -28,22 +46,26 @@ def test_scene_round_trip_keeps_every_field():
 
 
 def test_uint16_and_many_bands_round_trip():
-  s = helpers.random_scene(0, hr=24, scale=3, grid=3, bands=12,
-                           dtype=np.float32)
+  s = helpers.random_scene(
+      0, hr=24, scale=3, grid=3, bands=12, dtype=np.float32
+  )
   s = records.Scene(**{**s.__dict__, "hr": (s.hr * 60000).astype(np.uint16)})
   back = records.decode(records.encode(s))
   assert back.hr.dtype == np.uint16 and back.hr.shape == (24, 24, 12)
   np.testing.assert_array_equal(back.hr, s.hr)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(hr=np.full((32, 32, 3), np.nan, np.float32)), "non-finite"),
-    (dict(lr_bands=("R", "G")), "band names"),
-    (dict(grid=5), "not divisible by the tile grid"),
-    (dict(lr=np.zeros((6, 8, 3), np.uint8)), "footprints differ"),
-    (dict(masks={"m": np.zeros((31, 32), np.uint8)}), "HR grid"),
-    (dict(lr=np.zeros((8, 8), np.uint8)), "height, width, bands"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(hr=np.full((32, 32, 3), np.nan, np.float32)), "non-finite"),
+        (dict(lr_bands=("R", "G")), "band names"),
+        (dict(grid=5), "not divisible by the tile grid"),
+        (dict(lr=np.zeros((6, 8, 3), np.uint8)), "footprints differ"),
+        (dict(masks={"m": np.zeros((31, 32), np.uint8)}), "HR grid"),
+        (dict(lr=np.zeros((8, 8), np.uint8)), "height, width, bands"),
+    ],
+)
 def test_validate_names_the_problem(change, message):
   s = helpers.random_scene(0)
   bad = records.Scene(**{**s.__dict__, **change})
@@ -55,6 +77,7 @@ def test_validate_names_the_problem(change, message):
 def test_wrong_schema_version_is_refused():
   data = records.encode(helpers.random_scene(0))
   import msgpack
+
   d = msgpack.unpackb(data)
   d["schema_version"] = 99
   with pytest.raises(records.DataError, match="schema version 99.*Rebuild"):
@@ -95,6 +118,7 @@ def test_interrupted_build_leaves_no_valid_dataset(tmp_path):
   def crashing():
     yield helpers.random_scene(0)
     raise KeyboardInterrupt  # the builder dies mid-way
+
   with pytest.raises(KeyboardInterrupt):
     shards.write_dataset(str(tmp_path), "x", crashing(), ["c0", "c1", "c2"])
   # The old manifest is gone and no half shard looks valid.

@@ -2,16 +2,20 @@
 through the real train step, trainable fraction, language guidance, text
 batching, the referring evaluator, backbone checkpoints."""
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import evaluators, input_pipeline, metrics, optim
-from crossscale import partitioning
-from crossscale import train
+from crossscale import (
+  evaluators,
+  input_pipeline,
+  metrics,
+  optim,
+  partitioning,
+  train,
+)
 from crossscale.models import refseg
 from experiments.configs import refseg as refseg_config
 
@@ -25,20 +29,25 @@ def _model(mode="adapters", **model_overrides):
 
 def _batch(B=4, H=32, L=8, seed=0):
   rng = np.random.default_rng(seed)
-  return {"hr": rng.normal(size=(B, H, H, 3)).astype(np.float32),
-          "text_ids": rng.integers(1000, 2000, (B, L)).astype(np.int32),
-          "text_mask": np.ones((B, L), np.int32),
-          "mask_target": (rng.random((B, H, H)) > 0.7).astype(np.uint8)}
+  return {
+      "hr": rng.normal(size=(B, H, H, 3)).astype(np.float32),
+      "text_ids": rng.integers(1000, 2000, (B, L)).astype(np.int32),
+      "text_mask": np.ones((B, L), np.int32),
+      "mask_target": (rng.random((B, H, H)) > 0.7).astype(np.uint8),
+  }
 
 
 def _init(model, batch):
-  return nn.meta.unbox(jax.jit(lambda r: model.init(r, batch))(
-      jax.random.key(0))["params"])
+  return nn.meta.unbox(
+      jax.jit(lambda r: model.init(r, batch))(jax.random.key(0))["params"]
+  )
 
 
 def _flat(tree):
-  return {optim.param_path(p): np.asarray(v)
-          for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+  return {
+      optim.param_path(p): np.asarray(v)
+      for p, v in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +60,9 @@ def tiny():
 
 def _zeros_params(model, batch):
   """Parameters as zeros from shapes only (no compile)."""
-  shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
-      jax.random.key(0), batch)["params"]))
+  shapes = jax.eval_shape(
+      lambda: nn.meta.unbox(model.init(jax.random.key(0), batch)["params"])
+  )
   return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
 
 
@@ -61,13 +71,15 @@ def test_shapes_and_losses(tiny):
   out = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)
   assert out["mask_logits"].shape == (4, 32, 32)
   assert set(out["aux_losses"]) == {"bce", "dice"}
-  assert all(v.shape == () and np.isfinite(v)
-             for v in out["aux_losses"].values())
+  assert all(
+      v.shape == () and np.isfinite(v) for v in out["aux_losses"].values()
+  )
   for k in ("iou", "inter", "union"):
     assert out["metrics"][k].shape == (4,)
   # The per-example counts are those of crossscale.metrics on (logits > 0).
-  i, u = metrics.intersection_union(np.asarray(out["mask_logits"]) > 0,
-                                    batch["mask_target"])
+  i, u = metrics.intersection_union(
+      np.asarray(out["mask_logits"]) > 0, batch["mask_target"]
+  )
   np.testing.assert_array_equal(out["metrics"]["inter"], i)
   np.testing.assert_array_equal(out["metrics"]["union"], u)
 
@@ -75,14 +87,18 @@ def test_shapes_and_losses(tiny):
 def test_frozen_params_bitwise_unchanged_through_train_step(tiny):
   model, c, batch, params = tiny
   tx = optim.make_optimizer(c.optim, 10)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params),
-                           rng=jax.random.key_data(jax.random.key(0)))
+  state = train.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(jax.random.key(0)),
+  )
   # No optimizer state for frozen parameters: Adam's two moments of the
   # trainable ones (plus scalar counts) only.
   trainable, total = optim.trainable_fraction(params, c.optim.frozen)
-  opt_floats = sum(x.size for x in jax.tree.leaves(state.opt_state)
-                   if x.dtype == jnp.float32)
+  opt_floats = sum(
+      x.size for x in jax.tree.leaves(state.opt_state) if x.dtype == jnp.float32
+  )
   assert opt_floats == 2 * trainable < 2 * total
   step = jax.jit(train.make_train_step(model, tx, c.task, {}))
   before = _flat(params)
@@ -96,20 +112,30 @@ def test_frozen_params_bitwise_unchanged_through_train_step(tiny):
   assert any(k.startswith("backbone/") and "/dwconv/" in k for k in frozen)
   for k in frozen:
     assert np.array_equal(before[k], after[k]), k  # bitwise
-  for k in ("decoder/head/kernel", "text_adapter/queries",
-            "visual_adapter/scale_select/kernel",
-            "stage_adapter_0/up/kernel", "backbone/stem_norm/scale"):
+  for k in (
+      "decoder/head/kernel",
+      "text_adapter/queries",
+      "visual_adapter/scale_select/kernel",
+      "stage_adapter_0/up/kernel",
+      "backbone/stem_norm/scale",
+  ):
     assert labels[k] == "train" and not np.array_equal(before[k], after[k]), k
 
 
-@pytest.mark.parametrize("mode,expect", [
-    ("decoder_only", lambda k: k.startswith("decoder/")),
-    ("full", lambda k: not k.startswith("text_encoder/")),
-])
+@pytest.mark.parametrize(
+    "mode,expect",
+    [
+        ("decoder_only", lambda k: k.startswith("decoder/")),
+        ("full", lambda k: not k.startswith("text_encoder/")),
+    ],
+)
 def test_modes_train_what_they_say(mode, expect):
   model, c = _model(mode)
-  params = jax.eval_shape(lambda: nn.meta.unbox(model.init(
-      jax.random.key(0), _batch(B=1))["params"]))
+  params = jax.eval_shape(
+      lambda: nn.meta.unbox(
+          model.init(jax.random.key(0), _batch(B=1))["params"]
+      )
+  )
   for k, l in _flat(optim.param_labels(params, c.optim.frozen)).items():
     assert (l == "train") == expect(k), (mode, k)
 
@@ -119,8 +145,11 @@ def test_default_config_trains_under_3_percent():
   assert c.model.text_encoder == "minilm"
   kwargs = {k: v for k, v in c.model.to_dict().items() if k != "name"}
   model = refseg.RefSegModel(**kwargs)
-  params = jax.eval_shape(lambda: nn.meta.unbox(model.init(
-      jax.random.key(0), _batch(B=1, H=64, L=32))["params"]))
+  params = jax.eval_shape(
+      lambda: nn.meta.unbox(
+          model.init(jax.random.key(0), _batch(B=1, H=64, L=32))["params"]
+      )
+  )
   trainable, total = optim.trainable_fraction(params, c.optim.frozen)
   assert total > 22_000_000  # MiniLM (22.6M) + backbone + adapters
   assert trainable / total < 0.03
@@ -136,16 +165,20 @@ def _two_squares(n, H=32, seed=0):
   ids = np.full((n, 4), 1000, np.int32)
   for i in range(n):
     r = rng.integers(4, H - 12)
-    hr[i, r:r + 8, 3:11] += 1.0
+    hr[i, r : r + 8, 3:11] += 1.0
     r2 = rng.integers(4, H - 12)
-    hr[i, r2:r2 + 8, H - 11:H - 3] += 1.0
+    hr[i, r2 : r2 + 8, H - 11 : H - 3] += 1.0
     if side[i] == 0:
-      tgt[i, r:r + 8, 3:11] = 1
+      tgt[i, r : r + 8, 3:11] = 1
     else:
-      tgt[i, r2:r2 + 8, H - 11:H - 3] = 1
+      tgt[i, r2 : r2 + 8, H - 11 : H - 3] = 1
     ids[i, 1] = 2001 + side[i]
-  return {"hr": hr, "text_ids": ids, "text_mask": np.ones_like(ids),
-          "mask_target": tgt}
+  return {
+      "hr": hr,
+      "text_ids": ids,
+      "text_mask": np.ones_like(ids),
+      "mask_target": tgt,
+  }
 
 
 @pytest.mark.slow
@@ -155,21 +188,30 @@ def test_language_guidance_changes_the_mask():
   target."""
   model, c = _model()
   c.optim.lr = 3e-3
-  tx = optim.make_optimizer(c.optim, 10 ** 6)
+  tx = optim.make_optimizer(c.optim, 10**6)
   data = _two_squares(64)
   params = _init(model, data)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params),
-                           rng=jax.random.key_data(jax.random.key(0)))
+  state = train.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(jax.random.key(0)),
+  )
   step = jax.jit(train.make_train_step(model, tx, c.task, {}))
   for i in range(120):
     idx = np.arange(16) + 16 * (i % 4)
-    state, _ = step(state, {k: v[idx] for k, v in data.items()},
-                    jax.random.key_data(jax.random.key(i)))
+    state, _ = step(
+        state,
+        {k: v[idx] for k, v in data.items()},
+        jax.random.key_data(jax.random.key(i)),
+    )
   test = _two_squares(8, seed=1)
-  swapped = dict(test, text_ids=np.where(test["text_ids"] > 2000,
-                                         4003 - test["text_ids"],
-                                         test["text_ids"]))
+  swapped = dict(
+      test,
+      text_ids=np.where(
+          test["text_ids"] > 2000, 4003 - test["text_ids"], test["text_ids"]
+      ),
+  )
   apply = jax.jit(lambda p, b: model.apply({"params": p}, b))
   a = np.asarray(apply(state.params, test)["mask_logits"]) > 0
   b = np.asarray(apply(state.params, swapped)["mask_logits"]) > 0
@@ -182,21 +224,28 @@ def test_text_fields_are_batched_from_the_record_text(tmp_path):
   from crossscale import shards
   from crossscale.models import text_encoder
   from data import referring
+
   d = str(tmp_path / "ref")
   referring.build("toyworld", d, counts={"train": 8, "val": 4, "test": 4})
   fields = ("hr", "text_ids", "text_mask", "mask_target")
-  batch = next(iter(input_pipeline.eval_dataset(d, "test", batch_size=4,
-                                                fields=fields)))
+  batch = next(
+      iter(input_pipeline.eval_dataset(d, "test", batch_size=4, fields=fields))
+  )
   L = input_pipeline.TEXT_MAX_LEN
-  assert batch["text_ids"].shape == (4, L) and batch["text_ids"].dtype == np.int32
+  assert (
+      batch["text_ids"].shape == (4, L) and batch["text_ids"].dtype == np.int32
+  )
   assert batch["text_mask"].shape == (4, L)
   assert batch["mask_target"].shape == (4, 64, 64)
   # Same ids as tokenising the records' own text.
   import grain
+
   from crossscale import records
+
   m = shards.load_manifest(d)
   src = grain.sources.ArrayRecordDataSource(
-      shards.shard_paths(d, m, "test", False))
+      shards.shard_paths(d, m, "test", False)
+  )
   texts = [records.decode(src[i]).text for i in range(4)]
   tok = text_encoder.load_tokenizer(text_encoder.default_path())
   want = text_encoder.tokenize(tok, texts, L)
@@ -208,22 +257,30 @@ def test_text_fields_are_batched_from_the_record_text(tmp_path):
 @pytest.mark.slow
 def test_referring_evaluator_matches_independent_metrics(tmp_path):
   from data import referring
+
   d = str(tmp_path / "ref")
   referring.build("toyworld", d, counts={"train": 4, "val": 4, "test": 6})
   model, c = _model()
   fields = tuple(c.data.fields)
   mesh = partitioning.make_mesh(c.mesh)
-  ev = evaluators.get_evaluator("referring", model, data_dir=d, split="test",
-                                batch_size=8, task=c.task, mesh=mesh,
-                                fields=fields)
-  first = next(iter(input_pipeline.eval_dataset(d, "test", batch_size=8,
-                                                fields=fields)))
+  ev = evaluators.get_evaluator(
+      "referring",
+      model,
+      data_dir=d,
+      split="test",
+      batch_size=8,
+      task=c.task,
+      mesh=mesh,
+      fields=fields,
+  )
+  first = next(
+      iter(input_pipeline.eval_dataset(d, "test", batch_size=8, fields=fields))
+  )
   params = _init(model, {k: v for k, v in first.items() if k != "valid"})
   res = ev.run(params)
   apply = jax.jit(lambda p, b: model.apply({"params": p}, b))
   preds, trues = [], []
-  for b in input_pipeline.eval_dataset(d, "test", batch_size=8,
-                                       fields=fields):
+  for b in input_pipeline.eval_dataset(d, "test", batch_size=8, fields=fields):
     logits = apply(params, b)["mask_logits"]
     preds.append(np.asarray(logits)[b["valid"]] > 0)
     trues.append(b["mask_target"][b["valid"]])
@@ -241,12 +298,13 @@ def test_backbone_init_npz_and_missing_file(tmp_path):
   refseg.save_backbone(path, bb)
   loaded = model.clone(backbone_init=path).load_pretrained(params)
   assert all((x == 0.5).all() for x in jax.tree.leaves(loaded["backbone"]))
-  assert not any((x == 0.5).any() for x in jax.tree.leaves(
-      loaded["decoder"]))
+  assert not any((x == 0.5).any() for x in jax.tree.leaves(loaded["decoder"]))
   with pytest.raises(FileNotFoundError, match="backbone_init"):
     model.clone(backbone_init=str(tmp_path / "nope.npz")).load_pretrained(
-        params)
+        params
+    )
   other, _ = _model(backbone={"widths": (8, 16, 32), "depths": (1, 1, 1)})
   with pytest.raises(ValueError, match="shape"):
     other.clone(backbone_init=path).load_pretrained(
-        _zeros_params(other, _batch(B=1)))
+        _zeros_params(other, _batch(B=1))
+    )

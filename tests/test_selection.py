@@ -20,23 +20,30 @@ def _np_topk_mask(x, k):
   k = np.broadcast_to(np.asarray(k), x.shape[:-1])
   out = np.zeros(x.shape, np.float32)
   for b in np.ndindex(x.shape[:-1]):
-    out[b][np.argsort(-x[b], kind="stable")[:k[b]]] = 1.0
+    out[b][np.argsort(-x[b], kind="stable")[: k[b]]] = 1.0
   return out
 
 
 # ------------------------------------------------------------ hard top-k
 
 
-@pytest.mark.parametrize("logits,k,want", [
-    ([3.0, 1.0, 3.0, 2.0], 2, [1, 0, 1, 0]),
-    ([1.0, 1.0, 1.0, 1.0], 2, [1, 1, 0, 0]),           # all tied
-    ([0.0, 2.0, 2.0, 2.0], 2, [0, 1, 1, 0]),           # tie at the cut
-    ([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0], 3, [1, 1, 1, 0, 0, 0, 0]),  # odd N
-    ([0.5, -1.0, 2.0, 0.1, 0.3, 9.0, 0.0], 0, [0] * 7),  # k = 0
-    ([0.5, -1.0, 2.0, 0.1, 0.3, 9.0, 0.0], 7, [1] * 7),  # k = N
-    ([-0.0, 0.0], 1, [1, 0]),                          # -0.0 ties 0.0
-    ([np.nan, 1.0, 0.0], 1, [0, 1, 0]),                # NaN ranks last
-])
+@pytest.mark.parametrize(
+    "logits,k,want",
+    [
+        ([3.0, 1.0, 3.0, 2.0], 2, [1, 0, 1, 0]),
+        ([1.0, 1.0, 1.0, 1.0], 2, [1, 1, 0, 0]),  # all tied
+        ([0.0, 2.0, 2.0, 2.0], 2, [0, 1, 1, 0]),  # tie at the cut
+        (
+            [5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0],
+            3,
+            [1, 1, 1, 0, 0, 0, 0],
+        ),  # odd N
+        ([0.5, -1.0, 2.0, 0.1, 0.3, 9.0, 0.0], 0, [0] * 7),  # k = 0
+        ([0.5, -1.0, 2.0, 0.1, 0.3, 9.0, 0.0], 7, [1] * 7),  # k = N
+        ([-0.0, 0.0], 1, [1, 0]),  # -0.0 ties 0.0
+        ([np.nan, 1.0, 0.0], 1, [0, 1, 0]),  # NaN ranks last
+    ],
+)
 def test_hard_topk_hand_cases(logits, k, want):
   mask = sel.hard_topk_mask(jnp.asarray([logits], jnp.float32), k)
   assert mask.dtype == jnp.float32
@@ -46,8 +53,9 @@ def test_hard_topk_hand_cases(logits, k, want):
 def test_hard_topk_per_sample_k():
   x = jnp.asarray([[0.1, 0.4, 0.3, 0.2, 0.5]] * 3)
   mask = sel.hard_topk_mask(x, jnp.asarray([0, 2, 5]))
-  np.testing.assert_array_equal(mask, [[0, 0, 0, 0, 0], [0, 1, 0, 0, 1],
-                                       [1, 1, 1, 1, 1]])
+  np.testing.assert_array_equal(
+      mask, [[0, 0, 0, 0, 0], [0, 1, 0, 0, 1], [1, 1, 1, 1, 1]]
+  )
 
 
 @pytest.mark.parametrize("n", [6, 7, 16])
@@ -56,10 +64,12 @@ def test_hard_topk_matches_numpy_stable_argsort(n):
   x = rng.integers(0, 4, (32, n)).astype(np.float32)  # many ties
   x[:16] += rng.normal(size=(16, n)).astype(np.float32)
   k = rng.integers(0, n + 1, 32)
-  np.testing.assert_array_equal(sel.hard_topk_mask(jnp.asarray(x), k),
-                                _np_topk_mask(x, k))
-  np.testing.assert_array_equal(sel.hard_topk_mask(jnp.asarray(x), 3),
-                                _np_topk_mask(x, 3))
+  np.testing.assert_array_equal(
+      sel.hard_topk_mask(jnp.asarray(x), k), _np_topk_mask(x, k)
+  )
+  np.testing.assert_array_equal(
+      sel.hard_topk_mask(jnp.asarray(x), 3), _np_topk_mask(x, 3)
+  )
 
 
 def test_hard_topk_jit_vmap_bf16():
@@ -85,8 +95,7 @@ def test_hard_topk_static_k_out_of_range():
 
 
 def test_topk_indices_order_and_valid():
-  x = jnp.asarray([[0.1, 0.9, 0.5, 0.9, 0.2],
-                   [3.0, 2.0, 1.0, 0.0, -1.0]])
+  x = jnp.asarray([[0.1, 0.9, 0.5, 0.9, 0.2], [3.0, 2.0, 1.0, 0.0, -1.0]])
   idx, valid = sel.topk_indices(x, 3, k=jnp.asarray([1, 3]))
   assert idx.dtype == jnp.int32 and idx.shape == valid.shape == (2, 3)
   np.testing.assert_array_equal(idx, [[1, 3, 2], [0, 1, 2]])
@@ -118,26 +127,37 @@ def test_k_from_budget():
   assert sel.k_from_budget(0.125, 100) == 13  # half rounds up
   assert sel.k_from_budget(0.0, 100) == 0
   assert sel.k_from_budget(1.0, 100) == 100
-  assert sel.k_from_budget(1, 100) == 1       # an int is a count
-  assert sel.k_from_budget(0.5, 7) == 4       # 3.5 -> 4
+  assert sel.k_from_budget(1, 100) == 1  # an int is a count
+  assert sel.k_from_budget(0.5, 7) == 4  # 3.5 -> 4
   k = sel.k_from_budget(0.25, 16, batch_size=3)
   assert k.dtype == np.int32
   np.testing.assert_array_equal(k, [4, 4, 4])
 
 
-@pytest.mark.parametrize("budget,n,msg", [
-    (120, 100, r"budget 120 > 100 tiles of the 10x10 grid .*use at most 100 "
-               r"or a ratio <= 1"),
-    (13, 12, r"budget 13 > 12 tiles .*use at most 12"),
-    (-1, 100, r"budget -1 is negative \(config.selection.budget\)"),
-    (1.5, 100, r"ratio 1.5 is outside \[0, 1\] for the 100 tiles of the "
-               r"10x10 grid"),
-    (12.0, 100, r"ratio 12.0 is outside \[0, 1\]"),
-    (-0.1, 100, r"ratio -0.1 is outside"),
-    (float("nan"), 100, r"ratio nan is outside"),
-    (True, 100, r"not a number \(config.selection.budget\)"),
-    ("12", 100, r"not a number"),
-])
+@pytest.mark.parametrize(
+    "budget,n,msg",
+    [
+        (
+            120,
+            100,
+            r"budget 120 > 100 tiles of the 10x10 grid .*use at most 100 "
+            r"or a ratio <= 1",
+        ),
+        (13, 12, r"budget 13 > 12 tiles .*use at most 12"),
+        (-1, 100, r"budget -1 is negative \(config.selection.budget\)"),
+        (
+            1.5,
+            100,
+            r"ratio 1.5 is outside \[0, 1\] for the 100 tiles of the "
+            r"10x10 grid",
+        ),
+        (12.0, 100, r"ratio 12.0 is outside \[0, 1\]"),
+        (-0.1, 100, r"ratio -0.1 is outside"),
+        (float("nan"), 100, r"ratio nan is outside"),
+        (True, 100, r"not a number \(config.selection.budget\)"),
+        ("12", 100, r"not a number"),
+    ],
+)
 def test_k_from_budget_errors(budget, n, msg):
   with pytest.raises(ValueError, match=msg):
     sel.k_from_budget(budget, n)
@@ -148,14 +168,17 @@ def test_per_class_k_hand_case():
   p = [5, 12, 20, 8]
   np.testing.assert_array_equal(sel.per_class_k(labels, p, 100), [20, 12, 5])
   np.testing.assert_array_equal(
-      sel.per_class_k(labels, p, 100, mode="mean"), [13, 12, 5])  # 12.5 -> 13
+      sel.per_class_k(labels, p, 100, mode="mean"), [13, 12, 5]
+  )  # 12.5 -> 13
   np.testing.assert_array_equal(
-      sel.per_class_k(labels, p, 100, empty_k=0), [20, 12, 0])
+      sel.per_class_k(labels, p, 100, empty_k=0), [20, 12, 0]
+  )
   # Predicted probabilities: present where >= threshold; the empty row falls
   # back to its most probable class (index 3 -> 8 tiles).
   probs = jnp.asarray([[0.9, 0.1, 0.6, 0.2], [0.2, 0.3, 0.1, 0.4]])
   k = jax.jit(functools.partial(sel.per_class_k, n_tiles=100))(
-      probs, jnp.asarray(p))
+      probs, jnp.asarray(p)
+  )
   assert k.dtype == jnp.int32
   np.testing.assert_array_equal(k, [20, 8])
 
@@ -173,8 +196,9 @@ def test_per_class_k_errors():
 def test_observation_budget_ratio():
   assert sel.observation_budget_ratio([12] * 66, 100) == pytest.approx(0.12)
   assert sel.observation_budget_ratio([10, 20], 100) == pytest.approx(0.15)
-  assert sel.observation_budget_ratio(np.array([4, 4, 1]), 9) == \
-      pytest.approx(9 / 27)
+  assert sel.observation_budget_ratio(np.array([4, 4, 1]), 9) == pytest.approx(
+      9 / 27
+  )
   with pytest.raises(ValueError, match="class_budgets"):
     sel.observation_budget_ratio([-1, 5], 100)
 
@@ -186,8 +210,9 @@ def _np_greedy_cost(scores, prices, total, fill):
   """Reference greedy (float64), same ranking: ratio desc, free first."""
   out = np.zeros(scores.shape, bool)
   for b in range(scores.shape[0]):
-    ratio = np.where(prices[b] > 0, scores[b] / np.where(prices[b] > 0,
-                                                         prices[b], 1), np.inf)
+    ratio = np.where(
+        prices[b] > 0, scores[b] / np.where(prices[b] > 0, prices[b], 1), np.inf
+    )
     left = float(np.broadcast_to(total, scores.shape[:1])[b])
     for i in np.argsort(-ratio, kind="stable"):
       if prices[b, i] <= left:
@@ -202,19 +227,23 @@ def test_select_under_cost_hand_case():
   # ratios 0.25, 0.5, 0.25, 0.25 (exact in float32): order 1, 0, 2, 3.
   scores = jnp.asarray([[0.75, 0.5, 0.25, 0.5]])
   prices = jnp.asarray([[3.0, 1.0, 1.0, 2.0]])
-  np.testing.assert_array_equal(sel.select_under_cost(scores, prices, 4.0),
-                                [[1, 1, 0, 0]])  # 1 + 3 = 4 <= 4
-  # Total 3: the prefix stops at tile 0 (1 + 3 > 3); fill skips it, takes 2.
-  np.testing.assert_array_equal(sel.select_under_cost(scores, prices, 3.0),
-                                [[0, 1, 0, 0]])
   np.testing.assert_array_equal(
-      sel.select_under_cost(scores, prices, 3.0, fill=True), [[0, 1, 1, 0]])
+      sel.select_under_cost(scores, prices, 4.0), [[1, 1, 0, 0]]
+  )  # 1 + 3 = 4 <= 4
+  # Total 3: the prefix stops at tile 0 (1 + 3 > 3); fill skips it, takes 2.
+  np.testing.assert_array_equal(
+      sel.select_under_cost(scores, prices, 3.0), [[0, 1, 0, 0]]
+  )
+  np.testing.assert_array_equal(
+      sel.select_under_cost(scores, prices, 3.0, fill=True), [[0, 1, 1, 0]]
+  )
   # Per-sample totals; a free tile is always taken.
   scores2 = jnp.concatenate([scores, scores])
   prices2 = jnp.asarray([[3.0, 1.0, 1.0, 2.0], [3.0, 1.0, 0.0, 2.0]])
   np.testing.assert_array_equal(
       sel.select_under_cost(scores2, prices2, jnp.asarray([0.0, 0.0])),
-      [[0, 0, 0, 0], [0, 0, 1, 0]])
+      [[0, 0, 0, 0], [0, 0, 1, 0]],
+  )
 
 
 @pytest.mark.parametrize("fill", [False, True])
@@ -228,7 +257,8 @@ def test_select_under_cost_random(fill):
   assert mask.dtype == bool
   assert ((mask * prices).sum(-1) <= total).all()
   np.testing.assert_array_equal(
-      mask, _np_greedy_cost(scores, prices, total, fill))
+      mask, _np_greedy_cost(scores, prices, total, fill)
+  )
   # Zero total with positive prices: nothing is selected.
   mask0 = f(scores, prices + 0.25, 0.0, fill=fill)
   assert not bool(mask0.any())
@@ -265,7 +295,7 @@ def _argmax_prob(x, sigma, largest=True):
   """P(i is the arg-max (arg-min) of x + sigma Z) by 1-D quadrature:
   int phi(z) prod_{j != i} Phi(+-(x_i - x_j) / sigma + z) dz."""
   z = np.linspace(-9, 9, 6001)
-  phi = np.exp(-z ** 2 / 2) / np.sqrt(2 * np.pi)
+  phi = np.exp(-(z**2) / 2) / np.sqrt(2 * np.pi)
   sgn = 1.0 if largest else -1.0
   out = []
   for i in range(len(x)):
@@ -286,8 +316,9 @@ def _exact_perturbed_topk(x, k, sigma):
 
 
 def test_perturbed_topk_small_sigma_is_hard():
-  x = jnp.tile(jnp.arange(9.0), (4, 1)) * jnp.asarray([[1.0], [-1.0], [2.0],
-                                                      [0.5]])
+  x = jnp.tile(jnp.arange(9.0), (4, 1)) * jnp.asarray(
+      [[1.0], [-1.0], [2.0], [0.5]]
+  )
   got = sel.perturbed_topk(x, 2, jax.random.key(0), _S, sigma=1e-3)
   np.testing.assert_array_equal(got, sel.hard_topk_mask(x, 2))
 
@@ -312,14 +343,22 @@ def test_perturbed_topk_jacobian_matches_quadrature(k):
   sigma, s = 0.5, 200_000
   x = np.array([0.3, -0.2, 0.5, 0.1, -0.4])
   h = 1e-4  # finite differences of the deterministic quadrature
-  want = np.stack([
-      (_exact_perturbed_topk(x + h * e, k, sigma)
-       - _exact_perturbed_topk(x - h * e, k, sigma)) / (2 * h)
-      for e in np.eye(5)], axis=1)  # want[i, j] = d y_i / d x_j
+  want = np.stack(
+      [
+          (
+              _exact_perturbed_topk(x + h * e, k, sigma)
+              - _exact_perturbed_topk(x - h * e, k, sigma)
+          )
+          / (2 * h)
+          for e in np.eye(5)
+      ],
+      axis=1,
+  )  # want[i, j] = d y_i / d x_j
   f = lambda v: sel.perturbed_topk(v[None], k, jax.random.key(3), s, sigma)[0]
   xj = jnp.asarray(x, jnp.float32)
-  np.testing.assert_allclose(f(xj), _exact_perturbed_topk(x, k, sigma),
-                             atol=0.005)
+  np.testing.assert_allclose(
+      f(xj), _exact_perturbed_topk(x, k, sigma), atol=0.005
+  )
   jac = np.asarray(jax.jacrev(f)(xj))
   np.testing.assert_allclose(jac, want, atol=0.025)
   # The element-wise formula (Flax bug) keeps only diag(J): badly wrong.
@@ -357,8 +396,9 @@ def test_perturbed_topk_under_jit_vmap_grad_traced_sigma():
     y = sel.perturbed_topk(v, 2, key, _S, sigma)
     return (y * jnp.arange(9.0)).sum(), y
 
-  f = jax.jit(jax.vmap(jax.value_and_grad(loss, has_aux=True),
-                       in_axes=(None, 0, None)))
+  f = jax.jit(
+      jax.vmap(jax.value_and_grad(loss, has_aux=True), in_axes=(None, 0, None))
+  )
   (_, ys), gs = f(x, keys, 0.05)
   assert ys.shape == gs.shape == (3, 4, 9)
   np.testing.assert_allclose(ys.sum(-1), 2.0, rtol=1e-5)
@@ -413,8 +453,9 @@ def test_relaxed_topk_sums_to_k_and_sharpens():
   x = jnp.asarray([[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]])
   soft = sel.relaxed_topk(x, 2, tau=1.0)
   np.testing.assert_allclose(soft.sum(-1), 2.0, rtol=1e-5)
-  np.testing.assert_allclose(sel.relaxed_topk(x, 2, tau=0.01),
-                             sel.hard_topk_mask(x, 2), atol=1e-6)
+  np.testing.assert_allclose(
+      sel.relaxed_topk(x, 2, tau=0.01), sel.hard_topk_mask(x, 2), atol=1e-6
+  )
   soft = sel.relaxed_topk(x, jnp.asarray([3]), tau=0.5)  # k_max = N
   np.testing.assert_allclose(soft.sum(-1), 3.0, rtol=1e-5)
 
@@ -437,13 +478,17 @@ def test_select_dispatch():
   hard = sel.hard_topk_mask(x, 2)
   for mode in sel.MODES:
     np.testing.assert_array_equal(
-        sel.select(x, 2, mode=mode, key=key, train=False), hard)
-  soft = sel.select(x, 2, mode="perturbed", key=key, train=True,
-                    num_samples=_S, sigma=0.5)
+        sel.select(x, 2, mode=mode, key=key, train=False), hard
+    )
+  soft = sel.select(
+      x, 2, mode="perturbed", key=key, train=True, num_samples=_S, sigma=0.5
+  )
   assert soft.dtype == jnp.float32 and soft.shape == (4, 9)
   np.testing.assert_allclose(soft.sum(-1), 2.0, rtol=1e-5)
-  f = jax.jit(functools.partial(sel.select, mode="gumbel_st", train=True,
-                                tau=0.5), static_argnums=1)
+  f = jax.jit(
+      functools.partial(sel.select, mode="gumbel_st", train=True, tau=0.5),
+      static_argnums=1,
+  )
   st = f(x, 2, key=key)
   np.testing.assert_array_equal(st.sum(-1), 2.0)
 

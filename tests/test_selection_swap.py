@@ -7,17 +7,17 @@ import os
 import numpy as np
 import pytest
 
-from experiments.cross_scale import selection_swap
-from crossscale import input_pipeline, shards
-from crossscale import tile_grid
+from crossscale import input_pipeline, shards, tile_grid
 from crossscale.models import cross_scale
+from experiments.cross_scale import selection_swap
 from tests import helpers
 
 
 @pytest.fixture(scope="module")
 def run(toyworld_small, tmp_path_factory):
   return helpers.tiny_cross_scale_run(
-      toyworld_small, str(tmp_path_factory.mktemp("swap_run")), 0.25, 2)
+      toyworld_small, str(tmp_path_factory.mktemp("swap_run")), 0.25, 2
+  )
 
 
 def test_swap_matrix(run):
@@ -27,9 +27,9 @@ def test_swap_matrix(run):
   assert res["sources"] == ["ours", "heuristic", "uniform", "random"]
   assert res["metric"] == "accuracy"
   manifest = shards.load_manifest(run.config.data.path)
-  n = manifest.grid ** 2
+  n = manifest.grid**2
   k = n // 4
-  assert res["k"] == k                       # budget 1/4 of the grid
+  assert res["k"] == k  # budget 1/4 of the grid
   # Its own sampler: exactly the run's final test accuracy.
   assert res["accuracy"]["ours"]["ours"] == pytest.approx(own, abs=1e-6)
   for s in res["sources"]:
@@ -38,10 +38,13 @@ def test_swap_matrix(run):
   # heuristic vs uniform, by hand: top-k LR detail vs the fixed grid slots.
   data_dir = run.config.data.path
   lrs = []
-  for b in input_pipeline.eval_dataset(data_dir, "test", batch_size=16,
-                                       fields=("lr",)):
+  for b in input_pipeline.eval_dataset(
+      data_dir, "test", batch_size=16, fields=("lr",)
+  ):
     lrs.append(np.asarray(b["lr"])[np.asarray(b["valid"]).astype(bool)])
-  stat = np.asarray(tile_grid.tile_statistic(np.concatenate(lrs), manifest.grid))
+  stat = np.asarray(
+      tile_grid.tile_statistic(np.concatenate(lrs), manifest.grid)
+  )
   top = np.argsort(-stat, axis=1, kind="stable")[:, :k]
   uni = set(np.asarray(cross_scale.uniform_indices(n, k)).tolist())
   want = np.mean([len(set(t) & uni) / k for t in top.tolist()])
@@ -50,8 +53,9 @@ def test_swap_matrix(run):
 
 
 def test_runs_of_different_budgets_are_refused(run):
-  other = selection_swap.Run("b8", run.workdir, run.config,
-                             run.model.clone(budget=0.125), run.params)
+  other = selection_swap.Run(
+      "b8", run.workdir, run.config, run.model.clone(budget=0.125), run.params
+  )
   with pytest.raises(ValueError, match="differ in budget"):
     selection_swap.swap([run, other])
 
@@ -59,13 +63,19 @@ def test_runs_of_different_budgets_are_refused(run):
 def test_a_sampler_of_another_config_is_grafted_with_its_config(run):
   """A run whose sampler lacks the heuristic prior (one parameter fewer than
   the default's) feeds its tiles to a run with it, and the other way round."""
-  assert run.model.sampler["prior"] == 1.0   # the default config's sampler
+  assert run.model.sampler["prior"] == 1.0  # the default config's sampler
   sampler = {**dict(run.model.sampler), "prior": 0.0}
   params = dict(run.params)
-  params["sampler"] = {k: v for k, v in run.params["sampler"].items()
-                       if k != "prior_weight"}
-  plain = selection_swap.Run("ours_plain", run.workdir, run.config,
-                             run.model.clone(sampler=sampler), params)
+  params["sampler"] = {
+      k: v for k, v in run.params["sampler"].items() if k != "prior_weight"
+  }
+  plain = selection_swap.Run(
+      "ours_plain",
+      run.workdir,
+      run.config,
+      run.model.clone(sampler=sampler),
+      params,
+  )
   res = selection_swap.swap([run, plain])
   assert res["sources"][:2] == ["ours", "ours_plain"]
   for a in ("ours", "ours_plain"):
@@ -73,7 +83,8 @@ def test_a_sampler_of_another_config_is_grafted_with_its_config(run):
       assert 0.0 <= res["accuracy"][a][b] <= 1.0
   # The same predictor fed the same sampler's tiles scores the same.
   assert res["accuracy"]["ours_plain"]["ours"] == pytest.approx(
-      res["accuracy"]["ours"]["ours"])
+      res["accuracy"]["ours"]["ours"]
+  )
   # Without its prior term the sampler ranks the tiles differently.
   assert res["overlap"]["ours"]["ours_plain"] < 1.0
 
@@ -85,17 +96,25 @@ def test_overlap():
 
 
 def test_find_cells_groups_a_sweep_by_seed(tmp_path):
-  for name in ("ours_0.2500_s0", "heuristic_0.2500_s0", "ours_0.2500_s1",
-               "ours_0.1250_s0", "random_0.2500_s1", "lr_only_0.0000"):
+  for name in (
+      "ours_0.2500_s0",
+      "heuristic_0.2500_s0",
+      "ours_0.2500_s1",
+      "ours_0.1250_s0",
+      "random_0.2500_s1",
+      "lr_only_0.0000",
+  ):
     (tmp_path / name).mkdir()
     (tmp_path / name / "final_metrics.json").write_text("{}")
-  (tmp_path / "heuristic_0.2500_s1").mkdir()   # unfinished: no metrics
+  (tmp_path / "heuristic_0.2500_s1").mkdir()  # unfinished: no metrics
   other = tmp_path / "more"
   (other / "heuristic_0.2500").mkdir(parents=True)  # one seed, no suffix
   (other / "heuristic_0.2500" / "final_metrics.json").write_text("{}")
   cells = selection_swap.find_cells([str(tmp_path)], 0.25)
   assert {s: sorted(m) for s, m in cells.items()} == {
-      0: ["heuristic", "ours"], 1: ["ours", "random"]}
+      0: ["heuristic", "ours"],
+      1: ["ours", "random"],
+  }
   assert cells[1]["random"] == str(tmp_path / "random_0.2500_s1")
   with pytest.raises(ValueError, match="two cells for heuristic seed 0"):
     selection_swap.find_cells([str(tmp_path), str(other)], 0.25)
@@ -108,22 +127,35 @@ def test_find_cells_groups_a_sweep_by_seed(tmp_path):
 
 
 def test_mean_tables_average_seeds():
-  a = {"k": 2, "split": "test", "sources": ["ours", "heuristic"],
-       "accuracy": {"ours": {"ours": 0.8, "heuristic": 0.6}},
-       "overlap": {"ours": {"ours": 1.0, "heuristic": 0.5}}}
-  b = {"k": 2, "split": "test", "sources": ["ours", "heuristic"],
-       "accuracy": {"ours": {"ours": 0.6, "heuristic": 0.6},
-                    "heuristic": {"ours": 0.1, "heuristic": 0.2}},
-       "overlap": {"ours": {"ours": 1.0, "heuristic": 0.7}}}
+  a = {
+      "k": 2,
+      "split": "test",
+      "sources": ["ours", "heuristic"],
+      "accuracy": {"ours": {"ours": 0.8, "heuristic": 0.6}},
+      "overlap": {"ours": {"ours": 1.0, "heuristic": 0.5}},
+  }
+  b = {
+      "k": 2,
+      "split": "test",
+      "sources": ["ours", "heuristic"],
+      "accuracy": {
+          "ours": {"ours": 0.6, "heuristic": 0.6},
+          "heuristic": {"ours": 0.1, "heuristic": 0.2},
+      },
+      "overlap": {"ours": {"ours": 1.0, "heuristic": 0.7}},
+  }
   m = selection_swap.mean_tables([a, b])
-  assert m["accuracy"] == {"ours": {"ours": pytest.approx(0.7),
-                                    "heuristic": pytest.approx(0.6)}}
+  assert m["accuracy"] == {
+      "ours": {"ours": pytest.approx(0.7), "heuristic": pytest.approx(0.6)}
+  }
   assert m["overlap"]["ours"]["heuristic"] == pytest.approx(0.6)
 
 
 def test_parse_runs():
   assert selection_swap.parse_runs("ours=/a,heuristic=/b/c") == {
-      "ours": "/a", "heuristic": "/b/c"}
+      "ours": "/a",
+      "heuristic": "/b/c",
+  }
   for bad in ("ours", "=/a", "ours=/a,heuristic"):
     with pytest.raises(ValueError, match="expected NAME=WORKDIR"):
       selection_swap.parse_runs(bad)

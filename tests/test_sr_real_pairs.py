@@ -8,8 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from experiments.sr_bench import sr_real_pairs
-from experiments.sr_bench import sr_grid
+from experiments.sr_bench import sr_grid, sr_real_pairs
 
 
 def _rc(win_id):
@@ -29,7 +28,7 @@ def _check_chips(d, chip, bands, scale=4):
       assert s[k].dtype == np.float32
       assert 0.0 <= s[k].min() and s[k].max() <= 1.0
     assert len(d["windows"][split]) == n
-    for w in d["windows"][split]:     # non-overlapping chip grid
+    for w in d["windows"][split]:  # non-overlapping chip grid
       assert all(v % chip == 0 for v in _rc(w))
   train, test = (set(d["windows"][s]) for s in ("train", "test"))
   assert not train & test
@@ -45,16 +44,18 @@ def test_spacenet_roads_chips(shared_data):
   # 1300 px -> 20 x 20 chips; 70/15/15 seeded (val unused).
   n = sum(len(d["windows"][s]) for s in ("train", "test"))
   assert 300 < n < 400 and len(d["windows"]["train"]) > 4 * len(
-      d["windows"]["test"])
+      d["windows"]["test"]
+  )
 
 
 def test_levircd_chips(shared_data):
   d = sr_grid.load_dataset("levircd", "quick")
   _check_chips(d, 64, 6)
   assert d["sr_groups"] == 2 and len(d["bands"]) == 6
-  img = {s: {w.split("/")[0] for w in d["windows"][s]}
-         for s in ("train", "test")}
-  assert not img["train"] & img["test"]          # no image crosses splits
+  img = {
+      s: {w.split("/")[0] for w in d["windows"][s]} for s in ("train", "test")
+  }
+  assert not img["train"] & img["test"]  # no image crosses splits
   assert len(img["test"]) == sr_grid.LEVIRCD_TEST
   assert len(d["windows"]["test"]) == 16 * sr_grid.LEVIRCD_TEST
   # A and B are different acquisitions: the 6 bands are not two copies.
@@ -68,33 +69,44 @@ def test_sr_groups_round_trip():
   x = np.arange(2 * 3 * 3 * 6, dtype=np.float32).reshape(2, 3, 3, 6)
   y = g.to_groups(x)
   assert y.shape == (4, 3, 3, 3)
-  np.testing.assert_array_equal(y[1], x[0, ..., 3:])   # image B of scene 0
+  np.testing.assert_array_equal(y[1], x[0, ..., 3:])  # image B of scene 0
   np.testing.assert_array_equal(g.from_groups(y), x)
 
 
 def test_grouped_bicubic_equals_lr_up(tmp_path):
   """levircd's path: SR per 3-band group (bicubic) == bicubic on 6 bands."""
   rng = np.random.default_rng(0)
-  split = lambda n: {"lr": rng.uniform(size=(n, 4, 4, 6)).astype(np.float32),
-                     "hr": rng.uniform(size=(n, 16, 16, 6)).astype(np.float32),
-                     "seg": np.zeros((n, 16, 16), np.int32)}
-  data = {"name": "g", "scale": 4, "bands": list("abcdef"), "sr_groups": 2,
-          "splits": {"train": split(4), "test": split(3)},
-          "tasks": {"segmentation": {"num_classes": 2}}, "notes": []}
-  g = sr_grid.Grid(data, sr_grid.PRESETS["tiny"], str(tmp_path),
-                   log=lambda *_: 0)
+  split = lambda n: {
+      "lr": rng.uniform(size=(n, 4, 4, 6)).astype(np.float32),
+      "hr": rng.uniform(size=(n, 16, 16, 6)).astype(np.float32),
+      "seg": np.zeros((n, 16, 16), np.int32),
+  }
+  data = {
+      "name": "g",
+      "scale": 4,
+      "bands": list("abcdef"),
+      "sr_groups": 2,
+      "splits": {"train": split(4), "test": split(3)},
+      "tasks": {"segmentation": {"num_classes": 2}},
+      "notes": [],
+  }
+  g = sr_grid.Grid(
+      data, sr_grid.PRESETS["tiny"], str(tmp_path), log=lambda *_: 0
+  )
   assert g.sr_spec("bicubic")["groups"] == 2
   sr01, fid = g.sr("bicubic")
   assert sr01.shape == (3, 16, 16, 6) and np.isfinite(fid["psnr"])
   np.testing.assert_allclose(sr01, g.lr_up(), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,bands,hw,test_rule", [
-    ("spacenet_pan_ms", (4, 1), (32, 64),
-     lambda w: w.startswith("pan3_")),
-    ("landsat8_pan_ms", (3, 1), (8, 16), lambda w: _rc(w)[1] >= 3),
-    ("worldstrat", (3, 3), (32, 64), lambda w: _rc(w)[1] >= 9),
-])
+@pytest.mark.parametrize(
+    "name,bands,hw,test_rule",
+    [
+        ("spacenet_pan_ms", (4, 1), (32, 64), lambda w: w.startswith("pan3_")),
+        ("landsat8_pan_ms", (3, 1), (8, 16), lambda w: _rc(w)[1] >= 3),
+        ("worldstrat", (3, 3), (32, 64), lambda w: _rc(w)[1] >= 9),
+    ],
+)
 def test_real_pair_loader(shared_data, name, bands, hw, test_rule):
   d = sr_real_pairs.load_pair(name)
   assert d["scale"] == 2
@@ -115,17 +127,23 @@ def test_real_pair_loader(shared_data, name, bands, hw, test_rule):
 def test_fit_band_map_by_hand():
   rng = np.random.default_rng(0)
   lr_up = rng.uniform(size=(3, 8, 8, 2)).astype(np.float32)
-  hr = (0.5 * lr_up[..., :1] - 0.25 * lr_up[..., 1:] + 0.1)
+  hr = 0.5 * lr_up[..., :1] - 0.25 * lr_up[..., 1:] + 0.1
   w = sr_real_pairs.fit_band_map(lr_up, hr)
   np.testing.assert_allclose(w[:, 0], [0.5, -0.25, 0.1], atol=1e-6)
-  np.testing.assert_allclose(sr_real_pairs.apply_band_map(lr_up, w), hr,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      sr_real_pairs.apply_band_map(lr_up, w), hr, atol=1e-6
+  )
 
 
 def test_run_writes_json(shared_data, tmp_path):
   """The benchmark end to end on the smallest pair, untrained baselines."""
-  res = sr_real_pairs.run(str(tmp_path), "tiny", pairs=("landsat8_pan_ms",),
-                          models=("bicubic", "bicubic_ls"), log=lambda *_: 0)
+  res = sr_real_pairs.run(
+      str(tmp_path),
+      "tiny",
+      pairs=("landsat8_pan_ms",),
+      models=("bicubic", "bicubic_ls"),
+      log=lambda *_: 0,
+  )
   assert (tmp_path / "sr_real_pairs.json").exists()
   assert (tmp_path / "sr_real_pairs.png").stat().st_size > 5000
   assert [r["sr"] for r in res["rows"]] == ["bicubic", "bicubic_ls"]

@@ -33,13 +33,15 @@ def _embed(minilm, texts, max_len):
 
 
 def _cosine(a, b):
-  return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1)
-                            * np.linalg.norm(b, axis=-1))
+  return (a * b).sum(-1) / (
+      np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+  )
 
 
 def _load_reference_module():
   spec = importlib.util.spec_from_file_location(
-      "make_minilm_golden", os.path.join(GOLDEN_DIR, "make_minilm_golden.py"))
+      "make_minilm_golden", os.path.join(GOLDEN_DIR, "make_minilm_golden.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -57,11 +59,13 @@ def test_matches_golden_torch_embeddings(minilm):
   assert (cos > 0.999).all(), cos
   assert diff < 1e-4
   valid = g["attention_mask"].astype(bool)
-  ref = g["tokens"].astype(np.float32)[valid]     # stored as float16
+  ref = g["tokens"].astype(np.float32)[valid]  # stored as float16
   tok_cos = _cosine(tokens[valid], ref)
   tok_diff = np.abs(tokens[valid] - ref).max()
-  print(f"tokens: min cosine {tok_cos.min():.6f}, max |diff| {tok_diff:.2e} "
-        "(float16 reference)")
+  print(
+      f"tokens: min cosine {tok_cos.min():.6f}, max |diff| {tok_diff:.2e} "
+      "(float16 reference)"
+  )
   assert (tok_cos > 0.999).all()
   assert tok_diff < 2e-2
 
@@ -84,14 +88,30 @@ def test_tokenize_matches_vocab_and_truncates(minilm):
   with open(os.path.join(te.default_path(), "vocab.txt")) as f:
     vocab = {w.rstrip("\n"): i for i, w in enumerate(f)}
   b = te.tokenize(tok, ["The Building left of the road", "a " * 50], 8)
-  want = [vocab[w] for w in ["[CLS]", "the", "building", "left", "of", "the",
-                             "road", "[SEP]"]]
+  want = [
+      vocab[w]
+      for w in [
+          "[CLS]",
+          "the",
+          "building",
+          "left",
+          "of",
+          "the",
+          "road",
+          "[SEP]",
+      ]
+  ]
   assert b["input_ids"][0].tolist() == want
-  assert b["input_ids"][1, -1] == vocab["[SEP]"]         # truncated, SEP kept
+  assert b["input_ids"][1, -1] == vocab["[SEP]"]  # truncated, SEP kept
   assert b["attention_mask"].sum(1).tolist() == [8, 8]
   short = te.tokenize(tok, [""], 5)
-  assert short["input_ids"][0].tolist() == [vocab["[CLS]"], vocab["[SEP]"],
-                                            0, 0, 0]
+  assert short["input_ids"][0].tolist() == [
+      vocab["[CLS]"],
+      vocab["[SEP]"],
+      0,
+      0,
+      0,
+  ]
   assert short["attention_mask"][0].tolist() == [1, 1, 0, 0, 0]
 
 
@@ -99,11 +119,16 @@ def test_live_torch_comparison(minilm):
   pytest.importorskip("torch")
   pytest.importorskip("safetensors")
   ref = _load_reference_module()
-  texts = ["the smallest building at the bottom of the image",
-           "two parallel runways seen from above", "tank", "x " * 60]
+  texts = [
+      "the smallest building at the bottom of the image",
+      "two parallel runways seen from above",
+      "tank",
+      "x " * 60,
+  ]
   b, tokens, pooled = _embed(minilm, texts, 48)
   t_tokens, t_pooled = ref.torch_reference(
-      te.default_path(), b["input_ids"], b["attention_mask"])
+      te.default_path(), b["input_ids"], b["attention_mask"]
+  )
   valid = b["attention_mask"].astype(bool)
   diff = np.abs(pooled - t_pooled).max()
   tdiff = np.abs(tokens[valid] - t_tokens[valid]).max()
@@ -127,10 +152,13 @@ def _write_safetensors(path, tensors):
   header, blobs, offset = {}, [], 0
   for name, a in tensors.items():
     data = np.ascontiguousarray(a).tobytes()
-    header[name] = {"dtype": {np.dtype(np.float32): "F32",
-                              np.dtype(np.int64): "I64"}[a.dtype],
-                    "shape": list(a.shape),
-                    "data_offsets": [offset, offset + len(data)]}
+    header[name] = {
+        "dtype": {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}[
+            a.dtype
+        ],
+        "shape": list(a.shape),
+        "data_offsets": [offset, offset + len(data)],
+    }
     blobs.append(data)
     offset += len(data)
   h = json.dumps(header).encode()
@@ -149,38 +177,53 @@ def test_read_safetensors_round_trip(tmp_path):
 
 
 def test_shape_mismatch_names_tensor(tmp_path):
-  cfg = te.BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
-                      num_attention_heads=2, intermediate_size=16,
-                      max_position_embeddings=6)
+  cfg = te.BertConfig(
+      vocab_size=10,
+      hidden_size=8,
+      num_hidden_layers=1,
+      num_attention_heads=2,
+      intermediate_size=16,
+      max_position_embeddings=6,
+  )
   rng = np.random.default_rng(0)
   ids = np.zeros((1, 2), np.int32)
-  params = nn.meta.unbox(jax.eval_shape(lambda: te.TextEncoder(cfg).init(
-      jax.random.key(0), ids, ids))["params"])
+  params = nn.meta.unbox(
+      jax.eval_shape(
+          lambda: te.TextEncoder(cfg).init(jax.random.key(0), ids, ids)
+      )["params"]
+  )
   # Back to HF names, by hand, so the converter is checked both ways.
-  sd = {"embeddings.word_embeddings.weight": rng.normal(size=(10, 8)),
-        "embeddings.position_embeddings.weight": rng.normal(size=(6, 8)),
-        "embeddings.token_type_embeddings.weight": rng.normal(size=(2, 8)),
-        "embeddings.LayerNorm.weight": np.ones(8),
-        "embeddings.LayerNorm.bias": np.zeros(8)}
+  sd = {
+      "embeddings.word_embeddings.weight": rng.normal(size=(10, 8)),
+      "embeddings.position_embeddings.weight": rng.normal(size=(6, 8)),
+      "embeddings.token_type_embeddings.weight": rng.normal(size=(2, 8)),
+      "embeddings.LayerNorm.weight": np.ones(8),
+      "embeddings.LayerNorm.bias": np.zeros(8),
+  }
   p = "encoder.layer.0."
-  for name, (o, i) in {"attention.self.query": (8, 8),
-                       "attention.self.key": (8, 8),
-                       "attention.self.value": (8, 8),
-                       "attention.output.dense": (8, 8),
-                       "intermediate.dense": (16, 8),
-                       "output.dense": (8, 16)}.items():
+  for name, (o, i) in {
+      "attention.self.query": (8, 8),
+      "attention.self.key": (8, 8),
+      "attention.self.value": (8, 8),
+      "attention.output.dense": (8, 8),
+      "intermediate.dense": (16, 8),
+      "output.dense": (8, 16),
+  }.items():
     sd[p + name + ".weight"] = rng.normal(size=(o, i))
     sd[p + name + ".bias"] = rng.normal(size=(o,))
   for name in ("attention.output.LayerNorm", "output.LayerNorm"):
     sd[p + name + ".weight"] = np.ones(8)
     sd[p + name + ".bias"] = np.zeros(8)
   got = te.convert_state_dict(sd, cfg)
-  assert (jax.tree.structure(got) == jax.tree.structure(params))
+  assert jax.tree.structure(got) == jax.tree.structure(params)
   np.testing.assert_allclose(
       got["layer_0"]["intermediate"]["kernel"],
-      sd[p + "intermediate.dense.weight"].T.astype(np.float32))
+      sd[p + "intermediate.dense.weight"].T.astype(np.float32),
+  )
   sd[p + "output.dense.weight"] = rng.normal(size=(8, 15))
-  with pytest.raises(te.WeightsError, match=r"layer_0/output/kernel.*\(15, 8\)"):
+  with pytest.raises(
+      te.WeightsError, match=r"layer_0/output/kernel.*\(15, 8\)"
+  ):
     te.convert_state_dict(sd, cfg, "my.safetensors")
   del sd[p + "output.dense.weight"]
   with pytest.raises(te.WeightsError, match="output.dense.weight.*missing"):

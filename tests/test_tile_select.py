@@ -1,10 +1,10 @@
 """The fused select + gather kernel (interpret mode) against the reference."""
 
 import jax
+from jax.experimental.pallas import tpu as pltpu
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental.pallas import tpu as pltpu
 
 from crossscale import selection
 from crossscale.kernels import tile_select as ts
@@ -30,24 +30,30 @@ def _assert_same(a, b):
 
 
 CASES = [  # B, grid, t, C, k_max, per-sample k, dtype, ties, nans
-    (2, 3, 4, 3, 1, False, jnp.float32, False, False),     # odd N=9, k=1
-    (2, 3, 4, 3, 9, False, jnp.float32, False, False),     # k = N
-    (3, 5, 2, 12, 4, True, jnp.float32, False, False),     # per-sample k
-    (4, 7, 2, 1, 6, True, jnp.bfloat16, True, False),      # bf16 + ties
-    (2, 11, 3, 4, 15, False, jnp.float32, True, True),     # N=121, NaN, inf
-    (1, 12, 2, 3, 18, True, jnp.bfloat16, False, False),   # N=144 > chunk
-    (2, 32, 1, 2, 128, True, jnp.float32, True, False),    # N=1024, k=N/8
+    (2, 3, 4, 3, 1, False, jnp.float32, False, False),  # odd N=9, k=1
+    (2, 3, 4, 3, 9, False, jnp.float32, False, False),  # k = N
+    (3, 5, 2, 12, 4, True, jnp.float32, False, False),  # per-sample k
+    (4, 7, 2, 1, 6, True, jnp.bfloat16, True, False),  # bf16 + ties
+    (2, 11, 3, 4, 15, False, jnp.float32, True, True),  # N=121, NaN, inf
+    (1, 12, 2, 3, 18, True, jnp.bfloat16, False, False),  # N=144 > chunk
+    (2, 32, 1, 2, 128, True, jnp.float32, True, False),  # N=1024, k=N/8
 ]
 
 
 @pytest.mark.parametrize("B,grid,t,C,k_max,per_sample,dtype,ties,nans", CASES)
-def test_kernel_equals_reference(B, grid, t, C, k_max, per_sample, dtype,
-                                 ties, nans):
+def test_kernel_equals_reference(
+    B, grid, t, C, k_max, per_sample, dtype, ties, nans
+):
   logits, hr = _inputs(B * grid + k_max, B, grid, t, C, dtype, ties, nans)
   k = None
   if per_sample:
-    k = jnp.asarray(np.random.default_rng(k_max).integers(0, k_max + 1, B),
-                    jnp.int32).at[0].set(k_max)
+    k = (
+        jnp.asarray(
+            np.random.default_rng(k_max).integers(0, k_max + 1, B), jnp.int32
+        )
+        .at[0]
+        .set(k_max)
+    )
   ref = ts.reference(logits, hr, grid, k_max, k)
   _assert_same(ts.kernel(logits, hr, grid, k_max, k, interpret=True), ref)
 
@@ -57,20 +63,21 @@ def test_tpu_dma_path_equals_reference():
   under Pallas' TPU interpreter."""
   logits, hr = _inputs(3, 3, 6, 4, 3, ties=True)
   k = jnp.array([1, 7, 0], jnp.int32)
-  _assert_same(ts.kernel(logits, hr, 6, 7, k,
-                         interpret=pltpu.InterpretParams()),
-               ts.reference(logits, hr, 6, 7, k))
+  _assert_same(
+      ts.kernel(logits, hr, 6, 7, k, interpret=pltpu.InterpretParams()),
+      ts.reference(logits, hr, 6, 7, k),
+  )
 
 
 def test_reference_semantics_by_hand():
   logits = jnp.array([[0.5, 2.0, 2.0, jnp.nan, -1.0, 0.5, 3.0, 0.0, 2.0]])
   hr = jnp.arange(6 * 6, dtype=jnp.float32).reshape(1, 6, 6, 1)
   idx, valid, tiles = ts.reference(logits, hr, 3, 5, jnp.array([4]))
-  assert idx.tolist() == [[6, 1, 2, 8, 0]]          # ties: lowest index first
+  assert idx.tolist() == [[6, 1, 2, 8, 0]]  # ties: lowest index first
   assert valid.tolist() == [[True, True, True, True, False]]
   # tile 6 = row 2, col 0 of the 3x3 grid: HR rows 4..5, cols 0..1
   np.testing.assert_array_equal(tiles[0, 0, :, :, 0], [[24, 25], [30, 31]])
-  assert not np.asarray(tiles[0, 4]).any()          # invalid slot is zeros
+  assert not np.asarray(tiles[0, 4]).any()  # invalid slot is zeros
   nan_last = ts.reference(logits, hr, 3, 9)[0][0, -1]
   assert int(nan_last) == 3
 
@@ -85,6 +92,7 @@ def test_gather_backward_scatters_into_selected_tiles(impl):
     return (ts.select_and_gather(logits, hr, 4, 5, k, impl=impl)[2] * w).sum()
 
   g = jax.grad(loss)(hr, impl)
+
   # Independent: autodiff through plain take_along_axis of all tiles.
   def plain(hr):
     idx, valid = selection.topk_indices(logits, 5, k)
@@ -92,6 +100,7 @@ def test_gather_backward_scatters_into_selected_tiles(impl):
     tiles = tiles.reshape(2, 16, 3, 3, 2)
     sel = jnp.take_along_axis(tiles, idx[:, :, None, None, None], axis=1)
     return (sel * valid[:, :, None, None, None] * w).sum()
+
   np.testing.assert_allclose(g, jax.grad(plain)(hr), rtol=0, atol=1e-6)
   # Nothing flows into tiles that were not bought.
   idx, valid, _ = ts.reference(logits, hr, 4, 5, k)
@@ -105,30 +114,39 @@ def test_gather_backward_scatters_into_selected_tiles(impl):
 @pytest.mark.parametrize("impl", ["reference", "kernel"])
 def test_cost_budget(impl):
   logits, hr = _inputs(11, 2, 5, 2, 3)
-  prices = jnp.asarray(np.random.default_rng(1).uniform(0.5, 3, (2, 25)),
-                       jnp.float32)
+  prices = jnp.asarray(
+      np.random.default_rng(1).uniform(0.5, 3, (2, 25)), jnp.float32
+  )
   total = jnp.array([4.0, 10.0])
   idx, valid, tiles = ts.select_and_gather_under_cost(
-      logits, hr, 5, prices, total, 25, impl=impl)
-  bought = np.asarray(selection.select_under_cost(jax.nn.sigmoid(logits),
-                                                  prices, total))
+      logits, hr, 5, prices, total, 25, impl=impl
+  )
+  bought = np.asarray(
+      selection.select_under_cost(jax.nn.sigmoid(logits), prices, total)
+  )
   for b in range(2):
     chosen = np.asarray(idx[b])[np.asarray(valid[b])]
     assert set(chosen.tolist()) == set(np.flatnonzero(bought[b]).tolist())
     assert float(prices[b, chosen].sum()) <= float(total[b]) + 1e-6
     scores = np.asarray(logits[b, chosen])
-    assert (np.diff(scores) <= 0).all()          # best first
+    assert (np.diff(scores) <= 0).all()  # best first
   assert not np.asarray(tiles)[~np.asarray(valid)].any()
 
 
 def test_auto_dispatch_uses_reference_on_cpu():
   logits, hr = _inputs(0, 2, 4, 2, 1)
   assert not ts.use_kernel("auto")
-  jaxpr = str(jax.make_jaxpr(lambda l, h: ts.select_and_gather(
-      l, h, 4, 3, impl="auto"))(logits, hr))
+  jaxpr = str(
+      jax.make_jaxpr(
+          lambda l, h: ts.select_and_gather(l, h, 4, 3, impl="auto")
+      )(logits, hr)
+  )
   assert "pallas_call" not in jaxpr
-  forced = str(jax.make_jaxpr(lambda l, h: ts.select_and_gather(
-      l, h, 4, 3, impl="kernel"))(logits, hr))
+  forced = str(
+      jax.make_jaxpr(
+          lambda l, h: ts.select_and_gather(l, h, 4, 3, impl="kernel")
+      )(logits, hr)
+  )
   assert "pallas_call" in forced
 
 
@@ -142,20 +160,27 @@ def test_bad_inputs_are_clear_errors():
     ts.select_and_gather(logits, hr, 4, 2, impl="triton")
 
 
-@pytest.mark.parametrize("grid,t,C,k_max", [(10, 32, 3, 12), (32, 8, 12, 128),
-                                            (5, 6, 5, 3)])
+@pytest.mark.parametrize(
+    "grid,t,C,k_max", [(10, 32, 3, 12), (32, 8, 12, 128), (5, 6, 5, 3)]
+)
 def test_kernel_lowers_for_gpu_triton(grid, t, C, k_max):
   """No GPU here: lower the GPU (Triton) kernel for CUDA on the CPU, which
   runs Pallas' Triton lowering and MLIR verification (power-of-two shapes,
   indexing); compiling to PTX needs a GPU."""
   from jax import export
+
   logits = jax.ShapeDtypeStruct((4, grid * grid), jnp.float32)
   hr = jax.ShapeDtypeStruct((4, grid * t, grid * t, C), jnp.bfloat16)
-  fn = jax.jit(lambda l, h: ts.kernel(l, h, grid, k_max, interpret=False,
-                                      dma=False))
-  exp = export.export(fn, platforms=["cuda"], disabled_checks=[
-      export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(
-          logits, hr)
+  fn = jax.jit(
+      lambda l, h: ts.kernel(l, h, grid, k_max, interpret=False, dma=False)
+  )
+  exp = export.export(
+      fn,
+      platforms=["cuda"],
+      disabled_checks=[
+          export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+      ],
+  )(logits, hr)
   assert "xla.gpu.triton" in exp.mlir_module()
 
 
@@ -166,12 +191,16 @@ def test_kernel_lowers_for_tpu_mosaic(grid, t, C, k_max, monkeypatch):
   registered as the CPU's 'TPU info' (a jax-internal table)."""
   from jax import export
   from jax._src.pallas.mosaic import tpu_info  # pylint: disable=g-import-not-at-top
-  monkeypatch.setitem(tpu_info.registry, jax.devices()[0].device_kind,
-                      lambda: tpu_info.get_tpu_info_for_chip(
-                          tpu_info.ChipVersion.TPU_V5E, 1))
+
+  monkeypatch.setitem(
+      tpu_info.registry,
+      jax.devices()[0].device_kind,
+      lambda: tpu_info.get_tpu_info_for_chip(tpu_info.ChipVersion.TPU_V5E, 1),
+  )
   logits = jax.ShapeDtypeStruct((4, grid * grid), jnp.float32)
   hr = jax.ShapeDtypeStruct((4, grid * t, grid * t, C), jnp.float32)
-  fn = jax.jit(lambda l, h: ts.kernel(l, h, grid, k_max, interpret=False,
-                                      dma=True))
+  fn = jax.jit(
+      lambda l, h: ts.kernel(l, h, grid, k_max, interpret=False, dma=True)
+  )
   exp = export.export(fn, platforms=["tpu"])(logits, hr)
   assert "tpu_custom_call" in exp.mlir_module()

@@ -6,26 +6,35 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from crossscale import input_pipeline, metrics, tile_grid
 from experiments.cross_scale import tile_value
-from crossscale import input_pipeline, metrics
-from crossscale import tile_grid
 from tests import helpers
 
 
 @pytest.fixture(scope="module")
 def run(toyworld_small, tmp_path_factory):
   return helpers.tiny_cross_scale_run(
-      toyworld_small, str(tmp_path_factory.mktemp("tile_value_run")), 0.125, 3)
+      toyworld_small, str(tmp_path_factory.mktemp("tile_value_run")), 0.125, 3
+  )
 
 
 def test_values_by_direct_computation(run):
   model, params = run.model, run.params
-  batch = next(iter(input_pipeline.eval_dataset(
-      run.config.data.path, "test", batch_size=8,
-      fields=("lr", "hr", "labels"))))
+  batch = next(
+      iter(
+          input_pipeline.eval_dataset(
+              run.config.data.path,
+              "test",
+              batch_size=8,
+              fields=("lr", "hr", "labels"),
+          )
+      )
+  )
   batch = {f: jnp.asarray(batch[f]) for f in ("lr", "hr", "labels")}
-  out = jax.tree.map(np.asarray, tile_value.scene_tile_values(
-      model, params, batch, "single_label"))
+  out = jax.tree.map(
+      np.asarray,
+      tile_value.scene_tile_values(model, params, batch, "single_label"),
+  )
   k, n = model.k(), model.n_tiles
   assert out["bought"].sum(1).tolist() == [k] * 8
   # Buying a tile already bought changes nothing.
@@ -33,39 +42,51 @@ def test_values_by_direct_computation(run):
 
   # An unbought tile t, bought through the model's own k+1 tile path.
   def apply(method, *a):
-    return model.apply({"params": params}, *a, method=method,
-                       rngs={"selection": jax.random.key(0)})
+    return model.apply(
+        {"params": params},
+        *a,
+        method=method,
+        rngs={"selection": jax.random.key(0)},
+    )
+
   plan = apply("plan", {"lr": batch["lr"]})
-  t = np.argmax(~out["bought"], axis=1)                    # [B]
+  t = np.argmax(~out["bought"], axis=1)  # [B]
   idx = jnp.concatenate([plan["tile_indices"], jnp.asarray(t)[:, None]], 1)
-  px = jnp.take_along_axis(tile_grid.to_tiles(batch["hr"], model.grid),
-                           idx[..., None, None, None], 1)
+  px = jnp.take_along_axis(
+      tile_grid.to_tiles(batch["hr"], model.grid), idx[..., None, None, None], 1
+  )
   lat = apply("encode_tiles", px)
   context, _ = apply("lr_context", batch["lr"])
 
-  def loss_at(w):                                          # [B]
+  def loss_at(w):  # [B]
     weight = jnp.concatenate([jnp.ones((8, k)), jnp.full((8, 1), w)], 1)
-    logits, _ = apply("head_logits", apply(
-        "complete", context, idx, weight, lat), context)
+    logits, _ = apply(
+        "head_logits", apply("complete", context, idx, weight, lat), context
+    )
     return metrics.example_losses(logits, batch["labels"], "single_label")
+
   rows = np.arange(8)
-  np.testing.assert_allclose(out["value"][rows, t],
-                             loss_at(0.0) - loss_at(1.0), atol=1e-5)
+  np.testing.assert_allclose(
+      out["value"][rows, t], loss_at(0.0) - loss_at(1.0), atol=1e-5
+  )
   eps = 1e-3
   fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-  np.testing.assert_allclose(out["first_order"][rows, t], -fd, rtol=2e-2,
-                             atol=1e-4)
+  np.testing.assert_allclose(
+      out["first_order"][rows, t], -fd, rtol=2e-2, atol=1e-4
+  )
   np.testing.assert_allclose(out["own_policy"], plan["tile_logits"])
   assert out["hr_detail"].shape == out["lr_detail"].shape == (8, n)
 
 
 def test_agreement_by_hand():
-  rho, top = tile_value.agreement(np.array([3.0, 2.0, 1.0]),
-                                  np.array([0.1, 0.3, -0.2]), 2)
-  assert rho == pytest.approx(0.5)      # ranks (3,2,1) vs (2,3,1)
+  rho, top = tile_value.agreement(
+      np.array([3.0, 2.0, 1.0]), np.array([0.1, 0.3, -0.2]), 2
+  )
+  assert rho == pytest.approx(0.5)  # ranks (3,2,1) vs (2,3,1)
   assert top == pytest.approx(0.4)
-  rho, top = tile_value.agreement(np.array([1.0, 1.0]),
-                                  np.array([-0.1, -0.2]), 1)
+  rho, top = tile_value.agreement(
+      np.array([1.0, 1.0]), np.array([-0.1, -0.2]), 1
+  )
   assert rho is None and top == pytest.approx(-0.1)  # constant: stable order
   res = {"s": {"top_k": 0.3}, "best_k": 0.5, "random_k": 0.1}
   assert tile_value.capture(res, "s") == pytest.approx(0.5)

@@ -2,13 +2,15 @@
 
 import pytest
 
-from experiments.cross_scale import tradeoff
 from crossscale import run_config
+from experiments.cross_scale import tradeoff
 
 
 def test_mean_runs_averages_seeds_and_keeps_their_spread():
-  runs = [{"accuracy": 0.5, "mAP_macro": 0.6, "hr_tiles": 8.0, "drift": None},
-          {"accuracy": 0.7, "mAP_macro": 0.8, "hr_tiles": 8.0, "drift": None}]
+  runs = [
+      {"accuracy": 0.5, "mAP_macro": 0.6, "hr_tiles": 8.0, "drift": None},
+      {"accuracy": 0.7, "mAP_macro": 0.8, "hr_tiles": 8.0, "drift": None},
+  ]
   m = tradeoff._mean_runs(runs)  # pylint: disable=protected-access
   assert m["accuracy"] == pytest.approx(0.6)
   assert m["mAP_macro"] == pytest.approx(0.7)
@@ -23,14 +25,26 @@ def test_mean_runs_averages_seeds_and_keeps_their_spread():
 
 def test_table_and_plot_with_and_without_spread(tmp_path):
   methods = {
-      "ours": {"budget": [0.0, 0.125], "accuracy": [0.4, 0.8],
-               "accuracy_std": [0.0, 0.02], "mAP": [0.5, 0.9],
-               "hr_tiles": [0.0, 8.0], "hr_fraction": [0.0, 0.125],
-               "drift": [0.1, 0.05], "AP@10": [0.2, 0.6]},
-      "old": {"budget": [0.0, 0.125], "accuracy": [0.4, 0.7],
-              "mAP": [0.5, 0.8], "hr_tiles": [0.0, 8.0],
-              "hr_fraction": [0.0, 0.125], "drift": [0.1, 0.2],
-              "AP@10": [0.2, 0.5]}}
+      "ours": {
+          "budget": [0.0, 0.125],
+          "accuracy": [0.4, 0.8],
+          "accuracy_std": [0.0, 0.02],
+          "mAP": [0.5, 0.9],
+          "hr_tiles": [0.0, 8.0],
+          "hr_fraction": [0.0, 0.125],
+          "drift": [0.1, 0.05],
+          "AP@10": [0.2, 0.6],
+      },
+      "old": {
+          "budget": [0.0, 0.125],
+          "accuracy": [0.4, 0.7],
+          "mAP": [0.5, 0.8],
+          "hr_tiles": [0.0, 8.0],
+          "hr_fraction": [0.0, 0.125],
+          "drift": [0.1, 0.2],
+          "AP@10": [0.2, 0.5],
+      },
+  }
   rows = tradeoff.table_rows(methods)
   assert [r["accuracy_std"] for r in rows] == [0.0, 0.02, None, None]
   path = tmp_path / "t.png"
@@ -42,18 +56,31 @@ def test_seeds_start_at_first_seed(monkeypatch, tmp_path):
   """--first_seed extends an earlier batch: cells train seeds first_seed..
   first_seed+seeds-1 and the spread lists them in that order."""
   import types
-  monkeypatch.setattr(tradeoff.shards, "load_manifest", lambda d: (
-      types.SimpleNamespace(grid=4, name="fake")))
+
+  monkeypatch.setattr(
+      tradeoff.shards,
+      "load_manifest",
+      lambda d: (types.SimpleNamespace(grid=4, name="fake")),
+  )
   trained = []
 
   def fake_run(config, workdir, defaults=None):
     trained.append((config.seed, config.model.budget, workdir))
-    return {"accuracy": config.seed / 10, "mAP_macro": 0.5,
-            "hr_tiles": config.model.budget * 16}
+    return {
+        "accuracy": config.seed / 10,
+        "mAP_macro": 0.5,
+        "hr_tiles": config.model.budget * 16,
+    }
+
   monkeypatch.setattr(tradeoff, "run_one", fake_run)
-  res = tradeoff.run_tradeoff(str(tmp_path), methods=("heuristic",),
-                              budgets=(0.25,), seeds=2, first_seed=3,
-                              work_dir=str(tmp_path))
+  res = tradeoff.run_tradeoff(
+      str(tmp_path),
+      methods=("heuristic",),
+      budgets=(0.25,),
+      seeds=2,
+      first_seed=3,
+      work_dir=str(tmp_path),
+  )
   assert [s for s, _, _ in trained] == [3, 4]
   assert trained[0][2].endswith("heuristic_0.2500_s3")
   assert res["methods"]["heuristic"]["accuracy_seeds"] == [[0.3, 0.4]]
@@ -63,6 +90,7 @@ def test_a_finished_cell_is_read_back_not_retrained(monkeypatch, tmp_path):
   """A relaunched sweep (same --work_dir) reuses a cell whose config.json
   matches and stops on one trained with another config."""
   import json
+
   config = tradeoff.base_config(True, str(tmp_path))
   cell = tmp_path / "ours_0.1250"
   calls = []
@@ -71,16 +99,19 @@ def test_a_finished_cell_is_read_back_not_retrained(monkeypatch, tmp_path):
     calls.append(workdir)
     cell.mkdir(exist_ok=True)
     (cell / "config.json").write_text(c.to_json_best_effort(indent=1))
-    (cell / "final_metrics.json").write_text(json.dumps(
-        {"final": {"accuracy": 0.75}}))
+    (cell / "final_metrics.json").write_text(
+        json.dumps({"final": {"accuracy": 0.75}})
+    )
     return {"final": {"accuracy": 0.75}}
+
   monkeypatch.setattr(tradeoff.train, "train_and_evaluate", fake_train)
   assert tradeoff.run_one(config, str(cell)) == {"accuracy": 0.75}
   assert tradeoff.run_one(config, str(cell)) == {"accuracy": 0.75}
   assert len(calls) == 1
   config.model.budget = 0.25
-  with pytest.raises(ValueError,
-                     match=r"different config \(model.budget\).*new --work_dir"):
+  with pytest.raises(
+      ValueError, match=r"different config \(model.budget\).*new --work_dir"
+  ):
     tradeoff.run_one(config, str(cell))
 
 
@@ -88,45 +119,62 @@ def test_an_option_added_since_a_run_keeps_it_readable(tmp_path):
   """A cell trained before an option existed is read back while the option
   holds its default, and is a different config once it does not."""
   import json
+
   defaults = tradeoff.base_config(True, str(tmp_path))
   stored = json.loads(defaults.to_json_best_effort())
-  del stored["model"]["selection"]["counterfactual"]    # an older run
+  del stored["model"]["selection"]["counterfactual"]  # an older run
   cell = tmp_path / "ours_0.1250"
   cell.mkdir()
   (cell / "config.json").write_text(json.dumps(stored))
-  (cell / "final_metrics.json").write_text(json.dumps(
-      {"final": {"accuracy": 0.5}}))
+  (cell / "final_metrics.json").write_text(
+      json.dumps({"final": {"accuracy": 0.5}})
+  )
   config = tradeoff.base_config(True, str(tmp_path))
   assert tradeoff.run_one(config, str(cell), defaults) == {"accuracy": 0.5}
   assert run_config.differences(stored, config) == [
-      "model.selection.counterfactual"]                # strict without defaults
+      "model.selection.counterfactual"
+  ]  # strict without defaults
   config.model.selection.counterfactual = True
   with pytest.raises(ValueError, match="selection.counterfactual"):
     tradeoff.run_one(config, str(cell), defaults)
-  stored["model"]["retired_option"] = 1                 # an option removed
+  stored["model"]["retired_option"] = 1  # an option removed
   assert run_config.differences(stored, defaults, defaults) == [
-      "model.retired_option"]
+      "model.retired_option"
+  ]
 
 
 def test_parse_overrides():
   assert tradeoff.parse_overrides(
-      ["model.sampler_target.completion=1.0", "model.policy=random",
-       "model.budget=3"]) == {"model.sampler_target.completion": 1.0,
-                              "model.policy": "random", "model.budget": 3}
+      [
+          "model.sampler_target.completion=1.0",
+          "model.policy=random",
+          "model.budget=3",
+      ]
+  ) == {
+      "model.sampler_target.completion": 1.0,
+      "model.policy": "random",
+      "model.budget": 3,
+  }
   with pytest.raises(ValueError, match="KEY=VALUE"):
     tradeoff.parse_overrides(["model.budget"])
 
 
 def test_methods_and_variants():
   m = tradeoff.parse_methods(
-      "ours,heuristic", ["ours_cf:model.selection.counterfactual=True",
-                         "ours_cf:model.sampler.prior=1.0",
-                         "deep:model.predictor.depth=4"])
+      "ours,heuristic",
+      [
+          "ours_cf:model.selection.counterfactual=True",
+          "ours_cf:model.sampler.prior=1.0",
+          "deep:model.predictor.depth=4",
+      ],
+  )
   assert list(m) == ["ours", "heuristic", "ours_cf", "deep"]
   assert m["heuristic"] == {"model.policy": "heuristic"}
-  assert m["ours_cf"] == {"model.policy": "learned",
-                          "model.selection.counterfactual": True,
-                          "model.sampler.prior": 1.0}
+  assert m["ours_cf"] == {
+      "model.policy": "learned",
+      "model.selection.counterfactual": True,
+      "model.sampler.prior": 1.0,
+  }
   assert m["deep"] == {"model.policy": "learned", "model.predictor.depth": 4}
   assert tradeoff.METHODS["ours"] == {"model.policy": "learned"}
   with pytest.raises(ValueError, match="herustic: unknown; known: ours"):
@@ -138,13 +186,26 @@ def test_methods_and_variants():
 
 def test_paired_differences_by_hand():
   methods = {
-      "ours": {"budget": [0.0, 0.125, 0.25, 1.0],
-               "accuracy_seeds": [[0.5, 0.5, 0.5], [0.80, 0.90, 0.70],
-                                  [0.8], [0.9, 0.9, 0.9]]},
-      "heuristic": {"budget": [0.0, 0.125, 0.25, 1.0],
-                    "accuracy_seeds": [[0.5, 0.5, 0.5], [0.75, 0.90, 0.72],
-                                       [0.7, 0.7], [0.9, 0.9, 0.9]]},
-      "random": {"budget": [0.125], "accuracy_seeds": [None]}}
+      "ours": {
+          "budget": [0.0, 0.125, 0.25, 1.0],
+          "accuracy_seeds": [
+              [0.5, 0.5, 0.5],
+              [0.80, 0.90, 0.70],
+              [0.8],
+              [0.9, 0.9, 0.9],
+          ],
+      },
+      "heuristic": {
+          "budget": [0.0, 0.125, 0.25, 1.0],
+          "accuracy_seeds": [
+              [0.5, 0.5, 0.5],
+              [0.75, 0.90, 0.72],
+              [0.7, 0.7],
+              [0.9, 0.9, 0.9],
+          ],
+      },
+      "random": {"budget": [0.125], "accuracy_seeds": [None]},
+  }
   rows = tradeoff.paired_differences(methods)
   # Budgets 0 and 1 are shared runs (selection is moot), 1/4 has unequal
   # seed counts, random has no per-seed accuracy: one row is left.
@@ -153,7 +214,7 @@ def test_paired_differences_by_hand():
   assert (r["method"], r["budget"], r["seeds"]) == ("heuristic", 0.125, 3)
   d = [5.0, 0.0, -2.0]  # points
   mean = sum(d) / 3
-  se = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5 / 3 ** 0.5
+  se = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5 / 3**0.5
   assert r["diff_points"] == pytest.approx(mean)
   assert r["se_points"] == pytest.approx(se)
   assert (r["ahead"], r["level"], r["behind"]) == (1, 1, 1)
@@ -165,12 +226,14 @@ def test_a_run_from_before_the_prior_default_is_not_the_default_now(tmp_path):
   plain sampler (the module default 0.0): it is not a run of today's
   default (prior 1.0), and it is one of `--set model.sampler.prior=0.0`."""
   import json
+
   defaults = tradeoff.base_config(True, str(tmp_path))
   assert defaults.model.sampler.prior == 1.0
   stored = json.loads(defaults.to_json_best_effort())
   del stored["model"]["sampler"]["prior"]
   assert run_config.differences(stored, defaults, defaults) == [
-      "model.sampler.prior"]
+      "model.sampler.prior"
+  ]
   plain = tradeoff.base_config(True, str(tmp_path))
   plain.model.sampler.prior = 0.0
   assert run_config.differences(stored, plain, defaults) == []
@@ -180,7 +243,7 @@ def test_cells_carry_their_seed_and_a_one_seed_cell_is_seed_0(tmp_path):
   work = str(tmp_path)
   assert tradeoff.cell_dir(work, "ours", 0.125, 0) == f"{work}/ours_0.1250_s0"
   assert tradeoff.cell_dir(work, "ours", 0.125, 3) == f"{work}/ours_0.1250_s3"
-  (tmp_path / "ours_0.1250").mkdir()             # an older one-seed sweep
+  (tmp_path / "ours_0.1250").mkdir()  # an older one-seed sweep
   assert tradeoff.cell_dir(work, "ours", 0.125, 0) == f"{work}/ours_0.1250"
   assert tradeoff.cell_dir(work, "ours", 0.125, 1) == f"{work}/ours_0.1250_s1"
   (tmp_path / "ours_0.1250_s0").mkdir()
@@ -192,25 +255,50 @@ def test_main_without_step_time_writes_the_sweep_only(monkeypatch, tmp_path):
   records step_time as null; the sweep's table and paired rows still land."""
   import json
   import types
-  monkeypatch.setattr(tradeoff.shards, "load_manifest", lambda d: (
-      types.SimpleNamespace(grid=4, name="fake")))
+
+  monkeypatch.setattr(
+      tradeoff.shards,
+      "load_manifest",
+      lambda d: (types.SimpleNamespace(grid=4, name="fake")),
+  )
   monkeypatch.setattr(tradeoff.registry, "resolve", lambda *a: str(tmp_path))
 
   def fake_run(config, workdir, defaults=None):
     del workdir, defaults
     good = config.model.policy == "learned"
-    return {"accuracy": 0.5 + 0.1 * good + config.seed / 100,
-            "mAP_macro": 0.5, "hr_tiles": config.model.budget * 16}
+    return {
+        "accuracy": 0.5 + 0.1 * good + config.seed / 100,
+        "mAP_macro": 0.5,
+        "hr_tiles": config.model.budget * 16,
+    }
+
   monkeypatch.setattr(tradeoff, "run_one", fake_run)
 
   def no_timing(*a, **k):
     raise AssertionError("timed a step under --no_step_time")
+
   monkeypatch.setattr(tradeoff.step_time, "time_train_step", no_timing)
   out = tmp_path / "out"
-  tradeoff.main(["--dataset", "fake", "--quick", "--out", str(out),
-                 "--methods", "ours,heuristic", "--budgets", "0.25",
-                 "--seeds", "2", "--first_seed", "10", "--no_step_time",
-                 "--work_dir", str(tmp_path / "work")])
+  tradeoff.main(
+      [
+          "--dataset",
+          "fake",
+          "--quick",
+          "--out",
+          str(out),
+          "--methods",
+          "ours,heuristic",
+          "--budgets",
+          "0.25",
+          "--seeds",
+          "2",
+          "--first_seed",
+          "10",
+          "--no_step_time",
+          "--work_dir",
+          str(tmp_path / "work"),
+      ]
+  )
   res = json.loads((out / "tradeoff.json").read_text())
   assert res["step_time"] is None
   assert res["methods"]["ours"]["accuracy_seeds"] == [[0.7, 0.71]]

@@ -14,8 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from crossscale import optim, shards, train
-from crossscale import partitioning
+from crossscale import optim, partitioning, shards, train
 from experiments.configs import lr_vit
 from tests.conftest import ROOT
 
@@ -34,8 +33,10 @@ def test_sharded_step_equals_single_device_step(toyworld_small):
   model = train.make_model(c, manifest)
   tx = optim.make_optimizer(c.optim, c.total_steps)
   rng = np.random.default_rng(0)
-  batch = {"lr": rng.normal(size=(16, 16, 16, 3)).astype(np.float32),
-           "labels": np.eye(6, dtype=np.float32)[rng.integers(0, 6, 16)]}
+  batch = {
+      "lr": rng.normal(size=(16, 16, 16, 3)).astype(np.float32),
+      "labels": np.eye(6, dtype=np.float32)[rng.integers(0, 6, 16)],
+  }
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = partitioning.make_mesh(c.mesh, devices)
@@ -49,25 +50,29 @@ def test_sharded_step_equals_single_device_step(toyworld_small):
     results.append((jax.device_get(state.params), float(m["loss"])))
   (p1, l1), (p8, l8) = results
   assert l1 == pytest.approx(l8, rel=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5,
-                                                       rtol=1e-4), p1, p8)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4),
+      p1,
+      p8,
+  )
 
 
 CONFIGS = sorted(
-    os.path.splitext(f)[0] for f in os.listdir(
-        os.path.join(ROOT, "experiments", "configs"))
-    if f.endswith(".py") and not f.startswith("_"))
+    os.path.splitext(f)[0]
+    for f in os.listdir(os.path.join(ROOT, "experiments", "configs"))
+    if f.endswith(".py") and not f.startswith("_")
+)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_config_trains_a_few_steps_and_reports(name, request,
-                                                     tmp_path):
+def test_every_config_trains_a_few_steps_and_reports(name, request, tmp_path):
   module = importlib.import_module(f"experiments.configs.{name}")
   c = module.get_config("runlocal")
   # Configs reading referring expressions train on a referring set.
   text = any(f.startswith("text_") for f in c.data.fields)
   c.data.path = request.getfixturevalue(
-      "referring_small" if text else "toyworld_small")
+      "referring_small" if text else "toyworld_small"
+  )
   final = train.train_and_evaluate(c, str(tmp_path))
   if c.final_eval_split:  # classification: the trainer's final test eval
     assert final["final"]["num_examples"] == 64
@@ -75,32 +80,47 @@ def test_every_config_trains_a_few_steps_and_reports(name, request,
   else:  # other families (SR, segmentation): their own "test" evaluator
     n_test = shards.load_manifest(c.data.path).splits["test"]["num_records"]
     assert final["test"]["num_examples"] == min(
-        n_test, c.evals.test.get("limit") or n_test)
+        n_test, c.evals.test.get("limit") or n_test
+    )
     assert all(np.isfinite(v) for v in final["test"].values())
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert any(r["split"] == "train" and np.isfinite(r["loss"]) for r in rows)
-  assert any(r["split"] == ("final_test" if c.final_eval_split else "test")
-             for r in rows)
-  assert any(f.startswith("events.out.tfevents")
-             for f in os.listdir(tmp_path / "tb"))
+  assert any(
+      r["split"] == ("final_test" if c.final_eval_split else "test")
+      for r in rows
+  )
+  assert any(
+      f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb")
+  )
   assert os.path.isdir(tmp_path / "checkpoints" / str(c.total_steps))
 
 
 def test_non_finite_loss_stops_with_the_step(toyworld_small, tmp_path):
-  c = _config(toyworld_small, **{"optim.lr": float("inf"),
-                                 "optim.grad_clip": 0.0})
+  c = _config(
+      toyworld_small, **{"optim.lr": float("inf"), "optim.grad_clip": 0.0}
+  )
   with pytest.raises(FloatingPointError, match=r"at step \d+"):
     train.train_and_evaluate(c, str(tmp_path))
 
 
 # --- Exact resume: real processes, killed and relaunched. ---
 
+
 def _launch_cmd(data_dir, workdir, steps=40):
-  return [sys.executable, os.path.join(ROOT, "launch.py"),
-          "--config", os.path.join(ROOT, "experiments/configs/lr_vit.py:runlocal"),
-          "--workdir", str(workdir), "--dataset", data_dir,
-          f"--config.total_steps={steps}", "--config.checkpoint.every=5",
-          "--config.eval_every=1000", "--config.data.worker_count=0"]
+  return [
+      sys.executable,
+      os.path.join(ROOT, "launch.py"),
+      "--config",
+      os.path.join(ROOT, "experiments/configs/lr_vit.py:runlocal"),
+      "--workdir",
+      str(workdir),
+      "--dataset",
+      data_dir,
+      f"--config.total_steps={steps}",
+      "--config.checkpoint.every=5",
+      "--config.eval_every=1000",
+      "--config.data.worker_count=0",
+  ]
 
 
 def _env():
@@ -112,14 +132,22 @@ def _env():
 
 def _final_params(workdir, step=40):
   mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  out = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+  out = mngr.restore(
+      step,
+      args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()
+      ),
+  )
   return out["state"]["params"], out["data"]
 
 
 def _run_and_interrupt(data_dir, workdir, sig, after_step=10):
-  p = subprocess.Popen(_launch_cmd(data_dir, workdir), env=_env(),
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  p = subprocess.Popen(
+      _launch_cmd(data_dir, workdir),
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+  )
   ckpt = os.path.join(workdir, "checkpoints", str(after_step))
   deadline = time.time() + 120
   while not os.path.exists(ckpt) and p.poll() is None:
@@ -133,22 +161,31 @@ def _run_and_interrupt(data_dir, workdir, sig, after_step=10):
 @pytest.fixture(scope="module")
 def reference_run(toyworld_small, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  subprocess.run(_launch_cmd(toyworld_small, workdir), env=_env(), check=True,
-                 capture_output=True)
+  subprocess.run(
+      _launch_cmd(toyworld_small, workdir),
+      env=_env(),
+      check=True,
+      capture_output=True,
+  )
   return _final_params(str(workdir))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_exactly(toyworld_small, reference_run, tmp_path,
-                                    sig):
+def test_killed_run_resumes_exactly(
+    toyworld_small, reference_run, tmp_path, sig
+):
   code, out = _run_and_interrupt(toyworld_small, tmp_path, sig)
   assert not os.path.exists(tmp_path / "final_metrics.json"), "ran to the end"
   if sig == signal.SIGTERM:
     assert code == 0 and "SIGTERM: saved step" in out, out[-2000:]
   else:
     assert code == -signal.SIGKILL
-  done = subprocess.run(_launch_cmd(toyworld_small, tmp_path), env=_env(),
-                        capture_output=True, text=True)
+  done = subprocess.run(
+      _launch_cmd(toyworld_small, tmp_path),
+      env=_env(),
+      capture_output=True,
+      text=True,
+  )
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   assert "resumed from" in done.stdout
   params, data_state = _final_params(str(tmp_path))
@@ -158,7 +195,8 @@ def test_killed_run_resumes_exactly(toyworld_small, reference_run, tmp_path,
 
 
 def test_resuming_with_a_config_that_no_longer_fits_names_what_changed(
-    toyworld_small, tmp_path, capsys):
+    toyworld_small, tmp_path, capsys
+):
   """A workdir resumed with a wider encoder (checkpoints of another shape):
   a clear error naming the key, its values and the launch.py flag that sets
   it back; the workdir's config.json still describes its checkpoints. A
@@ -166,15 +204,24 @@ def test_resuming_with_a_config_that_no_longer_fits_names_what_changed(
   import ml_collections
 
   def config(**overrides):
-    c = _config(toyworld_small, **{
-        "final_eval_split": "", "total_steps": 1, "checkpoint.every": 1,
-        "data.worker_count": 0, **overrides})
-    c.evals = ml_collections.ConfigDict()      # no eval: the test is resume
+    c = _config(
+        toyworld_small,
+        **{
+            "final_eval_split": "",
+            "total_steps": 1,
+            "checkpoint.every": 1,
+            "data.worker_count": 0,
+            **overrides,
+        },
+    )
+    c.evals = ml_collections.ConfigDict()  # no eval: the test is resume
     return c
+
   train.train_and_evaluate(config(), str(tmp_path))
   with pytest.raises(ValueError) as e:
-    train.train_and_evaluate(config(**{"model.encoder.width": 48}),
-                             str(tmp_path))
+    train.train_and_evaluate(
+        config(**{"model.encoder.width": 48}), str(tmp_path)
+    )
   msg = str(e.value)
   assert str(tmp_path / "checkpoints") in msg
   assert "model.encoder.width: 32 -> 48" in msg

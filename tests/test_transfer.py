@@ -3,16 +3,20 @@
 import numpy as np
 import pytest
 
-from experiments.pretrain import transfer
 from crossscale import records
 from data import registry
+from experiments.pretrain import transfer
 
 
 def test_band_indices_by_name_and_sentinel2_alias():
-  assert transfer.band_indices(("B02", "B03", "B04", "B08"), ("R", "G", "B"),
-                               "x") == [2, 1, 0]
+  assert transfer.band_indices(
+      ("B02", "B03", "B04", "B08"), ("R", "G", "B"), "x"
+  ) == [2, 1, 0]
   assert transfer.band_indices(("R", "G", "B"), ("R", "G", "B"), "x") == [
-      0, 1, 2]
+      0,
+      1,
+      2,
+  ]
   with pytest.raises(records.DataError, match=r"bigearthnet lr.*'R'"):
     transfer.band_indices(("B05", "B06"), ("R", "G", "B"), "bigearthnet lr")
 
@@ -44,6 +48,8 @@ def test_linear_probe_protocols():
   # Multi-label with a label constant in train: scored, no crash.
   ym = np.concatenate([y, np.zeros((160, 1))], 1)
   res = transfer.linear_probe(
-      feats, {"train": ym[:120], "val": ym[120:130], "test": ym[130:]},
-      multi=True)
+      feats,
+      {"train": ym[:120], "val": ym[120:130], "test": ym[130:]},
+      multi=True,
+  )
   assert res["mAP"] == pytest.approx(1.0)

@@ -36,10 +36,10 @@ import functools
 
 import einops
 import jax
-import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
+import jax.numpy as jnp
 
 from crossscale import selection
 
@@ -50,8 +50,13 @@ _CHUNK = 128  # logits compared per vector step when ranking
 # ------------------------------------------------------------- reference
 
 
-def reference(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
-              k: jax.Array | None = None):
+def reference(
+    logits: jax.Array,
+    hr: jax.Array,
+    grid: int,
+    k_max: int,
+    k: jax.Array | None = None,
+):
   """Plain-JAX select + gather.
 
   logits: `[B, N]` any float dtype; hr: `[B, H, W, C]`, H = W = grid * t;
@@ -61,11 +66,13 @@ def reference(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
   """
   idx, valid = selection.topk_indices(logits, k_max, k)
   t = hr.shape[1] // grid
-  tiles = einops.rearrange(hr, "b (gy t1) (gx t2) c -> b (gy gx) t1 t2 c",
-                           gy=grid, gx=grid)
+  tiles = einops.rearrange(
+      hr, "b (gy t1) (gx t2) c -> b (gy gx) t1 t2 c", gy=grid, gx=grid
+  )
   picked = jnp.take_along_axis(tiles, idx[:, :, None, None, None], axis=1)
-  picked = jnp.where(valid[:, :, None, None, None], picked,
-                     jnp.zeros((), hr.dtype))
+  picked = jnp.where(
+      valid[:, :, None, None, None], picked, jnp.zeros((), hr.dtype)
+  )
   return idx, valid, picked.reshape(hr.shape[0], k_max, t, t, hr.shape[-1])
 
 
@@ -78,8 +85,11 @@ def _beats(key_j, cls_j, j, key_i, cls_i, i):
   cj, ci = cls_j[None, :], cls_i[:, None]
   xj, xi = key_j[None, :], key_i[:, None]
   same = cj == ci
-  return (cj < ci) | (same & (xj > xi)) | (same & (xj == xi) &
-                                          (j[None, :] < i[:, None]))
+  return (
+      (cj < ci)
+      | (same & (xj > xi))
+      | (same & (xj == xi) & (j[None, :] < i[:, None]))
+  )
 
 
 def _classes(x, pos, n_valid):
@@ -102,14 +112,26 @@ def _rank_row(logits_ref, n_valid: int):
     kj, cj = _classes(xj, j, n_valid)
     return rank + _beats(kj, cj, j, key, cls, pos).astype(jnp.int32).sum(1)
 
-  return jax.lax.fori_loop(0, n_pad // _CHUNK, chunk,
-                           jnp.zeros((n_pad,), jnp.int32))
+  return jax.lax.fori_loop(
+      0, n_pad // _CHUNK, chunk, jnp.zeros((n_pad,), jnp.int32)
+  )
 
 
-def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
-                          tiles_ref, *scratch, grid: int, tile: int,
-                          channels: int, k_max: int, n_valid: int,
-                          dma: bool):
+def _select_gather_kernel(
+    logits_ref,
+    k_ref,
+    hr_ref,
+    idx_ref,
+    valid_ref,
+    tiles_ref,
+    *scratch,
+    grid: int,
+    tile: int,
+    channels: int,
+    k_max: int,
+    n_valid: int,
+    dma: bool,
+):
   """One scene per program.
 
   logits_ref `[1, Np]`; k_ref `[1]` int32; idx_ref / valid_ref `[1, Kp]`
@@ -121,7 +143,7 @@ def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
   in HBM, scratch = (zeros `[t, t*C]` in VMEM,).
   """
   # Blocks are [1, Np] / [1, Kp] (TPU tiling wants the full trailing dims).
-  rank = _rank_row(logits_ref, n_valid)                     # [Np]
+  rank = _rank_row(logits_ref, n_valid)  # [Np]
   pos = jax.lax.broadcasted_iota(jnp.int32, rank.shape, 0)
   slots = jax.lax.broadcasted_iota(jnp.int32, (idx_ref.shape[-1],), 0)
   idx = jnp.where(rank[None, :] == slots[:, None], pos[None, :], 0).sum(1)
@@ -130,15 +152,15 @@ def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
   idx_ref[0, :] = idx
   valid_ref[0, :] = (slots < k).astype(jnp.int32)
   t, C = tile, channels
-  row = t * C                                  # contiguous values per row
+  row = t * C  # contiguous values per row
   width = pl.next_power_of_2(row)
   lanes = jax.lax.broadcasted_iota(jnp.int32, (width,), 0)
   in_row = lanes < row
-  hr_row_stride = grid * row                   # W * C
+  hr_row_stride = grid * row  # W * C
 
   def copy(s, carry):
     # TPU reads no scalar from vector memory: reduce the ranks instead.
-    n = (jnp.where(rank == s, pos, 0).sum() if dma else idx_ref[0, s])
+    n = jnp.where(rank == s, pos, 0).sum() if dma else idx_ref[0, s]
     gy, gx = n // grid, n % grid
     if dma:
       pltpu.sync_copy(hr_ref.at[b, gy, :, gx, :], tiles_ref.at[b, s])
@@ -146,11 +168,12 @@ def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
 
     def one_row(r, c):
       src = (gy * t + r) * hr_row_stride + gx * row
-      vals = pltriton.load(hr_ref.at[pl.ds(src, width)], mask=in_row,
-                           other=0)
-      pltriton.store(tiles_ref.at[pl.ds((s * t + r) * row, width)], vals,
-                     mask=in_row)
+      vals = pltriton.load(hr_ref.at[pl.ds(src, width)], mask=in_row, other=0)
+      pltriton.store(
+          tiles_ref.at[pl.ds((s * t + r) * row, width)], vals, mask=in_row
+      )
       return c
+
     return jax.lax.fori_loop(0, t, one_row, carry)
 
   def zero(s, carry):
@@ -159,9 +182,13 @@ def _select_gather_kernel(logits_ref, k_ref, hr_ref, idx_ref, valid_ref,
       return carry
 
     def one_row(r, c):
-      pltriton.store(tiles_ref.at[pl.ds((s * t + r) * row, width)],
-                     jnp.zeros((width,), tiles_ref.dtype), mask=in_row)
+      pltriton.store(
+          tiles_ref.at[pl.ds((s * t + r) * row, width)],
+          jnp.zeros((width,), tiles_ref.dtype),
+          mask=in_row,
+      )
       return c
+
     return jax.lax.fori_loop(0, t, one_row, carry)
 
   if dma:
@@ -178,9 +205,16 @@ def _pad_logits(logits: jax.Array) -> jax.Array:
   return jnp.pad(logits, ((0, 0), (0, n_pad - n)))
 
 
-def kernel(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
-           k: jax.Array | None = None, *, interpret=False,
-           dma: bool | None = None):
+def kernel(
+    logits: jax.Array,
+    hr: jax.Array,
+    grid: int,
+    k_max: int,
+    k: jax.Array | None = None,
+    *,
+    interpret=False,
+    dma: bool | None = None,
+):
   """The fused Pallas select + gather; same contract as `reference`.
 
   interpret: False on GPU/TPU; True (generic) or `pltpu.InterpretParams()`
@@ -192,31 +226,42 @@ def kernel(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
   H, W, C = hr.shape[1:]
   t = H // grid
   if dma is None:
-    dma = (isinstance(interpret, pltpu.InterpretParams)
-           or (interpret is False and jax.default_backend() == "tpu"))
-  k = jnp.full((B,), k_max, jnp.int32) if k is None else jnp.broadcast_to(
-      jnp.asarray(k, jnp.int32), (B,))
-  padded = _pad_logits(logits)[:, None, :]                 # [B, 1, Np]
+    dma = isinstance(interpret, pltpu.InterpretParams) or (
+        interpret is False and jax.default_backend() == "tpu"
+    )
+  k = (
+      jnp.full((B,), k_max, jnp.int32)
+      if k is None
+      else jnp.broadcast_to(jnp.asarray(k, jnp.int32), (B,))
+  )
+  padded = _pad_logits(logits)[:, None, :]  # [B, 1, Np]
   n_pad = padded.shape[-1]
   k_pad = max(pl.next_power_of_2(max(k_max, 1)), 1)
   row = lambda b: (b, 0, 0)
-  in_specs = [pl.BlockSpec((None, 1, n_pad), row),
-              # TPU: the counts as scalars in SMEM (whole array).
-              pl.BlockSpec(memory_space=pltpu.SMEM) if dma else
-              pl.BlockSpec((1,), lambda b: (b,))]
-  out_shape = [jax.ShapeDtypeStruct((B, 1, k_pad), jnp.int32),
-               jax.ShapeDtypeStruct((B, 1, k_pad), jnp.int32)]
-  out_specs = [pl.BlockSpec((None, 1, k_pad), row),
-               pl.BlockSpec((None, 1, k_pad), row)]
+  in_specs = [
+      pl.BlockSpec((None, 1, n_pad), row),
+      # TPU: the counts as scalars in SMEM (whole array).
+      pl.BlockSpec(memory_space=pltpu.SMEM)
+      if dma
+      else pl.BlockSpec((1,), lambda b: (b,)),
+  ]
+  out_shape = [
+      jax.ShapeDtypeStruct((B, 1, k_pad), jnp.int32),
+      jax.ShapeDtypeStruct((B, 1, k_pad), jnp.int32),
+  ]
+  out_specs = [
+      pl.BlockSpec((None, 1, k_pad), row),
+      pl.BlockSpec((None, 1, k_pad), row),
+  ]
   scratch, params = [], None
   if dma:
-    hr_in = hr.reshape(B, grid, t, grid, t * C)           # free reshape
+    hr_in = hr.reshape(B, grid, t, grid, t * C)  # free reshape
     in_specs.append(pl.BlockSpec(memory_space=pl.ANY))
     out_shape.append(jax.ShapeDtypeStruct((B, k_max, t, t * C), hr.dtype))
     out_specs.append(pl.BlockSpec(memory_space=pl.ANY))
     scratch = [pltpu.VMEM((t, t * C), hr.dtype)]
   else:
-    hr_in = hr.reshape(B, H * W * C)                      # free reshape
+    hr_in = hr.reshape(B, H * W * C)  # free reshape
     size = k_max * t * t * C
     in_specs.append(pl.BlockSpec((None, H * W * C), lambda b: (b, 0)))
     out_shape.append(jax.ShapeDtypeStruct((B, size), hr.dtype))
@@ -224,13 +269,29 @@ def kernel(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
     if interpret is False:  # GPU: Triton (refs stay in global memory)
       params = pltriton.CompilerParams(num_warps=4, num_stages=1)
   idx, valid, tiles = pl.pallas_call(
-      functools.partial(_select_gather_kernel, grid=grid, tile=t, channels=C,
-                        k_max=k_max, n_valid=N, dma=dma),
-      out_shape=out_shape, grid=(B,), in_specs=in_specs, out_specs=out_specs,
-      scratch_shapes=scratch, interpret=interpret, compiler_params=params,
-      name="tile_select_gather")(padded, k, hr_in)
-  return (idx[:, 0, :k_max], valid[:, 0, :k_max].astype(bool),
-          tiles.reshape(B, k_max, t, t, C))
+      functools.partial(
+          _select_gather_kernel,
+          grid=grid,
+          tile=t,
+          channels=C,
+          k_max=k_max,
+          n_valid=N,
+          dma=dma,
+      ),
+      out_shape=out_shape,
+      grid=(B,),
+      in_specs=in_specs,
+      out_specs=out_specs,
+      scratch_shapes=scratch,
+      interpret=interpret,
+      compiler_params=params,
+      name="tile_select_gather",
+  )(padded, k, hr_in)
+  return (
+      idx[:, 0, :k_max],
+      valid[:, 0, :k_max].astype(bool),
+      tiles.reshape(B, k_max, t, t, C),
+  )
 
 
 # ------------------------------------------------------------- dispatcher
@@ -238,16 +299,21 @@ def kernel(logits: jax.Array, hr: jax.Array, grid: int, k_max: int,
 
 def _check(logits, hr, grid: int, k_max: int, impl: str) -> None:
   if impl not in IMPLS:
-    raise ValueError(f"impl={impl!r} (config.model.selection.impl) must be "
-                     f"one of {IMPLS}")
+    raise ValueError(
+        f"impl={impl!r} (config.model.selection.impl) must be "
+        f"one of {IMPLS}"
+    )
   if logits.ndim != 2 or hr.ndim != 4 or logits.shape[0] != hr.shape[0]:
-    raise ValueError(f"expected logits [B, N] and hr [B, H, W, C] with the "
-                     f"same B, got {logits.shape} and {hr.shape}")
+    raise ValueError(
+        f"expected logits [B, N] and hr [B, H, W, C] with the "
+        f"same B, got {logits.shape} and {hr.shape}"
+    )
   n = logits.shape[1]
   if n != grid * grid or hr.shape[1] != hr.shape[2] or hr.shape[1] % grid:
     raise ValueError(
         f"logits {logits.shape} and hr {hr.shape} do not form a {grid}x{grid} "
-        f"tile grid: N must be grid**2 and H = W divisible by grid")
+        f"tile grid: N must be grid**2 and H = W divisible by grid"
+    )
   selection._check_static_k(k_max, n, "k_max")
 
 
@@ -258,9 +324,16 @@ def use_kernel(impl: str) -> bool:
   return impl == "kernel"
 
 
-def select_and_gather(logits: jax.Array, hr: jax.Array, grid: int,
-                      k_max: int, k: jax.Array | None = None, *,
-                      impl: str = "auto", interpret: bool | None = None):
+def select_and_gather(
+    logits: jax.Array,
+    hr: jax.Array,
+    grid: int,
+    k_max: int,
+    k: jax.Array | None = None,
+    *,
+    impl: str = "auto",
+    interpret: bool | None = None,
+):
   """Selected tiles under a count budget; see the module docstring.
 
   logits: `[B, N]`; hr: `[B, H, W, C]`; k_max: static int; k: optional `[B]`.
@@ -277,10 +350,17 @@ def select_and_gather(logits: jax.Array, hr: jax.Array, grid: int,
   return _with_scatter_vjp(fn, logits, hr, grid, k_max, k)
 
 
-def select_and_gather_under_cost(logits: jax.Array, hr: jax.Array,
-                                 grid: int, prices: jax.Array, total,
-                                 k_max: int, *, fill: bool = False,
-                                 impl: str = "auto"):
+def select_and_gather_under_cost(
+    logits: jax.Array,
+    hr: jax.Array,
+    grid: int,
+    prices: jax.Array,
+    total,
+    k_max: int,
+    *,
+    fill: bool = False,
+    impl: str = "auto",
+):
   """Selected tiles under a price budget.
 
   Tiles are chosen greedily by sigmoid(logits) / price under `total`
@@ -290,8 +370,9 @@ def select_and_gather_under_cost(logits: jax.Array, hr: jax.Array,
   one scene can afford (N always works). Returns as `select_and_gather`,
   with valid[b] true for the tiles bought.
   """
-  bought = selection.select_under_cost(jax.nn.sigmoid(
-      logits.astype(jnp.float32)), prices, total, fill=fill)   # [B, N] bool
+  bought = selection.select_under_cost(
+      jax.nn.sigmoid(logits.astype(jnp.float32)), prices, total, fill=fill
+  )  # [B, N] bool
   count = jnp.minimum(bought.sum(-1), k_max).astype(jnp.int32)
   ranked = jnp.where(bought, logits.astype(jnp.float32), jnp.nan)
   return select_and_gather(ranked, hr, grid, k_max, count, impl=impl)
@@ -317,8 +398,9 @@ def _with_scatter_vjp(fn, logits, hr, grid, k_max, k):
     B, _, t, _, C = g.shape
     g_tiles = jnp.zeros((B, grid * grid, t, t, C), g.dtype)
     g_tiles = g_tiles.at[jnp.arange(B)[:, None], idx].add(g)
-    g_hr = einops.rearrange(g_tiles, "b (gy gx) t1 t2 c -> b (gy t1) (gx t2) c",
-                            gy=grid, gx=grid)
+    g_hr = einops.rearrange(
+        g_tiles, "b (gy gx) t1 t2 c -> b (gy t1) (gx t2) c", gy=grid, gx=grid
+    )
     k_ct = None if k is None else jnp.zeros(k.shape, jax.dtypes.float0)
     return jnp.zeros_like(logits), g_hr, k_ct
 

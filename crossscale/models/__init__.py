@@ -17,10 +17,16 @@ from typing import Any
 
 import flax.linen as nn
 
-from crossscale.models import cross_scale, refseg, sr, vit
-from crossscale.models import cross_scale_pretrain
-from crossscale.models import sr_diffusion, sr_gan
-from crossscale.models import dense_backbones
+from crossscale.models import (
+  cross_scale,
+  cross_scale_pretrain,
+  dense_backbones,
+  refseg,
+  sr,
+  sr_diffusion,
+  sr_gan,
+  vit,
+)
 
 _MODELS = {
     "lr_vit": vit.LRClassifier,
@@ -44,8 +50,10 @@ def field_names(name: str) -> set[str]:
 
 def _check(name: str) -> None:
   if name not in _MODELS:
-    raise ValueError(f"unknown model {name!r} (config.model.name); known: "
-                     f"{sorted(_MODELS)}")
+    raise ValueError(
+        f"unknown model {name!r} (config.model.name); known: "
+        f"{sorted(_MODELS)}"
+    )
 
 
 def get_model(name: str, **kwargs: Any) -> nn.Module:

@@ -27,8 +27,15 @@ class ConvEncoder(nn.Module):
     stride = self.stride or max(1, images.shape[1] // 10)
     for i in range(self.depth):
       s = stride if i == 0 else 1
-      x = nn.gelu(layers.Conv(self.width, (max(3, s), max(3, s)), strides=(s, s),
-                          name=f"conv{i}")(x))
+      x = nn.gelu(
+          layers.Conv(
+              self.width,
+              (max(3, s), max(3, s)),
+              strides=(s, s),
+              name=f"conv{i}",
+          )(x)
+      )
     x = x.max(axis=(1, 2)) if self.pool == "max" else x.mean(axis=(1, 2))
     return layers.LayerNorm(name="norm")(
-        layers.Dense(self.width, axes=("conv_out", "embed"), name="proj")(x))
+        layers.Dense(self.width, axes=("conv_out", "embed"), name="proj")(x)
+    )

@@ -36,8 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from crossscale import selection
-from crossscale import tile_grid
+from crossscale import selection, tile_grid
 from crossscale.kernels import tile_select
 from crossscale.models import convnet, layers, vit
 
@@ -54,6 +53,7 @@ class Sampler(nn.Module):
   detail statistic (`lr_detail_prior`, the heuristic policy's score), so the
   sampler starts from the heuristic's ranking and learns what to change.
   """
+
   grid: int
   width: int = 64
   depth: int = 1
@@ -64,26 +64,43 @@ class Sampler(nn.Module):
   def __call__(self, lr, train: bool = False):
     x = lr
     for i in range(2):
-      x = nn.gelu(layers.GroupNorm(num_groups=8)(
-          layers.Conv(self.width, (3, 3), name=f"conv{i}")(x)))
-    sub = tile_grid.to_tiles(x, self.grid)                  # [B, N, s, s, F]
+      x = nn.gelu(
+          layers.GroupNorm(num_groups=8)(
+              layers.Conv(self.width, (3, 3), name=f"conv{i}")(x)
+          )
+      )
+    sub = tile_grid.to_tiles(x, self.grid)  # [B, N, s, s, F]
     B, N = sub.shape[:2]
-    sub = sub.reshape(B, N, -1, self.width)             # [B, N, s*s, F]
-    attn = nn.softmax(layers.Dense(1, axes=("embed", None),
-                                   name="pool_logits")(sub), axis=2)
-    tok = (attn * layers.Dense(self.width, axes=("embed", "embed_out"),
-                               name="pool_values")(sub)).sum(2)
-    tok = tok + self.param("tile_pos", layers.part(
-        nn.initializers.normal(0.02), (None, "tokens", "embed")),
-        (1, N, self.width))
+    sub = sub.reshape(B, N, -1, self.width)  # [B, N, s*s, F]
+    attn = nn.softmax(
+        layers.Dense(1, axes=("embed", None), name="pool_logits")(sub), axis=2
+    )
+    tok = (
+        attn
+        * layers.Dense(
+            self.width, axes=("embed", "embed_out"), name="pool_values"
+        )(sub)
+    ).sum(2)
+    tok = tok + self.param(
+        "tile_pos",
+        layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
+        (1, N, self.width),
+    )
     for i in range(self.depth):
-      tok = vit.EncoderBlock(self.num_heads, 2 * self.width,
-                             name=f"context{i}")(tok, train)
+      tok = vit.EncoderBlock(
+          self.num_heads, 2 * self.width, name=f"context{i}"
+      )(tok, train)
     score = layers.Dense(1, axes=("embed", None), name="score")(
-        layers.LayerNorm()(tok))[..., 0]                 # [B, N]
+        layers.LayerNorm()(tok)
+    )[
+        ..., 0
+    ]  # [B, N]
     if self.prior:
-      w = self.param("prior_weight", layers.part(
-          nn.initializers.constant(self.prior), ()), ())
+      w = self.param(
+          "prior_weight",
+          layers.part(nn.initializers.constant(self.prior), ()),
+          (),
+      )
       score = score + w * lr_detail_prior(lr, self.grid)
     return score
 
@@ -97,6 +114,7 @@ def lr_detail_prior(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
 
 class PredictorBlock(nn.Module):
   """Self-attention over tiles -> cross-attention to LR context -> MLP."""
+
   num_heads: int
   mlp_dim: int
   lr_guidance: bool = True
@@ -109,19 +127,23 @@ class PredictorBlock(nn.Module):
     if self.lr_guidance:
       y = layers.LayerNorm()(x)
       x = x + layers.Attention(self.num_heads, name="cross_attn")(y, context)
-    return x + vit.MlpBlock(self.mlp_dim, self.dropout)(layers.LayerNorm()(x),
-                                                        train)
+    return x + vit.MlpBlock(self.mlp_dim, self.dropout)(
+        layers.LayerNorm()(x), train
+    )
 
 
 class MAPHead(nn.Module):
   """Multi-head attention pooling: a learned probe attends over tokens."""
+
   num_heads: int = 4
 
   @nn.compact
   def __call__(self, x):
-    probe = self.param("probe", layers.part(nn.initializers.normal(0.02),
-                                            (None, None, "embed")),
-                       (1, 1, x.shape[-1]))
+    probe = self.param(
+        "probe",
+        layers.part(nn.initializers.normal(0.02), (None, None, "embed")),
+        (1, 1, x.shape[-1]),
+    )
     probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1]))
     y = layers.Attention(self.num_heads)(probe, x)
     return layers.LayerNorm()(y[:, 0])
@@ -137,7 +159,7 @@ def cosine_distance(a, b, eps=1e-6):
 def siglip_loss(emb, labels, log_t, bias):
   """Sigmoid pairwise loss over the batch: pairs sharing a label are
   positives. emb: `[B, E]` L2-normalised; labels: `[B, K]`."""
-  pos = (labels @ labels.T > 0).astype(emb.dtype)      # [B, B]
+  pos = (labels @ labels.T > 0).astype(emb.dtype)  # [B, B]
   logits = jnp.exp(log_t) * emb @ emb.T + bias
   z = 2.0 * pos - 1.0
   off_diag = 1.0 - jnp.eye(emb.shape[0], dtype=emb.dtype)
@@ -181,87 +203,119 @@ def uniform_indices(n_tiles: int, k: int) -> jnp.ndarray:
 class CrossScaleModel(nn.Module):
   """batch {"lr": [B,h,w,C], "hr": [B,H,W,C], "labels": [B,K]} ->
   {"logits": [B, K], "aux_losses": {...}, "metrics": {name: [B]}, ...}."""
+
   num_classes: int
   grid: int
-  budget: Any = 0.125                 # tiles: int k, or ratio of G*G
-  class_budgets: Any = ()             # per-class tile counts P_c (see select_tiles)
-  cost: dict = None                   # {"enabled", "total", "price", "k_max"}
+  budget: Any = 0.125  # tiles: int k, or ratio of G*G
+  class_budgets: Any = ()  # per-class tile counts P_c (see select_tiles)
+  cost: dict = None  # {"enabled", "total", "price", "k_max"}
   policy: str = "learned"
-  selection: dict = None              # mode, sigma, num_samples, tau
+  selection: dict = None  # mode, sigma, num_samples, tau
   lr_encoder: dict = None
   hr_encoder: dict = None
   sampler: dict = None
-  predictor: dict = None              # width, depth, num_heads, mlp_dim, lr_guidance
-  num_target_tiles: int = -1          # unobserved tiles with a latent target; -1: k
-  sampler_target: dict = None         # {"detail": w, "completion": w} (latent_losses)
-  embed_dim: int = 64                 # retrieval embedding
-  zero_hr_gain: float = 0.0           # residual fusion s = s_P + g (s_P - s_0HR)
-  head_type: str = "map"              # map | mil (see head_logits)
-  select_impl: str = "auto"           # tile select+gather: auto|kernel|reference
-  remat: bool = False                 # recompute block activations in backward
+  predictor: dict = None  # width, depth, num_heads, mlp_dim, lr_guidance
+  num_target_tiles: int = -1  # unobserved tiles with a latent target; -1: k
+  sampler_target: dict = None  # {"detail": w, "completion": w} (latent_losses)
+  embed_dim: int = 64  # retrieval embedding
+  zero_hr_gain: float = 0.0  # residual fusion s = s_P + g (s_P - s_0HR)
+  head_type: str = "map"  # map | mil (see head_logits)
+  select_impl: str = "auto"  # tile select+gather: auto|kernel|reference
+  remat: bool = False  # recompute block activations in backward
 
   def setup(self):
     if self.policy not in POLICIES:
-      raise ValueError(f"unknown selection policy {self.policy!r} "
-                       f"(config.model.policy); known: {POLICIES}")
+      raise ValueError(
+          f"unknown selection policy {self.policy!r} "
+          f"(config.model.policy); known: {POLICIES}"
+      )
     unknown = set(self.sampler_target or {}) - {"detail", "completion"}
     if unknown:
-      raise ValueError(f"unknown sampler targets {sorted(unknown)} "
-                       "(config.model.sampler_target); known: detail, "
-                       "completion")
+      raise ValueError(
+          f"unknown sampler targets {sorted(unknown)} "
+          "(config.model.sampler_target); known: detail, "
+          "completion"
+      )
     if self.cost_budget:
       selection.check_cost_budget(
           np.full((1, self.n_tiles), self.cost.get("price", 1.0)),
-          self.cost.get("total", -1.0))
+          self.cost.get("total", -1.0),
+      )
     p = dict(self.predictor or {})
     self.width = p.get("width", 96)
     self.lr_enc = vit.Encoder(
-        **{"remat": self.remat, **(self.lr_encoder or {})}, name="lr_encoder")
+        **{"remat": self.remat, **(self.lr_encoder or {})}, name="lr_encoder"
+    )
     hr_cfg = dict(self.hr_encoder or {})
     self.hr_kind = hr_cfg.pop("kind", "vit")
     if self.hr_kind == "vit":
-      self.hr_enc = vit.Encoder(**{"remat": self.remat, **hr_cfg},
-                                name="hr_encoder")
+      self.hr_enc = vit.Encoder(
+          **{"remat": self.remat, **hr_cfg}, name="hr_encoder"
+      )
     elif self.hr_kind == "cnn":
       self.hr_enc = convnet.ConvEncoder(**hr_cfg, name="hr_encoder")
     else:
-      raise ValueError(f"unknown HR tile encoder {self.hr_kind!r} "
-                       "(config.model.hr_encoder.kind); known: vit, cnn")
-    self.sampler_net = Sampler(self.grid, **(self.sampler or {}),
-                               name="sampler")
-    self.lr_proj = layers.Dense(self.width, axes=("embed_in", "embed"),
-                                 name="lr_proj")
-    self.hr_proj = layers.Dense(self.width, axes=("embed_in", "embed"),
-                                 name="hr_proj")
-    block = (nn.remat(PredictorBlock, static_argnums=(3,)) if self.remat
-             else PredictorBlock)
-    self.blocks = [block(p.get("num_heads", 4),
-                                  p.get("mlp_dim", 2 * self.width),
-                                  p.get("lr_guidance", True),
-                                  name=f"predictor{i}")
-                   for i in range(p.get("depth", 2))]
+      raise ValueError(
+          f"unknown HR tile encoder {self.hr_kind!r} "
+          "(config.model.hr_encoder.kind); known: vit, cnn"
+      )
+    self.sampler_net = Sampler(
+        self.grid, **(self.sampler or {}), name="sampler"
+    )
+    self.lr_proj = layers.Dense(
+        self.width, axes=("embed_in", "embed"), name="lr_proj"
+    )
+    self.hr_proj = layers.Dense(
+        self.width, axes=("embed_in", "embed"), name="hr_proj"
+    )
+    block = (
+        nn.remat(PredictorBlock, static_argnums=(3,))
+        if self.remat
+        else PredictorBlock
+    )
+    self.blocks = [
+        block(
+            p.get("num_heads", 4),
+            p.get("mlp_dim", 2 * self.width),
+            p.get("lr_guidance", True),
+            name=f"predictor{i}",
+        )
+        for i in range(p.get("depth", 2))
+    ]
     n = self.grid * self.grid
-    self.mask_token = self.param("mask_token", layers.part(
-        nn.initializers.normal(0.02), (None, None, "embed")),
-                                 (1, 1, self.width))
-    self.tile_pos = self.param("tile_pos", layers.part(
-        nn.initializers.normal(0.02), (None, "tokens", "embed")),
-                               (1, n, self.width))
+    self.mask_token = self.param(
+        "mask_token",
+        layers.part(nn.initializers.normal(0.02), (None, None, "embed")),
+        (1, 1, self.width),
+    )
+    self.tile_pos = self.param(
+        "tile_pos",
+        layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
+        (1, n, self.width),
+    )
     self.out_norm = layers.LayerNorm(name="out_norm")
-    self.to_latent = layers.Dense(self.hr_enc.width, axes=("embed", "embed_out"),
-                                   name="to_latent")
+    self.to_latent = layers.Dense(
+        self.hr_enc.width, axes=("embed", "embed_out"), name="to_latent"
+    )
     self.pool = MAPHead(name="pool")
-    self.head = layers.Dense(self.num_classes, axes=("embed", "tokens"),
-                             name="head")
-    self.embed = layers.Dense(self.embed_dim, axes=("embed", "embed_out"),
-                              name="embed")
+    self.head = layers.Dense(
+        self.num_classes, axes=("embed", "tokens"), name="head"
+    )
+    self.embed = layers.Dense(
+        self.embed_dim, axes=("embed", "embed_out"), name="embed"
+    )
     if len(self.class_budgets):
-      self.budget_head = layers.Dense(self.num_classes, axes=("embed", "tokens"),
-                                      name="budget_head")
-    self.siglip_t = self.param("siglip_log_t", layers.part(
-        nn.initializers.constant(jnp.log(10.0)), ()), ())
-    self.siglip_b = self.param("siglip_bias", layers.part(
-        nn.initializers.constant(-10.0), ()), ())
+      self.budget_head = layers.Dense(
+          self.num_classes, axes=("embed", "tokens"), name="budget_head"
+      )
+    self.siglip_t = self.param(
+        "siglip_log_t",
+        layers.part(nn.initializers.constant(jnp.log(10.0)), ()),
+        (),
+    )
+    self.siglip_b = self.param(
+        "siglip_bias", layers.part(nn.initializers.constant(-10.0), ()), ()
+    )
 
   @property
   def n_tiles(self) -> int:
@@ -274,8 +328,9 @@ class CrossScaleModel(nn.Module):
   def k(self) -> int:
     """Static tile slots per scene: k, max P_c, or the price budget's cap."""
     if self.cost_budget:
-      return selection.k_from_budget(self.cost.get("k_max") or self.n_tiles,
-                                     self.n_tiles)
+      return selection.k_from_budget(
+          self.cost.get("k_max") or self.n_tiles, self.n_tiles
+      )
     if len(self.class_budgets):
       return int(max(self.class_budgets))
     return selection.k_from_budget(self.budget, self.n_tiles)
@@ -291,8 +346,9 @@ class CrossScaleModel(nn.Module):
     if not len(self.class_budgets):
       return None
     present = batch["labels"] if train else jax.nn.sigmoid(budget_logits)
-    return selection.per_class_k(present, tuple(self.class_budgets),
-                                 self.n_tiles)
+    return selection.per_class_k(
+        present, tuple(self.class_budgets), self.n_tiles
+    )
 
   def select_tiles(self, s, batch, k_b):
     """Hard selection + gather: idx `[B, k]`, valid `[B, k]`, tiles
@@ -300,14 +356,21 @@ class CrossScaleModel(nn.Module):
     price budget (prices from batch["tile_prices"] or uniform)."""
     s, hr = jax.lax.stop_gradient(s), batch["hr"]
     if self.cost_budget:
-      prices = batch.get("tile_prices")                     # [B, N] or None
+      prices = batch.get("tile_prices")  # [B, N] or None
       if prices is None:
         prices = jnp.full(s.shape, float(self.cost.get("price", 1.0)))
       return tile_select.select_and_gather_under_cost(
-          s, hr, self.grid, prices, float(self.cost["total"]), self.k(),
-          impl=self.select_impl)
-    return tile_select.select_and_gather(s, hr, self.grid, self.k(), k_b,
-                                         impl=self.select_impl)
+          s,
+          hr,
+          self.grid,
+          prices,
+          float(self.cost["total"]),
+          self.k(),
+          impl=self.select_impl,
+      )
+    return tile_select.select_and_gather(
+        s, hr, self.grid, self.k(), k_b, impl=self.select_impl
+    )
 
   def encode_tiles(self, tile_pixels):
     """`[B, k, t, t, C]` -> tile latents `[B, k, D_hr]`."""
@@ -317,7 +380,7 @@ class CrossScaleModel(nn.Module):
     flat = tile_pixels.reshape((B * k,) + tile_pixels.shape[2:])
     z = self.hr_enc(flat)
     if self.hr_kind == "vit":
-      z = z.mean(1)                                        # tokens -> tile
+      z = z.mean(1)  # tokens -> tile
     return z.reshape(B, k, -1)
 
   def scores(self, batch, train):
@@ -330,7 +393,7 @@ class CrossScaleModel(nn.Module):
       return jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
     if self.policy == "heuristic":
       return tile_grid.tile_statistic(lr, self.grid)
-    order = uniform_indices(self.n_tiles, self.k())    # uniform
+    order = uniform_indices(self.n_tiles, self.k())  # uniform
     s = jnp.zeros((self.n_tiles,)).at[order].set(1.0)
     return jnp.broadcast_to(s, (B, self.n_tiles))
 
@@ -340,7 +403,7 @@ class CrossScaleModel(nn.Module):
     B = context.shape[0]
     x = jnp.broadcast_to(self.mask_token, (B, self.n_tiles, self.width))
     if idx.shape[1]:
-      onehot = jax.nn.one_hot(idx, self.n_tiles, dtype=x.dtype)   # [B, k, N]
+      onehot = jax.nn.one_hot(idx, self.n_tiles, dtype=x.dtype)  # [B, k, N]
       delta = (self.hr_proj(observed) - self.mask_token) * weight[..., None]
       x = x + jnp.einsum("bkn,bkd->bnd", onehot, delta)
     x = x + self.tile_pos
@@ -362,19 +425,25 @@ class CrossScaleModel(nn.Module):
       tokens = jnp.concatenate([tokens, context], axis=1)
     pooled = self.pool(tokens)
     if self.head_type == "mil":
-      per_token = self.head(tokens)                         # [B, T, K]
-      return jax.nn.logsumexp(per_token, axis=1) - jnp.log(
-          tokens.shape[1]), pooled
+      per_token = self.head(tokens)  # [B, T, K]
+      return (
+          jax.nn.logsumexp(per_token, axis=1) - jnp.log(tokens.shape[1]),
+          pooled,
+      )
     return self.head(pooled), pooled
 
   def lr_context(self, lr, train: bool = False):
     """LR context tokens `[B, M+1, D]` (M LR tokens + their mean) and the
     budget head's class logits `[B, K]` (None without class budgets)."""
-    lr_tok = self.lr_enc(lr, train)                         # [B, M, D_lr]
-    context = self.lr_proj(jnp.concatenate(
-        [lr_tok, lr_tok.mean(1, keepdims=True)], axis=1))  # [B, M+1, D]
-    budget_logits = (self.budget_head(context.mean(1))     # [B, K], LR only
-                     if len(self.class_budgets) else None)
+    lr_tok = self.lr_enc(lr, train)  # [B, M, D_lr]
+    context = self.lr_proj(
+        jnp.concatenate([lr_tok, lr_tok.mean(1, keepdims=True)], axis=1)
+    )  # [B, M+1, D]
+    budget_logits = (
+        self.budget_head(context.mean(1))  # [B, K], LR only
+        if len(self.class_budgets)
+        else None
+    )
     return context, budget_logits
 
   def plan(self, batch):
@@ -388,15 +457,19 @@ class CrossScaleModel(nn.Module):
       if prices is None:
         prices = jnp.full(s.shape, float(self.cost.get("price", 1.0)))
       bought = selection.select_under_cost(
-          jax.nn.sigmoid(s.astype(jnp.float32)), prices,
-          float(self.cost["total"]))
+          jax.nn.sigmoid(s.astype(jnp.float32)),
+          prices,
+          float(self.cost["total"]),
+      )
       count = jnp.minimum(bought.sum(-1), self.k()).astype(jnp.int32)
       idx, valid = selection.topk_indices(
-          jnp.where(bought, s.astype(jnp.float32), jnp.nan), self.k(), count)
+          jnp.where(bought, s.astype(jnp.float32), jnp.nan), self.k(), count
+      )
     else:
       _, budget_logits = self.lr_context(batch["lr"])
       idx, valid = selection.topk_indices(
-          s, self.k(), self.scene_budget(batch, budget_logits, False))
+          s, self.k(), self.scene_budget(batch, budget_logits, False)
+      )
     return {"tile_logits": s, "tile_indices": idx, "tile_valid": valid}
 
   def __call__(self, batch, train: bool = False):
@@ -405,11 +478,13 @@ class CrossScaleModel(nn.Module):
     k = self.k()
     context, budget_logits = self.lr_context(lr, train)
 
-    s = self.scores(batch, train)                           # [B, N]
-    k_b = self.scene_budget(batch, budget_logits, train)    # [B] or None
-    idx, valid, tile_px = self.select_tiles(s, batch, k_b)     # [B, k], .., [B, k, t, t, C]
+    s = self.scores(batch, train)  # [B, N]
+    k_b = self.scene_budget(batch, budget_logits, train)  # [B] or None
+    idx, valid, tile_px = self.select_tiles(
+        s, batch, k_b
+    )  # [B, k], .., [B, k, t, t, C]
     weight = valid.astype(jnp.float32)
-    observed = self.encode_tiles(tile_px)                   # [B, k, D_hr]
+    observed = self.encode_tiles(tile_px)  # [B, k, D_hr]
     observed_mask = jnp.zeros((B, self.n_tiles), bool)
     if k:
       observed_mask = observed_mask.at[jnp.arange(B)[:, None], idx].set(valid)
@@ -418,9 +493,14 @@ class CrossScaleModel(nn.Module):
     counterfactual = sel.pop("counterfactual", False)
     soft = None
     if train and self.policy == "learned" and k and mode != "hard":
-      soft = selection.select(s, valid.sum(1), mode=mode,
-                              key=self.make_rng("selection"), train=True,
-                              **sel)                        # [B, N]
+      soft = selection.select(
+          s,
+          valid.sum(1),
+          mode=mode,
+          key=self.make_rng("selection"),
+          train=True,
+          **sel,
+      )  # [B, N]
       m = jnp.take_along_axis(soft, idx, axis=1)
       weight = weight * (1.0 + m - jax.lax.stop_gradient(m))
     # Latent targets: T unobserved tiles, encoded (stop-gradient) in training.
@@ -431,13 +511,15 @@ class CrossScaleModel(nn.Module):
       # unchanged, and the task gradient at that weight, <dL/dx_i,
       # latent_i - mask>, is the first-order value of buying tile i.
       tidx, _, target = targets
-      mt = jnp.take_along_axis(soft, tidx, axis=1)          # [B, T]
+      mt = jnp.take_along_axis(soft, tidx, axis=1)  # [B, T]
       pred_idx = jnp.concatenate([idx, tidx], axis=1)
       pred_weight = jnp.concatenate(
-          [weight, mt - jax.lax.stop_gradient(mt)], axis=1)
+          [weight, mt - jax.lax.stop_gradient(mt)], axis=1
+      )
       pred_obs = jnp.concatenate([observed, target], axis=1)
-    tokens = self.complete(context, pred_idx, pred_weight, pred_obs,
-                           train)                           # [B, N, D]
+    tokens = self.complete(
+        context, pred_idx, pred_weight, pred_obs, train
+    )  # [B, N, D]
     logits, pooled = self.head_logits(tokens, context)
     if self.zero_hr_gain:
       zero = self.complete(context, idx[:, :0], weight[:, :0], observed[:, :0])
@@ -445,32 +527,44 @@ class CrossScaleModel(nn.Module):
       logits = logits + self.zero_hr_gain * (logits - logits0)
     emb = self.embed(pooled)
     emb = emb / (jnp.linalg.norm(emb, axis=-1, keepdims=True) + 1e-6)
-    pred = self.to_latent(tokens)                           # [B, N, D_hr]
-    bought = valid.sum(1).astype(jnp.float32)               # [B] HR tiles
-    out = {"logits": logits, "embedding": emb, "aux_losses": {},
-           "tile_indices": idx, "tile_valid": valid,
-           "metrics": {"hr_tiles": bought,
-                       "hr_pixels": bought * (hr.shape[1] // self.grid) ** 2,
-                       "budget_ratio": bought / self.n_tiles}}
+    pred = self.to_latent(tokens)  # [B, N, D_hr]
+    bought = valid.sum(1).astype(jnp.float32)  # [B] HR tiles
+    out = {
+        "logits": logits,
+        "embedding": emb,
+        "aux_losses": {},
+        "tile_indices": idx,
+        "tile_valid": valid,
+        "metrics": {
+            "hr_tiles": bought,
+            "hr_pixels": bought * (hr.shape[1] // self.grid) ** 2,
+            "budget_ratio": bought / self.n_tiles,
+        },
+    }
     if budget_logits is not None and train:
       out["aux_losses"]["budget_cls"] = optax.sigmoid_binary_cross_entropy(
-          budget_logits, batch["labels"]).mean()
+          budget_logits, batch["labels"]
+      ).mean()
     if train:
-      latent, sampler = self.latent_losses(hr, pred, observed_mask, s,
-                                           lr.shape[1], targets)
+      latent, sampler = self.latent_losses(
+          hr, pred, observed_mask, s, lr.shape[1], targets
+      )
       out["aux_losses"]["latent"] = latent
       if self.policy == "learned" and k < self.n_tiles:
         out["aux_losses"]["sampler"] = sampler
       out["aux_losses"]["retrieval"] = siglip_loss(
-          emb, batch["labels"], self.siglip_t, self.siglip_b)
+          emb, batch["labels"], self.siglip_t, self.siglip_b
+      )
     else:
       # Semantic drift: predicted vs true HR latents of the unobserved tiles.
-      true = jax.lax.stop_gradient(self.encode_tiles(
-          tile_grid.to_tiles(hr, self.grid)))
-      d = cosine_distance(pred, true)                       # [B, N]
+      true = jax.lax.stop_gradient(
+          self.encode_tiles(tile_grid.to_tiles(hr, self.grid))
+      )
+      d = cosine_distance(pred, true)  # [B, N]
       unobs = (~observed_mask).astype(d.dtype)
       out["metrics"]["drift"] = (d * unobs).sum(1) / jnp.maximum(
-          unobs.sum(1), 1.0)
+          unobs.sum(1), 1.0
+      )
     return out
 
   def latent_targets(self, hr, observed_mask):
@@ -483,15 +577,17 @@ class CrossScaleModel(nn.Module):
     T = min(T, self.n_tiles - k)
     if T <= 0:
       return None
-    r = jax.random.uniform(self.make_rng("selection"),
-                           (hr.shape[0], self.n_tiles))
+    r = jax.random.uniform(
+        self.make_rng("selection"), (hr.shape[0], self.n_tiles)
+    )
     r = jnp.where(observed_mask, -1.0, r)
-    tidx, _ = selection.topk_indices(r, T)                  # [B, T]
-    target_px = tile_grid.gather_tiles(hr, tidx, self.grid)     # [B, T, t, t, C]
+    tidx, _ = selection.topk_indices(r, T)  # [B, T]
+    target_px = tile_grid.gather_tiles(hr, tidx, self.grid)  # [B, T, t, t, C]
     return tidx, target_px, jax.lax.stop_gradient(self.encode_tiles(target_px))
 
-  def latent_losses(self, hr, pred, observed_mask, logits, lr_size,
-                    targets=None):
+  def latent_losses(
+      self, hr, pred, observed_mask, logits, lr_size, targets=None
+  ):
     """(latent loss, sampler loss) on T random unobserved tiles (`targets`
     from `latent_targets`, drawn here if None).
 
@@ -515,15 +611,16 @@ class CrossScaleModel(nn.Module):
     tidx, target_px, target = targets
     T = tidx.shape[1]
     p = jnp.take_along_axis(pred, tidx[..., None], axis=1)
-    err = cosine_distance(p, target)                        # [B, T]
+    err = cosine_distance(p, target)  # [B, T]
     latent = err.mean()
     if T < 2:
       return latent, jnp.zeros(())
     weights = dict(self.sampler_target or {"detail": 1.0})
     z = jnp.zeros_like(err)
     if weights.get("detail"):
-      z = z + weights["detail"] * detail_target(target_px,
-                                                hr.shape[1] // lr_size)
+      z = z + weights["detail"] * detail_target(
+          target_px, hr.shape[1] // lr_size
+      )
     if weights.get("completion"):
       z = z + weights["completion"] * batch_standardise(jnp.log(err + 1e-4))
     return latent, sampler_regression_loss(logits, tidx, z)

@@ -59,6 +59,7 @@ TASKS = ("segmentation", "regression", "classification")
 
 # ----------------------------------------------------------------- helpers
 
+
 def pad_to_multiple(x: jnp.ndarray, m: int) -> jnp.ndarray:
   """Reflect-pads `[B, H, W, C]` at the bottom/right to multiples of `m`
   (edge-pads when the image is too small to reflect)."""
@@ -90,8 +91,8 @@ def upsample(x: jnp.ndarray, hw: Sequence[int]) -> jnp.ndarray:
   _, h, w, _ = x.shape
   if (h, w) == tuple(hw):
     return x
-  wh = jnp.asarray(linear_weights(h, int(hw[0])))            # [H, h]
-  ww = jnp.asarray(linear_weights(w, int(hw[1])))            # [W, w]
+  wh = jnp.asarray(linear_weights(h, int(hw[0])))  # [H, h]
+  ww = jnp.asarray(linear_weights(w, int(hw[1])))  # [W, w]
   return jnp.einsum("Hh,Ww,bhwc->bHWc", wh, ww, x)
 
 
@@ -102,6 +103,7 @@ def avg_pool2(x: jnp.ndarray) -> jnp.ndarray:
 
 class ConvBlock(nn.Module):
   """Two (3x3 conv, GroupNorm, GELU): `[B, H, W, C]` -> `[B, H, W, F]`."""
+
   features: int
   groups: int = 4
 
@@ -118,16 +120,19 @@ class ConvBlock(nn.Module):
 
 class PooledHead(nn.Module):
   """Global average pool + LayerNorm + linear: `[B, h, w, F]` -> `[B, K]`."""
+
   num_outputs: int
 
   @nn.compact
   def __call__(self, x):
     x = layers.LayerNorm(name="norm")(jnp.mean(x, axis=(1, 2)))
-    return layers.Dense(self.num_outputs, axes=("embed", "tokens"),
-                        name="head")(x)
+    return layers.Dense(
+        self.num_outputs, axes=("embed", "tokens"), name="head"
+    )(x)
 
 
 # -------------------------------------------------------------------- U-Net
+
 
 class UNet(nn.Module):
   """U-Net (Ronneberger et al. 2015), GroupNorm variant.
@@ -138,6 +143,7 @@ class UNet(nn.Module):
       times (padded to a multiple of 2 ** (len(widths) - 1)).
     pooled: `[B, K]` scene logits from the bottleneck instead of a dense map.
   """
+
   num_outputs: int
   widths: tuple[int, ...] = (16, 32, 64)
   pooled: bool = False
@@ -151,7 +157,7 @@ class UNet(nn.Module):
     for i, f in enumerate(self.widths):
       if i:
         x = avg_pool2(x)
-      x = ConvBlock(f, name=f"down{i}")(x)                   # [B, H/2^i, ., f]
+      x = ConvBlock(f, name=f"down{i}")(x)  # [B, H/2^i, ., f]
       skips.append(x)
     if self.pooled:
       return PooledHead(self.num_outputs, name="pool_head")(x)
@@ -159,17 +165,20 @@ class UNet(nn.Module):
       skip = skips[i]
       x = upsample(x, skip.shape[1:3])
       x = ConvBlock(self.widths[i], name=f"up{i}")(
-          jnp.concatenate([x, skip], axis=-1))
+          jnp.concatenate([x, skip], axis=-1)
+      )
     y = layers.Conv(self.num_outputs, (1, 1), name="head")(x)
     return y[:, :h, :w]
 
 
 # ------------------------------------------------------------- SegFormer
 
+
 class EfficientAttention(nn.Module):
   """SegFormer's efficient self-attention on `[B, h, w, D]`: queries from
   every position, keys/values from the map reduced `sr_ratio`x by a strided
   conv + LayerNorm (cost N * N / sr_ratio^2)."""
+
   num_heads: int
   sr_ratio: int
 
@@ -179,26 +188,37 @@ class EfficientAttention(nn.Module):
     q = einops.rearrange(x, "b h w d -> b (h w) d")
     kv = x
     if self.sr_ratio > 1:
-      kv = layers.Conv(d, (self.sr_ratio, self.sr_ratio),
-                       strides=(self.sr_ratio, self.sr_ratio),
-                       padding="VALID", name="reduce")(x)
+      kv = layers.Conv(
+          d,
+          (self.sr_ratio, self.sr_ratio),
+          strides=(self.sr_ratio, self.sr_ratio),
+          padding="VALID",
+          name="reduce",
+      )(x)
       kv = layers.LayerNorm(name="reduce_norm")(kv)
     kv = einops.rearrange(kv, "b h w d -> b (h w) d")
     y = layers.Attention(self.num_heads, name="attn")(
-        q, kv, kv, deterministic=True)
+        q, kv, kv, deterministic=True
+    )
     return einops.rearrange(y, "b (h w) d -> b h w d", h=h, w=w)
 
 
 class MixFFN(nn.Module):
   """Dense -> 3x3 depthwise conv -> GELU -> Dense on `[B, h, w, D]`."""
+
   hidden: int
 
   @nn.compact
   def __call__(self, x):
     d = x.shape[-1]
     y = layers.Dense(self.hidden, name="fc1")(x)
-    y = layers.Conv(self.hidden, (3, 3), feature_group_count=self.hidden,
-                    axes=(None, "mlp"), name="dwconv")(y)
+    y = layers.Conv(
+        self.hidden,
+        (3, 3),
+        feature_group_count=self.hidden,
+        axes=(None, "mlp"),
+        name="dwconv",
+    )(y)
     return layers.Dense(d, axes=("mlp", "embed"), name="fc2")(nn.gelu(y))
 
 
@@ -210,9 +230,11 @@ class SegFormerBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = x + EfficientAttention(self.num_heads, self.sr_ratio, name="attn")(
-        layers.LayerNorm(name="norm1")(x))
+        layers.LayerNorm(name="norm1")(x)
+    )
     return x + MixFFN(int(x.shape[-1] * self.mlp_ratio), name="ffn")(
-        layers.LayerNorm(name="norm2")(x))
+        layers.LayerNorm(name="norm2")(x)
+    )
 
 
 class SegFormerLike(nn.Module):
@@ -227,6 +249,7 @@ class SegFormerLike(nn.Module):
     decoder_dim: width of the all-MLP decoder.
     pooled: `[B, K]` scene logits from the last stage.
   """
+
   num_outputs: int
   widths: tuple[int, ...] = (16, 32, 64)
   depths: tuple[int, ...] = (1, 1, 1)
@@ -243,30 +266,37 @@ class SegFormerLike(nn.Module):
     x = pad_to_multiple(x, 4 * 2 ** (n - 1) * max(self.sr_ratios))
     feats = []
     for i, f in enumerate(self.widths):
-      k, s = (7, 4) if i == 0 else (3, 2)     # overlapping patch embedding
-      x = layers.Conv(f, (k, k), strides=(s, s), padding=k // 2,
-                      name=f"patch_embed{i}")(x)
+      k, s = (7, 4) if i == 0 else (3, 2)  # overlapping patch embedding
+      x = layers.Conv(
+          f, (k, k), strides=(s, s), padding=k // 2, name=f"patch_embed{i}"
+      )(x)
       x = layers.LayerNorm(name=f"embed_norm{i}")(x)
       for j in range(self.depths[i]):
-        x = SegFormerBlock(self.num_heads[i], self.sr_ratios[i],
-                           name=f"stage{i}_block{j}")(x)
-      x = layers.LayerNorm(name=f"stage_norm{i}")(x)          # [B, H/4/2^i..]
+        x = SegFormerBlock(
+            self.num_heads[i], self.sr_ratios[i], name=f"stage{i}_block{j}"
+        )(x)
+      x = layers.LayerNorm(name=f"stage_norm{i}")(x)  # [B, H/4/2^i..]
       feats.append(x)
     if self.pooled:
       return PooledHead(self.num_outputs, name="pool_head")(x)
     hw4 = feats[0].shape[1:3]
-    ys = [upsample(layers.Dense(self.decoder_dim, name=f"dec_proj{i}")(f), hw4)
-          for i, f in enumerate(feats)]
+    ys = [
+        upsample(layers.Dense(self.decoder_dim, name=f"dec_proj{i}")(f), hw4)
+        for i, f in enumerate(feats)
+    ]
     y = layers.Dense(self.decoder_dim, name="dec_fuse")(
-        jnp.concatenate(ys[::-1], axis=-1))
+        jnp.concatenate(ys[::-1], axis=-1)
+    )
     y = nn.gelu(layers.LayerNorm(name="dec_norm")(y))
-    y = layers.Dense(self.num_outputs, axes=("embed", "tokens"),
-                     name="head")(y)                          # [B, H/4, W/4, K]
+    y = layers.Dense(self.num_outputs, axes=("embed", "tokens"), name="head")(
+        y
+    )  # [B, H/4, W/4, K]
     y = upsample(y, (y.shape[1] * 4, y.shape[2] * 4))
     return y[:, :h, :w]
 
 
 # ------------------------------------------------------------------- Swin
+
 
 class SwinSeg(nn.Module):
   """Swin-style segmenter (Liu et al. 2021), small.
@@ -281,6 +311,7 @@ class SwinSeg(nn.Module):
     decoder_dim: width of the FPN-style decoder.
     pooled: `[B, K]` scene logits from the last stage.
   """
+
   num_outputs: int
   patch: int = 2
   widths: tuple[int, ...] = (16, 32)
@@ -296,27 +327,43 @@ class SwinSeg(nn.Module):
     _, h, w, _ = x.shape
     n = len(self.widths)
     x = pad_to_multiple(x, self.patch * self.window_size * 2 ** (n - 1))
-    x = layers.Conv(self.widths[0], (self.patch, self.patch),
-                    strides=(self.patch, self.patch), padding="VALID",
-                    name="patch_embed")(x)                     # [B, H/p, W/p, D]
+    x = layers.Conv(
+        self.widths[0],
+        (self.patch, self.patch),
+        strides=(self.patch, self.patch),
+        padding="VALID",
+        name="patch_embed",
+    )(
+        x
+    )  # [B, H/p, W/p, D]
     x = layers.LayerNorm(name="embed_norm")(x)
     feats = []
     for i, f in enumerate(self.widths):
       if i:  # patch merging: 2x2 neighbours -> 4D -> Dense f
         x = einops.rearrange(x, "b (h p) (w q) d -> b h w (p q d)", p=2, q=2)
         x = layers.Dense(f, name=f"merge{i}")(
-            layers.LayerNorm(name=f"merge_norm{i}")(x))
+            layers.LayerNorm(name=f"merge_norm{i}")(x)
+        )
       for j in range(self.depths[i]):
-        x = sr_lib.SwinBlock(self.num_heads[i], self.window_size,
-                             j % 2 == 1, name=f"stage{i}_block{j}")(x)
+        x = sr_lib.SwinBlock(
+            self.num_heads[i],
+            self.window_size,
+            j % 2 == 1,
+            name=f"stage{i}_block{j}",
+        )(x)
       feats.append(layers.LayerNorm(name=f"stage_norm{i}")(x))
     if self.pooled:
       return PooledHead(self.num_outputs, name="pool_head")(feats[-1])
     hw0 = feats[0].shape[1:3]
-    y = sum(upsample(layers.Dense(self.decoder_dim, name=f"dec_proj{i}")(f),
-                     hw0) for i, f in enumerate(feats))
-    y = nn.gelu(layers.GroupNorm(num_groups=4, name="dec_norm")(
-        layers.Conv(self.decoder_dim, (3, 3), name="dec_conv")(y)))
+    y = sum(
+        upsample(layers.Dense(self.decoder_dim, name=f"dec_proj{i}")(f), hw0)
+        for i, f in enumerate(feats)
+    )
+    y = nn.gelu(
+        layers.GroupNorm(num_groups=4, name="dec_norm")(
+            layers.Conv(self.decoder_dim, (3, 3), name="dec_conv")(y)
+        )
+    )
     y = layers.Conv(self.num_outputs, (1, 1), name="head")(y)
     y = upsample(y, (y.shape[1] * self.patch, y.shape[2] * self.patch))
     return y[:, :h, :w]
@@ -331,13 +378,16 @@ def SceneClassifier(num_classes: int, widths=(16, 32, 64)) -> UNet:
 BACKBONES = {"unet": UNet, "segformer": SegFormerLike, "swin": SwinSeg}
 
 
-def make_backbone(name: str, num_outputs: int, pooled: bool = False,
-                  **kwargs) -> nn.Module:
+def make_backbone(
+    name: str, num_outputs: int, pooled: bool = False, **kwargs
+) -> nn.Module:
   """Backbone `name` ("unet", "segformer", "swin") with its own defaults
   overridden by `kwargs` (e.g. widths=(8, 16))."""
   if name not in BACKBONES:
-    raise ValueError(f"unknown downstream backbone {name!r} "
-                     f"(config.model.backbone); known: {sorted(BACKBONES)}")
+    raise ValueError(
+        f"unknown downstream backbone {name!r} "
+        f"(config.model.backbone); known: {sorted(BACKBONES)}"
+    )
   return BACKBONES[name](num_outputs=num_outputs, pooled=pooled, **kwargs)
 
 
@@ -352,16 +402,20 @@ def inverse_frequency_weights(target: jnp.ndarray, k: int) -> jnp.ndarray:
   absent class. Every present class then carries the same total weight
   (n / K'), so a class covering 1% of the pixels counts as much as the
   background covering 99%."""
-  counts = jnp.sum(jax.nn.one_hot(target, k, dtype=jnp.float32),
-                   axis=tuple(range(target.ndim)))               # [K]
+  counts = jnp.sum(
+      jax.nn.one_hot(target, k, dtype=jnp.float32),
+      axis=tuple(range(target.ndim)),
+  )  # [K]
   present = counts > 0
   w = counts.sum() / (jnp.maximum(present.sum(), 1) * jnp.maximum(counts, 1.0))
   return jnp.where(present, w, 0.0)
 
 
-def segmentation_loss(logits: jnp.ndarray, target: jnp.ndarray,
-                      class_weights: jnp.ndarray | None = None
-                      ) -> jnp.ndarray:
+def segmentation_loss(
+    logits: jnp.ndarray,
+    target: jnp.ndarray,
+    class_weights: jnp.ndarray | None = None,
+) -> jnp.ndarray:
   """Softmax cross-entropy of `[B, H, W, K]` logits against `[B, H, W]`
   integer ids; ids outside [0, K) are ignored (e.g. 255 = no label).
 
@@ -379,8 +433,9 @@ def segmentation_loss(logits: jnp.ndarray, target: jnp.ndarray,
   return (ce * w).sum() / jnp.maximum(w.sum(), 1e-12)
 
 
-def dice_loss(logits: jnp.ndarray, target: jnp.ndarray,
-              smooth: float = 1.0) -> jnp.ndarray:
+def dice_loss(
+    logits: jnp.ndarray, target: jnp.ndarray, smooth: float = 1.0
+) -> jnp.ndarray:
   """Soft multi-class Dice loss (Milletari et al. 2016): the mean over the
   K classes of 1 - (2 sum p_k y_k + s) / (sum p_k + sum y_k + s), sums over
   every valid pixel of the batch, p = softmax(logits) `[B, H, W, K]`, y the
@@ -393,21 +448,25 @@ def dice_loss(logits: jnp.ndarray, target: jnp.ndarray,
   p = jax.nn.softmax(logits, axis=-1) * valid
   y = jax.nn.one_hot(target, k, dtype=logits.dtype) * valid
   axes = tuple(range(logits.ndim - 1))
-  inter = jnp.sum(p * y, axes)                                   # [K]
+  inter = jnp.sum(p * y, axes)  # [K]
   denom = jnp.sum(p, axes) + jnp.sum(y, axes)
   return jnp.mean(1.0 - (2.0 * inter + smooth) / (denom + smooth))
 
 
-def segmentation_losses(logits: jnp.ndarray, target: jnp.ndarray,
-                        kind: str = "ce",
-                        class_weights: Sequence[float] = ()
-                        ) -> dict[str, jnp.ndarray]:
+def segmentation_losses(
+    logits: jnp.ndarray,
+    target: jnp.ndarray,
+    kind: str = "ce",
+    class_weights: Sequence[float] = (),
+) -> dict[str, jnp.ndarray]:
   """The terms of segmentation loss `kind` (SEG_LOSSES), by name:
   "ce" (plain, or class-balanced for "balanced_ce*": `class_weights` when
   given, else `inverse_frequency_weights` of the batch) and/or "dice"."""
   if kind not in SEG_LOSSES:
-    raise ValueError(f"unknown segmentation loss {kind!r} "
-                     f"(config.model.seg_loss); known: {SEG_LOSSES}")
+    raise ValueError(
+        f"unknown segmentation loss {kind!r} "
+        f"(config.model.seg_loss); known: {SEG_LOSSES}"
+    )
   terms = kind.split("+")
   out = {}
   if "ce" in terms:
@@ -416,8 +475,10 @@ def segmentation_losses(logits: jnp.ndarray, target: jnp.ndarray,
     k = logits.shape[-1]
     if class_weights:
       if len(class_weights) != k:
-        raise ValueError(f"config.model.class_weights has {len(class_weights)}"
-                         f" entries for {k} classes.")
+        raise ValueError(
+            f"config.model.class_weights has {len(class_weights)}"
+            f" entries for {k} classes."
+        )
       w = jnp.asarray(class_weights, jnp.float32)
     else:
       t = target.astype(jnp.int32)
@@ -428,8 +489,9 @@ def segmentation_losses(logits: jnp.ndarray, target: jnp.ndarray,
   return out
 
 
-def regression_loss(pred: jnp.ndarray, target: jnp.ndarray,
-                    kind: str = "l1") -> jnp.ndarray:
+def regression_loss(
+    pred: jnp.ndarray, target: jnp.ndarray, kind: str = "l1"
+) -> jnp.ndarray:
   """Mean L1 or L2 of `[B, H, W, 1]` against `[B, H, W(, 1)]`; NaN targets
   (no data) are ignored."""
   target = target.reshape(pred.shape).astype(pred.dtype)
@@ -440,13 +502,16 @@ def regression_loss(pred: jnp.ndarray, target: jnp.ndarray,
   elif kind == "l2":
     per = jnp.square(d)
   else:
-    raise ValueError(f"unknown regression loss {kind!r} "
-                     "(config.model.regression_loss); known: l1, l2")
+    raise ValueError(
+        f"unknown regression loss {kind!r} "
+        "(config.model.regression_loss); known: l1, l2"
+    )
   w = valid.astype(per.dtype)
   return (per * w).sum() / jnp.maximum(w.sum(), 1.0)
 
 
 # ------------------------------------------------------------------- model
+
 
 class DownstreamModel(nn.Module):
   """A backbone + task + loss under the shared model contract (module doc).
@@ -470,6 +535,7 @@ class DownstreamModel(nn.Module):
     class_weights: fixed `[K]` weights for "balanced_ce" (e.g. inverse
       train-split frequencies); () = per batch.
   """
+
   task: str
   backbone: str = "unet"
   num_classes: int = 2
@@ -482,12 +548,17 @@ class DownstreamModel(nn.Module):
 
   def setup(self):
     if self.task not in TASKS:
-      raise ValueError(f"unknown downstream task {self.task!r} "
-                       f"(config.model.task); known: {TASKS}")
+      raise ValueError(
+          f"unknown downstream task {self.task!r} "
+          f"(config.model.task); known: {TASKS}"
+      )
     k = 1 if self.task == "regression" else self.num_classes
-    self.net = make_backbone(self.backbone, k,
-                             pooled=self.task == "classification",
-                             **dict(self.backbone_kwargs))
+    self.net = make_backbone(
+        self.backbone,
+        k,
+        pooled=self.task == "classification",
+        **dict(self.backbone_kwargs),
+    )
 
   def predict(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """`[B, H, W, C]` -> seg logits `[B, H, W, K]`, regression `[B, H, W,
@@ -500,10 +571,21 @@ class DownstreamModel(nn.Module):
     if self.task == "classification":
       return {"logits": y, "aux_losses": {}}
     if self.task == "segmentation":
-      aux = {} if target is None else segmentation_losses(
-          y, target, self.seg_loss, tuple(self.class_weights))
+      aux = (
+          {}
+          if target is None
+          else segmentation_losses(
+              y, target, self.seg_loss, tuple(self.class_weights)
+          )
+      )
       return {"seg_logits": y, "aux_losses": aux}
-    aux = ({} if target is None else
-           {self.regression_loss: regression_loss(y, target,
-                                                  self.regression_loss)})
+    aux = (
+        {}
+        if target is None
+        else {
+            self.regression_loss: regression_loss(
+                y, target, self.regression_loss
+            )
+        }
+    )
     return {"pred": y, "aux_losses": aux}

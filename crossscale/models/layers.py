@@ -29,38 +29,61 @@ def part(init, axes: Sequence[str | None]):
   return nn.with_logical_partitioning(init, tuple(axes))
 
 
-def Dense(features: int, axes=("embed", "mlp"), kernel_init=_lecun,
-          **kwargs) -> nn.Dense:
+def Dense(
+    features: int, axes=("embed", "mlp"), kernel_init=_lecun, **kwargs
+) -> nn.Dense:
   """Kernel `[in, out]` named `axes`, bias `[out]` named `axes[1]`."""
-  return nn.Dense(features, kernel_init=part(kernel_init, axes),
-                  bias_init=part(_zeros, axes[1:]), **kwargs)
+  return nn.Dense(
+      features,
+      kernel_init=part(kernel_init, axes),
+      bias_init=part(_zeros, axes[1:]),
+      **kwargs,
+  )
 
 
-def Conv(features: int, kernel_size, axes=("conv_in", "conv_out"),
-         **kwargs) -> nn.Conv:
+def Conv(
+    features: int, kernel_size, axes=("conv_in", "conv_out"), **kwargs
+) -> nn.Conv:
   """Kernel `[kh, kw, in, out]`; spatial dims are never sharded."""
   spatial = (None,) * len(kernel_size)
-  return nn.Conv(features, kernel_size,
-                 kernel_init=part(_lecun, spatial + tuple(axes)),
-                 bias_init=part(_zeros, axes[1:]), **kwargs)
+  return nn.Conv(
+      features,
+      kernel_size,
+      kernel_init=part(_lecun, spatial + tuple(axes)),
+      bias_init=part(_zeros, axes[1:]),
+      **kwargs,
+  )
 
 
-def Embed(num_embeddings: int, features: int, axes=("tokens", "embed"),
-          **kwargs) -> nn.Embed:
+def Embed(
+    num_embeddings: int, features: int, axes=("tokens", "embed"), **kwargs
+) -> nn.Embed:
   """Table `[num_embeddings, features]` (linen's default init)."""
-  return nn.Embed(num_embeddings, features, embedding_init=part(
-      nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0),
-      axes), **kwargs)
+  return nn.Embed(
+      num_embeddings,
+      features,
+      embedding_init=part(
+          nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0),
+          axes,
+      ),
+      **kwargs,
+  )
 
 
 def LayerNorm(**kwargs) -> nn.LayerNorm:
-  return nn.LayerNorm(scale_init=part(nn.initializers.ones, ("norm",)),
-                      bias_init=part(_zeros, ("norm",)), **kwargs)
+  return nn.LayerNorm(
+      scale_init=part(nn.initializers.ones, ("norm",)),
+      bias_init=part(_zeros, ("norm",)),
+      **kwargs,
+  )
 
 
 def GroupNorm(**kwargs) -> nn.GroupNorm:
-  return nn.GroupNorm(scale_init=part(nn.initializers.ones, ("norm",)),
-                      bias_init=part(_zeros, ("norm",)), **kwargs)
+  return nn.GroupNorm(
+      scale_init=part(nn.initializers.ones, ("norm",)),
+      bias_init=part(_zeros, ("norm",)),
+      **kwargs,
+  )
 
 
 def Attention(num_heads: int, **kwargs) -> nn.MultiHeadDotProductAttention:
@@ -70,4 +93,6 @@ def Attention(num_heads: int, **kwargs) -> nn.MultiHeadDotProductAttention:
       kernel_init=part(_lecun, ("embed", "heads", "kv")),
       bias_init=part(_zeros, ("heads", "kv")),
       out_kernel_init=part(_lecun, ("heads", "kv", "embed")),
-      out_bias_init=part(_zeros, ("embed",)), **kwargs)
+      out_bias_init=part(_zeros, ("embed",)),
+      **kwargs,
+  )

@@ -41,7 +41,8 @@ import jax
 import jax.numpy as jnp
 
 from crossscale import checkpoint
-from crossscale.models import layers, text_encoder as te
+from crossscale.models import layers
+from crossscale.models import text_encoder as te
 
 # Regexes on "a/b/kernel" paths (crossscale.optim.param_labels) per mode.
 _BACKBONE_NON_NORM = r"^backbone/(.*/)?(?!norm)[^/]+/(kernel|bias)$"
@@ -52,9 +53,13 @@ FROZEN = {
     "full_text": (),
 }
 
-TINY_TEXT = te.BertConfig(hidden_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, intermediate_size=64,
-                          max_position_embeddings=128)
+TINY_TEXT = te.BertConfig(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+)
 
 
 def frozen_patterns(mode: str) -> tuple[str, ...]:
@@ -84,6 +89,7 @@ class Backbone(nn.Module):
   stem: `[B, H, W, C_in]` -> `[B, H/4, W/4, widths[0]]`;
   stage(i, x): (merge 2x2 -> widths[i] when i > 0) + depths[i] blocks.
   """
+
   widths: Sequence[int] = (32, 64, 128, 256)
   depths: Sequence[int] = (1, 1, 2, 1)
 
@@ -91,8 +97,9 @@ class Backbone(nn.Module):
     self.stem_conv = layers.Conv(self.widths[0], (4, 4), strides=(4, 4))
     self.stem_norm = layers.LayerNorm()
     self.down_norm = [layers.LayerNorm() for _ in self.widths[1:]]
-    self.down = [layers.Conv(w, (2, 2), strides=(2, 2))
-                 for w in self.widths[1:]]
+    self.down = [
+        layers.Conv(w, (2, 2), strides=(2, 2)) for w in self.widths[1:]
+    ]
     self.blocks = [[ConvBlock() for _ in range(d)] for d in self.depths]
 
   def stem(self, x):
@@ -119,6 +126,7 @@ class Backbone(nn.Module):
 
 class TextAdapter(nn.Module):
   """Learnable queries attend to word embeddings -> proxies `[B, Q, D]`."""
+
   num_queries: int = 4
   dim: int = 64
   num_heads: int = 4
@@ -128,39 +136,48 @@ class TextAdapter(nn.Module):
   def __call__(self, tokens, mask):
     """tokens: `[B, L, E]`; mask: `[B, L]` (1 = word)."""
     words = layers.LayerNorm(name="norm_words")(
-        layers.Dense(self.dim, name="proj")(tokens))              # [B, L, D]
-    q = self.param("queries", layers.part(nn.initializers.normal(0.02),
-                                          ("tokens", "embed")),
-                   (self.num_queries, self.dim))
-    q = jnp.broadcast_to(q, (tokens.shape[0],) + q.shape)      # [B, Q, D]
-    attn_mask = mask.astype(bool)[:, None, None, :]             # [B,1,1,L]
+        layers.Dense(self.dim, name="proj")(tokens)
+    )  # [B, L, D]
+    q = self.param(
+        "queries",
+        layers.part(nn.initializers.normal(0.02), ("tokens", "embed")),
+        (self.num_queries, self.dim),
+    )
+    q = jnp.broadcast_to(q, (tokens.shape[0],) + q.shape)  # [B, Q, D]
+    attn_mask = mask.astype(bool)[:, None, None, :]  # [B,1,1,L]
     for i in range(self.depth):
       y = layers.Attention(self.num_heads, name=f"cross_{i}")(
-          layers.LayerNorm(name=f"norm_q{i}")(q), words, mask=attn_mask)
+          layers.LayerNorm(name=f"norm_q{i}")(q), words, mask=attn_mask
+      )
       q = q + y
       y = layers.LayerNorm(name=f"norm_mlp{i}")(q)
       y = layers.Dense(2 * self.dim, name=f"mlp_in{i}")(y)
-      q = q + layers.Dense(self.dim, axes=("mlp", "embed"),
-                           name=f"mlp_out{i}")(nn.gelu(y))
+      q = q + layers.Dense(self.dim, axes=("mlp", "embed"), name=f"mlp_out{i}")(
+          nn.gelu(y)
+      )
     return layers.LayerNorm(name="norm_out")(q)
 
 
 class StageAdapter(nn.Module):
   """Language-conditioned bottleneck inside the backbone:
   x + Up(GELU(Down(LN x)) * (1 + gamma(lang))); Up is zero-initialised."""
+
   bottleneck: int = 16
 
   @nn.compact
   def __call__(self, x, lang):
     """x: `[B, h, w, C]`; lang: `[B, D]` (mean proxy)."""
     c = x.shape[-1]
-    y = layers.Dense(self.bottleneck, name="down")(layers.LayerNorm(
-        name="norm")(x))
-    gamma = layers.Dense(self.bottleneck, name="film",
-                         kernel_init=nn.initializers.zeros)(lang)
+    y = layers.Dense(self.bottleneck, name="down")(
+        layers.LayerNorm(name="norm")(x)
+    )
+    gamma = layers.Dense(
+        self.bottleneck, name="film", kernel_init=nn.initializers.zeros
+    )(lang)
     y = nn.gelu(y) * (1.0 + gamma[:, None, None, :])
-    return x + layers.Dense(c, axes=("mlp", "embed"), name="up",
-                            kernel_init=nn.initializers.zeros)(y)
+    return x + layers.Dense(
+        c, axes=("mlp", "embed"), name="up", kernel_init=nn.initializers.zeros
+    )(y)
 
 
 def _resize(x, hw):
@@ -174,6 +191,7 @@ class VisualAdapter(nn.Module):
 
   Returns (fused `[B, h, w, D]` at the finest stage's resolution,
   similarity maps `[B, h, w, Q]`, scale weights `[B, S]`)."""
+
   dim: int = 64
 
   @nn.compact
@@ -182,26 +200,32 @@ class VisualAdapter(nn.Module):
     dense = []
     for s, f in enumerate(feats):
       y = layers.LayerNorm(name=f"norm_s{s}")(
-          layers.Dense(self.dim, name=f"proj_s{s}")(f))
-      y = _resize(y, hw)                                          # [B,h,w,D]
-      y = y + layers.Conv(self.dim, (3, 3), feature_group_count=self.dim,
-                          name=f"dw_s{s}")(y)
+          layers.Dense(self.dim, name=f"proj_s{s}")(f)
+      )
+      y = _resize(y, hw)  # [B,h,w,D]
+      y = y + layers.Conv(
+          self.dim, (3, 3), feature_group_count=self.dim, name=f"dw_s{s}"
+      )(y)
       dense.append(y)
-    dense = jnp.stack(dense, 1)                                 # [B,S,h,w,D]
-    lang = proxies.mean(1)                                      # [B, D]
+    dense = jnp.stack(dense, 1)  # [B,S,h,w,D]
+    lang = proxies.mean(1)  # [B, D]
     scale_logits = layers.Dense(len(feats), name="scale_select")(lang)
-    w = jax.nn.softmax(scale_logits, -1)                        # [B, S]
+    w = jax.nn.softmax(scale_logits, -1)  # [B, S]
     fused = jnp.einsum("bs,bshwd->bhwd", w, dense)
     # Spatial selection: where the language proxies point.
     k = layers.Dense(self.dim, name="pix_key")(fused)
-    q = layers.Dense(self.dim, name="proxy_query")(proxies)     # [B, Q, D]
+    q = layers.Dense(self.dim, name="proxy_query")(proxies)  # [B, Q, D]
     k = k / (jnp.linalg.norm(k, axis=-1, keepdims=True) + 1e-6)
     q = q / (jnp.linalg.norm(q, axis=-1, keepdims=True) + 1e-6)
-    sim = jnp.einsum("bhwd,bqd->bhwq", k, q)                    # [B,h,w,Q]
-    temp = self.param("gate_scale", layers.part(
-        nn.initializers.constant(5.0), ("tokens",)), (1,))
-    bias = self.param("gate_bias", layers.part(nn.initializers.zeros,
-                                               ("tokens",)), (1,))
+    sim = jnp.einsum("bhwd,bqd->bhwq", k, q)  # [B,h,w,Q]
+    temp = self.param(
+        "gate_scale",
+        layers.part(nn.initializers.constant(5.0), ("tokens",)),
+        (1,),
+    )
+    bias = self.param(
+        "gate_bias", layers.part(nn.initializers.zeros, ("tokens",)), (1,)
+    )
     gate = jax.nn.sigmoid(temp * sim.max(-1, keepdims=True) + bias)
     return fused * (0.5 + gate), sim, w
 
@@ -209,13 +233,14 @@ class VisualAdapter(nn.Module):
 class MaskDecoder(nn.Module):
   """Light decoder: FiLM by the proxies, convs at h, a shallow image stem at
   H/2, a 1x1 head -> `[B, H, W]` logits."""
+
   dim: int = 64
   stem_dim: int = 16
 
   @nn.compact
   def __call__(self, fused, sim, proxies, image):
     lang = proxies.mean(1)
-    film = layers.Dense(2 * self.dim, name="film")(lang)        # [B, 2D]
+    film = layers.Dense(2 * self.dim, name="film")(lang)  # [B, 2D]
     scale, shift = jnp.split(film[:, None, None, :], 2, -1)
     x = jnp.concatenate([fused, sim], -1)
     x = layers.Conv(self.dim, (3, 3), name="conv0")(x)
@@ -225,11 +250,14 @@ class MaskDecoder(nn.Module):
     x = nn.gelu(layers.GroupNorm(num_groups=8, name="norm1")(x))
     H, W = image.shape[1:3]
     half = (H // 2, W // 2)
-    stem = nn.gelu(layers.Conv(self.stem_dim, (3, 3), strides=(2, 2),
-                               name="image_stem")(image))       # [B,H/2,W/2,c]
+    stem = nn.gelu(
+        layers.Conv(self.stem_dim, (3, 3), strides=(2, 2), name="image_stem")(
+            image
+        )
+    )  # [B,H/2,W/2,c]
     x = jnp.concatenate([_resize(x, half), _resize(stem, half)], -1)
     x = nn.gelu(layers.Conv(self.dim // 2, (3, 3), name="conv2")(x))
-    logits = layers.Conv(1, (1, 1), name="head")(x)[..., 0]      # [B,H/2,W/2]
+    logits = layers.Conv(1, (1, 1), name="head")(x)[..., 0]  # [B,H/2,W/2]
     return jax.image.resize(logits, (logits.shape[0], H, W), "bilinear")
 
 
@@ -239,11 +267,16 @@ class MaskDecoder(nn.Module):
 def bce_dice(logits, target):
   """Per-example BCE (pixel mean) and soft Dice loss: `[B, H, W]` -> `[B]`."""
   t = target.astype(jnp.float32)
-  bce = jnp.mean(jnp.maximum(logits, 0) - logits * t
-                 + jnp.log1p(jnp.exp(-jnp.abs(logits))), axis=(1, 2))
+  bce = jnp.mean(
+      jnp.maximum(logits, 0)
+      - logits * t
+      + jnp.log1p(jnp.exp(-jnp.abs(logits))),
+      axis=(1, 2),
+  )
   p = jax.nn.sigmoid(logits)
   dice = 1.0 - (2 * (p * t).sum((1, 2)) + 1.0) / (
-      p.sum((1, 2)) + t.sum((1, 2)) + 1.0)
+      p.sum((1, 2)) + t.sum((1, 2)) + 1.0
+  )
   return bce, dice
 
 
@@ -269,6 +302,7 @@ class RefSegModel(nn.Module):
   encoder (mode "full_text"); otherwise they are stopped at its output so
   its backward pass is never computed.
   """
+
   backbone: Any = None
   adapter: Any = None
   text_encoder: str = "minilm"
@@ -282,8 +316,14 @@ class RefSegModel(nn.Module):
 
   @nn.nowrap
   def _ad(self):
-    return {"dim": 64, "num_queries": 4, "num_heads": 4, "depth": 1,
-            "bottleneck": 16, **dict(self.adapter or {})}
+    return {
+        "dim": 64,
+        "num_queries": 4,
+        "num_heads": 4,
+        "depth": 1,
+        "bottleneck": 16,
+        **dict(self.adapter or {}),
+    }
 
   @nn.nowrap
   def _text_cfg(self) -> te.BertConfig:
@@ -291,20 +331,31 @@ class RefSegModel(nn.Module):
       return te.BertConfig()
     if self.text_encoder == "tiny":
       return TINY_TEXT
-    raise ValueError(f"unknown text_encoder {self.text_encoder!r} "
-                     "(config.model.text_encoder); known: minilm, tiny")
+    raise ValueError(
+        f"unknown text_encoder {self.text_encoder!r} "
+        "(config.model.text_encoder); known: minilm, tiny"
+    )
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    image = batch["hr"]                                         # [B,H,W,C]
+    image = batch["hr"]  # [B,H,W,C]
     ad = self._ad()
     words = te.TextEncoder(self._text_cfg(), name="text_encoder")(
-        batch["text_ids"], batch["text_mask"])["tokens"]        # [B,L,E]
+        batch["text_ids"], batch["text_mask"]
+    )[
+        "tokens"
+    ]  # [B,L,E]
     if not self.train_text_encoder:
       words = jax.lax.stop_gradient(words)
-    proxies = TextAdapter(ad["num_queries"], ad["dim"], ad["num_heads"],
-                          ad["depth"], name="text_adapter")(
-                              words, batch["text_mask"])         # [B,Q,D]
+    proxies = TextAdapter(
+        ad["num_queries"],
+        ad["dim"],
+        ad["num_heads"],
+        ad["depth"],
+        name="text_adapter",
+    )(
+        words, batch["text_mask"]
+    )  # [B,Q,D]
     lang = proxies.mean(1)
     bb = Backbone(**self._bb(), name="backbone")
     x, feats = bb.stem(image), []
@@ -313,24 +364,34 @@ class RefSegModel(nn.Module):
       x = StageAdapter(ad["bottleneck"], name=f"stage_adapter_{i}")(x, lang)
       feats.append(x)
     fused, sim, scale_w = VisualAdapter(ad["dim"], name="visual_adapter")(
-        feats, proxies)
-    logits = MaskDecoder(ad["dim"], name="decoder")(fused, sim, proxies,
-                                                    image)      # [B,H,W]
-    out = {"mask_logits": logits, "aux_losses": {},
-           "metrics": {"scale_entropy": -(scale_w * jnp.log(
-               scale_w + 1e-9)).sum(-1)}}
+        feats, proxies
+    )
+    logits = MaskDecoder(ad["dim"], name="decoder")(
+        fused, sim, proxies, image
+    )  # [B,H,W]
+    out = {
+        "mask_logits": logits,
+        "aux_losses": {},
+        "metrics": {
+            "scale_entropy": -(scale_w * jnp.log(scale_w + 1e-9)).sum(-1)
+        },
+    }
     if "mask_target" in batch:
       target = batch["mask_target"]
       bce, dice = bce_dice(logits, target)
       w = batch.get("valid")
       w = jnp.ones_like(bce) if w is None else w.astype(jnp.float32)
       n = jnp.maximum(w.sum(), 1.0)
-      out["aux_losses"] = {"bce": (bce * w).sum() / n,
-                           "dice": (dice * w).sum() / n}
+      out["aux_losses"] = {
+          "bce": (bce * w).sum() / n,
+          "dice": (dice * w).sum() / n,
+      }
       inter, union = iou_counts(logits, target)
-      out["metrics"].update(inter=inter, union=union,
-                            iou=jnp.where(union > 0, inter / jnp.maximum(
-                                union, 1.0), 0.0))
+      out["metrics"].update(
+          inter=inter,
+          union=union,
+          iou=jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 0.0),
+      )
     return out
 
   @nn.nowrap
@@ -340,11 +401,14 @@ class RefSegModel(nn.Module):
     if self.text_encoder == "minilm":
       _, minilm, _ = te.load_minilm(self.minilm_path or None)
       params["text_encoder"] = checkpoint.replace_checked(
-          params["text_encoder"], minilm, "MiniLM weights (text_encoder)")
+          params["text_encoder"], minilm, "MiniLM weights (text_encoder)"
+      )
     if self.backbone_init:
       params["backbone"] = checkpoint.replace_checked(
-          params["backbone"], load_backbone(self.backbone_init),
-          f"config.model.backbone_init={self.backbone_init!r} (backbone)")
+          params["backbone"],
+          load_backbone(self.backbone_init),
+          f"config.model.backbone_init={self.backbone_init!r} (backbone)",
+      )
     return params
 
 
@@ -366,13 +430,15 @@ def load_backbone(path: str):
 class BackboneClassifier(nn.Module):
   """The refseg backbone + mean pool + linear head: pretrains `backbone/`
   on a classification set (e.g. toyworld scenes) for `backbone_init`."""
+
   num_classes: int
   backbone: Any = None
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    feats = Backbone(**dict(self.backbone or {}), name="backbone")(
-        batch["hr"])
+    feats = Backbone(**dict(self.backbone or {}), name="backbone")(batch["hr"])
     x = layers.LayerNorm(name="head_norm")(feats[-1].mean((1, 2)))
-    return {"logits": layers.Dense(self.num_classes, name="head")(x),
-            "aux_losses": {}}
+    return {
+        "logits": layers.Dense(self.num_classes, name="head")(x),
+        "aux_losses": {},
+    }

@@ -34,13 +34,12 @@ import numpy as np
 
 from crossscale.models import layers, vit
 
-
 # ----------------------------------------------------------------- helpers
+
 
 def pixel_shuffle(x: jnp.ndarray, r: int) -> jnp.ndarray:
   """`[B, h, w, C*r*r]` -> `[B, h*r, w*r, C]` (PyTorch's channel order)."""
-  return einops.rearrange(x, "b h w (c r1 r2) -> b (h r1) (w r2) c",
-                          r1=r, r2=r)
+  return einops.rearrange(x, "b h w (c r1 r2) -> b (h r1) (w r2) c", r1=r, r2=r)
 
 
 def _prime_factors(n: int) -> list[int]:
@@ -60,12 +59,14 @@ def integer_scale(scale: float, model: str) -> int:
     raise ValueError(
         f"{model} upsamples by an integer scale >= 1, got {scale} "
         "(config.model.scale). Use ImplicitSR for real-valued scales, or an "
-        "integer scale plus out_hw to resize to the HR grid.")
+        "integer scale plus out_hw to resize to the HR grid."
+    )
   return int(scale)
 
 
-def resize(x: jnp.ndarray, out_hw: Sequence[int],
-           method: str = "cubic") -> jnp.ndarray:
+def resize(
+    x: jnp.ndarray, out_hw: Sequence[int], method: str = "cubic"
+) -> jnp.ndarray:
   """`[B, h, w, C]` -> `[B, *out_hw, C]`; Keys cubic (a=-0.5), half-pixel
   centres, antialiased when shrinking (jax.image.resize)."""
   b, _, _, c = x.shape
@@ -86,9 +87,11 @@ def sr_outputs(sr: jnp.ndarray, batch: dict) -> dict:
   if hr is None:
     return {"sr": sr, "aux_losses": {}}
   if sr.shape != hr.shape:
-    raise ValueError(f"SR output {sr.shape} does not match batch['hr'] "
-                     f"{hr.shape}: check the model's out_bands against the "
-                     "HR band count (config.model.out_bands).")
+    raise ValueError(
+        f"SR output {sr.shape} does not match batch['hr'] "
+        f"{hr.shape}: check the model's out_bands against the "
+        "HR band count (config.model.out_bands)."
+    )
   return {"sr": sr, "aux_losses": {"l1": jnp.mean(jnp.abs(sr - hr))}}
 
 
@@ -112,14 +115,17 @@ def predict_fn(model: nn.Module, params):
   def run(p, lr, out_hw):
     return model.apply({"params": p}, lr, out_hw, method="predict")
 
-  return lambda lr, out_hw: run(params, jnp.asarray(lr, jnp.float32),
-                                tuple(int(n) for n in out_hw))
+  return lambda lr, out_hw: run(
+      params, jnp.asarray(lr, jnp.float32), tuple(int(n) for n in out_hw)
+  )
 
 
 # ----------------------------------------------------------------- bicubic
 
-def map_bands(x: jnp.ndarray,
-              band_map: Sequence[Sequence[int]] | None) -> jnp.ndarray:
+
+def map_bands(
+    x: jnp.ndarray, band_map: Sequence[Sequence[int]] | None
+) -> jnp.ndarray:
   """`[..., C_in]` -> `[..., len(band_map)]`: output band j is the mean of
   input bands `band_map[j]` (a fixed, parameter-free 1x1 projection).
 
@@ -129,12 +135,14 @@ def map_bands(x: jnp.ndarray,
   if band_map is None:
     return x
   c = x.shape[-1]
-  w = np.zeros((c, len(band_map)), np.float32)               # [C_in, C_out]
+  w = np.zeros((c, len(band_map)), np.float32)  # [C_in, C_out]
   for j, srcs in enumerate(band_map):
     srcs = tuple(srcs)
     if not srcs or min(srcs) < 0 or max(srcs) >= c:
-      raise ValueError(f"band_map[{j}] = {srcs} must name input bands in "
-                       f"[0, {c}) (config.model.band_map).")
+      raise ValueError(
+          f"band_map[{j}] = {srcs} must name input bands in "
+          f"[0, {c}) (config.model.band_map)."
+      )
     w[list(srcs), j] = 1.0 / len(srcs)
   return x @ w
 
@@ -146,6 +154,7 @@ class Bicubic(SRModel):
     scale: upsampling factor used when no `out_hw` is given (may be real).
     band_map: see `map_bands`; required when C_in != C_out of the task.
   """
+
   scale: float = 4.0
   band_map: tuple[tuple[int, ...], ...] | None = None
 
@@ -153,26 +162,33 @@ class Bicubic(SRModel):
     del train
     x = map_bands(lr, self.band_map)
     if out_hw is None:
-      out_hw = (round(lr.shape[1] * self.scale),
-                round(lr.shape[2] * self.scale))
+      out_hw = (
+          round(lr.shape[1] * self.scale),
+          round(lr.shape[2] * self.scale),
+      )
     return resize(x, out_hw)
 
 
 # -------------------------------------------------------------------- EDSR
 
+
 class ResBlock(nn.Module):
   """EDSR block, no BatchNorm: x + res_scale * conv(relu(conv(x)))."""
+
   features: int
   res_scale: float = 1.0
 
   @nn.compact
   def __call__(self, x):
     y = nn.relu(layers.Conv(self.features, (3, 3), name="conv0")(x))
-    return x + self.res_scale * layers.Conv(self.features, (3, 3), name="conv1")(y)
+    return x + self.res_scale * layers.Conv(
+        self.features, (3, 3), name="conv1"
+    )(y)
 
 
 class EDSRBody(nn.Module):
   """Feature extractor at LR resolution: `[B, h, w, C]` -> `[B, h, w, F]`."""
+
   features: int = 64
   num_blocks: int = 16
   res_scale: float = 0.1
@@ -189,6 +205,7 @@ class EDSRBody(nn.Module):
 class Upsampler(nn.Module):
   """Conv + pixel shuffle per prime factor of `scale` (x4 = x2, x2):
   `[B, h, w, F]` -> `[B, h*scale, w*scale, F]`."""
+
   features: int
   scale: int
 
@@ -196,7 +213,8 @@ class Upsampler(nn.Module):
   def __call__(self, x):
     for i, r in enumerate(_prime_factors(self.scale)):
       x = pixel_shuffle(
-          layers.Conv(self.features * r * r, (3, 3), name=f"conv{i}")(x), r)
+          layers.Conv(self.features * r * r, (3, 3), name=f"conv{i}")(x), r
+      )
     return x
 
 
@@ -209,6 +227,7 @@ class EDSR(SRModel):
     out_bands: C_out.
     scale: integer upsampling factor.
   """
+
   out_bands: int
   scale: int = 4
   features: int = 64
@@ -219,31 +238,40 @@ class EDSR(SRModel):
   def predict(self, lr, out_hw=None, train: bool = False):
     del train
     s = integer_scale(self.scale, "EDSR")
-    x = EDSRBody(self.features, self.num_blocks, self.res_scale,
-                 name="body")(lr)                             # [B, h, w, F]
-    x = Upsampler(self.features, s, name="upsampler")(x)      # [B, sh, sw, F]
+    x = EDSRBody(self.features, self.num_blocks, self.res_scale, name="body")(
+        lr
+    )  # [B, h, w, F]
+    x = Upsampler(self.features, s, name="upsampler")(x)  # [B, sh, sw, F]
     return to_grid(layers.Conv(self.out_bands, (3, 3), name="tail")(x), out_hw)
 
 
 # ------------------------------------------------------------------ SwinIR
 
+
 def window_partition(x: jnp.ndarray, ws: int) -> jnp.ndarray:
   """`[B, H, W, C]` -> `[B * nW, ws*ws, C]` (windows in row-major order)."""
-  return einops.rearrange(x, "b (nh p) (nw q) c -> (b nh nw) (p q) c",
-                          p=ws, q=ws)
+  return einops.rearrange(
+      x, "b (nh p) (nw q) c -> (b nh nw) (p q) c", p=ws, q=ws
+  )
 
 
 def window_merge(x: jnp.ndarray, ws: int, h: int, w: int) -> jnp.ndarray:
   """Inverse of `window_partition`: `[B * nW, ws*ws, C]` -> `[B, h, w, C]`."""
-  return einops.rearrange(x, "(b nh nw) (p q) c -> b (nh p) (nw q) c",
-                          nh=h // ws, nw=w // ws, p=ws, q=ws)
+  return einops.rearrange(
+      x,
+      "(b nh nw) (p q) c -> b (nh p) (nw q) c",
+      nh=h // ws,
+      nw=w // ws,
+      p=ws,
+      q=ws,
+  )
 
 
 def relative_position_index(ws: int) -> np.ndarray:
   """`[ws*ws, ws*ws]` index into the `[(2ws-1)^2]` relative-bias table."""
   yy, xx = np.meshgrid(np.arange(ws), np.arange(ws), indexing="ij")
-  coords = np.stack([yy.ravel(), xx.ravel()])                 # [2, N]
-  rel = coords[:, :, None] - coords[:, None, :] + ws - 1      # [2, N, N]
+  coords = np.stack([yy.ravel(), xx.ravel()])  # [2, N]
+  rel = coords[:, :, None] - coords[:, None, :] + ws - 1  # [2, N, N]
   return rel[0] * (2 * ws - 1) + rel[1]
 
 
@@ -258,13 +286,15 @@ def shift_mask(h: int, w: int, ws: int, shift: int) -> np.ndarray:
       region[sy, sx] = 3 * i + j
   win = einops.rearrange(region, "(nh p) (nw q) -> (nh nw) (p q)", p=ws, q=ws)
   return np.where(win[:, :, None] != win[:, None, :], -100.0, 0.0).astype(
-      np.float32)
+      np.float32
+  )
 
 
 class WindowAttention(nn.Module):
   """Multi-head self-attention inside windows with a learned relative
   position bias: `[Bw, N, C]` (+ mask `[nW, N, N]`) -> `[Bw, N, C]`.
   Parameters carry logical axis names (`layers`), so they shard."""
+
   num_heads: int
   window_size: int
 
@@ -275,23 +305,30 @@ class WindowAttention(nn.Module):
     qkv = layers.Dense(3 * c, name="qkv")(x)
     q, k, v = einops.rearrange(qkv, "b n (t h d) -> t b h n d", t=3, h=nh)
     attn = jnp.einsum("bhnd,bhmd->bhnm", q * (c // nh) ** -0.5, k)
-    table = self.param("relative_position_bias", layers.part(
-        nn.initializers.truncated_normal(0.02), ("tokens", "heads")),
-                       ((2 * ws - 1) ** 2, nh))
-    bias = table[relative_position_index(ws)]                 # [N, N, h]
+    table = self.param(
+        "relative_position_bias",
+        layers.part(
+            nn.initializers.truncated_normal(0.02), ("tokens", "heads")
+        ),
+        ((2 * ws - 1) ** 2, nh),
+    )
+    bias = table[relative_position_index(ws)]  # [N, N, h]
     attn = attn + einops.rearrange(bias, "n m h -> h n m")
     if mask is not None:
       attn = einops.rearrange(attn, "(b w) h n m -> b w h n m", w=mask.shape[0])
-      attn = einops.rearrange(attn + mask[None, :, None],
-                              "b w h n m -> (b w) h n m")
+      attn = einops.rearrange(
+          attn + mask[None, :, None], "b w h n m -> (b w) h n m"
+      )
     y = jnp.einsum("bhnm,bhmd->bhnd", jax.nn.softmax(attn, axis=-1), v)
     return layers.Dense(c, axes=("mlp", "embed"), name="proj")(
-        einops.rearrange(y, "b h n d -> b n (h d)"))
+        einops.rearrange(y, "b h n d -> b n (h d)")
+    )
 
 
 class SwinBlock(nn.Module):
   """Pre-norm (shifted-)window attention + MLP on `[B, H, W, C]`, H and W
   multiples of the window. No shift when the image is a single window."""
+
   num_heads: int
   window_size: int
   shifted: bool
@@ -307,18 +344,21 @@ class SwinBlock(nn.Module):
       y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
     mask = jnp.asarray(shift_mask(h, w, ws, shift)) if shift else None
     y = WindowAttention(self.num_heads, ws, name="attn")(
-        window_partition(y, ws), mask)
+        window_partition(y, ws), mask
+    )
     y = window_merge(y, ws, h, w)
     if shift:
       y = jnp.roll(y, (shift, shift), axis=(1, 2))
     x = x + y
     return x + vit.MlpBlock(int(c * self.mlp_ratio), name="mlp")(
-        layers.LayerNorm(name="norm2")(x), False)
+        layers.LayerNorm(name="norm2")(x), False
+    )
 
 
 class ResidualSwinGroup(nn.Module):
   """SwinIR's RSTB: `depth` blocks (alternately shifted), a 3x3 conv, and a
   residual connection: `[B, H, W, C]` -> same."""
+
   depth: int
   num_heads: int
   window_size: int
@@ -328,8 +368,13 @@ class ResidualSwinGroup(nn.Module):
   def __call__(self, x):
     y = x
     for i in range(self.depth):
-      y = SwinBlock(self.num_heads, self.window_size, i % 2 == 1,
-                    self.mlp_ratio, name=f"block{i}")(y)
+      y = SwinBlock(
+          self.num_heads,
+          self.window_size,
+          i % 2 == 1,
+          self.mlp_ratio,
+          name=f"block{i}",
+      )(y)
     return x + layers.Conv(x.shape[-1], (3, 3), name="conv")(y)
 
 
@@ -339,6 +384,7 @@ class SwinIRLike(SRModel):
   The LR is reflect-padded to a multiple of the window and the SR cropped
   back. Defaults follow SwinIR-light (60 dims, 4 groups of 6, window 8).
   """
+
   out_bands: int
   scale: int = 4
   embed_dim: int = 60
@@ -354,23 +400,28 @@ class SwinIRLike(SRModel):
     s = integer_scale(self.scale, "SwinIRLike")
     _, h, w, _ = lr.shape
     ws = self.window_size
-    x = jnp.pad(lr, ((0, 0), (0, -h % ws), (0, -w % ws), (0, 0)),
-                mode="reflect")
-    x = layers.Conv(self.embed_dim, (3, 3), name="head")(x)       # [B, h', w', D]
+    x = jnp.pad(
+        lr, ((0, 0), (0, -h % ws), (0, -w % ws), (0, 0)), mode="reflect"
+    )
+    x = layers.Conv(self.embed_dim, (3, 3), name="head")(x)  # [B, h', w', D]
     y = x
     for i, d in enumerate(self.depths):
-      y = ResidualSwinGroup(d, self.num_heads, ws, self.mlp_ratio,
-                            name=f"group{i}")(y)
+      y = ResidualSwinGroup(
+          d, self.num_heads, ws, self.mlp_ratio, name=f"group{i}"
+      )(y)
     y = layers.LayerNorm(name="norm")(y)
     x = x + layers.Conv(self.embed_dim, (3, 3), name="body_conv")(y)
-    x = nn.leaky_relu(layers.Conv(self.upsample_features, (3, 3),
-                              name="pre_upsample")(x), 0.01)
+    x = nn.leaky_relu(
+        layers.Conv(self.upsample_features, (3, 3), name="pre_upsample")(x),
+        0.01,
+    )
     x = Upsampler(self.upsample_features, s, name="upsampler")(x)
     sr = layers.Conv(self.out_bands, (3, 3), name="tail")(x)
-    return to_grid(sr[:, :h * s, :w * s], out_hw)
+    return to_grid(sr[:, : h * s, : w * s], out_hw)
 
 
 # ------------------------------------------------------------ implicit SR
+
 
 def grid_coords(n: int) -> jnp.ndarray:
   """`[n]` pixel-centre coordinates of an n-pixel axis spanning [-1, 1]."""
@@ -391,8 +442,9 @@ def unfold3x3(feat: jnp.ndarray) -> jnp.ndarray:
   (zero-padded), as LIIF's feature unfolding."""
   _, h, w, _ = feat.shape
   p = jnp.pad(feat, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return jnp.concatenate([p[:, i:i + h, j:j + w] for i in range(3)
-                          for j in range(3)], axis=-1)
+  return jnp.concatenate(
+      [p[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], axis=-1
+  )
 
 
 class ImplicitSR(SRModel):
@@ -407,6 +459,7 @@ class ImplicitSR(SRModel):
   Memory grows as H * W * (9F if feat_unfold else F); tile big rasters with
   `crossscale.sliding_window`.
   """
+
   out_bands: int
   scale: float = 4.0
   features: int = 64
@@ -422,32 +475,37 @@ class ImplicitSR(SRModel):
     if out_hw is None:
       out_hw = (round(h * self.scale), round(w * self.scale))
     H, W = int(out_hw[0]), int(out_hw[1])
-    feat = EDSRBody(self.features, self.num_blocks, self.res_scale,
-                    name="encoder")(lr)                       # [B, h, w, F]
+    feat = EDSRBody(
+        self.features, self.num_blocks, self.res_scale, name="encoder"
+    )(
+        lr
+    )  # [B, h, w, F]
     if self.feat_unfold:
-      feat = unfold3x3(feat)                                  # [B, h, w, 9F]
+      feat = unfold3x3(feat)  # [B, h, w, 9F]
     mlp = _Mlp(self.hidden, self.out_bands, name="decoder")
     cy, cx = grid_coords(H), grid_coords(W)
     cell = jnp.asarray([2.0 / H * h, 2.0 / W * w], jnp.float32)  # LR units
     preds, areas = [], []
     for sy in (-1, 1):
-      iy, ry = nearest_cell(cy, h, sy)                        # [H]
+      iy, ry = nearest_cell(cy, h, sy)  # [H]
       for sx in (-1, 1):
-        ix, rx = nearest_cell(cx, w, sx)                      # [W]
+        ix, rx = nearest_cell(cx, w, sx)  # [W]
         f = jnp.take(jnp.take(feat, iy, axis=1), ix, axis=2)  # [B, H, W, F']
         rel = jnp.stack(jnp.broadcast_arrays(ry[:, None], rx[None, :]), -1)
         extra = jnp.concatenate(
-            [rel, jnp.broadcast_to(cell, (H, W, 2))], -1)     # [H, W, 4]
+            [rel, jnp.broadcast_to(cell, (H, W, 2))], -1
+        )  # [H, W, 4]
         extra = jnp.broadcast_to(extra, f.shape[:3] + (4,))
-        preds.append(mlp(jnp.concatenate([f, extra], -1)))    # [B, H, W, C]
+        preds.append(mlp(jnp.concatenate([f, extra], -1)))  # [B, H, W, C]
         areas.append(jnp.abs(ry[:, None] * rx[None, :]) + 1e-9)  # [H, W]
-    areas = areas[::-1]   # each prediction is weighted by its opposite area
+    areas = areas[::-1]  # each prediction is weighted by its opposite area
     total = sum(areas)
     return sum(p * (a / total)[None, :, :, None] for p, a in zip(preds, areas))
 
 
 class _Mlp(nn.Module):
   """Pointwise MLP `[..., D]` -> `[..., out]` with ReLU hidden layers."""
+
   hidden: tuple[int, ...]
   out: int
 

@@ -53,18 +53,25 @@ def timestep_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
 class ResBlock(nn.Module):
   """GroupNorm-SiLU-conv twice with a time bias between: `[B, H, W, F_in]`
   (+ `temb [B, E]`) -> `[B, H, W, features]`."""
+
   features: int
 
   @nn.compact
   def __call__(self, x, temb):
     groups = lambda c: math.gcd(c, 8)
-    h = nn.silu(layers.GroupNorm(num_groups=groups(x.shape[-1]),
-                                 name="norm0")(x))
+    h = nn.silu(
+        layers.GroupNorm(num_groups=groups(x.shape[-1]), name="norm0")(x)
+    )
     h = layers.Conv(self.features, (3, 3), name="conv0")(h)
-    h = h + layers.Dense(self.features, axes=("embed", "conv_out"),
-                         name="temb")(temb)[:, None, None]
-    h = nn.silu(layers.GroupNorm(num_groups=groups(self.features),
-                                 name="norm1")(h))
+    h = (
+        h
+        + layers.Dense(self.features, axes=("embed", "conv_out"), name="temb")(
+            temb
+        )[:, None, None]
+    )
+    h = nn.silu(
+        layers.GroupNorm(num_groups=groups(self.features), name="norm1")(h)
+    )
     h = layers.Conv(self.features, (3, 3), name="conv1")(h)
     if x.shape[-1] != self.features:
       x = layers.Conv(self.features, (1, 1), name="skip")(x)
@@ -74,6 +81,7 @@ class ResBlock(nn.Module):
 class Denoiser(nn.Module):
   """`x_t [B, H, W, C]`, `cond [B, H, W, C']`, `t [B]` -> `[B, H, W, C]`
   (eps or v). H, W are padded (edge) to a multiple of 2^(levels-1)."""
+
   out_bands: int
   widths: tuple[int, ...] = (64, 128, 128)
   time_dim: int = 128
@@ -87,7 +95,7 @@ class Denoiser(nn.Module):
     temb = timestep_embedding(t, self.time_dim)
     temb = layers.Dense(self.time_dim, name="time0")(temb)
     temb = layers.Dense(self.time_dim, name="time1")(nn.silu(temb))
-    temb = nn.silu(temb)                                      # [B, E]
+    temb = nn.silu(temb)  # [B, E]
     x = layers.Conv(self.widths[0], (3, 3), name="head")(x)
     skips = []
     for i, f in enumerate(self.widths):
@@ -101,9 +109,13 @@ class Denoiser(nn.Module):
         b, hh, ww, c = x.shape
         x = jax.image.resize(x, (b, 2 * hh, 2 * ww, c), "nearest")
       x = ResBlock(self.widths[i], name=f"up{i}")(
-          jnp.concatenate([x, skips[i]], -1), temb)
-    x = nn.silu(layers.GroupNorm(num_groups=math.gcd(self.widths[0], 8),
-                                 name="norm_out")(x))
+          jnp.concatenate([x, skips[i]], -1), temb
+      )
+    x = nn.silu(
+        layers.GroupNorm(
+            num_groups=math.gcd(self.widths[0], 8), name="norm_out"
+        )(x)
+    )
     return layers.Conv(self.out_bands, (3, 3), name="tail")(x)[:, :h, :w]
 
 
@@ -118,6 +130,7 @@ class DiffusionSR(sr.SRModel):
     band_map: see `sr.map_bands` (for the conditioning / residual base).
     sample_steps: DDIM steps in `predict`; sample_seed: its default key.
   """
+
   out_bands: int = 3
   scale: float = 4.0
   widths: tuple[int, ...] = (64, 128, 128)
@@ -130,16 +143,18 @@ class DiffusionSR(sr.SRModel):
 
   def setup(self):
     if self.prediction not in ("eps", "v"):
-      raise ValueError(f"config.model.prediction={self.prediction!r}: use "
-                       "'eps' or 'v'.")
-    self.denoiser = Denoiser(self.out_bands, tuple(self.widths),
-                             self.time_dim)
+      raise ValueError(
+          f"config.model.prediction={self.prediction!r}: use " "'eps' or 'v'."
+      )
+    self.denoiser = Denoiser(self.out_bands, tuple(self.widths), self.time_dim)
 
   def condition(self, lr, out_hw):
     """(cond `[B, H, W, C_cond]`, base `[B, H, W, C_out]` or 0.)"""
     if out_hw is None:
-      out_hw = (round(lr.shape[1] * self.scale),
-                round(lr.shape[2] * self.scale))
+      out_hw = (
+          round(lr.shape[1] * self.scale),
+          round(lr.shape[2] * self.scale),
+      )
     up = sr.resize(sr.map_bands(lr, self.band_map), out_hw)
     base = up if self.residual and up.shape[-1] == self.out_bands else 0.0
     return up, base
@@ -160,35 +175,49 @@ class DiffusionSR(sr.SRModel):
       return {"sr": self.predict(batch["lr"]), "aux_losses": {}}
     cond, base = self.condition(batch["lr"], hr.shape[1:3])
     x0 = hr - base
-    key = (self.make_rng("dropout") if self.has_rng("dropout")
-           else jax.random.key(0))
+    key = (
+        self.make_rng("dropout")
+        if self.has_rng("dropout")
+        else jax.random.key(0)
+    )
     k_t, k_eps = jax.random.split(key)
-    t = jax.random.uniform(k_t, (hr.shape[0],))              # [B]
-    eps = jax.random.normal(k_eps, hr.shape, hr.dtype)       # [B, H, W, C]
+    t = jax.random.uniform(k_t, (hr.shape[0],))  # [B]
+    eps = jax.random.normal(k_eps, hr.shape, hr.dtype)  # [B, H, W, C]
     ab = alpha_bar(t)[:, None, None, None]
     x_t = jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps
     pred = self.denoiser(x_t, cond, t)
-    target = (eps if self.prediction == "eps"
-              else jnp.sqrt(ab) * eps - jnp.sqrt(1.0 - ab) * x0)
+    target = (
+        eps
+        if self.prediction == "eps"
+        else jnp.sqrt(ab) * eps - jnp.sqrt(1.0 - ab) * x0
+    )
     return {"aux_losses": {"diffusion": jnp.mean(jnp.square(pred - target))}}
 
-  def predict(self, lr, out_hw=None, train: bool = False, rng=None,
-              steps: int | None = None):
+  def predict(
+      self,
+      lr,
+      out_hw=None,
+      train: bool = False,
+      rng=None,
+      steps: int | None = None,
+  ):
     """DDIM sample `[B, H, W, C_out]`; `rng` (a key) draws x_1."""
     del train
     cond, base = self.condition(lr, out_hw)
     shape = cond.shape[:3] + (self.out_bands,)
     rng = jax.random.key(self.sample_seed) if rng is None else rng
     x = jax.random.normal(rng, shape, jnp.float32)
-    return base + ddim_loop(lambda x_t, t: self.x0_eps(x_t, cond, t), x,
-                            steps or self.sample_steps)
+    return base + ddim_loop(
+        lambda x_t, t: self.x0_eps(x_t, cond, t), x, steps or self.sample_steps
+    )
 
 
 def ddim_times(steps: int) -> jnp.ndarray:
   """`[steps + 1]` uniform times from 1 down to 0."""
   if steps < 1:
-    raise ValueError(f"DDIM needs >= 1 step, got {steps} "
-                     "(config.model.sample_steps).")
+    raise ValueError(
+        f"DDIM needs >= 1 step, got {steps} " "(config.model.sample_steps)."
+    )
   return jnp.linspace(1.0, 0.0, steps + 1)
 
 

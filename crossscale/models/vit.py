@@ -35,6 +35,7 @@ class MlpBlock(nn.Module):
 
 class EncoderBlock(nn.Module):
   """Pre-norm transformer block: x + MHSA(LN(x)); x + MLP(LN(x))."""
+
   num_heads: int
   mlp_dim: int
   dropout: float = 0.0
@@ -43,8 +44,8 @@ class EncoderBlock(nn.Module):
   def __call__(self, x, train: bool):
     y = layers.LayerNorm()(x)
     y = layers.Attention(
-        self.num_heads, dropout_rate=self.dropout,
-        deterministic=not train)(y, y)
+        self.num_heads, dropout_rate=self.dropout, deterministic=not train
+    )(y, y)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
     y = MlpBlock(self.mlp_dim, self.dropout)(layers.LayerNorm()(x), train)
     return x + nn.Dropout(self.dropout, deterministic=not train)(y)
@@ -60,6 +61,7 @@ class Encoder(nn.Module):
   embedding at fine textures inside small tiles. pool="mean"|"max" is used
   by `pooled`.
   """
+
   width: int = 128
   depth: int = 4
   num_heads: int = 4
@@ -75,27 +77,43 @@ class Encoder(nn.Module):
     _, h, w, _ = images.shape
     p = self.patch_size or auto_patch_size(min(h, w), self.target_side)
     if h % p or w % p:
-      raise ValueError(f"image {h}x{w} is not divisible by patch_size {p}; "
-                       "set model.patch_size to a divisor (or 0 for auto).")
+      raise ValueError(
+          f"image {h}x{w} is not divisible by patch_size {p}; "
+          "set model.patch_size to a divisor (or 0 for auto)."
+      )
     x = images
     if self.stem == "conv":
       for i in range(2):
         x = nn.gelu(layers.Conv(self.width // 2, (3, 3), name=f"stem{i}")(x))
     elif self.stem != "patch":
-      raise ValueError(f"unknown stem {self.stem!r} (config.model.*.stem); "
-                       "known: patch, conv")
-    x = layers.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
-                    axes=("conv_in", "embed"), name="embed")(x)
-    x = x.reshape(x.shape[0], -1, self.width)             # [B, N, D]
-    pos = self.param("pos_embedding", layers.part(
-        nn.initializers.normal(0.02), (None, "tokens", "embed")),
-                     (1, x.shape[1], self.width))
+      raise ValueError(
+          f"unknown stem {self.stem!r} (config.model.*.stem); "
+          "known: patch, conv"
+      )
+    x = layers.Conv(
+        self.width,
+        (p, p),
+        strides=(p, p),
+        padding="VALID",
+        axes=("conv_in", "embed"),
+        name="embed",
+    )(x)
+    x = x.reshape(x.shape[0], -1, self.width)  # [B, N, D]
+    pos = self.param(
+        "pos_embedding",
+        layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
+        (1, x.shape[1], self.width),
+    )
     x = nn.Dropout(self.dropout, deterministic=not train)(x + pos)
-    block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else (
-        EncoderBlock)
+    block = (
+        nn.remat(EncoderBlock, static_argnums=(2,))
+        if self.remat
+        else (EncoderBlock)
+    )
     for i in range(self.depth):
-      x = block(self.num_heads, self.mlp_dim, self.dropout,
-                name=f"block{i}")(x, train)
+      x = block(self.num_heads, self.mlp_dim, self.dropout, name=f"block{i}")(
+          x, train
+      )
     return layers.LayerNorm(name="norm")(x)
 
 
@@ -104,14 +122,18 @@ class LRClassifier(nn.Module):
 
   batch["lr"]: `[B, h, w, C_lr]` -> {"logits": `[B, num_classes]`}.
   """
+
   num_classes: int
   encoder: dict[str, Any]
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
     tokens = Encoder(**self.encoder, name="lr_encoder")(batch["lr"], train)
-    pooled = jnp.mean(tokens, axis=1)                      # [B, D]
-    logits = layers.Dense(self.num_classes, axes=("embed", "tokens"),
-                           name="head",
-                           kernel_init=nn.initializers.zeros)(pooled)
+    pooled = jnp.mean(tokens, axis=1)  # [B, D]
+    logits = layers.Dense(
+        self.num_classes,
+        axes=("embed", "tokens"),
+        name="head",
+        kernel_init=nn.initializers.zeros,
+    )(pooled)
     return {"logits": logits, "aux_losses": {}}

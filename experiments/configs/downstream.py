@@ -34,29 +34,60 @@ SIZES = {
         "base": dict(widths=(32, 64, 128, 256)),
     },
     "segformer": {
-        "tiny": dict(widths=(8, 16), depths=(1, 1), num_heads=(1, 1),
-                     sr_ratios=(2, 1), decoder_dim=8),
-        "small": dict(widths=(8, 16, 32), depths=(1, 1, 1), num_heads=(1, 1, 2),
-                      sr_ratios=(4, 2, 1), decoder_dim=16),
-        "base": dict(widths=(32, 64, 160, 256), depths=(2, 2, 2, 2),
-                     num_heads=(1, 2, 5, 8), sr_ratios=(8, 4, 2, 1),
-                     decoder_dim=256),
+        "tiny": dict(
+            widths=(8, 16),
+            depths=(1, 1),
+            num_heads=(1, 1),
+            sr_ratios=(2, 1),
+            decoder_dim=8,
+        ),
+        "small": dict(
+            widths=(8, 16, 32),
+            depths=(1, 1, 1),
+            num_heads=(1, 1, 2),
+            sr_ratios=(4, 2, 1),
+            decoder_dim=16,
+        ),
+        "base": dict(
+            widths=(32, 64, 160, 256),
+            depths=(2, 2, 2, 2),
+            num_heads=(1, 2, 5, 8),
+            sr_ratios=(8, 4, 2, 1),
+            decoder_dim=256,
+        ),
     },
     "swin": {
-        "tiny": dict(patch=4, widths=(8,), depths=(2,), num_heads=(1,),
-                     decoder_dim=8),
-        "small": dict(patch=4, widths=(16, 32), depths=(2, 2),
-                      num_heads=(2, 2), decoder_dim=16),
-        "base": dict(patch=4, widths=(96, 192, 384), depths=(2, 2, 6),
-                     num_heads=(3, 6, 12), window_size=7, decoder_dim=128),
+        "tiny": dict(
+            patch=4, widths=(8,), depths=(2,), num_heads=(1,), decoder_dim=8
+        ),
+        "small": dict(
+            patch=4,
+            widths=(16, 32),
+            depths=(2, 2),
+            num_heads=(2, 2),
+            decoder_dim=16,
+        ),
+        "base": dict(
+            patch=4,
+            widths=(96, 192, 384),
+            depths=(2, 2, 6),
+            num_heads=(3, 6, 12),
+            window_size=7,
+            decoder_dim=128,
+        ),
     },
 }
 
 
-def model_config(backbone: str, task: str, num_classes: int,
-                 size: str = "small", target_key: str = "mask_objects",
-                 regression_loss: str = "l1",
-                 seg_loss: str = "balanced_ce+dice") -> dict:
+def model_config(
+    backbone: str,
+    task: str,
+    num_classes: int,
+    size: str = "small",
+    target_key: str = "mask_objects",
+    regression_loss: str = "l1",
+    seg_loss: str = "balanced_ce+dice",
+) -> dict:
   """config.model for `backbone` x `task` at `size`.
 
   seg_loss (segmentation only; crossscale.models.dense_backbones.SEG_LOSSES):
@@ -65,25 +96,34 @@ def model_config(backbone: str, task: str, num_classes: int,
   collapses to all-background on toyworld (objects are ~1% of the pixels;
   mIoU = background IoU / 7 = 0.1415)."""
   if backbone not in SIZES:
-    raise ValueError(f"unknown downstream backbone {backbone!r} in the config "
-                     f"arg 'backbone=...'; known: {', '.join(BACKBONES)}")
+    raise ValueError(
+        f"unknown downstream backbone {backbone!r} in the config "
+        f"arg 'backbone=...'; known: {', '.join(BACKBONES)}"
+    )
   if task not in TASKS:
-    raise ValueError(f"unknown downstream task {task!r} in the config arg "
-                     f"'task=...'; known: {', '.join(TASKS)}")
+    raise ValueError(
+        f"unknown downstream task {task!r} in the config arg "
+        f"'task=...'; known: {', '.join(TASKS)}"
+    )
   if size not in SIZES[backbone]:
     raise ValueError(f"unknown size {size!r}; known: {sorted(SIZES[backbone])}")
-  return dict(name="downstream", task=task, backbone=backbone,
-              num_classes=num_classes,
-              backbone_kwargs=dict(SIZES[backbone][size]),
-              input_key="hr",
-              target_key="labels" if task == "classification" else target_key,
-              regression_loss=regression_loss,
-              seg_loss=seg_loss if task == "segmentation" else "ce")
+  return dict(
+      name="downstream",
+      task=task,
+      backbone=backbone,
+      num_classes=num_classes,
+      backbone_kwargs=dict(SIZES[backbone][size]),
+      input_key="hr",
+      target_key="labels" if task == "classification" else target_key,
+      regression_loss=regression_loss,
+      seg_loss=seg_loss if task == "segmentation" else "ce",
+  )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, ("backbone", "task", "size", "runlocal"),
-                          "downstream.py")
+  args = common.parse_arg(
+      arg, ("backbone", "task", "size", "runlocal"), "downstream.py"
+  )
   runlocal = bool(args.get("runlocal"))
   backbone = args.get("backbone", "unet")
   task = args.get("task", "segmentation")
@@ -91,19 +131,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   target = "labels" if task == "classification" else "mask_objects"
   # Classification: the trainer's softmax CE on "logits"; dense tasks bring
   # their loss in aux_losses ("ce", "dice", "l1"/"l2").
-  c = common.base(fields=("hr", target), task="single_label"
-                  if task == "classification" else task)
+  c = common.base(
+      fields=("hr", target),
+      task="single_label" if task == "classification" else task,
+  )
   # toyworld: 6 scene classes; its objects mask has 6 + background.
-  c.model = ml_collections.ConfigDict(model_config(
-      backbone, task, 6 if task == "classification" else 7, size,
-      target_key=target))
-  c.aux_weights = ml_collections.ConfigDict(dict(ce=1.0, dice=1.0, l1=1.0,
-                                                  l2=1.0))
+  c.model = ml_collections.ConfigDict(
+      model_config(
+          backbone,
+          task,
+          6 if task == "classification" else 7,
+          size,
+          target_key=target,
+      )
+  )
+  c.aux_weights = ml_collections.ConfigDict(
+      dict(ce=1.0, dice=1.0, l1=1.0, l2=1.0)
+  )
   # crossscale.evaluators.DownstreamEvaluator: segmentation pixel_accuracy,
   # mIoU, mean_f1; regression mae, rmse; classification accuracy.
-  c.evals = ml_collections.ConfigDict(dict(
-      val=dict(type="downstream", split="val", limit=256),
-      test=dict(type="downstream", split="test")))
+  c.evals = ml_collections.ConfigDict(
+      dict(
+          val=dict(type="downstream", split="val", limit=256),
+          test=dict(type="downstream", split="test"),
+      )
+  )
   c.final_eval_split = ""  # the "test" evaluator above reports the task
 
   if runlocal:

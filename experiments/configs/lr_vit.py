@@ -19,15 +19,31 @@ from experiments.configs import _common as common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, ("runlocal",), "lr_vit.py")
   runlocal = bool(args.get("runlocal"))
-  c = common.base(fields=("lr", "labels"), task="single_label",
-                  batch_size=64, total_steps=1200, checkpoint_every=200,
-                  checkpoint_keep=3, eval_every=400)
-  c.model = ml_collections.ConfigDict(dict(
-      name="lr_vit",
-      encoder=dict(width=96, depth=4, num_heads=4, mlp_dim=192, patch_size=0,
-                   dropout=0.0)))
-  c.evals = ml_collections.ConfigDict(dict(
-      val=dict(type="classification", split="val")))
+  c = common.base(
+      fields=("lr", "labels"),
+      task="single_label",
+      batch_size=64,
+      total_steps=1200,
+      checkpoint_every=200,
+      checkpoint_keep=3,
+      eval_every=400,
+  )
+  c.model = ml_collections.ConfigDict(
+      dict(
+          name="lr_vit",
+          encoder=dict(
+              width=96,
+              depth=4,
+              num_heads=4,
+              mlp_dim=192,
+              patch_size=0,
+              dropout=0.0,
+          ),
+      )
+  )
+  c.evals = ml_collections.ConfigDict(
+      dict(val=dict(type="classification", split="val"))
+  )
   c.final_eval_split = "test"
 
   if runlocal:

@@ -25,7 +25,8 @@ Resumable like every run: relaunch the same command.
 import ml_collections
 
 from crossscale.models import cross_scale_pretrain
-from experiments.configs import _common as common, cross_scale, refseg
+from experiments.configs import _common as common
+from experiments.configs import cross_scale, refseg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -33,34 +34,52 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   runlocal = "runlocal" in opts
   c = cross_scale.get_config("runlocal" if runlocal else None)
   xs = c.model
-  c.model = ml_collections.ConfigDict(dict(
-      name="xs_pretrain",
-      lr_encoder=xs.lr_encoder.to_dict(),
-      hr_encoder=xs.hr_encoder.to_dict(),
-      sampler=xs.sampler.to_dict(),   # None: encoders only
-      backbone=(refseg.get_config("runlocal" if runlocal else None)
-                .model.backbone.to_dict() if "backbone" in opts else None),
-      embed_dim=128 if not runlocal else 16,
-      num_target_tiles=8,
-      mask_ratio=0.5,
-      contrast_tiles=0,      # > 0: HR tile contrast (see models/cross_scale_pretrain.py)
-      contrast_shift=1,
-      text="text" in opts,
-      prompt=cross_scale_pretrain.PROMPT,
-      minilm_path=""))
+  c.model = ml_collections.ConfigDict(
+      dict(
+          name="xs_pretrain",
+          lr_encoder=xs.lr_encoder.to_dict(),
+          hr_encoder=xs.hr_encoder.to_dict(),
+          sampler=xs.sampler.to_dict(),  # None: encoders only
+          backbone=(
+              refseg.get_config(
+                  "runlocal" if runlocal else None
+              ).model.backbone.to_dict()
+              if "backbone" in opts
+              else None
+          ),
+          embed_dim=128 if not runlocal else 16,
+          num_target_tiles=8,
+          mask_ratio=0.5,
+          contrast_tiles=0,  # > 0: HR tile contrast (see models/cross_scale_pretrain.py)
+          contrast_shift=1,
+          text="text" in opts,
+          prompt=cross_scale_pretrain.PROMPT,
+          minilm_path="",
+      )
+  )
   c.model_init = ""
-  c.aux_weights = ml_collections.ConfigDict(dict(
-      align=1.0, mim=1.0, hr_detail=1.0, sampler=1.0, align_backbone=1.0,
-      hr_contrast=1.0))
+  c.aux_weights = ml_collections.ConfigDict(
+      dict(
+          align=1.0,
+          mim=1.0,
+          hr_detail=1.0,
+          sampler=1.0,
+          align_backbone=1.0,
+          hr_contrast=1.0,
+      )
+  )
   c.data.fields = ("lr", "hr", "labels")
   c.optim.frozen = cross_scale_pretrain.FROZEN if "text" in opts else ()
   # Labels are used only by the optional text objective (its task loss on
   # the class-prompt logits); without "text" the run is label-free.
   # Alignment top-1 / masked-modelling loss (and, with text, the accuracy
   # of the class prompts) on held-out scenes.
-  c.evals = ml_collections.ConfigDict(dict(
-      val=dict(type="classification", split="val"),
-      test=dict(type="classification", split="test")))
+  c.evals = ml_collections.ConfigDict(
+      dict(
+          val=dict(type="classification", split="val"),
+          test=dict(type="classification", split="test"),
+      )
+  )
   c.final_eval_split = ""
   c.total_steps = 3000 if not runlocal else 20
   return c

@@ -24,25 +24,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, ("runlocal", "mode"), "refseg.py")
   runlocal = bool(args.get("runlocal"))
   mode = args.get("mode", "adapters")
-  c = common.base(fields=("hr", "text_ids", "text_mask", "mask_target"),
-                  # flips would contradict "left of", "top left", ...
-                  augment=False, task="segmentation",
-                  dataset="toyworld_referring", total_steps=2000,
-                  frozen=refseg.frozen_patterns(mode))
-  c.model = ml_collections.ConfigDict(dict(
-      name="refseg",
-      backbone=dict(widths=(32, 64, 128, 256), depths=(1, 1, 2, 1)),
-      adapter=dict(dim=64, num_queries=4, num_heads=4, depth=1,
-                   bottleneck=16),
-      text_encoder="minilm",      # "tiny": random small BERT, tests only
-      backbone_init="",           # .npz / orbax checkpoint of ours; "" random
-      train_text_encoder=mode == "full_text",
-      minilm_path=""))
+  c = common.base(
+      fields=("hr", "text_ids", "text_mask", "mask_target"),
+      # flips would contradict "left of", "top left", ...
+      augment=False,
+      task="segmentation",
+      dataset="toyworld_referring",
+      total_steps=2000,
+      frozen=refseg.frozen_patterns(mode),
+  )
+  c.model = ml_collections.ConfigDict(
+      dict(
+          name="refseg",
+          backbone=dict(widths=(32, 64, 128, 256), depths=(1, 1, 2, 1)),
+          adapter=dict(
+              dim=64, num_queries=4, num_heads=4, depth=1, bottleneck=16
+          ),
+          text_encoder="minilm",  # "tiny": random small BERT, tests only
+          backbone_init="",  # .npz / orbax checkpoint of ours; "" random
+          train_text_encoder=mode == "full_text",
+          minilm_path="",
+      )
+  )
   c.aux_weights = ml_collections.ConfigDict(dict(bce=1.0, dice=1.0))
-  c.evals = ml_collections.ConfigDict(dict(
-      val=dict(type="referring", split="val"),
-      test=dict(type="referring", split="test")))
-  c.final_eval_split = ""   # the classification final eval does not apply
+  c.evals = ml_collections.ConfigDict(
+      dict(
+          val=dict(type="referring", split="val"),
+          test=dict(type="referring", split="test"),
+      )
+  )
+  c.final_eval_split = ""  # the classification final eval does not apply
 
   if runlocal:
     c.model.backbone = dict(widths=(16, 32, 64), depths=(1, 1, 1))

@@ -24,8 +24,15 @@ import ml_collections
 
 from experiments.configs import _common as common
 
-FAMILIES = ("bicubic", "edsr", "swinir", "implicit", "gan", "gan_psnr",
-            "diffusion")
+FAMILIES = (
+    "bicubic",
+    "edsr",
+    "swinir",
+    "implicit",
+    "gan",
+    "gan_psnr",
+    "diffusion",
+)
 
 
 def _model(family: str, scale: int, bands: int, runlocal: bool) -> dict:
@@ -33,42 +40,94 @@ def _model(family: str, scale: int, bands: int, runlocal: bool) -> dict:
   if family == "bicubic":
     return dict(name="sr_bicubic", scale=scale)
   if family == "edsr":
-    return dict(name="sr_edsr", out_bands=bands, scale=scale,
-                features=8 if runlocal else 64,
-                num_blocks=1 if runlocal else 16)
+    return dict(
+        name="sr_edsr",
+        out_bands=bands,
+        scale=scale,
+        features=8 if runlocal else 64,
+        num_blocks=1 if runlocal else 16,
+    )
   if family == "swinir":
-    return dict(name="sr_swinir", out_bands=bands, scale=scale,
-                **(dict(embed_dim=8, depths=(2,), num_heads=2, window_size=4,
-                        upsample_features=8) if runlocal else
-                   dict(embed_dim=60, depths=(6, 6, 6, 6), num_heads=6,
-                        window_size=8, upsample_features=64)))
+    return dict(
+        name="sr_swinir",
+        out_bands=bands,
+        scale=scale,
+        **(
+            dict(
+                embed_dim=8,
+                depths=(2,),
+                num_heads=2,
+                window_size=4,
+                upsample_features=8,
+            )
+            if runlocal
+            else dict(
+                embed_dim=60,
+                depths=(6, 6, 6, 6),
+                num_heads=6,
+                window_size=8,
+                upsample_features=64,
+            )
+        ),
+    )
   if family == "implicit":
-    return dict(name="sr_implicit", out_bands=bands, scale=scale,
-                features=8 if runlocal else 64,
-                num_blocks=1 if runlocal else 16,
-                hidden=(16,) if runlocal else (256, 256, 256, 256))
+    return dict(
+        name="sr_implicit",
+        out_bands=bands,
+        scale=scale,
+        features=8 if runlocal else 64,
+        num_blocks=1 if runlocal else 16,
+        hidden=(16,) if runlocal else (256, 256, 256, 256),
+    )
   if family in ("gan", "gan_psnr"):
-    return dict(name="sr_gan", out_bands=bands, scale=scale,
-                **(dict(features=8, growth=4, num_blocks=1, disc_widths=(8, 16),
-                        perceptual_width=8) if runlocal else
-                   dict(features=64, growth=32, num_blocks=23,
-                        disc_widths=(64, 128, 256, 512), perceptual_width=64)),
-                perceptual_depth=2, perceptual_stride=1,
-                perceptual_init="",   # a cross_scale checkpoint ("hr_encoder")
-                generator_init="")    # a gan_psnr checkpoint
+    return dict(
+        name="sr_gan",
+        out_bands=bands,
+        scale=scale,
+        **(
+            dict(
+                features=8,
+                growth=4,
+                num_blocks=1,
+                disc_widths=(8, 16),
+                perceptual_width=8,
+            )
+            if runlocal
+            else dict(
+                features=64,
+                growth=32,
+                num_blocks=23,
+                disc_widths=(64, 128, 256, 512),
+                perceptual_width=64,
+            )
+        ),
+        perceptual_depth=2,
+        perceptual_stride=1,
+        perceptual_init="",  # a cross_scale checkpoint ("hr_encoder")
+        generator_init="",
+    )  # a gan_psnr checkpoint
   if family == "diffusion":
-    return dict(name="sr_diffusion", out_bands=bands, scale=scale,
-                widths=(8, 16) if runlocal else (64, 128, 128),
-                time_dim=16 if runlocal else 128, prediction="v",
-                residual=True, sample_steps=2 if runlocal else 8)
-  raise ValueError(f"unknown SR family {family!r} in the config arg "
-                   f"'model=...'; known: {', '.join(FAMILIES)}")
+    return dict(
+        name="sr_diffusion",
+        out_bands=bands,
+        scale=scale,
+        widths=(8, 16) if runlocal else (64, 128, 128),
+        time_dim=16 if runlocal else 128,
+        prediction="v",
+        residual=True,
+        sample_steps=2 if runlocal else 8,
+    )
+  raise ValueError(
+      f"unknown SR family {family!r} in the config arg "
+      f"'model=...'; known: {', '.join(FAMILIES)}"
+  )
 
 
 AUX_WEIGHTS = {
     "gan": dict(l1=1e-2, perceptual=1.0, adversarial=5e-3, discriminator=1.0),
-    "gan_psnr": dict(l1=1.0, perceptual=0.0, adversarial=0.0,
-                     discriminator=0.0),
+    "gan_psnr": dict(
+        l1=1.0, perceptual=0.0, adversarial=0.0, discriminator=0.0
+    ),
     "diffusion": dict(diffusion=1.0),
 }
 
@@ -78,23 +137,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   runlocal = bool(args.get("runlocal"))
   family = args.get("model", "edsr")
   gan = family.startswith("gan")
-  c = common.base(fields=("lr", "hr"),
-                  task="sr",   # no logits: trained on the weighted aux losses
-                  lr=2e-4 if gan else 1e-3, weight_decay=0.0,
-                  # The GAN's perceptual feature net is frozen (no optimizer
-                  # state).
-                  frozen=(r"^perceptual/",) if gan else ())
+  c = common.base(
+      fields=("lr", "hr"),
+      task="sr",  # no logits: trained on the weighted aux losses
+      lr=2e-4 if gan else 1e-3,
+      weight_decay=0.0,
+      # The GAN's perceptual feature net is frozen (no optimizer
+      # state).
+      frozen=(r"^perceptual/",) if gan else (),
+  )
   c.family = family
   c.model = ml_collections.ConfigDict(
-      _model(family, c.toyworld.scale, 3, runlocal))
+      _model(family, c.toyworld.scale, 3, runlocal)
+  )
   c.aux_weights = ml_collections.ConfigDict(
-      AUX_WEIGHTS.get(family, dict(l1=1.0)))
+      AUX_WEIGHTS.get(family, dict(l1=1.0))
+  )
   # --config.evals.test.feature_init=RUN adds "hrenc_dist": the feature
   # distance in a pretrained HR encoder of ours (experiments/configs/
   # pretrain.py with --config.model.hr_encoder.stride=1).
-  c.evals = ml_collections.ConfigDict(dict(
-      val=dict(type="sr", split="val", limit=256),
-      test=dict(type="sr", split="test")))
+  c.evals = ml_collections.ConfigDict(
+      dict(
+          val=dict(type="sr", split="val", limit=256),
+          test=dict(type="sr", split="test"),
+      )
+  )
   c.final_eval_split = ""  # the classification final eval does not apply
 
   if runlocal:

@@ -32,13 +32,18 @@ import os
 import re
 from typing import Any
 
+from absl import flags
 import jax
 import numpy as np
-from absl import flags
 
-from crossscale import reporting
-from crossscale import evaluators, export, input_pipeline, shards
-from crossscale import partitioning
+from crossscale import (
+  evaluators,
+  export,
+  input_pipeline,
+  partitioning,
+  reporting,
+  shards,
+)
 
 FIXED_POLICIES = ("heuristic", "uniform", "random")
 
@@ -46,6 +51,7 @@ FIXED_POLICIES = ("heuristic", "uniform", "random")
 @dataclasses.dataclass
 class Run:
   """A trained cross-scale run: its config, model and host params."""
+
   name: str
   workdir: str
   config: Any
@@ -65,6 +71,7 @@ def load_run(name: str, workdir: str) -> Run:
 class Source:
   """Where a run's tiles come from: a policy, and for a learned sampler
   grafted from another run its parameters and module config."""
+
   policy: str
   sampler_params: Any = None
   sampler_config: Any = None
@@ -73,8 +80,11 @@ class Source:
 def sources(runs: list[Run]) -> dict[str, Source]:
   """Selection sources by name: each run with a learned sampler, then the
   fixed policies."""
-  out = {r.name: Source("learned", r.params["sampler"], r.model.sampler)
-         for r in runs if r.config.model.policy == "learned"}
+  out = {
+      r.name: Source("learned", r.params["sampler"], r.model.sampler)
+      for r in runs
+      if r.config.model.policy == "learned"
+  }
   out.update({p: Source(p) for p in FIXED_POLICIES})
   return out
 
@@ -90,16 +100,23 @@ def with_source(run: Run, source: Source) -> tuple[Any, Any]:
   return model, params
 
 
-def selections(model, params, data_dir: str, split: str,
-               batch_size: int) -> np.ndarray:
+def selections(
+    model, params, data_dir: str, split: str, batch_size: int
+) -> np.ndarray:
   """`[S, k]` tile indices `model` buys for each scene of `split` (bought
   slots only matter for fixed budgets: all k are)."""
-  plan = jax.jit(lambda p, lr: model.apply(
-      {"params": p}, {"lr": lr}, rngs={"selection": jax.random.key(0)},
-      method="plan")["tile_indices"])
+  plan = jax.jit(
+      lambda p, lr: model.apply(
+          {"params": p},
+          {"lr": lr},
+          rngs={"selection": jax.random.key(0)},
+          method="plan",
+      )["tile_indices"]
+  )
   out = []
   for batch in input_pipeline.eval_dataset(
-      data_dir, split, batch_size=batch_size, fields=("lr",)):
+      data_dir, split, batch_size=batch_size, fields=("lr",)
+  ):
     idx = np.asarray(plan(params, batch["lr"]))
     out.append(idx[np.asarray(batch["valid"]).astype(bool)])
   return np.concatenate(out)
@@ -110,8 +127,14 @@ def overlap(idx_a: np.ndarray, idx_b: np.ndarray) -> float:
   k = idx_a.shape[1]
   if k == 0:
     return 1.0
-  return float(np.mean([len(set(a) & set(b)) / k
-                        for a, b in zip(idx_a.tolist(), idx_b.tolist())]))
+  return float(
+      np.mean(
+          [
+              len(set(a) & set(b)) / k
+              for a, b in zip(idx_a.tolist(), idx_b.tolist())
+          ]
+      )
+  )
 
 
 def swap(runs: list[Run], split: str = "test") -> dict:
@@ -121,11 +144,12 @@ def swap(runs: list[Run], split: str = "test") -> dict:
   ref = runs[0]
   data_dir = ref.config.data.path
   ks = {r.name: r.model.k() for r in runs}
-  if len(set(ks.values())) != 1 or len(
-      {r.config.data.path for r in runs}) != 1:
-    raise ValueError(f"runs differ in budget (k per run: {ks}) or dataset "
-                     f"({[r.config.data.path for r in runs]}): cross-"
-                     "evaluate runs of one tradeoff cell (same --budgets).")
+  if len(set(ks.values())) != 1 or len({r.config.data.path for r in runs}) != 1:
+    raise ValueError(
+        f"runs differ in budget (k per run: {ks}) or dataset "
+        f"({[r.config.data.path for r in runs]}): cross-"
+        "evaluate runs of one tradeoff cell (same --budgets)."
+    )
   srcs = sources(runs)
   bs = int(ref.config.batch_size)
   chosen = {}
@@ -134,8 +158,7 @@ def swap(runs: list[Run], split: str = "test") -> dict:
     chosen[s] = selections(model, params, data_dir, split, bs)
   mesh = partitioning.make_mesh((("data", -1),), jax.devices()[:1])
   # Multi-label data has no accuracy: its tables hold macro mAP.
-  metric = ("accuracy" if ref.config.task == "single_label"
-            else "mAP_macro")
+  metric = "accuracy" if ref.config.task == "single_label" else "mAP_macro"
   acc, evs = {}, {}
   for r in runs:
     acc[r.name] = {}
@@ -144,25 +167,43 @@ def swap(runs: list[Run], split: str = "test") -> dict:
       # Runs of one cell differ in policy (and sampler config) only: once
       # re-pointed at a source they are the same module, so its jitted
       # evaluator is built once.
-      key = json.dumps({**r.config.model.to_dict(), "policy": src.policy,
-                        "sampler": model.sampler}, sort_keys=True,
-                       default=str)
+      key = json.dumps(
+          {
+              **r.config.model.to_dict(),
+              "policy": src.policy,
+              "sampler": model.sampler,
+          },
+          sort_keys=True,
+          default=str,
+      )
       if key not in evs:
         evs[key] = evaluators.ClassificationEvaluator(
-            model, data_dir=data_dir, split=split, batch_size=bs,
-            task=r.config.task, mesh=mesh,
-            fields=tuple(r.config.data.fields))
+            model,
+            data_dir=data_dir,
+            split=split,
+            batch_size=bs,
+            task=r.config.task,
+            mesh=mesh,
+            fields=tuple(r.config.data.fields),
+        )
       acc[r.name][s] = evs[key].run(params)[metric]
   ov = {a: {b: overlap(chosen[a], chosen[b]) for b in srcs} for a in srcs}
-  return {"accuracy": acc, "metric": metric, "overlap": ov,
-          "k": ks[ref.name], "sources": list(srcs), "split": split}
+  return {
+      "accuracy": acc,
+      "metric": metric,
+      "overlap": ov,
+      "k": ks[ref.name],
+      "sources": list(srcs),
+      "split": split,
+  }
 
 
 CELL = re.compile(r"^(?P<method>.+)_(?P<budget>\d\.\d{4})(?:_s(?P<seed>\d+))?$")
 
 
-def find_cells(work_dirs, budget: float,
-               seeds=None) -> dict[int, dict[str, str]]:
+def find_cells(
+    work_dirs, budget: float, seeds=None
+) -> dict[int, dict[str, str]]:
   """{seed: {method: workdir}} of the finished cells (final_metrics.json) at
   `budget` in tradeoff sweep directories (cells named as
   `experiments.cross_scale.tradeoff` names them; no seed suffix = seed 0). `seeds`: keep
@@ -179,8 +220,10 @@ def find_cells(work_dirs, budget: float,
         continue
       seed = int(m["seed"] or 0)
       if m["method"] in cells.get(seed, {}):
-        raise ValueError(f"two cells for {m['method']} seed {seed} at budget "
-                         f"{budget}: {cells[seed][m['method']]} and {path}")
+        raise ValueError(
+            f"two cells for {m['method']} seed {seed} at budget "
+            f"{budget}: {cells[seed][m['method']]} and {path}"
+        )
       cells.setdefault(seed, {})[m["method"]] = path
   if seeds is not None:
     missing = sorted(set(seeds) - set(cells))
@@ -188,12 +231,15 @@ def find_cells(work_dirs, budget: float,
       raise FileNotFoundError(
           f"no finished cell for seeds {missing} at budget {budget:.4f} in "
           f"{list(work_dirs)}: train them with experiments.cross_scale.tradeoff "
-          "--first_seed/--seeds and the same --work_dir")
+          "--first_seed/--seeds and the same --work_dir"
+      )
     cells = {s: cells[s] for s in seeds}
   if not cells:
-    raise FileNotFoundError(f"no finished cell at budget {budget:.4f} in "
-                            f"{list(work_dirs)} (named METHOD_{budget:.4f}"
-                            "[_sSEED] by experiments.cross_scale.tradeoff --work_dir)")
+    raise FileNotFoundError(
+        f"no finished cell at budget {budget:.4f} in "
+        f"{list(work_dirs)} (named METHOD_{budget:.4f}"
+        "[_sSEED] by experiments.cross_scale.tradeoff --work_dir)"
+    )
   return cells
 
 
@@ -214,24 +260,41 @@ def mean_tables(per_seed: list[dict]) -> dict:
   out = {k: per_seed[0].get(k) for k in ("k", "split", "sources", "metric")}
   for key in ("accuracy", "overlap"):
     rows = set.intersection(*(set(r[key]) for r in per_seed))
-    out[key] = {a: {b: float(np.mean([r[key][a][b] for r in per_seed]))
-                    for b in per_seed[0][key][a]}
-                for a in per_seed[0][key] if a in rows}
+    out[key] = {
+        a: {
+            b: float(np.mean([r[key][a][b] for r in per_seed]))
+            for b in per_seed[0][key][a]
+        }
+        for a in per_seed[0][key]
+        if a in rows
+    }
   return out
 
 
 def add_run_flags(p: argparse.ArgumentParser, budget: float) -> None:
   """The flags that name trained runs (`runs_by_seed`): --runs, or a
   tradeoff sweep's --work_dir with --budget and --seeds; and --split."""
-  p.add_argument("--runs", default="",
-                 help="comma-separated NAME=WORKDIR of trained runs")
-  p.add_argument("--work_dir", action="append", default=[],
-                 help="a tradeoff sweep's --work_dir (repeatable)")
-  p.add_argument("--budget", type=float, default=budget,
-                 help="with --work_dir: the budget whose cells to use")
-  p.add_argument("--seeds", default="",
-                 help="with --work_dir: comma-separated seeds to keep "
-                      "(default: every seed with finished cells)")
+  p.add_argument(
+      "--runs", default="", help="comma-separated NAME=WORKDIR of trained runs"
+  )
+  p.add_argument(
+      "--work_dir",
+      action="append",
+      default=[],
+      help="a tradeoff sweep's --work_dir (repeatable)",
+  )
+  p.add_argument(
+      "--budget",
+      type=float,
+      default=budget,
+      help="with --work_dir: the budget whose cells to use",
+  )
+  p.add_argument(
+      "--seeds",
+      default="",
+      help="with --work_dir: comma-separated seeds to keep "
+      "(default: every seed with finished cells)",
+  )
   p.add_argument("--split", default="test")
 
 
@@ -239,8 +302,10 @@ def runs_by_seed(a) -> dict[int, dict[str, str]]:
   """{seed: {name: workdir}} from the parsed `add_run_flags` (--runs is
   seed 0)."""
   if bool(a.runs) == bool(a.work_dir):
-    raise ValueError("give either --runs NAME=DIR,... or --work_dir (a "
-                     "tradeoff sweep) with --budget")
+    raise ValueError(
+        "give either --runs NAME=DIR,... or --work_dir (a "
+        "tradeoff sweep) with --budget"
+    )
   if a.runs:
     return {0: parse_runs(a.runs)}
   seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else None
@@ -257,23 +322,35 @@ def main(argv=None):
   per_seed = {}
   for seed, by_method in sorted(names.items()):
     print(f"== seed {seed}: {sorted(by_method)}", flush=True)
-    per_seed[seed] = swap([load_run(m, d) for m, d in by_method.items()],
-                          a.split)
+    per_seed[seed] = swap(
+        [load_run(m, d) for m, d in by_method.items()], a.split
+    )
   res = mean_tables(list(per_seed.values()))
   if len(per_seed) > 1:
     print(f"means over seeds {sorted(per_seed)}")
   srcs = res["sources"]
-  print(f"{a.split} {res['metric']}: run (rows) fed each source's tiles "
-        f"(columns), k={res['k']}")
-  reporting.print_table([{"run": r, **v} for r, v in res["accuracy"].items()],
-                    ["run", *srcs])
+  print(
+      f"{a.split} {res['metric']}: run (rows) fed each source's tiles "
+      f"(columns), k={res['k']}"
+  )
+  reporting.print_table(
+      [{"run": r, **v} for r, v in res["accuracy"].items()], ["run", *srcs]
+  )
   print("\nmean fraction of tiles both sources buy")
-  reporting.print_table([{"source": s, **v} for s, v in res["overlap"].items()],
-                    ["source", *srcs])
-  reporting.write_json(a.out, "selection_swap.json", {
-      "machine": reporting.machine(), **res, "seeds": sorted(per_seed),
-      "per_seed": {str(s): r for s, r in per_seed.items()},
-      "runs": {str(s): n for s, n in names.items()}})
+  reporting.print_table(
+      [{"source": s, **v} for s, v in res["overlap"].items()], ["source", *srcs]
+  )
+  reporting.write_json(
+      a.out,
+      "selection_swap.json",
+      {
+          "machine": reporting.machine(),
+          **res,
+          "seeds": sorted(per_seed),
+          "per_seed": {str(s): r for s, r in per_seed.items()},
+          "runs": {str(s): n for s, n in names.items()},
+      },
+  )
 
 
 if __name__ == "__main__":

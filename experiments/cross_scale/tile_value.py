@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import argparse
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
 from scipy import stats
 
-from crossscale import reporting
+from crossscale import input_pipeline, metrics, reporting, tile_grid
 from experiments.cross_scale import selection_swap
-from crossscale import input_pipeline, metrics
-from crossscale import tile_grid
 
 SCORERS = ("first_order", "own_policy", "lr_detail", "hr_detail")
 
@@ -47,45 +45,58 @@ def scene_tile_values(model, params, batch, task: str) -> dict:
   for a batch {"lr", "hr", "labels"} (module docstring)."""
   lr, hr, labels = batch["lr"], batch["hr"], batch["labels"]
   if model.zero_hr_gain:
-    raise ValueError("tile values of zero_hr_gain runs are not supported "
-                     "(config.model.zero_hr_gain must be 0)")
+    raise ValueError(
+        "tile values of zero_hr_gain runs are not supported "
+        "(config.model.zero_hr_gain must be 0)"
+    )
 
   def apply(method, *args):
-    return model.apply({"params": params}, *args, method=method,
-                       rngs={"selection": jax.random.key(0)})
+    return model.apply(
+        {"params": params},
+        *args,
+        method=method,
+        rngs={"selection": jax.random.key(0)},
+    )
 
   B, N = lr.shape[0], model.n_tiles
   plan = apply("plan", {"lr": lr})
-  idx, valid = plan["tile_indices"], plan["tile_valid"]      # [B, k]
-  bought = jnp.zeros((B, N), bool).at[
-      jnp.arange(B)[:, None], idx].set(valid)
+  idx, valid = plan["tile_indices"], plan["tile_valid"]  # [B, k]
+  bought = jnp.zeros((B, N), bool).at[jnp.arange(B)[:, None], idx].set(valid)
   context, _ = apply("lr_context", lr)
-  hr_tiles = tile_grid.to_tiles(hr, model.grid)                  # [B, N, t, t, C]
-  latents = apply("encode_tiles", hr_tiles)                  # [B, N, D_hr]
+  hr_tiles = tile_grid.to_tiles(hr, model.grid)  # [B, N, t, t, C]
+  latents = apply("encode_tiles", hr_tiles)  # [B, N, D_hr]
   every = jnp.broadcast_to(jnp.arange(N), (B, N))
 
-  def losses(weight):                                        # [B, N] -> [B]
+  def losses(weight):  # [B, N] -> [B]
     tokens = apply("complete", context, every, weight, latents)
     logits, _ = apply("head_logits", tokens, context)
     return metrics.example_losses(logits, labels, task)
 
   w0 = bought.astype(jnp.float32)
-  base, vjp = jax.vjp(losses, w0)                            # [B]
-  grad, = vjp(jnp.ones_like(base))                           # [B, N]
-  with_tile = jax.vmap(lambda t: losses(w0.at[:, t].set(1.0)),
-                       out_axes=1)(jnp.arange(N))            # [B, N]
-  return {"bought": bought, "value": base[:, None] - with_tile,
-          "first_order": -grad, "own_policy": plan["tile_logits"],
-          "lr_detail": tile_grid.tile_statistic(lr, model.grid),
-          "hr_detail": tile_grid.hr_detail(hr_tiles, hr.shape[1] // lr.shape[1])}
+  base, vjp = jax.vjp(losses, w0)  # [B]
+  (grad,) = vjp(jnp.ones_like(base))  # [B, N]
+  with_tile = jax.vmap(lambda t: losses(w0.at[:, t].set(1.0)), out_axes=1)(
+      jnp.arange(N)
+  )  # [B, N]
+  return {
+      "bought": bought,
+      "value": base[:, None] - with_tile,
+      "first_order": -grad,
+      "own_policy": plan["tile_logits"],
+      "lr_detail": tile_grid.tile_statistic(lr, model.grid),
+      "hr_detail": tile_grid.hr_detail(hr_tiles, hr.shape[1] // lr.shape[1]),
+  }
 
 
 def agreement(score: np.ndarray, value: np.ndarray, m: int):
   """(Spearman rho, summed value of the scorer's top m) of one scene's
   scorer `[U]` against the tiles' values `[U]` (rho None for constant
   input)."""
-  rho = (None if np.ptp(score) == 0 or np.ptp(value) == 0
-         else float(stats.spearmanr(score, value).statistic))
+  rho = (
+      None
+      if np.ptp(score) == 0 or np.ptp(value) == 0
+      else float(stats.spearmanr(score, value).statistic)
+  )
   return rho, float(value[np.argsort(-score, kind="stable")[:m]].sum())
 
 
@@ -101,10 +112,15 @@ def run_values(run: selection_swap.Run, split: str = "test") -> dict:
   per = {s: ([], []) for s in SCORERS}
   best, rand = [], []
   for batch in input_pipeline.eval_dataset(
-      cfg.data.path, split, batch_size=int(cfg.batch_size),
-      fields=("lr", "hr", "labels")):
-    out = jax.tree.map(np.asarray, fn(run.params, {
-        f: batch[f] for f in ("lr", "hr", "labels")}))
+      cfg.data.path,
+      split,
+      batch_size=int(cfg.batch_size),
+      fields=("lr", "hr", "labels"),
+  ):
+    out = jax.tree.map(
+        np.asarray,
+        fn(run.params, {f: batch[f] for f in ("lr", "hr", "labels")}),
+    )
     for b in np.flatnonzero(np.asarray(batch["valid"])):
       free = ~out["bought"][b]
       value = out["value"][b][free]
@@ -115,27 +131,42 @@ def run_values(run: selection_swap.Run, split: str = "test") -> dict:
         if rho is not None:
           per[s][0].append(rho)
         per[s][1].append(top)
-  res = {s: {"spearman": float(np.mean(r)) if r else None,
-             "top_k": float(np.mean(t))} for s, (r, t) in per.items()}
-  return {**res, "scenes": len(best), "k": k,
-          "best_k": float(np.mean(best)), "random_k": float(np.mean(rand))}
+  res = {
+      s: {
+          "spearman": float(np.mean(r)) if r else None,
+          "top_k": float(np.mean(t)),
+      }
+      for s, (r, t) in per.items()
+  }
+  return {
+      **res,
+      "scenes": len(best),
+      "k": k,
+      "best_k": float(np.mean(best)),
+      "random_k": float(np.mean(rand)),
+  }
 
 
 def capture(res: dict, scorer: str) -> float:
   """(top_k - random_k) / (best_k - random_k) of a run_values result: 1 =
   the scorer's top k are the k most valuable tiles, 0 = no better than
   chance."""
-  return ((res[scorer]["top_k"] - res["random_k"])
-          / (res["best_k"] - res["random_k"]))
+  return (res[scorer]["top_k"] - res["random_k"]) / (
+      res["best_k"] - res["random_k"]
+  )
 
 
 def mean_over_seeds(per_seed: list[dict]) -> dict:
   """Element-wise mean of run_values(...) results (None entries skipped)."""
+
   def avg(xs):
     xs = [x for x in xs if x is not None]
     return float(np.mean(xs)) if xs else None
-  out = {s: {m: avg([r[s][m] for r in per_seed])
-             for m in ("spearman", "top_k")} for s in SCORERS}
+
+  out = {
+      s: {m: avg([r[s][m] for r in per_seed]) for m in ("spearman", "top_k")}
+      for s in SCORERS
+  }
   for key in ("best_k", "random_k"):
     out[key] = avg([r[key] for r in per_seed])
   out["k"] = per_seed[0]["k"]
@@ -145,8 +176,11 @@ def mean_over_seeds(per_seed: list[dict]) -> dict:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   selection_swap.add_run_flags(p, budget=0.125)
-  p.add_argument("--methods", default="",
-                 help="comma-separated methods to keep (default: all)")
+  p.add_argument(
+      "--methods",
+      default="",
+      help="comma-separated methods to keep (default: all)",
+  )
   p.add_argument("--out", required=True)
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
@@ -162,23 +196,53 @@ def main(argv=None):
     for seed, workdir in sorted(by_seed.items()):
       print(f"== {method} seed {seed}: {workdir}", flush=True)
       per_run[method][str(seed)] = run_values(
-          selection_swap.load_run(method, workdir), a.split)
+          selection_swap.load_run(method, workdir), a.split
+      )
     mean = mean_over_seeds(list(per_run[method].values()))
     for s in SCORERS:
-      rows.append({"run": method, "seeds": len(by_seed), "scorer": s,
-                   **mean[s], "capture": capture(mean, s),
-                   "best_k": mean["best_k"], "random_k": mean["random_k"]})
-  print(f"{a.split}: scorers of the tiles each run did not buy vs the loss "
-        "drop from buying each one (Spearman; summed drop of the scorer's "
-        "top k, of the best k, of k at random; capture = (top_k - random_k)"
-        " / (best_k - random_k))")
-  reporting.print_table(rows, ["run", "seeds", "scorer", "spearman", "top_k",
-                           "capture", "best_k", "random_k"])
-  reporting.write_json(a.out, "tile_value.json", {
-      "machine": reporting.machine(), "split": a.split, "table": rows,
-      "per_seed": per_run,
-      "runs": {m: {str(s): d for s, d in v.items()}
-               for m, v in cells.items()}})
+      rows.append(
+          {
+              "run": method,
+              "seeds": len(by_seed),
+              "scorer": s,
+              **mean[s],
+              "capture": capture(mean, s),
+              "best_k": mean["best_k"],
+              "random_k": mean["random_k"],
+          }
+      )
+  print(
+      f"{a.split}: scorers of the tiles each run did not buy vs the loss "
+      "drop from buying each one (Spearman; summed drop of the scorer's "
+      "top k, of the best k, of k at random; capture = (top_k - random_k)"
+      " / (best_k - random_k))"
+  )
+  reporting.print_table(
+      rows,
+      [
+          "run",
+          "seeds",
+          "scorer",
+          "spearman",
+          "top_k",
+          "capture",
+          "best_k",
+          "random_k",
+      ],
+  )
+  reporting.write_json(
+      a.out,
+      "tile_value.json",
+      {
+          "machine": reporting.machine(),
+          "split": a.split,
+          "table": rows,
+          "per_seed": per_run,
+          "runs": {
+              m: {str(s): d for s, d in v.items()} for m, v in cells.items()
+          },
+      },
+  )
 
 
 if __name__ == "__main__":

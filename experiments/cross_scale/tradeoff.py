@@ -30,13 +30,12 @@ import json
 import os
 import tempfile
 
+from absl import flags
 import matplotlib
 import ml_collections
 import numpy as np
-from absl import flags
 
-from crossscale import reporting
-from crossscale import run_config, shards, train
+from crossscale import reporting, run_config, shards, train
 from data import registry
 from experiments.configs import cross_scale
 
@@ -49,16 +48,18 @@ METHODS = {  # name -> config overrides
     "random": {"model.policy": "random"},
     "uniform": {"model.policy": "uniform"},
     "heuristic": {"model.policy": "heuristic"},
-    "hr_only": {"model.policy": "learned",
-                "model.predictor.lr_guidance": False},
+    "hr_only": {
+        "model.policy": "learned",
+        "model.predictor.lr_guidance": False,
+    },
 }
 
 
 def base_config(quick: bool, data_dir: str) -> ml_collections.ConfigDict:
   c = cross_scale.get_config()
   c.data.path = data_dir
-  c.checkpoint.every = 10 ** 9
-  c.eval_every = 10 ** 9
+  c.checkpoint.every = 10**9
+  c.eval_every = 10**9
   c.evals = ml_collections.ConfigDict()
   c.log_every = 100
   if quick:
@@ -81,13 +82,15 @@ def run_one(config, workdir, defaults=None) -> dict:
   same `--work_dir` resumes where it stopped."""
   done = os.path.join(workdir, "final_metrics.json")
   if os.path.exists(done):
-    diff = run_config.differences(run_config.load_stored(workdir), config,
-                                  defaults)
+    diff = run_config.differences(
+        run_config.load_stored(workdir), config, defaults
+    )
     if diff:
       raise ValueError(
           f"{workdir} holds a finished run of a different config "
           f"({', '.join(diff[:5])}): give this sweep a new --work_dir (or "
-          "delete that directory).")
+          "delete that directory)."
+      )
     print(f"   finished earlier: {done}", flush=True)
     with open(done) as f:
       return json.load(f)["final"]
@@ -116,11 +119,18 @@ def cell_dir(work: str, name: str, budget: float, seed: int) -> str:
   return path
 
 
-def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
-                 quick: bool = True, steps: int = 0,
-                 overrides: dict | None = None,
-                 work_dir: str | None = None, seeds: int = 1,
-                 first_seed: int = 0) -> dict:
+def run_tradeoff(
+    data_dir: str,
+    *,
+    methods=tuple(METHODS),
+    budgets=BUDGETS,
+    quick: bool = True,
+    steps: int = 0,
+    overrides: dict | None = None,
+    work_dir: str | None = None,
+    seeds: int = 1,
+    first_seed: int = 0,
+) -> dict:
   """Trains and evaluates (test split) every method at every budget.
 
   methods: names in METHODS, or a dict name -> flattened config overrides
@@ -142,7 +152,7 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
     methods = {m: METHODS[m] for m in methods}
   budgets = tuple(budgets)
   manifest = shards.load_manifest(data_dir)
-  n_tiles = manifest.grid ** 2
+  n_tiles = manifest.grid**2
   work = work_dir or tempfile.mkdtemp(prefix="tradeoff_")
   cache: dict[tuple, dict] = {}
 
@@ -160,11 +170,17 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
         c.update_from_flattened_dict(dict(overrides or {}))
         if steps:
           c.total_steps = steps
-        c.update_from_flattened_dict({**method_overrides, "seed": seed,
-                                      "model.budget": budget})
+        c.update_from_flattened_dict(
+            {**method_overrides, "seed": seed, "model.budget": budget}
+        )
         print(f"== {key[0]} @ budget {budget:.4g} seed {seed}", flush=True)
-        runs.append(run_one(c, cell_dir(work, key[0], budget, seed),
-                            base_config(quick, data_dir)))
+        runs.append(
+            run_one(
+                c,
+                cell_dir(work, key[0], budget, seed),
+                base_config(quick, data_dir),
+            )
+        )
       cache[key] = _mean_runs(runs)
     return cache[key]
 
@@ -180,10 +196,16 @@ def run_tradeoff(data_dir: str, *, methods=tuple(METHODS), budgets=BUDGETS,
         "hr_tiles": [r["hr_tiles"] for r in rows],
         "hr_fraction": [r["hr_tiles"] / n_tiles for r in rows],
         "drift": [r.get("drift") for r in rows],
-        "AP@10": [r.get("AP@10") for r in rows]}
-  return {"dataset": manifest.name, "grid": manifest.grid,
-          "budgets": list(budgets), "seeds": seeds, "methods": results,
-          "table": table_rows(results)}
+        "AP@10": [r.get("AP@10") for r in rows],
+    }
+  return {
+      "dataset": manifest.name,
+      "grid": manifest.grid,
+      "budgets": list(budgets),
+      "seeds": seeds,
+      "methods": results,
+      "table": table_rows(results),
+  }
 
 
 def _mean_runs(runs: list[dict]) -> dict:
@@ -199,8 +221,16 @@ def _mean_runs(runs: list[dict]) -> dict:
   return out
 
 
-TABLE_COLUMNS = ["method", "budget", "hr_tiles", "accuracy", "accuracy_std",
-                 "mAP", "drift", "AP@10"]
+TABLE_COLUMNS = [
+    "method",
+    "budget",
+    "hr_tiles",
+    "accuracy",
+    "accuracy_std",
+    "mAP",
+    "drift",
+    "AP@10",
+]
 
 
 def table_rows(methods: dict) -> list[dict]:
@@ -208,16 +238,33 @@ def table_rows(methods: dict) -> list[dict]:
   table = []
   for m, r in methods.items():
     for i, b in enumerate(r["budget"]):
-      table.append({"method": m, "budget": b, "hr_tiles": r["hr_tiles"][i],
-                    "accuracy": r["accuracy"][i],
-                    "accuracy_std": (r.get("accuracy_std") or [None] * len(
-                        r["budget"]))[i], "mAP": r["mAP"][i],
-                    "drift": r["drift"][i], "AP@10": r["AP@10"][i]})
+      table.append(
+          {
+              "method": m,
+              "budget": b,
+              "hr_tiles": r["hr_tiles"][i],
+              "accuracy": r["accuracy"][i],
+              "accuracy_std": (
+                  r.get("accuracy_std") or [None] * len(r["budget"])
+              )[i],
+              "mAP": r["mAP"][i],
+              "drift": r["drift"][i],
+              "AP@10": r["AP@10"][i],
+          }
+      )
   return table
 
 
-PAIRED_COLUMNS = ["method", "budget", "seeds", "diff_points", "se_points",
-                  "ahead", "level", "behind"]
+PAIRED_COLUMNS = [
+    "method",
+    "budget",
+    "seeds",
+    "diff_points",
+    "se_points",
+    "ahead",
+    "level",
+    "behind",
+]
 
 
 def paired_differences(methods: dict, ref: str = "ours") -> list[dict]:
@@ -243,13 +290,20 @@ def paired_differences(methods: dict, ref: str = "ours") -> list[dict]:
       a = ref_seeds.get(b)
       if not 0.0 < b < 1.0 or not a or not o or len(a) != len(o):
         continue
-      d = 100.0 * (np.asarray(a) - np.asarray(o))          # [seeds]
+      d = 100.0 * (np.asarray(a) - np.asarray(o))  # [seeds]
       se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else None
-      rows.append({"method": m, "budget": b, "seeds": int(d.size),
-                   "diff_points": float(d.mean()), "se_points": se,
-                   "ahead": int((d > 1e-9).sum()),
-                   "level": int((np.abs(d) <= 1e-9).sum()),
-                   "behind": int((d < -1e-9).sum())})
+      rows.append(
+          {
+              "method": m,
+              "budget": b,
+              "seeds": int(d.size),
+              "diff_points": float(d.mean()),
+              "se_points": se,
+              "ahead": int((d > 1e-9).sum()),
+              "level": int((np.abs(d) <= 1e-9).sum()),
+              "behind": int((d < -1e-9).sum()),
+          }
+      )
   return rows
 
 
@@ -270,8 +324,9 @@ def plot(results: dict, path: str | None = None, title: str | None = None):
   for m, r in methods.items():
     std = r.get(f"{metric}_std")
     if std and all(v is not None for v in std) and any(std):
-      ax.errorbar(r["hr_fraction"], r[metric], yerr=std, marker="o",
-                  capsize=3, label=m)
+      ax.errorbar(
+          r["hr_fraction"], r[metric], yerr=std, marker="o", capsize=3, label=m
+      )
     else:
       ax.plot(r["hr_fraction"], r[metric], marker="o", label=m)
   ax.set_xscale("symlog", linthresh=1 / 16)
@@ -293,8 +348,10 @@ def parse_overrides(items: list[str]) -> dict:
   for item in items:
     key, sep, value = item.partition("=")
     if not sep or not key:
-      raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. "
-                       "--set model.sampler_target.completion=1.0")
+      raise ValueError(
+          f"--set {item!r}: expected KEY=VALUE, e.g. "
+          "--set model.sampler_target.completion=1.0"
+      )
     try:
       out[key] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -303,14 +360,16 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def parse_methods(names: str, variants: list[str]) -> dict:
-  """"ours,heuristic" and ["ours_cf:model.selection.counterfactual=True"]
+  """ "ours,heuristic" and ["ours_cf:model.selection.counterfactual=True"]
   -> {name: flattened config overrides}. A variant is ours (the learned
   sampler) with its own overrides (repeat a NAME to add more); its cells
   train beside the named methods and are paired with ours by seed."""
   unknown = [m for m in names.split(",") if m and m not in METHODS]
   if unknown:
-    raise ValueError(f"--methods {','.join(unknown)}: unknown; known: "
-                     f"{', '.join(METHODS)} (define others with --variant)")
+    raise ValueError(
+        f"--methods {','.join(unknown)}: unknown; known: "
+        f"{', '.join(METHODS)} (define others with --variant)"
+    )
   methods = {m: METHODS[m] for m in names.split(",") if m}
   for item in variants:
     name, sep, override = item.partition(":")
@@ -318,7 +377,8 @@ def parse_methods(names: str, variants: list[str]) -> dict:
       raise ValueError(
           f"--variant {item!r}: expected NAME:KEY=VALUE with a NAME not in "
           f"{', '.join(METHODS)}, e.g. --variant "
-          "ours_cf:model.selection.counterfactual=True")
+          "ours_cf:model.selection.counterfactual=True"
+      )
     methods.setdefault(name, dict(METHODS["ours"]))
     methods[name].update(parse_overrides([override]))
   return methods
@@ -331,8 +391,12 @@ def step_time(data_dir: str, overrides: dict, quick: bool) -> dict:
   t_ours = reporting.time_train_step(c, data_dir, 5 if quick else 20)
   c.update_from_flattened_dict({"model.budget": 1.0})
   t_dense = reporting.time_train_step(c, data_dir, 5 if quick else 20)
-  return {"ours_1_8_s_per_step": t_ours, "dense_s_per_step": t_dense,
-          "speedup": t_dense / t_ours, "batch_size": c.batch_size}
+  return {
+      "ours_1_8_s_per_step": t_ours,
+      "dense_s_per_step": t_dense,
+      "speedup": t_dense / t_ours,
+      "batch_size": c.batch_size,
+  }
 
 
 def main(argv=None):
@@ -342,31 +406,61 @@ def main(argv=None):
   p.add_argument("--out", required=True)
   p.add_argument("--steps", type=int, default=0, help="override total_steps")
   p.add_argument("--methods", default=",".join(METHODS))
-  p.add_argument("--pretrain_steps", type=int, default=0,
-                 help="> 0: also 'ours_pretrained', ours initialised from a "
-                      "cross-scale pretraining run of N label-free steps on "
-                      "the train split (experiments/pretrain/benefit.py)")
-  p.add_argument("--budgets", default=None,
-                 help="comma-separated budget ratios (default: 0,1/16,1/8,"
-                      "1/4,1/2,1 as decimals)")
-  p.add_argument("--seeds", type=int, default=1,
-                 help="train every cell with this many seeds; means + std")
-  p.add_argument("--first_seed", type=int, default=0,
-                 help="seeds are first_seed..first_seed+seeds-1")
-  p.add_argument("--work_dir", default=None,
-                 help="where each cell trains (default: a new temp dir); "
-                      "relaunching with the same one skips finished cells")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="config override for every run (repeatable), e.g. "
-                      "--set model.sampler_target.completion=1.0")
-  p.add_argument("--variant", action="append", default=[],
-                 metavar="NAME:KEY=VALUE",
-                 help="another method: ours with this override (repeatable),"
-                      " e.g. --variant ours_cf:model.selection."
-                      "counterfactual=True")
-  p.add_argument("--no_step_time", action="store_true",
-                 help="skip timing a step of ours@1/8 against dense HR "
-                      "(minutes on a CPU), e.g. when only adding seeds")
+  p.add_argument(
+      "--pretrain_steps",
+      type=int,
+      default=0,
+      help="> 0: also 'ours_pretrained', ours initialised from a "
+      "cross-scale pretraining run of N label-free steps on "
+      "the train split (experiments/pretrain/benefit.py)",
+  )
+  p.add_argument(
+      "--budgets",
+      default=None,
+      help="comma-separated budget ratios (default: 0,1/16,1/8,"
+      "1/4,1/2,1 as decimals)",
+  )
+  p.add_argument(
+      "--seeds",
+      type=int,
+      default=1,
+      help="train every cell with this many seeds; means + std",
+  )
+  p.add_argument(
+      "--first_seed",
+      type=int,
+      default=0,
+      help="seeds are first_seed..first_seed+seeds-1",
+  )
+  p.add_argument(
+      "--work_dir",
+      default=None,
+      help="where each cell trains (default: a new temp dir); "
+      "relaunching with the same one skips finished cells",
+  )
+  p.add_argument(
+      "--set",
+      action="append",
+      default=[],
+      metavar="KEY=VALUE",
+      help="config override for every run (repeatable), e.g. "
+      "--set model.sampler_target.completion=1.0",
+  )
+  p.add_argument(
+      "--variant",
+      action="append",
+      default=[],
+      metavar="NAME:KEY=VALUE",
+      help="another method: ours with this override (repeatable),"
+      " e.g. --variant ours_cf:model.selection."
+      "counterfactual=True",
+  )
+  p.add_argument(
+      "--no_step_time",
+      action="store_true",
+      help="skip timing a step of ours@1/8 against dense HR "
+      "(minutes on a CPU), e.g. when only adding seeds",
+  )
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   overrides = parse_overrides(a.set)
@@ -374,19 +468,31 @@ def main(argv=None):
   data_dir = registry.resolve(a.dataset, None, opts)
   methods = parse_methods(a.methods, a.variant)
   if a.pretrain_steps:
-    from experiments.pretrain import benefit  # pylint: disable=g-import-not-at-top  (it imports this module)
     from crossscale import train  # pylint: disable=g-import-not-at-top
+    from experiments.pretrain import benefit  # pylint: disable=g-import-not-at-top  (it imports this module)
+
     pre_dir = os.path.join(tempfile.mkdtemp(prefix="tradeoff_pre_"), "pre")
     train.train_and_evaluate(
-        benefit.pretrain_config(data_dir, a.quick, a.pretrain_steps), pre_dir)
-    methods["ours_pretrained"] = {"model.policy": "learned",
-                                  "model_init": pre_dir}
-  budgets = (tuple(float(b) for b in a.budgets.split(","))
-             if a.budgets else BUDGETS)
-  res = run_tradeoff(data_dir, methods=methods, budgets=budgets,
-                     quick=a.quick, steps=a.steps, seeds=a.seeds,
-                     first_seed=a.first_seed, overrides=overrides,
-                     work_dir=a.work_dir)
+        benefit.pretrain_config(data_dir, a.quick, a.pretrain_steps), pre_dir
+    )
+    methods["ours_pretrained"] = {
+        "model.policy": "learned",
+        "model_init": pre_dir,
+    }
+  budgets = (
+      tuple(float(b) for b in a.budgets.split(",")) if a.budgets else BUDGETS
+  )
+  res = run_tradeoff(
+      data_dir,
+      methods=methods,
+      budgets=budgets,
+      quick=a.quick,
+      steps=a.steps,
+      seeds=a.seeds,
+      first_seed=a.first_seed,
+      overrides=overrides,
+      work_dir=a.work_dir,
+  )
   results = res["methods"]
 
   speed = None if a.no_step_time else step_time(data_dir, overrides, a.quick)
@@ -397,16 +503,29 @@ def main(argv=None):
     print("\nours minus each method, paired by seed (accuracy points):")
     reporting.print_table(paired, PAIRED_COLUMNS)
   if speed:
-    print(f"train step: ours@1/8 {speed['ours_1_8_s_per_step'] * 1e3:.1f} ms,"
-          f" dense {speed['dense_s_per_step'] * 1e3:.1f} ms -> "
-          f"{speed['speedup']:.2f}x faster (batch {speed['batch_size']})")
-  reporting.write_json(a.out, "tradeoff.json", {
-      "machine": reporting.machine(), "dataset": res["dataset"],
-      "data_dir": data_dir, "quick": a.quick, "grid": res["grid"],
-      "methods": results, "paired_vs_ours": paired,
-      "step_time": speed, "seeds": a.seeds,
-      "first_seed": a.first_seed, "overrides": overrides,
-      "pretrain_steps": a.pretrain_steps})
+    print(
+        f"train step: ours@1/8 {speed['ours_1_8_s_per_step'] * 1e3:.1f} ms,"
+        f" dense {speed['dense_s_per_step'] * 1e3:.1f} ms -> "
+        f"{speed['speedup']:.2f}x faster (batch {speed['batch_size']})"
+    )
+  reporting.write_json(
+      a.out,
+      "tradeoff.json",
+      {
+          "machine": reporting.machine(),
+          "dataset": res["dataset"],
+          "data_dir": data_dir,
+          "quick": a.quick,
+          "grid": res["grid"],
+          "methods": results,
+          "paired_vs_ours": paired,
+          "step_time": speed,
+          "seeds": a.seeds,
+          "first_seed": a.first_seed,
+          "overrides": overrides,
+          "pretrain_steps": a.pretrain_steps,
+      },
+  )
   path = os.path.join(a.out, "tradeoff.png")
   plot(res, path)
   print(f"wrote {path}")

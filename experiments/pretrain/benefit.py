@@ -23,22 +23,22 @@ import argparse
 import os
 import tempfile
 
+from absl import flags
 import matplotlib
 import numpy as np
-from absl import flags
 
-from crossscale import reporting
-from experiments.cross_scale import tradeoff
-from crossscale import optim, shards, train
+from crossscale import optim, reporting, shards, train
 from data import registry
 from experiments.configs import pretrain
+from experiments.cross_scale import tradeoff
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def pretrain_config(data_dir: str, quick: bool, steps: int,
-                    contrast_tiles: int = 0):
+def pretrain_config(
+    data_dir: str, quick: bool, steps: int, contrast_tiles: int = 0
+):
   """The pretraining config with the tradeoff model's encoder sizes;
   `contrast_tiles` > 0 adds the HR tile contrast."""
   xs = tradeoff.base_config(quick, data_dir)
@@ -52,15 +52,21 @@ def pretrain_config(data_dir: str, quick: bool, steps: int,
   c.total_steps = steps
   c.optim.warmup_steps = max(1, steps // 10)
   c.checkpoint.every = steps
-  c.eval_every = 10 ** 9
+  c.eval_every = 10**9
   c.log_every = 100
   c.evals = {"test": {"type": "classification", "split": "test"}}
   return c
 
 
-def finetune_config(data_dir: str, quick: bool, steps: int, seed: int,
-                    init: str, lr_scale: float = 1.0,
-                    init_keys: tuple[str, ...] = ()):
+def finetune_config(
+    data_dir: str,
+    quick: bool,
+    steps: int,
+    seed: int,
+    init: str,
+    lr_scale: float = 1.0,
+    init_keys: tuple[str, ...] = (),
+):
   c = tradeoff.base_config(quick, data_dir)
   c.model.budget = 1 / 8
   c.seed = seed
@@ -79,26 +85,47 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out", required=True)
   p.add_argument("--pretrain_steps", type=int, default=0)
-  p.add_argument("--steps", default="",
-                 help="fine-tuning steps; a comma list (e.g. 100,200,400) "
-                      "gives accuracy vs steps (pretrain.png)")
+  p.add_argument(
+      "--steps",
+      default="",
+      help="fine-tuning steps; a comma list (e.g. 100,200,400) "
+      "gives accuracy vs steps (pretrain.png)",
+  )
   p.add_argument("--seeds", type=int, default=2)
-  p.add_argument("--labelled", type=int, default=0,
-                 help="fine-tune on the first N train scenes only (toyworld; "
-                      "pretraining still sees the whole train split)")
-  p.add_argument("--init_keys", default="",
-                 help="comma list of the parts taken from the pretraining "
-                      "run (default: config.model_init_keys: lr_encoder, "
-                      "hr_encoder, sampler)")
-  p.add_argument("--contrast_tiles", type=int, default=0,
-                 help="HR tiles per scene in the pretraining's tile "
-                      "contrast (config.model.contrast_tiles; 0: off)")
-  p.add_argument("--probe", action="store_true",
-                 help="also train with the pretrained parts frozen, from "
-                      "random and from pretrained weights")
-  p.add_argument("--lr_scale", type=float, default=1.0,
-                 help="learning-rate factor of the pretrained parts when "
-                      "fine-tuning (config.model_init_lr_scale)")
+  p.add_argument(
+      "--labelled",
+      type=int,
+      default=0,
+      help="fine-tune on the first N train scenes only (toyworld; "
+      "pretraining still sees the whole train split)",
+  )
+  p.add_argument(
+      "--init_keys",
+      default="",
+      help="comma list of the parts taken from the pretraining "
+      "run (default: config.model_init_keys: lr_encoder, "
+      "hr_encoder, sampler)",
+  )
+  p.add_argument(
+      "--contrast_tiles",
+      type=int,
+      default=0,
+      help="HR tiles per scene in the pretraining's tile "
+      "contrast (config.model.contrast_tiles; 0: off)",
+  )
+  p.add_argument(
+      "--probe",
+      action="store_true",
+      help="also train with the pretrained parts frozen, from "
+      "random and from pretrained weights",
+  )
+  p.add_argument(
+      "--lr_scale",
+      type=float,
+      default=1.0,
+      help="learning-rate factor of the pretrained parts when "
+      "fine-tuning (config.model_init_lr_scale)",
+  )
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   opts = tradeoff.toyworld_options(a.quick) if a.dataset == "toyworld" else None
@@ -106,10 +133,13 @@ def main(argv=None):
   ft_dir = data_dir
   if a.labelled:
     if a.dataset != "toyworld":
-      raise ValueError("--labelled needs --dataset toyworld (its scenes are "
-                       "seeded per index, so N train scenes are a prefix).")
-    ft_dir = registry.resolve(a.dataset, None, {**opts, "num_train":
-                                                  a.labelled})
+      raise ValueError(
+          "--labelled needs --dataset toyworld (its scenes are "
+          "seeded per index, so N train scenes are a prefix)."
+      )
+    ft_dir = registry.resolve(
+        a.dataset, None, {**opts, "num_train": a.labelled}
+    )
   work = tempfile.mkdtemp(prefix="pretrain_")
   pre_steps = a.pretrain_steps or (600 if a.quick else 3000)
 
@@ -117,43 +147,83 @@ def main(argv=None):
   init_keys = tuple(k for k in a.init_keys.split(",") if k)
   pre_dir = os.path.join(work, "pretrain")
   pre = train.train_and_evaluate(
-      pretrain_config(data_dir, a.quick, pre_steps, a.contrast_tiles),
-      pre_dir)
+      pretrain_config(data_dir, a.quick, pre_steps, a.contrast_tiles), pre_dir
+  )
   print(f"pretraining ({pre_steps} steps): {pre['test']}", flush=True)
 
   curve = []
   for steps in steps_list:
-    curve.append(compare(ft_dir, a.quick, steps, a.seeds, pre_dir, a.lr_scale,
-                         os.path.join(work, f"ft{steps}"), init_keys,
-                         a.probe))
+    curve.append(
+        compare(
+            ft_dir,
+            a.quick,
+            steps,
+            a.seeds,
+            pre_dir,
+            a.lr_scale,
+            os.path.join(work, f"ft{steps}"),
+            init_keys,
+            a.probe,
+        )
+    )
   for point in curve:
-    print(f"\nfine-tuning {point['finetune_steps']} steps, budget 1/8, "
-          f"{a.seeds} seeds:")
-    reporting.print_table(point["summary"], ["init", "accuracy", "accuracy_std",
-                                         "mAP", "drift", "seeds"])
-    print(f"pretrained - scratch accuracy: "
-          f"{100 * point['accuracy_gain']:+.2f} points; pretrained ahead on "
-          f"{point['seeds_ahead']} of {a.seeds} seeds", flush=True)
+    print(
+        f"\nfine-tuning {point['finetune_steps']} steps, budget 1/8, "
+        f"{a.seeds} seeds:"
+    )
+    reporting.print_table(
+        point["summary"],
+        ["init", "accuracy", "accuracy_std", "mAP", "drift", "seeds"],
+    )
+    print(
+        f"pretrained - scratch accuracy: "
+        f"{100 * point['accuracy_gain']:+.2f} points; pretrained ahead on "
+        f"{point['seeds_ahead']} of {a.seeds} seeds",
+        flush=True,
+    )
     if "frozen_gain" in point:
-      print(f"frozen parts, pretrained - random: "
-            f"{100 * point['frozen_gain']:+.2f} points", flush=True)
-  reporting.write_json(a.out, "pretrain.json", {
-      "dataset": a.dataset, "quick": a.quick, "budget": 1 / 8,
-      "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
-          "train"),
-      "pretrain_steps": pre_steps, "pretrained_lr_scale": a.lr_scale,
-      "contrast_tiles": a.contrast_tiles,
-      "init_keys": list(init_keys or finetune_config(
-          data_dir, a.quick, 0, 0, "").model_init_keys),
-      "pretrain_eval": pre["test"], "curve": curve,
-      "machine": reporting.machine()})
+      print(
+          f"frozen parts, pretrained - random: "
+          f"{100 * point['frozen_gain']:+.2f} points",
+          flush=True,
+      )
+  reporting.write_json(
+      a.out,
+      "pretrain.json",
+      {
+          "dataset": a.dataset,
+          "quick": a.quick,
+          "budget": 1 / 8,
+          "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
+              "train"
+          ),
+          "pretrain_steps": pre_steps,
+          "pretrained_lr_scale": a.lr_scale,
+          "contrast_tiles": a.contrast_tiles,
+          "init_keys": list(
+              init_keys
+              or finetune_config(data_dir, a.quick, 0, 0, "").model_init_keys
+          ),
+          "pretrain_eval": pre["test"],
+          "curve": curve,
+          "machine": reporting.machine(),
+      },
+  )
   if len(curve) > 1:
     _plot(curve, os.path.join(a.out, "pretrain.png"), pre_steps)
 
 
-def compare(data_dir: str, quick: bool, steps: int, seeds: int, pre_dir: str,
-            lr_scale: float, work: str, init_keys: tuple[str, ...] = (),
-            probe: bool = False) -> dict:
+def compare(
+    data_dir: str,
+    quick: bool,
+    steps: int,
+    seeds: int,
+    pre_dir: str,
+    lr_scale: float,
+    work: str,
+    init_keys: tuple[str, ...] = (),
+    probe: bool = False,
+) -> dict:
   """Fine-tunes from scratch and from `pre_dir` for `steps` steps over
   `seeds` seeds (same seeds for both); per-seed finals and a summary.
   `probe` adds two arms with the `init_keys` parts frozen (random vs
@@ -164,31 +234,51 @@ def compare(data_dir: str, quick: bool, steps: int, seeds: int, pre_dir: str,
   runs = {name: [] for name, _, _ in arms}
   for seed in range(seeds):
     for name, init, frozen in arms:
-      c = finetune_config(data_dir, quick, steps, seed, init, lr_scale,
-                          init_keys)
+      c = finetune_config(
+          data_dir, quick, steps, seed, init, lr_scale, init_keys
+      )
       if frozen:
-        c.optim.frozen = tuple(optim.subtree_regex(k)
-                               for k in c.model_init_keys)
-      final = train.train_and_evaluate(
-          c, os.path.join(work, f"{name}_{seed}"))["final"]
-      runs[name].append({k: final.get(k) for k in
-                         ("accuracy", "mAP_macro", "drift", "hr_tiles")})
-      print(f"== {steps} steps, {name} seed {seed}: {runs[name][-1]}",
-            flush=True)
+        c.optim.frozen = tuple(
+            optim.subtree_regex(k) for k in c.model_init_keys
+        )
+      final = train.train_and_evaluate(c, os.path.join(work, f"{name}_{seed}"))[
+          "final"
+      ]
+      runs[name].append(
+          {
+              k: final.get(k)
+              for k in ("accuracy", "mAP_macro", "drift", "hr_tiles")
+          }
+      )
+      print(
+          f"== {steps} steps, {name} seed {seed}: {runs[name][-1]}", flush=True
+      )
   rows = []
   for name, rs in runs.items():
     acc = np.array([r["accuracy"] for r in rs])
-    rows.append({"init": name, "accuracy": float(acc.mean()),
-                 "accuracy_std": float(acc.std()),
-                 "mAP": float(np.mean([r["mAP_macro"] for r in rs])),
-                 "drift": float(np.mean([r["drift"] for r in rs])),
-                 "seeds": len(rs)})
-  ahead = sum(p["accuracy"] > s["accuracy"] for s, p in
-              zip(runs["scratch"], runs["pretrained"]))
-  out = {"finetune_steps": finetune_config(data_dir, quick, steps, 0,
-                                           "").total_steps,
-         "runs": runs, "summary": rows, "seeds_ahead": int(ahead),
-         "accuracy_gain": rows[1]["accuracy"] - rows[0]["accuracy"]}
+    rows.append(
+        {
+            "init": name,
+            "accuracy": float(acc.mean()),
+            "accuracy_std": float(acc.std()),
+            "mAP": float(np.mean([r["mAP_macro"] for r in rs])),
+            "drift": float(np.mean([r["drift"] for r in rs])),
+            "seeds": len(rs),
+        }
+    )
+  ahead = sum(
+      p["accuracy"] > s["accuracy"]
+      for s, p in zip(runs["scratch"], runs["pretrained"])
+  )
+  out = {
+      "finetune_steps": finetune_config(
+          data_dir, quick, steps, 0, ""
+      ).total_steps,
+      "runs": runs,
+      "summary": rows,
+      "seeds_ahead": int(ahead),
+      "accuracy_gain": rows[1]["accuracy"] - rows[0]["accuracy"],
+  }
   if probe:
     out["frozen_gain"] = rows[3]["accuracy"] - rows[2]["accuracy"]
   return out
@@ -200,9 +290,16 @@ def _plot(curve: list[dict], path: str, pre_steps: int) -> None:
   for i, name in enumerate(("scratch", "pretrained")):
     y = [p["summary"][i]["accuracy"] for p in curve]
     e = [p["summary"][i]["accuracy_std"] for p in curve]
-    ax.errorbar(x, y, yerr=e, marker="o", capsize=3,
-                label=name if name == "scratch" else
-                f"pretrained ({pre_steps} label-free steps)")
+    ax.errorbar(
+        x,
+        y,
+        yerr=e,
+        marker="o",
+        capsize=3,
+        label=name
+        if name == "scratch"
+        else f"pretrained ({pre_steps} label-free steps)",
+    )
   ax.set_xlabel("fine-tuning steps (each a full schedule)")
   ax.set_ylabel("test accuracy at budget 1/8")
   ax.grid(alpha=0.3)

@@ -34,28 +34,39 @@ import argparse
 import os
 import tempfile
 
+from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
 
-from crossscale import reporting
-from crossscale import checkpoint, input_pipeline, metrics, records, shards
-from crossscale import export, train
+from crossscale import (
+  checkpoint,
+  export,
+  input_pipeline,
+  metrics,
+  records,
+  reporting,
+  shards,
+  train,
+)
 from crossscale.models import cross_scale_pretrain as pretrain_model
 from data import registry
 from experiments.configs import pretrain as pretrain_config
 
-ALIASES = {"R": ("R", "B04", "red"), "G": ("G", "B03", "green"),
-           "B": ("B", "B02", "blue")}
+ALIASES = {
+    "R": ("R", "B04", "red"),
+    "G": ("G", "B03", "green"),
+    "B": ("B", "B02", "blue"),
+}
 
 
 def load_split(data_dir: str, split: str) -> dict[str, np.ndarray]:
   """Every record of `split`, standardised: {"lr", "hr", "labels"}."""
   out: dict[str, list] = {"lr": [], "hr": [], "labels": []}
-  for b in input_pipeline.eval_dataset(data_dir, split, batch_size=32,
-                                       fields=("lr", "hr", "labels")):
+  for b in input_pipeline.eval_dataset(
+      data_dir, split, batch_size=32, fields=("lr", "hr", "labels")
+  ):
     valid = np.asarray(b["valid"], bool)
     for k in out:
       out[k].append(np.asarray(b[k])[valid])
@@ -72,7 +83,8 @@ def band_indices(have, want, where: str) -> list[int]:
       raise records.DataError(
           f"{where}: no band for {w!r} among {list(have)}: the encoder was "
           f"pretrained on bands {list(want)}; pick a target with them (or "
-          "pretrain on the target's bands).")
+          "pretrain on the target's bands)."
+      )
     idx.append(hit[0])
   return idx
 
@@ -82,8 +94,10 @@ def source_view(data_dir: str, split: str, lr_shape, lr_bands) -> tuple:
   m = shards.load_manifest(data_dir)
   data = load_split(data_dir, split)
   field = None
-  for f, shape, bands in (("lr", m.lr_shape, m.lr_bands),
-                          ("hr", m.hr_shape, m.hr_bands)):
+  for f, shape, bands in (
+      ("lr", m.lr_shape, m.lr_bands),
+      ("hr", m.hr_shape, m.hr_bands),
+  ):
     try:
       idx = band_indices(bands, lr_bands, f"{data_dir} {f}")
     except records.DataError:
@@ -96,38 +110,60 @@ def source_view(data_dir: str, split: str, lr_shape, lr_bands) -> tuple:
     band_indices(m.hr_bands, lr_bands, f"{data_dir} (lr and hr)")  # raises
   x = data[field][..., sel]
   if x.shape[1:3] != tuple(lr_shape[:2]):
-    x = np.asarray(jax.image.resize(
-        x, (x.shape[0],) + tuple(lr_shape[:2]) + (x.shape[-1],), "linear",
-        antialias=True))
+    x = np.asarray(
+        jax.image.resize(
+            x,
+            (x.shape[0],) + tuple(lr_shape[:2]) + (x.shape[-1],),
+            "linear",
+            antialias=True,
+        )
+    )
   return x, data["labels"]
 
 
 def _batched(fn, params, x, bs=64):
-  return np.concatenate([np.asarray(fn(params, jnp.asarray(x[i:i + bs])))
-                         for i in range(0, len(x), bs)])
+  return np.concatenate(
+      [
+          np.asarray(fn(params, jnp.asarray(x[i : i + bs])))
+          for i in range(0, len(x), bs)
+      ]
+  )
 
 
 def zero_shot(model, params, x, labels, class_names, multi: bool) -> dict:
   prompts = pretrain_model.prompt_embeddings(
-      [pretrain_model.PROMPT.format(pretrain_model.readable(c))
-       for c in class_names])
-  emb = _batched(jax.jit(lambda p, im: model.apply(
-      {"params": p}, im, method="image_embedding")), params, x)
-  scores = emb @ prompts.T                                   # [N, K]
+      [
+          pretrain_model.PROMPT.format(pretrain_model.readable(c))
+          for c in class_names
+      ]
+  )
+  emb = _batched(
+      jax.jit(
+          lambda p, im: model.apply({"params": p}, im, method="image_embedding")
+      ),
+      params,
+      x,
+  )
+  scores = emb @ prompts.T  # [N, K]
   present = labels.sum(0) > 0
-  res = {"retrieval_mAP": metrics.mean_average_precision(
-      scores[:, present], labels[:, present])["mAP_macro"]}
+  res = {
+      "retrieval_mAP": metrics.mean_average_precision(
+          scores[:, present], labels[:, present]
+      )["mAP_macro"]
+  }
   if multi:
     res["mAP"] = res["retrieval_mAP"]
   else:
-    res["accuracy"] = float(np.mean(labels[np.arange(len(x)),
-                                           scores.argmax(1)] > 0))
+    res["accuracy"] = float(
+        np.mean(labels[np.arange(len(x)), scores.argmax(1)] > 0)
+    )
   return res
 
 
 def _probe_scores(f_tr, y_tr, f_te, multi: bool) -> np.ndarray:
   """Logistic-regression scores `[N_te, K]` (one vs rest when multi)."""
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+
   mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
   f_tr, f_te = (f_tr - mu) / sd, (f_te - mu) / sd
   K = y_tr.shape[1]
@@ -135,25 +171,33 @@ def _probe_scores(f_tr, y_tr, f_te, multi: bool) -> np.ndarray:
     cls = y_tr.argmax(1)
     clf = LogisticRegression(max_iter=2000, C=0.1).fit(f_tr, cls)
     out = np.full((len(f_te), K), -np.inf)
-    out[:, clf.classes_] = clf.decision_function(f_te).reshape(
-        len(f_te), -1) if len(clf.classes_) > 2 else np.stack(
-            [-clf.decision_function(f_te), clf.decision_function(f_te)], 1)
+    out[:, clf.classes_] = (
+        clf.decision_function(f_te).reshape(len(f_te), -1)
+        if len(clf.classes_) > 2
+        else np.stack(
+            [-clf.decision_function(f_te), clf.decision_function(f_te)], 1
+        )
+    )
     return out
   out = np.zeros((len(f_te), K))
   for k in range(K):
-    if y_tr[:, k].min() == y_tr[:, k].max():   # constant in train
+    if y_tr[:, k].min() == y_tr[:, k].max():  # constant in train
       out[:, k] = y_tr[0, k]
     else:
-      out[:, k] = LogisticRegression(max_iter=2000, C=0.1).fit(
-          f_tr, y_tr[:, k]).decision_function(f_te)
+      out[:, k] = (
+          LogisticRegression(max_iter=2000, C=0.1)
+          .fit(f_tr, y_tr[:, k])
+          .decision_function(f_te)
+      )
   return out
 
 
 def linear_probe(feats: dict, labels: dict, multi: bool) -> dict:
   """feats/labels by split -> {"accuracy" | "mAP", "protocol"}."""
   if len(feats["train"]) >= 100:
-    scores = _probe_scores(feats["train"], labels["train"], feats["test"],
-                           multi)
+    scores = _probe_scores(
+        feats["train"], labels["train"], feats["test"], multi
+    )
     y, protocol = labels["test"], "train->test"
   else:
     f = np.concatenate([feats[s] for s in ("train", "val", "test")])
@@ -167,10 +211,16 @@ def linear_probe(feats: dict, labels: dict, multi: bool) -> dict:
     protocol = f"{int(folds.max()) + 1}-fold CV over {len(f)} records"
   present = y.sum(0) > 0
   if multi:
-    return {"mAP": metrics.mean_average_precision(
-        scores[:, present], y[:, present])["mAP_macro"], "protocol": protocol}
-  return {"accuracy": float(np.mean(y[np.arange(len(y)), scores.argmax(1)]
-                                    > 0)), "protocol": protocol}
+    return {
+        "mAP": metrics.mean_average_precision(
+            scores[:, present], y[:, present]
+        )["mAP_macro"],
+        "protocol": protocol,
+    }
+  return {
+      "accuracy": float(np.mean(y[np.arange(len(y)), scores.argmax(1)] > 0)),
+      "protocol": protocol,
+  }
 
 
 def pretrain_source(source: str, quick: bool, steps: int, workdir: str):
@@ -184,7 +234,7 @@ def pretrain_source(source: str, quick: bool, steps: int, workdir: str):
   c.total_steps = steps or (800 if quick else c.total_steps)
   c.optim.warmup_steps = max(1, c.total_steps // 10)
   c.checkpoint.every = c.total_steps
-  c.eval_every = 10 ** 9
+  c.eval_every = 10**9
   c.log_every = 100
   c.evals = {"test": {"type": "classification", "split": "test"}}
   final = train.train_and_evaluate(c, workdir)
@@ -194,8 +244,11 @@ def pretrain_source(source: str, quick: bool, steps: int, workdir: str):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--source", default="rsscn7")
-  p.add_argument("--checkpoint", default="",
-                 help="a pretraining run (workdir) instead of pretraining")
+  p.add_argument(
+      "--checkpoint",
+      default="",
+      help="a pretraining run (workdir) instead of pretraining",
+  )
   p.add_argument("--targets", default="rsscn7,eurosat_samples,bigearthnet")
   p.add_argument("--quick", action="store_true")
   p.add_argument("--steps", type=int, default=0)
@@ -212,48 +265,90 @@ def main(argv=None):
   src = shards.load_manifest(cfg.data.path)
   model = train.make_model(cfg, src)
   example = train.example_batch(src, ("lr", "hr", "labels"), 2)
-  random_params = model.load_pretrained(jax.device_get(nn.meta.unbox(
-      jax.jit(lambda r: model.init({"params": r, "selection": r}, example,
-                                   train=False)["params"])(
-                                       jax.random.key(1)))))
+  random_params = model.load_pretrained(
+      jax.device_get(
+          nn.meta.unbox(
+              jax.jit(
+                  lambda r: model.init(
+                      {"params": r, "selection": r}, example, train=False
+                  )["params"]
+              )(jax.random.key(1))
+          )
+      )
+  )
   pre_params = checkpoint.load_params(workdir, "--checkpoint")
-  feats_fn = jax.jit(lambda p, im: model.apply({"params": p}, im,
-                                               method="features"))
+  feats_fn = jax.jit(
+      lambda p, im: model.apply({"params": p}, im, method="features")
+  )
 
   results, rows = {}, []
   for target in a.targets.split(","):
     data_dir = registry.resolve(target)
     m = shards.load_manifest(data_dir)
-    multi = bool(np.any(load_split(data_dir, "train")["labels"].sum(1) > 1)
-                 ) or target == "bigearthnet"
-    views = {s: source_view(data_dir, s, src.lr_shape, src.lr_bands)
-             for s in ("train", "val", "test")}
+    multi = (
+        bool(np.any(load_split(data_dir, "train")["labels"].sum(1) > 1))
+        or target == "bigearthnet"
+    )
+    views = {
+        s: source_view(data_dir, s, src.lr_shape, src.lr_bands)
+        for s in ("train", "val", "test")
+    }
     x_all = np.concatenate([views[s][0] for s in ("train", "val", "test")])
     y_all = np.concatenate([views[s][1] for s in ("train", "val", "test")])
     # Zero-shot on the test split when it is large enough, else every record.
-    zx, zy = (views["test"] if len(views["test"][0]) >= 50 else
-              (x_all, y_all))
-    results[target] = {"num_records": int(len(x_all)),
-                       "num_classes": m.num_classes, "multi_label": multi,
-                       "zero_shot_records": int(len(zx))}
-    for name, params in (("pretrained", pre_params),
-                         ("random_init", random_params)):
+    zx, zy = views["test"] if len(views["test"][0]) >= 50 else (x_all, y_all)
+    results[target] = {
+        "num_records": int(len(x_all)),
+        "num_classes": m.num_classes,
+        "multi_label": multi,
+        "zero_shot_records": int(len(zx)),
+    }
+    for name, params in (
+        ("pretrained", pre_params),
+        ("random_init", random_params),
+    ):
       zs = zero_shot(model, params, zx, zy, m.class_names, multi)
       feats = {s: _batched(feats_fn, params, views[s][0]) for s in views}
       lp = linear_probe(feats, {s: views[s][1] for s in views}, multi)
       results[target][name] = {"zero_shot": zs, "linear_probe": lp}
       metric = "mAP" if multi else "accuracy"
-      rows.append({"target": target, "encoder": name,
-                   f"zero_shot": zs[metric], "zs_retrieval_mAP":
-                   zs["retrieval_mAP"], "linear_probe": lp[metric],
-                   "metric": metric, "probe": lp["protocol"]})
-  reporting.print_table(rows, ["target", "encoder", "metric", "zero_shot",
-                           "zs_retrieval_mAP", "linear_probe", "probe"])
-  reporting.write_json(a.out, "transfer.json", {
-      "source": a.checkpoint or a.source, "quick": a.quick,
-      "pretrain_steps": int(cfg.total_steps), "pretrain_eval": pre_eval,
-      "prompt": pretrain_model.PROMPT, "targets": results, "table": rows,
-      "machine": reporting.machine()})
+      rows.append(
+          {
+              "target": target,
+              "encoder": name,
+              "zero_shot": zs[metric],
+              "zs_retrieval_mAP": zs["retrieval_mAP"],
+              "linear_probe": lp[metric],
+              "metric": metric,
+              "probe": lp["protocol"],
+          }
+      )
+  reporting.print_table(
+      rows,
+      [
+          "target",
+          "encoder",
+          "metric",
+          "zero_shot",
+          "zs_retrieval_mAP",
+          "linear_probe",
+          "probe",
+      ],
+  )
+  reporting.write_json(
+      a.out,
+      "transfer.json",
+      {
+          "source": a.checkpoint or a.source,
+          "quick": a.quick,
+          "pretrain_steps": int(cfg.total_steps),
+          "pretrain_eval": pre_eval,
+          "prompt": pretrain_model.PROMPT,
+          "targets": results,
+          "table": rows,
+          "machine": reporting.machine(),
+      },
+  )
 
 
 if __name__ == "__main__":

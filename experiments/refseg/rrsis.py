@@ -42,8 +42,7 @@ import matplotlib
 import ml_collections
 import numpy as np
 
-from crossscale import reporting
-from crossscale import metrics, optim, shards, train
+from crossscale import metrics, optim, reporting, shards, train
 from data import registry
 from experiments.configs import lr_vit
 from experiments.configs import pretrain as pretrain_config
@@ -53,86 +52,110 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODES = ("adapters", "decoder_only", "full")
-REFERRING = {"toyworld": "toyworld_referring",
-             "spacenet_buildings": "spacenet_buildings_referring",
-             "levircd": "levircd_referring"}
+REFERRING = {
+    "toyworld": "toyworld_referring",
+    "spacenet_buildings": "spacenet_buildings_referring",
+    "levircd": "levircd_referring",
+}
 
 
-def base_config(quick: bool, data_dir: str, mode: str
-                ) -> ml_collections.ConfigDict:
+def base_config(
+    quick: bool, data_dir: str, mode: str
+) -> ml_collections.ConfigDict:
   c = refseg_config.get_config(f"mode={mode}")
   c.data.path = data_dir
-  c.checkpoint.every = 10 ** 9
-  c.eval_every = 10 ** 9
+  c.checkpoint.every = 10**9
+  c.eval_every = 10**9
   c.log_every = 100
-  c.evals = ml_collections.ConfigDict(dict(
-      test=dict(type="referring", split="test")))
+  c.evals = ml_collections.ConfigDict(
+      dict(test=dict(type="referring", split="test"))
+  )
   if quick:
     c.batch_size = 16
-    c.total_steps = 150   # CPU-sized (about 2 s/step on 2 shared cores)
+    c.total_steps = 150  # CPU-sized (about 2 s/step on 2 shared cores)
     c.optim.warmup_steps = 15
   return c
 
 
-def _pretrain_run(c: ml_collections.ConfigDict, steps: int,
-                  workdir: str, seed: int = 0) -> tuple[str, dict]:
+def _pretrain_run(
+    c: ml_collections.ConfigDict, steps: int, workdir: str, seed: int = 0
+) -> tuple[str, dict]:
   """Trains `c` for `steps` (batch 32, a val eval at the end only);
   returns (its final checkpoint dir, for backbone_init; final metrics)."""
   c.seed = seed
   c.batch_size = 32
   c.total_steps = steps
   c.optim.warmup_steps = min(50, steps // 10)
-  c.checkpoint.every = 10 ** 9
-  c.eval_every = 10 ** 9
+  c.checkpoint.every = 10**9
+  c.eval_every = 10**9
   c.log_every = 100
-  c.evals = ml_collections.ConfigDict(dict(
-      val=dict(type="classification", split="val")))
+  c.evals = ml_collections.ConfigDict(
+      dict(val=dict(type="classification", split="val"))
+  )
   c.final_eval_split = ""
   final = train.train_and_evaluate(c, workdir)
   return os.path.join(workdir, "checkpoints", str(steps)), final
 
 
-def pretrain_backbone(quick: bool, steps: int, workdir: str,
-                      backbone: dict, seed: int = 0) -> tuple[str, dict]:
+def pretrain_backbone(
+    quick: bool, steps: int, workdir: str, backbone: dict, seed: int = 0
+) -> tuple[str, dict]:
   """Trains the refseg backbone as a toyworld scene classifier."""
   c = lr_vit.get_config()
   opts = dict(c.toyworld.to_dict(), num_train=2000 if quick else 4000)
   c.data.path = registry.resolve("toyworld", None, opts)
   c.data.fields = ("hr", "labels")
-  c.model = ml_collections.ConfigDict(dict(name="refseg_backbone_cls",
-                                           backbone=backbone))
+  c.model = ml_collections.ConfigDict(
+      dict(name="refseg_backbone_cls", backbone=backbone)
+  )
   ckpt, final = _pretrain_run(c, steps, workdir, seed)
-  print(f"pretrained backbone: toyworld val accuracy "
-        f"{final['val']['accuracy']:.3f}", flush=True)
+  print(
+      f"pretrained backbone: toyworld val accuracy "
+      f"{final['val']['accuracy']:.3f}",
+      flush=True,
+  )
   return ckpt, final
 
 
-def pretrain_backbone_cross_scale(steps: int, workdir: str, backbone: dict,
-                                  data_dir: str, seed: int = 0
-                                  ) -> tuple[str, dict]:
+def pretrain_backbone_cross_scale(
+    steps: int, workdir: str, backbone: dict, data_dir: str, seed: int = 0
+) -> tuple[str, dict]:
   """Label-free cross-scale pretraining (LR/HR alignment, masked LR
   modelling, the backbone aligned to the LR regions) on `data_dir`'s train
   split."""
   c = pretrain_config.get_config("backbone")
   c.data.path = data_dir
   c.model.backbone = backbone
-  c.model.sampler = None   # only the backbone is used downstream
+  c.model.sampler = None  # only the backbone is used downstream
   ckpt, final = _pretrain_run(c, steps, workdir, seed)
-  print(f"pretrained backbone (cross-scale, label-free): val "
-        f"{final['val']}", flush=True)
+  print(
+      f"pretrained backbone (cross-scale, label-free): val " f"{final['val']}",
+      flush=True,
+  )
   return ckpt, final
 
 
-def _table_row(method: str, res: dict, trainable_fraction: float = 0.0,
-               trainable: int = 0, opt_bytes: int = 0,
-               opt_bytes_unfrozen: int = 0, seconds: float = 0.0) -> dict:
+def _table_row(
+    method: str,
+    res: dict,
+    trainable_fraction: float = 0.0,
+    trainable: int = 0,
+    opt_bytes: int = 0,
+    opt_bytes_unfrozen: int = 0,
+    seconds: float = 0.0,
+) -> dict:
   """One printed row from refseg metrics `res` ("oIoU", "Prec@0.5", ...)."""
-  return {"method": method, "trainable_%": 100 * trainable_fraction,
-          "trainable": trainable, "opt_MB": opt_bytes / 2 ** 20,
-          "opt_MB_unfrozen": opt_bytes_unfrozen / 2 ** 20,
-          "oIoU": 100 * res["oIoU"], "mIoU": 100 * res["mIoU"],
-          **{f"P@{x}": 100 * res[f"Prec@{x}"] for x in ("0.5", "0.7", "0.9")},
-          "sec": seconds}
+  return {
+      "method": method,
+      "trainable_%": 100 * trainable_fraction,
+      "trainable": trainable,
+      "opt_MB": opt_bytes / 2**20,
+      "opt_MB_unfrozen": opt_bytes_unfrozen / 2**20,
+      "oIoU": 100 * res["oIoU"],
+      "mIoU": 100 * res["mIoU"],
+      **{f"P@{x}": 100 * res[f"Prec@{x}"] for x in ("0.5", "0.7", "0.9")},
+      "sec": seconds,
+  }
 
 
 def all_foreground(data_dir: str, split: str = "test") -> dict[str, float]:
@@ -148,14 +171,16 @@ def optimizer_bytes(config, data_dir: str) -> tuple[int, int, int, int]:
   manifest = shards.load_manifest(data_dir)
   model = train.make_model(config, manifest)
   batch = train.example_batch(manifest, config.data.fields, 2)
-  params = jax.eval_shape(lambda: nn.meta.unbox(model.init(
-      jax.random.key(0), batch)["params"]))
+  params = jax.eval_shape(
+      lambda: nn.meta.unbox(model.init(jax.random.key(0), batch)["params"])
+  )
   nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t))
   with_f = jax.eval_shape(optim.make_optimizer(config.optim, 10).init, params)
   cfg = config.optim.to_dict()
   cfg["frozen"] = ()
-  without = jax.eval_shape(optim.make_optimizer(
-      ml_collections.ConfigDict(cfg), 10).init, params)
+  without = jax.eval_shape(
+      optim.make_optimizer(ml_collections.ConfigDict(cfg), 10).init, params
+  )
   tr, tot = optim.trainable_fraction(params, config.optim.frozen)
   return tr, tot, nbytes(with_f), nbytes(without)
 
@@ -167,17 +192,27 @@ def main(argv=None) -> None:
   p.add_argument("--out", required=True)
   p.add_argument("--steps", type=int, default=None)
   p.add_argument("--pretrain_steps", type=int, default=None)
-  p.add_argument("--pretrain", default="auto",
-                 choices=("auto", "classifier", "cross_scale", "none"))
+  p.add_argument(
+      "--pretrain",
+      default="auto",
+      choices=("auto", "classifier", "cross_scale", "none"),
+  )
   p.add_argument("--modes", default=",".join(MODES))
   p.add_argument("--data_root", default=None)
-  p.add_argument("--seed", type=int, default=0,
-                 help="seed of the backbone pretraining and of every mode")
+  p.add_argument(
+      "--seed",
+      type=int,
+      default=0,
+      help="seed of the backbone pretraining and of every mode",
+  )
   a = p.parse_args(argv)
   data_dir = registry.resolve(REFERRING.get(a.dataset, a.dataset), a.data_root)
   manifest = shards.load_manifest(data_dir)
-  pre_steps = a.pretrain_steps if a.pretrain_steps is not None else (
-      150 if a.quick else 1500)
+  pre_steps = (
+      a.pretrain_steps
+      if a.pretrain_steps is not None
+      else (150 if a.quick else 1500)
+  )
   tmp = tempfile.mkdtemp(prefix="rrsis_")
   backbone_init, pretrain = "", None
   probe = base_config(a.quick, data_dir, MODES[0])
@@ -185,23 +220,39 @@ def main(argv=None) -> None:
   if kind == "auto":
     kind = "classifier" if a.dataset == "toyworld" else "cross_scale"
   if kind == "classifier" and manifest.hr_shape[-1] != 3:
-    raise ValueError(f"--pretrain classifier trains on RGB toyworld; "
-                     f"{data_dir} has {manifest.hr_shape[-1]} HR bands: use "
-                     "--pretrain cross_scale (label-free, any bands).")
+    raise ValueError(
+        f"--pretrain classifier trains on RGB toyworld; "
+        f"{data_dir} has {manifest.hr_shape[-1]} HR bands: use "
+        "--pretrain cross_scale (label-free, any bands)."
+    )
   t0 = time.time()
   if kind == "classifier":
     backbone_init, final = pretrain_backbone(
-        a.quick, pre_steps, os.path.join(tmp, "pretrain"),
-        probe.model.backbone.to_dict(), a.seed)
-    pretrain = {"steps": pre_steps, "task": "toyworld scene classification",
-                "val_accuracy": final["val"]["accuracy"]}
+        a.quick,
+        pre_steps,
+        os.path.join(tmp, "pretrain"),
+        probe.model.backbone.to_dict(),
+        a.seed,
+    )
+    pretrain = {
+        "steps": pre_steps,
+        "task": "toyworld scene classification",
+        "val_accuracy": final["val"]["accuracy"],
+    }
   elif kind == "cross_scale":
     backbone_init, final = pretrain_backbone_cross_scale(
-        pre_steps, os.path.join(tmp, "pretrain"),
-        probe.model.backbone.to_dict(), data_dir, a.seed)
-    pretrain = {"steps": pre_steps, "task": "label-free cross-scale "
-                "alignment on the set's train images (pretrain.py:backbone)",
-                "val": final["val"]}
+        pre_steps,
+        os.path.join(tmp, "pretrain"),
+        probe.model.backbone.to_dict(),
+        data_dir,
+        a.seed,
+    )
+    pretrain = {
+        "steps": pre_steps,
+        "task": "label-free cross-scale "
+        "alignment on the set's train images (pretrain.py:backbone)",
+        "val": final["val"],
+    }
   if pretrain:
     pretrain["seconds"] = round(time.time() - t0, 1)
   methods, rows = {}, []
@@ -216,36 +267,70 @@ def main(argv=None) -> None:
     final = train.train_and_evaluate(c, os.path.join(tmp, mode))
     res = final["test"]
     methods[mode] = {
-        "trainable_fraction": tr / tot, "trainable_params": tr,
-        "total_params": tot, "optimizer_state_bytes": ob_f,
+        "trainable_fraction": tr / tot,
+        "trainable_params": tr,
+        "total_params": tot,
+        "optimizer_state_bytes": ob_f,
         "optimizer_state_bytes_unfrozen": ob_all,
-        "oIoU": res["oIoU"], "mIoU": res["mIoU"],
-        "prec": {k.removeprefix("Prec@"): v for k, v in res.items()
-                 if k.startswith("Prec@")},
-        "test_loss": res["loss"], "num_test": res["num_examples"],
+        "oIoU": res["oIoU"],
+        "mIoU": res["mIoU"],
+        "prec": {
+            k.removeprefix("Prec@"): v
+            for k, v in res.items()
+            if k.startswith("Prec@")
+        },
+        "test_loss": res["loss"],
+        "num_test": res["num_examples"],
         "train_seconds": round(time.time() - t0, 1),
-        "steps_per_sec": final["steps_per_sec"]}
-    rows.append(_table_row(mode, res, tr / tot, tr, ob_f, ob_all,
-                           methods[mode]["train_seconds"]))
-  print(f"\nreferring segmentation, {manifest.name} ({data_dir}), test split, "
-        f"{c.total_steps} steps x batch {c.batch_size}, seed {c.seed}")
+        "steps_per_sec": final["steps_per_sec"],
+    }
+    rows.append(
+        _table_row(
+            mode,
+            res,
+            tr / tot,
+            tr,
+            ob_f,
+            ob_all,
+            methods[mode]["train_seconds"],
+        )
+    )
+  print(
+      f"\nreferring segmentation, {manifest.name} ({data_dir}), test split, "
+      f"{c.total_steps} steps x batch {c.batch_size}, seed {c.seed}"
+  )
   trivial = all_foreground(data_dir)
   rows.append(_table_row("(whole image)", trivial))
   reporting.print_table(rows, list(rows[0]))
   gap = None
   if "adapters" in methods and "full" in methods:
     gap = 100 * (methods["full"]["mIoU"] - methods["adapters"]["mIoU"])
-    print(f"mIoU gap full - adapters: {gap:+.2f} points (target <= 2 with "
-          f"< 3% trainable: adapters train "
-          f"{100 * methods['adapters']['trainable_fraction']:.2f}%)")
-  reporting.write_json(a.out, "rrsis.json", {
-      "dataset": manifest.name, "data_dir": data_dir, "quick": a.quick,
-      "steps": c.total_steps, "batch_size": c.batch_size, "seed": c.seed,
-      "backbone_init": pretrain["task"] if backbone_init
-      else "random (frozen in adapters/decoder_only)", "pretrain": pretrain,
-      "text_encoder": c.model.text_encoder, "methods": methods,
-      "miou_gap_full_minus_adapters": gap, "whole_image_reference": trivial,
-      "machine": reporting.machine()})
+    print(
+        f"mIoU gap full - adapters: {gap:+.2f} points (target <= 2 with "
+        f"< 3% trainable: adapters train "
+        f"{100 * methods['adapters']['trainable_fraction']:.2f}%)"
+    )
+  reporting.write_json(
+      a.out,
+      "rrsis.json",
+      {
+          "dataset": manifest.name,
+          "data_dir": data_dir,
+          "quick": a.quick,
+          "steps": c.total_steps,
+          "batch_size": c.batch_size,
+          "seed": c.seed,
+          "backbone_init": pretrain["task"]
+          if backbone_init
+          else "random (frozen in adapters/decoder_only)",
+          "pretrain": pretrain,
+          "text_encoder": c.model.text_encoder,
+          "methods": methods,
+          "miou_gap_full_minus_adapters": gap,
+          "whole_image_reference": trivial,
+          "machine": reporting.machine(),
+      },
+  )
   _plot(methods, os.path.join(a.out, "rrsis.png"), manifest.name)
 
 
@@ -254,8 +339,7 @@ def _plot(methods: dict, path: str, name: str) -> None:
   for mode, m in methods.items():
     x = 100 * m["trainable_fraction"]
     ax.scatter([x], [100 * m["mIoU"]], s=60, label=f"{mode} mIoU")
-    ax.scatter([x], [100 * m["oIoU"]], s=60, marker="x",
-               label=f"{mode} oIoU")
+    ax.scatter([x], [100 * m["oIoU"]], s=60, marker="x", label=f"{mode} oIoU")
   ax.set_xscale("log")
   ax.set_xlabel("trainable parameters (% of total, log)")
   ax.set_ylabel("IoU on test (%)")

@@ -39,17 +39,23 @@ SENTENCES = (
 )
 
 
-def torch_reference(model_dir: str, input_ids: np.ndarray,
-                    attention_mask: np.ndarray):
+def torch_reference(
+    model_dir: str, input_ids: np.ndarray, attention_mask: np.ndarray
+):
   """Plain-torch all-MiniLM-L6-v2: `[B, L]` ids/mask -> (tokens `[B, L, D]`,
   pooled `[B, D]`) as float32 numpy."""
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+
   with open(os.path.join(model_dir, "config.json")) as f:
     cfg = json.load(f)
-  w = {k: torch.from_numpy(v.copy()) for k, v in
-       load_file(os.path.join(model_dir, "model.safetensors")).items()}
+  w = {
+      k: torch.from_numpy(v.copy())
+      for k, v in load_file(
+          os.path.join(model_dir, "model.safetensors")
+      ).items()
+  }
   eps, nh = cfg["layer_norm_eps"], cfg["num_attention_heads"]
   ids = torch.from_numpy(input_ids.astype(np.int64))
   mask = torch.from_numpy(attention_mask.astype(np.float32))
@@ -64,9 +70,11 @@ def torch_reference(model_dir: str, input_ids: np.ndarray,
 
   with torch.no_grad():
     e = "embeddings."
-    x = (w[e + "word_embeddings.weight"][ids]
-         + w[e + "position_embeddings.weight"][torch.arange(L)][None]
-         + w[e + "token_type_embeddings.weight"][torch.zeros_like(ids)])
+    x = (
+        w[e + "word_embeddings.weight"][ids]
+        + w[e + "position_embeddings.weight"][torch.arange(L)][None]
+        + w[e + "token_type_embeddings.weight"][torch.zeros_like(ids)]
+    )
     x = ln(x, e + "LayerNorm")
     bias = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min
     for i in range(cfg["num_hidden_layers"]):
@@ -77,8 +85,10 @@ def torch_reference(model_dir: str, input_ids: np.ndarray,
       v = heads(lin(x, p + "attention.self.value"))
       a = torch.softmax(q @ k.transpose(-1, -2) / (D // nh) ** 0.5 + bias, -1)
       y = (a @ v).transpose(1, 2).reshape(B, L, D)
-      x = ln(x + lin(y, p + "attention.output.dense"),
-             p + "attention.output.LayerNorm")
+      x = ln(
+          x + lin(y, p + "attention.output.dense"),
+          p + "attention.output.LayerNorm",
+      )
       y = lin(F.gelu(lin(x, p + "intermediate.dense")), p + "output.dense")
       x = ln(x + y, p + "output.LayerNorm")
     m = mask[..., None]
@@ -90,21 +100,31 @@ def torch_reference(model_dir: str, input_ids: np.ndarray,
 def main():
   sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
   import torch  # pylint: disable=import-outside-toplevel
+
   from crossscale.models import text_encoder  # pylint: disable=import-outside-toplevel
+
   model_dir = text_encoder.default_path()
   tok = text_encoder.load_tokenizer(model_dir)
   batch = text_encoder.tokenize(tok, SENTENCES, MAX_LEN)
-  tokens, pooled = torch_reference(model_dir, batch["input_ids"],
-                                   batch["attention_mask"])
+  tokens, pooled = torch_reference(
+      model_dir, batch["input_ids"], batch["attention_mask"]
+  )
   # Padded positions are meaningless: zero them (they compress to nothing).
   tokens = tokens * batch["attention_mask"][..., None]
   np.savez_compressed(
-      GOLDEN, sentences=np.array(SENTENCES), max_len=MAX_LEN,
-      input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-      pooled=pooled.astype(np.float32), tokens=tokens.astype(np.float16),
-      torch_version=torch.__version__)
-  print(f"wrote {GOLDEN} ({os.path.getsize(GOLDEN)} bytes): {len(SENTENCES)} "
-        f"sentences, lengths {batch['attention_mask'].sum(1).tolist()}")
+      GOLDEN,
+      sentences=np.array(SENTENCES),
+      max_len=MAX_LEN,
+      input_ids=batch["input_ids"],
+      attention_mask=batch["attention_mask"],
+      pooled=pooled.astype(np.float32),
+      tokens=tokens.astype(np.float16),
+      torch_version=torch.__version__,
+  )
+  print(
+      f"wrote {GOLDEN} ({os.path.getsize(GOLDEN)} bytes): {len(SENTENCES)} "
+      f"sentences, lengths {batch['attention_mask'].sum(1).tolist()}"
+  )
 
 
 if __name__ == "__main__":
