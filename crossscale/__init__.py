@@ -1,1 +1,1 @@
-"""crossscale: cost-aware, cross-scale remote-sensing understanding in JAX/Flax."""
+"""crossscale: cost-aware, cross-scale remote sensing in JAX/Flax."""

@@ -91,7 +91,7 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   )
 
 
-# --- Parameters of one run initialising another --------------------------------
+# --- Parameters of one run initialising another -------------------------------
 # Pretrained encoders reach other models by config (`config.model_init`,
 # `model.perceptual_init`, `model.backbone_init`); all read them here.
 

@@ -1,7 +1,7 @@
 """ArrayRecord shards plus a manifest: how scene records live on disk.
 
 Layout of a dataset directory:
-  manifest.json                      written last; its presence marks a finished build
+  manifest.json       written last; its presence marks a finished build
   {split}-{i:05d}-of-{n:05d}.array_record
 
 Every shard is written under a temporary name and renamed only once closed and
@@ -259,7 +259,8 @@ def _check_consistent(first: records.Scene, s: records.Scene, where: str):
     if a.shape != b.shape or a.dtype != b.dtype:
       raise records.DataError(
           f"{where}: scene {s.id!r} has {attr} {a.shape} {a.dtype} but earlier "
-          f"scenes have {b.shape} {b.dtype}; resize/crop all scenes to one size."
+          f"scenes have {b.shape} {b.dtype}; resize/crop all scenes to one "
+          "size."
       )
   if sorted(s.masks) != sorted(first.masks):
     raise records.DataError(

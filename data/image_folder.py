@@ -23,11 +23,11 @@ Each image becomes one scene:
   id: "<class>/<filename stem>".
 
 Pixels: jpg/png are read with PIL and converted to 8-bit RGB (palette,
-grayscale and alpha images included; alpha is dropped; bands R, G, B). 16-bit / float PIL images
-(modes I, I;16, F) keep their dtype as one band "B1". tif/tiff are read with
-rasterio and keep their dtype and all bands: a 3-band uint8 tif with RGB
-colour interpretation gets bands R, G, B, a palette tif is expanded to RGB,
-other tifs use the band descriptions when every band has one, else B1..Bn.
+grayscale and alpha images included; alpha is dropped; bands R, G, B). 16-bit /
+float PIL images (modes I, I;16, F) keep their dtype as one band "B1". tif/tiff
+are read with rasterio and keep their dtype and all bands: a 3-band uint8 tif
+with RGB colour interpretation gets bands R, G, B, a palette tif is expanded to
+RGB, other tifs use the band descriptions when every band has one, else B1..Bn.
 
 Ground sample distance: these datasets do not record one per image, so
 hr_gsd = 1.0 means "one HR pixel" (not metres) and lr_gsd = scale in the

@@ -6,8 +6,8 @@ objects (stripes, checks, diagonals, each covering half the object), so the
 label is resolvable only at HR: at LR (4x coarser after a sensor PSF) every
 object is the same half-intensity blob. Objects occupy a few of the G x G
 tiles and distractors (random half-filled patterns, identical at LR) occupy
-others, so choosing which HR tiles to look at matters. As in real imagery, the LR
-context is informative but not decisive: with probability `context_strength`
+others, so choosing which HR tiles to look at matters. As in real imagery, the
+LR context is informative but not decisive: with probability `context_strength`
 the terrain takes its class's characteristic tint (else a random one), so an
 LR-only model can beat chance but not reach what HR tiles allow.
 

@@ -1,7 +1,8 @@
 """Models, picked by name from `config.model.name`: the one place to add one.
 
 A model is a linen Module called as `model.apply({"params": p}, batch,
-train=..., rngs=...)` returning {"logits": [B, K], "aux_losses": {name: ()}} and optionally
+train=..., rngs=...)` returning {"logits": [B, K], "aux_losses": {name: ()}}
+and optionally
 "metrics": {name: [B]} (per-example values the evaluators average) and
 "embedding": [B, E] (L2-normalised, for retrieval metrics). The trainer adds
 the task loss on the logits (when there are logits) to the weighted aux

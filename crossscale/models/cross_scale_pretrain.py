@@ -3,56 +3,29 @@
 One step on a scene (LR view `[B, h, w, C_lr]`, HR scene `[B, H, W, C_hr]`,
 tile grid G x G, N = G*G):
 
-  LR view ──mask patches──> LR encoder ──> tokens [B, M, D_lr] ─┬─> pixel head: masked LR patches (masked modelling)
-                                                                 └─> regions [B, N, D_lr] (tokens pooled onto the tile grid)
-  HR scene ──T random tiles──> HR tile encoder ──> [B, T, D_hr] ─> detail head: tile minus LR block means
-                 alignment: sigmoid pairwise loss, region b,i <-> tile b,i positive, every other
-                 (region, tile) pair of the batch negative (other scenes AND other tiles of the scene)
-  HR scene ──C detail-rich tiles, two photometric/shifted views──> HR tile encoder ─> tile contrast (view a <-> view b)
-  optional: HR scene ──> hierarchical backbone (refseg's) ──> pooled onto the grid ──> same alignment
-  optional: pooled LR tokens <-> frozen MiniLM embeddings of "A satellite image of {class}"
+  LR view -> mask patches -> LR encoder -> tokens [B, M, D_lr]
+      -> pixel head: masked LR patches (masked modelling)
+      -> regions [B, N, D_lr] (tokens pooled onto the tile grid)
+  HR scene -> T random tiles -> HR tile encoder -> [B, T, D_hr]
+      -> detail head: tile minus LR block means
+  alignment: sigmoid pairwise loss; region (b, i) <-> tile (b, i) positive,
+      every other (region, tile) pair of the batch negative
+  HR scene -> C detail-rich tiles, two photometric/shifted views -> HR tile
+      encoder -> tile contrast (view a <-> view b)
+  optional: HR scene -> refseg's backbone -> pooled onto the grid -> alignment
+  optional: pooled LR tokens <-> frozen MiniLM embeddings of class prompts
 
-Why these two objectives (the cost-aware model's needs):
-- Alignment makes each LR region's token predictive of the HR latent of the
-  tile under it: exactly what the sampler (is there HR detail here worth
-  buying?) and the LR-guided predictor (complete unbought tiles from LR
-  context) need; the HR encoder in turn learns latents that LR can predict,
-  an easier target for the predictor's latent loss. Negatives from other
-  tiles of the same scene force fine, local content rather than scene gist.
-  It is contrastive, so neither encoder can collapse.
-- Masked modelling (SimMIM-style: masked LR patches zeroed at the input, their
-  pixels reconstructed by a linear head, loss on masked patches only) keeps
-  spatial detail and context reasoning in the LR encoder, which alignment
-  alone (a per-region matching task) does not require; the masked regions
-  still take part in the alignment, so the LR encoder learns to infer a
-  region's HR content from its neighbours, as the predictor must.
-- HR detail: a linear head reconstructs each HR tile's detail residual (the
-  tile minus its LR-pixel block means: exactly what the LR view cannot
-  hold) from the tile latent, so alignment (which rewards HR latents that
-  LR can predict) cannot strip the HR encoder of the detail that makes
-  buying a tile worthwhile.
-- Tile contrast (`contrast_tiles` > 0): two views of the same HR tile
-  (per-view random channel gain/offset, brightness inversion, a shift of up
-  to `contrast_shift` pixels) must match each other and no other tile of
-  the batch. Alignment and detail reconstruction reward what LR predicts
-  and pixel-exact residuals; neither asks the HR encoder to tell apart
-  *kinds* of fine structure (roof vs. car park texture, stripes vs. checks)
-  independent of their colour and exact position, which is what the
-  recognition head needs from a bought tile. The C tiles are drawn with
-  probability growing with their HR detail energy (Gumbel top-k on its log,
-  label-free), so the contrast is spent on tiles worth buying, not on
-  plain background that every view of every scene shares.
-- Text (optional): a projection of the pooled LR tokens onto the frozen text
-  encoder's space, trained with class prompts; gives zero-shot recognition
-  with new prompts (experiments/pretrain/transfer.py).
+Why each objective (alignment, masked modelling, HR detail, tile contrast,
+text): docs/design.md.
 
 With `sampler` set, the cross-scale model's sampler also pretrains on its
 own label-free target (regressing the log HR detail energy of each tile from
 the LR view, `cross_scale.sampler_detail_loss`).
 
 Parameters are named like the cross-scale model's ("lr_encoder",
-"hr_encoder", "sampler") and the referring model's ("backbone"), so `config.model_init`
-/ `model.perceptual_init` / `model.backbone_init` take them directly.
+"hr_encoder", "sampler") and the referring model's ("backbone"), so
+`config.model_init` / `model.perceptual_init` / `model.backbone_init` take
+them directly.
 """
 
 from __future__ import annotations
@@ -130,7 +103,8 @@ def tile_views(
 ) -> jnp.ndarray:
   """A random view of each tile `[B, T, t, t, C]` of standardised pixels
   (same shape): per tile a sign flip about the band mean (p = 1/2), a
-  per-channel gain in [0.6, 1.4] and offset in [-0.5, 0.5] std, and a cyclic shift of up to `max_shift` pixels per axis, drawn per tile.
+  per-channel gain in [0.6, 1.4] and offset in [-0.5, 0.5] std, and a
+  cyclic shift of up to `max_shift` pixels per axis, drawn per tile.
   No flips or rotations: orientation is content (it tells stripes apart)."""
   B, T = tile_pixels.shape[:2]
   C = tile_pixels.shape[-1]

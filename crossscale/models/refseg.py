@@ -68,7 +68,7 @@ def frozen_patterns(mode: str) -> tuple[str, ...]:
   return FROZEN[mode]
 
 
-# --- Backbone -------------------------------------------------------------------
+# --- Backbone -----------------------------------------------------------------
 
 
 class ConvBlock(nn.Module):
@@ -121,7 +121,7 @@ class Backbone(nn.Module):
     return out
 
 
-# --- Adapters ---------------------------------------------------------------------
+# --- Adapters -----------------------------------------------------------------
 
 
 class TextAdapter(nn.Module):
@@ -261,7 +261,7 @@ class MaskDecoder(nn.Module):
     return jax.image.resize(logits, (logits.shape[0], H, W), "bilinear")
 
 
-# --- Losses ---------------------------------------------------------------------
+# --- Losses -------------------------------------------------------------------
 
 
 def bce_dice(logits, target):
@@ -289,7 +289,7 @@ def iou_counts(logits, target):
   return inter, union
 
 
-# --- Model ------------------------------------------------------------------------
+# --- Model --------------------------------------------------------------------
 
 
 class RefSegModel(nn.Module):
@@ -412,7 +412,7 @@ class RefSegModel(nn.Module):
     return params
 
 
-# --- Backbone checkpoints -------------------------------------------------------
+# --- Backbone checkpoints -----------------------------------------------------
 
 
 def save_backbone(path: str, backbone_params) -> None:

@@ -26,7 +26,8 @@ so dL/dG = w_l1 dL1/dG + w_p dP/dG + w_adv dA/dG; A uses the discriminator
 through `stop_gradient(D params)` (and C(hr) through stop_gradient), so
 dL/dD = w_d dLd/dD; the perceptual net is applied with stop-gradient'ed
 params, so its gradient is 0; the config also freezes it (`FROZEN`, the
-config.optim.frozen pattern): the optimizer holds no state for it. One Adam step on L is therefore a *simultaneous* G step and D step, both
+config.optim.frozen pattern): the optimizer holds no state for it. One Adam
+step on L is therefore a *simultaneous* G step and D step, both
 computed from the pre-step parameters (ESRGAN alternates D after G within a
 step; the difference is one step of D lag). Note: global-norm clipping sees
 G and D gradients together. tests/test_sr_gan_diffusion.py checks the

@@ -45,7 +45,8 @@ CONFIG_FILE = "config.json"
 
 
 class WeightsError(ValueError):
-  """Missing or incompatible text-encoder weights; the message says what to do."""
+  """Missing or incompatible text-encoder weights; the message says what to
+  do."""
 
 
 @dataclasses.dataclass(frozen=True)
