@@ -19,19 +19,9 @@ C(x) the discriminator's logit, E the batch mean:
   D: BCE(C(hr) - E C(sr), 1) / 2 + BCE(C(sr) - E C(hr), 0) / 2
   G: BCE(C(hr) - E C(sr), 0) / 2 + BCE(C(sr) - E C(hr), 1) / 2
 
-Gradient routing. The trainer differentiates one total
-  L = w_l1 L1(G) + w_p P(G) + w_adv A(G, sg(D)) + w_d Ld(sg(G), D)
-w.r.t. all parameters (G, D, perceptual). Ld only sees `stop_gradient(sr)`,
-so dL/dG = w_l1 dL1/dG + w_p dP/dG + w_adv dA/dG; A uses the discriminator
-through `stop_gradient(D params)` (and C(hr) through stop_gradient), so
-dL/dD = w_d dLd/dD; the perceptual net is applied with stop-gradient'ed
-params, so its gradient is 0; the config also freezes it (`FROZEN`, the
-config.optim.frozen pattern): the optimizer holds no state for it. One Adam
-step on L is therefore a *simultaneous* G step and D step, both
-computed from the pre-step parameters (ESRGAN alternates D after G within a
-step; the difference is one step of D lag). Note: global-norm clipping sees
-G and D gradients together. tests/test_sr_gan_diffusion.py checks the
-routing numerically.
+Gradient routing: one total loss, differentiated once; stop-gradients make
+it a simultaneous G and D step from the pre-step parameters (docs/design.md;
+tests/test_sr_gan_diffusion.py checks the routing numerically).
 
 The discriminator and perceptual parameters are stored as nested parameter
 trees ("discriminator", "perceptual") created by their own `init` and used
