@@ -10,6 +10,7 @@ from skimage import measure
 
 from crossscale import records, shards
 from data import referring as ref
+from data.referring import sources
 
 
 def _box(shape, r0, r1, c0, c1):
@@ -290,7 +291,7 @@ def test_mask_without_the_image_georeference_is_rejected(shared_data):
   """sample_fp_mask.tif has no georeference (and is another scene's): it
   cannot be paired with the georeferenced image."""
   with pytest.raises(records.DataError, match="rasterise the vector labels"):
-    ref._spacenet(
+    sources._spacenet(
         shared_data,
         "sample_geotiff.tif",
         "sample_fp_mask.tif",  # pylint: disable=protected-access

@@ -1,4 +1,4 @@
-"""data.referring_releases: RefSegRS / RRSIS-D release layouts, on tiny synthetic copies."""
+"""data.referring.releases: RefSegRS and RRSIS-D layouts on tiny copies."""
 
 import collections
 import json
@@ -10,7 +10,7 @@ from PIL import Image
 import pytest
 
 from crossscale import records, shards
-from data import referring_releases
+from data.referring import releases
 
 
 def _rgb(h, w, seed):
@@ -48,7 +48,7 @@ def _by_split(d, m):
 
 def test_refsegrs_keeps_every_expression_and_fixes_size(refsegrs, tmp_path):
   out = str(tmp_path / "out")
-  m = referring_releases.build("refsegrs", refsegrs, out)
+  m = releases.build("refsegrs", refsegrs, out)
   got = _by_split(out, m)
   assert {s: len(v) for s, v in got.items()} == {
       "train": 3,
@@ -75,12 +75,12 @@ def test_refsegrs_keeps_every_expression_and_fixes_size(refsegrs, tmp_path):
 
 
 def test_refsegrs_size_mismatch_error_names_file(refsegrs, tmp_path):
-  opt = referring_releases.Options(on_size_mismatch="error")
+  opt = releases.Options(on_size_mismatch="error")
   with pytest.raises(
       records.DataError,
       match=r"1\.tif is 33x32.*mask is " r"32x32.*--on_size_mismatch fix",
   ):
-    referring_releases.build("refsegrs", refsegrs, str(tmp_path / "o"), opt)
+    releases.build("refsegrs", refsegrs, str(tmp_path / "o"), opt)
 
 
 def test_refsegrs_bad_lines(refsegrs, tmp_path):
@@ -89,11 +89,11 @@ def test_refsegrs_bad_lines(refsegrs, tmp_path):
   with pytest.raises(
       records.DataError, match=r"output_phrase_val.txt:2.*9.tif"
   ):
-    referring_releases.load_expressions("refsegrs", refsegrs)
+    releases.load_expressions("refsegrs", refsegrs)
   with open(os.path.join(refsegrs, "output_phrase_val.txt"), "w") as f:
     f.write("2\n")
   with pytest.raises(records.DataError, match="no expression"):
-    referring_releases.load_expressions("refsegrs", refsegrs)
+    releases.load_expressions("refsegrs", refsegrs)
 
 
 def _rle_string(counts):
@@ -116,20 +116,14 @@ def _rle_string(counts):
 def test_rle_and_polygons_hand_worked():
   # 3x2 (h x w), column-major runs 1 zero, 2 ones, 3 zeros.
   np.testing.assert_array_equal(
-      referring_releases.rle_decode([1, 2, 3], 3, 2), [[0, 0], [1, 0], [1, 0]]
+      releases.rle_decode([1, 2, 3], 3, 2), [[0, 0], [1, 0], [1, 0]]
   )
   counts = [5, 3, 1000, 2, 40, 7000, 1, 1]
-  assert (
-      referring_releases.rle_counts_from_string(_rle_string(counts)) == counts
-  )
-  sq = referring_releases.polygons_to_mask(
-      [[2, 2, 10, 2, 10, 10, 2, 10]], 16, 16
-  )
+  assert releases.rle_counts_from_string(_rle_string(counts)) == counts
+  sq = releases.polygons_to_mask([[2, 2, 10, 2, 10, 10, 2, 10]], 16, 16)
   assert sq.sum() == 81 and sq[2:11, 2:11].all()  # PIL fills edges
   with pytest.raises(records.DataError, match="corrupt"):
-    referring_releases.decode_segmentation(
-        {"counts": [1, 2], "size": [3, 2]}, 3, 2, "x"
-    )
+    releases.decode_segmentation({"counts": [1, 2], "size": [3, 2]}, 3, 2, "x")
 
 
 @pytest.fixture
@@ -213,7 +207,7 @@ def rrsisd(tmp_path):
 def test_rrsisd_every_sentence_kept_masks_decoded(rrsisd, tmp_path):
   root, m = rrsisd
   out = str(tmp_path / "out")
-  man = referring_releases.build("rrsisd", root, out)
+  man = releases.build("rrsisd", root, out)
   got = _by_split(out, man)
   assert {s: len(v) for s, v in got.items()} == {"train": 3, "test": 3}
   st = man.builder["stats"]
@@ -237,12 +231,12 @@ def test_rrsisd_every_sentence_kept_masks_decoded(rrsisd, tmp_path):
 def test_rrsisd_errors(rrsisd, tmp_path):
   root, _ = rrsisd
   with pytest.raises(records.DataError, match=r"b\.jpg is 33x32"):
-    referring_releases.build(
+    releases.build(
         "rrsisd",
         root,
         str(tmp_path / "o"),
-        referring_releases.Options(on_size_mismatch="error"),
+        releases.Options(on_size_mismatch="error"),
     )
   os.remove(os.path.join(root, "rrsisd", "instances.json"))
   with pytest.raises(records.DataError, match=r"instances.json not found"):
-    referring_releases.load_expressions("rrsisd", root)
+    releases.load_expressions("rrsisd", root)

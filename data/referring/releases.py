@@ -1,36 +1,16 @@
 """Builder: the RefSegRS and RRSIS-D release formats -> referring records.
 
-RefSegRS (Yuan et al. 2023; 512x512; huggingface.co/datasets/JessicaYuan/RefSegRS):
-  SRC/images/<id>.tif   SRC/masks/<id>.tif   (mask: foreground where > 50,
-  as the authors' loader)
-  SRC/output_phrase_{train,val,test}.txt, one line per expression:
-  "<id> <referring expression>"; an id appears on several lines when its
-  image has several expressions.
+`build(fmt, src, out_dir, Options(...))` reads a release as published
+(RefSegRS: images/, masks/, output_phrase_<split>.txt; RRSIS-D: the refcoco
+layout, refs(unc).p + instances.json, COCO polygons or RLE decoded without
+pycocotools) and writes one Scene per expression (`text`, `masks["target"]`,
+HR the image, LR a degraded copy), checking that every expression is kept.
+Images whose size differs from their mask are cropped/padded and counted
+(`on_size_mismatch="fix"`) or stop the build ("error"). refs(unc).p is a
+pickle: load only files from the official release. The layouts are described
+in docs/data.md.
 
-RRSIS-D (Liu et al. 2024, RMSIN; 800x800), refcoco layout:
-  SRC/rrsisd/refs(unc).p   pickled list of refs {ref_id, ann_id, image_id,
-                           split, sentences: [{raw, sent, ...}], ...}
-  SRC/rrsisd/instances.json  {images: [{id, file_name, height, width}],
-                           annotations: [{id, image_id, segmentation, ...}],
-                           categories: [{id, name}]}
-  SRC/images/rrsisd/JPEGImages/<file_name>  (or SRC/JPEGImages/)
-  Segmentations are COCO polygons, uncompressed RLE or compressed RLE
-  strings, decoded here without pycocotools (polygons are filled with PIL,
-  so edge pixels can differ from pycocotools' rasteriser).
-
-Every expression becomes one Scene (text = the expression, masks =
-{"target": [H, W] uint8}, HR = the image, LR = a degraded copy), and every
-expression of an image is kept: the build counts expressions per image and
-checks that as many records were written.
-
-Known defect: some RRSIS-D images are 800x801 or 800x787 while their masks
-are 800x800. `on_size_mismatch="fix"` (default) crops/zero-pads the image at
-its bottom/right edge to the mask size and counts it; "error" stops with the
-file named.
-
-refs(unc).p is a pickle: load only files from the official release.
-
-Run: python -m data.referring_releases --format refsegrs --src /data/RefSegRS --out /tmp/refsegrs
+Run: python -m data.referring.releases --format refsegrs --src DIR --out DIR
 """
 
 from __future__ import annotations
@@ -147,7 +127,7 @@ def refsegrs_expressions(
   return out
 
 
-# --- RRSIS-D / refcoco-style ------------------------------------------------------
+# --- RRSIS-D / refcoco-style --------------------------------------------------
 
 
 def rle_counts_from_string(s: str) -> list[int]:
@@ -283,7 +263,7 @@ def rrsisd_expressions(src: str) -> list[Expression]:
   return out
 
 
-# --- Scenes ------------------------------------------------------------------------
+# --- Scenes -------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,7 +385,10 @@ def build(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(
+      prog="python -m data.referring.releases",
+      description=__doc__.split("\n")[0],
+  )
   p.add_argument("--format", required=True, choices=FORMATS)
   p.add_argument("--src", required=True, help="the release's root folder")
   p.add_argument("--name", default=None)
