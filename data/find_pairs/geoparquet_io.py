@@ -271,7 +271,7 @@ def raster_record(
   import rasterio  # pylint: disable=g-import-not-at-top
   from rasterio import warp  # pylint: disable=g-import-not-at-top
 
-  from data import geotiff_pairs  # pylint: disable=g-import-not-at-top
+  from data import geotiff_rasters  # pylint: disable=g-import-not-at-top
 
   paths = [str(p) for p in paths]
   first = paths[0]
@@ -301,7 +301,7 @@ def raster_record(
   lon, lat = warp.transform(crs, "EPSG:4326", xs, ys)
   footprint = shapely.Polygon(np.column_stack([lon, lat]))
   if time is None:
-    time = geotiff_pairs.landsat_time(first)
+    time = geotiff_rasters.landsat_time(first)
   if time is None:
     m = re.search(
         r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?!\d)", os.path.basename(first)
@@ -316,7 +316,7 @@ def raster_record(
   if cloud is None:
     cloud = _mtl_cloud(first)
   return {
-      "id": scene_id or geotiff_pairs.file_stem(first),
+      "id": scene_id or geotiff_rasters.file_stem(first),
       "time": time,
       "cloud": 0.0 if cloud is None else float(cloud),
       "stratum": stratum or "",
