@@ -3,34 +3,42 @@
 A sampler scores every HR tile of a scene, `logits: [B, N]` with N = G*G tiles.
 This module turns scores into an acquisition mask `[B, N]` under a budget:
 
-- budgets: a tile count or ratio (`k_from_budget`), a per-class budget P_c
-  (`per_class_k`, `observation_budget_ratio`), or a price budget
-  (`select_under_cost`, validated on the host by `check_cost_budget`);
-- hard top-k for inference (`hard_topk_mask`, `topk_indices`);
+- per-class budgets P_c (`per_class_k`); counts, ratios and price budgets are
+  resolved and validated on the host by `crossscale.budgets`;
+- hard top-k for inference (`hard_topk_mask`, `topk_indices`: the ordering of
+  `crossscale.kernels.tile_select_reference`);
 - differentiable top-k for training: perturbed top-k (`perturbed_topk`,
   Cordonnier et al. 2021) and Gumbel top-k straight-through (`gumbel_topk_st`);
-- `select`, one dispatch on `config.selection.mode`.
+- `select`, one dispatch on `config.model.selection.mode`.
 
 Pure JAX, jit- and vmap-compatible; no Flax. Ordering is deterministic
-everywhere: higher score first, ties to the lowest tile index, NaN scores last
-(never chosen before a finite score). Host-side checks (plain Python / numpy)
-raise ValueError; inside jit nothing can raise, so traced values are not
-checked.
-
-Config keys named in errors: `config.selection.budget`,
-`config.selection.class_budgets`, `config.selection.mode`,
-`config.selection.{sigma,num_samples,tau}`, `config.selection.cost.total`.
+everywhere: higher score first, ties to the lowest tile index, NaN scores last.
+Host-side checks raise ValueError; traced values are not checked.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from crossscale import budgets
+from crossscale.kernels import tile_select_reference as ref
+from crossscale.kernels.tile_select_reference import topk_indices
+
+__all__ = [
+    "MODES",
+    "per_class_k",
+    "hard_topk_mask",
+    "topk_indices",
+    "perturbed_topk",
+    "relaxed_topk",
+    "gumbel_topk_st",
+    "select",
+]
 
 MODES = ("hard", "perturbed", "gumbel_st")
 _MODE_OPTS = {
@@ -41,80 +49,6 @@ _MODE_OPTS = {
 
 
 # ----------------------------------------------------------------- budgets
-
-
-def _grid_words(n_tiles: int) -> str:
-  g = math.isqrt(n_tiles)
-  return (
-      f"{n_tiles} tiles of the {g}x{g} grid"
-      if g * g == n_tiles
-      else f"{n_tiles} tiles"
-  )
-
-
-def k_from_budget(
-    budget: int | float, n_tiles: int, batch_size: int | None = None
-) -> int | np.ndarray:
-  """Tile count k for a budget (`config.selection.budget`). Host-side.
-
-  An int is a count, 0 <= k <= n_tiles; a float is a ratio in [0, 1] rounded
-  half up: k = floor(ratio * n_tiles + 0.5). (So `1` means one tile and `1.0`
-  means all tiles.) Returns an int, or `k: [batch_size]` int32 when
-  `batch_size` is given.
-  """
-  if isinstance(budget, (bool, np.bool_)) or not isinstance(
-      budget, (int, float, np.integer, np.floating)
-  ):
-    raise ValueError(
-        f"budget {budget!r} is not a number (config.selection.budget); use a "
-        f"tile count (int) or a ratio in [0, 1] (float)"
-    )
-  if isinstance(budget, (int, np.integer)):
-    k = int(budget)
-    if k > n_tiles:
-      raise ValueError(
-          f"budget {k} > {_grid_words(n_tiles)} (config.selection.budget); "
-          f"use at most {n_tiles} or a ratio <= 1"
-      )
-    if k < 0:
-      raise ValueError(
-          f"budget {k} is negative (config.selection.budget); use a tile count "
-          f"in 0..{n_tiles} or a ratio in [0, 1]"
-      )
-  else:
-    ratio = float(budget)
-    if not math.isfinite(ratio) or ratio < 0 or ratio > 1:
-      raise ValueError(
-          f"budget ratio {ratio} is outside [0, 1] for the "
-          f"{_grid_words(n_tiles)} (config.selection.budget); use a ratio in "
-          f"[0, 1] or an int tile count in 0..{n_tiles}"
-      )
-    k = int(math.floor(ratio * n_tiles + 0.5))
-  if batch_size is None:
-    return k
-  return np.full((batch_size,), k, np.int32)
-
-
-def _check_class_budgets(class_budgets, n_tiles: int) -> None:
-  """Host check of `class_budgets: [C]`, skipped when traced."""
-  if isinstance(class_budgets, jax.core.Tracer):
-    return
-  p = np.asarray(class_budgets)
-  if p.ndim != 1:
-    raise ValueError(
-        f"class budgets must be one value per class, got shape {p.shape} "
-        "(config.selection.class_budgets)"
-    )
-  if (
-      np.isnan(p.astype(np.float64)).any()
-      or (p < 0).any()
-      or (p > n_tiles).any()
-  ):
-    raise ValueError(
-        f"class budgets {p.tolist()} must lie in 0..{n_tiles} "
-        f"({_grid_words(n_tiles)}) (config.selection.class_budgets); "
-        f"clip them to that range"
-    )
 
 
 def per_class_k(
@@ -138,15 +72,16 @@ def per_class_k(
   """
   if mode not in ("max", "mean"):
     raise ValueError(
-        f"unknown per-class budget mode {mode!r} "
-        "(config.selection.class_budget_mode); known: max, mean"
+        f"unknown per-class budget mode {mode!r}: how the budgets of a "
+        "scene's classes (config.model.class_budgets) combine; known: max, "
+        "mean"
     )
-  _check_class_budgets(class_budgets, n_tiles)
+  budgets.check_class_budgets(class_budgets, n_tiles)
   p = jnp.asarray(class_budgets, jnp.int32)  # [C]
   if labels_or_probs.ndim != 2 or labels_or_probs.shape[-1] != p.shape[0]:
     raise ValueError(
         f"labels/probs of shape {labels_or_probs.shape} do not match "
-        f"{p.shape[0]} class budgets (config.selection.class_budgets); give "
+        f"{p.shape[0]} class budgets (config.model.class_budgets); give "
         "one budget per class"
     )
   present = labels_or_probs >= threshold  # [B, C]
@@ -164,44 +99,7 @@ def per_class_k(
   return jnp.clip(k, 0, n_tiles).astype(jnp.int32)
 
 
-def observation_budget_ratio(class_budgets, n_tiles: int) -> float:
-  """OBR = sum_c P_c / (n_tiles * C). E.g. P_c = 12 of 100 tiles -> 0.12."""
-  _check_class_budgets(class_budgets, n_tiles)
-  p = np.asarray(class_budgets, np.float64)
-  if p.size == 0:
-    raise ValueError(
-        "no class budgets given (config.selection.class_budgets);"
-        " give one tile count per class"
-    )
-  return float(p.sum() / (n_tiles * p.size))
-
-
 # ----------------------------------------------------------- hard ordering
-
-
-def _desc_order(logits: jnp.ndarray) -> jnp.ndarray:
-  """`order: [..., N]` tile indices by descending score, ties lowest index.
-
-  A stable ascending sort of -score is the sort on (-score, index); -0.0 and
-  0.0 compare equal and NaN sorts last (lax.sort canonicalises both).
-  """
-  dtype = jnp.promote_types(logits.dtype, jnp.float32)  # bf16, int -> f32
-  return jnp.argsort(-logits.astype(dtype), axis=-1, stable=True)
-
-
-def _ranks(order: jnp.ndarray) -> jnp.ndarray:
-  """Inverse permutation: `ranks[..., i]` = position of tile i in `order`."""
-  return jnp.argsort(order, axis=-1)
-
-
-def _check_static_k(k, n_tiles: int, name: str = "k") -> None:
-  if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
-    if not 0 <= int(k) <= n_tiles:
-      raise ValueError(
-          f"{name} = {int(k)} is outside 0..{n_tiles} "
-          f"({_grid_words(n_tiles)}) (config.selection.budget); resolve the "
-          "budget with k_from_budget"
-      )
 
 
 def hard_topk_mask(logits: jnp.ndarray, k) -> jnp.ndarray:
@@ -212,119 +110,14 @@ def hard_topk_mask(logits: jnp.ndarray, k) -> jnp.ndarray:
   Returns mask: `[..., N]` float32, exactly k ones per row; ties go to the
   lowest index.
   """
-  _check_static_k(k, logits.shape[-1])
+  budgets.check_k(k, logits.shape[-1])
   return _hard_topk_mask(logits, jnp.asarray(k, jnp.int32))
 
 
 @jax.jit
 def _hard_topk_mask(logits, k):
-  ranks = _ranks(_desc_order(logits))  # [..., N]
+  ranks = ref.ranks(ref.descending_order(logits))  # [..., N]
   return (ranks < k[..., None]).astype(jnp.float32)
-
-
-def topk_indices(logits: jnp.ndarray, k_max: int, k=None):
-  """The k_max best tiles, best first.
-
-  logits: `[..., N]`; k_max: static int <= N; k: optional int or `[...]`
-  per-sample counts <= k_max.
-  Returns (idx: `[..., k_max]` int32 by descending score, ties lowest index;
-  valid: `[..., k_max]` bool, slot j valid where j < k).
-  """
-  _check_static_k(k_max, logits.shape[-1], "k_max")
-  idx = _desc_order(logits)[..., :k_max].astype(jnp.int32)
-  if k is None:
-    valid = jnp.ones(idx.shape, bool)
-  else:
-    k = jnp.asarray(k, jnp.int32)
-    valid = jnp.arange(k_max) < k[..., None]
-    valid = jnp.broadcast_to(valid, idx.shape)
-  return idx, valid
-
-
-# ------------------------------------------------------------- cost-aware
-
-
-def check_cost_budget(prices, total, scores=None) -> None:
-  """Host-side (numpy) validation of a price budget; raises ValueError.
-
-  prices: `[B, N]` finite, >= 0; total: scalar or `[B]`, finite, >= 0;
-  scores (optional): `[B, N]` finite, >= 0 (score-per-price ranks are only
-  meaningful for non-negative utilities: pass sigmoid(logits), not logits).
-  `select_under_cost` cannot raise inside jit; call this before it.
-  """
-  prices = np.asarray(prices, np.float64)
-  total = np.asarray(total, np.float64)
-  if prices.ndim != 2:
-    raise ValueError(
-        f"prices must be [B, N], got shape {prices.shape} "
-        "(config.selection.cost.prices)"
-    )
-  if not np.isfinite(prices).all() or (prices < 0).any():
-    bad = prices[~(np.isfinite(prices) & (prices >= 0))]
-    raise ValueError(
-        f"tile prices must be finite and >= 0; found {bad[:5].tolist()} "
-        "(config.selection.cost.prices); fix the price table"
-    )
-  if total.ndim > 1 or (total.ndim == 1 and total.shape[0] != prices.shape[0]):
-    raise ValueError(
-        f"cost total must be a scalar or [B={prices.shape[0]}], got shape "
-        f"{total.shape} (config.selection.cost.total)"
-    )
-  if not np.isfinite(total).all() or (total < 0).any():
-    raise ValueError(
-        f"cost total {total.tolist()} must be finite and >= 0 "
-        "(config.selection.cost.total); set a non-negative spend per scene"
-    )
-  if scores is not None:
-    scores = np.asarray(scores, np.float64)
-    if scores.shape != prices.shape:
-      raise ValueError(
-          f"scores {scores.shape} and prices {prices.shape} "
-          "must have the same shape [B, N]"
-      )
-    if not np.isfinite(scores).all() or (scores < 0).any():
-      raise ValueError(
-          "scores for cost-aware selection must be finite and >= 0 "
-          "(score-per-price ranking); pass sigmoid(logits) or probabilities"
-      )
-
-
-@functools.partial(jax.jit, static_argnames="fill")
-def select_under_cost(
-    scores: jnp.ndarray, prices: jnp.ndarray, total, fill: bool = False
-) -> jnp.ndarray:
-  """Greedy selection by score-per-price under a price total.
-
-  scores: `[B, N]` non-negative utilities (e.g. sigmoid of logits);
-  prices: `[B, N]` >= 0; total: scalar or `[B]`.
-  Tiles are ranked by scores / prices descending (free tiles, price 0, first;
-  ties lowest index) and taken while the cumulative price stays <= total.
-  fill=False stops at the first tile that does not fit (a prefix of the
-  ranking); fill=True skips it and keeps taking later tiles that still fit
-  (the classic greedy knapsack; a scan over N).
-  Returns mask: `[B, N]` bool. Inside jit no error is raised: a negative or
-  NaN total selects nothing (free tiles aside) and NaN scores rank last;
-  validate on the host with `check_cost_budget`.
-  """
-  scores = scores.astype(jnp.float32)
-  prices = prices.astype(jnp.float32)
-  total = jnp.broadcast_to(jnp.asarray(total, jnp.float32), scores.shape[:-1])
-  ratio = jnp.where(
-      prices > 0, scores / jnp.where(prices > 0, prices, 1.0), jnp.inf
-  )  # [B, N]
-  order = _desc_order(ratio)  # [B, N]
-  p_sorted = jnp.take_along_axis(prices, order, axis=-1)  # [B, N]
-  if fill:
-
-    def step(remaining, p):  # remaining, p: [B]
-      take = p <= remaining
-      return remaining - jnp.where(take, p, 0.0), take
-
-    _, take_t = jax.lax.scan(step, total, jnp.moveaxis(p_sorted, -1, 0))
-    take_sorted = jnp.moveaxis(take_t, 0, -1)  # [B, N]
-  else:
-    take_sorted = jnp.cumsum(p_sorted, axis=-1) <= total[..., None]
-  return jnp.take_along_axis(take_sorted, _ranks(order), axis=-1)
 
 
 # ---------------------------------------------------------- perturbed top-k
@@ -381,15 +174,17 @@ def perturbed_topk(
   residual). No gradient flows to k or sigma.
   """
   if isinstance(sigma, (int, float)) and not sigma > 0:
-    raise ValueError(f"sigma {sigma} must be > 0 (config.selection.sigma)")
+    raise ValueError(
+        f"sigma {sigma} must be > 0 (config.model.selection.sigma)"
+    )
   if not isinstance(num_samples, int) or num_samples < 1:
     raise ValueError(
         f"num_samples {num_samples!r} must be an int >= 1 "
-        "(config.selection.num_samples)"
+        "(config.model.selection.num_samples)"
     )
   if logits.ndim != 2:
     raise ValueError(f"logits must be [B, N], got shape {logits.shape}")
-  _check_static_k(k, logits.shape[-1])
+  budgets.check_k(k, logits.shape[-1])
   x = logits.astype(jnp.float32)
   k = jnp.broadcast_to(jnp.asarray(k, jnp.int32), x.shape[:1])
   sigma = jnp.asarray(sigma, jnp.float32)
@@ -446,8 +241,10 @@ def gumbel_topk_st(
   Returns mask: `[..., N]` float32.
   """
   if isinstance(tau, (int, float)) and not tau > 0:
-    raise ValueError(f"tau {tau} must be > 0 (config.selection.tau)")
-  _check_static_k(k, logits.shape[-1])
+    raise ValueError(
+        f"tau {tau} must be > 0 (option tau of config.model.selection)"
+    )
+  budgets.check_k(k, logits.shape[-1])
   if k_max is None:
     k_max = int(k) if isinstance(k, (int, np.integer)) else logits.shape[-1]
   return _gumbel_topk_st(logits, jnp.asarray(k, jnp.int32), key, tau, k_max)
@@ -478,20 +275,20 @@ def select(
 ) -> jnp.ndarray:
   """Acquisition mask `[B, N]` float32 from tile logits `[B, N]`.
 
-  mode (`config.selection.mode`): "hard" | "perturbed" | "gumbel_st"; with
+  mode (`config.model.selection.mode`): "hard" | "perturbed" | "gumbel_st"; with
   train=False every mode is hard top-k. opts: perturbed -> num_samples,
   sigma; gumbel_st -> tau, k_max. k: int or `[B]`.
   """
   if mode not in MODES:
     raise ValueError(
         f"unknown selection mode {mode!r} "
-        f"(config.selection.mode); known: {', '.join(MODES)}"
+        f"(config.model.selection.mode); known: {', '.join(MODES)}"
     )
   unknown = sorted(set(opts) - set(_MODE_OPTS[mode]))
   if unknown:
     raise ValueError(
         f"options {unknown} do not apply to selection mode {mode!r} "
-        f"(config.selection); it takes {list(_MODE_OPTS[mode]) or 'none'}"
+        f"(config.model.selection); it takes {list(_MODE_OPTS[mode]) or 'none'}"
     )
   if not train or mode == "hard":
     return hard_topk_mask(logits, k)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from crossscale import export, run_config, selection, serving, shards, train
+from crossscale import budgets, export, run_config, serving, shards, train
 from crossscale.models import sr
 from experiments.configs import cross_scale as cross_scale_config
 from experiments.configs import lr_vit as lr_vit_config
@@ -126,7 +126,7 @@ def _xs_reference(xs, lr, hr):
   """In-process model.apply: logits, embedding, tile scores, indices."""
   model = xs["model"]
   out, scores = xs["reference"]({"params": xs["params"]}, lr, hr)
-  k = selection.k_from_budget(model.budget, model.grid**2)
+  k = budgets.k_from_budget(model.budget, model.grid**2)
   # Independent of the export's top-k: argsort, stable on -score.
   idx = np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
   return out, np.asarray(scores), idx

@@ -1,9 +1,14 @@
-"""Tests of crossscale.selection: budgets, hard / cost-aware / differentiable
-top-k. References are independent: numpy stable argsort, hand-worked cases,
-1-D Gauss quadrature of the perturbed top-k expectation, finite differences
-with common random numbers, and Gumbel sampling frequencies."""
+"""Tests of crossscale.selection (hard and differentiable top-k), the host
+budgets of crossscale.budgets and the cost-aware greedy of the tile-select
+reference; every config key the errors name exists. References are
+independent: numpy stable argsort, hand-worked cases, 1-D Gauss quadrature of
+the perturbed top-k expectation, finite differences with common random
+numbers, and Gumbel sampling frequencies."""
 
+import ast
 import functools
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +16,11 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
+from crossscale import budgets
 from crossscale import selection as sel
+from crossscale.kernels import tile_select_reference as ref
+from experiments.configs import cross_scale as cross_scale_config
+from tests.conftest import ROOT
 
 
 def _np_topk_mask(x, k):
@@ -120,16 +129,16 @@ def test_topk_indices_order_and_valid():
 
 
 def test_k_from_budget():
-  assert sel.k_from_budget(12, 100) == 12
-  assert sel.k_from_budget(np.int64(0), 100) == 0
-  assert sel.k_from_budget(100, 100) == 100
-  assert sel.k_from_budget(0.12, 100) == 12
-  assert sel.k_from_budget(0.125, 100) == 13  # half rounds up
-  assert sel.k_from_budget(0.0, 100) == 0
-  assert sel.k_from_budget(1.0, 100) == 100
-  assert sel.k_from_budget(1, 100) == 1  # an int is a count
-  assert sel.k_from_budget(0.5, 7) == 4  # 3.5 -> 4
-  k = sel.k_from_budget(0.25, 16, batch_size=3)
+  assert budgets.k_from_budget(12, 100) == 12
+  assert budgets.k_from_budget(np.int64(0), 100) == 0
+  assert budgets.k_from_budget(100, 100) == 100
+  assert budgets.k_from_budget(0.12, 100) == 12
+  assert budgets.k_from_budget(0.125, 100) == 13  # half rounds up
+  assert budgets.k_from_budget(0.0, 100) == 0
+  assert budgets.k_from_budget(1.0, 100) == 100
+  assert budgets.k_from_budget(1, 100) == 1  # an int is a count
+  assert budgets.k_from_budget(0.5, 7) == 4  # 3.5 -> 4
+  k = budgets.k_from_budget(0.25, 16, batch_size=3)
   assert k.dtype == np.int32
   np.testing.assert_array_equal(k, [4, 4, 4])
 
@@ -144,7 +153,7 @@ def test_k_from_budget():
             r"or a ratio <= 1",
         ),
         (13, 12, r"budget 13 > 12 tiles .*use at most 12"),
-        (-1, 100, r"budget -1 is negative \(config.selection.budget\)"),
+        (-1, 100, r"budget -1 is negative \(config\.model\.budget\)"),
         (
             1.5,
             100,
@@ -154,13 +163,13 @@ def test_k_from_budget():
         (12.0, 100, r"ratio 12.0 is outside \[0, 1\]"),
         (-0.1, 100, r"ratio -0.1 is outside"),
         (float("nan"), 100, r"ratio nan is outside"),
-        (True, 100, r"not a number \(config.selection.budget\)"),
+        (True, 100, r"not a number \(config\.model\.budget\)"),
         ("12", 100, r"not a number"),
     ],
 )
 def test_k_from_budget_errors(budget, n, msg):
   with pytest.raises(ValueError, match=msg):
-    sel.k_from_budget(budget, n)
+    budgets.k_from_budget(budget, n)
 
 
 def test_per_class_k_hand_case():
@@ -185,22 +194,26 @@ def test_per_class_k_hand_case():
 
 def test_per_class_k_errors():
   labels = jnp.ones((2, 3))
-  with pytest.raises(ValueError, match="class_budget_mode"):
+  with pytest.raises(
+      ValueError, match=r"mode 'min'.*config\.model\.class_budgets"
+  ):
     sel.per_class_k(labels, [1, 2, 3], 100, mode="min")
-  with pytest.raises(ValueError, match=r"must lie in 0..100"):
+  with pytest.raises(
+      ValueError, match=r"must lie in 0..100 .*config\.model\.class_budgets"
+  ):
     sel.per_class_k(labels, [1, 2, 300], 100)
   with pytest.raises(ValueError, match=r"do not match 2 class budgets"):
     sel.per_class_k(labels, [1, 2], 100)
 
 
 def test_observation_budget_ratio():
-  assert sel.observation_budget_ratio([12] * 66, 100) == pytest.approx(0.12)
-  assert sel.observation_budget_ratio([10, 20], 100) == pytest.approx(0.15)
-  assert sel.observation_budget_ratio(np.array([4, 4, 1]), 9) == pytest.approx(
-      9 / 27
-  )
+  assert budgets.observation_budget_ratio([12] * 66, 100) == pytest.approx(0.12)
+  assert budgets.observation_budget_ratio([10, 20], 100) == pytest.approx(0.15)
+  assert budgets.observation_budget_ratio(
+      np.array([4, 4, 1]), 9
+  ) == pytest.approx(9 / 27)
   with pytest.raises(ValueError, match="class_budgets"):
-    sel.observation_budget_ratio([-1, 5], 100)
+    budgets.observation_budget_ratio([-1, 5], 100)
 
 
 # ------------------------------------------------------------- cost-aware
@@ -228,20 +241,20 @@ def test_select_under_cost_hand_case():
   scores = jnp.asarray([[0.75, 0.5, 0.25, 0.5]])
   prices = jnp.asarray([[3.0, 1.0, 1.0, 2.0]])
   np.testing.assert_array_equal(
-      sel.select_under_cost(scores, prices, 4.0), [[1, 1, 0, 0]]
+      ref.select_under_cost(scores, prices, 4.0), [[1, 1, 0, 0]]
   )  # 1 + 3 = 4 <= 4
   # Total 3: the prefix stops at tile 0 (1 + 3 > 3); fill skips it, takes 2.
   np.testing.assert_array_equal(
-      sel.select_under_cost(scores, prices, 3.0), [[0, 1, 0, 0]]
+      ref.select_under_cost(scores, prices, 3.0), [[0, 1, 0, 0]]
   )
   np.testing.assert_array_equal(
-      sel.select_under_cost(scores, prices, 3.0, fill=True), [[0, 1, 1, 0]]
+      ref.select_under_cost(scores, prices, 3.0, fill=True), [[0, 1, 1, 0]]
   )
   # Per-sample totals; a free tile is always taken.
   scores2 = jnp.concatenate([scores, scores])
   prices2 = jnp.asarray([[3.0, 1.0, 1.0, 2.0], [3.0, 1.0, 0.0, 2.0]])
   np.testing.assert_array_equal(
-      sel.select_under_cost(scores2, prices2, jnp.asarray([0.0, 0.0])),
+      ref.select_under_cost(scores2, prices2, jnp.asarray([0.0, 0.0])),
       [[0, 0, 0, 0], [0, 0, 1, 0]],
   )
 
@@ -252,7 +265,7 @@ def test_select_under_cost_random(fill):
   scores = rng.uniform(0, 1, (64, 12)).astype(np.float32)
   prices = (rng.integers(0, 9, (64, 12)) / 4).astype(np.float32)  # exact
   total = (rng.integers(0, 40, 64) / 4).astype(np.float32)
-  f = jax.jit(sel.select_under_cost, static_argnames="fill")
+  f = jax.jit(ref.select_under_cost, static_argnames="fill")
   mask = np.asarray(f(scores, prices, total, fill=fill))
   assert mask.dtype == bool
   assert ((mask * prices).sum(-1) <= total).all()
@@ -268,22 +281,22 @@ def test_select_under_cost_random(fill):
 
 def test_check_cost_budget():
   prices = np.ones((2, 4))
-  sel.check_cost_budget(prices, 2.0)
-  sel.check_cost_budget(prices, np.array([0.0, 3.0]), scores=prices)
+  budgets.check_cost_budget(prices, 2.0)
+  budgets.check_cost_budget(prices, np.array([0.0, 3.0]), scores=prices)
   with pytest.raises(ValueError, match=r"prices must be finite and >= 0"):
-    sel.check_cost_budget(np.array([[1.0, -1.0]]), 1.0)
+    budgets.check_cost_budget(np.array([[1.0, -1.0]]), 1.0)
   with pytest.raises(ValueError, match=r"prices must be finite and >= 0"):
-    sel.check_cost_budget(np.array([[1.0, np.nan]]), 1.0)
-  with pytest.raises(ValueError, match=r"cost.total"):
-    sel.check_cost_budget(prices, -1.0)
-  with pytest.raises(ValueError, match=r"cost.total"):
-    sel.check_cost_budget(prices, np.nan)
+    budgets.check_cost_budget(np.array([[1.0, np.nan]]), 1.0)
+  with pytest.raises(ValueError, match=r"config\.model\.cost\.total"):
+    budgets.check_cost_budget(prices, -1.0)
+  with pytest.raises(ValueError, match=r"config\.model\.cost\.total"):
+    budgets.check_cost_budget(prices, np.nan)
   with pytest.raises(ValueError, match=r"scalar or \[B=2\]"):
-    sel.check_cost_budget(prices, np.ones(3))
+    budgets.check_cost_budget(prices, np.ones(3))
   with pytest.raises(ValueError, match=r"sigmoid"):
-    sel.check_cost_budget(prices, 1.0, scores=-prices)
+    budgets.check_cost_budget(prices, 1.0, scores=-prices)
   with pytest.raises(ValueError, match=r"\[B, N\]"):
-    sel.check_cost_budget(np.ones(4), 1.0)
+    budgets.check_cost_budget(np.ones(4), 1.0)
 
 
 # -------------------------------------------------------- perturbed top-k
@@ -411,9 +424,11 @@ def test_perturbed_topk_under_jit_vmap_grad_traced_sigma():
 
 def test_perturbed_topk_errors():
   x, key = jnp.zeros((1, 4)), jax.random.key(0)
-  with pytest.raises(ValueError, match="config.selection.sigma"):
+  with pytest.raises(ValueError, match=r"config\.model\.selection\.sigma"):
     sel.perturbed_topk(x, 1, key, 10, 0.0)
-  with pytest.raises(ValueError, match="config.selection.num_samples"):
+  with pytest.raises(
+      ValueError, match=r"config\.model\.selection\.num_samples"
+  ):
     sel.perturbed_topk(x, 1, key, 0, 0.1)
 
 
@@ -495,9 +510,71 @@ def test_select_dispatch():
 
 def test_select_errors():
   x = jnp.zeros((1, 4))
-  with pytest.raises(ValueError, match=r"config.selection.mode"):
+  with pytest.raises(ValueError, match=r"config\.model\.selection\.mode"):
     sel.select(x, 1, mode="topk")
   with pytest.raises(ValueError, match=r"\['tau'\] do not apply .*perturbed"):
     sel.select(x, 1, mode="perturbed", tau=1.0)
   with pytest.raises(ValueError, match="needs an RNG key"):
     sel.select(x, 1, mode="gumbel_st", train=True)
+
+
+# ------------------------------------------------------------- config keys
+
+_KEY_MODULES = (
+    "crossscale/budgets.py",
+    "crossscale/selection.py",
+    "crossscale/kernels/tile_select.py",
+    "crossscale/kernels/tile_select_reference.py",
+    "crossscale/models/cross_scale.py",
+)
+
+
+def _config_keys(path):
+  """Every `config.a.b` named in a string of `path` (messages, docstrings);
+  `config.a.{b,c}` names config.a.b and config.a.c."""
+  tree = ast.parse(open(os.path.join(ROOT, path)).read(), path)
+  keys = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+      pat = r"config((?:\.[A-Za-z_]\w*)+)(?:\.\{([\w, ]+)\})?"
+      for base, alts in re.findall(pat, node.value):
+        for alt in alts.split(",") if alts else [""]:
+          keys.add("config" + base + (f".{alt.strip()}" if alt else ""))
+  return keys
+
+
+def _missing(keys, config):
+  """The dotted `config.…` keys that do not resolve in `config`."""
+  out = []
+  for key in sorted(keys):
+    node = config
+    for part in key.split(".")[1:]:
+      if not (hasattr(node, "keys") and part in node):
+        out.append(key)
+        break
+      node = node[part]
+  return out
+
+
+def test_config_keys_named_in_messages_exist():
+  """Errors name config keys a user can set: each resolves in the
+  cross_scale config (whose model these modules serve)."""
+  config = cross_scale_config.get_config()
+  found = {p: _config_keys(p) for p in _KEY_MODULES}
+  missing = {p: _missing(keys, config) for p, keys in found.items()}
+  assert not any(missing.values()), missing
+  # The scan sees the keys the budget and selection errors name ...
+  assert {
+      "config.model.budget",
+      "config.model.class_budgets",
+      "config.model.cost.total",
+      "config.model.select_impl",
+      "config.model.selection.mode",
+  } <= set().union(*found.values())
+  # ... and the keys the messages named before (issue 20) do not resolve.
+  old = {
+      "config.selection.budget",
+      "config.selection.class_budget_mode",
+      "config.model.selection.impl",
+  }
+  assert _missing(old, config) == sorted(old)

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import selection
 from crossscale.kernels import tile_select as ts
+from crossscale.kernels import tile_select_reference as ref
 
 
 def _inputs(seed, B, grid, t, C, dtype=jnp.float32, ties=False, nans=False):
@@ -54,8 +54,8 @@ def test_kernel_equals_reference(
         .at[0]
         .set(k_max)
     )
-  ref = ts.reference(logits, hr, grid, k_max, k)
-  _assert_same(ts.kernel(logits, hr, grid, k_max, k, interpret=True), ref)
+  want = ref.reference(logits, hr, grid, k_max, k)
+  _assert_same(ts.kernel(logits, hr, grid, k_max, k, interpret=True), want)
 
 
 def test_tpu_dma_path_equals_reference():
@@ -65,20 +65,20 @@ def test_tpu_dma_path_equals_reference():
   k = jnp.array([1, 7, 0], jnp.int32)
   _assert_same(
       ts.kernel(logits, hr, 6, 7, k, interpret=pltpu.InterpretParams()),
-      ts.reference(logits, hr, 6, 7, k),
+      ref.reference(logits, hr, 6, 7, k),
   )
 
 
 def test_reference_semantics_by_hand():
   logits = jnp.array([[0.5, 2.0, 2.0, jnp.nan, -1.0, 0.5, 3.0, 0.0, 2.0]])
   hr = jnp.arange(6 * 6, dtype=jnp.float32).reshape(1, 6, 6, 1)
-  idx, valid, tiles = ts.reference(logits, hr, 3, 5, jnp.array([4]))
+  idx, valid, tiles = ref.reference(logits, hr, 3, 5, jnp.array([4]))
   assert idx.tolist() == [[6, 1, 2, 8, 0]]  # ties: lowest index first
   assert valid.tolist() == [[True, True, True, True, False]]
   # tile 6 = row 2, col 0 of the 3x3 grid: HR rows 4..5, cols 0..1
   np.testing.assert_array_equal(tiles[0, 0, :, :, 0], [[24, 25], [30, 31]])
   assert not np.asarray(tiles[0, 4]).any()  # invalid slot is zeros
-  nan_last = ts.reference(logits, hr, 3, 9)[0][0, -1]
+  nan_last = ref.reference(logits, hr, 3, 9)[0][0, -1]
   assert int(nan_last) == 3
 
 
@@ -95,7 +95,7 @@ def test_gather_backward_scatters_into_selected_tiles(impl):
 
   # Independent: autodiff through plain take_along_axis of all tiles.
   def plain(hr):
-    idx, valid = selection.topk_indices(logits, 5, k)
+    idx, valid = ref.topk_indices(logits, 5, k)
     tiles = hr.reshape(2, 4, 3, 4, 3, 2).transpose(0, 1, 3, 2, 4, 5)
     tiles = tiles.reshape(2, 16, 3, 3, 2)
     sel = jnp.take_along_axis(tiles, idx[:, :, None, None, None], axis=1)
@@ -103,7 +103,7 @@ def test_gather_backward_scatters_into_selected_tiles(impl):
 
   np.testing.assert_allclose(g, jax.grad(plain)(hr), rtol=0, atol=1e-6)
   # Nothing flows into tiles that were not bought.
-  idx, valid, _ = ts.reference(logits, hr, 4, 5, k)
+  idx, valid, _ = ref.reference(logits, hr, 4, 5, k)
   touched = np.zeros((2, 16), bool)
   for b in range(2):
     touched[b, np.asarray(idx[b])[np.asarray(valid[b])]] = True
@@ -118,11 +118,11 @@ def test_cost_budget(impl):
       np.random.default_rng(1).uniform(0.5, 3, (2, 25)), jnp.float32
   )
   total = jnp.array([4.0, 10.0])
-  idx, valid, tiles = ts.select_and_gather_under_cost(
-      logits, hr, 5, prices, total, 25, impl=impl
+  idx, valid, tiles = ts.select_and_gather(
+      logits, hr, 5, 25, prices=prices, total=total, impl=impl
   )
   bought = np.asarray(
-      selection.select_under_cost(jax.nn.sigmoid(logits), prices, total)
+      ref.select_under_cost(jax.nn.sigmoid(logits), prices, total)
   )
   for b in range(2):
     chosen = np.asarray(idx[b])[np.asarray(valid[b])]
@@ -131,6 +131,31 @@ def test_cost_budget(impl):
     scores = np.asarray(logits[b, chosen])
     assert (np.diff(scores) <= 0).all()  # best first
   assert not np.asarray(tiles)[~np.asarray(valid)].any()
+
+
+@pytest.mark.parametrize("budget", ["count", "per_scene", "price"])
+def test_select_is_the_selection_of_select_and_gather(budget):
+  """`select` (what a model plans from the LR view alone) returns the
+  indices and validity that `select_and_gather` (kernel and reference)
+  gathers, under every budget."""
+  logits, hr = _inputs(5, 3, 4, 2, 2, ties=True)
+  kw = {
+      "count": {},
+      "per_scene": {"k": jnp.array([0, 2, 5], jnp.int32)},
+      "price": {
+          "prices": jnp.asarray(
+              np.random.default_rng(2).uniform(0.5, 2, (3, 16)), jnp.float32
+          ),
+          "total": jnp.array([1.0, 3.0, 6.0]),
+      },
+  }[budget]
+  idx, valid = ts.select(logits, 5, **kw)
+  for impl in ("reference", "kernel"):
+    got = ts.select_and_gather(logits, hr, 4, 5, impl=impl, **kw)
+    np.testing.assert_array_equal(got[0], idx, err_msg=impl)
+    np.testing.assert_array_equal(got[1], valid, err_msg=impl)
+  if budget != "count":  # the budgets leave slots unbought
+    assert not np.asarray(valid).all()
 
 
 def test_auto_dispatch_uses_reference_on_cpu():
@@ -156,8 +181,10 @@ def test_bad_inputs_are_clear_errors():
     ts.select_and_gather(logits, hr, 4, 17)
   with pytest.raises(ValueError, match="tile grid"):
     ts.select_and_gather(logits, hr, 3, 2)
-  with pytest.raises(ValueError, match="impl="):
+  with pytest.raises(ValueError, match=r"impl=.*config\.model\.select_impl"):
     ts.select_and_gather(logits, hr, 4, 2, impl="triton")
+  with pytest.raises(ValueError, match="no tile count k"):
+    ts.select_and_gather(logits, hr, 4, 2, jnp.ones(2, jnp.int32), prices=hr)
 
 
 @pytest.mark.parametrize(

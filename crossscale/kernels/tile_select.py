@@ -7,27 +7,18 @@ j < k_b) and the selected HR tiles `[B, k_max, t, t, C]` read straight from
 the HR scenes `[B, H, W, C]`: unselected tiles are never read, and invalid
 slots are zeros.
 
-Two implementations with one contract, and one dispatcher:
-- `reference`: plain JAX (`argsort` + `take_along_axis`, which XLA fuses into
-  a gather of the selected tiles only).
-- `kernel`: one fused Pallas call, one program per scene. The program ranks
-  the N logits by pairwise comparison in chunks of `_CHUNK` (rank_i = number
-  of tiles that beat tile i; O(N^2 / chunk) vector steps, no sort), turns the
-  ranks into the k_max best indices, then copies only those k tiles. The
-  copy is a ref load/store on GPU and in interpret mode, and an HBM->HBM DMA
-  (`pltpu.sync_copy`) on TPU, where the scenes stay in HBM (`pl.ANY`).
-- `select_and_gather(..., impl="auto")`: the kernel on GPU/TPU, the reference
-  on CPU unless `impl="kernel"` (then in interpret mode).
+- `kernel`: one fused Pallas call, one program per scene: ranks the logits
+  by pairwise comparison (no sort), then copies only the k selected tiles
+  (ref copies on GPU and in interpret mode, HBM->HBM DMA on TPU).
+- `tile_select_reference.reference`: the plain-JAX contract it must equal.
+- `select_and_gather(..., impl="auto")`: the dispatcher (the kernel on
+  GPU/TPU, the reference on CPU unless `impl="kernel"`, then interpreted),
+  under a count budget (k_max, optional `k: [B]`) or a price budget
+  (`prices`, `total`); `select`: the same selection without the gather.
 
-Budgets: a static `k_max` with optional per-sample `k: [B]`
-(`select_and_gather`), or a price per tile with a total
-(`select_and_gather_under_cost`, greedy score-per-price, see
-`selection.select_under_cost`).
-
-Gradients: indices are integers and the hard selection has no gradient (the
-differentiable relaxations live in `crossscale.selection`); the gather's
-backward scatters the tile cotangents into the selected tiles of a zero
-`[B, H, W, C]` (a custom VJP shared by both implementations' contract).
+Depends only on its reference and `crossscale.budgets`. Gradients: none for
+the (integer) selection; the gather's backward scatters tile cotangents into
+the selected tiles of a zero `[B, H, W, C]`.
 """
 
 from __future__ import annotations
@@ -41,39 +32,11 @@ from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 import jax.numpy as jnp
 
-from crossscale import selection
+from crossscale import budgets
+from crossscale.kernels import tile_select_reference as ref
 
 IMPLS = ("auto", "kernel", "reference")
 _CHUNK = 128  # logits compared per vector step when ranking
-
-
-# ------------------------------------------------------------- reference
-
-
-def reference(
-    logits: jax.Array,
-    hr: jax.Array,
-    grid: int,
-    k_max: int,
-    k: jax.Array | None = None,
-):
-  """Plain-JAX select + gather.
-
-  logits: `[B, N]` any float dtype; hr: `[B, H, W, C]`, H = W = grid * t;
-  k_max: static int in 0..N; k: optional `[B]` int32 counts <= k_max.
-  Returns (idx `[B, k_max]` int32, valid `[B, k_max]` bool,
-  tiles `[B, k_max, t, t, C]` in hr's dtype, zeros where not valid).
-  """
-  idx, valid = selection.topk_indices(logits, k_max, k)
-  t = hr.shape[1] // grid
-  tiles = einops.rearrange(
-      hr, "b (gy t1) (gx t2) c -> b (gy gx) t1 t2 c", gy=grid, gx=grid
-  )
-  picked = jnp.take_along_axis(tiles, idx[:, :, None, None, None], axis=1)
-  picked = jnp.where(
-      valid[:, :, None, None, None], picked, jnp.zeros((), hr.dtype)
-  )
-  return idx, valid, picked.reshape(hr.shape[0], k_max, t, t, hr.shape[-1])
 
 
 # ----------------------------------------------------------------- kernel
@@ -300,8 +263,7 @@ def kernel(
 def _check(logits, hr, grid: int, k_max: int, impl: str) -> None:
   if impl not in IMPLS:
     raise ValueError(
-        f"impl={impl!r} (config.model.selection.impl) must be "
-        f"one of {IMPLS}"
+        f"impl={impl!r} (config.model.select_impl) must be one of {IMPLS}"
     )
   if logits.ndim != 2 or hr.ndim != 4 or logits.shape[0] != hr.shape[0]:
     raise ValueError(
@@ -314,7 +276,7 @@ def _check(logits, hr, grid: int, k_max: int, impl: str) -> None:
         f"logits {logits.shape} and hr {hr.shape} do not form a {grid}x{grid} "
         f"tile grid: N must be grid**2 and H = W divisible by grid"
     )
-  selection._check_static_k(k_max, n, "k_max")
+  budgets.check_k(k_max, n, "k_max")
 
 
 def use_kernel(impl: str) -> bool:
@@ -331,51 +293,40 @@ def select_and_gather(
     k_max: int,
     k: jax.Array | None = None,
     *,
+    prices: jax.Array | None = None,
+    total=None,
+    fill: bool = False,
     impl: str = "auto",
     interpret: bool | None = None,
 ):
-  """Selected tiles under a count budget; see the module docstring.
+  """Selected tiles under a count or a price budget.
 
-  logits: `[B, N]`; hr: `[B, H, W, C]`; k_max: static int; k: optional `[B]`.
+  logits: `[B, N]`; hr: `[B, H, W, C]`; k_max: static int (with a price
+  budget, a cap on the tiles one scene can afford; N always works).
+  Count budget: k, optional `[B]` counts <= k_max. Price budget: prices
+  `[B, N]` and total (scalar or `[B]`): tiles bought greedily by
+  sigmoid(logits) / price (fill: see `select_under_cost`), best logit
+  first; validate on the host with `budgets.check_cost_budget`.
   Returns (idx `[B, k_max]` int32, valid `[B, k_max]` bool,
   tiles `[B, k_max, t, t, C]`). Differentiable in `hr` (scatter backward).
   """
   _check(logits, hr, grid, k_max, impl)
+  logits, k = ref.budgeted(logits, k_max, k, prices, total, fill)
   if use_kernel(impl):
     if interpret is None:
       interpret = jax.default_backend() == "cpu"
     fn = functools.partial(kernel, interpret=interpret)
   else:
-    fn = reference
+    fn = ref.reference
   return _with_scatter_vjp(fn, logits, hr, grid, k_max, k)
 
 
-def select_and_gather_under_cost(
-    logits: jax.Array,
-    hr: jax.Array,
-    grid: int,
-    prices: jax.Array,
-    total,
-    k_max: int,
-    *,
-    fill: bool = False,
-    impl: str = "auto",
-):
-  """Selected tiles under a price budget.
-
-  Tiles are chosen greedily by sigmoid(logits) / price under `total`
-  (`selection.select_under_cost`; validate on the host with
-  `selection.check_cost_budget`), then ordered by descending logit.
-  prices: `[B, N]`; total: scalar or `[B]`; k_max: static cap on the tiles
-  one scene can afford (N always works). Returns as `select_and_gather`,
-  with valid[b] true for the tiles bought.
-  """
-  bought = selection.select_under_cost(
-      jax.nn.sigmoid(logits.astype(jnp.float32)), prices, total, fill=fill
-  )  # [B, N] bool
-  count = jnp.minimum(bought.sum(-1), k_max).astype(jnp.int32)
-  ranked = jnp.where(bought, logits.astype(jnp.float32), jnp.nan)
-  return select_and_gather(ranked, hr, grid, k_max, count, impl=impl)
+def select(logits, k_max: int, k=None, *, prices=None, total=None, fill=False):
+  """The selection of `select_and_gather` without the gather (what a model
+  plans before buying tiles): (idx `[B, k_max]`, valid `[B, k_max]`). The
+  kernel fuses the selection with the gather; its indices equal these."""
+  logits, k = ref.budgeted(logits, k_max, k, prices, total, fill)
+  return ref.topk_indices(logits, k_max, k)
 
 
 # --------------------------------------------------------------- gradient

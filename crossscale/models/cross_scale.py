@@ -3,23 +3,23 @@
   LR view [B, h, w, C_lr] ──> Sampler ──> tile logits [B, N]      (N = G*G)
         │                                   │ selection policy + budget k
         │                                   v
-        │              HR scene [B, H, W, C_hr] ──gather──> tiles [B, k, t, t, C]
+        │              HR scene [B, H, W, C_hr] ──gather──> tiles [B,k,t,t,C]
         │                                                     │ HR tile encoder
         v                                                     v
-  LR encoder ──> LR context [B, M+1, D] ──> Latent predictor <── observed latents
+  LR encoder ──> LR context [B, M+1, D] ──> Latent predictor <── tile latents
                                               │ (mask token at unobserved tiles)
                                               v
                                  completed tile latents [B, N, D] ──> heads
 
 Only the k selected tiles are gathered and encoded, so a step's cost grows
 with the budget, not the grid. Baselines run through this same module by
-config: `selection.policy` in {learned, random, uniform, heuristic} (budget 0
-is LR-only, budget 1 is dense HR), `predictor.lr_guidance=False` is HR-only
-completion.
+config: `config.model.policy` in {learned, random, uniform, heuristic}
+(`config.model.budget` 0 is LR-only, 1.0 is dense HR), and
+`config.model.predictor.lr_guidance=False` is HR-only completion.
 
 Learning to select: the sampler's tiles are picked by hard top-k in the
-forward pass; with `selection.mode` "perturbed" (or "gumbel_st") the
-observed latent of each selected tile enters the predictor as
+forward pass; with `config.model.selection.mode` "perturbed" (or
+"gumbel_st") the observed latent of each selected tile enters the predictor as
   mask_token + w * (latent - mask_token),  w = 1 + m - stop_gradient(m),
 where m is the soft (relaxed) indicator of that tile, so the forward pass is
 exactly the hard selection while d loss / d m = <g, latent - mask_token>
@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from crossscale import selection, tile_grid
+from crossscale import budgets, selection, tile_grid
 from crossscale.kernels import tile_select
 from crossscale.models import convnet, layers, vit
 
@@ -207,7 +207,7 @@ class CrossScaleModel(nn.Module):
   num_classes: int
   grid: int
   budget: Any = 0.125  # tiles: int k, or ratio of G*G
-  class_budgets: Any = ()  # per-class tile counts P_c (see select_tiles)
+  class_budgets: Any = ()  # per-class tile counts P_c (see scene_budget)
   cost: dict = None  # {"enabled", "total", "price", "k_max"}
   policy: str = "learned"
   selection: dict = None  # mode, sigma, num_samples, tau
@@ -237,7 +237,7 @@ class CrossScaleModel(nn.Module):
           "completion"
       )
     if self.cost_budget:
-      selection.check_cost_budget(
+      budgets.check_cost_budget(
           np.full((1, self.n_tiles), self.cost.get("price", 1.0)),
           self.cost.get("total", -1.0),
       )
@@ -328,12 +328,14 @@ class CrossScaleModel(nn.Module):
   def k(self) -> int:
     """Static tile slots per scene: k, max P_c, or the price budget's cap."""
     if self.cost_budget:
-      return selection.k_from_budget(
-          self.cost.get("k_max") or self.n_tiles, self.n_tiles
+      return budgets.k_from_budget(
+          self.cost.get("k_max") or self.n_tiles,
+          self.n_tiles,
+          key="config.model.cost.k_max",
       )
     if len(self.class_budgets):
       return int(max(self.class_budgets))
-    return selection.k_from_budget(self.budget, self.n_tiles)
+    return budgets.k_from_budget(self.budget, self.n_tiles)
 
   def scene_budget(self, batch, budget_logits, train):
     """Tiles each scene may buy, `[B]` int32, or None for the fixed k.
@@ -350,26 +352,27 @@ class CrossScaleModel(nn.Module):
         present, tuple(self.class_budgets), self.n_tiles
     )
 
-  def select_tiles(self, s, batch, k_b):
-    """Hard selection + gather: idx `[B, k]`, valid `[B, k]`, tiles
-    `[B, k, t, t, C]`, under a count budget (k, or per-scene k_b) or a
-    price budget (prices from batch["tile_prices"] or uniform)."""
-    s, hr = jax.lax.stop_gradient(s), batch["hr"]
-    if self.cost_budget:
-      prices = batch.get("tile_prices")  # [B, N] or None
-      if prices is None:
-        prices = jnp.full(s.shape, float(self.cost.get("price", 1.0)))
-      return tile_select.select_and_gather_under_cost(
-          s,
-          hr,
-          self.grid,
-          prices,
-          float(self.cost["total"]),
-          self.k(),
-          impl=self.select_impl,
-      )
+  def tile_budget(self, batch, s, budget_logits, train) -> dict:
+    """The budget keywords of `tile_select` for this batch: a price budget
+    {"prices": [B, N] (batch["tile_prices"] or uniform), "total"}, else
+    {"k": per-scene counts [B] or None for the fixed k} (`scene_budget`)."""
+    if not self.cost_budget:
+      return {"k": self.scene_budget(batch, budget_logits, train)}
+    prices = batch.get("tile_prices")  # [B, N] or None
+    if prices is None:
+      prices = jnp.full(s.shape, float(self.cost.get("price", 1.0)))
+    return {"prices": prices, "total": float(self.cost["total"])}
+
+  def select_tiles(self, s, batch, budget):
+    """Hard selection + gather under `budget` (`tile_budget`): idx `[B, k]`,
+    valid `[B, k]`, tiles `[B, k, t, t, C]`."""
     return tile_select.select_and_gather(
-        s, hr, self.grid, self.k(), k_b, impl=self.select_impl
+        jax.lax.stop_gradient(s),
+        batch["hr"],
+        self.grid,
+        self.k(),
+        impl=self.select_impl,
+        **budget,
     )
 
   def encode_tiles(self, tile_pixels):
@@ -450,26 +453,14 @@ class CrossScaleModel(nn.Module):
     """Which HR tiles to buy, from the LR view alone (before any purchase):
     {"tile_logits": [B, N], "tile_indices": [B, k] best first,
     "tile_valid": [B, k] (slot bought: per-class budgets and price budgets
-    buy fewer than k)}. Equals the selection `__call__` makes at inference."""
+    buy fewer than k)}. The selection `__call__` makes at inference, from
+    the same budget, without the gather."""
     s = self.scores(batch, False)
-    if self.cost_budget:
-      prices = batch.get("tile_prices")
-      if prices is None:
-        prices = jnp.full(s.shape, float(self.cost.get("price", 1.0)))
-      bought = selection.select_under_cost(
-          jax.nn.sigmoid(s.astype(jnp.float32)),
-          prices,
-          float(self.cost["total"]),
-      )
-      count = jnp.minimum(bought.sum(-1), self.k()).astype(jnp.int32)
-      idx, valid = selection.topk_indices(
-          jnp.where(bought, s.astype(jnp.float32), jnp.nan), self.k(), count
-      )
-    else:
+    budget_logits = None
+    if len(self.class_budgets) and not self.cost_budget:
       _, budget_logits = self.lr_context(batch["lr"])
-      idx, valid = selection.topk_indices(
-          s, self.k(), self.scene_budget(batch, budget_logits, False)
-      )
+    budget = self.tile_budget(batch, s, budget_logits, False)
+    idx, valid = tile_select.select(s, self.k(), **budget)
     return {"tile_logits": s, "tile_indices": idx, "tile_valid": valid}
 
   def __call__(self, batch, train: bool = False):
@@ -479,9 +470,9 @@ class CrossScaleModel(nn.Module):
     context, budget_logits = self.lr_context(lr, train)
 
     s = self.scores(batch, train)  # [B, N]
-    k_b = self.scene_budget(batch, budget_logits, train)  # [B] or None
+    budget = self.tile_budget(batch, s, budget_logits, train)
     idx, valid, tile_px = self.select_tiles(
-        s, batch, k_b
+        s, batch, budget
     )  # [B, k], .., [B, k, t, t, C]
     weight = valid.astype(jnp.float32)
     observed = self.encode_tiles(tile_px)  # [B, k, D_hr]
