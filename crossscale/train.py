@@ -5,10 +5,15 @@ optimizer from the config, initialises the parameters (scratch; then the
 model's own `load_pretrained`, e.g. frozen MiniLM; then `config.model_init`,
 subtrees `config.model_init_keys` of another run, e.g. pretrained encoders),
 resumes from the newest checkpoint in `workdir` if there is one (state, RNG
-and data position: it wins over every initialisation), trains with a jitted sharded
-`train_step(state, batch, rng) -> (state, metrics)`, evaluates periodically
+and data position: it wins over every initialisation), trains with a jitted
+sharded `train_step(state, batch, rng) -> (state, metrics)`, evaluates
+periodically
 and at the end, and returns the final metrics. SIGTERM saves a checkpoint at
 the current step and returns; a non-finite loss stops with the step.
+
+`fit_arrays(model, params, arrays, ...)` runs the same train step over
+in-memory arrays (random batches, optional flips; no checkpoints or evals):
+for sweeps that train many small models, e.g. experiments/sr_bench.
 """
 
 from __future__ import annotations
@@ -27,15 +32,15 @@ import numpy as np
 import optax
 
 from crossscale import (
-  checkpoint,
-  evaluators,
-  input_pipeline,
-  logging_utils,
-  models,
-  optim,
-  partitioning,
-  run_config,
-  shards,
+    checkpoint,
+    evaluators,
+    input_pipeline,
+    logging_utils,
+    models,
+    optim,
+    partitioning,
+    run_config,
+    shards,
 )
 from crossscale import metrics as metrics_lib
 
@@ -134,7 +139,8 @@ def make_train_step(
 
 
 def jit_train_step(config, model, tx, mesh, state_sh) -> Callable:
-  """The train step jitted once with explicit shardings; the state is donated."""
+  """The train step jitted once with explicit shardings; the state is
+  donated."""
   return jax.jit(
       make_train_step(
           model, tx, config.task, dict(config.get("aux_weights", {}))
@@ -441,3 +447,118 @@ def _check_finite(step: int, m) -> None:
         "(non-finite pixels pass the builders' checks only if validation was "
         "bypassed) or lower config.optim.lr; resume from the last checkpoint."
     )
+
+
+# ------------------------------------------------- training on in-memory arrays
+
+
+def init_params(model: nn.Module, *args, seed: int = 0):
+  """Parameters of `model` without compiling its init (XLA:CPU takes
+  seconds per threefry-initialised tree): shapes from eval_shape, normal
+  kernels with std 1/sqrt(fan_in) (LeCun), zero biases, unit norm scales,
+  N(0, 0.02) relative position biases."""
+  shapes = nn.meta.unbox(
+      jax.eval_shape(lambda: model.init(jax.random.key(0), *args)).get(
+          "params", {}
+      )
+  )
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['kernel']"):
+      qkv = any(f"['{k}']" in name for k in ("query", "key", "value"))
+      fan_in = s.shape[0] if qkv else int(np.prod(s.shape[:-1]))
+      return rng.normal(0, fan_in**-0.5, s.shape).astype(s.dtype)
+    if "relative_position_bias" in name:
+      return rng.normal(0, 0.02, s.shape).astype(s.dtype)
+    return np.full(s.shape, 1.0 if name.endswith("['scale']") else 0.0, s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def random_flips(batch: dict, rng: np.random.Generator) -> dict:
+  """The same random horizontal/vertical flips of every spatial array
+  `[B, H, W, ...]` of `batch` (arrays with fewer axes pass unchanged)."""
+  out = dict(batch)
+  for axis in (1, 2):
+    if rng.uniform() < 0.5:
+      out = {
+          k: (np.flip(v, axis) if v.ndim >= 3 else v) for k, v in out.items()
+      }
+  return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def _data_devices(batch_size: int) -> int:
+  """The most local devices (<= all) that divide `batch_size`."""
+  n = jax.local_device_count()
+  while batch_size % n:
+    n -= 1
+  return n
+
+
+def fit_arrays(
+    model: nn.Module,
+    params,
+    arrays: dict[str, np.ndarray],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    task: str = "sr",
+    aux_weights: dict | None = None,
+    flips: bool = True,
+) -> tuple[Any, list[float]]:
+  """`steps` of `make_train_step` (AdamW, cosine schedule with 10% warmup,
+  grad clip 1, no weight decay) on random batches of `arrays` (each
+  `[N, ...]`), randomly flipped when `flips` (only where the labels
+  survive a flip). Data parallel over every local device that divides the
+  batch; the model is replicated. Returns (params, the loss of every step);
+  a non-finite last loss raises."""
+  n = len(next(iter(arrays.values())))
+  bs = min(batch_size, n)
+  cfg = ml_collections.ConfigDict(
+      dict(
+          name="adamw",
+          lr=lr,
+          warmup_steps=max(1, steps // 10),
+          grad_clip=1.0,
+          schedule="cosine",
+          weight_decay=0.0,
+      )
+  )
+  tx = optim.make_optimizer(cfg, steps)
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(jax.random.key(seed)),
+  )
+  devices = jax.devices()[: _data_devices(bs)]
+  mesh = partitioning.make_mesh((("data", len(devices)),), devices)
+  rep = partitioning.replicated(mesh)
+  state = jax.device_put(state, rep)
+  step_fn = jax.jit(
+      make_train_step(model, tx, task, dict(aux_weights or {})),
+      in_shardings=(rep, partitioning.batch_sharding(mesh), rep),
+      out_shardings=(rep, rep),
+      donate_argnums=(0,),
+  )
+  rng = np.random.default_rng(seed)
+  losses = []
+  for i in range(steps):
+    idx = np.sort(rng.choice(n, bs, replace=False))
+    batch = {k: v[idx] for k, v in arrays.items()}
+    if flips:
+      batch = random_flips(batch, rng)
+    key = jax.random.fold_in(state.rng, i)
+    state, m = step_fn(state, partitioning.put_batch(batch, mesh), key)
+    losses.append(m["loss"])
+  losses = [float(x) for x in jax.device_get(losses)]
+  if losses and not np.isfinite(losses[-1]):
+    raise FloatingPointError(
+        f"non-finite loss {losses[-1]} at the last step of "
+        f"{type(model).__name__}: lower the learning rate (lr={lr})."
+    )
+  return state.params, losses

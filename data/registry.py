@@ -4,16 +4,19 @@
 manifest.json, written by any builder in data/) or a registered name, built on
 first use under `config.data_root`:
   toyworld  procedural default (data/toyworld.py), from `config.toyworld`
-  rsscn7    the real RSSCN7 scenes in ../shared/data/rsscn7 (data/image_folder.py),
-            LR 8x coarser than HR, a 10x10 HR grid
+  rsscn7    the real RSSCN7 scenes in ../shared/data/rsscn7
+            (data/image_folder.py), LR 8x coarser than HR, a 10x10 HR grid
   eurosat_samples  the 54 real EuroSAT RGB tiles in ../shared/data (flat,
             class = file-name prefix; data/image_folder.py layout="prefix")
   bigearthnet  the real BigEarthNet S2 patches in ../shared/data
             (data/bigearthnet.py; multi-label, 43-class nomenclature)
   toyworld_referring, spacenet_buildings_referring, levircd_referring
-            referring-segmentation sets (data/referring.py): one record per
+            referring-segmentation sets (data/referring/): one record per
             expression, `text` + masks["target"]; options = referring.Options
             fields (+ num_train/num_val/num_test for toyworld)
+  spacenet_buildings_chips, spacenet_roads_chips, levircd_chips, hag_chips
+            SR-benchmark chips (data/sr_chips.py): HR chips in [0, 1], a 4x
+            degraded LR, the dense target in masks["target"]; options: seed
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def _build_bigearthnet(out: str, opts: dict) -> None:
 
 
 def _build_referring(source: str):
-  """Builder of the referring set (data/referring.py) made from `source`."""
+  """Builder of the referring set (data/referring/) made from `source`."""
 
   def build(out: str, opts: dict) -> None:
     from data import referring  # pylint: disable=g-import-not-at-top
@@ -109,6 +112,21 @@ def _build_referring(source: str):
   return build
 
 
+def _build_sr_chips(source: str):
+  """Builder of the SR-benchmark chips (data/sr_chips.py) of `source`."""
+
+  def build(out: str, opts: dict) -> None:
+    from data import sr_chips  # pylint: disable=g-import-not-at-top
+
+    sr_chips.build(source, out, **opts)
+
+  return build
+
+
+_SR_CHIPS = {
+    f"{s}_chips": s
+    for s in ("spacenet_buildings", "spacenet_roads", "levircd", "hag")
+}
 _REFERRING = {
     f"{s}_referring": s for s in ("toyworld", "spacenet_buildings", "levircd")
 }
@@ -119,6 +137,10 @@ def _version(dataset: str) -> int:
     from data import referring  # pylint: disable=g-import-not-at-top
 
     return referring.GENERATOR_VERSION
+  if dataset in _SR_CHIPS:
+    from data import sr_chips  # pylint: disable=g-import-not-at-top
+
+    return sr_chips.GENERATOR_VERSION
   if dataset == "toyworld":
     from data import toyworld  # pylint: disable=g-import-not-at-top
 
@@ -133,6 +155,7 @@ _BUILDERS = {
     "bigearthnet": _build_bigearthnet,
 }
 _BUILDERS.update({n: _build_referring(s) for n, s in _REFERRING.items()})
+_BUILDERS.update({n: _build_sr_chips(s) for n, s in _SR_CHIPS.items()})
 _DEFAULTS = {
     "rsscn7": {"scale": 8, "grid": 10},
     # Toyworld images (not expressions): ~6 expressions each, so

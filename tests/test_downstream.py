@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from crossscale import evaluators, metrics, partitioning, shards
+from crossscale import evaluators, metrics, partitioning, shards, train
 from crossscale.models import dense_backbones
 from experiments.configs import downstream as ds_config
-from experiments.sr_bench import sr_grid
+from experiments.sr_bench import grid_data, grid_plot, grid_stats, sr_grid
 
 # ------------------------------------------------------------------ models
 
@@ -84,8 +84,8 @@ def test_segmentation_loss_decreases_on_tiny_batch():
       target_key="seg",
   )
   batch = {"hr": x, "seg": seg}
-  params = sr_grid.init_params(model, batch)
-  _, losses = sr_grid.fit(
+  params = train.init_params(model, batch)
+  _, losses = train.fit_arrays(
       model,
       params,
       batch,
@@ -311,27 +311,27 @@ def test_downstream_evaluator_by_hand(toyworld_small, task):
 
 
 def test_gap_recovered():
-  assert sr_grid.gap_recovered(0.6, 0.4, 0.8) == (pytest.approx(0.5), None)
-  assert sr_grid.gap_recovered(0.3, 0.4, 0.8)[0] == pytest.approx(-0.25)
+  assert grid_stats.gap_recovered(0.6, 0.4, 0.8) == (pytest.approx(0.5), None)
+  assert grid_stats.gap_recovered(0.3, 0.4, 0.8)[0] == pytest.approx(-0.25)
   # Regression on -RMSE: the same ratio as on RMSE itself.
-  assert sr_grid.gap_recovered(-3.0, -4.0, -2.0)[0] == pytest.approx(0.5)
-  gap, note = sr_grid.gap_recovered(0.5, 0.4, 0.4)
+  assert grid_stats.gap_recovered(-3.0, -4.0, -2.0)[0] == pytest.approx(0.5)
+  gap, note = grid_stats.gap_recovered(0.5, 0.4, 0.4)
   assert gap is None and "no gap" in note
-  gap, note = sr_grid.gap_recovered(0.5, 0.6, 0.4)  # HR worse than LR
+  gap, note = grid_stats.gap_recovered(0.5, 0.6, 0.4)  # HR worse than LR
   assert gap == pytest.approx(0.5) and "not meaningful" in note
 
 
 def test_correlations_known_numbers():
   x = [1.0, 2.0, 3.0, 4.0]
   y = [1.0, 3.0, 2.0, 5.0]
-  r = sr_grid.correlate(x, y)
+  r = grid_stats.correlate(x, y)
   # Pearson by hand: dx = (-1.5, -.5, .5, 1.5), dy = (-1.75, .25, -.75,
   # 2.25); sum dxdy = 5.5, |dx|^2 = 5, |dy|^2 = 8.75.
   assert r["pearson"] == pytest.approx(5.5 / np.sqrt(5 * 8.75))
   assert r["spearman"] == pytest.approx(0.8)  # ranks 1,3,2,4
   assert r["pearson_p"] == pytest.approx(stats.pearsonr(x, y).pvalue)
-  assert sr_grid.correlate([1, 2], [3, 4])["pearson"] is None
-  assert sr_grid.correlate([1, 2, 3], [3, 3, 3])["note"] == "constant input"
+  assert grid_stats.correlate([1, 2], [3, 4])["pearson"] is None
+  assert grid_stats.correlate([1, 2, 3], [3, 3, 3])["note"] == "constant input"
 
   cells = [
       {
@@ -350,7 +350,7 @@ def test_correlations_known_numbers():
           ("e", 20, 0.1),
       )
   ]
-  c = sr_grid.correlations(cells, top_k=3)["t"]
+  c = grid_stats.correlations(cells, top_k=3)["t"]
   assert c["top3_sr_models"] == ["a", "b", "c"]
   assert c["all"]["psnr"]["spearman"] == pytest.approx(0.8)
   assert c["top3"]["psnr"]["spearman"] == pytest.approx(0.5)
@@ -396,26 +396,24 @@ def test_grid_cache_and_resume(toyworld_small, tmp_path):
   assert third["run"]["trained"] == []
   assert third["run"]["cells_computed"] == [edsr["key"]]
   assert third["cells"] == first["cells"]
-  png = sr_grid.plot(third, str(tmp_path / "grid.png"))
+  png = grid_plot.plot(third, str(tmp_path / "grid.png"))
   assert os.path.getsize(png) > 0
 
 
 def test_grid_flips_downstream_training_only_where_labels_survive(
     toyworld_small,
 ):
-  data = sr_grid.load_records(toyworld_small)
+  data = grid_data.load_records(toyworld_small)
   assert data["label_symmetries"] == []  # toyworld: texture classes
+  grid = sr_grid.Grid(data, sr_grid.settings("tiny"), "", log=lambda *_: 0)
+  assert grid.ds_spec("segmentation", "unet")["flips"] is False
   rng = np.random.default_rng(0)
   batch = {
       "hr": rng.normal(size=(2, 8, 8, 3)),
       "seg": rng.integers(0, 3, (2, 8, 8)),
   }
-  for s in range(8):
-    same = sr_grid._augment(batch, np.random.default_rng(s), flips=False)  # pylint: disable=protected-access
-    assert all(np.array_equal(same[k], batch[k]) for k in batch)
   flipped = [
-      sr_grid._augment(batch, np.random.default_rng(s))  # pylint: disable=protected-access
-      for s in range(8)
+      train.random_flips(batch, np.random.default_rng(s)) for s in range(8)
   ]
   assert any(not np.array_equal(f["hr"], batch["hr"]) for f in flipped)
   for f in flipped:  # image and mask flip together

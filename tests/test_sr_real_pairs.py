@@ -1,14 +1,16 @@
-"""Loaders of the SR benchmarks on real data (../shared/data): the sr_grid
-chip datasets spacenet_roads and levircd, and experiments/sr_bench/sr_real_pairs.py's
-real LR/HR pairs (shapes, binary masks, band counts, spatially disjoint
-train/test windows), plus the least-squares band map by hand."""
+"""Loaders of the SR benchmarks on real data (../shared/data): the chip
+records (data/sr_chips.py) of spacenet_roads and levircd, and
+experiments/sr_bench/sr_real_pairs.py's real LR/HR pairs (shapes, binary
+masks, band counts, spatially disjoint train/test windows), plus the
+least-squares band map by hand."""
 
 import re
 
 import numpy as np
 import pytest
 
-from experiments.sr_bench import sr_grid, sr_real_pairs
+from data import sr_chips
+from experiments.sr_bench import grid_data, sr_grid, sr_real_pairs
 
 
 def _rc(win_id):
@@ -37,8 +39,8 @@ def _check_chips(d, chip, bands, scale=4):
   assert all(0 < d["splits"][s]["seg"].mean() < 0.5 for s in ("train", "test"))
 
 
-def test_spacenet_roads_chips(shared_data):
-  d = sr_grid.load_dataset("spacenet_roads", "quick")
+def test_spacenet_roads_chips(shared_data, tmp_path):
+  d = grid_data.load_dataset("spacenet_roads", "quick", data_root=str(tmp_path))
   _check_chips(d, 64, 1)
   assert d["bands"] == ["B1"] and d["scale"] == 4
   # 1300 px -> 20 x 20 chips; 70/15/15 seeded (val unused).
@@ -48,16 +50,16 @@ def test_spacenet_roads_chips(shared_data):
   )
 
 
-def test_levircd_chips(shared_data):
-  d = sr_grid.load_dataset("levircd", "quick")
+def test_levircd_chips(shared_data, tmp_path):
+  d = grid_data.load_dataset("levircd", "quick", data_root=str(tmp_path))
   _check_chips(d, 64, 6)
   assert d["sr_groups"] == 2 and len(d["bands"]) == 6
   img = {
       s: {w.split("/")[0] for w in d["windows"][s]} for s in ("train", "test")
   }
   assert not img["train"] & img["test"]  # no image crosses splits
-  assert len(img["test"]) == sr_grid.LEVIRCD_TEST
-  assert len(d["windows"]["test"]) == 16 * sr_grid.LEVIRCD_TEST
+  assert len(img["test"]) == sr_chips.LEVIRCD_TEST
+  assert len(d["windows"]["test"]) == 16 * sr_chips.LEVIRCD_TEST
   # A and B are different acquisitions: the 6 bands are not two copies.
   hr = d["splits"]["train"]["hr"]
   assert np.abs(hr[..., :3] - hr[..., 3:]).mean() > 0.02
@@ -91,7 +93,7 @@ def test_grouped_bicubic_equals_lr_up(tmp_path):
       "notes": [],
   }
   g = sr_grid.Grid(
-      data, sr_grid.PRESETS["tiny"], str(tmp_path), log=lambda *_: 0
+      data, sr_grid.settings("tiny"), str(tmp_path), log=lambda *_: 0
   )
   assert g.sr_spec("bicubic")["groups"] == 2
   sr01, fid = g.sr("bicubic")

@@ -2,17 +2,20 @@ r"""Downstream models on HR imagery (crossscale/models/dense_backbones.py): a
 dense backbone (U-Net, SegFormer-like, Swin-like) with a segmentation,
 regression or scene-classification head, trained on true HR.
 
-  python launch.py --config experiments/configs/downstream.py:backbone=unet,task=segmentation \
-      --workdir runs/ds_unet_seg
-  python launch.py --config experiments/configs/downstream.py:backbone=swin,task=classification,runlocal \
-      --workdir /tmp/x
+  python launch.py --workdir runs/ds_unet_seg --config \
+      experiments/configs/downstream.py:backbone=unet,task=segmentation
+  python launch.py --workdir /tmp/x --config \
+      experiments/configs/downstream.py:task=classification,runlocal
 
 arg: comma-separated "backbone=unet|segformer|swin" (default unet),
 "task=segmentation|classification" (default segmentation; "regression"
 needs a records set with a continuous mask, set config.model.target_key),
-"size=tiny|small|base" (default small) and/or "runlocal" (tiny widths, a
-few steps: smoke test). The SR grid (experiments/sr_bench/sr_grid.py) builds its
-downstream models from `model_config` below.
+"size=tiny|small|base" (default small) and at most one of "quick" (small
+widths, 400 steps, batch 16, a 1000-scene toyworld: the SR grid's --quick)
+and "runlocal" (tiny widths, a few steps: smoke test). The SR grid
+(experiments/sr_bench/sr_grid.py) builds its downstream models from
+`model_config` below, sized by this config's `size`, `total_steps` and
+`batch_size`.
 
 On toyworld the segmentation target is the "objects" mask (0 = background,
 k + 1 = class k's texture), so num_classes = 7.
@@ -21,6 +24,7 @@ k + 1 = class k's texture), so num_classes = 7.
 import ml_collections
 
 from experiments.configs import _common as common
+from experiments.configs import sr
 
 BACKBONES = ("unet", "segformer", "swin")
 TASKS = ("segmentation", "regression", "classification")
@@ -122,9 +126,13 @@ def model_config(
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(
-      arg, ("backbone", "task", "size", "runlocal"), "downstream.py"
+      arg, ("backbone", "task", "size", "quick", "runlocal"), "downstream.py"
   )
-  runlocal = bool(args.get("runlocal"))
+  runlocal, quick = bool(args.get("runlocal")), bool(args.get("quick"))
+  if runlocal and quick:
+    raise ValueError(
+        "downstream.py: pass at most one of 'quick' and 'runlocal'."
+    )
   backbone = args.get("backbone", "unet")
   task = args.get("task", "segmentation")
   size = args.get("size", "tiny" if runlocal else "small")
@@ -135,6 +143,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       fields=("hr", target),
       task="single_label" if task == "classification" else task,
   )
+  c.size = size
   # toyworld: 6 scene classes; its objects mask has 6 + background.
   c.model = ml_collections.ConfigDict(
       model_config(
@@ -158,6 +167,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.final_eval_split = ""  # the "test" evaluator above reports the task
 
+  if quick:
+    c.toyworld.update(sr.TOYWORLD_QUICK)
+    c.batch_size = 16
+    c.total_steps = 400
   if runlocal:
     c.toyworld.update(common.TOYWORLD_RUNLOCAL)
     c.batch_size = 16

@@ -14,7 +14,10 @@ band count and --config.model.scale to its ratio).
       --workdir /tmp/x
 
 arg: comma-separated "model=bicubic|edsr|swinir|implicit|gan|diffusion"
-(default edsr) and/or "runlocal" (tiny widths, a few steps: smoke test).
+(default edsr) and at most one of "quick" (small widths, 200 steps, batch
+16, a 1000-scene toyworld: CPU minutes; the SR grid's --quick) and
+"runlocal" (tiny widths, a few steps: smoke test). `config.model_size`
+names the widths: tiny | small | base.
 "gan" is the ESRGAN recipe (RRDB 23 blocks; aux weights l1 1e-2,
 perceptual 1.0, adversarial 5e-3); "gan_psnr" is its PSNR-oriented first
 stage (L1 only), whose checkpoint `--config.model.generator_init` takes.
@@ -33,6 +36,34 @@ FAMILIES = (
     "gan_psnr",
     "diffusion",
 )
+
+
+SIZES = ("tiny", "small", "base")
+# "small" (CPU --quick) fields over the tiny ones; LIIF queries 4 x H x W
+# MLPs: kept near the tiny size.
+_SMALL = {
+    "edsr": dict(features=16, num_blocks=2),
+    "swinir": dict(
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=2,
+        window_size=4,
+        upsample_features=16,
+    ),
+    "implicit": dict(features=16, num_blocks=2, hidden=(16,)),
+}
+# Toyworld of the quick runs: 1000 train / 64 val / 200 test scenes.
+TOYWORLD_QUICK = dict(num_train=1000, num_val=64, num_test=200)
+
+
+def model_config(family: str, scale: int, bands: int, size: str) -> dict:
+  """config.model for an SR family at `size` (SIZES)."""
+  if size not in SIZES:
+    raise ValueError(f"unknown SR model size {size!r}; known: {SIZES}")
+  c = _model(family, scale, bands, size != "base")
+  if size == "small":
+    c.update(_SMALL.get(family, {}))
+  return c
 
 
 def _model(family: str, scale: int, bands: int, runlocal: bool) -> dict:
@@ -133,8 +164,10 @@ AUX_WEIGHTS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, ("model", "runlocal"), "sr.py")
-  runlocal = bool(args.get("runlocal"))
+  args = common.parse_arg(arg, ("model", "quick", "runlocal"), "sr.py")
+  runlocal, quick = bool(args.get("runlocal")), bool(args.get("quick"))
+  if runlocal and quick:
+    raise ValueError("sr.py: pass at most one of 'quick' and 'runlocal'.")
   family = args.get("model", "edsr")
   gan = family.startswith("gan")
   c = common.base(
@@ -147,8 +180,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       frozen=(r"^perceptual/",) if gan else (),
   )
   c.family = family
+  c.model_size = "tiny" if runlocal else ("small" if quick else "base")
   c.model = ml_collections.ConfigDict(
-      _model(family, c.toyworld.scale, 3, runlocal)
+      model_config(family, c.toyworld.scale, 3, c.model_size)
   )
   c.aux_weights = ml_collections.ConfigDict(
       AUX_WEIGHTS.get(family, dict(l1=1.0))
@@ -164,6 +198,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.final_eval_split = ""  # the classification final eval does not apply
 
+  if quick:
+    c.toyworld.update(TOYWORLD_QUICK)
+    c.batch_size = 16
+    c.total_steps = 200
   if runlocal:
     c.toyworld.update(common.TOYWORLD_RUNLOCAL)
     c.batch_size = 16

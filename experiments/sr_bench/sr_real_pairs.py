@@ -1,8 +1,9 @@
 r"""SR fidelity on REAL LR/HR pairs (no labels there: fidelity only).
 
   python -m experiments.sr_bench.sr_real_pairs --quick --out DIR
-  python -m experiments.sr_bench.sr_real_pairs --quick --pairs worldstrat --out DIR
-  python -m experiments.sr_bench.sr_real_pairs --tiny --out /tmp/rp   # seconds
+  python -m experiments.sr_bench.sr_real_pairs --quick --pairs worldstrat \
+      --out DIR
+  python -m experiments.sr_bench.sr_real_pairs --runlocal --out /tmp/rp  # smoke
 
 Pairs (PAIRS), read from ../shared/data:
   spacenet_pan_ms  SpaceNet Rotterdam: LR = ms{1,2,3}.tif (4 bands, 1.0 m),
@@ -32,9 +33,10 @@ Models: "bicubic" = sr.py's Bicubic (LR bands averaged to the HR band when
 the counts differ: band_map), parameter-free; "bicubic_ls" = bicubic
 upsampling then a per-HR-band linear map of the LR bands (+ bias) fitted by
 least squares on the train windows: the fair baseline when LR and HR bands
-or radiometry differ; "edsr" and "implicit" (sr_grid's "small" CPU sizes)
-trained with pixel L1 by sr_grid.fit on the train windows (inputs and
-targets standardised per band with the train statistics).
+or radiometry differ; "edsr" and "implicit" (sr.py's "small" CPU sizes)
+trained with pixel L1 by crossscale.train.fit_arrays on the train windows
+(inputs and targets standardised per band with the train statistics).
+--runlocal: 10 steps on landsat8_pan_ms with bicubic, bicubic_ls and edsr.
 Each side is scaled to [0, 1] by its own 99.9th percentile over the train
 windows (clipped); PSNR / SSIM (crossscale.fidelity.fidelity, [0, 1])
 are means over the test windows.
@@ -55,10 +57,11 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-from crossscale import fidelity, reporting, shards
+from crossscale import fidelity, reporting, shards, train
 from crossscale.models import sr as sr_lib
 from data import common as data_common
-from experiments.sr_bench import sr_grid
+from experiments.configs import sr as sr_config
+from experiments.sr_bench import grid_data, sr_grid
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -67,6 +70,7 @@ PAIRS = ("spacenet_pan_ms", "landsat8_pan_ms", "landsat7_pan_ms", "worldstrat")
 MODELS = ("bicubic", "bicubic_ls", "edsr", "implicit")
 MAX_ZERO_FRAC = 0.05
 STEPS = {"tiny": 10, "quick": 300, "full": 3000}
+RUNLOCAL = dict(pairs=("landsat8_pan_ms",), models=MODELS[:3])
 L8 = "landsat_pan_ms/LC08_L1TP_195025_20130707_20170503_01_T1"
 L7 = "landsat_pan_ms/LE07_L1TP_195025_20010730_20170204_01_T1"
 
@@ -309,16 +313,16 @@ def predict_model(
   if family == "bicubic_ls":
     w = fit_band_map(_up(tr["lr"], tr["hr"].shape[1:3]), tr["hr"])
     return apply_band_map(_up(te["lr"], hw), w), {"band_map_ls": w.tolist()}
-  cfg = sr_grid.sr_model_config(family, d["scale"], c_hr, "small")
+  cfg = sr_config.model_config(family, d["scale"], c_hr, "small")
   model, pred = sr_grid.predict_fn(cfg, "sr", hw)
-  m_lr, s_lr = sr_grid.band_stats(tr["lr"])
-  m_hr, s_hr = sr_grid.band_stats(tr["hr"])
+  m_lr, s_lr = grid_data.band_stats(tr["lr"])
+  m_hr, s_hr = grid_data.band_stats(tr["hr"])
   arrays = {"lr": (tr["lr"] - m_lr) / s_lr, "hr": (tr["hr"] - m_hr) / s_hr}
-  params = sr_grid.init_params(
+  params = train.init_params(
       model, {k: v[:1] for k, v in arrays.items()}, seed=seed
   )
   t0 = time.time()
-  params, losses = sr_grid.fit(
+  params, losses = train.fit_arrays(
       model,
       params,
       arrays,
@@ -472,14 +476,23 @@ def figure(examples: dict, path: str) -> None:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--quick", action="store_true")
-  p.add_argument("--tiny", action="store_true", help="seconds (tests)")
+  size = p.add_mutually_exclusive_group()
+  size.add_argument("--quick", action="store_true", help="CPU-sized run")
+  size.add_argument(
+      "--runlocal", action="store_true", help="smoke run in seconds"
+  )
   p.add_argument("--out", required=True)
-  p.add_argument("--pairs", default=",".join(PAIRS))
-  p.add_argument("--models", default=",".join(MODELS))
+  p.add_argument("--pairs", default="", help=f"default {','.join(PAIRS)}")
+  p.add_argument("--models", default="", help=f"default {','.join(MODELS)}")
   a = p.parse_args(argv)
-  preset = "tiny" if a.tiny else ("quick" if a.quick else "full")
-  res = run(a.out, preset, a.pairs.split(","), a.models.split(","))
+  preset = "tiny" if a.runlocal else ("quick" if a.quick else "full")
+  dflt = RUNLOCAL if a.runlocal else dict(pairs=PAIRS, models=MODELS)
+  res = run(
+      a.out,
+      preset,
+      a.pairs.split(",") if a.pairs else dflt["pairs"],
+      a.models.split(",") if a.models else dflt["models"],
+  )
   reporting.print_table(
       res["rows"],
       [
