@@ -5,44 +5,19 @@ r"""SR fidelity on REAL LR/HR pairs (no labels there: fidelity only).
       --out DIR
   python -m experiments.sr_bench.sr_real_pairs --runlocal --out /tmp/rp  # smoke
 
-Pairs (PAIRS), read from ../shared/data:
-  spacenet_pan_ms  SpaceNet Rotterdam: LR = ms{1,2,3}.tif (4 bands, 1.0 m),
-                   HR = pan{1,2,3}.tif (1 band, 0.5 m): 4 -> 1 bands, 2x.
-                   Records by data/geotiff_pairs.py, 64 px HR windows.
-                   Split by tile: pan1 + pan2 train, pan3 test (the three
-                   tiles are 300 m squares kilometres apart).
-  landsat8_pan_ms  Landsat 8 (landsat_pan_ms/LC08_*): LR = B2, B3, B4 (30 m),
-                   HR = B8 pan (15 m): 3 -> 1, 2x; 16 px HR windows of the
-                   82 px pan (5 x 5 windows); test = window columns 3-4 (the
-                   east 2/5 of the scene), train = columns 0-2.
-  landsat7_pan_ms  Landsat 7 (LE07_*), the same place in 2001: LR = B2, B3, B4
-                   (green, red, NIR: the ETM+ pan spans 0.52-0.90 um), HR =
-                   B8; windows and split as landsat8.
-  worldstrat       WorldStrat: LR = Sentinel-2 L1.png (400 px RGB render),
-                   HR = SPOT HR.png (800 px RGB render): 3 -> 3, 2x; PNGs
-                   without georeferencing, so a small loader here (not
-                   geotiff_pairs); 64 px HR windows (12 x 12); test = window
-                   columns 9-11 (the east quarter), train = columns 0-8.
-                   CROSS-SENSOR: two sensors, dates, spectral responses and
-                   display stretches; the radiometric mismatch is reported
-                   (per-band means, and the bicubic vs bicubic_ls gap).
-Train and test windows are non-overlapping (spatially disjoint) tiles; the
-exact ids are in the JSON ("windows").
-
-Models: "bicubic" = sr.py's Bicubic (LR bands averaged to the HR band when
-the counts differ: band_map), parameter-free; "bicubic_ls" = bicubic
-upsampling then a per-HR-band linear map of the LR bands (+ bias) fitted by
-least squares on the train windows: the fair baseline when LR and HR bands
-or radiometry differ; "edsr" and "implicit" (sr.py's "small" CPU sizes)
-trained with pixel L1 by crossscale.train.fit_arrays on the train windows
-(inputs and targets standardised per band with the train statistics).
---runlocal: 10 steps on landsat8_pan_ms with bicubic, bicubic_ls and edsr.
-Each side is scaled to [0, 1] by its own 99.9th percentile over the train
-windows (clipped); PSNR / SSIM (crossscale.fidelity.fidelity, [0, 1])
-are means over the test windows.
-Writes OUT/sr_real_pairs.json, OUT/sr_real_pairs.png (per pair, the test
-window with the most HR detail: LR, every model's SR and HR, with PSNR) and
-prints a table.
+Pairs (PAIRS, from ../shared/data; train and test windows spatially
+disjoint, ids in the JSON's "windows"): spacenet_pan_ms (MS 4 bands -> pan,
+2x; test = tile pan3), landsat8_pan_ms and landsat7_pan_ms (B2-B4 -> B8 pan,
+2x; test = the east window columns), worldstrat (Sentinel-2 RGB -> SPOT RGB,
+2x, cross-sensor; test = the east quarter).
+Models: "bicubic" (LR bands averaged where the band counts differ),
+"bicubic_ls" (bicubic, then a per-band least-squares map of the LR bands:
+the fair baseline across sensors), "edsr" and "implicit" (sr.py's "small"
+widths, pixel L1, crossscale.train.fit_arrays on standardised windows).
+Each side is scaled to [0, 1] by its train 99.9th percentile; PSNR / SSIM
+(crossscale.fidelity) are means over the test windows. --runlocal: 10 steps
+on landsat8_pan_ms with bicubic, bicubic_ls and edsr.
+Writes OUT/sr_real_pairs.json, OUT/sr_real_pairs.png and prints a table.
 """
 
 from __future__ import annotations
@@ -144,6 +119,7 @@ def _spacenet(src: str) -> dict:
       "lr_bands": list(m.lr_bands),
       "hr_bands": ["pan"],
       "gsd": [m.lr_gsd, m.hr_gsd],
+      "files": "spacenet/preproc_tutorial/{pan,ms}{1,2,3}.tif",
       "split_rule": "tile: pan1 + pan2 train, pan3 test",
       "dropped_windows": dropped,
       "notes": [
@@ -170,6 +146,7 @@ def _landsat(src: str, base: str, lr_bands: tuple[int, ...]) -> dict:
       "lr_bands": list(m.lr_bands),
       "hr_bands": list(m.hr_bands),
       "gsd": [m.lr_gsd, m.hr_gsd],
+      "files": f"{base}_B{{8,{','.join(map(str, lr_bands))}}}.TIF",
       "split_rule": "window columns 0-2 train, 3-4 test (east strip)",
       "dropped_windows": dropped,
       "notes": [
@@ -221,6 +198,7 @@ def _worldstrat(src: str, scene_px: int = 64) -> dict:
       "lr_bands": ["R", "G", "B"],
       "hr_bands": ["R", "G", "B"],
       "gsd": [None, None],
+      "files": "worldstrat/{L1,HR}.png",
       "split_rule": f"window columns 0-{first_test - 1} train, "
       f"{first_test}-{ncol - 1} test (east quarter)",
       "notes": [
@@ -407,6 +385,7 @@ def run(
         "lr_bands": d["lr_bands"],
         "hr_bands": d["hr_bands"],
         "gsd_lr_hr_m": d["gsd"],
+        "files": d["files"],  # relative to the shared data folder
         "split_rule": d["split_rule"],
         "windows": d["windows"],
         "dropped_windows": d.get("dropped_windows", []),
