@@ -3,8 +3,12 @@ r"""Runs an experiment config: the single entry point for every model family.
   python launch.py --config experiments/configs/lr_vit.py --workdir runs/lr_vit
   python launch.py --config experiments/configs/lr_vit.py:runlocal \
       --workdir /tmp/smoke --config.total_steps=50 --dataset rsscn7
+  python launch.py --workdir runs/lr_vit --export_to exports/lr_vit
 
 Relaunching the same command resumes from the newest checkpoint in --workdir.
+--export_to exports the run in --workdir (crossscale.export) instead of
+training: its config is WORKDIR/config.json unless --config is given, and
+--dataset (a name or records directory) resolves as for training.
 On a multi-host cluster (TPU pod slices, SLURM, Open MPI, or plain hosts
 with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID set) it
 calls jax.distributed.initialize() first; run the same command on every host
@@ -14,6 +18,7 @@ calls jax.distributed.initialize() first; run the same command on every host
 import logging as std_logging
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -28,7 +33,14 @@ flags.DEFINE_string(
     "shorthand for --config.dataset: a registered name "
     "(toyworld, rsscn7) or a records directory",
 )
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_string(
+    "export_to", None, "export the run in --workdir here instead of training"
+)
+flags.DEFINE_integer("export_step", None, "checkpoint to export (newest)")
+flags.DEFINE_string(
+    "export_platforms", "cpu,cuda,tpu", "platforms to export for, a,b,c"
+)
+flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 
@@ -44,12 +56,51 @@ def _is_multihost() -> bool:
   return "," in env.get("TPU_WORKER_HOSTNAMES", "")
 
 
+def resolve_dataset(config) -> None:
+  """Sets `config.data.path` from --dataset or `config.dataset` (a
+  registered name, built on first use, or a records directory)."""
+  from data import registry  # pylint: disable=g-import-not-at-top
+
+  if FLAGS.dataset:
+    config.dataset = FLAGS.dataset
+  options = config.toyworld.to_dict() if config.dataset == "toyworld" else None
+  config.data.path = registry.resolve(
+      config.dataset, config.get("data_root") or None, options
+  )
+
+
+def export(config) -> None:
+  """--export_to: the run in --workdir, exported by crossscale.export."""
+  from crossscale import export as export_lib  # pylint: disable=g-import-not-at-top
+
+  t0 = time.perf_counter()
+  config = export_lib.load_config(FLAGS.workdir, config)
+  if FLAGS.dataset or not config.data.get("path"):
+    resolve_dataset(config)
+  out = export_lib.export_run(
+      FLAGS.workdir,
+      FLAGS.export_to,
+      config,
+      step=FLAGS.export_step,
+      platforms=tuple(p for p in FLAGS.export_platforms.split(",") if p),
+  )
+  print(
+      export_lib.summary(out, FLAGS.export_to, time.perf_counter() - t0),
+      flush=True,
+  )
+
+
 def main(argv):
   del argv
   if not any(a.startswith(("-v", "--v")) for a in sys.argv[1:]):
     # orbax/jax INFO lines (python loggers under absl's handler) are noise.
     logging.set_verbosity("warning")
     std_logging.getLogger().setLevel(std_logging.WARNING)
+  if FLAGS.export_to:
+    export(FLAGS.config)
+    return
+  if FLAGS.config is None:
+    raise app.UsageError("--config is required to train (or give --export_to)")
   import jax  # pylint: disable=g-import-not-at-top
 
   if _is_multihost():
@@ -64,15 +115,9 @@ def main(argv):
     else:
       jax.distributed.initialize()
   from crossscale import train  # pylint: disable=g-import-not-at-top
-  from data import registry  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
-  if FLAGS.dataset:
-    config.dataset = FLAGS.dataset
-  options = config.toyworld.to_dict() if config.dataset == "toyworld" else None
-  config.data.path = registry.resolve(
-      config.dataset, config.data_root or None, options
-  )
+  resolve_dataset(config)
   train.train_and_evaluate(config, FLAGS.workdir)
 
 

@@ -1,17 +1,22 @@
 r"""Exports a trained run's inference functions as serialized StableHLO.
 
-  python -m crossscale.export --workdir runs/xs --out exports/xs
+  python launch.py --workdir runs/xs --export_to exports/xs
+  python launch.py --workdir runs/xs --export_to exports/xs \
+      --config experiments/configs/cross_scale.py --export_step 1000
   python -m crossscale.export --workdir runs/xs --out exports/xs \
-      --config experiments/configs/cross_scale.py --step 1000
-  python -m crossscale.export --workdir /tmp/xs --out /tmp/xs_export \
-      --config experiments/configs/cross_scale.py:runlocal --dataset DATA_DIR
+      [--data_dir RECORDS_DIR]
 
-Restores the newest (or `--step`) checkpoint's parameters of the run in
-`--workdir` on the CPU (whatever mesh it was saved on), rebuilds the model from
-the run's config (`WORKDIR/config.json` if the run wrote one, else `--config`
-with the same `--config.a.b=v` overrides as the training command) and the
-dataset manifest (`config.data.path`, or `--dataset` as in launch.py), and
-writes to `--out`:
+launch.py resolves dataset names (`--dataset`) as for training; this module
+takes paths only: the run's records directory from its config
+(`config.data.path`, which launch.py stores in `WORKDIR/config.json`) or
+`--data_dir`.
+
+Restores the newest (or `--step`; launch.py: `--export_step`) checkpoint's
+parameters of the run in `--workdir` on the CPU (whatever mesh it was saved
+on), rebuilds the model from the run's config (`WORKDIR/config.json` if the
+run wrote one, else `--config` with the same `--config.a.b=v` overrides as
+the training command) and the records directory's manifest, and writes to
+`--out` (launch.py: `--export_to`):
 
   manifest.json        functions with input/output shapes and dtypes ("b" is
                        the symbolic batch dimension), parameter keys, shapes,
@@ -43,9 +48,10 @@ DIR)` runs an export with jax + numpy only and can standardise raw pixels
 it replaces returns the same indices. The random selection policy uses the
 fixed key the evaluators use (`jax.random.key(0)`).
 
-Platforms: `--platforms cpu,cuda,tpu` (default) lowers once per platform into
-one file. Loading needs the `flatbuffers` package; the export does not use
-orbax-export (it imports TensorFlow).
+Platforms: `--platforms cpu,cuda,tpu` (default; launch.py:
+`--export_platforms`) lowers once per platform into one file. Loading needs
+the `flatbuffers` package; the export does not use orbax-export (it imports
+TensorFlow).
 """
 
 from __future__ import annotations
@@ -366,30 +372,39 @@ def restore_params(
   return jax.device_get(state.params), step
 
 
+def records_dir(config, data_dir: str | None = None) -> str:
+  """The run's records directory: `data_dir`, else `config.data.path`.
+
+  Takes paths only; a registered dataset name (e.g. "toyworld") is resolved
+  by launch.py (`python launch.py --workdir W --export_to OUT --dataset
+  NAME`), so a name here is an error naming that command.
+  """
+  path = data_dir or config.data.get("path") or ""
+  if path and (os.path.isdir(path) or os.sep in path or path.startswith(".")):
+    return path
+  name = path or config.get("dataset") or "?"
+  raise ValueError(
+      f"no records directory for this run: {name!r} is not a directory "
+      "(crossscale.export takes paths; config.data.path is empty or a "
+      "name). Export through launch.py, which resolves dataset names as "
+      "training did: python launch.py --workdir WORKDIR --export_to OUT "
+      f"--dataset {name} [--config ...]; or pass --data_dir RECORDS_DIR."
+  )
+
+
 def export_run(
     workdir: str,
     out_dir: str,
     config=None,
     *,
     step: int | None = None,
-    dataset: str | None = None,
+    data_dir: str | None = None,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
 ) -> dict:
-  """Restores a run and exports it (the CLI's work); returns the manifest."""
+  """Restores a run and exports it; returns the manifest. The records
+  directory is `data_dir`, else the config's `data.path` (`records_dir`)."""
   config = load_config(workdir, config)
-  if dataset:  # as launch.py's --dataset
-    config.dataset, config.data.path = dataset, ""
-  if not config.data.get("path"):
-    from data import registry  # pylint: disable=g-import-not-at-top
-
-    options = (
-        config.toyworld.to_dict()
-        if config.get("dataset") == "toyworld"
-        else None
-    )
-    config.data.path = registry.resolve(
-        config.dataset, config.get("data_root") or None, options
-    )
+  config.data.path = records_dir(config, data_dir)
   manifest = shards.load_manifest(config.data.path)
   params, step = restore_params(config, manifest, workdir, step)
   model = build_model(config, manifest)
@@ -410,6 +425,20 @@ def export_run(
   )
 
 
+def summary(out: dict, out_dir: str, seconds: float) -> str:
+  """One line on an export's manifest `out`, for the command lines."""
+  return (
+      f"exported {out['model']['name']} step {out['source']['step']} "
+      f"({out['params']['count']:,} parameters, "
+      f"{out['params']['bytes'] / 1e6:.2f} MB) to {out_dir} in "
+      f"{seconds:.1f} s: "
+      + ", ".join(
+          f"{k} ({v['bytes'] / 1e3:.0f} kB)"
+          for k, v in out["functions"].items()
+      )
+  )
+
+
 def main(argv):
   del argv
   from absl import flags, logging  # pylint: disable=g-import-not-at-top
@@ -418,25 +447,20 @@ def main(argv):
   std_logging.getLogger().setLevel(std_logging.WARNING)
   f = flags.FLAGS
   t0 = time.perf_counter()
+  config = load_config(f.workdir, f.config)
+  try:
+    data_dir = records_dir(config, f.data_dir)
+  except ValueError as e:
+    raise SystemExit(f"crossscale.export: {e}") from None
   out = export_run(
       f.workdir,
       f.out,
-      f.config,
+      config,
       step=f.step,
-      dataset=f.dataset,
+      data_dir=data_dir,
       platforms=tuple(p for p in f.platforms.split(",") if p),
   )
-  print(
-      f"exported {out['model']['name']} step {out['source']['step']} "
-      f"({out['params']['count']:,} parameters, "
-      f"{out['params']['bytes'] / 1e6:.2f} MB) to {f.out} in "
-      f"{time.perf_counter() - t0:.1f} s: "
-      + ", ".join(
-          f"{k} ({v['bytes'] / 1e3:.0f} kB)"
-          for k, v in out["functions"].items()
-      ),
-      flush=True,
-  )
+  print(summary(out, f.out, time.perf_counter() - t0), flush=True)
 
 
 if __name__ == "__main__":
@@ -446,16 +470,17 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file(
       "config",
       None,
-      "the run's config file[:arg] (default: WORKDIR/" "config.json)",
+      "the run's config file[:arg] (default: WORKDIR/config.json)",
       lock_config=False,
   )
   flags.DEFINE_string("workdir", None, "the training run's workdir")
   flags.DEFINE_string("out", None, "export directory to write")
   flags.DEFINE_integer("step", None, "checkpoint step (default: newest)")
   flags.DEFINE_string(
-      "dataset",
+      "data_dir",
       None,
-      "records directory or registered name " "(default: the config's)",
+      "the run's records directory (default: its config.data.path); for "
+      "a dataset name use launch.py --export_to",
   )
   flags.DEFINE_string(
       "platforms",

@@ -1,4 +1,4 @@
-r"""Runs a model exported by `python -m crossscale.export`: jax + numpy only.
+r"""Runs a model exported by crossscale.export: jax + numpy only.
 
 This module imports nothing of crossscale's training code, models, flax,
 optax or orbax (a test checks it), so a serving process needs only `jax`,
@@ -52,8 +52,8 @@ FUNCTION_SUFFIX = ".jaxexport"
 BATCH_DIM = "b"
 
 _FIX = (
-    "re-export it with `python -m crossscale.export --workdir RUN --out "
-    "DIR` (or copy the whole export directory again)"
+    "re-export it with `python launch.py --workdir RUN --export_to DIR` "
+    "(or copy the whole export directory again)"
 )
 
 

@@ -4,6 +4,7 @@ against the model's own `model.apply`; the loader's errors."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,8 +72,8 @@ MESH = "(('data', 2), ('fsdp', 2), ('model', 2))"
 @pytest.fixture(scope="module")
 def xs(toyworld_small, tmp_path_factory):
   """cross_scale runlocal trained 2 steps with parameters sharded over 8
-  devices (fsdp x model), exported by the command line (1 device) with an
-  explicit --config."""
+  devices (fsdp x model), exported by launch.py's export mode (1 device)
+  with an explicit --config and --dataset."""
   workdir = tmp_path_factory.mktemp("xs_run")
   c = cross_scale_config.get_config("runlocal")
   c.mesh = eval(MESH)  # pylint: disable=eval-used
@@ -80,11 +81,10 @@ def xs(toyworld_small, tmp_path_factory):
   out = tmp_path_factory.mktemp("xs_export")
   cmd = [
       sys.executable,
-      "-m",
-      "crossscale.export",
+      os.path.join(ROOT, "launch.py"),
       "--workdir",
       str(workdir),
-      "--out",
+      "--export_to",
       str(out),
       "--dataset",
       toyworld_small,
@@ -406,6 +406,44 @@ def test_run_errors_name_the_fix(xs, tmp_path):
     export.export_run(str(tmp_path), str(tmp_path / "out"))
   with pytest.raises(ValueError, match=r"--step=7 .* has steps \[1, 2\]"):
     export.restore_params(xs["config"], xs["manifest"], str(xs["workdir"]), 7)
+
+
+def test_the_library_takes_paths_and_names_launch_for_a_dataset_name(
+    xs, toyworld_small, tmp_path
+):
+  """crossscale.export resolves no dataset names (the library imports no
+  data/): a records directory passes, a name is an error naming launch.py."""
+  c = cross_scale_config.get_config("runlocal")  # dataset "toyworld", no path
+  assert export.records_dir(c, toyworld_small) == toyworld_small
+  assert export.records_dir(xs["config"]) == toyworld_small  # data.path
+  fix = r"python launch.py --workdir WORKDIR --export_to OUT --dataset toyworld"
+  with pytest.raises(ValueError, match=fix):
+    export.records_dir(c)
+  with pytest.raises(ValueError, match=fix):
+    export.export_run(str(xs["workdir"]), str(tmp_path), c, data_dir="toyworld")
+  # The module's command line: one line naming the fix, no traceback.
+  done = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "crossscale.export",
+          "--workdir",
+          str(xs["workdir"]),
+          "--out",
+          str(tmp_path / "out"),
+          "--config",
+          os.path.join(ROOT, "experiments/configs/cross_scale.py:runlocal"),
+      ],
+      env=_env(),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert done.returncode == 1
+  assert "Traceback" not in done.stderr
+  assert re.search(fix, done.stderr), done.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "out")
 
 
 # ------------------------------------------------------------- safetensors
