@@ -305,7 +305,7 @@ def select_and_gather(
   budget, a cap on the tiles one scene can afford; N always works).
   Count budget: k, optional `[B]` counts <= k_max. Price budget: prices
   `[B, N]` and total (scalar or `[B]`): tiles bought greedily by
-  sigmoid(logits) / price (fill: see `select_under_cost`), best logit
+  sigmoid(logits) / price (`tile_select_reference.price_budget`), best logit
   first; validate on the host with `budgets.check_cost_budget`.
   Returns (idx `[B, k_max]` int32, valid `[B, k_max]` bool,
   tiles `[B, k_max, t, t, C]`). Differentiable in `hr` (scatter backward).
