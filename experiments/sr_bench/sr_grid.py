@@ -52,7 +52,9 @@ SR_MODELS = ("bicubic", "edsr", "swinir", "implicit")
 SR_MODELS_FULL = SR_MODELS + ("gan", "diffusion")
 DOWNSTREAM = ("unet", "segformer", "swin")
 # --runlocal: the smallest grid that exercises every stage.
-RUNLOCAL = dict(sr_models=("bicubic", "edsr"), downstream=("unet",), tasks=1)
+RUNLOCAL = dict(
+    sr_models=("bicubic", "edsr"), downstream=("unet",), max_tasks=1
+)
 
 
 # ----------------------------------------------------------------- settings
@@ -552,7 +554,7 @@ def run_grid(
   t0 = time.time()
   data = grid_data.load_dataset(dataset, preset, s.seed, data_root)
   if tasks is None:
-    tasks = sorted(data["tasks"])[: q.get("tasks")]
+    tasks = sorted(data["tasks"])[: q.get("max_tasks")]
   tasks = list(tasks)
   missing = [t for t in tasks if t not in data["tasks"]]
   if missing:
