@@ -1,13 +1,15 @@
 r"""Input pipeline throughput vs what the training step consumes.
 
   python -m benchmarks.input_pipeline_speed --quick --out /tmp/bench
+  python -m benchmarks.input_pipeline_speed --runlocal --out /tmp/smoke
 
 Measures records/s of the Grain training pipeline (threads only, and with
 worker processes) on toyworld and, when ../shared/data is present, on the real
 RSSCN7 scenes, for the fields the models read (LR only; LR + HR). Then times
 the demo config's jitted train step and reports the records/s it consumes:
 the pipeline is not the bottleneck when `headroom` = pipeline / consumption
-is above 1. Writes OUT/input_pipeline.json.
+is above 1. Writes OUT/input_pipeline.json. `--runlocal`: a smoke test (a
+tiny toyworld and lr_vit.py:runlocal, no worker processes, no RSSCN7).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 
 from absl import flags
 
+from benchmarks import step_time
 from crossscale import input_pipeline, reporting
 from data import common, registry, toyworld
 from experiments.configs import lr_vit
@@ -46,32 +49,35 @@ def pipeline_rate(data_dir, fields, batch_size, workers, seconds) -> float:
 
 def step_consumption(config, data_dir, steps) -> float:
   """Records/s the jitted train step of `config` consumes (compute only)."""
-  return config.batch_size / reporting.time_train_step(config, data_dir, steps)
+  return config.batch_size / step_time.time_train_step(config, data_dir, steps)
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true")
+  p.add_argument("--runlocal", action="store_true", help="smoke test (seconds)")
   p.add_argument("--out", required=True)
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
-  seconds, steps = (2.0, 20) if a.quick else (8.0, 100)
-  config = lr_vit.get_config()
+  seconds, steps = (
+      (0.2, 2) if a.runlocal else (2.0, 20) if a.quick else (8.0, 100)
+  )
+  config = lr_vit.get_config("runlocal" if a.runlocal else None)
   work = tempfile.mkdtemp()
   datasets = {}
   tw = os.path.join(work, "toyworld")
-  toyworld.build(
-      tw, num_train=1000 if a.quick else 4000, num_val=10, num_test=10
-  )
+  n = 64 if a.runlocal else 1000 if a.quick else 4000
+  toyworld.build(tw, num_train=n, num_val=10, num_test=10)
   datasets["toyworld"] = tw
-  if os.path.isdir(os.path.join(common.SHARED_DATA, "rsscn7")):
+  rsscn7 = os.path.join(common.SHARED_DATA, "rsscn7")
+  if os.path.isdir(rsscn7) and not a.runlocal:
     datasets["rsscn7"] = registry.resolve("rsscn7")
   rows = []
   for name, d in datasets.items():
     config.data.path = d
     consumed = step_consumption(config, d, steps)
     for fields in (("lr", "labels"), ("lr", "hr", "labels")):
-      for workers in (0, 2):
+      for workers in (0,) if a.runlocal else (0, 2):
         rate = pipeline_rate(d, fields, config.batch_size, workers, seconds)
         rows.append(
             {
@@ -98,11 +104,12 @@ def main(argv=None):
       a.out,
       "input_pipeline.json",
       {
-          "machine": reporting.machine(),
           "quick": a.quick,
+          "runlocal": a.runlocal,
           "batch_size": config.batch_size,
           "rows": rows,
       },
+      datasets={k: v for k, v in datasets.items() if k != "toyworld"},
   )
 
 

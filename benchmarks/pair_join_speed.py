@@ -2,6 +2,7 @@ r"""Spatio-temporal LR/HR join (data.find_pairs): seconds and memory vs size.
 
   python -m benchmarks.pair_join_speed --quick --out /tmp/bench
   python -m benchmarks.pair_join_speed --out benchmarks/results   # adds 1M x 1M
+  python -m benchmarks.pair_join_speed --runlocal --out /tmp/smoke  # 1k x 1k
 
 Synthetic clustered metadata (data.find_pairs.synth_tables: HR ~5 km and LR
 ~100 km lon/lat boxes, ~10 LR footprints over each HR scene up to 100k, ~2x
@@ -111,6 +112,7 @@ def _run_child(engine: str, n: int, timeout: float) -> dict:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true")
+  p.add_argument("--runlocal", action="store_true", help="smoke test: 1k x 1k")
   p.add_argument("--out", required=True)
   p.add_argument(
       "--sizes",
@@ -134,7 +136,11 @@ def main(argv=None):
   from crossscale import reporting  # pylint: disable=g-import-not-at-top
 
   sizes = a.sizes or (
-      [10_000, 100_000] if a.quick else [10_000, 100_000, 1_000_000]
+      [1_000]
+      if a.runlocal
+      else [10_000, 100_000]
+      if a.quick
+      else [10_000, 100_000, 1_000_000]
   )
   rows = []
   for n in sizes:
@@ -164,8 +170,8 @@ def main(argv=None):
       a.out,
       "find_pairs_quick.json" if a.quick else "find_pairs.json",
       {
-          "machine": reporting.machine(),
           "quick": a.quick,
+          "runlocal": a.runlocal,
           "join": JOIN_KW,
           "best_match_per_hr": True,
           "rows": rows,

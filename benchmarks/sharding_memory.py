@@ -2,7 +2,7 @@ r"""Per-device parameter + optimizer memory of the cross-scale model on
 (data, fsdp, model) meshes, and the compiled train step's memory analysis.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-      python -m benchmarks.sharding_memory --out DIR [--quick]
+      python -m benchmarks.sharding_memory --out DIR [--quick | --runlocal]
 
 Nothing is materialised: shapes come from `jax.eval_shape` of the init,
 shardings from the logical-axis rules (`config.sharding.rules`), bytes per
@@ -11,7 +11,8 @@ against those shardings and `compiled.memory_analysis()` (where the backend
 provides it) gives argument / output / temporary bytes per device, with and
 without activation rematerialisation. Configs: the default (toyworld
 shapes) and a large one (widths 512, depth 8, MLP 2048). Writes
-DIR/sharding_memory.json.
+DIR/sharding_memory.json. `--runlocal`: a smoke test (cross_scale.py:runlocal
+on the runlocal toyworld, one mesh, no remat, no large config).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 
 from crossscale import (
-  partitioning,  # pylint: disable=g-import-not-at-top
-  reporting,  # pylint: disable=g-import-not-at-top
-  shards,
-  train,
+    partitioning,  # pylint: disable=g-import-not-at-top
+    reporting,  # pylint: disable=g-import-not-at-top
+    shards,
+    train,
 )
 from data import registry  # pylint: disable=g-import-not-at-top
 from experiments.configs import cross_scale  # pylint: disable=g-import-not-at-top
@@ -111,19 +112,26 @@ def abstract_state(config, model, tx, batch, mesh):
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--runlocal", action="store_true", help="smoke test")
   ap.add_argument("--out", required=True)
   args = ap.parse_args(argv)
-  data_dir = registry.resolve("toyworld")
+  arg = "runlocal" if args.runlocal else None
+  small = cross_scale.get_config(arg).toyworld.to_dict()
+  data_dir = registry.resolve("toyworld", None, small if arg else None)
   manifest = shards.load_manifest(data_dir)
   rows = []
-  for name, make in (("default", lambda c: c), ("large", large)):
-    for remat in (False, True):
+  configs = (("default", lambda c: c), ("large", large))
+  meshes = MESHES[:3] if args.quick else MESHES
+  if args.runlocal:
+    configs, meshes = configs[:1], MESHES[:1]
+  for name, make in configs:
+    for remat in (False,) if args.runlocal else (False, True):
       if remat and args.quick and name == "default":
         continue
-      c = make(cross_scale.get_config())
+      c = make(cross_scale.get_config(arg))
       c.data.path = data_dir
       c.model.remat = remat
-      for sizes in (MESHES[:3] if args.quick else MESHES):
+      for sizes in meshes:
         row = measure(c, manifest, sizes, compile_step=True)
         rows.append({"config": name, "remat": remat, **row})
         print(rows[-1], flush=True)
@@ -141,11 +149,14 @@ def main(argv=None) -> dict:
       ],
   )
   payload = {
-      "machine": reporting.machine(),
+      "quick": args.quick,
+      "runlocal": args.runlocal,
       "batch_size": c.batch_size,
       "rows": rows,
   }
-  reporting.write_json(args.out, "sharding_memory.json", payload)
+  reporting.write_json(
+      args.out, "sharding_memory.json", payload, datasets={"data": data_dir}
+  )
   return payload
 
 

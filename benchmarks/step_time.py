@@ -1,7 +1,10 @@
-"""Seconds per jitted train step of a config on one real batch.
+r"""Seconds per jitted train step of a config on one real batch.
 
   python -m benchmarks.step_time --config experiments/configs/cross_scale.py \
       --dataset toyworld --steps 20
+  python -m benchmarks.step_time \
+      --config experiments/configs/lr_vit.py:runlocal \
+      --steps 2 --out /tmp/smoke   # a smoke; --out writes step_time.json
 """
 
 from __future__ import annotations
@@ -61,6 +64,20 @@ def main(argv):
       f"{seconds * 1e3:.1f} ms per step (batch {config.batch_size}, "
       f"{jax.device_count()} {jax.default_backend()} devices)"
   )
+  if flags.FLAGS.out:
+    from crossscale import reporting  # pylint: disable=g-import-not-at-top
+
+    reporting.write_json(
+        flags.FLAGS.out,
+        "step_time.json",
+        {
+            "s_per_step": seconds,
+            "steps": flags.FLAGS.steps,
+            "batch_size": config.batch_size,
+            "model": config.model.name,
+        },
+        datasets={"data": config.data.path},
+    )
 
 
 if __name__ == "__main__":
@@ -72,5 +89,6 @@ if __name__ == "__main__":
   )
   flags.DEFINE_string("dataset", None, "a registered name or records dir")
   flags.DEFINE_integer("steps", 20, "timed steps after one compile step")
+  flags.DEFINE_string("out", None, "a folder for step_time.json (optional)")
   flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -1,6 +1,7 @@
 r"""Tile select + gather: Pallas kernel vs plain-JAX reference.
 
   python -m benchmarks.tile_select_speed --quick --out DIR
+  python -m benchmarks.tile_select_speed --runlocal --out DIR   # smoke
 
 For B in {32, 256}, N in {100, 400, 1024} tiles, k = N / 8, tiles of t px
 and C bands (t 32..64, C 3..12; the largest HR batches use t=32, C=3 so the
@@ -40,6 +41,7 @@ CASES = QUICK + [
     (256, 20, 48, 4),
     (256, 32, 64, 4),
 ]
+RUNLOCAL = [(4, 4, 8, 3)]  # --runlocal: a smoke test
 PEAK_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0}  # HBM, SXM
 
 
@@ -98,13 +100,13 @@ def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--quick", action="store_true")
   ap.add_argument("--out", required=True)
+  ap.add_argument("--runlocal", action="store_true", help="smoke test")
   ap.add_argument("--reps", type=int, default=0)
   args = ap.parse_args(argv)
-  reps = args.reps or (5 if args.quick else 20)
+  reps = args.reps or (1 if args.runlocal else 5 if args.quick else 20)
   with_kernel = jax.default_backend() in ("gpu", "tpu")
-  rows = [
-      run_case(*c, reps, with_kernel) for c in (QUICK if args.quick else CASES)
-  ]
+  cases = RUNLOCAL if args.runlocal else QUICK if args.quick else CASES
+  rows = [run_case(*c, reps, with_kernel) for c in cases]
   cols = [
       "B",
       "N",
@@ -125,8 +127,8 @@ def main(argv=None) -> dict:
         "the CPU is a correctness tool, not a timing)."
     )
   payload = {
-      "machine": reporting.machine(),
       "quick": args.quick,
+      "runlocal": args.runlocal,
       "reps": reps,
       "kernel_timed": with_kernel,
       "peak_gbps": peak_bandwidth(),

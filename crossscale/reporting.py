@@ -1,12 +1,28 @@
-"""Results of sweeps and benchmarks: the machine, tables, JSON files."""
+"""Results of sweeps and benchmarks: the machine, tables, JSON files.
+
+`write_json(out, name, payload, datasets={"data": path})` writes a results
+file with a "provenance" block: git commit (and whether the tree was dirty),
+UTC date, machine, the command as `python -m module args...`, and dataset
+paths relative to the data roots (never absolute). `results_name(...)` is
+the file name every sweep uses: `<dataset>_<schedule>_s<first>-<last>.json`.
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
+import subprocess
+import sys
 
 import jax
+
+# The data roots, from the environment (the library cannot import data/):
+# the shared read-only imagery and the built records (data.registry).
+SHARED_DATA_ENV = "CROSSSCALE_SHARED_DATA"
+RECORDS_ENV = "CROSSSCALE_DATA"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def machine() -> dict:
@@ -34,9 +50,125 @@ def _fmt(v) -> str:
   return "" if v is None else str(v)
 
 
-def write_json(out_dir: str, name: str, payload: dict) -> str:
+def schedule_name(quick: bool, steps: int = 0, runlocal: bool = False) -> str:
+  """The <schedule> of `results_name`: "runlocal", "steps<N>" (steps
+  overridden; the JSON's "quick" says which model), "quick" or "full"."""
+  if runlocal:
+    return "runlocal"
+  if steps:
+    return f"steps{steps}"
+  return "quick" if quick else "full"
+
+
+def results_name(
+    dataset: str, schedule: str, first_seed: int, last_seed: int
+) -> str:
+  """`<dataset>_<schedule>_s<first>-<last>.json` (seeds inclusive); a
+  records directory given as the dataset contributes its base name."""
+  name = os.path.basename(os.path.normpath(dataset)) or "data"
+  return f"{name}_{schedule}_s{first_seed}-{last_seed}.json"
+
+
+def data_roots() -> dict[str, str]:
+  """{"shared": shared imagery root, "data": built records root}."""
+  return {
+      "shared": os.environ.get(
+          SHARED_DATA_ENV,
+          os.path.join(os.path.dirname(REPO_ROOT), "shared", "data"),
+      ),
+      "data": os.environ.get(
+          RECORDS_ENV, os.path.expanduser("~/.cache/crossscale/datasets")
+      ),
+  }
+
+
+def relative_path(path: str, roots: dict[str, str] | None = None) -> str:
+  """`path` as "<root>:<relative path>" under the first data root holding
+  it (`roots`: name -> directory, default `data_roots()`); a path under
+  none of them keeps only its base name, "other:<name>"."""
+  if not path:
+    return path
+  full = os.path.realpath(path)
+  for name, root in (roots or data_roots()).items():
+    root = os.path.realpath(root)
+    if full == root or full.startswith(root + os.sep):
+      return f"{name}:{os.path.relpath(full, root)}"
+  if not os.path.isabs(path) and not path.startswith(".."):
+    return path  # a registered name or a path inside the repo
+  return f"other:{os.path.basename(os.path.normpath(path))}"
+
+
+def command() -> str:
+  """This process's command line as `python -m module args...`."""
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  if spec is not None and spec.name:
+    head = ["python", "-m", spec.name.removesuffix(".__main__")]
+  else:
+    head = ["python", os.path.relpath(sys.argv[0], REPO_ROOT)]
+  return " ".join(head + [_quote(a) for a in sys.argv[1:]])
+
+
+def _quote(arg: str) -> str:
+  if os.path.isabs(arg):
+    return relative_path(arg)
+  return arg if arg and not set(arg) & set(" '\"$;&|<>*?") else repr(arg)
+
+
+def git_state() -> dict:
+  """{"commit": sha or None, "dirty": bool or None} of the repository."""
+  try:
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return {"commit": None, "dirty": None}
+  return {"commit": sha, "dirty": bool(dirty)}
+
+
+def provenance(
+    datasets: dict[str, str] | None = None,
+    roots: dict[str, str] | None = None,
+) -> dict:
+  """What produced a results file: commit, dirty tree, UTC date, machine,
+  command and `datasets` ({name: path}) relative to the data roots."""
+  return {
+      **git_state(),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"
+      ),
+      "machine": machine(),
+      "command": command(),
+      "datasets": {
+          k: relative_path(v, roots) for k, v in (datasets or {}).items()
+      },
+  }
+
+
+def write_json(
+    out_dir: str,
+    name: str,
+    payload: dict,
+    *,
+    datasets: dict[str, str] | None = None,
+    roots: dict[str, str] | None = None,
+) -> str:
+  """Writes `payload` plus its "provenance" to out_dir/name; returns the
+  path. `datasets`: {name: records path} (recorded relative to `roots`)."""
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, name)
+  payload = {**payload, "provenance": provenance(datasets, roots)}
   with open(path, "w") as f:
     json.dump(payload, f, indent=1)
   print(f"wrote {path}")

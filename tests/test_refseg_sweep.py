@@ -1,6 +1,7 @@
-"""experiments.refseg.rrsis: the whole-image reference row (no training)."""
+"""experiments.refseg.rrsis: the whole-image reference row, its configs."""
 
 import numpy as np
+import pytest
 
 from crossscale import shards
 from data import referring as ref
@@ -24,3 +25,24 @@ def test_whole_image_reference_scores_mask_coverage(shared_data, tmp_path):
   )
   want = np.mean([m.mean() >= 0.5 for m in masks])
   np.testing.assert_allclose(got["Prec@0.5"], want)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_sweep_config_is_the_old_base_config(quick):
+  """refseg.py:mode=M,quick (,sweep) is what rrsis.base_config(quick, d, M)
+  built at 8b9d2da."""
+  from crossscale import run_config
+  from experiments.configs import refseg
+
+  old = refseg.get_config("mode=full")
+  old.data.path = "D"
+  old.checkpoint.every = 10**9
+  old.eval_every = 10**9
+  old.log_every = 100
+  old.evals = {"test": {"type": "referring", "split": "test"}}
+  if quick:
+    old.batch_size = 16
+    old.total_steps = 150
+    old.optim.warmup_steps = 15
+  got = rrsis.sweep_config(quick, "D", "full")
+  assert run_config.as_flat(got) == run_config.as_flat(old)

@@ -1,8 +1,10 @@
-"""experiments.cross_scale.tradeoff: seed aggregation, table and figure (no training)."""
+"""experiments.cross_scale.tradeoff: seeds, tables, figure, configs (no
+training)."""
 
 import pytest
 
 from crossscale import run_config
+from experiments.configs import cross_scale
 from experiments.cross_scale import tradeoff
 
 
@@ -91,7 +93,7 @@ def test_a_finished_cell_is_read_back_not_retrained(monkeypatch, tmp_path):
   matches and stops on one trained with another config."""
   import json
 
-  config = tradeoff.base_config(True, str(tmp_path))
+  config = tradeoff.sweep_config(True, str(tmp_path))
   cell = tmp_path / "ours_0.1250"
   calls = []
 
@@ -120,7 +122,7 @@ def test_an_option_added_since_a_run_keeps_it_readable(tmp_path):
   holds its default, and is a different config once it does not."""
   import json
 
-  defaults = tradeoff.base_config(True, str(tmp_path))
+  defaults = tradeoff.sweep_config(True, str(tmp_path))
   stored = json.loads(defaults.to_json_best_effort())
   del stored["model"]["selection"]["counterfactual"]  # an older run
   cell = tmp_path / "ours_0.1250"
@@ -129,7 +131,7 @@ def test_an_option_added_since_a_run_keeps_it_readable(tmp_path):
   (cell / "final_metrics.json").write_text(
       json.dumps({"final": {"accuracy": 0.5}})
   )
-  config = tradeoff.base_config(True, str(tmp_path))
+  config = tradeoff.sweep_config(True, str(tmp_path))
   assert tradeoff.run_one(config, str(cell), defaults) == {"accuracy": 0.5}
   assert run_config.differences(stored, config) == [
       "model.selection.counterfactual"
@@ -227,14 +229,14 @@ def test_a_run_from_before_the_prior_default_is_not_the_default_now(tmp_path):
   default (prior 1.0), and it is one of `--set model.sampler.prior=0.0`."""
   import json
 
-  defaults = tradeoff.base_config(True, str(tmp_path))
+  defaults = tradeoff.sweep_config(True, str(tmp_path))
   assert defaults.model.sampler.prior == 1.0
   stored = json.loads(defaults.to_json_best_effort())
   del stored["model"]["sampler"]["prior"]
   assert run_config.differences(stored, defaults, defaults) == [
       "model.sampler.prior"
   ]
-  plain = tradeoff.base_config(True, str(tmp_path))
+  plain = tradeoff.sweep_config(True, str(tmp_path))
   plain.model.sampler.prior = 0.0
   assert run_config.differences(stored, plain, defaults) == []
 
@@ -299,9 +301,68 @@ def test_main_without_step_time_writes_the_sweep_only(monkeypatch, tmp_path):
           str(tmp_path / "work"),
       ]
   )
-  res = json.loads((out / "tradeoff.json").read_text())
+  # <dataset>_<schedule>_s<first>-<last>.json, with provenance
+  res = json.loads((out / "fake_quick_s10-11.json").read_text())
+  assert res["provenance"]["datasets"] == {"data": "other:" + tmp_path.name}
+  assert res["provenance"]["command"].startswith("python ")
   assert res["step_time"] is None
   assert res["methods"]["ours"]["accuracy_seeds"] == [[0.7, 0.71]]
   assert res["methods"]["heuristic"]["accuracy_seeds"] == [[0.6, 0.61]]
   (row,) = res["paired_vs_ours"]
   assert row["diff_points"] == pytest.approx(10.0) and row["ahead"] == 2
+
+
+def _old_sweep_config(quick: bool, data_dir: str) -> dict:
+  """What tradeoff.base_config(quick, data_dir) built at 8b9d2da (before the
+  config args), flattened: the default config, sweep bookkeeping, and the
+  quick sizes."""
+  flat = {
+      k: v
+      for k, v in run_config.as_flat(cross_scale.get_config()).items()
+      if not k.startswith("evals.")  # c.evals = ConfigDict()
+  }
+  flat.update(
+      {
+          "data.path": data_dir,
+          "checkpoint.every": 10**9,
+          "eval_every": 10**9,
+          "log_every": 100,
+      }
+  )
+  if quick:
+    flat.update(
+        {
+            "batch_size": 32,
+            "total_steps": 400,
+            "optim.warmup_steps": 40,
+            "model.lr_encoder.width": 32,
+            "model.lr_encoder.depth": 1,
+            "model.lr_encoder.num_heads": 2,
+            "model.lr_encoder.mlp_dim": 64,
+            "model.hr_encoder.width": 32,
+            "model.hr_encoder.depth": 2,
+            "model.predictor.width": 32,
+            "model.predictor.depth": 1,
+            "model.predictor.num_heads": 2,
+            "model.predictor.mlp_dim": 64,
+            "model.sampler.width": 16,
+            "model.embed_dim": 32,
+        }
+    )
+  return flat
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_config_args_build_the_old_sweep_configs(quick):
+  """cross_scale.py:quick / :sweep are what base_config(quick) built: the
+  cells of earlier sweeps stay readable (run_one compares configs)."""
+  got = run_config.as_flat(tradeoff.sweep_config(quick, "D"))
+  assert got == _old_sweep_config(quick, "D")
+  assert tradeoff.toyworld_options(True) == {
+      **cross_scale.get_config().toyworld.to_dict(),
+      **{
+          "num_train": 2000,
+          "num_val": 64,
+          "num_test": 500,
+      },
+  }

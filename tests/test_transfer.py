@@ -1,4 +1,4 @@
-"""experiments/pretrain/transfer.py pieces: band matching, target views, probes."""
+"""experiments/pretrain/transfer.py: band matching, target views, probes."""
 
 import numpy as np
 import pytest
@@ -53,3 +53,33 @@ def test_linear_probe_protocols():
       multi=True,
   )
   assert res["mAP"] == pytest.approx(1.0)
+
+
+def test_quick_source_config_is_the_old_quick_pretraining():
+  """source_config(quick) is what pretrain_source(quick) built at 8b9d2da:
+  pretrain.py:text with CPU-sized encoders, a 64-d embedding, 800 steps."""
+  from crossscale import run_config
+  from experiments.configs import pretrain
+
+  old = pretrain.get_config("text")
+  old.data.path = "D"
+  old.batch_size = 32
+  old.model.lr_encoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
+  old.model.hr_encoder.update(width=32, depth=2)
+  old.model.embed_dim = 64
+  old.total_steps = 800
+  old.optim.warmup_steps = 80
+  old.checkpoint.every = 800
+  old.eval_every = 10**9
+  old.log_every = 100
+  old.evals = {"test": {"type": "classification", "split": "test"}}
+  got = transfer.source_config("D", quick=True, steps=0)
+  assert run_config.as_flat(got) == run_config.as_flat(old)
+  old.batch_size = 64
+  old.model.lr_encoder = pretrain.get_config().model.lr_encoder
+  old.model.hr_encoder = pretrain.get_config().model.hr_encoder
+  old.model.embed_dim = 128
+  old.total_steps = old.checkpoint.every = 300
+  old.optim.warmup_steps = 30
+  got = transfer.source_config("D", quick=False, steps=300)
+  assert run_config.as_flat(got) == run_config.as_flat(old)

@@ -15,11 +15,13 @@ import ml_collections
 
 from crossscale import partitioning
 
-# Toyworld sizes: the embedded default, and `runlocal` smoke tests.
+# Toyworld sizes: the embedded default, `runlocal` smoke tests, and the
+# world the sweeps' `quick` schedule builds (2000 train, 500 test scenes).
 TOYWORLD = dict(
     num_train=4000, num_val=500, num_test=500, hr_size=64, grid=8, scale=4
 )
 TOYWORLD_RUNLOCAL = dict(num_train=256, num_val=64, num_test=64)
+TOYWORLD_QUICK = dict(num_train=2000, num_val=64, num_test=500)
 
 
 def parse_arg(
@@ -42,6 +44,22 @@ def parse_arg(
         "name=value pairs after the ':')"
     )
   return args
+
+
+def for_sweep(c: ml_collections.ConfigDict, evals=None) -> None:
+  """A sweep's run: no periodic checkpoints or evals, only the final one
+  (`evals`: {name: evaluator config}; the last checkpoint is always saved)."""
+  c.checkpoint.every = 10**9
+  c.eval_every = 10**9
+  c.log_every = 100
+  c.evals = ml_collections.ConfigDict(evals or {})
+
+
+def set_steps(c: ml_collections.ConfigDict, steps: int) -> None:
+  """A `steps=N` arg: N steps, 10% warmup, one checkpoint at the end."""
+  c.total_steps = steps
+  c.optim.warmup_steps = max(1, steps // 10)
+  c.checkpoint.every = steps
 
 
 def base(

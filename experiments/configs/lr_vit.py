@@ -4,9 +4,10 @@ Trains on the embedded toyworld by default; `--dataset` takes a registered
 name (toyworld, rsscn7) or a records directory written by a data/ builder.
 
   python launch.py --config experiments/configs/lr_vit.py --workdir runs/lr_vit
-  python launch.py --config experiments/configs/lr_vit.py --workdir runs/rsscn7 \
-      --dataset rsscn7
-  python launch.py --config experiments/configs/lr_vit.py:runlocal --workdir /tmp/x
+  python launch.py --config experiments/configs/lr_vit.py \
+      --workdir runs/rsscn7 --dataset rsscn7
+  python launch.py --config experiments/configs/lr_vit.py:runlocal \
+      --workdir /tmp/x
 
 `runlocal` shrinks everything for a smoke test (seconds).
 """

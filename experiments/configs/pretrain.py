@@ -1,25 +1,24 @@
-r"""Cross-scale pretraining of the LR and HR encoders (crossscale/models/
-cross_scale_pretrain.py: LR-region <-> HR-tile alignment + masked LR modelling; optional
-refseg backbone and class-prompt text alignment).
+r"""Cross-scale pretraining of the LR and HR encoders
+(crossscale/models/cross_scale_pretrain.py: LR-region <-> HR-tile alignment +
+masked LR modelling; optional refseg backbone and class-prompt text alignment).
 
   python launch.py --config experiments/configs/pretrain.py --workdir runs/pre
   python launch.py --config experiments/configs/pretrain.py:text --workdir \
       runs/pre_r7 --dataset rsscn7       # + class prompts (zero-shot)
-  python launch.py --config experiments/configs/pretrain.py:runlocal --workdir /tmp/p
+  python launch.py --config experiments/configs/pretrain.py:runlocal \
+      --workdir /tmp/p
 
 Its checkpoint initialises, by config:
-  cross-scale model   --config.model_init=runs/pre     (lr_encoder, hr_encoder,
-                      sampler)
-  SR GAN perceptual   --config.model.perceptual_init=runs/pre  (hr_encoder convs;
-                      pretrain with --config.model.hr_encoder.stride=1 and the
-                      GAN's perceptual_width to match)
-  refseg backbone     --config.model.backbone_init=runs/pre  (pretrain with
-                      arg "backbone", widths matching the refseg config)
+  cross-scale model   --config.model_init=runs/pre
+  SR GAN perceptual   --config.model.perceptual_init=runs/pre  (pretrain with
+                      --config.model.hr_encoder.stride=1 and the GAN's widths)
+  refseg backbone     --config.model.backbone_init=runs/pre  (arg "backbone")
 
 arg: comma-separated "runlocal", "text" (class-prompt alignment through the
-frozen MiniLM), "backbone" (also pretrain refseg's hierarchical backbone).
-Encoder sizes are the cross-scale config's, so the checkpoint fits it as is.
-Resumable like every run: relaunch the same command.
+frozen MiniLM), "backbone" (also pretrain refseg's backbone), "quick" (the
+encoder sizes of cross_scale.py:quick; implies "sweep"), "sweep" (the final
+test eval only), "steps=N" (N steps, 10% warmup, one final checkpoint;
+default 600 quick, 3000 otherwise).
 """
 
 import ml_collections
@@ -30,9 +29,15 @@ from experiments.configs import cross_scale, refseg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  opts = common.parse_arg(arg, ("runlocal", "text", "backbone"), "pretrain.py")
-  runlocal = "runlocal" in opts
-  c = cross_scale.get_config("runlocal" if runlocal else None)
+  opts = common.parse_arg(
+      arg,
+      ("runlocal", "text", "backbone", "quick", "sweep", "steps"),
+      "pretrain.py",
+  )
+  runlocal, quick = "runlocal" in opts, "quick" in opts
+  sweep = quick or "sweep" in opts
+  xs_arg = ",".join(a for a in ("runlocal", "quick", "sweep") if a in opts)
+  c = cross_scale.get_config(xs_arg or None)
   xs = c.model
   c.model = ml_collections.ConfigDict(
       dict(
@@ -50,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           embed_dim=128 if not runlocal else 16,
           num_target_tiles=8,
           mask_ratio=0.5,
-          contrast_tiles=0,  # > 0: HR tile contrast (see models/cross_scale_pretrain.py)
+          contrast_tiles=0,  # > 0: HR tile contrast (cross_scale_pretrain.py)
           contrast_shift=1,
           text="text" in opts,
           prompt=cross_scale_pretrain.PROMPT,
@@ -69,11 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       )
   )
   c.data.fields = ("lr", "hr", "labels")
+  # Labels feed only the "text" objective; without it the run is label-free.
   c.optim.frozen = cross_scale_pretrain.FROZEN if "text" in opts else ()
-  # Labels are used only by the optional text objective (its task loss on
-  # the class-prompt logits); without "text" the run is label-free.
-  # Alignment top-1 / masked-modelling loss (and, with text, the accuracy
-  # of the class prompts) on held-out scenes.
   c.evals = ml_collections.ConfigDict(
       dict(
           val=dict(type="classification", split="val"),
@@ -82,4 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.final_eval_split = ""
   c.total_steps = 3000 if not runlocal else 20
+  if sweep:
+    common.for_sweep(c, {"test": dict(type="classification", split="test")})
+  if sweep or "steps" in opts:
+    common.set_steps(c, int(opts.get("steps", 600 if quick else 3000)))
   return c

@@ -1,17 +1,19 @@
 r"""Referring segmentation with frozen dual encoders and dual adapters (S4ECA).
 
-Trains on the referring set built from toyworld (data/referring.py) by
+Trains on the referring set built from toyworld (data/referring/) by
 default; `--dataset` takes another referring set (spacenet_buildings_referring,
 levircd_referring) or a records directory with `text` and masks["target"].
 
   python launch.py --config experiments/configs/refseg.py --workdir runs/refseg
   python launch.py --config experiments/configs/refseg.py:mode=full \
       --workdir runs/refseg_full
-  python launch.py --config experiments/configs/refseg.py:runlocal --workdir /tmp/x
+  python launch.py --config experiments/configs/refseg.py:runlocal \
+      --workdir /tmp/x
 
-arg: comma-separated "runlocal" and/or "mode=adapters|decoder_only|full|
-full_text" (which parameters train: crossscale.models.refseg.FROZEN).
-Flips/rotations stay off: expressions name positions ("left of", "top").
+arg: comma-separated "runlocal", "mode=adapters|decoder_only|full|full_text"
+(which parameters train: crossscale.models.refseg.FROZEN), "quick" (the
+CPU-sized schedule of experiments.refseg.rrsis --quick; implies "sweep"),
+"sweep" (the final test eval only).
 """
 
 import ml_collections
@@ -21,13 +23,14 @@ from experiments.configs import _common as common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, ("runlocal", "mode"), "refseg.py")
+  args = common.parse_arg(
+      arg, ("runlocal", "mode", "quick", "sweep"), "refseg.py"
+  )
   runlocal = bool(args.get("runlocal"))
   mode = args.get("mode", "adapters")
   c = common.base(
       fields=("hr", "text_ids", "text_mask", "mask_target"),
-      # flips would contradict "left of", "top left", ...
-      augment=False,
+      augment=False,  # flips would contradict "left of", "top left", ...
       task="segmentation",
       dataset="toyworld_referring",
       total_steps=2000,
@@ -66,4 +69,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every = 5
     c.evals.val.limit = 32
     c.evals.test.limit = 32
+  if "quick" in args or "sweep" in args:
+    common.for_sweep(c, {"test": dict(type="referring", split="test")})
+    if runlocal:
+      c.evals.test.limit = 32
+  if "quick" in args:
+    c.batch_size = 16
+    c.total_steps = 150  # about 2 s/step on 2 shared CPU cores
+    c.optim.warmup_steps = 15
   return c

@@ -1,22 +1,23 @@
 r"""Does the choice of tiles matter? Cross-evaluates trained cross-scale runs
 with each other's tile selections.
 
-  python -m experiments.cross_scale.tradeoff --dataset rsscn7 --quick --methods \
-      ours,heuristic --budgets 0.25 --seeds 3 --work_dir RUNS --out /tmp/t
-  python -m experiments.cross_scale.selection_swap --work_dir RUNS --budget 0.25 \
-      --out /tmp/swap
-  python -m experiments.cross_scale.selection_swap --runs ours=DIR1,heuristic=DIR2 \
-      --out /tmp/swap
+  python -m experiments.cross_scale.tradeoff --dataset rsscn7 --quick \
+      --methods ours,heuristic --budgets 0.25 --seeds 3 --work_dir RUNS \
+      --out /tmp/t
+  python -m experiments.cross_scale.selection_swap --work_dir RUNS \
+      --budget 0.25 --out /tmp/swap
+  python -m experiments.cross_scale.selection_swap \
+      --runs ours=DIR1,heuristic=DIR2 --out /tmp/swap
 
 Every run (a training workdir: its config.json and checkpoints, same
 dataset and budget) is evaluated on the test split with the tiles chosen
 by every selection source: each run's learned sampler (its `sampler`
 parameters grafted in) and the fixed policies heuristic, uniform and
-random. `--work_dir` (repeatable) names tradeoff sweeps (`experiments.cross_scale.tradeoff
---work_dir`): their finished cells at `--budget` are grouped by seed, each
-seed cross-evaluated, and the tables averaged over seeds (`--seeds 8,9,10`
-keeps only those). Prints and writes
-(OUT/selection_swap.json, with "per_seed"):
+random. `--work_dir` (repeatable) names tradeoff sweeps (`experiments.
+cross_scale.tradeoff --work_dir`): their finished cells at `--budget` are
+grouped by seed, each seed cross-evaluated, and the tables averaged over
+seeds (`--seeds 8,9,10` keeps only those). Prints and writes
+(OUT/<dataset>_steps<N>_s<first>-<last>.json, with "per_seed"):
   accuracy[run][source]: the run's predictor and head fed `source`'s tiles
     (the diagonal entry of a run under its own policy is its test accuracy);
   overlap[a][b]: the mean fraction of the k tiles that sources a and b both
@@ -37,12 +38,12 @@ import jax
 import numpy as np
 
 from crossscale import (
-  evaluators,
-  export,
-  input_pipeline,
-  partitioning,
-  reporting,
-  shards,
+    evaluators,
+    export,
+    input_pipeline,
+    partitioning,
+    reporting,
+    shards,
 )
 
 FIXED_POLICIES = ("heuristic", "uniform", "random")
@@ -206,9 +207,9 @@ def find_cells(
 ) -> dict[int, dict[str, str]]:
   """{seed: {method: workdir}} of the finished cells (final_metrics.json) at
   `budget` in tradeoff sweep directories (cells named as
-  `experiments.cross_scale.tradeoff` names them; no seed suffix = seed 0). `seeds`: keep
-  only these (each must have a finished cell), e.g. fresh seeds held out
-  to confirm what the earlier ones suggested."""
+  `experiments.cross_scale.tradeoff` names them; no seed suffix = seed 0).
+  `seeds`: keep only these (each must have a finished cell), e.g. fresh
+  seeds held out to confirm what the earlier ones suggested."""
   cells: dict[int, dict[str, str]] = {}
   for work in work_dirs:
     for name in sorted(os.listdir(work)):
@@ -230,8 +231,9 @@ def find_cells(
     if missing:
       raise FileNotFoundError(
           f"no finished cell for seeds {missing} at budget {budget:.4f} in "
-          f"{list(work_dirs)}: train them with experiments.cross_scale.tradeoff "
-          "--first_seed/--seeds and the same --work_dir"
+          f"{list(work_dirs)}: train them with "
+          "experiments.cross_scale.tradeoff --first_seed/--seeds and the same "
+          "--work_dir"
       )
     cells = {s: cells[s] for s in seeds}
   if not cells:
@@ -296,6 +298,11 @@ def add_run_flags(p: argparse.ArgumentParser, budget: float) -> None:
       "(default: every seed with finished cells)",
   )
   p.add_argument("--split", default="test")
+  p.add_argument(
+      "--name",
+      default="",
+      help="results file stem (default <dataset>_steps<N>_s<first>-<last>)",
+  )
 
 
 def runs_by_seed(a) -> dict[int, dict[str, str]]:
@@ -312,6 +319,17 @@ def runs_by_seed(a) -> dict[int, dict[str, str]]:
   return find_cells(a.work_dir, a.budget, seeds)
 
 
+def results_stem(a, config, seeds) -> str:
+  """--name, or `<dataset>_steps<N>_s<first>-<last>` of the runs' config
+  (its data directory's dataset name and total_steps)."""
+  if a.name:
+    return a.name
+  dataset = shards.load_manifest(config.data.path).name
+  schedule = reporting.schedule_name(True, int(config.total_steps))
+  name = reporting.results_name(dataset, schedule, min(seeds), max(seeds))
+  return name.removesuffix(".json")
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   add_run_flags(p, budget=0.25)
@@ -319,12 +337,12 @@ def main(argv=None):
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   names = runs_by_seed(a)
-  per_seed = {}
+  per_seed, config = {}, None
   for seed, by_method in sorted(names.items()):
     print(f"== seed {seed}: {sorted(by_method)}", flush=True)
-    per_seed[seed] = swap(
-        [load_run(m, d) for m, d in by_method.items()], a.split
-    )
+    runs = [load_run(m, d) for m, d in by_method.items()]
+    config = runs[0].config
+    per_seed[seed] = swap(runs, a.split)
   res = mean_tables(list(per_seed.values()))
   if len(per_seed) > 1:
     print(f"means over seeds {sorted(per_seed)}")
@@ -342,14 +360,14 @@ def main(argv=None):
   )
   reporting.write_json(
       a.out,
-      "selection_swap.json",
+      results_stem(a, config, list(per_seed)) + ".json",
       {
-          "machine": reporting.machine(),
           **res,
           "seeds": sorted(per_seed),
           "per_seed": {str(s): r for s, r in per_seed.items()},
           "runs": {str(s): n for s, n in names.items()},
       },
+      datasets={"data": config.data.path},
   )
 
 

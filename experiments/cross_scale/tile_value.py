@@ -1,11 +1,13 @@
 r"""Which scorer ranks the tiles a run did not buy by what buying them is worth?
 
-  python -m experiments.cross_scale.tile_value --work_dir RUNS --budget 0.125 --out /tmp/tv
+  python -m experiments.cross_scale.tile_value --work_dir RUNS --budget 0.125 \
+      --out /tmp/tv
   python -m experiments.cross_scale.tile_value --runs ours=DIR --out /tmp/tv
 
 For each test scene, a trained cross-scale run (a training workdir, or the
-finished cells of a `experiments.cross_scale.tradeoff --work_dir` sweep at `--budget`)
-buys its k tiles by its own policy. Every tile it did not buy then gets:
+finished cells of an `experiments.cross_scale.tradeoff --work_dir` sweep at
+`--budget`) buys its k tiles by its own policy. Every tile it did not buy
+then gets:
   value: the drop in the scene's task loss (its true labels) when that one
     tile is bought as well (predictor and head rerun): the ground truth;
   first_order: minus the loss's derivative w.r.t. that tile's observation
@@ -21,7 +23,7 @@ Spearman rank correlation, and the summed value of the k tiles the scorer
 ranks first (top_k), beside that of the k most valuable (best_k) and of k
 at random (random_k); `capture` = (top_k - random_k) / (best_k - random_k)
 of the means over scenes. Prints a table (means over scenes, then over
-seeds) and writes OUT/tile_value.json.
+seeds) and writes OUT/<dataset>_steps<N>_s<first>-<last>.json.
 """
 
 from __future__ import annotations
@@ -190,14 +192,15 @@ def main(argv=None):
     for m, d in by_method.items():
       if keep is None or m in keep:
         cells.setdefault(m, {})[seed] = d
-  per_run, rows = {}, []
+  per_run, rows, config, seeds = {}, [], None, set()
   for method, by_seed in cells.items():
     per_run[method] = {}
     for seed, workdir in sorted(by_seed.items()):
       print(f"== {method} seed {seed}: {workdir}", flush=True)
-      per_run[method][str(seed)] = run_values(
-          selection_swap.load_run(method, workdir), a.split
-      )
+      run = selection_swap.load_run(method, workdir)
+      config = run.config
+      seeds.add(seed)
+      per_run[method][str(seed)] = run_values(run, a.split)
     mean = mean_over_seeds(list(per_run[method].values()))
     for s in SCORERS:
       rows.append(
@@ -232,9 +235,8 @@ def main(argv=None):
   )
   reporting.write_json(
       a.out,
-      "tile_value.json",
+      selection_swap.results_stem(a, config, seeds) + ".json",
       {
-          "machine": reporting.machine(),
           "split": a.split,
           "table": rows,
           "per_seed": per_run,
@@ -242,6 +244,7 @@ def main(argv=None):
               m: {str(s): d for s, d in v.items()} for m, v in cells.items()
           },
       },
+      datasets={"data": config.data.path},
   )
 
 

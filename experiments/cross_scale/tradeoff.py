@@ -1,7 +1,10 @@
 r"""Accuracy-cost trade-off of every tile-acquisition method over budgets.
 
-  python -m experiments.cross_scale.tradeoff --dataset toyworld --quick --out /tmp/tradeoff
-  python -m experiments.cross_scale.tradeoff --dataset rsscn7 --quick --out /tmp/tradeoff_r7
+  python -m experiments.cross_scale.tradeoff --dataset toyworld --quick \
+      --out /tmp/tradeoff
+  python -m experiments.cross_scale.tradeoff --dataset rsscn7 --quick \
+      --out /tmp/tradeoff_r7
+  python -m experiments.cross_scale.tradeoff --runlocal --out /tmp/smoke
 
 Trains and evaluates (test split) each method at budgets {0, 1/16, 1/8, 1/4,
 1/2, 1} of the HR tile grid with the same schedule: ours (learned sampler +
@@ -10,13 +13,15 @@ energy) selection through the same predictor, and HR-only completion (our
 sampler, predictor and head without LR). Budget 0 of the LR-using methods is
 one LR-only run and budget 1 one dense-HR run (selection is moot there).
 Also times a training step of ours at 1/8 against dense HR.
-Writes OUT/tradeoff.json and OUT/tradeoff.png. `--dataset` is a registered
-name or any records directory; without --quick the full-size config runs.
+Runs are experiments/configs/cross_scale.py:quick (--quick), :sweep (full
+size) or :runlocal,sweep (--runlocal: a seconds-long smoke on a tiny
+toyworld) plus overrides. Writes OUT/<dataset>_<schedule>_s<first>-<last>
+.json and .png. `--dataset` is a registered name or any records directory.
 `--work_dir DIR` keeps every cell's run (relaunching skips finished cells;
-`experiments.cross_scale.selection_swap` cross-evaluates them); `--set KEY=VALUE`
-overrides the config of every run; `--variant NAME:KEY=VALUE` adds a method,
-ours with that override. With `--seeds` > 1 it also prints ours minus each
-method paired by seed (`paired_differences`).
+`experiments.cross_scale.selection_swap` cross-evaluates them); `--set
+KEY=VALUE` overrides the config of every run; `--variant NAME:KEY=VALUE` adds
+a method, ours with that override. With `--seeds` > 1 it also prints ours
+minus each method paired by seed (`paired_differences`).
 `run_tradeoff(...)` is the sweep as a function and `plot(...)` its figure
 (experiments/notebooks/budget_sweep.ipynb and predictor_ablation.ipynb call
 them).
@@ -35,9 +40,11 @@ import matplotlib
 import ml_collections
 import numpy as np
 
+from benchmarks import step_time
 from crossscale import reporting, run_config, shards, train
 from data import registry
-from experiments.configs import cross_scale
+from experiments.configs import _common as common
+from experiments.configs import cross_scale, pretrain
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -55,22 +62,19 @@ METHODS = {  # name -> config overrides
 }
 
 
-def base_config(quick: bool, data_dir: str) -> ml_collections.ConfigDict:
-  c = cross_scale.get_config()
+def config_arg(quick: bool, runlocal: bool = False) -> str:
+  """The cross_scale.py config arg of a sweep's runs."""
+  if runlocal:
+    return "runlocal,sweep"
+  return "quick" if quick else "sweep"
+
+
+def sweep_config(
+    quick: bool, data_dir: str, runlocal: bool = False
+) -> ml_collections.ConfigDict:
+  """cross_scale.py:quick (or :sweep, :runlocal,sweep) reading `data_dir`."""
+  c = cross_scale.get_config(config_arg(quick, runlocal))
   c.data.path = data_dir
-  c.checkpoint.every = 10**9
-  c.eval_every = 10**9
-  c.evals = ml_collections.ConfigDict()
-  c.log_every = 100
-  if quick:
-    c.batch_size = 32
-    c.total_steps = 400
-    c.optim.warmup_steps = 40
-    c.model.lr_encoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
-    c.model.hr_encoder.update(width=32, depth=2)
-    c.model.predictor.update(width=32, depth=1, num_heads=2, mlp_dim=64)
-    c.model.sampler.update(width=16)
-    c.model.embed_dim = 32
   return c
 
 
@@ -97,12 +101,12 @@ def run_one(config, workdir, defaults=None) -> dict:
   return train.train_and_evaluate(config, workdir)["final"]
 
 
-def toyworld_options(quick: bool) -> dict:
-  """Registry options of the toyworld the benchmark builds (`--quick`: 2000
-  training scenes, 500 test scenes)."""
-  opts = cross_scale.get_config().toyworld.to_dict()
-  if quick:
-    opts.update(num_train=2000, num_val=64, num_test=500)
+def toyworld_options(quick: bool, runlocal: bool = False) -> dict:
+  """Registry options of the toyworld the sweep builds (`quick`: 2000
+  training scenes, 500 test scenes; `runlocal`: 256 / 64 / 64)."""
+  opts = cross_scale.get_config(config_arg(quick, runlocal)).toyworld.to_dict()
+  if quick and not runlocal:
+    opts.update(common.TOYWORLD_QUICK)
   return opts
 
 
@@ -125,6 +129,7 @@ def run_tradeoff(
     methods=tuple(METHODS),
     budgets=BUDGETS,
     quick: bool = True,
+    runlocal: bool = False,
     steps: int = 0,
     overrides: dict | None = None,
     work_dir: str | None = None,
@@ -136,7 +141,7 @@ def run_tradeoff(
   methods: names in METHODS, or a dict name -> flattened config overrides
   (a method with `model.predictor.lr_guidance=False` does not use LR).
   overrides: flattened config overrides applied to every run after
-  `base_config(quick, data_dir)` (e.g. smaller widths, batch size); `steps`
+  `sweep_config(quick, data_dir, runlocal)` (e.g. smaller widths); `steps`
   (> 0) sets total_steps. Budget 0 and 1 of the LR-using methods are one
   LR-only and one dense-HR run, shared by those methods. Runs write into
   `work_dir` (a new temp dir if None). `seeds` > 1 trains every cell with
@@ -166,7 +171,7 @@ def run_tradeoff(
     if key not in cache:
       runs = []
       for seed in range(first_seed, first_seed + seeds):
-        c = base_config(quick, data_dir)
+        c = sweep_config(quick, data_dir, runlocal)
         c.update_from_flattened_dict(dict(overrides or {}))
         if steps:
           c.total_steps = steps
@@ -178,7 +183,7 @@ def run_tradeoff(
             run_one(
                 c,
                 cell_dir(work, key[0], budget, seed),
-                base_config(quick, data_dir),
+                sweep_config(quick, data_dir, runlocal),
             )
         )
       cache[key] = _mean_runs(runs)
@@ -384,13 +389,17 @@ def parse_methods(names: str, variants: list[str]) -> dict:
   return methods
 
 
-def step_time(data_dir: str, overrides: dict, quick: bool) -> dict:
-  """Seconds per train step of ours at 1/8 vs dense HR (full-size model)."""
-  c = base_config(False, data_dir)
+def time_steps(
+    data_dir: str, overrides: dict, quick: bool, runlocal: bool = False
+) -> dict:
+  """Seconds per train step of ours at 1/8 vs dense HR (full-size model;
+  the runlocal one under `runlocal`)."""
+  c = sweep_config(False, data_dir, runlocal)
   c.update_from_flattened_dict({**overrides, "model.budget": 1 / 8})
-  t_ours = reporting.time_train_step(c, data_dir, 5 if quick else 20)
+  n = 2 if runlocal else 5 if quick else 20
+  t_ours = step_time.time_train_step(c, data_dir, n)
   c.update_from_flattened_dict({"model.budget": 1.0})
-  t_dense = reporting.time_train_step(c, data_dir, 5 if quick else 20)
+  t_dense = step_time.time_train_step(c, data_dir, n)
   return {
       "ours_1_8_s_per_step": t_ours,
       "dense_s_per_step": t_dense,
@@ -403,9 +412,23 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="toyworld")
   p.add_argument("--quick", action="store_true")
+  p.add_argument(
+      "--runlocal",
+      action="store_true",
+      help="smoke test: tiny model and toyworld, 20 steps (seconds)",
+  )
   p.add_argument("--out", required=True)
+  p.add_argument(
+      "--name",
+      default="",
+      help="results file stem (default <dataset>_<schedule>_s<first>-<last>)",
+  )
   p.add_argument("--steps", type=int, default=0, help="override total_steps")
-  p.add_argument("--methods", default=",".join(METHODS))
+  p.add_argument(
+      "--methods",
+      default=None,
+      help=f"comma-separated (default {','.join(METHODS)}; --runlocal: ours)",
+  )
   p.add_argument(
       "--pretrain_steps",
       type=int,
@@ -418,7 +441,7 @@ def main(argv=None):
       "--budgets",
       default=None,
       help="comma-separated budget ratios (default: 0,1/16,1/8,"
-      "1/4,1/2,1 as decimals)",
+      "1/4,1/2,1 as decimals; --runlocal: 0.125)",
   )
   p.add_argument(
       "--seeds",
@@ -459,22 +482,27 @@ def main(argv=None):
       "--no_step_time",
       action="store_true",
       help="skip timing a step of ours@1/8 against dense HR "
-      "(minutes on a CPU), e.g. when only adding seeds",
+      "(minutes on a CPU), e.g. when only adding seeds (--runlocal does)",
   )
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   overrides = parse_overrides(a.set)
-  opts = toyworld_options(a.quick) if a.dataset == "toyworld" else None
+  opts = (
+      toyworld_options(a.quick, a.runlocal) if a.dataset == "toyworld" else None
+  )
   data_dir = registry.resolve(a.dataset, None, opts)
-  methods = parse_methods(a.methods, a.variant)
+  if a.runlocal:  # one cell, no step timing: a smoke in seconds
+    a.methods = a.methods or "ours"
+    a.budgets = a.budgets or "0.125"
+    a.no_step_time = True
+  methods = parse_methods(a.methods or ",".join(METHODS), a.variant)
   if a.pretrain_steps:
-    from crossscale import train  # pylint: disable=g-import-not-at-top
-    from experiments.pretrain import benefit  # pylint: disable=g-import-not-at-top  (it imports this module)
-
-    pre_dir = os.path.join(tempfile.mkdtemp(prefix="tradeoff_pre_"), "pre")
-    train.train_and_evaluate(
-        benefit.pretrain_config(data_dir, a.quick, a.pretrain_steps), pre_dir
+    pc = pretrain.get_config(
+        f"{config_arg(a.quick, a.runlocal)},steps={a.pretrain_steps}"
     )
+    pc.data.path = data_dir
+    pre_dir = os.path.join(tempfile.mkdtemp(prefix="tradeoff_pre_"), "pre")
+    train.train_and_evaluate(pc, pre_dir)
     methods["ours_pretrained"] = {
         "model.policy": "learned",
         "model_init": pre_dir,
@@ -487,6 +515,7 @@ def main(argv=None):
       methods=methods,
       budgets=budgets,
       quick=a.quick,
+      runlocal=a.runlocal,
       steps=a.steps,
       seeds=a.seeds,
       first_seed=a.first_seed,
@@ -495,7 +524,11 @@ def main(argv=None):
   )
   results = res["methods"]
 
-  speed = None if a.no_step_time else step_time(data_dir, overrides, a.quick)
+  speed = (
+      None
+      if a.no_step_time
+      else time_steps(data_dir, overrides, a.quick, a.runlocal)
+  )
 
   reporting.print_table(res["table"], TABLE_COLUMNS)
   paired = paired_differences(results)
@@ -508,14 +541,17 @@ def main(argv=None):
         f" dense {speed['dense_s_per_step'] * 1e3:.1f} ms -> "
         f"{speed['speedup']:.2f}x faster (batch {speed['batch_size']})"
     )
+  schedule = reporting.schedule_name(a.quick, a.steps, a.runlocal)
+  stem = a.name or reporting.results_name(
+      a.dataset, schedule, a.first_seed, a.first_seed + a.seeds - 1
+  ).removesuffix(".json")
   reporting.write_json(
       a.out,
-      "tradeoff.json",
+      f"{stem}.json",
       {
-          "machine": reporting.machine(),
           "dataset": res["dataset"],
-          "data_dir": data_dir,
           "quick": a.quick,
+          "schedule": schedule,
           "grid": res["grid"],
           "methods": results,
           "paired_vs_ours": paired,
@@ -525,8 +561,9 @@ def main(argv=None):
           "overrides": overrides,
           "pretrain_steps": a.pretrain_steps,
       },
+      datasets={"data": data_dir},
   )
-  path = os.path.join(a.out, "tradeoff.png")
+  path = os.path.join(a.out, f"{stem}.png")
   plot(res, path)
   print(f"wrote {path}")
 

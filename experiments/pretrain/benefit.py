@@ -1,10 +1,13 @@
 r"""Does cross-scale pretraining help the cost-aware model at budget 1/8?
 
-  python -m experiments.pretrain.benefit --dataset toyworld --quick --out /tmp/pre
+  python -m experiments.pretrain.benefit --dataset toyworld --quick \
+      --out /tmp/pre
+  python -m experiments.pretrain.benefit --runlocal --out /tmp/smoke
 
 1. Pretrains the LR and HR encoders (experiments/configs/pretrain.py:
    LR-region <-> HR-tile alignment + masked LR modelling, no labels) on the
-   train split, with the encoder sizes of the tradeoff benchmark's model.
+   train split, with the encoder sizes of the tradeoff sweep's model
+   (pretrain.py:quick,steps=N; :sweep without --quick).
 2. Trains the cross-scale model (learned sampler, budget 1/8) twice with the
    same schedule and seeds: from random init and from the pretrained
    encoders (`config.model_init`; `--lr_scale F` fine-tunes them at F times
@@ -14,7 +17,8 @@ r"""Does cross-scale pretraining help the cost-aware model at budget 1/8?
    2. for each fine-tuning length (each a complete schedule) and plots
    accuracy vs steps. `--probe` also trains with the pretrained parts
    frozen, from random and from pretrained weights (what the label-free
-   features alone carry). Writes OUT/pretrain.json (and OUT/pretrain.png).
+   features alone carry). Writes OUT/<dataset>_<schedule>_s0-<seeds-1>.json
+   (and .png for a curve). `--runlocal`: a seconds-long smoke.
 """
 
 from __future__ import annotations
@@ -29,33 +33,18 @@ import numpy as np
 
 from crossscale import optim, reporting, shards, train
 from data import registry
-from experiments.configs import pretrain
-from experiments.cross_scale import tradeoff
+from experiments.configs import _common as common
+from experiments.configs import cross_scale, pretrain
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def pretrain_config(
-    data_dir: str, quick: bool, steps: int, contrast_tiles: int = 0
-):
-  """The pretraining config with the tradeoff model's encoder sizes;
-  `contrast_tiles` > 0 adds the HR tile contrast."""
-  xs = tradeoff.base_config(quick, data_dir)
-  c = pretrain.get_config()
-  c.data.path = data_dir
-  c.model.lr_encoder = xs.model.lr_encoder.to_dict()
-  c.model.hr_encoder = xs.model.hr_encoder.to_dict()
-  c.model.sampler = xs.model.sampler.to_dict()
-  c.model.contrast_tiles = contrast_tiles
-  c.batch_size = xs.batch_size
-  c.total_steps = steps
-  c.optim.warmup_steps = max(1, steps // 10)
-  c.checkpoint.every = steps
-  c.eval_every = 10**9
-  c.log_every = 100
-  c.evals = {"test": {"type": "classification", "split": "test"}}
-  return c
+def config_arg(quick: bool, runlocal: bool = False) -> str:
+  """The config arg of the sweep's runs (cross_scale.py, pretrain.py)."""
+  if runlocal:
+    return "runlocal,sweep"
+  return "quick" if quick else "sweep"
 
 
 def finetune_config(
@@ -66,8 +55,11 @@ def finetune_config(
     init: str,
     lr_scale: float = 1.0,
     init_keys: tuple[str, ...] = (),
+    runlocal: bool = False,
 ):
-  c = tradeoff.base_config(quick, data_dir)
+  """cross_scale.py:quick (or :sweep) at budget 1/8, from `init`."""
+  c = cross_scale.get_config(config_arg(quick, runlocal))
+  c.data.path = data_dir
   c.model.budget = 1 / 8
   c.seed = seed
   if steps:
@@ -83,7 +75,17 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="toyworld")
   p.add_argument("--quick", action="store_true")
+  p.add_argument(
+      "--runlocal",
+      action="store_true",
+      help="smoke test: tiny models and toyworld (seconds)",
+  )
   p.add_argument("--out", required=True)
+  p.add_argument(
+      "--name",
+      default="",
+      help="results file stem (default <dataset>_<schedule>_s0-<seeds-1>)",
+  )
   p.add_argument("--pretrain_steps", type=int, default=0)
   p.add_argument(
       "--steps",
@@ -128,7 +130,12 @@ def main(argv=None):
   )
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
-  opts = tradeoff.toyworld_options(a.quick) if a.dataset == "toyworld" else None
+  opts = None
+  if a.dataset == "toyworld":
+    opts = cross_scale.get_config(config_arg(a.quick, a.runlocal)).toyworld
+    opts = opts.to_dict()
+    if a.quick and not a.runlocal:
+      opts.update(common.TOYWORLD_QUICK)
   data_dir = registry.resolve(a.dataset, None, opts)
   ft_dir = data_dir
   if a.labelled:
@@ -141,14 +148,19 @@ def main(argv=None):
         a.dataset, None, {**opts, "num_train": a.labelled}
     )
   work = tempfile.mkdtemp(prefix="pretrain_")
-  pre_steps = a.pretrain_steps or (600 if a.quick else 3000)
+  pre_steps = a.pretrain_steps or (
+      20 if a.runlocal else 600 if a.quick else 3000
+  )
 
   steps_list = [int(v) for v in a.steps.split(",")] if a.steps else [0]
   init_keys = tuple(k for k in a.init_keys.split(",") if k)
   pre_dir = os.path.join(work, "pretrain")
-  pre = train.train_and_evaluate(
-      pretrain_config(data_dir, a.quick, pre_steps, a.contrast_tiles), pre_dir
+  pc = pretrain.get_config(
+      f"{config_arg(a.quick, a.runlocal)},steps={pre_steps}"
   )
+  pc.data.path = data_dir
+  pc.model.contrast_tiles = a.contrast_tiles
+  pre = train.train_and_evaluate(pc, pre_dir)
   print(f"pretraining ({pre_steps} steps): {pre['test']}", flush=True)
 
   curve = []
@@ -164,6 +176,7 @@ def main(argv=None):
             os.path.join(work, f"ft{steps}"),
             init_keys,
             a.probe,
+            a.runlocal,
         )
     )
   for point in curve:
@@ -187,12 +200,17 @@ def main(argv=None):
           f"{100 * point['frozen_gain']:+.2f} points",
           flush=True,
       )
+  schedule = reporting.schedule_name(a.quick, runlocal=a.runlocal)
+  stem = a.name or reporting.results_name(
+      a.dataset, schedule, 0, a.seeds - 1
+  ).removesuffix(".json")
   reporting.write_json(
       a.out,
-      "pretrain.json",
+      f"{stem}.json",
       {
           "dataset": a.dataset,
           "quick": a.quick,
+          "schedule": schedule,
           "budget": 1 / 8,
           "labelled_train_scenes": shards.load_manifest(ft_dir).num_records(
               "train"
@@ -206,11 +224,11 @@ def main(argv=None):
           ),
           "pretrain_eval": pre["test"],
           "curve": curve,
-          "machine": reporting.machine(),
       },
+      datasets={"data": data_dir, "finetune": ft_dir},
   )
   if len(curve) > 1:
-    _plot(curve, os.path.join(a.out, "pretrain.png"), pre_steps)
+    _plot(curve, os.path.join(a.out, f"{stem}.png"), pre_steps)
 
 
 def compare(
@@ -223,6 +241,7 @@ def compare(
     work: str,
     init_keys: tuple[str, ...] = (),
     probe: bool = False,
+    runlocal: bool = False,
 ) -> dict:
   """Fine-tunes from scratch and from `pre_dir` for `steps` steps over
   `seeds` seeds (same seeds for both); per-seed finals and a summary.
@@ -235,7 +254,7 @@ def compare(
   for seed in range(seeds):
     for name, init, frozen in arms:
       c = finetune_config(
-          data_dir, quick, steps, seed, init, lr_scale, init_keys
+          data_dir, quick, steps, seed, init, lr_scale, init_keys, runlocal
       )
       if frozen:
         c.optim.frozen = tuple(
@@ -272,7 +291,7 @@ def compare(
   )
   out = {
       "finetune_steps": finetune_config(
-          data_dir, quick, steps, 0, ""
+          data_dir, quick, steps, 0, "", runlocal=runlocal
       ).total_steps,
       "runs": runs,
       "summary": rows,

@@ -1,7 +1,9 @@
 r"""Zero-shot and linear-probe transfer of the cross-scale pretrained encoder.
 
   python -m experiments.pretrain.transfer --quick --out /tmp/transfer
-  python -m experiments.pretrain.transfer --checkpoint runs/pre_r7 --out /tmp/transfer
+  python -m experiments.pretrain.transfer --checkpoint runs/pre_r7 \
+      --out /tmp/transfer
+  python -m experiments.pretrain.transfer --runlocal --out /tmp/smoke
 
 1. Source: pretrains the LR encoder with cross-scale alignment + masked
    modelling + class-prompt text alignment (experiments/configs/pretrain.py
@@ -20,7 +22,10 @@ r"""Zero-shot and linear-probe transfer of the cross-scale pretrained encoder.
      test split; 5-fold cross-validation over all records when the train
      split has < 100 records): accuracy / mAP.
    Both for the pretrained encoder and the same encoder at random init.
-Writes OUT/transfer.json and prints a table.
+Pretraining is experiments/configs/pretrain.py:text,quick,steps=N (with
+TRANSFER_QUICK) or :text,sweep,steps=N; `--runlocal` is a seconds-long
+smoke (the runlocal toyworld as source and target).
+Writes OUT/<source>_<schedule>_s0-0.json and prints a table.
 
 Targets: rsscn7 (its test split: seen label words, unseen images),
 eurosat_samples (54 real EuroSAT tiles, 7 classes: another sensor and other
@@ -41,18 +46,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossscale import (
-  checkpoint,
-  export,
-  input_pipeline,
-  metrics,
-  records,
-  reporting,
-  shards,
-  train,
+    checkpoint,
+    export,
+    input_pipeline,
+    metrics,
+    records,
+    reporting,
+    shards,
+    train,
 )
 from crossscale.models import cross_scale_pretrain as pretrain_model
 from data import registry
+from experiments.configs import _common as common
 from experiments.configs import pretrain as pretrain_config
+
+# --quick's pretraining: pretrain.py:quick with the full-size sampler and a
+# 64-d embedding.
+TRANSFER_QUICK = {"model.sampler.width": 32, "model.embed_dim": 64}
 
 ALIASES = {
     "R": ("R", "B04", "red"),
@@ -223,20 +233,33 @@ def linear_probe(feats: dict, labels: dict, multi: bool) -> dict:
   }
 
 
-def pretrain_source(source: str, quick: bool, steps: int, workdir: str):
-  c = pretrain_config.get_config("text")
-  c.data.path = registry.resolve(source)
-  if quick:
-    c.batch_size = 32
-    c.model.lr_encoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
-    c.model.hr_encoder.update(width=32, depth=2)
-    c.model.embed_dim = 64
-  c.total_steps = steps or (800 if quick else c.total_steps)
-  c.optim.warmup_steps = max(1, c.total_steps // 10)
-  c.checkpoint.every = c.total_steps
-  c.eval_every = 10**9
-  c.log_every = 100
-  c.evals = {"test": {"type": "classification", "split": "test"}}
+def source_config(
+    data_dir: str, quick: bool, steps: int, runlocal: bool = False
+):
+  """The pretraining config of the source (module docstring)."""
+  if runlocal:
+    c = pretrain_config.get_config(f"text,runlocal,sweep,steps={steps or 10}")
+  elif quick:
+    c = pretrain_config.get_config(f"text,quick,steps={steps or 800}")
+    c.update_from_flattened_dict(TRANSFER_QUICK)
+  else:
+    c = pretrain_config.get_config(f"text,sweep,steps={steps or 3000}")
+  c.data.path = data_dir
+  return c
+
+
+def resolve(name: str, runlocal: bool) -> str:
+  """Records directory of `name` (the runlocal toyworld under runlocal)."""
+  if runlocal and name == "toyworld":
+    opts = {**common.TOYWORLD, **common.TOYWORLD_RUNLOCAL}
+    return registry.resolve(name, None, opts)
+  return registry.resolve(name)
+
+
+def pretrain_source(
+    source: str, quick: bool, steps: int, workdir: str, runlocal: bool = False
+):
+  c = source_config(resolve(source, runlocal), quick, steps, runlocal)
   final = train.train_and_evaluate(c, workdir)
   return c, final["test"]
 
@@ -251,17 +274,31 @@ def main(argv=None):
   )
   p.add_argument("--targets", default="rsscn7,eurosat_samples,bigearthnet")
   p.add_argument("--quick", action="store_true")
+  p.add_argument(
+      "--runlocal",
+      action="store_true",
+      help="smoke test: tiny encoder, toyworld source and target (seconds)",
+  )
   p.add_argument("--steps", type=int, default=0)
   p.add_argument("--out", required=True)
+  p.add_argument(
+      "--name",
+      default="",
+      help="results file stem (default <source>_<schedule>_s0-0)",
+  )
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
+  if a.runlocal:
+    a.source, a.targets = "toyworld", "toyworld"
 
   if a.checkpoint:
     workdir, pre_eval = a.checkpoint, None
     cfg = export.load_config(workdir)
   else:
     workdir = os.path.join(tempfile.mkdtemp(prefix="transfer_"), "pretrain")
-    cfg, pre_eval = pretrain_source(a.source, a.quick, a.steps, workdir)
+    cfg, pre_eval = pretrain_source(
+        a.source, a.quick, a.steps, workdir, a.runlocal
+    )
   src = shards.load_manifest(cfg.data.path)
   model = train.make_model(cfg, src)
   example = train.example_batch(src, ("lr", "hr", "labels"), 2)
@@ -281,9 +318,9 @@ def main(argv=None):
       lambda p, im: model.apply({"params": p}, im, method="features")
   )
 
-  results, rows = {}, []
+  results, rows, datasets = {}, [], {"source": cfg.data.path}
   for target in a.targets.split(","):
-    data_dir = registry.resolve(target)
+    data_dir = datasets[target] = resolve(target, a.runlocal)
     m = shards.load_manifest(data_dir)
     multi = (
         bool(np.any(load_split(data_dir, "train")["labels"].sum(1) > 1))
@@ -335,19 +372,27 @@ def main(argv=None):
           "probe",
       ],
   )
+  schedule = reporting.schedule_name(a.quick, a.steps, a.runlocal)
+  source = (
+      os.path.basename(os.path.normpath(a.checkpoint))
+      if a.checkpoint
+      else a.source
+  )
+  stem = a.name or reporting.results_name(source, schedule, 0, 0)
   reporting.write_json(
       a.out,
-      "transfer.json",
+      stem.removesuffix(".json") + ".json",
       {
-          "source": a.checkpoint or a.source,
+          "source": reporting.relative_path(a.checkpoint) or a.source,
           "quick": a.quick,
+          "schedule": schedule,
           "pretrain_steps": int(cfg.total_steps),
           "pretrain_eval": pre_eval,
           "prompt": pretrain_model.PROMPT,
           "targets": results,
           "table": rows,
-          "machine": reporting.machine(),
       },
+      datasets=datasets,
   )
 
 

@@ -1,7 +1,9 @@
 r"""Referring segmentation: dual adapters vs decoder-only vs full fine-tuning.
 
   python -m experiments.refseg.rrsis --dataset toyworld --quick --out /tmp/rrsis
-  python -m experiments.refseg.rrsis --dataset spacenet_buildings --quick --out /tmp/rrsis_sn
+  python -m experiments.refseg.rrsis --dataset spacenet_buildings --quick \
+      --out /tmp/rrsis_sn
+  python -m experiments.refseg.rrsis --runlocal --out /tmp/smoke
 
 Trains and evaluates (test split, masks thresholded at logit 0) the refseg
 model (experiments/configs/refseg.py) in three modes with the same schedule
@@ -10,7 +12,7 @@ decoder and backbone norms train), "decoder_only" and "full" (backbone,
 adapters and decoder train; the MiniLM text encoder stays frozen in every
 mode). Reports trainable / total parameters and the optimizer-state bytes
 with and without freezing. `--dataset`: toyworld, spacenet_buildings or
-levircd (their referring sets, data/referring.py) or a records directory.
+levircd (their referring sets, data/referring/) or a records directory.
 
 The backbone is frozen in "adapters", so it should be a pretrained one:
 `--pretrain_steps N` (default: 150 quick, 1500 full) first pretrains it
@@ -26,7 +28,9 @@ through the same trainer and every mode starts from that checkpoint
   none         a random frozen backbone.
 The JSON records which.
 
-Writes OUT/rrsis.json, OUT/rrsis.png and prints a table.
+Runs are experiments/configs/refseg.py:mode=M,quick (or ,sweep; --runlocal:
+runlocal,sweep on 48 toyworld expressions, no pretraining, seconds).
+Writes OUT/<dataset>_<schedule>_s<seed>-<seed>.json and .png; prints a table.
 """
 
 from __future__ import annotations
@@ -57,23 +61,16 @@ REFERRING = {
     "spacenet_buildings": "spacenet_buildings_referring",
     "levircd": "levircd_referring",
 }
+RUNLOCAL_SET = {"num_train": 32, "num_val": 8, "num_test": 8}  # toyworld
 
 
-def base_config(
-    quick: bool, data_dir: str, mode: str
+def sweep_config(
+    quick: bool, data_dir: str, mode: str, runlocal: bool = False
 ) -> ml_collections.ConfigDict:
-  c = refseg_config.get_config(f"mode={mode}")
+  """refseg.py:mode=MODE,quick (or ,sweep; ,runlocal,sweep) on `data_dir`."""
+  arg = "runlocal,sweep" if runlocal else "quick" if quick else "sweep"
+  c = refseg_config.get_config(f"mode={mode},{arg}")
   c.data.path = data_dir
-  c.checkpoint.every = 10**9
-  c.eval_every = 10**9
-  c.log_every = 100
-  c.evals = ml_collections.ConfigDict(
-      dict(test=dict(type="referring", split="test"))
-  )
-  if quick:
-    c.batch_size = 16
-    c.total_steps = 150  # CPU-sized (about 2 s/step on 2 shared cores)
-    c.optim.warmup_steps = 15
   return c
 
 
@@ -189,7 +186,17 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="toyworld")
   p.add_argument("--quick", action="store_true")
+  p.add_argument(
+      "--runlocal",
+      action="store_true",
+      help="smoke test: tiny model and referring set (seconds)",
+  )
   p.add_argument("--out", required=True)
+  p.add_argument(
+      "--name",
+      default="",
+      help="results file stem (default <dataset>_<schedule>_s<seed>-<seed>)",
+  )
   p.add_argument("--steps", type=int, default=None)
   p.add_argument("--pretrain_steps", type=int, default=None)
   p.add_argument(
@@ -197,7 +204,11 @@ def main(argv=None) -> None:
       default="auto",
       choices=("auto", "classifier", "cross_scale", "none"),
   )
-  p.add_argument("--modes", default=",".join(MODES))
+  p.add_argument(
+      "--modes",
+      default=None,
+      help=f"comma-separated (default {','.join(MODES)}; --runlocal: adapters)",
+  )
   p.add_argument("--data_root", default=None)
   p.add_argument(
       "--seed",
@@ -206,16 +217,19 @@ def main(argv=None) -> None:
       help="seed of the backbone pretraining and of every mode",
   )
   a = p.parse_args(argv)
-  data_dir = registry.resolve(REFERRING.get(a.dataset, a.dataset), a.data_root)
+  opts = RUNLOCAL_SET if a.runlocal and a.dataset == "toyworld" else None
+  data_dir = registry.resolve(
+      REFERRING.get(a.dataset, a.dataset), a.data_root, opts
+  )
   manifest = shards.load_manifest(data_dir)
   pre_steps = (
       a.pretrain_steps
       if a.pretrain_steps is not None
-      else (150 if a.quick else 1500)
+      else (0 if a.runlocal else 150 if a.quick else 1500)
   )
   tmp = tempfile.mkdtemp(prefix="rrsis_")
   backbone_init, pretrain = "", None
-  probe = base_config(a.quick, data_dir, MODES[0])
+  probe = sweep_config(a.quick, data_dir, MODES[0], a.runlocal)
   kind = a.pretrain if pre_steps > 0 else "none"
   if kind == "auto":
     kind = "classifier" if a.dataset == "toyworld" else "cross_scale"
@@ -256,8 +270,9 @@ def main(argv=None) -> None:
   if pretrain:
     pretrain["seconds"] = round(time.time() - t0, 1)
   methods, rows = {}, []
-  for mode in a.modes.split(","):
-    c = base_config(a.quick, data_dir, mode)
+  modes = a.modes or ("adapters" if a.runlocal else ",".join(MODES))
+  for mode in modes.split(","):
+    c = sweep_config(a.quick, data_dir, mode, a.runlocal)
     c.model.backbone_init = backbone_init
     c.seed = a.seed
     if a.steps:
@@ -310,13 +325,17 @@ def main(argv=None) -> None:
         f"< 3% trainable: adapters train "
         f"{100 * methods['adapters']['trainable_fraction']:.2f}%)"
     )
+  schedule = reporting.schedule_name(a.quick, a.steps or 0, a.runlocal)
+  stem = a.name or reporting.results_name(
+      a.dataset, schedule, a.seed, a.seed
+  ).removesuffix(".json")
   reporting.write_json(
       a.out,
-      "rrsis.json",
+      f"{stem}.json",
       {
           "dataset": manifest.name,
-          "data_dir": data_dir,
           "quick": a.quick,
+          "schedule": schedule,
           "steps": c.total_steps,
           "batch_size": c.batch_size,
           "seed": c.seed,
@@ -328,10 +347,10 @@ def main(argv=None) -> None:
           "methods": methods,
           "miou_gap_full_minus_adapters": gap,
           "whole_image_reference": trivial,
-          "machine": reporting.machine(),
       },
+      datasets={"data": data_dir},
   )
-  _plot(methods, os.path.join(a.out, "rrsis.png"), manifest.name)
+  _plot(methods, os.path.join(a.out, f"{stem}.png"), manifest.name)
 
 
 def _plot(methods: dict, path: str, name: str) -> None:

@@ -1,0 +1,183 @@
+"""Every sweep and benchmark runs as a README names it: `python -m ... --help`
+and its `--runlocal` smoke, each in its own subprocess; a smoke writes its
+results JSON with provenance (commit, date, machine, command, dataset paths
+relative to the data roots).
+
+The subprocesses of a group start together (2 cores: compile-bound runs
+overlap well) and share one records root, whose tiny toyworld is built once
+first; the JAX compilation cache (conftest) carries over between sessions.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SWEEPS = [
+    "experiments.cross_scale.tradeoff",
+    "experiments.cross_scale.selection_swap",
+    "experiments.cross_scale.tile_value",
+    "experiments.pretrain.benefit",
+    "experiments.pretrain.transfer",
+    "experiments.refseg.rrsis",
+]
+
+
+def _modules(folder: str) -> list[str]:
+  return sorted(
+      f"{folder.replace('/', '.')}.{os.path.basename(p)[:-3]}"
+      for p in glob.glob(os.path.join(ROOT, folder, "*.py"))
+      if not p.endswith("__init__.py")
+  )
+
+
+SR_BENCH = [
+    "experiments.sr_bench.sr_grid",
+    "experiments.sr_bench.sr_real_pairs",
+]
+HELP = SWEEPS + SR_BENCH + _modules("benchmarks")
+ABSL = {"benchmarks.step_time"}  # absl's --help exits 1 by design
+
+# module -> smoke args; OUT is the smoke's output folder, WORK the tradeoff
+# smoke's --work_dir (selection_swap / tile_value read its trained cell).
+SMOKES = {
+    "experiments.cross_scale.tradeoff": "--runlocal --work_dir WORK --out OUT",
+    "experiments.pretrain.benefit": "--runlocal --seeds 1 --out OUT",
+    "experiments.pretrain.transfer": "--runlocal --out OUT",
+    "experiments.refseg.rrsis": "--runlocal --out OUT",
+    "experiments.sr_bench.sr_grid": "--runlocal --out OUT",
+    "experiments.sr_bench.sr_real_pairs": "--runlocal --out OUT",
+    "benchmarks.tile_select_speed": "--runlocal --out OUT",
+    "benchmarks.input_pipeline_speed": "--runlocal --out OUT",
+    "benchmarks.pair_join_speed": "--runlocal --out OUT",
+    "benchmarks.sharding_memory": "--runlocal --out OUT",
+    "benchmarks.step_time": (
+        "--config experiments/configs/lr_vit.py:runlocal --steps 2 --out OUT"
+    ),
+}
+AFTER_TRADEOFF = {
+    "experiments.cross_scale.selection_swap": (
+        "--work_dir WORK --budget 0.125 --out OUT"
+    ),
+    "experiments.cross_scale.tile_value": (
+        "--work_dir WORK --budget 0.125 --out OUT"
+    ),
+}
+TIMEOUT = 600
+
+
+def _start(module: str, args: list[str], env: dict) -> subprocess.Popen:
+  return subprocess.Popen(
+      [sys.executable, "-m", module, *args],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
+
+
+def _finish(procs: dict) -> dict:
+  """{name: (returncode, output, seconds)} of started processes."""
+  out, t0 = {}, time.time()
+  for name, p in procs.items():
+    text, _ = p.communicate(timeout=TIMEOUT)
+    out[name] = (p.returncode, text, time.time() - t0)
+  return out
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  """The subprocesses' environment: a records root holding the runlocal
+  toyworld, built once here (the smokes would race to build it)."""
+  from data import registry
+  from experiments.configs import cross_scale
+
+  root = str(tmp_path_factory.mktemp("records"))
+  e = {**os.environ, "CROSSSCALE_DATA": root, "PYTHONPATH": ROOT}
+  e.pop("XLA_FLAGS", None)  # one CPU device, as a user runs them
+  opts = cross_scale.get_config("runlocal").toyworld.to_dict()
+  registry.resolve("toyworld", root, opts)
+  return e
+
+
+@pytest.fixture(scope="module")
+def helps(env):
+  return _finish({m: _start(m, ["--help"], env) for m in HELP})
+
+
+@pytest.mark.parametrize("module", HELP)
+def test_help(helps, module):
+  rc, text, _ = helps[module]
+  assert "Traceback" not in text, text
+  assert rc == (1 if module in ABSL else 0), text
+  assert re.search(r"usage|USAGE|flags:", text), text
+
+
+@pytest.fixture(scope="module")
+def smokes(env, tmp_path_factory):
+  """{module: (returncode, output, seconds, out dir)} of every smoke."""
+  base = tmp_path_factory.mktemp("smokes")
+  work = str(base / "work")
+
+  def args(module, spec):
+    out = str(base / module.rsplit(".", 1)[1])
+    return out, spec.replace("OUT", out).replace("WORK", work).split()
+
+  procs, outs = {}, {}
+  for m, spec in SMOKES.items():
+    outs[m], a = args(m, spec)
+    procs[m] = _start(m, a, env)
+  tradeoff = "experiments.cross_scale.tradeoff"
+  first = _finish({tradeoff: procs.pop(tradeoff)})
+  later = {}
+  for m, spec in AFTER_TRADEOFF.items():
+    outs[m], a = args(m, spec)
+    later[m] = _start(m, a, env)
+  done = {**first, **_finish(procs), **_finish(later)}
+  return {m: (*done[m], outs[m]) for m in done}
+
+
+@pytest.mark.parametrize("module", [*SMOKES, *AFTER_TRADEOFF])
+def test_smoke_writes_results_with_provenance(smokes, module):
+  rc, text, seconds, out = smokes[module]
+  assert rc == 0, text[-4000:]
+  files = glob.glob(os.path.join(out, "*.json"))
+  assert files, f"{module} wrote no JSON into {out}:\n{text[-2000:]}"
+  for path in files:
+    with open(path) as f:
+      prov = json.load(f)["provenance"]
+    assert re.fullmatch(r"[0-9a-f]{40}", prov["commit"] or ""), prov
+    assert isinstance(prov["dirty"], bool)
+    assert prov["date"].endswith("+00:00")
+    assert prov["machine"]["cpu_count"] >= 1
+    assert prov["command"].startswith(f"python -m {module} "), prov
+    for name, p in prov["datasets"].items():
+      assert not os.path.isabs(p), (name, p)
+    dumped = json.dumps(prov["datasets"])
+    assert ROOT not in dumped and "/tmp/" not in dumped
+  print(f"{module}: {seconds:.0f} s")
+
+
+def test_sweep_results_follow_the_naming_scheme(smokes):
+  """Sweeps name their file <dataset>_<schedule>_s<first>-<last>.json."""
+  want = {
+      "experiments.cross_scale.tradeoff": "toyworld_runlocal_s0-0.json",
+      "experiments.pretrain.benefit": "toyworld_runlocal_s0-0.json",
+      "experiments.pretrain.transfer": "toyworld_runlocal_s0-0.json",
+      "experiments.refseg.rrsis": "toyworld_runlocal_s0-0.json",
+      "experiments.cross_scale.selection_swap": "toyworld_steps20_s0-0.json",
+      "experiments.cross_scale.tile_value": "toyworld_steps20_s0-0.json",
+  }
+  for module, name in want.items():
+    out = smokes[module][3]
+    assert os.path.exists(os.path.join(out, name)), (module, os.listdir(out))
