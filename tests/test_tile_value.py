@@ -1,12 +1,14 @@
-"""experiments.cross_scale.tile_value: the loss drop from buying one more tile, its
-first-order estimate, and how scorers agree with it."""
+"""experiments.cross_scale.tile_value: the loss drop from buying one more
+tile, its first-order estimate, and how scorers agree with it."""
+
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import input_pipeline, metrics, tile_grid
+from crossscale import input_pipeline, metrics, shards, tile_grid
 from experiments.cross_scale import tile_value
 from tests import helpers
 
@@ -102,4 +104,7 @@ def test_run_values_over_the_test_split(run, tmp_path):
   both = tile_value.mean_over_seeds([res, res])
   assert both["lr_detail"] == pytest.approx(res["lr_detail"])
   tile_value.main(["--runs", f"ours={run.workdir}", "--out", str(tmp_path)])
-  assert (tmp_path / "tile_value.json").exists()
+  # <dataset>_steps<N>_s<first>-<last>.json (--runs is seed 0)
+  dataset = shards.load_manifest(run.config.data.path).name
+  name = f"{dataset}_steps{run.config.total_steps}_s0-0.json"
+  assert (tmp_path / name).exists(), os.listdir(tmp_path)
