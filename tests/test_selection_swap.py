@@ -1,5 +1,5 @@
-"""experiments.cross_scale.selection_swap: a trained run fed each source's tiles; its
-own sampler reproduces its test accuracy; overlaps by hand."""
+"""experiments.cross_scale.selection_swap: a trained run fed each source's
+tiles; its own sampler reproduces its test accuracy; overlaps by hand."""
 
 import json
 import os
