@@ -110,8 +110,16 @@ def command() -> str:
 
 
 def _quote(arg: str) -> str:
-  if os.path.isabs(arg):
-    return relative_path(arg)
+  """A command-line arg with absolute paths made relative (to the repo or
+  a data root; `--flag=/path` too), shell-quoted where needed."""
+  flag, eq, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+  if os.path.isabs(value):
+    repo, full = os.path.realpath(REPO_ROOT), os.path.realpath(value)
+    if full.startswith(repo + os.sep):
+      value = os.path.relpath(full, repo)  # e.g. --out experiments/.../results
+    else:
+      value = relative_path(value)
+  arg = f"{flag}{eq}{value}"
   return arg if arg and not set(arg) & set(" '\"$;&|<>*?") else repr(arg)
 
 

@@ -181,3 +181,43 @@ def test_sweep_results_follow_the_naming_scheme(smokes):
   for module, name in want.items():
     out = smokes[module][3]
     assert os.path.exists(os.path.join(out, name)), (module, os.listdir(out))
+
+
+def test_provenance_records_paths_relative_to_the_data_roots(
+    tmp_path, monkeypatch
+):
+  from crossscale import reporting
+
+  shared, records = tmp_path / "shared", tmp_path / "records"
+  monkeypatch.setenv("CROSSSCALE_SHARED_DATA", str(shared))
+  monkeypatch.setenv("CROSSSCALE_DATA", str(records))
+  monkeypatch.setattr(
+      sys, "argv", ["x.py", "--out", str(tmp_path / "o"), "--q=" + str(shared)]
+  )
+  path = reporting.write_json(
+      str(tmp_path / "o"),
+      reporting.results_name("rsscn7", "steps1200", 3, 10),
+      {"a": 1},
+      datasets={
+          "real": str(shared / "rsscn7" / "x.tif"),
+          "built": str(records / "toyworld-1234"),
+          "elsewhere": "/somewhere/else/set",
+          "name": "rsscn7",
+      },
+  )
+  assert path.endswith("/o/rsscn7_steps1200_s3-10.json")
+  with open(path) as f:
+    got = json.load(f)
+  assert got["a"] == 1
+  assert got["provenance"]["datasets"] == {
+      "real": "shared:rsscn7/x.tif",
+      "built": "data:toyworld-1234",
+      "elsewhere": "other:set",
+      "name": "rsscn7",
+  }
+  assert str(tmp_path) not in got["provenance"]["command"]
+  assert got["provenance"]["command"].endswith("--out other:o --q=shared:.")
+  assert reporting.schedule_name(True) == "quick"
+  assert reporting.schedule_name(False) == "full"
+  assert reporting.schedule_name(True, steps=1200) == "steps1200"
+  assert reporting.schedule_name(False, runlocal=True) == "runlocal"
