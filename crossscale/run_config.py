@@ -2,9 +2,9 @@
 against the config about to run in that workdir.
 
 Readers: the trainer, resuming a workdir (a config that no longer fits the
-checkpoints is named key by key, with the flags that restore it);
-`experiments.cross_scale.tradeoff`, deciding whether a finished cell is a run of the
-config a sweep asks for; `export.load_config`, rebuilding a run's model.
+checkpoints is named key by key, with the flags that restore it); the
+tradeoff sweep, deciding whether a finished cell is a run of the config it
+asks for; `export.load_config`, rebuilding a run's model.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ TIMEOUT = 600
 
 
 def _start(module: str, args: list[str], env: dict) -> subprocess.Popen:
-  return subprocess.Popen(
+  p = subprocess.Popen(
       [sys.executable, "-m", module, *args],
       cwd=ROOT,
       env=env,
@@ -84,14 +84,17 @@ def _start(module: str, args: list[str], env: dict) -> subprocess.Popen:
       stderr=subprocess.STDOUT,
       text=True,
   )
+  p.started = time.time()
+  return p
 
 
 def _finish(procs: dict) -> dict:
-  """{name: (returncode, output, seconds)} of started processes."""
-  out, t0 = {}, time.time()
+  """{name: (returncode, output, seconds until seen done)} of started
+  processes."""
+  out = {}
   for name, p in procs.items():
     text, _ = p.communicate(timeout=TIMEOUT)
-    out[name] = (p.returncode, text, time.time() - t0)
+    out[name] = (p.returncode, text, time.time() - p.started)
   return out
 
 
