@@ -246,9 +246,7 @@ def _toy_pairs(n=4, hr=16, scale=2, bands=2, seed=0):
   return {"lr": jnp.asarray(lrs, jnp.float32), "hr": jnp.asarray(hrs)}
 
 
-@pytest.mark.parametrize(
-    "name", ["edsr", pytest.param("implicit", marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("name", ["edsr", "implicit"])
 def test_l1_training_lowers_loss(name):
   batch = _toy_pairs()
   model = TINY[name](2, 2)
