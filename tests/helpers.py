@@ -1,5 +1,9 @@
-"""Small builders of test data shared by the tests."""
+"""Small builders of test data, and independent checks of trained runs,
+shared by the tests."""
 
+import os
+
+import jax
 import numpy as np
 
 from crossscale import records
@@ -81,3 +85,41 @@ def tiny_cross_scale_run(
   c.evals = {}
   train.train_and_evaluate(c, workdir)
   return selection_swap.load_run("ours", workdir)
+
+
+def checkpoint_params(workdir: str, step: int):
+  """The parameters a run saved at `step` in `workdir/checkpoints`, as host
+  arrays (restored by orbax directly, not through the trainer)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  out = mngr.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+  )
+  mngr.close()
+  return jax.device_get(out["state"]["params"])
+
+
+def accuracy_by_hand(model, params, data_dir, fields, split="test"):
+  """Single-label accuracy of `model` on a split, computed here on one
+  device (not by the evaluators): argmax of the logits against the label,
+  over the real (not padding) examples."""
+  from crossscale import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  apply = jax.jit(
+      lambda p, b: model.apply(
+          {"params": p},
+          b,
+          train=False,
+          rngs={"selection": jax.random.key(0)},
+      )["logits"]
+  )
+  hits = total = 0
+  for b in input_pipeline.eval_dataset(
+      data_dir, split, batch_size=16, fields=tuple(fields)
+  ):
+    valid = b.pop("valid")
+    right = np.asarray(apply(params, b)).argmax(-1) == b["labels"].argmax(-1)
+    hits += int(right[valid].sum())
+    total += int(valid.sum())
+  return hits / total

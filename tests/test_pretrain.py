@@ -330,7 +330,9 @@ def test_tile_contrast_loss_trains_the_hr_encoder(toyworld_small):
       jnp.asarray, train.example_batch(manifest, c.data.fields, 4)
   )
   rngs = {"params": jax.random.key(0), "selection": jax.random.key(1)}
-  params = nn.meta.unbox(model.init(rngs, batch, train=False)["params"])
+  params = jax.jit(
+      lambda b: nn.meta.unbox(model.init(rngs, b, train=False)["params"])
+  )(batch)
   assert "contrast_proj" in params
 
   def loss(p):
@@ -339,7 +341,7 @@ def test_tile_contrast_loss_trains_the_hr_encoder(toyworld_small):
     )
     return out["aux_losses"]["hr_contrast"], out
 
-  (l, out), g = jax.value_and_grad(loss, has_aux=True)(params)
+  (l, out), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   assert np.isfinite(float(l)) and float(l) > 0
   assert 0.0 <= float(out["metrics"]["contrast_top1"][0]) <= 1.0
   hr_grad = sum(
@@ -352,10 +354,12 @@ def test_tile_contrast_loss_trains_the_hr_encoder(toyworld_small):
   # Off by default: no parameters, no loss.
   c.model.contrast_tiles = 0
   model = train.make_model(c, manifest)
-  out = model.apply(
-      model.init(rngs, batch, train=False),
-      batch,
-      train=True,
-      rngs={"selection": jax.random.key(2)},
-  )
+  out = jax.jit(
+      lambda b: model.apply(
+          model.init(rngs, b, train=False),
+          b,
+          train=True,
+          rngs={"selection": jax.random.key(2)},
+      )
+  )(batch)
   assert "hr_contrast" not in out["aux_losses"]

@@ -181,7 +181,6 @@ def _two_squares(n, H=32, seed=0):
   }
 
 
-@pytest.mark.slow
 def test_language_guidance_changes_the_mask():
   """After a short adapter training on a task only the text disambiguates,
   two expressions on the same image give different masks, each near its own
@@ -254,7 +253,6 @@ def test_text_fields_are_batched_from_the_record_text(tmp_path):
   assert all(texts) and (batch["text_mask"].sum(1) > 2).all()
 
 
-@pytest.mark.slow
 def test_referring_evaluator_matches_independent_metrics(tmp_path):
   from data import referring
 
