@@ -5,8 +5,8 @@ Each notebook is executed headless (nbclient, the `python3` kernel of this
 interpreter) from the repository root with CROSSSCALE_NOTEBOOK_SMALL=1: a tiny
 toyworld, runlocal widths, a few steps. A cell that raises fails the test.
 The three together must stay well under 90 s on 2 CPU cores: they run at
-once in three kernels, and XLA's CPU backend is told to optimise less
-(compile time dominates these tiny runs).
+once in three kernels, with the suite's fast compiles and compilation cache
+(tests/conftest.py; compile time dominates these tiny runs).
 """
 
 import asyncio
@@ -14,6 +14,8 @@ import os
 import time
 
 import pytest
+
+from tests import conftest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -26,14 +28,6 @@ NOTEBOOKS = (
     "sr_correlation.ipynb",
 )
 DEVICES = 2  # fake CPU devices of each kernel
-# Compile-time knobs for the smoke runs only (they do not change results
-# beyond float rounding): LLVM without its expensive passes, and the older
-# fusion emitters (halve the train step's compile time on the CPU).
-FAST_XLA_FLAGS = (
-    "--xla_backend_optimization_level=0 "
-    "--xla_llvm_disable_expensive_passes=true "
-    "--xla_cpu_use_fusion_emitters=false"
-)
 
 
 def _read(name):
@@ -60,19 +54,13 @@ def test_committed_without_outputs(name):
   ), f"{name}: no SMALL switch (CROSSSCALE_NOTEBOOK_SMALL)"
 
 
-def _kernel_env(out: str, jax_cache: str) -> dict:
+def _kernel_env(out: str) -> dict:
   """Environment of a notebook's kernel: SMALL mode, its outputs and
-  datasets under `out`, fast compiles, 2 fake CPU devices, a persistent
-  compilation cache shared by the notebooks (the same model config compiles
-  once; a cache entry read while another kernel writes it only warns)."""
+  datasets under `out`, and the suite's fast compiles and compilation cache
+  (inherited; the notebooks share one model config, which compiles once),
+  on 2 fake CPU devices."""
   # 2 fake devices (not the suite's 8): the mesh and the batch really split
   # over devices, at a fraction of 8 devices' compile time.
-  flags = [
-      f
-      for f in os.environ.get("XLA_FLAGS", "").split()
-      if "xla_force_host_platform_device_count" not in f
-  ]
-  flags.append(f"--xla_force_host_platform_device_count={DEVICES}")
   return {
       **os.environ,
       "CROSSSCALE_NOTEBOOK_SMALL": "1",
@@ -80,9 +68,7 @@ def _kernel_env(out: str, jax_cache: str) -> dict:
       "CROSSSCALE_DATA": os.path.join(out, "datasets"),
       "IPYTHONDIR": os.path.join(out, "ipython"),
       "JAX_PLATFORMS": "cpu",
-      "XLA_FLAGS": " ".join(flags + [FAST_XLA_FLAGS]),
-      "JAX_COMPILATION_CACHE_DIR": jax_cache,
-      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+      "XLA_FLAGS": conftest.xla_flags(devices=DEVICES),
   }
 
 
@@ -104,12 +90,11 @@ def executed(tmp_path_factory):
     )
     runs[name] = (out, client)
 
-  jax_cache = str(base / "jax_cache")
   t0 = time.perf_counter()
 
   async def run(name, out, client):
     try:
-      await client.async_execute(env=_kernel_env(out, jax_cache))
+      await client.async_execute(env=_kernel_env(out))
       error = None
     except Exception as e:  # pylint: disable=broad-except
       error = e
