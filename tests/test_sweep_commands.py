@@ -104,10 +104,12 @@ def env(tmp_path_factory):
   toyworld, built once here (the smokes would race to build it)."""
   from data import registry
   from experiments.configs import cross_scale
+  from tests import conftest
 
   root = str(tmp_path_factory.mktemp("records"))
   e = {**os.environ, "CROSSSCALE_DATA": root, "PYTHONPATH": ROOT}
-  e.pop("XLA_FLAGS", None)  # one CPU device, as a user runs them
+  # One CPU device, as a user runs them, with the suite's fast compiles.
+  e["XLA_FLAGS"] = conftest.xla_flags(devices=1)
   opts = cross_scale.get_config("runlocal").toyworld.to_dict()
   registry.resolve("toyworld", root, opts)
   return e
