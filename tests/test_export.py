@@ -17,6 +17,7 @@ from crossscale import budgets, export, run_config, serving, shards, train
 from crossscale.models import sr
 from experiments.configs import cross_scale as cross_scale_config
 from experiments.configs import lr_vit as lr_vit_config
+from tests import conftest
 from tests.conftest import ROOT
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -60,7 +61,7 @@ def _inputs(manifest, b, seed=0):
 
 def _env(devices=1):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = conftest.xla_flags(devices)  # + the fast compiles
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT
   return env
