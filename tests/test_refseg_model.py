@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from crossscale import (
-  evaluators,
-  input_pipeline,
-  metrics,
-  optim,
-  partitioning,
-  train,
+    evaluators,
+    input_pipeline,
+    metrics,
+    optim,
+    partitioning,
+    train,
 )
 from crossscale.models import refseg
 from experiments.configs import refseg as refseg_config

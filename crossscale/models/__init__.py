@@ -19,14 +19,14 @@ from typing import Any
 import flax.linen as nn
 
 from crossscale.models import (
-  cross_scale,
-  cross_scale_pretrain,
-  dense_backbones,
-  refseg,
-  sr,
-  sr_diffusion,
-  sr_gan,
-  vit,
+    cross_scale,
+    cross_scale_pretrain,
+    dense_backbones,
+    refseg,
+    sr,
+    sr_diffusion,
+    sr_gan,
+    vit,
 )
 
 _MODELS = {
