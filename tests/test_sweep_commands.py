@@ -75,7 +75,15 @@ AFTER_TRADEOFF = {
 TIMEOUT = 600
 
 
+# Smokes that measure a multi-device mesh get the suite's 8 fake devices.
+DEVICES = {"benchmarks.sharding_memory": 8}
+
+
 def _start(module: str, args: list[str], env: dict) -> subprocess.Popen:
+  if module in DEVICES:
+    from tests import conftest
+
+    env = {**env, "XLA_FLAGS": conftest.xla_flags(devices=DEVICES[module])}
   p = subprocess.Popen(
       [sys.executable, "-m", module, *args],
       cwd=ROOT,
