@@ -379,7 +379,8 @@ def test_grid_cache_and_resume(toyworld_small, tmp_path):
   assert len(first["run"]["trained"]) == 3  # bicubic, edsr, unet
   bic = next(c for c in first["cells"] if c["sr"] == "bicubic")
   assert bic["score"] == pytest.approx(bic["score_lr_up"])  # same operator
-  with open(os.path.join(out, "sr_grid.json")) as f:
+  assert first["file"].endswith("_runlocal_s0-0.json")
+  with open(os.path.join(out, first["file"])) as f:
     on_disk = json.load(f)
   assert set(on_disk) >= {"cells", "correlation", "machine"}
   assert on_disk["cells"] == first["cells"]

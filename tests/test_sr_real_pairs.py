@@ -146,8 +146,9 @@ def test_run_writes_json(shared_data, tmp_path):
       models=("bicubic", "bicubic_ls"),
       log=lambda *_: 0,
   )
-  assert (tmp_path / "sr_real_pairs.json").exists()
-  assert (tmp_path / "sr_real_pairs.png").stat().st_size > 5000
+  assert res["file"] == "real_pairs_runlocal_s0-0.json"
+  assert (tmp_path / res["file"]).exists()
+  assert (tmp_path / "real_pairs_runlocal_s0-0.png").stat().st_size > 5000
   assert [r["sr"] for r in res["rows"]] == ["bicubic", "bicubic_ls"]
   p = res["pairs"]["landsat8_pan_ms"]
   assert len(p["windows"]["test"]) == 10 and len(p["windows"]["train"]) == 15

@@ -190,6 +190,8 @@ def test_sweep_results_follow_the_naming_scheme(smokes):
       "experiments.refseg.rrsis": "toyworld_runlocal_s0-0.json",
       "experiments.cross_scale.selection_swap": "toyworld_steps20_s0-0.json",
       "experiments.cross_scale.tile_value": "toyworld_steps20_s0-0.json",
+      "experiments.sr_bench.sr_grid": "toyworld_runlocal_s0-0.json",
+      "experiments.sr_bench.sr_real_pairs": "real_pairs_runlocal_s0-0.json",
   }
   for module, name in want.items():
     out = smokes[module][3]

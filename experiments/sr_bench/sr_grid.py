@@ -19,7 +19,8 @@ bicubic LR ("lr_up"); grid_stats correlates fidelity with the score.
 `--cache DIR` (default OUT/cache): trained parameters (<key>.npz, written
 by crossscale.checkpoint) and metadata / cells (<key>.json, written last);
 keys hash the data, model config, steps and seeds, so a rerun resumes.
-Writes OUT/sr_grid.json, OUT/sr_grid.png and prints a table.
+Writes OUT/<dataset>_<schedule>_s<seed>-<seed>.json (crossscale.reporting.
+results_name), a PNG beside it, and prints a table.
 """
 
 from __future__ import annotations
@@ -515,7 +516,8 @@ def run_grid(
     log=print,
     **overrides,
 ) -> dict:
-  """Runs (or resumes) the grid; writes OUT/sr_grid.json and returns it.
+  """Runs (or resumes) the grid; writes its results JSON into `out_dir`
+  (name in results["file"]) and returns the results.
 
   preset: "tiny" (seconds: --runlocal, tests, notebooks), "quick" (the
   default with quick=True) or "full" (`settings`); sr_steps / task_steps
@@ -605,7 +607,9 @@ def run_grid(
           "seconds": time.time() - t0,
       },
   }
-  reporting.write_json(out_dir, "sr_grid.json", results)
+  schedule = {"tiny": "runlocal"}.get(preset, preset)
+  results["file"] = reporting.results_name(dataset, schedule, s.seed, s.seed)
+  reporting.write_json(out_dir, results["file"], results)
   return results
 
 
@@ -662,7 +666,8 @@ def main(argv=None):
       data_root=a.data_root,
   )
   grid_plot.print_results(results)
-  png = grid_plot.plot(results, os.path.join(a.out, "sr_grid.png"))
+  stem = os.path.splitext(results["file"])[0]
+  png = grid_plot.plot(results, os.path.join(a.out, stem + ".png"))
   print(f"wrote {png}")
 
 

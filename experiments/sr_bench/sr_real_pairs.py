@@ -17,7 +17,8 @@ widths, pixel L1, crossscale.train.fit_arrays on standardised windows).
 Each side is scaled to [0, 1] by its train 99.9th percentile; PSNR / SSIM
 (crossscale.fidelity) are means over the test windows. --runlocal: 10 steps
 on landsat8_pan_ms with bicubic, bicubic_ls and edsr.
-Writes OUT/sr_real_pairs.json, OUT/sr_real_pairs.png and prints a table.
+Writes OUT/real_pairs_<schedule>_s0-0.json (crossscale.reporting.results_name),
+a PNG beside it, and prints a table.
 """
 
 from __future__ import annotations
@@ -401,8 +402,11 @@ def run(
       "machine": reporting.machine(),
       "seconds": round(time.time() - t0, 1),
   }
-  reporting.write_json(out_dir, "sr_real_pairs.json", payload)
-  figure(examples, os.path.join(out_dir, "sr_real_pairs.png"))
+  schedule = {"tiny": "runlocal"}.get(preset, preset)
+  payload["file"] = reporting.results_name("real_pairs", schedule, 0, 0)
+  reporting.write_json(out_dir, payload["file"], payload)
+  stem = os.path.splitext(payload["file"])[0]
+  figure(examples, os.path.join(out_dir, stem + ".png"))
   return payload
 
 
