@@ -12,7 +12,7 @@ training: its config is WORKDIR/config.json unless --config is given, and
 On a multi-host cluster (TPU pod slices, SLURM, Open MPI, or plain hosts
 with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID set) it
 calls jax.distributed.initialize() first; run the same command on every host
-(README: "Multi-host").
+(docs/multihost.md).
 """
 
 import logging as std_logging
