@@ -15,8 +15,10 @@ jpg/jpeg/png/tif/tiff (any case), in sorted order, so a build is
 deterministic. Other files (Thumbs.db, .DS_Store, ...) are ignored.
 
 Each image becomes one scene:
-  HR: the image `[H, W, C]` (resized with PIL bicubic to hr_size x hr_size
-      when `hr_size` is given; otherwise every image must have one size).
+  HR: the image `[H, W, C]` (with `hr_size`, every image not already
+      hr_size x hr_size is resized to it, PIL bicubic per band, aspect not
+      kept: UC Merced's 242-257 px sides stretch by <= 6%; without it every
+      image must have one size).
   LR: `crossscale.sensor.degrade(HR, scale)` `[H/scale, W/scale, C]`, with an
       RNG seeded per image from (seed, index in the sorted file list).
   labels: one-hot over the classes; split: seeded, stratified by class;
@@ -29,9 +31,10 @@ are read with rasterio and keep their dtype and all bands: a 3-band uint8 tif
 with RGB colour interpretation gets bands R, G, B, a palette tif is expanded to
 RGB, other tifs use the band descriptions when every band has one, else B1..Bn.
 
-Ground sample distance: these datasets do not record one per image, so
-hr_gsd = 1.0 means "one HR pixel" (not metres) and lr_gsd = scale in the
-same unit; only the ratio (scale) is meaningful.
+Ground sample distance: `hr_gsd` (metres per HR pixel after any resize,
+e.g. 0.3 for UC Merced at 256 px) is recorded when given, with lr_gsd =
+hr_gsd * scale. Without it (RSSCN7: unknown) hr_gsd = 1.0 means "one HR
+pixel" and lr_gsd = scale in the same unit; only the ratio is meaningful.
 
 Usage:
   python -m data.image_folder --src ../shared/data/rsscn7 --out /tmp/rsscn7
@@ -287,9 +290,11 @@ def make_scenes(
     seed: int,
     psf_sigma: float,
     noise_std: float,
+    hr_gsd: float | None = None,
 ) -> Iterator[records.Scene]:
   """Yields one Scene per (path, class index), in `items` order."""
   first: tuple[str, tuple[int, ...]] | None = None
+  gsd = 1.0 if hr_gsd is None else float(hr_gsd)
   for index, ((path, ci), split) in enumerate(zip(items, splits)):
     hr, bands = load_hr(path, hr_size)
     if first is None:
@@ -312,8 +317,8 @@ def make_scenes(
         hr=hr,
         lr_bands=bands,
         hr_bands=bands,
-        lr_gsd=float(scale),
-        hr_gsd=1.0,
+        lr_gsd=gsd * scale,
+        hr_gsd=gsd,
         grid=grid,
         labels=one_hot(ci, len(classes)),
         split=split,
@@ -334,6 +339,7 @@ def build(
     noise_std: float = 0.01,
     limit_per_class: int | None = None,
     layout: str = "folders",
+    hr_gsd: float | None = None,
     records_per_shard: int = 512,
 ) -> shards.Manifest:
   """Builds a records dataset in `out_dir` from the class folders in `src_dir`.
@@ -343,6 +349,8 @@ def build(
   """
   if hr_size is not None:
     check_hr_size(hr_size, hr_size, scale, grid, f"--hr_size {hr_size}")
+  if hr_gsd is not None and not hr_gsd > 0:
+    raise ValueError(f"--hr_gsd {hr_gsd}: give metres per HR pixel (> 0).")
   src_dir = os.path.abspath(src_dir)
   name = name or os.path.basename(os.path.normpath(src_dir))
   classes, items = scan(src_dir, limit_per_class, layout)
@@ -359,6 +367,7 @@ def build(
       seed=seed,
       psf_sigma=psf_sigma,
       noise_std=noise_std,
+      hr_gsd=hr_gsd,
   )
   builder = {
       "builder": "image_folder",
@@ -372,8 +381,13 @@ def build(
       "noise_std": noise_std,
       "limit_per_class": limit_per_class,
       "layout": layout,
-      "gsd_note": "hr_gsd=1.0 is one HR pixel (true GSD unknown); "
-      "lr_gsd=scale in the same unit",
+      "hr_gsd": hr_gsd,
+      "gsd_note": (
+          "hr_gsd=1.0 is one HR pixel (true GSD unknown); "
+          "lr_gsd=scale in the same unit"
+          if hr_gsd is None
+          else "metres"
+      ),
   }
   return shards.write_dataset(
       out_dir,
@@ -420,6 +434,13 @@ def main(argv: Sequence[str] | None = None) -> None:
       help="folders: SRC/<class>/<image>; prefix: a flat folder "
       "of <class>_<n>.<ext> (EuroSAT samples)",
   )
+  p.add_argument(
+      "--hr_gsd",
+      type=float,
+      default=None,
+      help="metres per HR pixel (after --hr_size); default: unknown, "
+      "recorded as 1.0 = one pixel",
+  )
   p.add_argument("--psf_sigma", type=float, default=0.5)
   p.add_argument("--noise_std", type=float, default=0.01)
   common.add_common_flags(p)
@@ -437,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           noise_std=args.noise_std,
           limit_per_class=args.limit_per_class,
           layout=args.layout,
+          hr_gsd=args.hr_gsd,
           records_per_shard=args.records_per_shard,
       ),
       args.out,

@@ -6,6 +6,9 @@ first use under `config.data_root`:
   toyworld  procedural default (data/toyworld.py), from `config.toyworld`
   rsscn7    the real RSSCN7 scenes in ../shared/data/rsscn7
             (data/image_folder.py), LR 8x coarser than HR, a 10x10 HR grid
+  ucmerced  the real UC Merced scenes in ../shared/data/ucmerced (21
+            classes, data/image_folder.py): resized to 256 px (0.3 m), LR 8x
+            coarser (2.4 m), an 8x8 grid of 32 px HR tiles
   eurosat_samples  the 54 real EuroSAT RGB tiles in ../shared/data (flat,
             class = file-name prefix; data/image_folder.py layout="prefix")
   bigearthnet  the real BigEarthNet S2 patches in ../shared/data
@@ -70,6 +73,18 @@ def _shared_source(name: str) -> str:
         "data/ and pass their directory."
     )
   return src
+
+
+# UC Merced: 0.3 m (1 ft) per pixel at its native 256 px.
+UCMERCED_GSD_M, UCMERCED_SIZE = 0.3, 256
+
+
+def _build_ucmerced(out: str, opts: dict) -> None:
+  from data import image_folder  # pylint: disable=g-import-not-at-top
+
+  size = opts.get("hr_size") or UCMERCED_SIZE
+  opts.setdefault("hr_gsd", UCMERCED_GSD_M * UCMERCED_SIZE / size)
+  image_folder.build(_shared_source("ucmerced"), out, name="ucmerced", **opts)
 
 
 def _build_eurosat_samples(out: str, opts: dict) -> None:
@@ -151,6 +166,7 @@ def _version(dataset: str) -> int:
 _BUILDERS = {
     "toyworld": _build_toyworld,
     "rsscn7": _build_rsscn7,
+    "ucmerced": _build_ucmerced,
     "eurosat_samples": _build_eurosat_samples,
     "bigearthnet": _build_bigearthnet,
 }
@@ -158,6 +174,8 @@ _BUILDERS.update({n: _build_referring(s) for n, s in _REFERRING.items()})
 _BUILDERS.update({n: _build_sr_chips(s) for n, s in _SR_CHIPS.items()})
 _DEFAULTS = {
     "rsscn7": {"scale": 8, "grid": 10},
+    # 256 px: HR tiles of 32 px, LR 32x32 px.
+    "ucmerced": {"hr_size": 256, "scale": 8, "grid": 8},
     # Toyworld images (not expressions): ~6 expressions each, so
     # ~12k train expressions; 300 images learn the set by heart.
     "toyworld_referring": {"num_train": 2000, "num_val": 200, "num_test": 300},

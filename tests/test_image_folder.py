@@ -111,6 +111,39 @@ def test_rsscn7_hr_size(rsscn7, tmp_path):
   assert s.hr.dtype == np.uint8 and s.hr.std() > 1.0
 
 
+@pytest.mark.parametrize("n", [240, 257])  # UC Merced's sides: 242-257
+def test_resize_is_bicubic_on_pixel_centres(n):
+  """Hand-worked: bicubic reproduces a ramp v = x exactly away from the
+  edges, and output pixel j samples input x = (j + 0.5) * n / 256 - 0.5."""
+  ramp = np.tile(np.arange(n, dtype=np.float32), (n, 1))[..., None]
+  x = (np.arange(256) + 0.5) * n / 256 - 0.5
+  inner = (x >= 3) & (x <= n - 4)  # the kernel's support lies in the image
+  out = image_folder.resize(ramp, 256)
+  assert out.shape == (256, 256, 1) and out.dtype == np.float32
+  np.testing.assert_allclose(
+      out[:, inner, 0], np.tile(x[inner], (256, 1)), atol=1e-4
+  )
+  as_u8 = image_folder.resize(ramp.astype(np.uint8), 256)
+  assert as_u8.dtype == np.uint8
+  np.testing.assert_array_equal(
+      as_u8[:, inner, 0], np.tile(np.rint(x[inner]), (256, 1))
+  )
+  assert image_folder.resize(out, 256) is out  # already 256: untouched
+
+
+def test_hr_gsd_is_recorded(tmp_path):
+  rng = np.random.default_rng(0)
+  src = tmp_path / "src"
+  for cls in ("a", "b"):
+    _save(str(src / cls / "0.png"), _rand_rgb(rng, 40, 40))
+  m = image_folder.build(str(src), str(tmp_path / "o1"), grid=5)
+  assert (m.hr_gsd, m.lr_gsd, m.builder["hr_gsd"]) == (1.0, 8.0, None)
+  m = image_folder.build(str(src), str(tmp_path / "o2"), grid=5, hr_gsd=0.5)
+  assert (m.hr_gsd, m.lr_gsd, m.builder["gsd_note"]) == (0.5, 4.0, "metres")
+  with pytest.raises(ValueError, match="--hr_gsd -1.*metres"):
+    image_folder.build(str(src), str(tmp_path / "o3"), hr_gsd=-1)
+
+
 def test_corrupt_image_names_file(tmp_path):
   rng = np.random.default_rng(0)
   src = tmp_path / "src"
@@ -252,8 +285,11 @@ def test_cli(tmp_path, capsys):
           "80",
           "--seed",
           "3",
+          "--hr_gsd",
+          "0.25",
       ]
   )
   assert "mydata: 2 classes" in capsys.readouterr().out
   m = shards.load_manifest(str(tmp_path / "out"))
   assert m.hr_shape == [80, 80, 3] and m.builder["seed"] == 3
+  assert (m.hr_gsd, m.lr_gsd) == (0.25, 2.0)
