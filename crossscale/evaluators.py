@@ -55,10 +55,12 @@ def split_outputs(ev, params, host_keys: tuple[str, ...] = ()):
 
 
 class ClassificationEvaluator:
-  """Loss and accuracy (single-label) or mAP (multi-label) over a split,
-  the average of every per-example value the model reports in
-  out["metrics"] (e.g. HR tiles bought, drift), and retrieval AP@k /
-  recall@k when the model returns an "embedding"."""
+  """Loss, accuracy (single-label), the average of every per-example value
+  the model reports in out["metrics"] (e.g. HR tiles bought, drift), and
+  from the logits the paper's metrics (crossscale.metrics): "mAP_macro",
+  "mAP_weighted", "mAP_micro" (classes with positives in the split) and
+  class-to-scene retrieval "mAP@k" (k = retrieval_k). When the model returns
+  an "embedding", also scene-to-scene "scene_AP@k" / "scene_recall@k"."""
 
   def __init__(
       self,
@@ -129,6 +131,9 @@ class ClassificationEvaluator:
       )
     if logits is not None:
       result.update(metrics.mean_average_precision(logits, labels))
+      result.update(
+          metrics.class_retrieval_metrics(logits, labels, (self.retrieval_k,))
+      )
     result.update({k: float(v.mean()) for k, v in cat.items()})
     if emb is not None:
       result.update(metrics.retrieval_metrics(emb, labels, (self.retrieval_k,)))

@@ -67,33 +67,73 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
   return float((precision * recall_gain).sum())
 
 
+def _score_matrix(scores, labels, fn: str) -> tuple[np.ndarray, np.ndarray]:
+  """`[N, K]` float64 scores and bool labels, or a clear error."""
+  scores, labels = np.asarray(scores, np.float64), np.asarray(labels) > 0
+  if scores.ndim != 2 or scores.shape != labels.shape:
+    raise ValueError(
+        f"{fn}: scores {scores.shape} and labels {labels.shape} must both be "
+        "[N scenes, K classes]: pass the split's logits and multi-hot labels."
+    )
+  return scores, labels
+
+
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> dict:
   """Macro, support-weighted and micro mAP for `[N, K]` scores/labels.
 
-  Classes with no positives are left out of macro/weighted averages.
+  Only classes with positives in the split count, in all three: macro is
+  the mean of per-class AP, weighted weighs it by #positives, micro is one
+  AP over the pooled (scene, class) pairs of those classes (an absent
+  class's scores would only add negatives). nan when no class has one.
   """
-  labels = np.asarray(labels, bool)
-  ap = np.array(
-      [
-          average_precision(scores[:, k], labels[:, k])
-          for k in range(labels.shape[1])
-      ]
-  )
+  scores, labels = _score_matrix(scores, labels, "mean_average_precision")
   support = labels.sum(0)
   ok = support > 0
+  if not ok.any():
+    return {k: float("nan") for k in ("mAP_macro", "mAP_weighted", "mAP_micro")}
+  ap = np.array(
+      [average_precision(scores[:, k], labels[:, k]) for k in ok.nonzero()[0]]
+  )
   return {
-      "mAP_macro": float(ap[ok].mean()) if ok.any() else float("nan"),
-      "mAP_weighted": float((ap[ok] * support[ok]).sum() / support[ok].sum())
-      if ok.any()
-      else float("nan"),
-      "mAP_micro": average_precision(scores.ravel(), labels.ravel()),
+      "mAP_macro": float(ap.mean()),
+      "mAP_weighted": float((ap * support[ok]).sum() / support[ok].sum()),
+      "mAP_micro": average_precision(
+          scores[:, ok].ravel(), labels[:, ok].ravel()
+      ),
   }
+
+
+def class_retrieval_metrics(
+    scores: np.ndarray, labels: np.ndarray, ks=(10,)
+) -> dict[str, float]:
+  """The paper's retrieval mAP@k: each class queries the split's scenes.
+
+  scores: `[N, K]` per-class scores (logits, or a scene's similarity to the
+  class's text embedding); labels: `[N, K]` multi-hot. Per class, scenes are
+  ranked by its score (ties keep scene order: a stable sort); AP@k = sum
+  over relevant ranks r <= k of precision@r, divided by min(#positives, k);
+  "mAP@k" is the mean over classes with positives (nan if none).
+  """
+  scores, labels = _score_matrix(scores, labels, "class_retrieval_metrics")
+  order = np.argsort(-scores, axis=0, kind="stable")  # [N, K]
+  ranked = np.take_along_axis(labels, order, axis=0).astype(np.float64)
+  npos = labels.sum(0)
+  ok = npos > 0
+  out = {}
+  for k in ks:
+    top = ranked[:k]  # [min(k, N), K]
+    prec = np.cumsum(top, 0) / np.arange(1, top.shape[0] + 1)[:, None]
+    ap = (prec * top).sum(0) / np.minimum(npos, k).clip(min=1)
+    out[f"mAP@{k}"] = float(ap[ok].mean()) if ok.any() else float("nan")
+  return out
 
 
 def retrieval_metrics(
     emb: np.ndarray, labels: np.ndarray, ks=(10,)
 ) -> dict[str, float]:
-  """Scene-to-scene retrieval: each item queries all others.
+  """Scene-to-scene retrieval ("scene_AP@k", "scene_recall@k"): each item
+  queries all others. Not the paper's protocol (class_retrieval_metrics);
+  older results JSONs call these "AP@k" / "recall@k".
 
   emb: `[N, E]` L2-normalised; labels: `[N, K]` multi-hot; a gallery item is
   relevant when it shares a label with the query. AP@k = sum over relevant
@@ -115,8 +155,8 @@ def retrieval_metrics(
     top = ranked[:, :k].astype(np.float64)
     prec = np.cumsum(top, 1) / np.arange(1, top.shape[1] + 1)
     ap = (prec * top).sum(1) / np.minimum(npos, k).clip(min=1)
-    out[f"AP@{k}"] = float(ap[ok].mean()) if ok.any() else float("nan")
-    out[f"recall@{k}"] = (
+    out[f"scene_AP@{k}"] = float(ap[ok].mean()) if ok.any() else float("nan")
+    out[f"scene_recall@{k}"] = (
         float((top.sum(1)[ok] / npos[ok]).mean()) if ok.any() else float("nan")
     )
   return out

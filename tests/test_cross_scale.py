@@ -380,9 +380,9 @@ def test_retrieval_metrics_hand_case():
   # Query 3: ranking 2(-), 1(+), 0(+) -> AP@1 = 0; AP@2 = (1/2) / 2.
   # Query 2 has no relevant item: skipped.
   # Query 1: ranking 0(+), 3(+) -> 1, 1.
-  assert m["AP@1"] == pytest.approx((1 + 1 + 0) / 3)
-  assert m["AP@2"] == pytest.approx((1 + 1 + 0.25) / 3)
-  assert m["recall@1"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
+  assert m["scene_AP@1"] == pytest.approx((1 + 1 + 0) / 3)
+  assert m["scene_AP@2"] == pytest.approx((1 + 1 + 0.25) / 3)
+  assert m["scene_recall@1"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
 
 
 def test_per_class_budgets_buy_p_c_tiles_per_scene():

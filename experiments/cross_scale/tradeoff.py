@@ -150,8 +150,9 @@ def run_tradeoff(
   "accuracy_seeds" / "accuracy_std" hold the spread.
   Returns {"dataset", "grid", "budgets", "seeds", "methods": {name:
   {"budget", "accuracy", "accuracy_std", "accuracy_seeds", "mAP",
-  "hr_tiles", "hr_fraction", "drift", "AP@10"}}, "table": one row per
-  (method, budget)}.
+  "hr_tiles", "hr_fraction", "drift", "mAP@10", "scene_AP@10"}}, "table":
+  one row per (method, budget)}. "mAP@10" is the paper's class-to-scene
+  retrieval; "scene_AP@10" scene-to-scene (older runs: "AP@10").
   """
   if not isinstance(methods, dict):
     methods = {m: METHODS[m] for m in methods}
@@ -201,7 +202,8 @@ def run_tradeoff(
         "hr_tiles": [r["hr_tiles"] for r in rows],
         "hr_fraction": [r["hr_tiles"] / n_tiles for r in rows],
         "drift": [r.get("drift") for r in rows],
-        "AP@10": [r.get("AP@10") for r in rows],
+        "mAP@10": [r.get("mAP@10") for r in rows],
+        "scene_AP@10": [r.get("scene_AP@10", r.get("AP@10")) for r in rows],
     }
   return {
       "dataset": manifest.name,
@@ -234,14 +236,18 @@ TABLE_COLUMNS = [
     "accuracy_std",
     "mAP",
     "drift",
-    "AP@10",
+    "mAP@10",
+    "scene_AP@10",
 ]
 
 
 def table_rows(methods: dict) -> list[dict]:
-  """One row per (method, budget) of `run_tradeoff(...)["methods"]`."""
+  """One row per (method, budget) of `run_tradeoff(...)["methods"]` (older
+  JSONs: "AP@10" is read as "scene_AP@10", "mAP@10" is None)."""
   table = []
   for m, r in methods.items():
+    none = [None] * len(r["budget"])
+    scene_ap = r.get("scene_AP@10", r.get("AP@10", none))
     for i, b in enumerate(r["budget"]):
       table.append(
           {
@@ -254,7 +260,8 @@ def table_rows(methods: dict) -> list[dict]:
               )[i],
               "mAP": r["mAP"][i],
               "drift": r["drift"][i],
-              "AP@10": r["AP@10"][i],
+              "mAP@10": r.get("mAP@10", none)[i],
+              "scene_AP@10": scene_ap[i],
           }
       )
   return table
