@@ -417,7 +417,12 @@ def time_steps(
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--dataset", default="toyworld")
+  p.add_argument(
+      "--dataset",
+      default="toyworld",
+      help="a registered name (toyworld, rsscn7, ucmerced, ...: "
+      "data/registry.py) or a records directory",
+  )
   p.add_argument("--quick", action="store_true")
   p.add_argument(
       "--runlocal",
