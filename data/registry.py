@@ -4,6 +4,9 @@
 manifest.json, written by any builder in data/) or a registered name, built on
 first use under `config.data_root`:
   toyworld  procedural default (data/toyworld.py), from `config.toyworld`
+  geoworld  procedural GL-10M-shaped world (data/geoworld.py): multi-label,
+            10x10 grid, LR 8x coarser, regions held out by split; options =
+            GeoworldConfig fields + num_train/num_val/num_test, seed
   rsscn7    the real RSSCN7 scenes in ../shared/data/rsscn7
             (data/image_folder.py), LR 8x coarser than HR, a 10x10 HR grid
   ucmerced  the real UC Merced scenes in ../shared/data/ucmerced (21
@@ -24,6 +27,7 @@ first use under `config.data_root`:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,6 +53,26 @@ def _build_toyworld(out: str, opts: dict) -> None:
       **{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
   )
   toyworld.build(out, cfg, seed=seed, **counts)
+
+
+def _build_geoworld(out: str, opts: dict) -> None:
+  from data import geoworld  # pylint: disable=g-import-not-at-top
+
+  counts = {
+      k: opts.pop(k) for k in ("num_train", "num_val", "num_test") if k in opts
+  }
+  seed = opts.pop("seed", 0)
+  fields = {f.name for f in dataclasses.fields(geoworld.GeoworldConfig)}
+  unknown = sorted(set(opts) - fields)
+  if unknown:
+    raise ValueError(
+        f"geoworld options {unknown} unknown: use GeoworldConfig fields "
+        f"{sorted(fields)} or num_train/num_val/num_test/seed."
+    )
+  cfg = geoworld.GeoworldConfig(
+      **{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
+  )
+  geoworld.build(out, cfg, seed=seed, **counts)
 
 
 def _build_rsscn7(out: str, opts: dict) -> None:
@@ -160,11 +184,16 @@ def _version(dataset: str) -> int:
     from data import toyworld  # pylint: disable=g-import-not-at-top
 
     return toyworld.GENERATOR_VERSION
+  if dataset == "geoworld":
+    from data import geoworld  # pylint: disable=g-import-not-at-top
+
+    return geoworld.GEOWORLD_VERSION
   return 1
 
 
 _BUILDERS = {
     "toyworld": _build_toyworld,
+    "geoworld": _build_geoworld,
     "rsscn7": _build_rsscn7,
     "ucmerced": _build_ucmerced,
     "eurosat_samples": _build_eurosat_samples,
