@@ -482,14 +482,16 @@ def properties(
   """What can be measured on the generated data alone, over `n` train
   scenes: object and decoy LR footprints (noise-free LR with vs without
   them, in DN) against the LR noise, the heuristic's LR detail
-  (`tile_grid.tile_statistic`) on object, decoy and other tiles, label and
-  object-tile counts. Not the sweep's properties (those need training)."""
+  (`tile_grid.tile_statistic`) on object, decoy and other tiles, the object
+  tiles its top 1/8 finds, label and object-tile counts. Not the sweep's
+  properties (those need training)."""
   from crossscale import tile_grid  # pylint: disable=g-import-not-at-top
 
   _check(cfg)
   regions = make_regions(cfg, seed)
   train = split_regions(cfg, seed)["train"]
-  obj_dn, dec_dn, n_labels, n_obj_tiles = [], [], [], []
+  obj_dn, dec_dn, n_labels, n_obj_tiles, found = [], [], [], [], []
+  k = -(-cfg.grid**2 // 8)  # tiles bought at 1/8
   detail = {"object": [], "decoy": [], "other": []}
   for i in range(n):
     rng = np.random.default_rng([seed, 0, i])
@@ -512,6 +514,7 @@ def properties(
     detail["other"] += list(stat[~is_obj & ~is_dec])
     n_labels.append(int(plan.labels.sum()))
     n_obj_tiles.append(int(is_obj.sum()))
+    found.append(is_obj[np.argsort(-stat, kind="stable")[:k]].sum())
   return {
       "scenes": n,
       "lr_noise_dn": cfg.noise_std * 255,
@@ -522,6 +525,12 @@ def properties(
       },
       "labels_per_scene": [min(n_labels), max(n_labels)],
       "object_tiles_per_scene": [min(n_obj_tiles), max(n_obj_tiles)],
+      # Share of object tiles among the k = G*G/8 tiles of highest LR
+      # detail (the heuristic at 1/8), against k/(G*G) for random tiles.
+      "object_tile_recall_at_1_8": {
+          "heuristic": float(np.sum(found) / np.sum(n_obj_tiles)),
+          "random": k / cfg.grid**2,
+      },
   }
 
 

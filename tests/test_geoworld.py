@@ -96,6 +96,8 @@ def test_properties_decoys_outshine_objects():
   d = p["lr_detail_median"]
   assert d["decoy"] > 20 * max(d["object"], d["other"])
   assert 2 <= p["labels_per_scene"][0] <= p["labels_per_scene"][1] <= 8
+  recall = p["object_tile_recall_at_1_8"]
+  assert recall["random"] == 13 / 100 and 0 <= recall["heuristic"] <= 1
 
 
 def test_regions_disjoint_deterministic_and_ids():
