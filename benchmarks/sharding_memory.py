@@ -73,7 +73,9 @@ def measure(config, manifest, mesh_sizes, compile_step: bool) -> dict:
       / 2**20,
   }
   if compile_step:
-    step = train.jit_train_step(config, model, tx, mesh, state_sh)
+    step = train.jit_train_step(
+        config, model, tx, mesh, state_sh, train.task_of(config, manifest)
+    )
     abstract_batch = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(
             x.shape, x.dtype, sharding=partitioning.batch_sharding(mesh)

@@ -25,7 +25,9 @@ def time_train_step(config, data_dir: str, steps: int) -> float:
   tx = train.make_tx(config)
   example = train.example_batch(manifest, config.data.fields, config.batch_size)
   state, state_sh = train.init_state(config, model, tx, example, mesh)
-  step = train.jit_train_step(config, model, tx, mesh, state_sh)
+  step = train.jit_train_step(
+      config, model, tx, mesh, state_sh, train.task_of(config, manifest)
+  )
   batch = next(
       iter(
           input_pipeline.train_dataset(

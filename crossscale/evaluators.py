@@ -107,7 +107,10 @@ class ClassificationEvaluator:
         ),
     )
 
-  def run(self, params) -> dict[str, float]:
+  def outputs(self, params) -> dict[str, np.ndarray]:
+    """Per-scene outputs over the split, in record order: "labels" `[n, K]`,
+    "logits" `[n, K]`, "embedding" `[n, E]` and every per-example metric
+    (`[n]`) the model returns, plus "loss" (the split's mean, a scalar)."""
     outs, losses, weights = [], [], []
     for out, host, valid, loss in split_outputs(self, params, ("labels",)):
       outs.append(
@@ -119,10 +122,19 @@ class ClassificationEvaluator:
       losses.append(float(loss) * valid.sum())
       weights.append(valid.sum())
     cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    cat["loss"] = np.float64(np.sum(losses) / max(np.sum(weights), 1))
+    return cat
+
+  def run(self, params) -> dict[str, float]:
+    return self.summarize(self.outputs(params))
+
+  def summarize(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """The split's metrics from `outputs(params)`."""
+    cat = dict(outputs)
     logits, labels = cat.pop("logits", None), cat.pop("labels")
     emb = cat.pop("embedding", None)
     result = {
-        "loss": float(np.sum(losses) / max(np.sum(weights), 1)),
+        "loss": float(cat.pop("loss")),
         "num_examples": float(len(labels)),
     }
     if logits is not None and self.task == "single_label":

@@ -103,6 +103,30 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> dict:
   }
 
 
+def macro_ap_batched(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """Macro mAP of D resampled splits at once: `[D, N, K]` scores and labels
+  -> `[D]`, `mean_average_precision`'s "mAP_macro" of each (tie-aware AP,
+  classes with positives in that resample; nan where none has one)."""
+  scores, labels = np.asarray(scores, np.float64), np.asarray(labels) > 0
+  order = np.argsort(-scores, axis=1, kind="stable")
+  s = np.take_along_axis(scores, order, axis=1)
+  y = np.take_along_axis(labels, order, axis=1)
+  tp = np.cumsum(y, axis=1, dtype=np.float64)  # [D, N, K]
+  end = np.ones_like(y)  # last item of each run of equal scores
+  end[:, :-1] = s[:, 1:] != s[:, :-1]
+  tp_end = np.where(end, tp, 0.0)
+  before = np.maximum.accumulate(tp_end, axis=1)  # tp at the latest end
+  gain = tp_end - np.concatenate(
+      [np.zeros_like(before[:, :1]), before[:, :-1]], 1
+  )
+  rank = np.arange(1, scores.shape[1] + 1, dtype=np.float64)[None, :, None]
+  npos = labels.sum(1)  # [D, K]
+  ap = np.where(end, tp / rank * gain, 0.0).sum(1) / np.maximum(npos, 1)
+  ok = npos > 0
+  with np.errstate(invalid="ignore"):
+    return np.where(ok, ap, 0.0).sum(1) / ok.sum(1)
+
+
 def class_retrieval_metrics(
     scores: np.ndarray, labels: np.ndarray, ks=(10,)
 ) -> dict[str, float]:

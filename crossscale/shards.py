@@ -56,10 +56,19 @@ class Manifest:
   label_symmetries: list[str] = dataclasses.field(
       default_factory=lambda: list(SYMMETRIES)
   )
+  # Some scene has other than exactly one label (written from the labels;
+  # manifests written before this field read as single-label).
+  multi_label: bool = False
 
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+  @property
+  def task(self) -> str:
+    """ "multi_label" or "single_label": the classification task its labels
+    pose (`config.task="auto"` trains that one)."""
+    return "multi_label" if self.multi_label else "single_label"
 
   def num_records(self, split: str) -> int:
     return self.split_info(split)["num_records"]
@@ -184,6 +193,7 @@ def write_dataset(
   }
   first: records.Scene | None = None
   mask_names: list[str] = []
+  multi_label = False
   for scene in scenes:
     where = f"{name}/{scene.split}"
     records.validate(scene, where)
@@ -206,6 +216,7 @@ def write_dataset(
         n = 1
       writers[scene.split] = _SplitWriter(out_dir, scene.split, max(n, 1))
     writers[scene.split].add(records.encode(scene))
+    multi_label |= int((np.asarray(scene.labels) > 0).sum()) != 1
     which = "train" if scene.split == "train" else "all"
     stats[which]["lr"].add(scene.lr)
     stats[which]["hr"].add(scene.hr)
@@ -237,6 +248,7 @@ def write_dataset(
       builder=dict(builder or {}),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
       label_symmetries=[t for t in SYMMETRIES if t in label_symmetries],
+      multi_label=bool(multi_label),
   )
   tmp = os.path.join(out_dir, MANIFEST + ".tmp")
   with open(tmp, "w") as f:

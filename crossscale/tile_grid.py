@@ -39,6 +39,13 @@ def tile_statistic(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
   return var + energy
 
 
+def mask_fraction(mask: jnp.ndarray, grid: int) -> jnp.ndarray:
+  """Share of nonzero pixels per tile `[B, G*G]` of `mask: [B, H, W]` (e.g.
+  an object map: the oracle policy's score)."""
+  m = (mask > 0).astype(jnp.float32)[..., None]
+  return to_tiles(m, grid).mean(axis=(2, 3, 4))
+
+
 def detail_residual(tile_pixels: jnp.ndarray, scale: int) -> jnp.ndarray:
   """The part of each tile an LR pixel cannot hold: `[B, k, t, t, C]` minus
   its own `scale x scale` block means, same shape (t divisible by scale)."""

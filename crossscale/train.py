@@ -10,6 +10,8 @@ sharded `train_step(state, batch, rng) -> (state, metrics)`, evaluates
 periodically
 and at the end, and returns the final metrics. SIGTERM saves a checkpoint at
 the current step and returns; a non-finite loss stops with the step.
+The final eval (`config.final_eval_split`) also writes each scene's logits
+and labels to `PREDICTIONS` in the workdir.
 
 `fit_arrays(model, params, arrays, ...)` runs the same train step over
 in-memory arrays (random batches, optional flips; no checkpoints or evals):
@@ -43,6 +45,10 @@ from crossscale import (
     shards,
 )
 from crossscale import metrics as metrics_lib
+
+# Per-scene final-eval outputs in the workdir ("logits", "labels": [n, K],
+# record order), formatted with the split: paired comparisons read them.
+PREDICTIONS = "final_{}_predictions.npz"
 
 
 @flax.struct.dataclass
@@ -138,13 +144,33 @@ def make_train_step(
   return train_step
 
 
-def jit_train_step(config, model, tx, mesh, state_sh) -> Callable:
+def task_of(config, manifest: shards.Manifest) -> str:
+  """`config.task`, with "auto" resolved to the data's classification task
+  (`manifest.task`); a single-label task on multi-label data is an error."""
+  task = config.task
+  if task == "auto":
+    return manifest.task
+  if task == "single_label" and manifest.multi_label:
+    raise ValueError(
+        f"config.task='single_label', but dataset {manifest.name!r} is "
+        "multi-label (scenes with several labels): set config.task to "
+        "'auto' or 'multi_label'."
+    )
+  return task
+
+
+def jit_train_step(config, model, tx, mesh, state_sh, task=None) -> Callable:
   """The train step jitted once with explicit shardings; the state is
-  donated."""
+  donated. `task`: `task_of(config, manifest)` (needed when config.task is
+  "auto")."""
+  task = task or config.task
+  if task == "auto":
+    raise ValueError(
+        "config.task='auto' is resolved from the data: pass "
+        "task=train.task_of(config, manifest) to jit_train_step"
+    )
   return jax.jit(
-      make_train_step(
-          model, tx, config.task, dict(config.get("aux_weights", {}))
-      ),
+      make_train_step(model, tx, task, dict(config.get("aux_weights", {}))),
       in_shardings=(
           state_sh,
           partitioning.batch_sharding(mesh),
@@ -308,6 +334,7 @@ def train_and_evaluate(
         f"the data-parallel size {partitioning.data_parallel_size(mesh)}"
     )
   fields = tuple(config.data.fields)
+  task = task_of(config, manifest)
   model = make_model(config, manifest)
   tx = make_tx(config)
   batch0 = example_batch(manifest, fields, config.batch_size)
@@ -346,7 +373,7 @@ def train_and_evaluate(
     with open(os.path.join(workdir, run_config.CONFIG_FILE), "w") as f:
       f.write(config.to_json_best_effort(indent=1))
 
-  step_fn = jit_train_step(config, model, tx, mesh, state_sh)
+  step_fn = jit_train_step(config, model, tx, mesh, state_sh, task)
 
   # config.evals.<name>: type, split, batch_size, limit, and any option of
   # that evaluator (e.g. the SR evaluator's feature_init).
@@ -357,7 +384,7 @@ def train_and_evaluate(
           data_dir=data_dir,
           split=ev.split,
           batch_size=ev.get("batch_size", config.batch_size),
-          task=config.task,
+          task=task,
           mesh=mesh,
           fields=fields,
           limit=ev.get("limit"),
@@ -413,11 +440,18 @@ def train_and_evaluate(
           data_dir=data_dir,
           split=config.final_eval_split,
           batch_size=config.batch_size,
-          task=config.task,
+          task=task,
           mesh=mesh,
           fields=fields,
       )
-      final["final"] = ev.run(state.params)
+      outputs = ev.outputs(state.params)
+      final["final"] = ev.summarize(outputs)
+      if jax.process_index() == 0:  # per-scene, for paired comparisons
+        np.savez(
+            os.path.join(workdir, PREDICTIONS.format(config.final_eval_split)),
+            logits=outputs.get("logits", np.zeros((0,))),
+            labels=outputs["labels"],
+        )
       writer.write(
           config.total_steps, f"final_{config.final_eval_split}", final["final"]
       )

@@ -35,7 +35,7 @@ from crossscale import records, sensor, shards
 from data import common
 
 # Bump when the generator's output changes (part of the registry cache key).
-GEOWORLD_VERSION = 1
+GEOWORLD_VERSION = 2
 
 LANDCOVER = (
     "water",

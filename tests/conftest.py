@@ -85,6 +85,17 @@ def referring_small(tmp_path_factory):
   return d
 
 
+@pytest.fixture(scope="session")
+def tiny_xs_run(toyworld_small, tmp_path_factory):
+  """A runlocal cross-scale run (budget 1/4, 3 steps) on toyworld_small, as
+  `selection_swap.Run` "ours". Its users share the xdist group
+  "tiny_xs_run", so one worker trains it once."""
+  from tests import helpers
+
+  workdir = str(tmp_path_factory.mktemp("tiny_xs_run"))
+  return helpers.tiny_cross_scale_run(toyworld_small, workdir, 0.25, 3)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
   """Under xdist (pytest.ini: --dist loadgroup), the tests of a module that

@@ -179,6 +179,8 @@ def test_counterfactual_probe_keeps_the_forward_and_values_unbought_tiles():
 )
 def test_every_policy_and_budget_runs_and_accounts_cost(policy, budget):
   batch = _batch()
+  if policy == "oracle":  # reads the generator's object map
+    batch[cross_scale.ORACLE_FIELD] = jnp.zeros((B, HR, HR), jnp.uint8)
   if policy == "cnn":  # the conv tile encoder
     model = _model(budget=budget, hr_encoder=dict(kind="cnn", width=16))
   else:
@@ -205,6 +207,35 @@ def test_every_policy_and_budget_runs_and_accounts_cost(policy, budget):
   np.testing.assert_allclose(
       np.linalg.norm(out["embedding"], axis=-1), 1, atol=1e-4
   )
+
+
+def test_oracle_buys_the_tiles_of_the_object_map_first():
+  """Tiles 5 (most object pixels), 10 and 3 hold objects: they are bought
+  first, by object share; the k-th tile is a random empty one. Without the
+  map the error names the config key to set."""
+  batch = _batch()
+  t = HR // G
+  objects = np.zeros((B, HR, HR), np.uint8)
+  for tile, side in ((5, 3), (10, 2), (3, 1)):  # 9, 4 and 1 pixels
+    r, c = divmod(tile, G)
+    objects[:, r * t : r * t + side, c * t : c * t + side] = 7
+  batch[cross_scale.ORACLE_FIELD] = jnp.asarray(objects)
+  model = _model(budget=0.25, policy="oracle")
+  params = _init(model, batch)
+  plan = model.apply(
+      {"params": params},
+      batch,
+      rngs={"selection": jax.random.key(1)},
+      method="plan",
+  )
+  idx = np.asarray(plan["tile_indices"])
+  np.testing.assert_array_equal(idx[:, :3], [[5, 10, 3]] * B)
+  assert not set(idx[:, 3].tolist()) & {5, 10, 3}
+  del batch[cross_scale.ORACLE_FIELD]
+  with pytest.raises(ValueError, match="add 'mask_objects' to config.data"):
+    model.apply(
+        {"params": params}, batch, rngs={"selection": jax.random.key(1)}
+    )
 
 
 def _drift_by_hand(model, params, batch, out):
@@ -522,7 +553,9 @@ def trained_on_tiny_world(tmp_path_factory):
   fields = tuple(c.data.fields)
   example = train.example_batch(manifest, fields, c.batch_size)
   state, state_sh = train.init_state(c, model, tx, example, mesh)
-  step = train.jit_train_step(c, model, tx, mesh, state_sh)
+  step = train.jit_train_step(
+      c, model, tx, mesh, state_sh, train.task_of(c, manifest)
+  )
   batches = iter(
       input_pipeline.train_dataset(
           d, batch_size=c.batch_size, seed=0, fields=fields

@@ -125,6 +125,7 @@ def test_registry_builds_and_keys_on_version(tmp_path, monkeypatch):
   m = shards.load_manifest(out)
   assert m.class_names == list(gw.CLASSES)
   assert m.lr_shape == [20, 20, 3] and m.hr_shape == [160, 160, 3]
+  assert m.task == "multi_label" and m.mask_names == ["objects"]
   assert {s: m.num_records(s) for s in m.splits} == {
       "train": 3,
       "val": 1,

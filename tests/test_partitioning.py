@@ -42,7 +42,9 @@ def _setup(data_dir, **overrides):
 def _train(c, manifest, model, tx, batch, mesh, steps=2):
   example = train.example_batch(manifest, c.data.fields, c.batch_size)
   state, state_sh = train.init_state(c, model, tx, example, mesh)
-  step = train.jit_train_step(c, model, tx, mesh, state_sh)
+  step = train.jit_train_step(
+      c, model, tx, mesh, state_sh, train.task_of(c, manifest)
+  )
   gbatch = partitioning.put_batch(batch, mesh)
   for i in range(steps):
     state, m = step(state, gbatch, jax.random.key_data(jax.random.key(i)))

@@ -10,14 +10,13 @@ import pytest
 from crossscale import input_pipeline, shards, tile_grid
 from crossscale.models import cross_scale
 from experiments.cross_scale import selection_swap
-from tests import helpers
+
+pytestmark = pytest.mark.xdist_group("tiny_xs_run")  # conftest.tiny_xs_run
 
 
-@pytest.fixture(scope="module")
-def run(toyworld_small, tmp_path_factory):
-  return helpers.tiny_cross_scale_run(
-      toyworld_small, str(tmp_path_factory.mktemp("swap_run")), 0.25, 2
-  )
+@pytest.fixture
+def run(tiny_xs_run):
+  return tiny_xs_run
 
 
 def test_swap_matrix(run):
@@ -54,7 +53,12 @@ def test_swap_matrix(run):
 
 def test_runs_of_different_budgets_are_refused(run):
   other = selection_swap.Run(
-      "b8", run.workdir, run.config, run.model.clone(budget=0.125), run.params
+      "b8",
+      run.workdir,
+      run.config,
+      run.model.clone(budget=0.125),
+      run.params,
+      run.task,
   )
   with pytest.raises(ValueError, match="differ in budget"):
     selection_swap.swap([run, other])
@@ -75,6 +79,7 @@ def test_a_sampler_of_another_config_is_grafted_with_its_config(run):
       run.config,
       run.model.clone(sampler=sampler),
       params,
+      run.task,
   )
   res = selection_swap.swap([run, plain])
   assert res["sources"][:2] == ["ours", "ours_plain"]

@@ -10,14 +10,13 @@ import pytest
 
 from crossscale import input_pipeline, metrics, shards, tile_grid
 from experiments.cross_scale import tile_value
-from tests import helpers
+
+pytestmark = pytest.mark.xdist_group("tiny_xs_run")  # conftest.tiny_xs_run
 
 
-@pytest.fixture(scope="module")
-def run(toyworld_small, tmp_path_factory):
-  return helpers.tiny_cross_scale_run(
-      toyworld_small, str(tmp_path_factory.mktemp("tile_value_run")), 0.125, 3
-  )
+@pytest.fixture
+def run(tiny_xs_run):
+  return tiny_xs_run
 
 
 def test_values_by_direct_computation(run):

@@ -1,9 +1,12 @@
 """experiments.cross_scale.tradeoff: seeds, tables, figure, configs (no
 training)."""
 
+import os
+
+import numpy as np
 import pytest
 
-from crossscale import run_config
+from crossscale import run_config, train
 from experiments.configs import cross_scale
 from experiments.cross_scale import tradeoff
 
@@ -62,7 +65,9 @@ def test_seeds_start_at_first_seed(monkeypatch, tmp_path):
   monkeypatch.setattr(
       tradeoff.shards,
       "load_manifest",
-      lambda d: (types.SimpleNamespace(grid=4, name="fake")),
+      lambda d: (
+          types.SimpleNamespace(grid=4, name="fake", task="single_label")
+      ),
   )
   trained = []
 
@@ -186,41 +191,57 @@ def test_methods_and_variants():
       tradeoff.parse_methods("ours", [bad])
 
 
-def test_paired_differences_by_hand():
-  methods = {
-      "ours": {
-          "budget": [0.0, 0.125, 0.25, 1.0],
-          "accuracy_seeds": [
-              [0.5, 0.5, 0.5],
-              [0.80, 0.90, 0.70],
-              [0.8],
-              [0.9, 0.9, 0.9],
-          ],
-      },
-      "heuristic": {
-          "budget": [0.0, 0.125, 0.25, 1.0],
-          "accuracy_seeds": [
-              [0.5, 0.5, 0.5],
-              [0.75, 0.90, 0.72],
-              [0.7, 0.7],
-              [0.9, 0.9, 0.9],
-          ],
-      },
-      "random": {"budget": [0.125], "accuracy_seeds": [None]},
+def _write_predictions(d, logits, labels, split="test"):
+  os.makedirs(d, exist_ok=True)
+  np.savez(
+      os.path.join(d, train.PREDICTIONS.format(split)),
+      logits=np.asarray(logits, np.float32),
+      labels=np.asarray(labels, np.float32),
+  )
+
+
+def test_paired_vs_pairs_by_seed_and_scene_with_intervals(tmp_path):
+  """ours@1/8 is right on every scene, random@1/8 on half, LR-only on none,
+  dense on all: +50 points (interval around it, above 0), +100 (interval
+  [100, 100]) and a tie at exactly 0."""
+  n, k = 40, 4
+  labels = np.eye(k)[np.arange(n) % k]
+  right, wrong = labels * 5.0, np.roll(labels, 1, axis=1) * 5.0
+  half = np.where((np.arange(n) % 2 == 0)[:, None], right, wrong)
+  cells = {}
+  for name, b, logits in (
+      ("ours", 0.125, right),
+      ("random", 0.125, half),
+      ("ours", 0.0, wrong),  # the shared LR-only run
+      ("ours", 1.0, right),  # the shared dense run
+  ):
+    dirs = []
+    for seed in range(2):
+      d = str(tmp_path / f"{name}_{b}_s{seed}")
+      _write_predictions(d, logits, labels)
+      dirs.append(d)
+    cells.setdefault(name, {})[b] = dirs
+  cells["random"][0.0] = cells["ours"][0.0]  # shared, skipped for random
+  rows = {r["method"]: r for r in tradeoff.paired_vs(cells, "accuracy")}
+  assert set(rows) == {"random", "lr_only", "dense"}
+  r = rows["random"]
+  assert (r["budget"], r["seeds"], r["scenes"]) == (0.125, 2, n)
+  assert r["diff_points"] == pytest.approx(50.0)
+  assert 25 < r["low_points"] < 50 < r["high_points"] < 75
+  assert r["verdict"] == "ahead"
+  assert rows["lr_only"]["low_points"] == pytest.approx(100.0)
+  d = rows["dense"]
+  assert (d["diff_points"], d["low_points"], d["high_points"]) == (0, 0, 0)
+  assert d["verdict"] == "tie"
+  # A cell without per-scene predictions (an older run) has no row.
+  os.remove(
+      os.path.join(cells["random"][0.125][1], train.PREDICTIONS.format("test"))
+  )
+  assert {r["method"] for r in tradeoff.paired_vs(cells, "accuracy")} == {
+      "lr_only",
+      "dense",
   }
-  rows = tradeoff.paired_differences(methods)
-  # Budgets 0 and 1 are shared runs (selection is moot), 1/4 has unequal
-  # seed counts, random has no per-seed accuracy: one row is left.
-  assert len(rows) == 1
-  r = rows[0]
-  assert (r["method"], r["budget"], r["seeds"]) == ("heuristic", 0.125, 3)
-  d = [5.0, 0.0, -2.0]  # points
-  mean = sum(d) / 3
-  se = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5 / 3**0.5
-  assert r["diff_points"] == pytest.approx(mean)
-  assert r["se_points"] == pytest.approx(se)
-  assert (r["ahead"], r["level"], r["behind"]) == (1, 1, 1)
-  assert tradeoff.paired_differences(methods, ref="missing") == []
+  assert tradeoff.paired_vs(cells, "accuracy", ref="missing") == []
 
 
 def test_a_run_from_before_the_prior_default_is_not_the_default_now(tmp_path):
@@ -261,13 +282,17 @@ def test_main_without_step_time_writes_the_sweep_only(monkeypatch, tmp_path):
   monkeypatch.setattr(
       tradeoff.shards,
       "load_manifest",
-      lambda d: (types.SimpleNamespace(grid=4, name="fake")),
+      lambda d: (
+          types.SimpleNamespace(grid=4, name="fake", task="single_label")
+      ),
   )
   monkeypatch.setattr(tradeoff.registry, "resolve", lambda *a: str(tmp_path))
 
   def fake_run(config, workdir, defaults=None):
-    del workdir, defaults
+    del defaults
     good = config.model.policy == "learned"
+    labels = np.eye(2)[np.arange(20) % 2]
+    _write_predictions(workdir, labels if good else 1 - labels, labels)
     return {
         "accuracy": 0.5 + 0.1 * good + config.seed / 100,
         "mAP_macro": 0.5,
@@ -308,8 +333,12 @@ def test_main_without_step_time_writes_the_sweep_only(monkeypatch, tmp_path):
   assert res["step_time"] is None
   assert res["methods"]["ours"]["accuracy_seeds"] == [[0.7, 0.71]]
   assert res["methods"]["heuristic"]["accuracy_seeds"] == [[0.6, 0.61]]
-  (row,) = res["paired_vs_ours"]
-  assert row["diff_points"] == pytest.approx(10.0) and row["ahead"] == 2
+  rows = {r["method"]: r for r in res["paired_vs_ours"]}
+  assert set(rows) == {"heuristic"}  # budgets 0 and 1 were not trained
+  assert rows["heuristic"]["metric"] == "accuracy"
+  assert rows["heuristic"]["diff_points"] == pytest.approx(100.0)
+  assert rows["heuristic"]["verdict"] == "ahead"
+  assert res["split"] == "test"
 
 
 def _old_sweep_config(quick: bool, data_dir: str) -> dict:

@@ -43,7 +43,9 @@ def test_sharded_step_equals_single_device_step(toyworld_small):
     mesh = partitioning.make_mesh(c.mesh, devices)
     example = train.example_batch(manifest, c.data.fields, c.batch_size)
     state, state_sh = train.init_state(c, model, tx, example, mesh)
-    step = train.jit_train_step(c, model, tx, mesh, state_sh)
+    step = train.jit_train_step(
+        c, model, tx, mesh, state_sh, train.task_of(c, manifest)
+    )
     gbatch = partitioning.put_batch(batch, mesh)
     assert len(gbatch["lr"].sharding.device_set) == len(devices)
     for i in range(3):
@@ -240,3 +242,22 @@ def test_resuming_with_a_config_that_no_longer_fits_names_what_changed(
   assert "resumed from" in out and "total_steps: 1 -> 2" in out
   assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 2
   assert os.path.isdir(tmp_path / "checkpoints" / "2")
+
+
+def test_task_auto_is_the_datas_and_single_label_on_multi_label_is_refused(
+    toyworld_small,
+):
+  import dataclasses
+
+  manifest = shards.load_manifest(toyworld_small)
+  assert manifest.task == "single_label"  # one label per scene
+  c = lr_vit.get_config("runlocal")
+  assert c.task == "auto"
+  assert train.task_of(c, manifest) == "single_label"
+  multi = dataclasses.replace(manifest, multi_label=True)
+  assert train.task_of(c, multi) == "multi_label"
+  c.task = "single_label"
+  with pytest.raises(ValueError, match="multi-label .* set config.task"):
+    train.task_of(c, multi)
+  with pytest.raises(ValueError, match="pass task=train.task_of"):
+    train.jit_train_step(lr_vit.get_config(), None, None, None, None)

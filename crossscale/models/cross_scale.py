@@ -13,8 +13,9 @@
 
 Only the k selected tiles are gathered and encoded, so a step's cost grows
 with the budget, not the grid. Baselines run through this same module by
-config: `config.model.policy` in {learned, random, uniform, heuristic}
-(`config.model.budget` 0 is LR-only, 1.0 is dense HR), and
+config: `config.model.policy` in {learned, random, uniform, heuristic,
+oracle} (the oracle buys the tiles of the generator's object map, batch
+["mask_objects"]; `config.model.budget` 0 is LR-only, 1.0 is dense HR), and
 `config.model.predictor.lr_guidance=False` is HR-only completion.
 
 Learning to select: the sampler's tiles are picked by hard top-k in the
@@ -40,7 +41,9 @@ from crossscale import budgets, selection, tile_grid
 from crossscale.kernels import tile_select
 from crossscale.models import convnet, layers, vit
 
-POLICIES = ("learned", "random", "uniform", "heuristic")
+POLICIES = ("learned", "random", "uniform", "heuristic", "oracle")
+# The oracle reads the generator's object map (geoworld's masks["objects"]).
+ORACLE_FIELD = "mask_objects"
 
 
 class Sampler(nn.Module):
@@ -396,6 +399,17 @@ class CrossScaleModel(nn.Module):
       return jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
     if self.policy == "heuristic":
       return tile_grid.tile_statistic(lr, self.grid)
+    if self.policy == "oracle":  # object pixels per tile; random tie-break
+      if ORACLE_FIELD not in batch:
+        raise ValueError(
+            f"policy 'oracle' reads batch[{ORACLE_FIELD!r}], the generator's "
+            f"object map: add {ORACLE_FIELD!r} to config.data.fields (only "
+            "records with masks['objects'], e.g. geoworld, carry it)"
+        )
+      noise = jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
+      return tile_grid.mask_fraction(batch[ORACLE_FIELD], self.grid) + (
+          1e-3 * noise
+      )
     order = uniform_indices(self.n_tiles, self.k())  # uniform
     s = jnp.zeros((self.n_tiles,)).at[order].set(1.0)
     return jnp.broadcast_to(s, (B, self.n_tiles))

@@ -10,7 +10,8 @@ LR-guided latent predictor, recognition + retrieval heads.
 arg: comma-separated "runlocal" (seconds), "quick" (the CPU-sized model and
 schedule of the sweeps' --quick; implies "sweep"), "sweep" (no periodic
 checkpoints or evals: the final test eval only).
-Baselines are the same config: --config.model.policy=random|uniform|heuristic,
+Baselines are the same config: --config.model.policy=random|uniform|heuristic
+(oracle: also --config.data.fields='("lr","hr","labels","mask_objects")'),
 --config.model.budget=0 (LR only) or 1.0 (dense HR),
 --config.model.predictor.lr_guidance=False (HR-only completion).
 """
@@ -34,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           class_budgets=(),
           # Price budget: greedy by score per price under `total`.
           cost=dict(enabled=False, total=8.0, price=1.0, k_max=0),
-          policy="learned",  # learned | random | uniform | heuristic
+          policy="learned",  # learned | random | uniform | heuristic | oracle
           # sigma is relative to standardised logits: 0.5 learns, 0.05 not.
           # counterfactual: unbought target tiles also reach the sampler.
           selection=dict(

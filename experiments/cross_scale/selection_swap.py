@@ -44,6 +44,7 @@ from crossscale import (
     partitioning,
     reporting,
     shards,
+    train,
 )
 
 FIXED_POLICIES = ("heuristic", "uniform", "random")
@@ -51,13 +52,15 @@ FIXED_POLICIES = ("heuristic", "uniform", "random")
 
 @dataclasses.dataclass
 class Run:
-  """A trained cross-scale run: its config, model and host params."""
+  """A trained cross-scale run: its config, model, host params and task
+  (`train.task_of`: "single_label" or "multi_label")."""
 
   name: str
   workdir: str
   config: Any
   model: Any
   params: Any
+  task: str
 
 
 def load_run(name: str, workdir: str) -> Run:
@@ -65,7 +68,8 @@ def load_run(name: str, workdir: str) -> Run:
   manifest = shards.load_manifest(config.data.path)
   params, _ = export.restore_params(config, manifest, workdir)
   model = export.build_model(config, manifest).clone(select_impl="reference")
-  return Run(name, workdir, config, model, params)
+  task = train.task_of(config, manifest)
+  return Run(name, workdir, config, model, params, task)
 
 
 @dataclasses.dataclass
@@ -159,7 +163,7 @@ def swap(runs: list[Run], split: str = "test") -> dict:
     chosen[s] = selections(model, params, data_dir, split, bs)
   mesh = partitioning.make_mesh((("data", -1),), jax.devices()[:1])
   # Multi-label data has no accuracy: its tables hold macro mAP.
-  metric = "accuracy" if ref.config.task == "single_label" else "mAP_macro"
+  metric = "accuracy" if ref.task == "single_label" else "mAP_macro"
   acc, evs = {}, {}
   for r in runs:
     acc[r.name] = {}
@@ -183,7 +187,7 @@ def swap(runs: list[Run], split: str = "test") -> dict:
             data_dir=data_dir,
             split=split,
             batch_size=bs,
-            task=r.config.task,
+            task=r.task,
             mesh=mesh,
             fields=tuple(r.config.data.fields),
         )

@@ -110,7 +110,7 @@ def run_values(run: selection_swap.Run, split: str = "test") -> dict:
   top k gets."""
   cfg = run.config
   k = run.model.k()
-  fn = jax.jit(lambda p, b: scene_tile_values(run.model, p, b, cfg.task))
+  fn = jax.jit(lambda p, b: scene_tile_values(run.model, p, b, run.task))
   per = {s: ([], []) for s in SCORERS}
   best, rand = [], []
   for batch in input_pipeline.eval_dataset(

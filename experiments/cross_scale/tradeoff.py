@@ -6,13 +6,19 @@ r"""Accuracy-cost trade-off of every tile-acquisition method over budgets.
       --out /tmp/tradeoff_r7
   python -m experiments.cross_scale.tradeoff --runlocal --out /tmp/smoke
 
-Trains and evaluates (test split) each method at budgets {0, 1/16, 1/8, 1/4,
-1/2, 1} of the HR tile grid with the same schedule: ours (learned sampler +
+Trains each method at budgets {0, 1/16, 1/8, 1/4, 1/2, 1} of the HR tile
+grid with the same schedule and evaluates it once, at the end, on the test
+split (`--split val` while choosing designs): ours (learned sampler +
 LR-guided predictor), random, uniform-grid and heuristic (LR variance + edge
-energy) selection through the same predictor, and HR-only completion (our
-sampler, predictor and head without LR). Budget 0 of the LR-using methods is
-one LR-only run and budget 1 one dense-HR run (selection is moot there).
-Also times a training step of ours at 1/8 against dense HR.
+energy) selection through the same predictor, HR-only completion (our
+sampler, predictor and head without LR) and, where the records carry the
+generator's object map (geoworld), the oracle that buys the tiles holding
+label-bearing objects. Budget 0 of the LR-using methods is one LR-only run
+and budget 1 one dense-HR run (selection is moot there). Every cell trains
+`--seeds` seeds (default 3, fixed before the run); ours minus each method,
+LR-only and dense HR is reported paired by seed and scene with a 95%
+bootstrap interval (`paired_vs`: accuracy on single-label data, macro mAP
+on multi-label). Also times a training step of ours at 1/8 against dense HR.
 Runs are experiments/configs/cross_scale.py:quick (--quick), :sweep (full
 size) or :runlocal,sweep (--runlocal: a seconds-long smoke on a tiny
 toyworld) plus overrides. Writes OUT/<dataset>_<schedule>_s<first>-<last>
@@ -20,8 +26,7 @@ toyworld) plus overrides. Writes OUT/<dataset>_<schedule>_s<first>-<last>
 `--work_dir DIR` keeps every cell's run (relaunching skips finished cells;
 `experiments.cross_scale.selection_swap` cross-evaluates them); `--set
 KEY=VALUE` overrides the config of every run; `--variant NAME:KEY=VALUE` adds
-a method, ours with that override. With `--seeds` > 1 it also prints ours
-minus each method paired by seed (`paired_differences`).
+a method, ours with that override.
 `run_tradeoff(...)` is the sweep as a function and `plot(...)` its figure
 (experiments/notebooks/budget_sweep.ipynb and predictor_ablation.ipynb call
 them).
@@ -41,7 +46,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks import step_time
-from crossscale import reporting, run_config, shards, train
+from crossscale import bootstrap, reporting, run_config, shards, train
 from data import registry
 from experiments.configs import _common as common
 from experiments.configs import cross_scale, pretrain
@@ -58,6 +63,12 @@ METHODS = {  # name -> config overrides
     "hr_only": {
         "model.policy": "learned",
         "model.predictor.lr_guidance": False,
+    },
+    # Upper reference: buys the tiles holding label-bearing objects (the
+    # generator's object map; datasets with masks["objects"] only).
+    "oracle": {
+        "model.policy": "oracle",
+        "data.fields": ("lr", "hr", "labels", "mask_objects"),
     },
 }
 
@@ -135,8 +146,10 @@ def run_tradeoff(
     work_dir: str | None = None,
     seeds: int = 1,
     first_seed: int = 0,
+    split: str = "test",
 ) -> dict:
-  """Trains and evaluates (test split) every method at every budget.
+  """Trains every method at every budget and evaluates it once, at the end,
+  on `split` ("test"; "val" while choosing designs and defaults).
 
   methods: names in METHODS, or a dict name -> flattened config overrides
   (a method with `model.predictor.lr_guidance=False` does not use LR).
@@ -148,11 +161,14 @@ def run_tradeoff(
   seeds first_seed..first_seed+seeds-1 (init, data order, sampling noise;
   a later batch of seeds extends an earlier one) and reports means;
   "accuracy_seeds" / "accuracy_std" hold the spread.
-  Returns {"dataset", "grid", "budgets", "seeds", "methods": {name:
+  Returns {"dataset", "grid", "budgets", "seeds", "split", "metric"
+  ("accuracy" for single-label data, else "mAP_macro"), "methods": {name:
   {"budget", "accuracy", "accuracy_std", "accuracy_seeds", "mAP",
   "hr_tiles", "hr_fraction", "drift", "mAP@10", "scene_AP@10"}}, "table":
-  one row per (method, budget)}. "mAP@10" is the paper's class-to-scene
-  retrieval; "scene_AP@10" scene-to-scene (older runs: "AP@10").
+  one row per (method, budget), "cells": {name: {budget: [run dirs]}},
+  "paired_vs_ours": `paired_vs(cells, metric, split)`}. "mAP@10" is the
+  paper's class-to-scene retrieval; "scene_AP@10" scene-to-scene (older
+  runs: "AP@10").
   """
   if not isinstance(methods, dict):
     methods = {m: METHODS[m] for m in methods}
@@ -161,6 +177,7 @@ def run_tradeoff(
   n_tiles = manifest.grid**2
   work = work_dir or tempfile.mkdtemp(prefix="tradeoff_")
   cache: dict[tuple, dict] = {}
+  cells: dict[str, dict[float, list[str]]] = {}
 
   def evaluate(method, budget):
     lr_using = methods[method].get("model.predictor.lr_guidance", True)
@@ -169,24 +186,28 @@ def run_tradeoff(
       method_overrides = {"model.policy": "uniform"}
     else:
       key, method_overrides = (method, budget), methods[method]
+    dirs = [
+        cell_dir(work, key[0], budget, seed)
+        for seed in range(first_seed, first_seed + seeds)
+    ]
+    cells.setdefault(method, {})[budget] = dirs
     if key not in cache:
       runs = []
-      for seed in range(first_seed, first_seed + seeds):
+      for seed, d in zip(range(first_seed, first_seed + seeds), dirs):
         c = sweep_config(quick, data_dir, runlocal)
         c.update_from_flattened_dict(dict(overrides or {}))
         if steps:
           c.total_steps = steps
         c.update_from_flattened_dict(
-            {**method_overrides, "seed": seed, "model.budget": budget}
+            {
+                **method_overrides,
+                "seed": seed,
+                "model.budget": budget,
+                "final_eval_split": split,
+            }
         )
         print(f"== {key[0]} @ budget {budget:.4g} seed {seed}", flush=True)
-        runs.append(
-            run_one(
-                c,
-                cell_dir(work, key[0], budget, seed),
-                sweep_config(quick, data_dir, runlocal),
-            )
-        )
+        runs.append(run_one(c, d, sweep_config(quick, data_dir, runlocal)))
       cache[key] = _mean_runs(runs)
     return cache[key]
 
@@ -205,13 +226,18 @@ def run_tradeoff(
         "mAP@10": [r.get("mAP@10") for r in rows],
         "scene_AP@10": [r.get("scene_AP@10", r.get("AP@10")) for r in rows],
     }
+  metric = "accuracy" if manifest.task == "single_label" else "mAP_macro"
   return {
       "dataset": manifest.name,
       "grid": manifest.grid,
       "budgets": list(budgets),
       "seeds": seeds,
+      "split": split,
+      "metric": metric,
       "methods": results,
       "table": table_rows(results),
+      "cells": cells,
+      "paired_vs_ours": paired_vs(cells, metric, split),
   }
 
 
@@ -270,60 +296,86 @@ def table_rows(methods: dict) -> list[dict]:
 PAIRED_COLUMNS = [
     "method",
     "budget",
+    "metric",
     "seeds",
+    "scenes",
     "diff_points",
-    "se_points",
-    "ahead",
-    "level",
-    "behind",
+    "low_points",
+    "high_points",
+    "verdict",
 ]
 
 
-def paired_differences(methods: dict, ref: str = "ours") -> list[dict]:
-  """Seed-paired accuracy difference of `ref` against every other method at
-  each budget strictly between 0 and 1 where both trained the same seeds
-  (the same init, data order and test split, so the pairing removes the
-  seed-to-seed spread both share).
+def paired_vs(
+    cells: dict,
+    metric: str,
+    split: str = "test",
+    ref: str = "ours",
+    draws: int = 1000,
+) -> list[dict]:
+  """`ref` minus every other method at each budget strictly between 0 and 1,
+  paired by seed and scene, with a 95% bootstrap interval over both
+  (`crossscale.bootstrap.paired_difference`).
 
-  methods: `run_tradeoff(...)["methods"]`. One row per (method, budget):
-  "diff_points" = mean of ref - method over seeds, in accuracy points;
-  "se_points" its standard error (sample std / sqrt(n); None for one
-  seed); "ahead" / "level" / "behind": on how many seeds ref is above,
-  equal (|difference| <= 1e-9 points), or below.
+  cells: {method: {budget: [cell dirs, one per seed]}} (`run_tradeoff`'s
+  "cells"); each dir holds the run's per-scene `train.PREDICTIONS` of
+  `split`. Rows compare `ref`@b with every method trained at b, and with
+  the shared LR-only (method "lr_only", budget 0) and dense-HR ("dense",
+  budget 1) runs. metric: "accuracy" or "mAP_macro". One row per pair:
+  {"method", "budget", "metric", "seeds", "scenes", "diff_points",
+  "low_points", "high_points" (the interval), "verdict": ahead | tie |
+  behind}. Pairs without per-scene predictions on both sides (runs from
+  before they were written) or with unequal seeds are left out.
   """
-  if ref not in methods:
+  if ref not in cells:
     return []
-  ref_seeds = _seeds_by_budget(methods[ref])
+
+  def load(dirs):
+    out = []
+    for d in dirs:
+      path = os.path.join(d, train.PREDICTIONS.format(split))
+      if not os.path.exists(path):
+        return None
+      with np.load(path) as z:
+        out.append((z["logits"], z["labels"]))
+    return out
+
+  others = {
+      (m, b): dirs
+      for m, by_b in cells.items()
+      if m != ref
+      for b, dirs in by_b.items()
+      if 0.0 < b < 1.0
+  }
+  for m, b in (("lr_only", 0.0), ("dense", 1.0)):
+    if b in cells[ref]:
+      others[(m, b)] = cells[ref][b]
   rows = []
-  for m, other in methods.items():
-    if m == ref:
+  for b, ref_dirs in cells[ref].items():
+    if not 0.0 < b < 1.0:
       continue
-    for b, o in _seeds_by_budget(other).items():
-      a = ref_seeds.get(b)
-      if not 0.0 < b < 1.0 or not a or not o or len(a) != len(o):
+    a = load(ref_dirs)
+    for (m, ob), dirs in others.items():
+      if ob != b and m not in ("lr_only", "dense"):
         continue
-      d = 100.0 * (np.asarray(a) - np.asarray(o))  # [seeds]
-      se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else None
+      o = load(dirs) if len(dirs) == len(ref_dirs) else None
+      if a is None or o is None:
+        continue
+      d = bootstrap.paired_difference(a, o, metric, draws=draws)
       rows.append(
           {
               "method": m,
               "budget": b,
-              "seeds": int(d.size),
-              "diff_points": float(d.mean()),
-              "se_points": se,
-              "ahead": int((d > 1e-9).sum()),
-              "level": int((np.abs(d) <= 1e-9).sum()),
-              "behind": int((d < -1e-9).sum()),
+              "metric": metric,
+              "seeds": d["seeds"],
+              "scenes": d["scenes"],
+              "diff_points": 100 * d["diff"],
+              "low_points": 100 * d["low"],
+              "high_points": 100 * d["high"],
+              "verdict": bootstrap.verdict(d["low"], d["high"]),
           }
       )
   return rows
-
-
-def _seeds_by_budget(method: dict) -> dict[float, list | None]:
-  """{budget: per-seed accuracies (None without them)} of one method of
-  `run_tradeoff(...)["methods"]`."""
-  seeds = method.get("accuracy_seeds") or [None] * len(method["budget"])
-  return dict(zip(method["budget"], seeds))
 
 
 def plot(results: dict, path: str | None = None, title: str | None = None):
@@ -351,6 +403,13 @@ def plot(results: dict, path: str | None = None, title: str | None = None):
   if path:
     fig.savefig(path, dpi=120)
   return fig
+
+
+def default_methods(data_dir: str) -> list[str]:
+  """Every method of METHODS the dataset supports: the oracle only where
+  the records carry the generator's object map (masks["objects"])."""
+  has_objects = "objects" in shards.load_manifest(data_dir).mask_names
+  return [m for m in METHODS if m != "oracle" or has_objects]
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -439,7 +498,8 @@ def main(argv=None):
   p.add_argument(
       "--methods",
       default=None,
-      help=f"comma-separated (default {','.join(METHODS)}; --runlocal: ours)",
+      help=f"comma-separated, of {','.join(METHODS)} (default: all the data "
+      "supports, the oracle only with masks['objects']; --runlocal: ours)",
   )
   p.add_argument(
       "--pretrain_steps",
@@ -458,8 +518,17 @@ def main(argv=None):
   p.add_argument(
       "--seeds",
       type=int,
-      default=1,
-      help="train every cell with this many seeds; means + std",
+      default=None,
+      help="train every cell with this many seeds (default 3; --runlocal: "
+      "1). Fixed before the run: a difference that needs more seeds to "
+      "clear its interval is a tie",
+  )
+  p.add_argument(
+      "--split",
+      default="test",
+      choices=("test", "val"),
+      help="the split every run is evaluated on, once, at the end: val "
+      "while choosing designs and defaults, test for the result",
   )
   p.add_argument(
       "--first_seed",
@@ -507,7 +576,11 @@ def main(argv=None):
     a.methods = a.methods or "ours"
     a.budgets = a.budgets or "0.125"
     a.no_step_time = True
-  methods = parse_methods(a.methods or ",".join(METHODS), a.variant)
+  if a.seeds is None:
+    a.seeds = 1 if a.runlocal else 3
+  methods = parse_methods(
+      a.methods or ",".join(default_methods(data_dir)), a.variant
+  )
   if a.pretrain_steps:
     pc = pretrain.get_config(
         f"{config_arg(a.quick, a.runlocal)},steps={a.pretrain_steps}"
@@ -533,6 +606,7 @@ def main(argv=None):
       first_seed=a.first_seed,
       overrides=overrides,
       work_dir=a.work_dir,
+      split=a.split,
   )
   results = res["methods"]
 
@@ -543,9 +617,12 @@ def main(argv=None):
   )
 
   reporting.print_table(res["table"], TABLE_COLUMNS)
-  paired = paired_differences(results)
-  if a.seeds > 1 and paired:
-    print("\nours minus each method, paired by seed (accuracy points):")
+  paired = res["paired_vs_ours"]
+  if paired:
+    print(
+        f"\nours minus each method on {a.split}, paired by seed and scene "
+        f"({res['metric']} points, 95% bootstrap interval; a tie contains 0):"
+    )
     reporting.print_table(paired, PAIRED_COLUMNS)
   if speed:
     print(
@@ -556,7 +633,7 @@ def main(argv=None):
   schedule = reporting.schedule_name(a.quick, a.steps, a.runlocal)
   stem = a.name or reporting.results_name(
       a.dataset, schedule, a.first_seed, a.first_seed + a.seeds - 1
-  ).removesuffix(".json")
+  ).removesuffix(".json") + ("_val" if a.split == "val" else "")
   reporting.write_json(
       a.out,
       f"{stem}.json",
@@ -565,6 +642,8 @@ def main(argv=None):
           "quick": a.quick,
           "schedule": schedule,
           "grid": res["grid"],
+          "split": a.split,
+          "metric": res["metric"],
           "methods": results,
           "paired_vs_ours": paired,
           "step_time": speed,
