@@ -61,7 +61,8 @@ class TrainState:
 
 def make_model(config, manifest: shards.Manifest):
   """The model named by `config.model.name`, with `config.model`'s fields
-  plus what the dataset decides (`num_classes`, `grid`) where it has them."""
+  plus what the dataset decides (`num_classes`, `grid`; `head_type` "auto")
+  where it has them."""
   kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
   from_data = {
       "num_classes": manifest.num_classes,
@@ -72,6 +73,8 @@ def make_model(config, manifest: shards.Manifest):
   kwargs.update(
       {k: v for k, v in from_data.items() if k in fields and k not in kwargs}
   )
+  if kwargs.get("head_type") == "auto":  # cross_scale: MIL for multi-label
+    kwargs["head_type"] = "mil" if manifest.multi_label else "map"
   return models.get_model(config.model.name, **kwargs)
 
 

@@ -202,7 +202,7 @@ def test_task_losses():
           + np.log(sig(0.0))
           + np.log(1 - sig(1.0))
       )
-      / 4
+      / 2  # summed over the 2 classes, mean over the 2 scenes
   )
   assert float(metrics.task_loss(logits, labels, "multi_label")) == (
       pytest.approx(bce, rel=1e-5)

@@ -261,3 +261,10 @@ def test_task_auto_is_the_datas_and_single_label_on_multi_label_is_refused(
     train.task_of(c, multi)
   with pytest.raises(ValueError, match="pass task=train.task_of"):
     train.jit_train_step(lr_vit.get_config(), None, None, None, None)
+  # The cross-scale head follows the labels too (head_type "auto").
+  from experiments.configs import cross_scale
+
+  xs = cross_scale.get_config("runlocal")
+  assert xs.model.head_type == "auto"
+  assert train.make_model(xs, manifest).head_type == "map"
+  assert train.make_model(xs, multi).head_type == "mil"

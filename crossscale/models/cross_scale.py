@@ -227,6 +227,11 @@ class CrossScaleModel(nn.Module):
   remat: bool = False  # recompute block activations in backward
 
   def setup(self):
+    if self.head_type not in ("map", "mil"):
+      raise ValueError(
+          f"unknown head_type {self.head_type!r} (config.model.head_type); "
+          "known: map, mil ('auto' is resolved by train.make_model)"
+      )
     if self.policy not in POLICIES:
       raise ValueError(
           f"unknown selection policy {self.policy!r} "

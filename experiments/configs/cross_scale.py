@@ -52,6 +52,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           # Sampler regression targets: HR detail and/or completion error.
           sampler_target=dict(detail=1.0, completion=0.0),
           embed_dim=64,
+          # map (attention pooling) | mil (a class is present if some tile
+          # shows it) | auto: mil on multi-label data (chosen on geoworld's
+          # val regions: objects 0.60 AP vs 0.28 with map), map otherwise.
+          head_type="auto",
           zero_hr_gain=0.0,
           select_impl="auto",  # tile select+gather: Pallas kernel on GPU/TPU
           remat=False,  # rematerialise block activations (memory <-> FLOPs)
