@@ -10,6 +10,9 @@ downsampling, noise, after a linear LR band response `LR_RESPONSE`).
   noise, so only HR tiles resolve them.
 - Decoys: bright 16-24 px structures of 8-px cells, strong LR detail, no
   label (LR detail alone is a misleading guide to which tiles matter).
+- Pads (v3): every object stands on a tile of smooth, region-coloured
+  ground, seen at LR; up to 3 more pads a scene are empty. LR can learn
+  where objects may be, never which: only HR tiles tell the classes.
 - Regions (12) each have a terrain palette, a land-cover mix, object
   frequencies, co-occurring object pairs and a decoy rate; train, val and
   test come from disjoint regions (`split_regions`), the region in each
@@ -35,7 +38,7 @@ from crossscale import records, sensor, shards
 from data import common
 
 # Bump when the generator's output changes (part of the registry cache key).
-GEOWORLD_VERSION = 2
+GEOWORLD_VERSION = 3
 
 LANDCOVER = (
     "water",
@@ -117,6 +120,7 @@ class GeoworldConfig:
   max_object_classes: int = 5  # object classes present: 1..max.
   max_object_tiles: int = 12  # total object instances (one per tile).
   max_decoys: int = 4
+  max_empty_pads: int = 3  # pads without an object (see plan_scene).
   object_amplitude: float = 0.3  # texture amplitude, in [0, 1] units.
   psf_sigma: float = 0.5  # in LR pixels (sensor.degrade).
   noise_std: float = 0.01  # relative to 255.
@@ -169,6 +173,7 @@ class Region:
   object_freq: np.ndarray  # [16] relative frequencies.
   partners: np.ndarray  # [16] co-occurring object class (-1: none).
   decoy_rate: float  # mean decoys per scene.
+  pad_colour: np.ndarray  # [3] the smooth ground objects stand on.
 
 
 def make_regions(cfg: GeoworldConfig, seed: int) -> list[Region]:
@@ -188,6 +193,7 @@ def make_regions(cfg: GeoworldConfig, seed: int) -> list[Region]:
             object_freq=rng.lognormal(0.0, 1.0, n_obj),
             partners=partners,
             decoy_rate=float(rng.uniform(0.5, cfg.max_decoys * 0.75)),
+            pad_colour=rng.uniform(0.35, 0.6, 3),
         )
     )
   return out
@@ -332,6 +338,16 @@ def plan_scene(
   chosen = [j for j, n in zip(chosen, counts) if n]  # a class needs >= 1
   counts = [n for n in counts if n]
   tiles = rng.choice(free, sum(counts), replace=False)
+  # Pads: every object tile's ground is the region's smooth pad colour, an
+  # LR-visible cue to where objects are (not which: pads are class-blind),
+  # as a port or an airfield is at coarse resolution; some pads are empty.
+  rest = np.setdiff1d(free, tiles)
+  n_empty = min(int(rng.integers(0, cfg.max_empty_pads + 1)), len(rest))
+  pads = np.concatenate([tiles, rng.choice(rest, n_empty, replace=False)])
+  for t in pads:
+    r0, c0 = (t // G) * tile, (t % G) * tile
+    ground = reg.pad_colour * (1 + 0.02 * rng.normal(0, 1, (tile, tile, 3)))
+    terrain[r0 : r0 + tile, c0 : c0 + tile] = ground
   templates = object_templates()
   objects = []
   kinds = [j for j, n in zip(chosen, counts) for _ in range(n)]

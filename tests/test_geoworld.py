@@ -94,7 +94,8 @@ def test_properties_decoys_outshine_objects():
   p = gw.properties(CFG, n=6)
   assert p["object_lr_max_dn"] < p["lr_noise_dn"]
   d = p["lr_detail_median"]
-  assert d["decoy"] > 20 * max(d["object"], d["other"])
+  # Decoys far above object tiles, whose pads' edges are seen at LR.
+  assert d["decoy"] > 3 * d["object"] and d["object"] > 3 * d["other"]
   assert 2 <= p["labels_per_scene"][0] <= p["labels_per_scene"][1] <= 8
   recall = p["object_tile_recall_at_1_8"]
   assert recall["random"] == 13 / 100 and 0 <= recall["heuristic"] <= 1
