@@ -145,14 +145,24 @@ def git_state() -> dict:
   return {"commit": sha, "dirty": bool(dirty)}
 
 
+# The repository's state when this module was first imported: a sweep's
+# code is what it imported then, whatever is committed while it runs.
+START_GIT = git_state()
+
+
 def provenance(
     datasets: dict[str, str] | None = None,
     roots: dict[str, str] | None = None,
 ) -> dict:
-  """What produced a results file: commit, dirty tree, UTC date, machine,
-  command and `datasets` ({name: path}) relative to the data roots."""
+  """What produced a results file: commit and dirty tree when the process
+  started (`START_GIT`: the code it runs; "git_at_write" adds the state at
+  writing when a commit or edit came in between), UTC date, machine, command
+  and `datasets` ({name: path}) relative to the data roots."""
+  now = git_state()
+  changed = {"git_at_write": now} if now != START_GIT else {}
   return {
-      **git_state(),
+      **START_GIT,
+      **changed,
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"
       ),

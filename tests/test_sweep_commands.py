@@ -276,3 +276,20 @@ def test_provenance_records_paths_relative_to_the_data_roots(
   assert reporting.schedule_name(False) == "full"
   assert reporting.schedule_name(True, steps=1200) == "steps1200"
   assert reporting.schedule_name(False, runlocal=True) == "runlocal"
+
+
+def test_provenance_keeps_the_commit_the_run_started_from(monkeypatch):
+  """A commit made while a sweep runs does not become its provenance: the
+  state at import stays, the state at writing is added beside it."""
+  from crossscale import reporting
+
+  start = {"commit": "a" * 40, "dirty": False}
+  monkeypatch.setattr(reporting, "START_GIT", start)
+  monkeypatch.setattr(reporting, "git_state", lambda: dict(start))
+  p = reporting.provenance()
+  assert p["commit"] == "a" * 40 and "git_at_write" not in p
+  later = {"commit": "b" * 40, "dirty": True}
+  monkeypatch.setattr(reporting, "git_state", lambda: later)
+  p = reporting.provenance()
+  assert (p["commit"], p["dirty"]) == ("a" * 40, False)
+  assert p["git_at_write"] == later
