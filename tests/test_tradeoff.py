@@ -395,3 +395,12 @@ def test_config_args_build_the_old_sweep_configs(quick):
           "num_test": 500,
       },
   }
+
+
+def test_a_cell_stopped_by_sigterm_says_how_to_resume(monkeypatch, tmp_path):
+  monkeypatch.setattr(
+      tradeoff.train, "train_and_evaluate", lambda c, w: {"preempted_at": 7}
+  )
+  c = tradeoff.sweep_config(True, str(tmp_path))
+  with pytest.raises(SystemExit, match="SIGTERM at step 7 .* same --work_dir"):
+    tradeoff.run_one(c, str(tmp_path / "cell"))

@@ -109,7 +109,14 @@ def run_one(config, workdir, defaults=None) -> dict:
     print(f"   finished earlier: {done}", flush=True)
     with open(done) as f:
       return json.load(f)["final"]
-  return train.train_and_evaluate(config, workdir)["final"]
+  out = train.train_and_evaluate(config, workdir)
+  if "preempted_at" in out:  # SIGTERM: the trainer saved a checkpoint
+    raise SystemExit(
+        f"stopped by SIGTERM at step {out['preempted_at']} of the cell in "
+        f"{workdir} (checkpoint saved): relaunch the same command with the "
+        "same --work_dir to resume it; finished cells are kept."
+    )
+  return out["final"]
 
 
 def toyworld_options(quick: bool, runlocal: bool = False) -> dict:
