@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import os
 import tempfile
@@ -337,7 +338,8 @@ def paired_vs(
   if ref not in cells:
     return []
 
-  def load(dirs):
+  @functools.cache  # the shared LR-only / dense cells pair with every budget
+  def load(dirs: tuple[str, ...]):
     out = []
     for d in dirs:
       path = os.path.join(d, train.PREDICTIONS.format(split))
@@ -361,11 +363,11 @@ def paired_vs(
   for b, ref_dirs in cells[ref].items():
     if not 0.0 < b < 1.0:
       continue
-    a = load(ref_dirs)
+    a = load(tuple(ref_dirs))
     for (m, ob), dirs in others.items():
       if ob != b and m not in ("lr_only", "dense"):
         continue
-      o = load(dirs) if len(dirs) == len(ref_dirs) else None
+      o = load(tuple(dirs)) if len(dirs) == len(ref_dirs) else None
       if a is None or o is None:
         continue
       d = bootstrap.paired_difference(a, o, metric, draws=draws)
