@@ -358,6 +358,38 @@ def test_sampler_targets_detail_and_completion_error():
     losses({"variance": 1.0})
 
 
+def test_mil_pooling_goes_from_mean_to_max_with_its_sharpness():
+  batch = _batch()
+  params = _init(_model(head_type="mil"), batch)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.normal(size=(B, G * G, 16)), jnp.float32)
+  context = jnp.asarray(rng.normal(size=(B, 3, 16)), jnp.float32)
+  both = jnp.concatenate([tokens, context], 1)  # [B, T, D], T = 19
+  per_token = _model(head_type="mil").apply(
+      {"params": params}, both, method=lambda m, x: m.head(x)
+  )  # [B, T, K]
+
+  def pooled(r):
+    m = _model(head_type="mil", mil_sharpness=r)
+    return m.apply(
+        {"params": params},
+        tokens,
+        context,
+        method=lambda m, t, c: m.head_logits(t, c)[0],
+    )
+
+  T, x = both.shape[1], np.asarray(per_token, np.float64)
+  for r in (0.5, 1.0, 4.0):  # (logsumexp(r x) - log T) / r
+    lse = np.log(np.exp(r * x).sum(1))
+    np.testing.assert_allclose(
+        pooled(r), (lse - np.log(T)) / r, rtol=1e-4, atol=1e-5
+    )
+  np.testing.assert_allclose(pooled(1e-2), x.mean(1), atol=0.02)
+  np.testing.assert_allclose(pooled(1e4), x.max(1), atol=1e-3)
+  with pytest.raises(ValueError, match="mil_sharpness"):
+    _init(_model(head_type="mil", mil_sharpness=0.0), batch)
+
+
 def test_uniform_indices_spread_over_the_grid():
   np.testing.assert_array_equal(
       cross_scale.uniform_indices(16, 4), [2, 6, 10, 14]

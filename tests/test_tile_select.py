@@ -1,5 +1,7 @@
 """The fused select + gather kernel (interpret mode) against the reference."""
 
+import json
+
 import jax
 from jax.experimental.pallas import tpu as pltpu
 import jax.numpy as jnp
@@ -156,6 +158,29 @@ def test_select_is_the_selection_of_select_and_gather(budget):
     np.testing.assert_array_equal(got[1], valid, err_msg=impl)
   if budget != "count":  # the budgets leave slots unbought
     assert not np.asarray(valid).all()
+
+
+def test_auto_dispatch_trusts_only_verified_backends(monkeypatch):
+  # No backend has run the kernel on its device yet: auto is the reference
+  # on GPU and TPU too, until --device-check passes there.
+  assert ts.VERIFIED_BACKENDS == frozenset()
+  for backend in ("cpu", "gpu", "tpu"):
+    assert not ts.use_kernel("auto", backend)
+    assert ts.use_kernel("kernel", backend)
+    assert not ts.use_kernel("reference", backend)
+  monkeypatch.setattr(ts, "VERIFIED_BACKENDS", frozenset({"gpu"}))
+  assert ts.use_kernel("auto", "gpu") and not ts.use_kernel("auto", "tpu")
+
+
+def test_device_check_on_cpu_checks_the_interpreted_kernel(tmp_path):
+  from benchmarks import tile_select_speed as bench
+
+  out = bench.main(["--device-check", "--out", str(tmp_path)])
+  saved = json.loads((tmp_path / "tile_select_device_check.json").read_text())
+  assert saved["passed"] and all(c["equal"] for c in saved["cases"])
+  assert {c["case"] for c in saved["cases"]} >= {"ties", "nan", "prices"}
+  # The CPU interpreter verifies no device and times nothing.
+  assert saved["interpreted"] and not saved["verified"] and not out["rows"]
 
 
 def test_auto_dispatch_uses_reference_on_cpu():

@@ -11,8 +11,10 @@ slots are zeros.
   by pairwise comparison (no sort), then copies only the k selected tiles
   (ref copies on GPU and in interpret mode, HBM->HBM DMA on TPU).
 - `tile_select_reference.reference`: the plain-JAX contract it must equal.
-- `select_and_gather(..., impl="auto")`: the dispatcher (the kernel on
-  GPU/TPU, the reference on CPU unless `impl="kernel"`, then interpreted),
+- `select_and_gather(..., impl="auto")`: the dispatcher (the kernel only on
+  the backends in `VERIFIED_BACKENDS`, where it was run and checked against
+  the reference on the device; the reference elsewhere; `impl="kernel"`
+  forces it, interpreted on the CPU),
   under a count budget (k_max, optional `k: [B]`) or a price budget
   (`prices`, `total`); `select`: the same selection without the gather.
 
@@ -36,6 +38,11 @@ from crossscale import budgets
 from crossscale.kernels import tile_select_reference as ref
 
 IMPLS = ("auto", "kernel", "reference")
+# Backends where `impl="auto"` takes the kernel: only those where
+# `python -m benchmarks.tile_select_speed --device-check` passed on the
+# device (kernel == reference; record the run in benchmarks/README.md).
+# None yet: the kernel has run in interpret mode and lowering only.
+VERIFIED_BACKENDS: frozenset[str] = frozenset()
 _CHUNK = 128  # logits compared per vector step when ranking
 
 
@@ -122,8 +129,10 @@ def _select_gather_kernel(
   hr_row_stride = grid * row  # W * C
 
   def copy(s, carry):
-    # TPU reads no scalar from vector memory: reduce the ranks instead.
-    n = jnp.where(rank == s, pos, 0).sum() if dma else idx_ref[0, s]
+    # The tile of slot s by reducing the ranks, never by reading back idx_ref:
+    # TPU reads no scalar from vector memory, and on Triton a read of what
+    # other threads of this program just stored is unordered (no barrier).
+    n = jnp.where(rank == s, pos, 0).sum()
     gy, gx = n // grid, n % grid
     if dma:
       pltpu.sync_copy(hr_ref.at[b, gy, :, gx, :], tiles_ref.at[b, s])
@@ -279,10 +288,12 @@ def _check(logits, hr, grid: int, k_max: int, impl: str) -> None:
   budgets.check_k(k_max, n, "k_max")
 
 
-def use_kernel(impl: str) -> bool:
-  """`auto` -> the kernel on GPU/TPU, the reference on the CPU."""
+def use_kernel(impl: str, backend: str | None = None) -> bool:
+  """`auto` -> the kernel on a backend in `VERIFIED_BACKENDS` (default: JAX's
+  default backend), the reference elsewhere; `kernel` / `reference` as
+  named."""
   if impl == "auto":
-    return jax.default_backend() in ("gpu", "tpu")
+    return (backend or jax.default_backend()) in VERIFIED_BACKENDS
   return impl == "kernel"
 
 

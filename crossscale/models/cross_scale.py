@@ -223,6 +223,7 @@ class CrossScaleModel(nn.Module):
   embed_dim: int = 64  # retrieval embedding
   zero_hr_gain: float = 0.0  # residual fusion s = s_P + g (s_P - s_0HR)
   head_type: str = "map"  # map | mil (see head_logits)
+  mil_sharpness: float = 1.0  # r of the MIL's LSE pooling (-> max as r grows)
   select_impl: str = "auto"  # tile select+gather: auto|kernel|reference
   remat: bool = False  # recompute block activations in backward
 
@@ -231,6 +232,10 @@ class CrossScaleModel(nn.Module):
       raise ValueError(
           f"unknown head_type {self.head_type!r} (config.model.head_type); "
           "known: map, mil ('auto' is resolved by train.make_model)"
+      )
+    if not self.mil_sharpness > 0:
+      raise ValueError(
+          f"model.mil_sharpness must be > 0, got {self.mil_sharpness!r}"
       )
     if self.policy not in POLICIES:
       raise ValueError(
@@ -439,19 +444,19 @@ class CrossScaleModel(nn.Module):
 
     head="map": a learned probe attends over the tokens, then a linear
     classifier. head="mil": every token scores every class and a scene's
-    score is the log-sum-exp over tokens (multiple-instance pooling: a class
-    is present if some tile shows it), which suits labels carried by small
-    objects in a few tiles.
+    score is the LSE pooling over its T tokens, (logsumexp(r x) - log T) / r
+    (multiple-instance pooling: a class is present if some tile shows it),
+    which suits labels carried by small objects in a few tiles; r =
+    `mil_sharpness` moves it from the mean (r -> 0) to the max (r -> inf).
     """
     if (self.predictor or {}).get("lr_guidance", True):
       tokens = jnp.concatenate([tokens, context], axis=1)
     pooled = self.pool(tokens)
     if self.head_type == "mil":
+      r = self.mil_sharpness
       per_token = self.head(tokens)  # [B, T, K]
-      return (
-          jax.nn.logsumexp(per_token, axis=1) - jnp.log(tokens.shape[1]),
-          pooled,
-      )
+      lse = jax.nn.logsumexp(r * per_token, axis=1)  # [B, K]
+      return (lse - jnp.log(tokens.shape[1])) / r, pooled
     return self.head(pooled), pooled
 
   def lr_context(self, lr, train: bool = False):

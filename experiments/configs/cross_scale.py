@@ -56,8 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           # shows it) | auto: mil on multi-label data (chosen on geoworld's
           # val regions: objects 0.60 AP vs 0.28 with map), map otherwise.
           head_type="auto",
+          mil_sharpness=1.0,  # r of the MIL's LSE pooling: mean r->0, max r->inf
           zero_hr_gain=0.0,
-          select_impl="auto",  # tile select+gather: Pallas kernel on GPU/TPU
+          select_impl="auto",  # Pallas kernel where verified on the device, else JAX
           remat=False,  # rematerialise block activations (memory <-> FLOPs)
       )
   )
