@@ -61,8 +61,8 @@ class TrainState:
 
 def make_model(config, manifest: shards.Manifest):
   """The model named by `config.model.name`, with `config.model`'s fields
-  plus what the dataset decides (`num_classes`, `grid`; `head_type` "auto")
-  where it has them."""
+  plus what the dataset decides (`num_classes`, `grid`; `head_type` "auto",
+  `sampler_target.completion` -1) where it has them."""
   kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
   from_data = {
       "num_classes": manifest.num_classes,
@@ -75,6 +75,12 @@ def make_model(config, manifest: shards.Manifest):
   )
   if kwargs.get("head_type") == "auto":  # cross_scale: MIL for multi-label
     kwargs["head_type"] = "mil" if manifest.multi_label else "map"
+  target = kwargs.get("sampler_target") or {}
+  if target.get("completion", 0.0) < 0:  # cross_scale: -1 = by the labels
+    kwargs["sampler_target"] = {
+        **target,
+        "completion": 1.0 if manifest.multi_label else 0.0,
+    }
   return models.get_model(config.model.name, **kwargs)
 
 

@@ -356,6 +356,8 @@ def test_sampler_targets_detail_and_completion_error():
   np.testing.assert_allclose(float(l_default), float(l_d), rtol=1e-6)
   with pytest.raises(ValueError, match="sampler_target.*known: detail"):
     losses({"variance": 1.0})
+  with pytest.raises(ValueError, match=r"sampler_target \['completion'\] < 0"):
+    losses({"detail": 1.0, "completion": -1.0})
 
 
 def test_mil_pooling_goes_from_mean_to_max_with_its_sharpness():

@@ -268,3 +268,9 @@ def test_task_auto_is_the_datas_and_single_label_on_multi_label_is_refused(
   assert xs.model.head_type == "auto"
   assert train.make_model(xs, manifest).head_type == "map"
   assert train.make_model(xs, multi).head_type == "mil"
+  # ... and the sampler's completion target (-1: on for multi-label only).
+  assert xs.model.sampler_target.completion == -1.0
+  assert train.make_model(xs, manifest).sampler_target["completion"] == 0.0
+  assert train.make_model(xs, multi).sampler_target["completion"] == 1.0
+  xs.model.sampler_target.completion = 0.5  # an explicit weight is kept
+  assert train.make_model(xs, multi).sampler_target["completion"] == 0.5

@@ -249,6 +249,12 @@ class CrossScaleModel(nn.Module):
           "(config.model.sampler_target); known: detail, "
           "completion"
       )
+    negative = [k for k, w in (self.sampler_target or {}).items() if w < 0]
+    if negative:
+      raise ValueError(
+          f"config.model.sampler_target {negative} < 0: -1 ('by the "
+          "labels') is resolved by train.make_model; give weights >= 0"
+      )
     if self.cost_budget:
       budgets.check_cost_budget(
           np.full((1, self.n_tiles), self.cost.get("price", 1.0)),

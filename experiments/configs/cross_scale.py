@@ -49,14 +49,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
               width=64, depth=2, num_heads=4, mlp_dim=128, lr_guidance=True
           ),
           num_target_tiles=-1,  # latent targets per scene; -1: k
-          # Sampler regression targets: HR detail and/or completion error.
-          sampler_target=dict(detail=1.0, completion=0.0),
+          # Sampler regression targets: HR detail and/or completion error;
+          # completion -1: 1.0 on multi-label data, 0 otherwise (geoworld
+          # val: +7.1 [5.5, 8.6] mAP at 1/8; RSSCN7: -1.5 accuracy at 1/4).
+          sampler_target=dict(detail=1.0, completion=-1.0),
           embed_dim=64,
           # map (attention pooling) | mil (a class is present if some tile
           # shows it) | auto: mil on multi-label data (chosen on geoworld's
           # val regions: objects 0.60 AP vs 0.28 with map), map otherwise.
           head_type="auto",
-          mil_sharpness=1.0,  # r of the MIL's LSE pooling: mean r->0, max r->inf
+          # r of the MIL's LSE pooling, mean r->0 .. max r->inf (geoworld
+          # val, dense HR: 0.745 mAP at 16, 0.508 at 4, 0.428 at 1).
+          mil_sharpness=16.0,
           zero_hr_gain=0.0,
           select_impl="auto",  # Pallas kernel where verified on the device, else JAX
           remat=False,  # rematerialise block activations (memory <-> FLOPs)
