@@ -56,10 +56,13 @@ def main(argv):
   from data import registry  # pylint: disable=g-import-not-at-top
 
   config = flags.FLAGS.config
+  dataset = flags.FLAGS.dataset or config.dataset
+  # config.toyworld holds toyworld's build options only (as in launch.py).
+  toy = dataset == "toyworld" and "toyworld" in config
   config.data.path = registry.resolve(
-      flags.FLAGS.dataset or config.dataset,
+      dataset,
       config.data_root or None,
-      config.toyworld.to_dict() if "toyworld" in config else None,
+      config.toyworld.to_dict() if toy else None,
   )
   seconds = time_train_step(config, config.data.path, flags.FLAGS.steps)
   print(

@@ -7,9 +7,12 @@ LR-guided latent predictor, recognition + retrieval heads.
   python launch.py --config experiments/configs/cross_scale.py:runlocal \
       --workdir /tmp/xs
 
-arg: comma-separated "runlocal" (seconds), "quick" (the CPU-sized model and
-schedule of the sweeps' --quick; implies "sweep"), "sweep" (no periodic
-checkpoints or evals: the final test eval only).
+The default is the main job: geoworld (multi-label, 10x10 grid) with the
+CPU-sized model, 1200 steps of 32 (minutes on 2 CPU cores).
+arg: comma-separated "runlocal" (seconds, on toyworld), "quick" (400 steps:
+the sweeps' --quick; implies "sweep"), "sweep" (no periodic checkpoints or
+evals: the final test eval only), "large" (2x wider encoders and predictor,
+batch 64, 1500 steps: for accelerators).
 Baselines are the same config: --config.model.policy=random|uniform|heuristic
 (oracle: also --config.data.fields='("lr","hr","labels","mask_objects")'),
 --config.model.budget=0 (LR only) or 1.0 (dense HR),
@@ -23,9 +26,13 @@ from experiments.configs import lr_vit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, ("runlocal", "quick", "sweep"), "cross_scale.py")
+  args = common.parse_arg(
+      arg, ("runlocal", "quick", "sweep", "large"), "cross_scale.py"
+  )
   runlocal, quick = "runlocal" in args, "quick" in args
   c = lr_vit.get_config("runlocal" if runlocal else None)
+  # The main job's world; toyworld for runlocal smokes and unit tests.
+  c.dataset = "toyworld" if runlocal else "geoworld"
   c.data.fields = ("lr", "hr", "labels")
   c.model = ml_collections.ConfigDict(
       dict(
@@ -96,15 +103,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.total_steps = 20
     c.eval_every = 10
-  if quick:
+  elif "large" not in args:  # the CPU-sized model (main job, sweeps)
     c.batch_size = 32
-    c.total_steps = 400
+    c.total_steps = 1200
+    c.eval_every = 400
     c.optim.warmup_steps = 40
     c.model.lr_encoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
     c.model.hr_encoder.update(width=32, depth=2)
     c.model.predictor.update(width=32, depth=1, num_heads=2, mlp_dim=64)
     c.model.sampler.update(width=16)
     c.model.embed_dim = 32
+  if quick:
+    c.total_steps = 400
   if quick or "sweep" in args:
     common.for_sweep(c)
   return c
