@@ -5,6 +5,16 @@ state (JSON)}. Saves are asynchronous, every `save_every` steps (or forced,
 e.g. on SIGTERM), keeping the newest `keep`. Restoring into an abstract state
 with shardings places every array directly on the current mesh, which may
 differ from the mesh it was saved from.
+
+Many processes: every process calls the same saves and restores; the
+checkpoint is one orbax checkpoint of the global arrays (each process writes
+its shards; the data position, the same on every process, is written by
+process 0). A save is complete only once orbax commits it (renames its
+temporary directory), so a process that dies mid-save leaves no partial
+checkpoint that a resume would take; `close` (every exit path of the
+training loop) waits for the save in flight. Barriers, orbax's included,
+time out after `distributed.SETTINGS.barrier_timeout_s` with an error naming
+the processes that did not arrive.
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from crossscale import distributed
 
 
 class Checkpointer:
@@ -27,16 +39,26 @@ class Checkpointer:
       async_save: bool = True,
   ):
     self.directory = os.path.abspath(directory)
+    self._closed = False
+    async_options = None
+    if jax.process_count() > 1:  # commit barriers that time out, named
+      _use_barriers_with_timeouts()
+      async_options = ocp.options.AsyncOptions(
+          timeout_secs=distributed.SETTINGS.barrier_timeout_s,
+          barrier_sync_fn=distributed.orbax_barrier,
+      )
     self._mngr = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             save_interval_steps=save_every,
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
+            async_options=async_options,
         ),
     )
 
   def latest_step(self) -> int | None:
+    """The newest committed step (a save in flight is not one)."""
     return self._mngr.latest_step()
 
   def save(
@@ -75,11 +97,26 @@ class Checkpointer:
     return out["state"], dict(out["data"] or {})
 
   def wait(self) -> None:
+    """Blocks until the save in flight (if any) is committed."""
     self._mngr.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for the save in flight and closes (again: a no-op)."""
+    if self._closed:
+      return
+    self._closed = True
     self._mngr.wait_until_finished()
     self._mngr.close()
+
+
+def _use_barriers_with_timeouts() -> None:
+  """orbax's synchronous barriers (save start, restore, ...) through the
+  coordination service, which times out, instead of a collective, which
+  waits for ever (orbax's `experimental_orbax_use_distributed_barrier`)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  if "experimental_orbax_use_distributed_barrier" in flags.FLAGS:
+    flags.FLAGS.experimental_orbax_use_distributed_barrier = True
 
 
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
@@ -133,6 +170,18 @@ def _state_item(path: str) -> str:
   return item if os.path.isdir(item) else path
 
 
+def _restore_on_one_device(item: str) -> Any:
+  """The pytree saved at `item`, restored onto this process's first device
+  whatever mesh and process count wrote it."""
+  ckptr = ocp.StandardCheckpointer()
+  meta = ckptr.metadata(item).item_metadata
+  one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), meta
+  )
+  return ckptr.restore(item, target)
+
+
 def load_params(path: str, config_key: str) -> dict:
   """The params tree (host numpy) of a run of ours at `path`: its workdir
   (newest checkpoint), checkpoints/ dir, step dir or "state" item, or an
@@ -148,7 +197,7 @@ def load_params(path: str, config_key: str) -> dict:
       return unflatten_params(dict(f))
   item = _state_item(path)
   try:
-    tree = ocp.StandardCheckpointer().restore(item)
+    tree = _restore_on_one_device(item)
   except Exception as e:  # orbax raises several types for a non-checkpoint
     raise ValueError(
         f"{config_key}={path!r}: {item} is not an orbax "

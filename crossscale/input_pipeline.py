@@ -1,11 +1,16 @@
 """Grain input pipeline over scene-record shards.
 
 train: source -> seeded global shuffle (reshuffled each epoch) -> repeat ->
-       this host's slice -> normalise -> seeded flips/rot90 (LR, HR and masks
-       together; with labels, only those the manifest declares label-
-       preserving) -> fixed-shape batches -> prefetch (threads or processes).
-eval:  source -> this host's slice -> normalise -> batches padded to a fixed
-       shape, with `valid: [B]` marking the real examples.
+       normalise -> seeded flips/rot90 (LR, HR and masks together; with
+       labels, only those the manifest declares label-preserving) ->
+       fixed-shape per-host batches -> this host's slice of them -> prefetch
+       (threads or processes).
+eval:  source -> normalise -> per-host batches padded to a fixed shape, with
+       `valid: [B]` marking the real examples -> this host's slice.
+
+Slicing is lazy and by record, so a host reads only its own records of any
+shard (fewer shard files than hosts is fine), and the global batch of a step
+is the same on any process count.
 
 Every random choice is a function of (seed, element index), so the iterator's
 `get_state()` / `set_state()` resumes exactly, also after a process restart.
@@ -245,7 +250,7 @@ def train_dataset(
   stats = source.manifest.band_stats
   local = _local_batch_size(batch_size, process_count)
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
-  ds = ds[process_index::process_count].map(Normalize(stats))
+  ds = ds.map(Normalize(stats))
   if wants_text(fields):
     ds = ds.map(TokenizeText(text_max_len))
   if augment:
@@ -256,8 +261,57 @@ def train_dataset(
               flips="flip" in augment_with, rot90="rot90" in augment_with
           )
       )
-  ds = ds.batch(local, drop_remainder=True)
+  # Global stream, sliced lazily by process: mini-batch j holds stream
+  # elements [j*local, (j+1)*local); step s's global batch is mini-batches
+  # s*P..s*P+P-1 in process order, so it is the same batch (same records,
+  # order and augmentations) for every process count P, and the iterator's
+  # position (`next_index` = steps taken) means the same on any P.
+  ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
   return _prefetch(ds, worker_count, num_threads)
+
+
+def position(
+    iter_state: dict, *, batch_size: int, process_count: int, worker_count: int
+) -> dict:
+  """The data position saved in a checkpoint: this process's iterator
+  state (every process holds the same, see `train_dataset`) and what it
+  depends on."""
+  return {
+      "iterator": iter_state,
+      "batch_size": int(batch_size),
+      "process_count": int(process_count),
+      "worker_count": int(worker_count),
+  }
+
+
+def iterator_state(
+    saved: dict, *, batch_size: int, process_count: int, worker_count: int
+) -> dict:
+  """The iterator state to resume from `saved` (a `position`, or the bare
+  iterator state of checkpoints written before positions were saved).
+
+  The position is global (steps of `batch_size` records), so it continues
+  exactly on another process count; a change of the global batch size or
+  of the worker count (the state's form) cannot continue exactly and is an
+  error saying what would change."""
+  if "iterator" not in saved:  # older checkpoints: the iterator state only
+    return saved
+  was = (saved["batch_size"], saved["worker_count"])
+  if was == (batch_size, worker_count):
+    return saved["iterator"]
+  key, old, new = (
+      ("config.batch_size", saved["batch_size"], batch_size)
+      if saved["batch_size"] != batch_size
+      else ("config.data.worker_count", saved["worker_count"], worker_count)
+  )
+  raise ValueError(
+      f"the checkpoint's data position was saved with {key}={old}, this run "
+      f"has {new}: resuming would not continue the data order of the run "
+      f"(it was saved by {saved['process_count']} process(es), this run has "
+      f"{process_count}; the process count may change, this may not). "
+      f"Resume with --config.{key.split('.', 1)[1]}={old}, or train in a "
+      "new --workdir."
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,19 +354,20 @@ def eval_dataset(
   ds = grain.MapDataset.source(source)
   if limit is not None:
     ds = ds[:limit]
-  # Every host must run the same number of batches: pad hosts equally.
-  per_host = -(-len(ds) // process_count)
-  ds = ds[process_index::process_count]
-  num_batches = -(-per_host // local)
   ds = ds.map(Normalize(source.manifest.band_stats))
   if wants_text(fields):
     ds = ds.map(TokenizeText(text_max_len))
   ds = ds.batch(local, drop_remainder=False).map(PadBatch(local))
-  if len(ds) < num_batches:  # This host has fewer records than another.
-    empty = {k: np.zeros_like(v) for k, v in ds[0].items()} if len(ds) else None
+  # As in training, global batch i is mini-batches i*P..i*P+P-1 (records in
+  # storage order); every process runs the same number of batches, so the
+  # last ones are padded with empty mini-batches (`valid` all False).
+  short = -len(ds) % process_count
+  if short and len(ds):
+    empty = {k: np.zeros_like(v) for k, v in ds[0].items()}
     ds = grain.MapDataset.concatenate(
-        [ds, grain.MapDataset.source([empty] * (num_batches - len(ds)))]
+        [ds, grain.MapDataset.source([empty] * short)]
     )
+  ds = ds[process_index::process_count]
   return ds.to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
   )

@@ -9,9 +9,16 @@ and data position: it wins over every initialisation), trains with a jitted
 sharded `train_step(state, batch, rng) -> (state, metrics)`, evaluates
 periodically
 and at the end, and returns the final metrics. SIGTERM saves a checkpoint at
-the current step and returns; a non-finite loss stops with the step.
+the current step and returns; a non-finite loss stops with the step. Every
+exit (end, SIGTERM, exception) waits for the checkpoint save in flight.
 The final eval (`config.final_eval_split`) also writes each scene's logits
 and labels to `PREDICTIONS` in the workdir.
+
+Many processes (`crossscale.distributed`, docs/multihost.md): each reads its
+slice of every global batch; SIGTERM reaching any process stops all at the
+same step; the resume and the end wait at barriers that time out naming the
+process that did not arrive; the data position is global, so a run resumes
+on another process count.
 
 `fit_arrays(model, params, arrays, ...)` runs the same train step over
 in-memory arrays (random batches, optional flips; no checkpoints or evals):
@@ -35,6 +42,7 @@ import optax
 
 from crossscale import (
     checkpoint,
+    distributed,
     evaluators,
     input_pipeline,
     logging_utils,
@@ -369,15 +377,29 @@ def train_and_evaluate(
       verify=config.data.verify,
   )
   train_iter = iter(train_ds)
+  data_spec = dict(
+      batch_size=config.batch_size,
+      process_count=jax.process_count(),
+      worker_count=config.data.worker_count,
+  )
 
   ckpt = checkpoint.Checkpointer(
       os.path.join(workdir, "checkpoints"),
       config.checkpoint.every,
       config.checkpoint.keep,
   )
+  distributed.barrier("restore")
+  distributed.check_same(  # every process sees one shared --workdir
+      -1 if ckpt.latest_step() is None else ckpt.latest_step(),
+      f"the newest checkpoint in {ckpt.directory} (-1: none)",
+  )
   if ckpt.latest_step() is not None:
     state, data_state = _resume(ckpt, state, state_sh, config, stored)
-    train_iter.set_state(data_state)
+    train_iter.set_state(input_pipeline.iterator_state(data_state, **data_spec))
+
+  def position() -> dict:  # the data position saved with each checkpoint
+    return input_pipeline.position(train_iter.get_state(), **data_spec)
+
   if jax.process_index() == 0:  # the run's config: read by crossscale.export
     with open(os.path.join(workdir, run_config.CONFIG_FILE), "w") as f:
       f.write(config.to_json_best_effort(indent=1))
@@ -423,15 +445,15 @@ def train_and_evaluate(
       if pending is not None:
         _check_finite(*pending)
       pending = (step, m)
-      ckpt.save(step, state, train_iter.get_state())
+      ckpt.save(step, state, position())
       if step % config.log_every == 0 or step == config.total_steps:
         scalars = {k: float(v) for k, v in jax.device_get(m).items()}
         scalars["steps_per_sec"] = progress.update(step, scalars)
         writer.write(step, "train", scalars)
       if step % config.eval_every == 0 and step < config.total_steps:
         _eval_all(evals, state.params, step, writer)
-      if preempted:
-        ckpt.save(step, state, train_iter.get_state(), force=True)
+      if distributed.any_process(bool(preempted)):  # all stop at one step
+        ckpt.save(step, state, position(), force=True)
         ckpt.wait()
         print(
             f"SIGTERM: saved step {step} to {ckpt.directory}; relaunch "
@@ -474,12 +496,32 @@ def train_and_evaluate(
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
         json.dump(final, f, indent=1)
-    ckpt.save(config.total_steps, state, train_iter.get_state(), force=True)
+    ckpt.save(config.total_steps, state, position(), force=True)
+    ckpt.wait()
+    distributed.barrier("end")
     return final
+  except BaseException:
+    _close_after_error(ckpt)
+    raise
   finally:
     signal.signal(signal.SIGTERM, prev_handler)
-    ckpt.close()
+    ckpt.close()  # waits for the save in flight
     writer.close()
+
+
+def _close_after_error(ckpt: checkpoint.Checkpointer) -> None:
+  """Closes `ckpt` (waiting for the save in flight) before an error
+  propagates; a failure to finish it (e.g. another process is gone) is
+  reported, not raised over the error."""
+  try:
+    ckpt.close()
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    print(
+        f"process {jax.process_index()}: the checkpoint save in flight did "
+        f"not finish ({type(e).__name__}: {e}); resuming takes the newest "
+        f"complete one in {ckpt.directory}.",
+        flush=True,
+    )
 
 
 def _check_finite(step: int, m) -> None:

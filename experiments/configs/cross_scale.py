@@ -69,7 +69,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           # val, dense HR: 0.745 mAP at 16, 0.508 at 4, 0.428 at 1).
           mil_sharpness=16.0,
           zero_hr_gain=0.0,
-          select_impl="auto",  # Pallas kernel where verified on the device, else JAX
+          # auto: the Pallas kernel where verified on the device, else JAX.
+          select_impl="auto",
           remat=False,  # rematerialise block activations (memory <-> FLOPs)
       )
   )

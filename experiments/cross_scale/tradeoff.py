@@ -20,9 +20,10 @@ LR-only and dense HR is reported paired by seed and scene with a 95%
 bootstrap interval (`paired_vs`: accuracy on single-label data, macro mAP
 on multi-label). Also times a training step of ours at 1/8 against dense HR.
 Runs are experiments/configs/cross_scale.py:quick (--quick: 400 steps),
-:sweep (the default 1200) or :runlocal,sweep (--runlocal: a seconds-long smoke on a tiny
-toyworld) plus overrides. Writes OUT/<dataset>_<schedule>_s<first>-<last>
-.json and .png. `--dataset` is a registered name or any records directory.
+:sweep (the default 1200) or :runlocal,sweep (--runlocal: a seconds-long
+smoke on a tiny toyworld) plus overrides. Writes
+OUT/<dataset>_<schedule>_s<first>-<last>.json and .png. `--dataset` is a
+registered name or any records directory.
 `--work_dir DIR` keeps every cell's run (relaunching skips finished cells;
 `experiments.cross_scale.selection_swap` cross-evaluates them); `--set
 KEY=VALUE` overrides the config of every run; `--variant NAME:KEY=VALUE` adds
