@@ -15,11 +15,19 @@ checkpoint that a resume would take; `close` (every exit path of the
 training loop) waits for the save in flight. Barriers, orbax's included,
 time out after `distributed.SETTINGS.barrier_timeout_s` with an error naming
 the processes that did not arrive.
+
+A save killed mid-write leaves its temporary directory
+(`<step>.orbax-checkpoint-tmp`), which orbax replaces only when that step is
+saved again (a SIGTERM save off the checkpoint interval never is). Process 0
+removes every such directory when the Checkpointer starts, before any
+process restores or saves (the trainer's "restore" barrier follows);
+committed steps are never touched (orbax never gives them that name).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -27,6 +35,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from crossscale import distributed
+
+# In the name of every uncommitted orbax save (step dir or item dir).
+TMP_MARK = ".orbax-checkpoint-tmp"
 
 
 class Checkpointer:
@@ -40,6 +51,14 @@ class Checkpointer:
   ):
     self.directory = os.path.abspath(directory)
     self._closed = False
+    if jax.process_index() == 0 and (
+        stale := remove_uncommitted(self.directory)
+    ):
+      print(
+          f"removed {len(stale)} uncommitted checkpoint save(s) of a killed "
+          f"run from {self.directory}: {', '.join(stale)}",
+          flush=True,
+      )
     async_options = None
     if jax.process_count() > 1:  # commit barriers that time out, named
       _use_barriers_with_timeouts()
@@ -107,6 +126,18 @@ class Checkpointer:
     self._closed = True
     self._mngr.wait_until_finished()
     self._mngr.close()
+
+
+def remove_uncommitted(directory: str) -> list[str]:
+  """Removes the temporary directories of saves that never committed (a
+  process killed mid-write) from `directory`; returns their names. Call it
+  only while no save is in flight (at start-up, on one process)."""
+  if not os.path.isdir(directory):
+    return []
+  stale = sorted(n for n in os.listdir(directory) if TMP_MARK in n)
+  for name in stale:
+    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+  return stale
 
 
 def _use_barriers_with_timeouts() -> None:
