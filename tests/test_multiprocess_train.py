@@ -4,13 +4,18 @@ one global mesh of 8 devices) against one process of 8 devices; resume on
 another process count; the fault guards (SIGTERM, a killed process, barrier
 and coordinator timeouts, the save in flight on an error exit).
 
-Every run is the cross-scale `runlocal` config on toyworld_small, 6 steps
-of 16, in real processes.
+Every run is in real processes on toyworld_small, batches of 16: the
+cross-scale `runlocal` config for training (6 steps) and resuming, the
+cheaper lr_vit `runlocal` one for the fault guards (launch.py's and the
+training loop's, the same for every model). Each launch costs seconds of
+start-up, so runs are shared: the resume starts from a checkpoint of the
+1-process reference and changes process count twice in one sequence.
 """
 
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,31 +26,56 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from crossscale import checkpoint, input_pipeline
+from crossscale import checkpoint, input_pipeline, run_config
 from tests import conftest, helpers
 
 ROOT = conftest.ROOT
 STEPS = 6
+# The fault runs stop long before their end (lr_vit: a fraction of a second
+# a step) and evaluate only there.
+FAULT_STEPS = 40
 TWO = ("--local_processes", "2", "--local_devices", "4")
 
 
-def _cmd(data_dir, workdir, *extra):
+def _cmd(
+    data_dir,
+    workdir,
+    *extra,
+    config="cross_scale",
+    steps=STEPS,
+    every=2,
+    eval_every=3,
+):
   return [
       sys.executable,
       os.path.join(ROOT, "launch.py"),
       "--config",
-      os.path.join(ROOT, "experiments/configs/cross_scale.py:runlocal"),
+      os.path.join(ROOT, f"experiments/configs/{config}.py:runlocal"),
       "--workdir",
       str(workdir),
       "--dataset",
       data_dir,
-      f"--config.total_steps={STEPS}",
-      "--config.checkpoint.every=2",
-      "--config.eval_every=3",
+      f"--config.total_steps={steps}",
+      f"--config.checkpoint.every={every}",
+      f"--config.eval_every={eval_every}",
       "--config.log_every=1",
       "--config.data.worker_count=0",
       *extra,
   ]
+
+
+def _fault_cmd(data_dir, workdir, *extra, every=2):
+  """A run for the fault guards: lr_vit (a third of cross_scale's start-up),
+  FAULT_STEPS steps to spare, no periodic evaluation."""
+  return _cmd(
+      data_dir,
+      workdir,
+      *extra,
+      config="lr_vit",
+      steps=FAULT_STEPS,
+      every=every,
+      eval_every=FAULT_STEPS,
+  )
 
 
 def _env(devices=8):
@@ -71,6 +101,15 @@ def _start(cmd, devices=8):
       stderr=subprocess.STDOUT,
       text=True,
   )
+
+
+def _read_until(proc, text):
+  """`proc`'s output up to its first line containing `text`."""
+  lines = []
+  while not lines or text not in lines[-1]:
+    lines.append(proc.stdout.readline())
+    assert lines[-1] or proc.poll() is None, "".join(lines)[-3000:]
+  return "".join(lines)
 
 
 def _wait_for(path, proc, timeout=180):
@@ -108,7 +147,8 @@ def _assert_close_params(a, b, atol=1e-5):
 
 @pytest.fixture(scope="module")
 def one_process(toyworld_small, tmp_path_factory):
-  """The reference: one process of 8 devices, uninterrupted."""
+  """The reference: one process of 8 devices, uninterrupted; its step 2
+  is also where the resume starts."""
   workdir = tmp_path_factory.mktemp("one_process")
   _run(_cmd(toyworld_small, workdir))
   return str(workdir)
@@ -116,8 +156,9 @@ def one_process(toyworld_small, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_processes(toyworld_small, tmp_path_factory):
+  """2 processes x 4 devices, uninterrupted (one save: the last)."""
   workdir = tmp_path_factory.mktemp("two_processes")
-  out = _run(_cmd(toyworld_small, workdir, *TWO))
+  out = _run(_cmd(toyworld_small, workdir, *TWO, every=STEPS))
   return str(workdir), out
 
 
@@ -191,38 +232,78 @@ def test_multiprocess_hosts_read_their_own_slices_of_one_shard(tmp_path):
   np.testing.assert_array_equal(got, ref)
 
 
-def _sigterm_after(cmd, workdir, devices=8, step=2):
-  p = _start(cmd, devices)
-  _wait_for(os.path.join(workdir, "checkpoints", str(step)), p)
-  p.send_signal(signal.SIGTERM)
+def _sigterm(p, target=None):
+  """SIGTERM to `target` (a pid; default launch.py, `p`): the run saves one
+  step and stops before its end, exit 0. Returns `p`'s remaining output and
+  the saved steps it prints (one per process)."""
+  os.kill(target or p.pid, signal.SIGTERM)
   out = p.communicate(timeout=120)[0]
   assert p.returncode == 0, out[-3000:]
-  assert "SIGTERM: saved step" in out, out[-3000:]
-  assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
-  return out
+  saved = [int(s) for s in re.findall(r"SIGTERM: saved step (\d+)", out)]
+  assert saved, out[-3000:]
+  return out, saved
 
 
-@pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
 def test_multiprocess_resume_on_another_process_count_continues_exactly(
-    toyworld_small, one_process, tmp_path, first, then
+    toyworld_small, one_process, tmp_path
 ):
-  """A run stopped by SIGTERM (forwarded by launch.py to both processes,
-  which stop at one step) and resumed on the other process count ends with
-  the uninterrupted run's parameters, optimizer state and data position."""
-  procs = {1: (), 2: TWO}
-  _sigterm_after(_cmd(toyworld_small, tmp_path, *procs[first]), tmp_path)
-  out = _run(_cmd(toyworld_small, tmp_path, *procs[then]))
+  """Resumed on the other process count, twice: the 1-process run's step 2
+  (its checkpoint and config.json) on 2 processes, stopped there by SIGTERM
+  to launch.py (forwarded to both, which save one step) after a step or
+  two, then on 1 process to the end. Every step after step 2 has the
+  uninterrupted run's loss, each save its process count, and the end has
+  that run's parameters, optimizer state and data position."""
+  shutil.copytree(
+      os.path.join(one_process, "checkpoints", "2"),
+      os.path.join(tmp_path, "checkpoints", "2"),
+  )
+  shutil.copy(os.path.join(one_process, run_config.CONFIG_FILE), tmp_path)
+  ref_train = _metrics(one_process, "train")
+
+  def check_steps(last):
+    train = _metrics(tmp_path, "train")
+    assert sorted(train) == list(range(3, last + 1))  # each step once
+    for step in train:
+      np.testing.assert_allclose(
+          train[step]["loss"], ref_train[step]["loss"], rtol=1e-5
+      )
+
+  p = _start(_cmd(toyworld_small, tmp_path, *TWO))  # 2 processes
+  out = _read_until(p, f"] 3/{STEPS}")  # its first step: then SIGTERM
+  rest, saved = _sigterm(p)
+  out += rest
+  assert "resumed from" in out, out[-3000:]
+  assert len(saved) == 2 and saved[0] == saved[1], out[-3000:]
+  assert not os.path.exists(os.path.join(tmp_path, "final_metrics.json"))
+  step = saved[0]
+  assert step < STEPS
+  check_steps(step)
+  assert _data_position(tmp_path, step) == {
+      "iterator": {"next_index": step},
+      "batch_size": 16,
+      "process_count": 2,
+      "worker_count": 0,
+  }
+
+  out = _run(_cmd(toyworld_small, tmp_path))  # 1 process
   assert "resumed from" in out
+  check_steps(STEPS)
   _assert_close_params(_params(tmp_path), _params(one_process))
   got, ref = _data_position(tmp_path), _data_position(one_process)
   assert got["iterator"] == ref["iterator"] == {"next_index": STEPS}
-  assert got["process_count"] == then
-  train = _metrics(tmp_path, "train")
-  ref_train = _metrics(one_process, "train")
-  for step in (STEPS - 1, STEPS):  # steps after the resume
-    np.testing.assert_allclose(
-        train[step]["loss"], ref_train[step]["loss"], rtol=1e-5
-    )
+  assert got["process_count"] == 1
+
+
+def test_multiprocess_sigterm_to_a_one_process_run_saves_and_stops(
+    toyworld_small, tmp_path
+):
+  """SIGTERM to a 1-process run (no launch.py children): it saves one step
+  and exits 0 before the end."""
+  p = _start(_fault_cmd(toyworld_small, tmp_path))
+  _wait_for(os.path.join(tmp_path, "checkpoints", "2"), p)
+  out, saved = _sigterm(p)
+  assert len(saved) == 1 and saved[0] < FAULT_STEPS, out[-3000:]
+  assert not os.path.exists(os.path.join(tmp_path, "final_metrics.json"))
 
 
 def test_multiprocess_resume_with_another_batch_size_stops_clearly():
@@ -248,7 +329,7 @@ def test_multiprocess_killed_process_stops_the_other(toyworld_small, tmp_path):
   """SIGKILL of process 1: launch.py stops process 0 (blocked in a
   collective with the dead one) and exits non-zero naming process 1 and its
   exit code; no partial checkpoint is left for a resume to take."""
-  p = _start(_cmd(toyworld_small, tmp_path, *TWO))
+  p = _start(_fault_cmd(toyworld_small, tmp_path, *TWO))
   pids = _started_pids(p)
   _wait_for(os.path.join(tmp_path, "checkpoints", "2"), p)
   os.kill(pids[1], signal.SIGKILL)
@@ -286,16 +367,13 @@ def test_multiprocess_sigterm_to_one_process_stops_both_at_one_step(
 ):
   """SIGTERM reaching process 1 only (a preempted host): both processes
   agree on it at the next step, save that same step and exit 0."""
-  p = _start(_cmd(toyworld_small, tmp_path, *TWO))
+  p = _start(_fault_cmd(toyworld_small, tmp_path, *TWO))
   pids = _started_pids(p)
   _wait_for(os.path.join(tmp_path, "checkpoints", "2"), p)
-  os.kill(pids[1], signal.SIGTERM)
-  out = p.communicate(timeout=120)[0]
-  assert p.returncode == 0, out[-3000:]
-  saved = re.findall(r"SIGTERM: saved step (\d+)", out)
+  out, saved = _sigterm(p, pids[1])
   assert len(saved) == 2 and saved[0] == saved[1], out[-3000:]
-  step = int(saved[0])
-  assert step < STEPS and _data_position(tmp_path, step)["iterator"] == {
+  step = saved[0]
+  assert step < FAULT_STEPS and _data_position(tmp_path, step)["iterator"] == {
       "next_index": step
   }
 
@@ -318,7 +396,7 @@ def test_multiprocess_killed_process_without_launcher_ends_the_other(
     )
     procs.append(
         subprocess.Popen(
-            _cmd(toyworld_small, tmp_path, "--heartbeat_timeout=10"),
+            _fault_cmd(toyworld_small, tmp_path, "--heartbeat_timeout=5"),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -343,13 +421,13 @@ def test_multiprocess_error_exit_waits_for_the_save_in_flight(
   save began; it is committed (complete, with its data position) before
   they exit."""
   p = _start(
-      _cmd(
+      _fault_cmd(
           toyworld_small,
           tmp_path,
           *TWO,
           "--config.optim.lr=inf",
           "--config.optim.grad_clip=0.0",
-          "--config.checkpoint.every=1",
+          every=1,
       )
   )
   out = p.communicate(timeout=180)[0]
