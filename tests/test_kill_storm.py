@@ -3,7 +3,8 @@
 SIGKILLed at random moments (some mid-checkpoint-write) and relaunched, it
 ends as the uninterrupted run: bit-identical parameters and data position,
 the same logged losses, no orphan temporary checkpoint directory
-(tests/kill_storm.py). The 10-kill storm is `slow` (`pytest -m slow`)."""
+(tests/kill_storm.py). The 3- and 10-kill storms are `slow` (`pytest -m
+slow`) to keep the default suite within its 8 minutes."""
 
 import os
 
@@ -50,6 +51,8 @@ def test_sigterm_stop_and_relaunch_ends_bit_identical(
   kill_storm.assert_same_run(str(tmp_path), reference, STEPS)
 
 
+# ~40 s; the default suite keeps the SIGTERM and the mid-write kill.
+@pytest.mark.slow
 def test_three_sigkills_and_relaunches_end_bit_identical(
     toyworld_small, reference, tmp_path
 ):

@@ -95,7 +95,7 @@ def test_config_args_build_the_old_pretrain_and_finetune_configs(quick):
   c.data.path = "D"
   c.model.contrast_tiles = 8
   assert run_config.as_flat(c) == flat
-  assert c.batch_size == (32 if quick else 64)
+  assert c.batch_size == 32  # the sweeps' batch, quick or not
 
   ft = benefit.finetune_config("D", quick, 50, 3, "PRE", 0.5, ("hr_encoder",))
   want = run_config.as_flat(xs)

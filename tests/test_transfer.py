@@ -57,7 +57,9 @@ def test_linear_probe_protocols():
 
 def test_quick_source_config_is_the_old_quick_pretraining():
   """source_config(quick) is what pretrain_source(quick) built at 8b9d2da:
-  pretrain.py:text with CPU-sized encoders, a 64-d embedding, 800 steps."""
+  pretrain.py:text with CPU-sized encoders, the then-default 32-wide
+  sampler, a 64-d embedding, 800 steps; the full schedule is pretrain.py's
+  default (the CPU-sized model since the main job moved to geoworld)."""
   from crossscale import run_config
   from experiments.configs import pretrain
 
@@ -67,6 +69,7 @@ def test_quick_source_config_is_the_old_quick_pretraining():
   old.model.lr_encoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
   old.model.hr_encoder.update(width=32, depth=2)
   old.model.embed_dim = 64
+  old.model.sampler.width = 32
   old.total_steps = 800
   old.optim.warmup_steps = 80
   old.checkpoint.every = 800
@@ -75,9 +78,9 @@ def test_quick_source_config_is_the_old_quick_pretraining():
   old.evals = {"test": {"type": "classification", "split": "test"}}
   got = transfer.source_config("D", quick=True, steps=0)
   assert run_config.as_flat(got) == run_config.as_flat(old)
-  old.batch_size = 64
   old.model.lr_encoder = pretrain.get_config().model.lr_encoder
   old.model.hr_encoder = pretrain.get_config().model.hr_encoder
+  old.model.sampler = pretrain.get_config().model.sampler
   old.model.embed_dim = 128
   old.total_steps = old.checkpoint.every = 300
   old.optim.warmup_steps = 30
