@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -41,7 +42,11 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
   so the decoupled weight decay) of parameters whose path matches the first
   regex that does (re.search) is multiplied by `factor`, e.g. gentler
   fine-tuning of pretrained encoders. `cfg.frozen`: regexes of parameters
-  that never update (no optimizer state either)."""
+  that never update (no optimizer state either). `cfg.frozen_for`:
+  optional ((regex, fraction), ...): parameters matching a regex keep their
+  initial values for the first fraction of `total_steps` (their optimizer
+  state still follows the gradients), e.g. a sampler held at its prior
+  while the encoders learn."""
   schedule = make_schedule(cfg, total_steps)
   name = cfg.get("name", "adamw")
   if name == "adamw":
@@ -62,6 +67,9 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
     opt = optax.chain(opt, scale_by_path(scales))
   clip = cfg.get("grad_clip", 0.0)
   opt = optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+  held = tuple(tuple(r) for r in (cfg.get("frozen_for", ()) or ()))
+  if held:
+    opt = optax.chain(opt, hold_until(held, total_steps))
   frozen = tuple(cfg.get("frozen", ()) or ())
   if not frozen:
     return opt
@@ -105,6 +113,45 @@ def scale_by_path(
     )
 
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+class HoldState(NamedTuple):
+  count: jax.Array  # [] int32: updates seen
+
+
+def hold_until(
+    rules: Sequence[tuple[str, float]], total_steps: int
+) -> optax.GradientTransformation:
+  """Zeroes the updates of parameters whose path matches a rule's regex
+  (first match, re.search) until `fraction * total_steps` updates passed."""
+  steps = []
+  for item in rules:
+    if len(item) != 2 or not 0.0 <= float(item[1]) <= 1.0:
+      raise ValueError(
+          f"config.optim.frozen_for entry {item!r}: expected a (regex, "
+          "fraction of total_steps in [0, 1]) pair, e.g. ('^sampler/', 0.5)"
+      )
+    steps.append((re.compile(item[0]), round(float(item[1]) * total_steps)))
+
+  def until(path, _):
+    name = param_path(path)
+    return next((n for p, n in steps if p.search(name)), 0)
+
+  def init(params):
+    del params
+    return HoldState(count=jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    starts = jax.tree_util.tree_map_with_path(until, updates)
+    updates = jax.tree.map(
+        lambda u, n: u if n == 0 else jnp.where(state.count >= n, u, 0),
+        updates,
+        starts,
+    )
+    return updates, HoldState(count=state.count + 1)
+
+  return optax.GradientTransformation(init, update)
 
 
 def param_path(path) -> str:

@@ -129,3 +129,22 @@ def test_config_args_are_checked(name, arg):
   mod = importlib.import_module(f"experiments.configs.{name}")
   with pytest.raises(ValueError, match=f"unknown config arg .* for {name}.py"):
     mod.get_config(arg)
+
+
+def test_frozen_for_holds_matching_params_for_a_fraction_of_steps():
+  params = _params()
+  # 10 steps, encoder held for the first 3 (round(0.3 * 10)); AdamW decay
+  # would move a held parameter too, so use it to check the hold is total.
+  cfg = _cfg(name="adamw", lr=1e-2, weight_decay=0.1)
+  cfg.frozen_for = (("^encoder/", 0.3),)
+  tx = optim.make_optimizer(cfg, 10)
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  moved = []
+  for _ in range(5):
+    upd, state = jax.jit(tx.update)(grads, state, params)
+    moved.append(float(jnp.abs(upd["encoder"]["dense"]["kernel"]).max()) > 0)
+    assert float(jnp.abs(upd["head"]["kernel"]).max()) > 0  # never held
+  assert moved == [False, False, False, True, True]
+  with pytest.raises(ValueError, match="frozen_for"):
+    optim.make_optimizer(_cfg(frozen_for=(("^encoder/", 2.0),)), 10)

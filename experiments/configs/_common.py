@@ -97,8 +97,10 @@ def base(
   c.task = task
   c.batch_size = batch_size
   c.total_steps = total_steps
-  # `lr_scale` ((regex, factor), ...) and `frozen` (regexes): per-parameter
-  # learning rates and frozen parameters (crossscale.optim.make_optimizer).
+  # `lr_scale` ((regex, factor), ...), `frozen` (regexes) and `frozen_for`
+  # ((regex, fraction of total_steps), ...): per-parameter learning rates,
+  # frozen parameters and parameters held at init for a while
+  # (crossscale.optim.make_optimizer).
   c.optim = ml_collections.ConfigDict(
       dict(
           name="adamw",
@@ -108,6 +110,7 @@ def base(
           grad_clip=1.0,
           schedule="cosine",
           frozen=tuple(frozen),
+          frozen_for=(),
           lr_scale=(),
       )
   )
