@@ -83,6 +83,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.total_steps = 1500
   c.optim.lr = 1e-3
+  # The sampler stays at its prior (the heuristic's ranking) for the first
+  # half of training, while the HR path learns from the tiles it buys
+  # (geoworld val, 3 seeds: 0.591 vs 0.498 mAP, a tie +9.3 [-2.6, +20.4],
+  # but no seed collapses: worst 0.552 vs 0.439).
+  c.optim.frozen_for = (("^sampler/", 0.5),)
   c.eval_every = 500
   if runlocal:
     c.model.update(
