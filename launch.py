@@ -23,8 +23,14 @@ one fails it stops the others and exits naming the process and its exit
 code. --coordinator HOST:PORT (default: a free local port) and the
 --init_timeout, --heartbeat_timeout and --barrier_timeout guards apply to
 every multi-process run.
+
+User errors (a misspelled --config key, an unknown dataset, a budget out of
+range, unlabelled records given to a classifier: `records.DataError` and
+its subclass `run_config.ConfigError`) print one line naming the fix and
+exit 1, without a traceback.
 """
 
+import importlib.util
 import logging as std_logging
 import os
 import signal
@@ -292,7 +298,63 @@ def export(config) -> None:
   )
 
 
+def _config_arg(argv: list[str]) -> str | None:
+  """The value of --config in `argv` (--config=V or --config V)."""
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _load_config(spec: str):
+  """get_config([arg]) of a config file `path[:arg]`, as config_flags
+  loads it (to name the keys an override may set)."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _flag_error(e: Exception) -> str:
+  """A flag error in one line: its first and its last line."""
+  lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+  if len(lines) <= 1:
+    return lines[0] if lines else repr(e)
+  return f"{lines[0]} {lines[-1]}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; an error is one line (a misspelled --config key
+  names the nearest key) and exit 1."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as e:
+    unknown = []
+    spec = _config_arg(argv)
+    if spec and any(a.startswith("--config.") for a in argv):
+      from crossscale import run_config  # pylint: disable=g-import-not-at-top
+
+      try:
+        unknown = run_config.unknown_keys(argv, _load_config(spec))
+      except Exception:  # pylint: disable=broad-exception-caught
+        pass  # the config itself fails to load: absl's message says why
+    sys.exit(f"launch.py: error: {'; '.join(unknown) or _flag_error(e)}")
+
+
 def main(argv):
+  """Runs `_main`; a user error is its message alone and exit 1."""
+  from crossscale import records  # pylint: disable=g-import-not-at-top
+
+  try:
+    _main(argv)
+  except records.DataError as e:  # also run_config.ConfigError
+    sys.exit(f"launch.py: error: {e}")
+
+
+def _main(argv):
   del argv
   if not any(a.startswith(("-v", "--v")) for a in sys.argv[1:]):
     # orbax/jax INFO lines (python loggers under absl's handler) are noise.
@@ -316,4 +378,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

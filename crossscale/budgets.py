@@ -2,10 +2,13 @@
 
 Plain Python / numpy, run before jit (inside jit nothing can raise); shared
 by `crossscale.selection`, the tile-select kernel module and the models.
-Errors name the config key that set the value: `config.model.budget`,
+Errors (ConfigError of crossscale.run_config, a ValueError) name the
+config key that set the value: `config.model.budget` (a ratio of the G*G grid),
+`config.model.budget_tiles` (a tile count; replaces the ratio when >= 0),
 `config.model.class_budgets`, `config.model.cost.{price,total,k_max}`.
 
   k = budgets.k_from_budget(0.125, 16 * 16)          # ratio -> 32 tiles
+  budgets.model_budget({"budget": 0.125, "budget_tiles": 8})   # -> 8
   budgets.check_cost_budget(prices, total=8.0)       # raises ValueError
 """
 
@@ -16,7 +19,10 @@ import math
 import jax
 import numpy as np
 
+from crossscale.run_config import ConfigError
+
 BUDGET_KEY = "config.model.budget"
+TILES_KEY = "config.model.budget_tiles"
 CLASS_BUDGETS_KEY = "config.model.class_budgets"
 
 
@@ -46,29 +52,35 @@ def k_from_budget(
   if isinstance(budget, (bool, np.bool_)) or not isinstance(
       budget, (int, float, np.integer, np.floating)
   ):
-    raise ValueError(
+    raise ConfigError(
         f"budget {budget!r} is not a number ({key}); use a "
         f"tile count (int) or a ratio in [0, 1] (float)"
     )
   if isinstance(budget, (int, np.integer)):
     k = int(budget)
     if k > n_tiles:
-      raise ValueError(
+      raise ConfigError(
           f"budget {k} > {grid_words(n_tiles)} ({key}); "
           f"use at most {n_tiles} or a ratio <= 1"
       )
     if k < 0:
-      raise ValueError(
+      raise ConfigError(
           f"budget {k} is negative ({key}); use a tile count "
           f"in 0..{n_tiles} or a ratio in [0, 1]"
       )
   else:
     ratio = float(budget)
     if not math.isfinite(ratio) or ratio < 0 or ratio > 1:
-      raise ValueError(
+      count = (
+          f"; for a count of {ratio:g} tiles give --"
+          f"{TILES_KEY}={ratio:g} instead"
+          if ratio.is_integer() and 1 < ratio <= n_tiles
+          else ""
+      )
+      raise ConfigError(
           f"budget ratio {ratio} is outside [0, 1] for the "
-          f"{grid_words(n_tiles)} ({key}); use a ratio in "
-          f"[0, 1] or an int tile count in 0..{n_tiles}"
+          f"{grid_words(n_tiles)} ({key}); use a ratio in [0, 1] "
+          f"or a tile count in 0..{n_tiles} ({TILES_KEY}){count}"
       )
     k = int(math.floor(ratio * n_tiles + 0.5))
   if batch_size is None:
@@ -76,11 +88,42 @@ def k_from_budget(
   return np.full((batch_size,), k, np.int32)
 
 
+def model_budget(model_config) -> int | float:
+  """The budget a model config asks for: the tile count
+  `budget_tiles` when it is set (>= 0), else the ratio `budget`.
+
+  Command-line values keep the type of the config's default, so
+  `--config.model.budget=8` is the ratio 8.0 (refused) and a count needs
+  its own key: `--config.model.budget_tiles=8`.
+  """
+  tiles = model_config.get("budget_tiles", -1)
+  if tiles is None or (isinstance(tiles, (int, np.integer)) and tiles < 0):
+    return model_config.get("budget", 0.125)
+  if isinstance(tiles, bool) or not float(tiles).is_integer():
+    raise ConfigError(
+        f"budget_tiles {tiles!r} is not a whole number ({TILES_KEY}); give "
+        f"a tile count, or a ratio in [0, 1] with {BUDGET_KEY}"
+    )
+  return int(tiles)
+
+
+def resolve_tiles(model_kwargs: dict, grid: int) -> dict:
+  """`model_kwargs` (config.model's fields) with `budget_tiles` folded into
+  `budget` (`model_budget`), checked against the G*G grid."""
+  kwargs = dict(model_kwargs)
+  kwargs["budget"] = model_budget(kwargs)
+  count = kwargs.pop("budget_tiles") >= 0
+  k_from_budget(
+      kwargs["budget"], grid * grid, key=TILES_KEY if count else BUDGET_KEY
+  )
+  return kwargs
+
+
 def check_k(k, n_tiles: int, name: str = "k", key: str = BUDGET_KEY) -> None:
   """A static tile count must lie in 0..n_tiles; traced or array k pass."""
   if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
     if not 0 <= int(k) <= n_tiles:
-      raise ValueError(
+      raise ConfigError(
           f"{name} = {int(k)} is outside 0..{n_tiles} "
           f"({grid_words(n_tiles)}) ({key}); resolve the "
           "budget with k_from_budget"
@@ -93,7 +136,7 @@ def check_class_budgets(class_budgets, n_tiles: int) -> None:
     return
   p = np.asarray(class_budgets)
   if p.ndim != 1:
-    raise ValueError(
+    raise ConfigError(
         f"class budgets must be one value per class, got shape {p.shape} "
         f"({CLASS_BUDGETS_KEY})"
     )
@@ -102,7 +145,7 @@ def check_class_budgets(class_budgets, n_tiles: int) -> None:
       or (p < 0).any()
       or (p > n_tiles).any()
   ):
-    raise ValueError(
+    raise ConfigError(
         f"class budgets {p.tolist()} must lie in 0..{n_tiles} "
         f"({grid_words(n_tiles)}) ({CLASS_BUDGETS_KEY}); "
         f"clip them to that range"
@@ -114,7 +157,7 @@ def observation_budget_ratio(class_budgets, n_tiles: int) -> float:
   check_class_budgets(class_budgets, n_tiles)
   p = np.asarray(class_budgets, np.float64)
   if p.size == 0:
-    raise ValueError(
+    raise ConfigError(
         f"no class budgets given ({CLASS_BUDGETS_KEY});"
         " give one tile count per class"
     )
@@ -133,34 +176,34 @@ def check_cost_budget(prices, total, scores=None) -> None:
   total = np.asarray(total, np.float64)
   where = "batch['tile_prices'] or config.model.cost.price"
   if prices.ndim != 2:
-    raise ValueError(
+    raise ConfigError(
         f"prices must be [B, N], got shape {prices.shape} ({where})"
     )
   if not np.isfinite(prices).all() or (prices < 0).any():
     bad = prices[~(np.isfinite(prices) & (prices >= 0))]
-    raise ValueError(
+    raise ConfigError(
         f"tile prices must be finite and >= 0; found {bad[:5].tolist()} "
         f"({where}); fix the price table"
     )
   if total.ndim > 1 or (total.ndim == 1 and total.shape[0] != prices.shape[0]):
-    raise ValueError(
+    raise ConfigError(
         f"cost total must be a scalar or [B={prices.shape[0]}], got shape "
         f"{total.shape} (config.model.cost.total)"
     )
   if not np.isfinite(total).all() or (total < 0).any():
-    raise ValueError(
+    raise ConfigError(
         f"cost total {total.tolist()} must be finite and >= 0 "
         "(config.model.cost.total); set a non-negative spend per scene"
     )
   if scores is not None:
     scores = np.asarray(scores, np.float64)
     if scores.shape != prices.shape:
-      raise ValueError(
+      raise ConfigError(
           f"scores {scores.shape} and prices {prices.shape} "
           "must have the same shape [B, N]"
       )
     if not np.isfinite(scores).all() or (scores < 0).any():
-      raise ValueError(
+      raise ConfigError(
           "scores for cost-aware selection must be finite and >= 0 "
           "(score-per-price ranking); pass sigmoid(logits) or probabilities"
       )

@@ -511,3 +511,45 @@ def get_evaluator(kind: str, model, **kwargs: Any):
         f"(config.evals.<name>.type); known: {sorted(_EVALUATORS)}"
     )
   return _EVALUATORS[kind](model, **kwargs)
+
+
+def final_eval(
+    model,
+    params,
+    *,
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    task: str,
+    mesh,
+    fields,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """The final evaluation of a run (`config.final_eval_split`): the
+  classification evaluator over `split` -> (metrics, per-scene outputs).
+
+  One code path for the end of training (`crossscale.train`) and for
+  evaluating a trained run on any dataset (`crossscale.evaluate`): metrics
+  as `ClassificationEvaluator.summarize`, outputs as `.outputs` ("logits"
+  and "labels" `[n, K]` in record order, ...).
+  """
+  ev = ClassificationEvaluator(
+      model,
+      data_dir=data_dir,
+      split=split,
+      batch_size=batch_size,
+      task=task,
+      mesh=mesh,
+      fields=fields,
+  )
+  outputs = ev.outputs(params)
+  return ev.summarize(outputs), outputs
+
+
+def save_predictions(path: str, outputs: dict[str, np.ndarray]) -> None:
+  """Per-scene "logits" and "labels" of `final_eval`'s outputs to `path`
+  (.npz), the file paired comparisons read (`train.PREDICTIONS`)."""
+  np.savez(
+      path,
+      logits=outputs.get("logits", np.zeros((0,))),
+      labels=outputs["labels"],
+  )

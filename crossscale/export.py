@@ -22,8 +22,14 @@ the training command) and the records directory's manifest, and writes to
                        the symbolic batch dimension), parameter keys, shapes,
                        dtypes and the params file's sha256, model name and
                        config, class names, the dataset's normalisation stats,
-                       crossscale/jax versions, platforms, source run and step
-  params.safetensors   the parameters, flat "a/b/kernel" keys
+                       crossscale/jax versions, platforms, source run and
+                       step, and "model_card" (`model_card`): what a raster
+                       must match (bands, LR/HR GSD in metres or null with
+                       gsd_known false, normalisation, sizes, grid, tile
+                       size, classes, multi_label, budget and policy, the
+                       LR degradation of the dataset)
+  params.safetensors   the parameters, flat "a/b/kernel" keys; its metadata
+                       holds the card too ("model_card": JSON)
   <function>.jaxexport a serialized `jax.export.Exported` per function, called
                        as f(params, *inputs) -> {name: array}; the parameters
                        are an input, not constants baked into the program
@@ -73,10 +79,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import crossscale
-from crossscale import run_config, serving, shards, train
+from crossscale import run_config, sensor, serving, shards, train
 from crossscale.models import cross_scale, sr
 
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+CARD_VERSION = 1
 
 
 @dataclasses.dataclass
@@ -152,6 +159,100 @@ def inference_functions(
   return {"predict": InferenceFn(predict_cls, inputs)}
 
 
+# -------------------------------------------------------------- model card
+
+
+def degradation_of(manifest: shards.Manifest) -> dict | None:
+  """How the dataset's LR was made from its HR (`sensor.degradation_record`)
+  as its builder recorded it (builder["degradation"]; manifests written
+  before that key: derived from the builder's options), else None."""
+  b = manifest.builder or {}
+  if b.get("degradation"):
+    return dict(b["degradation"])
+  opts = b.get("config") if isinstance(b.get("config"), dict) else b
+  if {"scale", "psf_sigma", "noise_std"} <= set(opts):  # toyworld, folders
+    rec = sensor.degradation_record(
+        opts["scale"], opts["psf_sigma"], opts["noise_std"]
+    )
+  elif b.get("builder") == "geotiff_pairs" and "scale" in b:
+    raster = b.get("lr_source") == "raster"
+    rec = sensor.degradation_record(
+        b["scale"],
+        **(b.get("degrade") or {}),
+        source="raster" if raster else "sensor.degrade",
+    )
+  else:
+    return None
+  if b.get("builder") == "geoworld":
+    rec.update(
+        data_range=255.0,
+        note="the LR bands mix the HR bands first (data/geoworld.py "
+        "LR_RESPONSE): sensor.degrade of the HR alone is not its LR",
+    )
+  return rec
+
+
+def budget_card(model: nn.Module) -> dict | None:
+  """The tile budget and selection policy of a cross-scale model."""
+  if not isinstance(model, cross_scale.CrossScaleModel):
+    return None
+  n = model.grid * model.grid
+  out = {
+      "policy": model.policy,
+      "num_tiles": n,
+      "k": int(model.k()),
+      "selection": dict(model.selection or {}),
+  }
+  if model.cost_budget:
+    return {**out, "mode": "cost", "cost": dict(model.cost)}
+  if len(model.class_budgets):
+    return {
+        **out,
+        "mode": "per_class",
+        "class_budgets": [int(p) for p in model.class_budgets],
+    }
+  if isinstance(model.budget, (int, np.integer)):
+    return {**out, "mode": "count", "tiles": int(model.budget)}
+  return {**out, "mode": "ratio", "ratio": float(model.budget)}
+
+
+def model_card(
+    model: nn.Module, manifest: shards.Manifest, fields: Sequence[str]
+) -> dict:
+  """What a raster needs to match this model (serving.check_raster):
+  bands, GSD, normalisation, sizes, grid, classes, budget, degradation."""
+  known = manifest.gsd_known
+  grid = getattr(model, "grid", None) or manifest.grid
+  return {
+      "card_version": CARD_VERSION,
+      "dataset": manifest.name,
+      "inputs": [f for f in ("lr", "hr") if f in fields] or ["lr"],
+      "bands": {"lr": list(manifest.lr_bands), "hr": list(manifest.hr_bands)},
+      "gsd_m": {
+          "lr": float(manifest.lr_gsd) if known else None,
+          "hr": float(manifest.hr_gsd) if known else None,
+      },
+      # False: the records carry no true GSD (1.0 was one HR pixel).
+      "gsd_known": known,
+      "scale": float(manifest.lr_gsd) / float(manifest.hr_gsd),
+      "image_size": {
+          "lr": list(manifest.lr_shape[:2]),
+          "hr": list(manifest.hr_shape[:2]),
+      },
+      "dtypes": dict(manifest.dtypes),
+      "normalization": {
+          k: {"mean": list(v["mean"]), "std": list(v["std"])}
+          for k, v in manifest.band_stats.items()
+      },
+      "grid": int(grid),
+      "tile_px": int(manifest.hr_shape[0]) // int(grid),
+      "class_names": list(manifest.class_names),
+      "multi_label": bool(manifest.multi_label),
+      "budget": budget_card(model),
+      "degradation": degradation_of(manifest),
+  }
+
+
 # ------------------------------------------------------------------ export
 
 
@@ -187,8 +288,13 @@ def export_model(
   manifest written to `out_dir/manifest.json`."""
   os.makedirs(out_dir, exist_ok=True)
   flat = flatten_params(params)
+  card = model_card(model, manifest, fields)
   params_path = os.path.join(out_dir, serving.PARAMS)
-  serving.save_safetensors(params_path, flat, {"format": "crossscale"})
+  serving.save_safetensors(
+      params_path,
+      flat,
+      {"format": "crossscale", serving.CARD_KEY: json.dumps(card)},
+  )
   p_spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}
   (b,) = jax.export.symbolic_shape(serving.BATCH_DIM)
 
@@ -270,6 +376,7 @@ def export_model(
           "hr_gsd": manifest.hr_gsd,
           "grid": manifest.grid,
       },
+      "model_card": card,
       "functions": functions,
       "params": {
           "file": serving.PARAMS,

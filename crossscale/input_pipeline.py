@@ -1,7 +1,9 @@
 """Grain input pipeline over scene-record shards.
 
 train: source -> seeded global shuffle (reshuffled each epoch) -> repeat ->
-       normalise -> seeded flips/rot90 (LR, HR and masks together; with
+       normalise -> optional GSD augmentation (`gsd_augment`: each scene
+       re-rendered at a random GSD factor, LR and HR over the same ground;
+       `GsdAugment`) -> seeded flips/rot90 (LR, HR and masks together; with
        labels, only those the manifest declares label-preserving) ->
        fixed-shape per-host batches -> this host's slice of them -> prefetch
        (threads or processes).
@@ -14,6 +16,10 @@ is the same on any process count.
 
 Every random choice is a function of (seed, element index), so the iterator's
 `get_state()` / `set_state()` resumes exactly, also after a process restart.
+
+Fields "lr_gsd" / "hr_gsd" (`GSD_FIELDS`) are each scene's metres per LR /
+HR pixel (float32 scalars, `[B]` batched), read from the records; the GSD
+augmentation updates them.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import numpy as np
 from crossscale import records, shards
 
 Batch = dict[str, np.ndarray]
+# Per-scene ground sample distances (metres per pixel), from the records.
+GSD_FIELDS = ("lr_gsd", "hr_gsd")
 
 
 class SceneSource:
@@ -72,7 +80,10 @@ class SceneSource:
           f"{self._locate(index)}: cannot read the record ({e}). The shard is "
           "corrupt: rebuild the dataset."
       ) from e
-    arrays = records.decode_arrays(data, self._locate(index))
+    if any(f in GSD_FIELDS for f in self.fields):
+      arrays = scene_arrays(records.decode(data, self._locate(index)))
+    else:
+      arrays = records.decode_arrays(data, self._locate(index))
     if wants_text(self.fields):  # raw text, tokenised by TokenizeText
       text = records.decode(data, self._locate(index)).text
       if not text:
@@ -98,6 +109,15 @@ class SceneSource:
 
   def __getstate__(self):
     return {**self.__dict__, "_source": None}
+
+
+def scene_arrays(scene: records.Scene) -> dict[str, np.ndarray]:
+  """`records.decode_arrays`'s dict plus "lr_gsd", "hr_gsd" (float32 [])."""
+  out = {"lr": scene.lr, "hr": scene.hr, "labels": scene.labels}
+  out.update({f"mask_{k}": v for k, v in scene.masks.items()})
+  out["lr_gsd"] = np.float32(scene.lr_gsd)
+  out["hr_gsd"] = np.float32(scene.hr_gsd)
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +209,184 @@ class FlipRotate(grain.transforms.RandomMap):
     return out
 
 
+# --- GSD augmentation: one scene re-rendered at another ground resolution ---
+
+
+def mosaic_cells(factor: float) -> int:
+  """Scenes per side of the mosaic a zoom-out by `factor` (> 1) reads: the
+  smallest odd m >= factor (the scene in the centre cell)."""
+  return int(2 * np.ceil((factor - 1.0) / 2.0) + 1)
+
+
+def _resample_axis(
+    x: np.ndarray, axis: int, start, length, n_out: int, nearest: bool
+):
+  """`x` resampled along `axis` to `n_out` pixels covering the interval
+  [start, start + length) (in input pixels, 0 = the first pixel's edge).
+  `nearest` (masks): the pixel under each output centre. Else float32:
+  downsampling (length >= n_out) takes exact area averages of the
+  piecewise-constant pixels (a box sensor), from cumulative sums;
+  upsampling interpolates linearly."""
+  x = np.moveaxis(x, axis, 0)
+  n, step = x.shape[0], length / n_out
+  bshape = (-1,) + (1,) * (x.ndim - 1)
+  if nearest:
+    centres = start + (np.arange(n_out) + 0.5) * step
+    idx = np.clip(np.floor(centres).astype(np.int64), 0, n - 1)
+    return np.moveaxis(x[idx], 0, axis)
+  x = x.astype(np.float32)
+  if step >= 1.0:
+    csum = np.concatenate(
+        [np.zeros((1,) + x.shape[1:]), np.cumsum(x, 0, dtype=np.float64)]
+    )
+    edges = np.clip(start + np.arange(n_out + 1) * step, 0.0, n)
+    k = np.minimum(np.floor(edges).astype(np.int64), n - 1)
+    integral = csum[k] + (edges - k).reshape(bshape) * x[k]
+    width = np.maximum(np.diff(edges), 1e-9).reshape(bshape)
+    out = (integral[1:] - integral[:-1]) / width
+  else:
+    u = np.clip(start + (np.arange(n_out) + 0.5) * step - 0.5, 0.0, n - 1)
+    i0 = np.floor(u).astype(np.int64)
+    t = (u - i0).reshape(bshape)
+    out = x[i0] * (1.0 - t) + x[np.minimum(i0 + 1, n - 1)] * t
+  return np.moveaxis(out.astype(np.float32), 0, axis)
+
+
+def _resample(img, y0, x0, length_y, length_x, out_hw, nearest=False):
+  """`[H, W, ...]` -> `[out_h, out_w, ...]`: the window at (y0, x0) of
+  `length_y x length_x` input pixels (`_resample_axis` on both axes)."""
+  img = _resample_axis(img, 0, y0, length_y, out_hw[0], nearest)
+  return _resample_axis(img, 1, x0, length_x, out_hw[1], nearest)
+
+
+def rescale_scene(
+    x: dict[str, np.ndarray],
+    factor: float,
+    neighbours: Sequence[dict[str, np.ndarray]] = (),
+    *,
+    offset: tuple[float, float] = (0.5, 0.5),
+    lr_gsd: float = 1.0,
+    hr_gsd: float = 1.0,
+) -> dict[str, np.ndarray]:
+  """Scene `x` re-rendered at `factor` times its GSD, keeping its pixel
+  sizes: every LR, HR and mask pixel then covers `factor`^2 times the
+  ground, and LR and HR still cover the same ground.
+
+  factor > 1 (zoom out): `x` is the centre of an m x m mosaic
+    (`mosaic_cells`) with `neighbours` (m*m - 1 scenes of the same split,
+    row-major around it) and the window of `factor` scene widths around
+    its centre is area-averaged down to the scene size.
+  factor < 1 (zoom in): the window of `factor` scene widths at `offset`
+    (fractions of the free room; 0.5: centred) is upsampled.
+  Labels and other fields are `x`'s; "lr_gsd" / "hr_gsd" (`x`'s, else
+  `lr_gsd` / `hr_gsd`) are multiplied by `factor`.
+  """
+  if not factor > 0:
+    raise ValueError(f"GSD factor must be > 0, got {factor}")
+  H, W = x["hr"].shape[:2]
+  if H % x["lr"].shape[0] or W % x["lr"].shape[1]:
+    raise ValueError(
+        f"HR {x['hr'].shape[:2]} is not an integer multiple of LR "
+        f"{x['lr'].shape[:2]}: cannot re-render at another GSD"
+    )
+  scale = H // x["lr"].shape[0]
+  keys = _spatial_keys(x)
+  out = dict(x)
+  if factor > 1:
+    m = mosaic_cells(factor)
+    if len(neighbours) < m * m - 1:
+      raise ValueError(
+          f"GSD factor {factor} needs {m * m - 1} neighbouring scenes for "
+          f"its {m}x{m} mosaic, got {len(neighbours)}"
+      )
+    c = m // 2
+    others = iter(neighbours)
+    cells = [[x if (i, j) == (c, c) else next(others) for j in range(m)]
+             for i in range(m)]  # fmt: skip
+    canvas = {
+        k: np.concatenate(
+            [np.concatenate([s[k] for s in row], axis=1) for row in cells]
+        )
+        for k in keys
+    }
+    y0, x0 = c * H - (factor - 1) * H / 2, c * W - (factor - 1) * W / 2
+  else:
+    canvas = {k: x[k] for k in keys}
+    y0, x0 = (1 - factor) * H * offset[0], (1 - factor) * W * offset[1]
+  for k in keys:
+    # Window coordinates in HR pixels; LR pixels are `scale` HR pixels.
+    div = scale if k == "lr" else 1
+    shape = x[k].shape[:2]
+    out[k] = _resample(
+        canvas[k],
+        y0 / div,
+        x0 / div,
+        factor * H / div,
+        factor * W / div,
+        shape,
+        nearest=k.startswith("mask_"),
+    )
+    if out[k].dtype != x[k].dtype:  # raw integer pixels: rounded, clipped
+      info = np.iinfo(x[k].dtype)
+      out[k] = np.clip(np.rint(out[k]), info.min, info.max)
+    out[k] = out[k].astype(x[k].dtype)
+  out["lr_gsd"] = np.float32(x.get("lr_gsd", lr_gsd) * factor)
+  out["hr_gsd"] = np.float32(x.get("hr_gsd", hr_gsd) * factor)
+  return out
+
+
+def sample_gsd_factor(rng: np.random.Generator, gsd_range) -> float:
+  """A GSD factor log-uniform in `gsd_range` (lo, hi)."""
+  lo, hi = (float(v) for v in gsd_range)
+  return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def check_gsd_range(gsd_range) -> tuple[float, float]:
+  """`gsd_range` as (lo, hi) with 0 < lo <= hi, else a ValueError."""
+  try:
+    lo, hi = (float(v) for v in gsd_range)
+  except (TypeError, ValueError):
+    lo = hi = -1.0
+  if not 0 < lo <= hi:
+    raise ValueError(
+        f"config.data.gsd_augment={gsd_range!r}: give (lo, hi) GSD factors "
+        "with 0 < lo <= hi, e.g. (0.5, 2.0), or () for none"
+    )
+  return lo, hi
+
+
+@dataclasses.dataclass(frozen=True)
+class GsdAugment(grain.transforms.RandomMap):
+  """Each scene re-rendered at a GSD factor log-uniform in `gsd_range`
+  (`rescale_scene`): zoom-outs mosaic it with random scenes of the same
+  split read from `source` (normalised with `stats`), zoom-ins crop at a
+  random offset. Deterministic in (seed, element index), like every map."""
+
+  source: Any
+  stats: dict[str, Any]
+  gsd_range: tuple[float, float]
+  lr_gsd: float = 1.0
+  hr_gsd: float = 1.0
+
+  def random_map(self, x: dict[str, np.ndarray], rng: np.random.Generator):
+    f = sample_gsd_factor(rng, self.gsd_range)
+    neighbours, offset = [], (0.5, 0.5)
+    if f > 1:
+      norm = Normalize(self.stats)
+      idx = rng.integers(0, len(self.source), mosaic_cells(f) ** 2 - 1)
+      neighbours = [norm.map(self.source[int(i)]) for i in idx]
+    else:
+      offset = tuple(float(v) for v in rng.uniform(size=2))
+    return rescale_scene(
+        x,
+        f,
+        neighbours,
+        offset=offset,
+        lr_gsd=self.lr_gsd,
+        hr_gsd=self.hr_gsd,
+    )
+
+
 def _local_batch_size(global_batch: int, process_count: int) -> int:
   if global_batch % process_count:
     raise ValueError(
@@ -238,14 +436,21 @@ def train_dataset(
     verify: bool = True,
     split: str = "train",
     text_max_len: int = TEXT_MAX_LEN,
+    gsd_augment: Sequence[float] | None = None,
 ) -> grain.IterDataset:
   """Infinite iterator dataset of this host's training batches.
+
+  gsd_augment (lo, hi): re-render each scene at a random GSD factor in that
+  range (`GsdAugment`); the batches then carry "lr_gsd", "hr_gsd" `[B]`.
 
   Each batch is {field: [B_local, ...]} with B_local = batch_size /
   process_count; `lr: [B, h, w, C_lr]`, `hr: [B, H, W, C_hr]` float32,
   `labels: [B, num_classes]` float32, `mask_<name>: [B, H, W]`,
   `text_ids`, `text_mask`: `[B, text_max_len]` int32 (TokenizeText).
   """
+  if gsd_augment:  # the augmentation changes each scene's GSD
+    gsd_augment = check_gsd_range(gsd_augment)
+    fields = tuple(fields) + tuple(f for f in GSD_FIELDS if f not in fields)
   source = SceneSource(data_dir, split, fields, verify)
   stats = source.manifest.band_stats
   local = _local_batch_size(batch_size, process_count)
@@ -253,6 +458,11 @@ def train_dataset(
   ds = ds.map(Normalize(stats))
   if wants_text(fields):
     ds = ds.map(TokenizeText(text_max_len))
+  if gsd_augment:
+    m = source.manifest
+    ds = ds.random_map(
+        GsdAugment(source, stats, gsd_augment, m.lr_gsd, m.hr_gsd)
+    )
   if augment:
     augment_with = augmentations(source.manifest, fields)
     if augment_with:

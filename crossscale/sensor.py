@@ -74,3 +74,23 @@ def degrade(
     info = np.iinfo(hr.dtype)
     return np.clip(np.rint(x), info.min, info.max).astype(hr.dtype)
   return x.astype(hr.dtype)
+
+
+def degradation_record(
+    scale: int,
+    psf_sigma: float | None = None,
+    noise_std: float | None = None,
+    source: str = "sensor.degrade",
+    **extra,
+) -> dict:
+  """How a dataset's LR was made, for its manifest (builder["degradation"])
+  and an export's model card: `source` "sensor.degrade" (`degrade` with
+  this scale, PSF and noise) or "raster" (a real LR raster: scale only)."""
+  synthetic = source == "sensor.degrade"
+  return {
+      "source": source,
+      "scale": int(scale),
+      "psf_sigma": float(psf_sigma) if synthetic else None,
+      "noise_std": float(noise_std) if synthetic else None,
+      **extra,
+  }

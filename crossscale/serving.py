@@ -2,7 +2,8 @@ r"""Runs a model exported by crossscale.export: jax + numpy only.
 
 This module imports nothing of crossscale's training code, models, flax,
 optax or orbax (a test checks it), so a serving process needs only `jax`,
-`numpy` and `flatbuffers` (to deserialize); it can be copied alone.
+`numpy` and `flatbuffers` (to deserialize); it can be copied alone (with
+crossscale/sensor.py for `lr_from_hr`).
 
   from crossscale import serving
   m = serving.load("exports/xs")
@@ -12,6 +13,10 @@ optax or orbax (a test checks it), so a serving process needs only `jax`,
   s = m.sample(lr)                         # before buying tiles
   s["tile_logits"], s["tile_indices"]      # [B, G*G], [B, k] best first
   m.class_names, m.manifest, m.functions   # {"predict": ..., "sample": ...}
+  m.card                                   # the model card (None: old export)
+  m.check_raster(bands=[...], gsd=0.5, shape=(H, W, C))  # ExportError
+  serving.check_raster(m.card, bands=..., gsd=..., side="hr")  # [problems]
+  lr = serving.lr_from_hr(hr, m.card)      # the LR view when only HR is at hand
 
 Inputs may have any batch size (the batch dimension is symbolic); other
 dimensions must match the manifest. Outputs are numpy arrays. With
@@ -22,10 +27,22 @@ mapped back to raw HR units.
 A directory holds:
   manifest.json        functions (inputs/outputs, symbolic dim "b"), params
                        (keys, shapes, dtypes, sha256), model, classes,
-                       normalisation, versions, platforms
-  params.safetensors   flat "a/b/kernel" keys, read here with numpy
+                       normalisation, versions, platforms, "model_card"
+  params.safetensors   flat "a/b/kernel" keys, read here with numpy; its
+                       metadata "model_card" holds the card as JSON
   <function>.jaxexport serialized `jax.export.Exported` (StableHLO), called
                        as f(params, *inputs) -> {name: array}
+
+The model card (manifest "model_card", written by `crossscale.export.
+model_card`; exports written before it have none and load with `card`
+None) says what a raster must be for this model: "bands" {"lr", "hr"},
+"gsd_m" {"lr", "hr"} in metres (null with "gsd_known" false when the
+records carried no true GSD), "normalization", "image_size" {"lr", "hr"},
+"grid", "tile_px", "class_names", "multi_label", "budget" (mode ratio /
+count / per_class / cost, k, policy, selection) and "degradation" (how the
+dataset's LR was made: source "sensor.degrade" with scale, psf_sigma,
+noise_std, or "raster" with the scale). `check_raster` names each mismatch
+and its fix.
 
 Loading checks the directory before running anything: a missing file, a
 missing or unexpected parameter key, a shape/dtype mismatch or a sha256
@@ -50,6 +67,7 @@ MANIFEST = "manifest.json"
 PARAMS = "params.safetensors"
 FUNCTION_SUFFIX = ".jaxexport"
 BATCH_DIM = "b"
+CARD_KEY = "model_card"  # in manifest.json and the safetensors metadata
 
 _FIX = (
     "re-export it with `python launch.py --workdir RUN --export_to DIR` "
@@ -316,13 +334,30 @@ class ExportedModel:
       manifest: dict,
       params: dict,
       functions: dict[str, Function],
+      card: dict | None = None,
   ):
     self.directory, self.manifest = directory, manifest
     self.params, self.functions = params, functions
     self.class_names = list(manifest.get("class_names") or [])
     self.model_name = manifest["model"]["name"]
+    self.card = card
     for name, fn in functions.items():
       setattr(self, name, fn)
+
+  def check_raster(self, **kwargs) -> None:
+    """`check_raster(self.card, **kwargs)`; raises ExportError listing every
+    mismatch and its fix (and when the export has no card)."""
+    if self.card is None:
+      raise ExportError(
+          f"{self.directory} has no model card (exported before cards "
+          f"existed): {_FIX}."
+      )
+    problems = check_raster(self.card, **kwargs)
+    if problems:
+      raise ExportError(
+          f"the raster does not match {self.model_name} from "
+          f"{self.directory}:\n  " + "\n  ".join(problems)
+      )
 
   def __repr__(self):
     return (
@@ -358,7 +393,7 @@ def _read_manifest(directory: str) -> dict:
 
 def _load_params(
     directory: str, manifest: dict, verify_sha: bool
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
   info = manifest["params"]
   path = os.path.join(directory, info["file"])
   if not os.path.exists(path):
@@ -368,7 +403,7 @@ def _load_params(
     )
   with open(path, "rb") as f:
     buf = f.read()
-  tensors, _ = parse_safetensors(buf, path)
+  tensors, metadata = parse_safetensors(buf, path)
   expected = info["keys"]
   for key, want in expected.items():
     if key not in tensors:
@@ -401,7 +436,7 @@ def _load_params(
           f"{info['sha256']}: the file is corrupted or was modified after "
           f"export; {_FIX}."
       )
-  return tensors
+  return tensors, metadata
 
 
 def _check_function_params(name: str, path: str, exported, params: dict):
@@ -430,7 +465,7 @@ def load(
   """Loads an export directory (see the module docstring)."""
   directory = os.path.abspath(directory)
   manifest = _read_manifest(directory)
-  host_params = _load_params(directory, manifest, verify_sha)
+  host_params, metadata = _load_params(directory, manifest, verify_sha)
   platform = _platform()
   if platform not in manifest.get("platforms", []):
     raise ExportError(
@@ -466,4 +501,145 @@ def load(
     functions[name] = Function(
         name, spec, exported, params, manifest.get("normalization"), path
     )
-  return ExportedModel(directory, manifest, params, functions)
+  return ExportedModel(
+      directory, manifest, params, functions, card_of(manifest, metadata)
+  )
+
+
+# ------------------------------------------------------------- model card
+
+
+def card_of(manifest: dict, metadata: Mapping[str, str]) -> dict | None:
+  """The model card of an export: the manifest's, else the params file's
+  metadata (JSON), else None (exports written before cards)."""
+  if manifest.get(CARD_KEY):
+    return manifest[CARD_KEY]
+  if metadata.get(CARD_KEY):
+    try:
+      return json.loads(metadata[CARD_KEY])
+    except json.JSONDecodeError as e:
+      raise ExportError(
+          f"the params file's model card is not JSON ({e}); {_FIX}."
+      ) from e
+  return None
+
+
+def _band_problems(got: list[str], want: list[str], side: str) -> list[str]:
+  if len(got) != len(want):
+    return [
+        f"{side} bands: the raster has {len(got)} {got}, the model takes "
+        f"{len(want)} {want}: select (or stack) the raster's bands in that "
+        "order."
+    ]
+  norm = lambda names: [str(n).strip().lower() for n in names]
+  if norm(got) != norm(want):
+    return [
+        f"{side} band names {got} differ from the model's {want}: reorder "
+        "the raster's bands to that order (if they are the same bands "
+        "under other names, pass the model's names)."
+    ]
+  return []
+
+
+def _gsd_problems(card: dict, gsd: float, side: str, rtol: float):
+  want = (card.get("gsd_m") or {}).get(side)
+  if not card.get("gsd_known", want is not None) or want is None:
+    return []  # the records carried no true GSD: nothing to compare
+  ratio = float(gsd) / float(want)
+  if abs(ratio - 1.0) <= rtol:
+    return []
+  fix = (
+      f"resample the raster to {want:g} m pixels (e.g. gdalwarp -tr "
+      f"{want:g} {want:g} -r average IN.tif OUT.tif)"
+  )
+  if side == "lr" and card.get("degradation"):
+    fix += "; or, from an HR raster, make the LR with serving.lr_from_hr"
+  return [
+      f"{side} GSD: the raster has {float(gsd):g} m pixels, the model was "
+      f"trained on {want:g} m ({ratio:.3g}x): {fix}."
+  ]
+
+
+def _shape_problems(card: dict, shape, side: str) -> list[str]:
+  want_hw = (card.get("image_size") or {}).get(side)
+  bands = (card.get("bands") or {}).get(side) or []
+  out = []
+  if len(shape) == 3 and bands and shape[2] != len(bands):
+    out.append(
+        f"{side} shape {list(shape)}: {shape[2]} bands, the model takes "
+        f"{len(bands)} {bands}: select the bands in that order."
+    )
+  if want_hw and (shape[0] < want_hw[0] or shape[1] < want_hw[1]):
+    out.append(
+        f"{side} shape {list(shape)}: smaller than the model's "
+        f"{want_hw[0]}x{want_hw[1]} px input: use a larger raster or pad it "
+        f"to {want_hw[0]}x{want_hw[1]}."
+    )
+  return out
+
+
+def check_raster(
+    card: dict,
+    *,
+    bands=None,
+    gsd: float | None = None,
+    shape=None,
+    side: str = "lr",
+    rtol: float = 0.05,
+) -> list[str]:
+  """Each way a raster of `side` ("lr" or "hr") fails to match the model
+  card: its band names, its GSD in metres (within `rtol`; not checked when
+  the card says the records carried no true GSD) and its shape [H, W] or
+  [H, W, C] (at least the model's image size). [] when it matches; each
+  entry names the mismatch and its fix."""
+  if side not in ("lr", "hr"):
+    raise ValueError(f"side must be 'lr' or 'hr', got {side!r}")
+  out = []
+  if bands is not None:
+    out += _band_problems(list(bands), list(card["bands"][side]), side)
+  if gsd is not None:
+    out += _gsd_problems(card, gsd, side, rtol)
+  if shape is not None:
+    out += _shape_problems(card, tuple(shape), side)
+  return out
+
+
+def lr_from_hr(
+    hr,
+    card: dict,
+    *,
+    seed: int = 0,
+    psf_sigma: float | None = None,
+    noise_std: float | None = None,
+) -> np.ndarray:
+  """The LR view of `hr` (`[H, W, C]` or `[B, H, W, C]`, raw pixels) made as
+  the model's dataset made it: `crossscale.sensor.degrade` with the card's
+  degradation (scale, PSF, noise; `psf_sigma` / `noise_std` override it,
+  e.g. noise_std=0 for a noise-free view). A dataset whose LR were real
+  rasters records no PSF: pass both to approximate it."""
+  from crossscale import sensor  # pylint: disable=g-import-not-at-top
+
+  d = card.get("degradation") if card else None
+  if not d:
+    raise ExportError(
+        "the model card records no LR degradation (the dataset's builder "
+        "wrote none): make the LR view with the sensor that made the "
+        f"training LR, or {_FIX}."
+    )
+  psf = d.get("psf_sigma") if psf_sigma is None else psf_sigma
+  noise = d.get("noise_std") if noise_std is None else noise_std
+  if psf is None or noise is None:
+    raise ExportError(
+        f"the model trained on real LR rasters ({d.get('scale')}x coarser "
+        "than HR), whose PSF and noise are unknown: pass psf_sigma= and "
+        "noise_std= (e.g. 0.5 and 0.0) to approximate them."
+    )
+  hr = np.asarray(hr)
+  one = hr.ndim == 3
+  rng = np.random.default_rng(seed)
+  kw = {"data_range": d["data_range"]} if d.get("data_range") else {}
+  out = [
+      sensor.degrade(x, int(d["scale"]), rng, psf, noise, **kw)
+      for x in (hr[None] if one else hr)
+  ]
+  return out[0] if one else np.stack(out)

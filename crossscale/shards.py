@@ -28,6 +28,8 @@ SHARD_SUFFIX = ".array_record"
 # Geometric transforms the training pipeline may apply (input_pipeline.
 # FlipRotate): "flip" (horizontal/vertical), "rot90" (square scenes).
 SYMMETRIES = ("flip", "rot90")
+# Datasets whose GSDs count HR pixels, not metres (Manifest.gsd_known).
+PIXEL_GSD = ("toyworld", "geoworld", "rsscn7", "eurosat_samples")
 
 
 @dataclasses.dataclass
@@ -70,6 +72,11 @@ class Manifest:
     pose (`config.task="auto"` trains that one)."""
     return "multi_label" if self.multi_label else "single_label"
 
+  @property
+  def gsd_known(self) -> bool:
+    """Whether `lr_gsd`/`hr_gsd` are metres (`gsd_in_metres`)."""
+    return gsd_in_metres(self.name, self.builder)
+
   def num_records(self, split: str) -> int:
     return self.split_info(split)["num_records"]
 
@@ -80,6 +87,22 @@ class Manifest:
           f"{sorted(self.splits)}."
       )
     return self.splits[split]
+
+
+def gsd_in_metres(name: str, builder: dict | None) -> bool:
+  """Whether records of dataset `name` (its manifest's `builder`) carry
+  GSDs in metres. Not the procedural worlds (their unit is an HR pixel),
+  image folders built without --hr_gsd (e.g. RSSCN7: hr_gsd 1.0 = one HR
+  pixel; only the ratio means anything) or manifests of those from before
+  the builder said so. A builder may state it (`gsd_in_metres`)."""
+  b = builder or {}
+  if "gsd_in_metres" in b:  # datasets derived from others say so
+    return bool(b["gsd_in_metres"])
+  if b.get("builder") in PIXEL_GSD or not b and name in PIXEL_GSD:
+    return False
+  if "gsd_note" in b and b.get("hr_gsd") is None:
+    return False
+  return "unknown" not in str(b.get("gsd_note", ""))
 
 
 def _sha256(path: str) -> str:

@@ -41,6 +41,7 @@ import numpy as np
 import optax
 
 from crossscale import (
+    budgets,
     checkpoint,
     distributed,
     evaluators,
@@ -72,15 +73,25 @@ def make_model(config, manifest: shards.Manifest):
   plus what the dataset decides (`num_classes`, `grid`; `head_type` "auto",
   `sampler_target.completion` -1) where it has them."""
   kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+  fields = models.field_names(config.model.name)
+  run_config.check_labelled(config, manifest, fields)
+  if "budget_tiles" in kwargs:  # a tile count (>= 0) replaces the ratio
+    kwargs = budgets.resolve_tiles(kwargs, kwargs.get("grid") or manifest.grid)
   from_data = {
       "num_classes": manifest.num_classes,
       "grid": manifest.grid,
       "class_names": tuple(manifest.class_names),
   }
-  fields = models.field_names(config.model.name)
   kwargs.update(
       {k: v for k, v in from_data.items() if k in fields and k not in kwargs}
   )
+  kwargs.update(scale_fields(kwargs, fields, manifest))
+  if kwargs.get("gsd_positions") and not manifest.gsd_known:
+    print(
+        f"note: {manifest.name!r} records carry no GSD in metres; ground "
+        "positions count HR pixels (hr_gsd 1.0) instead.",
+        flush=True,
+    )
   if kwargs.get("head_type") == "auto":  # cross_scale: MIL for multi-label
     kwargs["head_type"] = "mil" if manifest.multi_label else "map"
   target = kwargs.get("sampler_target") or {}
@@ -90,6 +101,22 @@ def make_model(config, manifest: shards.Manifest):
         "completion": 1.0 if manifest.multi_label else 0.0,
     }
   return models.get_model(config.model.name, **kwargs)
+
+
+def scale_fields(kwargs: dict, fields, manifest: shards.Manifest) -> dict:
+  """The manifest's GSDs and band names for the model fields `lr_gsd`,
+  `hr_gsd` (0: unset), `lr_bands`, `hr_bands` (empty: unset) the config
+  leaves unset (issue 22)."""
+  return {
+      f: (tuple(v) if isinstance(v, list) else float(v))
+      for f, v in (
+          ("lr_gsd", manifest.lr_gsd),
+          ("hr_gsd", manifest.hr_gsd),
+          ("lr_bands", manifest.lr_bands),
+          ("hr_bands", manifest.hr_bands),
+      )
+      if f in fields and not kwargs.get(f)
+  }
 
 
 def example_batch(manifest: shards.Manifest, fields, batch_size: int):
@@ -105,6 +132,8 @@ def example_batch(manifest: shards.Manifest, fields, batch_size: int):
       out[f] = jnp.zeros([batch_size, input_pipeline.TEXT_MAX_LEN], jnp.int32)
     elif f.startswith("mask_"):
       out[f] = jnp.zeros([batch_size] + manifest.hr_shape[:2], jnp.uint8)
+    elif f in input_pipeline.GSD_FIELDS:  # [B] metres per pixel
+      out[f] = jnp.full([batch_size], getattr(manifest, f), jnp.float32)
     else:
       out[f] = jnp.zeros([batch_size] + list(shapes[f]), jnp.float32)
   return out
@@ -270,6 +299,33 @@ def sharding_rules(config):
   )
 
 
+def make_evals(
+    config, model, *, data_dir, task, mesh, fields, split=None
+) -> dict:
+  """{name: evaluator} of `config.evals` (each: type, split, batch_size,
+  limit, and any option of that evaluator, e.g. the SR evaluator's
+  feature_init) over `data_dir`; `split` replaces every eval's split."""
+  return {
+      name: evaluators.get_evaluator(
+          ev.type,
+          model,
+          data_dir=data_dir,
+          split=split or ev.split,
+          batch_size=ev.get("batch_size", config.batch_size),
+          task=task,
+          mesh=mesh,
+          fields=fields,
+          limit=ev.get("limit"),
+          **{
+              k: v
+              for k, v in ev.items()
+              if k not in ("type", "split", "batch_size", "limit")
+          },
+      )
+      for name, ev in config.evals.items()
+  }
+
+
 def _eval_all(evals, params, step, writer) -> dict[str, dict[str, float]]:
   results = {}
   for name, ev in evals.items():
@@ -375,6 +431,7 @@ def train_and_evaluate(
       worker_count=config.data.worker_count,
       num_threads=config.data.num_threads,
       verify=config.data.verify,
+      gsd_augment=config.data.get("gsd_augment") or None,
   )
   train_iter = iter(train_ds)
   data_spec = dict(
@@ -406,27 +463,9 @@ def train_and_evaluate(
 
   step_fn = jit_train_step(config, model, tx, mesh, state_sh, task)
 
-  # config.evals.<name>: type, split, batch_size, limit, and any option of
-  # that evaluator (e.g. the SR evaluator's feature_init).
-  evals = {
-      name: evaluators.get_evaluator(
-          ev.type,
-          model,
-          data_dir=data_dir,
-          split=ev.split,
-          batch_size=ev.get("batch_size", config.batch_size),
-          task=task,
-          mesh=mesh,
-          fields=fields,
-          limit=ev.get("limit"),
-          **{
-              k: v
-              for k, v in ev.items()
-              if k not in ("type", "split", "batch_size", "limit")
-          },
-      )
-      for name, ev in config.evals.items()
-  }
+  evals = make_evals(
+      config, model, data_dir=data_dir, task=task, mesh=mesh, fields=fields
+  )
   writer = logging_utils.MetricWriter(workdir)
   start = int(state.step)
   progress = logging_utils.Progress(config.total_steps, start)
@@ -465,9 +504,9 @@ def train_and_evaluate(
       _check_finite(*pending)
     final = _eval_all(evals, state.params, config.total_steps, writer)
     if config.get("final_eval_split"):
-      ev = evaluators.get_evaluator(
-          "classification",
+      final["final"], outputs = evaluators.final_eval(
           model,
+          state.params,
           data_dir=data_dir,
           split=config.final_eval_split,
           batch_size=config.batch_size,
@@ -475,13 +514,10 @@ def train_and_evaluate(
           mesh=mesh,
           fields=fields,
       )
-      outputs = ev.outputs(state.params)
-      final["final"] = ev.summarize(outputs)
       if jax.process_index() == 0:  # per-scene, for paired comparisons
-        np.savez(
+        evaluators.save_predictions(
             os.path.join(workdir, PREDICTIONS.format(config.final_eval_split)),
-            logits=outputs.get("logits", np.zeros((0,))),
-            labels=outputs["labels"],
+            outputs,
         )
       writer.write(
           config.total_steps, f"final_{config.final_eval_split}", final["final"]

@@ -15,6 +15,14 @@ from --hr_time/--lr_time, else a Landsat *_MTL.txt beside the first file.
 Raster reading and alignment live in data.geotiff_rasters; the geometry rules
 are described in docs/data.md.
 
+Several places go into one dataset with --pair HR LR (repeatable; files of
+stacked bands comma-separated), e.g. SpaceNet's three pan/MS pairs:
+  python -m data.geotiff_pairs --out /tmp/pan_ms3 --scene_px 128 \\
+      --pair pan1.tif ms1.tif --pair pan2.tif ms2.tif --pair pan3.tif ms3.tif
+Records without --mask carry no labels: they train pretraining or SR
+(experiments/configs/pretrain.py, sr.py), not classifiers. The manifest's
+builder["degradation"] records the LR's scale, PSF and noise.
+
 Usage:
   python -m data.geotiff_pairs --out /tmp/pan_ms \\
       --hr ../shared/data/spacenet/preproc_tutorial/pan1.tif \\
@@ -112,48 +120,23 @@ def _window_scene(
   }
 
 
-def build(
-    out_dir: str,
+def _read_pair(
     hr_paths: Sequence[str],
-    lr_paths: Sequence[str] | None = None,
+    lr_paths: Sequence[str] | None,
+    index: int,
     *,
-    name: str = "geotiff_pairs",
-    scene_px: int = DEFAULT_SCENE_PX,
-    grid: int = DEFAULT_GRID,
-    lr_scale: int | None = None,
-    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    max_nodata_frac: float = 0.05,
-    mask_paths: Mapping[str, str] | None = None,
-    hr_time: str | None = None,
-    lr_time: str | None = None,
-    psf_sigma: float = 0.5,
-    noise_std: float = 0.01,
-    records_per_shard: int = 512,
-) -> shards.Manifest:
-  """Tiles an HR raster and its LR counterpart into scenes in `out_dir`.
-
-  The geometry is described in docs/data.md. Without `lr_paths` the LR is
-  synthesised with sensor.degrade at `lr_scale` (then required; with
-  `lr_paths`, `lr_scale` if given must equal the measured scale) with an RNG
-  seeded per window from (seed, row, col); `psf_sigma`/`noise_std` go to
-  sensor.degrade (its noise is relative to the dtype range: 255 for uint8,
-  65535 for uint16, so lower `noise_std` for 11/12-bit data in uint16).
-  """
-  hr_paths = [str(p) for p in hr_paths]
-  lr_paths = [str(p) for p in lr_paths] if lr_paths else None
-  mask_paths = dict(mask_paths or {})
-  if not lr_paths and lr_scale is None:
-    raise records.DataError(
-        "no --lr rasters and no --lr_scale: pass the LR raster(s) with --lr, "
-        "or --lr_scale S to synthesise the LR from the HR (sensor.degrade)."
-    )
-  if not 0.0 <= max_nodata_frac <= 1.0:
-    raise records.DataError(
-        f"max_nodata_frac={max_nodata_frac} must be in " "[0, 1]."
-    )
-  check_sizes(scene_px, grid, 1, "--scene_px/--grid")
-  degrade_kw = {"psf_sigma": psf_sigma, "noise_std": noise_std}
+    lr_scale: int | None,
+    scene_px: int,
+    grid: int,
+    seed: int,
+    max_nodata_frac: float,
+    mask_paths: Mapping[str, str],
+    hr_time: str | None,
+    lr_time: str | None,
+    degrade_kw: Mapping[str, float],
+) -> dict[str, Any]:
+  """The kept windows of one HR/LR pair (`index`: its place among the
+  pairs; the first pair seeds its windows as a lone pair always did)."""
   with contextlib.ExitStack() as stack:
     hr = geotiff_rasters.open_side(hr_paths, "--hr", stack)
     hr_gsd = geotiff_rasters.hr_gsd_metres(hr)
@@ -191,7 +174,7 @@ def build(
       )
     kept = []
     for row, col, window in tiles:
-      rng = np.random.default_rng([seed, row, col])
+      key = [seed, row, col] if index == 0 else [seed, index, row, col]
       arrays = _window_scene(
           hr,
           lr,
@@ -200,7 +183,7 @@ def build(
           scale,
           scene_px,
           max_nodata_frac,
-          rng,
+          np.random.default_rng(key),
           degrade_kw,
       )
       if arrays is not None:
@@ -211,56 +194,197 @@ def build(
     ]
     if lr is None and times[1] is None:
       times[1] = times[0]  # The synthetic LR is the HR acquisition.
-    crs = hr.crs.to_string()
-    hr_bands, lr_bands = hr.bands, (lr.bands if lr is not None else hr.bands)
-    hr_stem = hr.stem
+    return {
+        "kept": kept,
+        "windows": len(tiles),
+        "scale": scale,
+        "ratio": ratio,
+        "hr_gsd": hr_gsd,
+        "crs": hr.crs.to_string(),
+        "hr_bands": hr.bands,
+        "lr_bands": lr.bands if lr is not None else hr.bands,
+        "stem": hr.stem,
+        "times": times,
+        "hr_paths": [os.path.abspath(p) for p in hr_paths],
+        "lr_paths": [os.path.abspath(p) for p in lr_paths]
+        if lr_paths
+        else None,
+    }
+
+
+def _check_same(pairs: Sequence[dict[str, Any]]) -> None:
+  """Pairs of one dataset share the LR scale and the band count."""
+  a = pairs[0]
+  for b in pairs[1:]:
+    for key, what in (
+        ("scale", "LR scale"),
+        ("hr_bands", "HR bands"),
+        ("lr_bands", "LR bands"),
+    ):
+      n_a = a[key] if key == "scale" else len(a[key])
+      n_b = b[key] if key == "scale" else len(b[key])
+      if n_a != n_b:
+        raise records.DataError(
+            f"pair {b['hr_paths'][0]} has {what} {b[key]}, but the first "
+            f"pair {a['hr_paths'][0]} has {a[key]}: the pairs of one "
+            "dataset need the same LR scale and bands; build them as "
+            "separate datasets."
+        )
+
+
+def build(
+    out_dir: str,
+    hr_paths: Sequence[str] | None = None,
+    lr_paths: Sequence[str] | None = None,
+    *,
+    pairs: Sequence[tuple[Sequence[str], Sequence[str] | None]] | None = None,
+    name: str = "geotiff_pairs",
+    scene_px: int = DEFAULT_SCENE_PX,
+    grid: int = DEFAULT_GRID,
+    lr_scale: int | None = None,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    max_nodata_frac: float = 0.05,
+    mask_paths: Mapping[str, str] | None = None,
+    hr_time: str | None = None,
+    lr_time: str | None = None,
+    psf_sigma: float = 0.5,
+    noise_std: float = 0.01,
+    records_per_shard: int = 512,
+) -> shards.Manifest:
+  """Tiles an HR raster and its LR counterpart into scenes in `out_dir`.
+
+  The geometry is described in docs/data.md. Without `lr_paths` the LR is
+  synthesised with sensor.degrade at `lr_scale` (then required; with
+  `lr_paths`, `lr_scale` if given must equal the measured scale) with an RNG
+  seeded per window from (seed, row, col); `psf_sigma`/`noise_std` go to
+  sensor.degrade (its noise is relative to the dtype range: 255 for uint8,
+  65535 for uint16, so lower `noise_std` for 11/12-bit data in uint16).
+
+  `pairs` puts several places into one dataset: [(hr_paths, lr_paths or
+  None), ...] instead of `hr_paths`/`lr_paths`; they must share the LR scale
+  and band count, masks apply to every pair, and windows of all pairs are
+  split together. The LR degradation (real raster or sensor.degrade with
+  its scale, PSF and noise) is recorded in the manifest's
+  builder["degradation"] (`crossscale.sensor.degradation_record`).
+  """
+  if pairs is None:
+    pairs = [(hr_paths or [], lr_paths)]
+  elif hr_paths or lr_paths:
+    raise records.DataError("give either hr_paths/lr_paths or pairs, not both.")
+  pairs = [
+      ([str(p) for p in h], [str(p) for p in l] if l else None)
+      for h, l in pairs
+  ]
+  mask_paths = dict(mask_paths or {})
+  if not all(h for h, _ in pairs):
+    raise records.DataError("no HR raster: pass --hr FILE or --pair HR LR.")
+  if len({bool(l) for _, l in pairs}) > 1:
+    raise records.DataError(
+        "some pairs have an LR raster and some not: one dataset has one LR "
+        "source (real rasters, or sensor.degrade with --lr_scale); build "
+        "them as separate datasets."
+    )
+  if any(not l for _, l in pairs) and lr_scale is None:
+    raise records.DataError(
+        "no --lr rasters and no --lr_scale: pass the LR raster(s) with --lr, "
+        "or --lr_scale S to synthesise the LR from the HR (sensor.degrade)."
+    )
+  if not 0.0 <= max_nodata_frac <= 1.0:
+    raise records.DataError(
+        f"max_nodata_frac={max_nodata_frac} must be in " "[0, 1]."
+    )
+  check_sizes(scene_px, grid, 1, "--scene_px/--grid")
+  degrade_kw = {"psf_sigma": psf_sigma, "noise_std": noise_std}
+  read = [
+      _read_pair(
+          h,
+          l,
+          i,
+          lr_scale=lr_scale,
+          scene_px=scene_px,
+          grid=grid,
+          seed=seed,
+          max_nodata_frac=max_nodata_frac,
+          mask_paths=mask_paths,
+          hr_time=hr_time,
+          lr_time=lr_time,
+          degrade_kw=degrade_kw,
+      )
+      for i, (h, l) in enumerate(pairs)
+  ]
+  _check_same(read)
+  kept = [(p, row, col, a) for p in read for row, col, a in p["kept"]]
+  n_windows = sum(p["windows"] for p in read)
   if not kept:
     raise records.DataError(
-        f"--hr {hr_paths[0]}: all {len(tiles)} windows have more than "
+        f"--hr {pairs[0][0][0]}: all {n_windows} windows have more than "
         f"{max_nodata_frac:.0%} nodata (HR or LR): check the nodata values / "
         "overlap, or raise --max_nodata_frac."
     )
-  class_names = sorted(masks)
+  class_names = sorted(mask_paths)
   splits = common.assign_splits(len(kept), split_fractions, seed)
+  stems = [p["stem"] for p in read]
+  prefix = {
+      id(p): (f"p{i}_" if stems.count(p["stem"]) > 1 else "")
+      for i, p in enumerate(read)
+  }
+  first = read[0]
 
   def scenes():
-    for (row, col, a), split in zip(kept, splits):
+    for (p, row, col, a), split in zip(kept, splits):
       labels = np.array(
           [int(np.any(a["masks"][m] != 0)) for m in class_names], np.uint8
       )
       yield records.Scene(
-          id=f"{hr_stem}_r{row}_c{col}",
+          id=f"{prefix[id(p)]}{p['stem']}_r{row}_c{col}",
           lr=a["lr"],
           hr=a["hr"],
-          lr_bands=lr_bands,
-          hr_bands=hr_bands,
-          lr_gsd=hr_gsd * scale,
-          hr_gsd=hr_gsd,
+          lr_bands=first["lr_bands"],
+          hr_bands=first["hr_bands"],
+          lr_gsd=p["hr_gsd"] * p["scale"],
+          hr_gsd=p["hr_gsd"],
           grid=grid,
           labels=labels,
           split=split,
           masks=a["masks"],
-          crs=crs,
+          crs=p["crs"],
           bounds=a["bounds"],
-          hr_time=times[0],
-          lr_time=times[1],
+          hr_time=p["times"][0],
+          lr_time=p["times"][1],
       )
 
+  real = bool(pairs[0][1])
+  synthetic = not real
   builder = {
       "builder": "geotiff_pairs",
-      "hr_paths": [os.path.abspath(p) for p in hr_paths],
-      "lr_paths": [os.path.abspath(p) for p in lr_paths] if lr_paths else None,
-      "lr_source": "raster" if lr_paths else "sensor.degrade",
+      "hr_paths": first["hr_paths"],
+      "lr_paths": first["lr_paths"],
+      "pairs": [
+          {
+              "hr_paths": p["hr_paths"],
+              "lr_paths": p["lr_paths"],
+              "windows": p["windows"],
+              "windows_kept": len(p["kept"]),
+          }
+          for p in read
+      ],
+      "lr_source": "raster" if first["lr_paths"] else "sensor.degrade",
       "mask_paths": {k: os.path.abspath(v) for k, v in mask_paths.items()},
-      "scale": scale,
-      "gsd_ratio": ratio,
+      "scale": first["scale"],
+      "gsd_ratio": first["ratio"],
       "scene_px": scene_px,
       "grid": grid,
-      "lr_resampling": geotiff_rasters.LR_RESAMPLING.name if lr_paths else None,
-      "degrade": None if lr_paths else degrade_kw,
+      "lr_resampling": geotiff_rasters.LR_RESAMPLING.name if real else None,
+      "degrade": degrade_kw if synthetic else None,
+      "degradation": sensor.degradation_record(
+          first["scale"],
+          **(degrade_kw if synthetic else {}),
+          source="raster" if real else "sensor.degrade",
+      ),
       "max_nodata_frac": max_nodata_frac,
-      "windows": len(tiles),
-      "windows_dropped_nodata": len(tiles) - len(kept),
+      "windows": n_windows,
+      "windows_dropped_nodata": n_windows - len(kept),
       "split_fractions": list(split_fractions),
       "seed": seed,
   }
@@ -286,6 +410,20 @@ def _parse_masks(items: Sequence[str] | None) -> dict[str, str]:
   return out
 
 
+def _parse_pairs(items, parser) -> list[tuple[list[str], list[str] | None]]:
+  """[["hr.tif", "lr.tif"], ["b8.tif", "b2.tif,b3.tif"]] -> (hr, lr) lists."""
+  out = []
+  for item in items:
+    if len(item) > 2:
+      parser.error(
+          f"--pair {' '.join(item)}: give HR and LR (comma-separated files "
+          "for stacked bands), or HR alone with --lr_scale"
+      )
+    split = [[f for f in x.split(",") if f] for x in item]
+    out.append((split[0], split[1] if len(split) > 1 else None))
+  return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(
       description="Build aligned LR/HR scene records from GeoTIFFs."
@@ -293,8 +431,18 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument(
       "--hr",
       nargs="+",
-      required=True,
+      default=None,
       help="HR raster, or single-band rasters stacked as bands",
+  )
+  p.add_argument(
+      "--pair",
+      nargs="+",
+      action="append",
+      default=None,
+      metavar="HR[,HR...] [LR[,LR...]]",
+      help="one place of several in one dataset (repeatable, instead of "
+      "--hr/--lr): its HR raster(s) and LR raster(s), comma-separated when "
+      "stacked; without LR, --lr_scale synthesises it",
   )
   p.add_argument(
       "--lr",
@@ -349,11 +497,17 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--lr_time", default=None, help="ISO-8601 LR time")
   common.add_common_flags(p)
   args = p.parse_args(argv)
+  pairs = _parse_pairs(args.pair, p) if args.pair else None
+  if pairs and (args.hr or args.lr):
+    p.error("give --pair (repeatable) or --hr/--lr, not both")
+  if not pairs and not args.hr:
+    p.error("give --hr FILE [--lr FILE] or --pair HR LR (repeatable)")
   m = common.run_build(
       lambda: build(
           args.out,
           args.hr,
           args.lr,
+          pairs=pairs,
           name=args.name,
           scene_px=args.scene_px,
           grid=args.grid,

@@ -379,6 +379,7 @@ def build(
       "seed": seed,
       "psf_sigma": psf_sigma,
       "noise_std": noise_std,
+      "degradation": sensor.degradation_record(scale, psf_sigma, noise_std),
       "limit_per_class": limit_per_class,
       "layout": layout,
       "hr_gsd": hr_gsd,

@@ -28,6 +28,7 @@ first use under `config.data_root`:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
@@ -221,6 +222,19 @@ _DEFAULTS = {
 }
 
 
+def unknown_message(dataset: str) -> str:
+  """Why `dataset` is neither a registered name nor a directory."""
+  near = difflib.get_close_matches(dataset, sorted(_BUILDERS), n=1)
+  hint = f"Did you mean {near[0]!r}? " if near else ""
+  return (
+      f"dataset {dataset!r} is neither a registered name nor a records "
+      f"directory. {hint}Registered: {', '.join(sorted(_BUILDERS))}. Your "
+      "own data: build records with `python -m data.image_folder --src "
+      "FOLDER --out DIR` (class sub-folders) or `python -m "
+      "data.geotiff_pairs --hr HR.tif --lr LR.tif --out DIR`, then pass DIR."
+  )
+
+
 def resolve(
     dataset: str, root: str | None = None, options: dict | None = None
 ) -> str:
@@ -230,6 +244,8 @@ def resolve(
   the options builds a new copy instead of reusing a stale one.
   """
   if dataset not in _BUILDERS:
+    if not os.path.exists(dataset):
+      raise records.DataError(unknown_message(dataset))
     shards.load_manifest(dataset)  # Clear error if it is not a dataset dir.
     return dataset
   opts = {**_DEFAULTS.get(dataset, {}), **dict(options or {})}

@@ -239,6 +239,9 @@ def build(
           "files": s.files,
           "seed": seed,
           "scale": SCALE,
+          "degradation": sensor.degradation_record(
+              SCALE, 0.5, 0.01, data_range=1.0
+          ),
           "chip": s.chip,
           "tasks": s.tasks,
           "notes": s.notes,

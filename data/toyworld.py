@@ -194,6 +194,9 @@ def build(
           "seed": seed,
           "counts": counts,
           "config": dataclasses.asdict(cfg),
+          "degradation": sensor.degradation_record(
+              cfg.scale, cfg.psf_sigma, cfg.noise_std
+          ),
       },
       label_symmetries=LABEL_SYMMETRIES,
   )

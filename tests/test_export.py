@@ -192,6 +192,60 @@ def test_cross_scale_export_matches_model_apply(xs):
     m.predict(lr, hr[:, :32])
 
 
+def test_the_model_card_travels_with_the_export(xs, tmp_path):
+  """manifest.json and the params file's metadata carry one card; an old
+  export without a card still loads."""
+  m, man = serving.load(xs["out"]), xs["manifest"]
+  card = m.card
+  assert card == m.manifest["model_card"]
+  _, meta = serving.load_safetensors(os.path.join(xs["out"], serving.PARAMS))
+  assert json.loads(meta["model_card"]) == card
+  assert card["bands"] == {"lr": man.lr_bands, "hr": man.hr_bands}
+  # toyworld's GSDs count HR pixels: no metres on the card, the ratio kept.
+  assert card["gsd_m"] == {"lr": None, "hr": None} and not card["gsd_known"]
+  assert card["scale"] == man.lr_gsd / man.hr_gsd
+  assert card["class_names"] == man.class_names
+  assert card["image_size"] == {"lr": man.lr_shape[:2], "hr": man.hr_shape[:2]}
+  assert card["normalization"] == man.band_stats
+  assert card["grid"] == man.grid == 8 and card["tile_px"] == 8
+  assert card["multi_label"] is man.multi_label
+  assert card["budget"] == {
+      "policy": "learned",
+      "num_tiles": 64,
+      "k": 8,
+      "selection": xs["config"].model.selection.to_dict(),
+      "mode": "ratio",
+      "ratio": 0.125,
+  }
+  cfg = man.builder["config"]  # toyworld's own LR: sensor.degrade
+  assert card["degradation"] == {
+      "source": "sensor.degrade",
+      "scale": cfg["scale"],
+      "psf_sigma": cfg["psf_sigma"],
+      "noise_std": cfg["noise_std"],
+  }
+  m.check_raster(bands=man.lr_bands, gsd=man.lr_gsd, shape=man.lr_shape)
+  with pytest.raises(serving.ExportError, match=r"lr shape"):
+    m.check_raster(gsd=man.lr_gsd * 3, shape=[4, 4, 3])  # GSD unknown: kept
+  metres = {**card, "gsd_m": {"lr": 4.0, "hr": 1.0}, "gsd_known": True}
+  gsd, shape = serving.check_raster(metres, gsd=12.0, shape=[4, 4, 3])
+  assert gsd.startswith("lr GSD") and shape.startswith("lr shape")
+  # An export written before cards: no card in either place.
+  old = tmp_path / "old"
+  shutil.copytree(xs["out"], old)
+  mpath = old / serving.MANIFEST
+  stored = json.loads(mpath.read_text())
+  del stored["model_card"]
+  tensors, _ = serving.load_safetensors(str(old / serving.PARAMS))
+  serving.save_safetensors(str(old / serving.PARAMS), tensors)
+  stored["params"]["sha256"] = serving.sha256_file(str(old / serving.PARAMS))
+  mpath.write_text(json.dumps(stored))
+  m_old = serving.load(str(old))
+  assert m_old.card is None and set(m_old.functions) == {"predict", "sample"}
+  with pytest.raises(serving.ExportError, match="no model card"):
+    m_old.check_raster(gsd=1.0)
+
+
 def test_loader_runs_in_a_fresh_process_without_flax(xs, tmp_path):
   lr, hr = _inputs(xs["manifest"], BATCHES[0])
   np.savez(tmp_path / "in.npz", lr=lr, hr=hr)

@@ -295,3 +295,33 @@ def test_cli_reports_data_errors(shared_data, tmp_path, capsys):
             os.path.join(shared_data, PUCALLPA),
         ]
     )
+
+
+def test_several_pairs_in_one_dataset(shared_data, tmp_path):
+  """--pair HR LR (repeatable): SpaceNet's pan/MS pairs 1 and 2 in one
+  dataset; the LR source and scale are recorded as its degradation."""
+  d = os.path.join(shared_data, SPACENET)
+  pairs = [
+      (os.path.join(d, f"pan{i}.tif"), os.path.join(d, f"ms{i}.tif"))
+      for i in (1, 2)
+  ]
+  geotiff_pairs.main(
+      ["--out", str(tmp_path), "--scene_px", "128"]
+      + [a for h, l in pairs for a in ("--pair", h, l)]
+  )
+  m, scenes = _all_scenes(tmp_path)
+  assert [p["windows_kept"] for p in m.builder["pairs"]] == [16, 16]
+  assert [p["lr_paths"] for p in m.builder["pairs"]] == [[l] for _, l in pairs]
+  assert len(scenes) == 32 and len({s.id for s in scenes}) == 32
+  assert {s.id.split("_r")[0] for s in scenes} == {"pan1", "pan2"}
+  assert m.class_names == [] and m.lr_shape == [64, 64, 4]
+  assert m.builder["degradation"] == {
+      "source": "raster",
+      "scale": 2,
+      "psf_sigma": None,
+      "noise_std": None,
+  }
+  with rasterio.open(pairs[1][0]) as src:  # pan2's windows hold pan2
+    first = src.read(1, window=((0, 128), (0, 128)))
+  s = next(s for s in scenes if s.id == "pan2_r0_c0")
+  np.testing.assert_array_equal(s.hr[..., 0], first)

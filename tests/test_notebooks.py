@@ -54,6 +54,23 @@ def test_committed_without_outputs(name):
   ), f"{name}: no SMALL switch (CROSSSCALE_NOTEBOOK_SMALL)"
 
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_opens_on_colab_and_installs_only_what_it_needs(name):
+  """A Colab badge to this notebook; the set-up cell's REPO_URL is a form
+  parameter, and it installs its NEEDS at requirements.txt's pins."""
+  nb = _read(name)
+  assert f"/blob/main/experiments/notebooks/{name})" in nb.cells[0].source
+  setup = nb.cells[1].source
+  assert 'REPO_URL = ""  # @param {type:"string"}' in setup
+  scope = {}
+  exec(setup.split("REPO = _find_repo()")[0], scope)  # pylint: disable=exec-used
+  pins = scope["_pinned"](
+      os.path.join(ROOT, "requirements.txt"), scope["NEEDS"]
+  )
+  assert len(pins) == len(scope["NEEDS"]), pins
+  assert "jax>=0.10.2,<0.11" in pins and not any("pytest" in p for p in pins)
+
+
 def _kernel_env(out: str) -> dict:
   """Environment of a notebook's kernel: SMALL mode, its outputs and
   datasets under `out`, and the suite's fast compiles and compilation cache

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import numpy as np
+import optax
 import pytest
 
 from crossscale import checkpoint, optim, partitioning, shards, train
@@ -83,11 +84,16 @@ def test_sharded_step_equals_single_device(name, single_device_run):
   expected = {a for a, n in zip(("fsdp", "model"), MESHES[name][1:]) if n > 1}
   assert axes == expected and smaller == bool(expected)
   # The optimizer moments are sharded like their parameters.
-  mu = (
-      state.opt_state[1][0].mu
-      if isinstance(state.opt_state, tuple) and len(state.opt_state) == 2
-      else None
-  )
+  adam = [
+      s
+      for s in jax.tree.leaves(
+          state.opt_state,
+          is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState),
+      )
+      if isinstance(s, optax.ScaleByAdamState)
+  ]
+  assert len(adam) == 1
+  mu = adam[0].mu
   if mu is not None:
     jax.tree.map(
         lambda p, m: (p.sharding == m.sharding)

@@ -37,82 +37,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from crossscale import bands as bands_lib
 from crossscale import budgets, selection, tile_grid
 from crossscale.kernels import tile_select
 from crossscale.models import convnet, layers, vit
+from crossscale.models.sampler import Sampler, lr_detail_prior  # noqa: F401
 
 POLICIES = ("learned", "random", "uniform", "heuristic", "oracle")
 # The oracle reads the generator's object map (geoworld's masks["objects"]).
 ORACLE_FIELD = "mask_objects"
-
-
-class Sampler(nn.Module):
-  """Scores the G x G tiles from the LR view alone: `[B, h, w, C]` -> `[B, N]`.
-
-  Fine-grained: a conv stack scores at LR-pixel (sub-tile) resolution and a
-  learned attention pooling summarises the pixels inside each tile;
-  contextual: tile tokens then attend to each other before the final score.
-  prior > 0 adds a learned multiple (initialised at `prior`) of the LR
-  detail statistic (`lr_detail_prior`, the heuristic policy's score), so the
-  sampler starts from the heuristic's ranking and learns what to change.
-  """
-
-  grid: int
-  width: int = 64
-  depth: int = 1
-  num_heads: int = 4
-  prior: float = 0.0
-
-  @nn.compact
-  def __call__(self, lr, train: bool = False):
-    x = lr
-    for i in range(2):
-      x = nn.gelu(
-          layers.GroupNorm(num_groups=8)(
-              layers.Conv(self.width, (3, 3), name=f"conv{i}")(x)
-          )
-      )
-    sub = tile_grid.to_tiles(x, self.grid)  # [B, N, s, s, F]
-    B, N = sub.shape[:2]
-    sub = sub.reshape(B, N, -1, self.width)  # [B, N, s*s, F]
-    attn = nn.softmax(
-        layers.Dense(1, axes=("embed", None), name="pool_logits")(sub), axis=2
-    )
-    tok = (
-        attn
-        * layers.Dense(
-            self.width, axes=("embed", "embed_out"), name="pool_values"
-        )(sub)
-    ).sum(2)
-    tok = tok + self.param(
-        "tile_pos",
-        layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
-        (1, N, self.width),
-    )
-    for i in range(self.depth):
-      tok = vit.EncoderBlock(
-          self.num_heads, 2 * self.width, name=f"context{i}"
-      )(tok, train)
-    score = layers.Dense(1, axes=("embed", None), name="score")(
-        layers.LayerNorm()(tok)
-    )[
-        ..., 0
-    ]  # [B, N]
-    if self.prior:
-      w = self.param(
-          "prior_weight",
-          layers.part(nn.initializers.constant(self.prior), ()),
-          (),
-      )
-      score = score + w * lr_detail_prior(lr, self.grid)
-    return score
-
-
-def lr_detail_prior(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
-  """`[B, N]`: log LR detail per tile (`tile_grid.tile_statistic`), standardised
-  over each scene's tiles (only the ranking inside a scene matters)."""
-  x = jnp.log(tile_grid.tile_statistic(lr, grid) + 1e-6)
-  return (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-3)
 
 
 class PredictorBlock(nn.Module):
@@ -226,6 +159,18 @@ class CrossScaleModel(nn.Module):
   mil_sharpness: float = 1.0  # r of the MIL's LSE pooling (-> max as r grows)
   select_impl: str = "auto"  # tile select+gather: auto|kernel|reference
   remat: bool = False  # recompute block activations in backward
+  # Issue 22 (docs/design.md#ground-resolution-and-bands), off by default:
+  # positions from ground coordinates (units of reference_gsd metres) of
+  # each scene's GSD (batch "lr_gsd"/"hr_gsd" [B], else lr_gsd/hr_gsd here,
+  # which train.make_model fills from the manifest).
+  gsd_positions: bool = False
+  reference_gsd: float = 1.0
+  lr_gsd: float = 0.0  # metres per LR pixel when the batch carries none
+  hr_gsd: float = 0.0
+  # "learned" (per-channel kernels) | "wavelength" (any bands, by name).
+  band_embedding: str = "learned"
+  lr_bands: tuple[str, ...] = ()  # band names; make_model: the manifest's
+  hr_bands: tuple[str, ...] = ()
 
   def setup(self):
     if self.head_type not in ("map", "mil"):
@@ -260,26 +205,34 @@ class CrossScaleModel(nn.Module):
           np.full((1, self.n_tiles), self.cost.get("price", 1.0)),
           self.cost.get("total", -1.0),
       )
+    self.check_scale_options()
     p = dict(self.predictor or {})
     self.width = p.get("width", 96)
+    pos = dict(
+        gsd_positions=self.gsd_positions, reference_gsd=self.reference_gsd
+    )
+    lr_bands = dict(band_embedding=self.band_embedding, bands=self.lr_bands)
+    hr_bands = dict(band_embedding=self.band_embedding, bands=self.hr_bands)
     self.lr_enc = vit.Encoder(
-        **{"remat": self.remat, **(self.lr_encoder or {})}, name="lr_encoder"
+        **{"remat": self.remat, **(self.lr_encoder or {}), **pos, **lr_bands},
+        name="lr_encoder",
     )
     hr_cfg = dict(self.hr_encoder or {})
     self.hr_kind = hr_cfg.pop("kind", "vit")
     if self.hr_kind == "vit":
       self.hr_enc = vit.Encoder(
-          **{"remat": self.remat, **hr_cfg}, name="hr_encoder"
+          **{"remat": self.remat, **hr_cfg, **pos, **hr_bands},
+          name="hr_encoder",
       )
     elif self.hr_kind == "cnn":
-      self.hr_enc = convnet.ConvEncoder(**hr_cfg, name="hr_encoder")
+      self.hr_enc = convnet.ConvEncoder(**hr_cfg, **hr_bands, name="hr_encoder")
     else:
       raise ValueError(
           f"unknown HR tile encoder {self.hr_kind!r} "
           "(config.model.hr_encoder.kind); known: vit, cnn"
       )
     self.sampler_net = Sampler(
-        self.grid, **(self.sampler or {}), name="sampler"
+        self.grid, **{**(self.sampler or {}), **pos, **lr_bands}, name="sampler"
     )
     self.lr_proj = layers.Dense(
         self.width, axes=("embed_in", "embed"), name="lr_proj"
@@ -307,11 +260,12 @@ class CrossScaleModel(nn.Module):
         layers.part(nn.initializers.normal(0.02), (None, None, "embed")),
         (1, 1, self.width),
     )
-    self.tile_pos = self.param(
-        "tile_pos",
-        layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
-        (1, n, self.width),
-    )
+    if not self.gsd_positions:  # else from ground positions (tile_positions)
+      self.tile_pos = self.param(
+          "tile_pos",
+          layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
+          (1, n, self.width),
+      )
     self.out_norm = layers.LayerNorm(name="out_norm")
     self.to_latent = layers.Dense(
         self.hr_enc.width, axes=("embed", "embed_out"), name="to_latent"
@@ -339,6 +293,57 @@ class CrossScaleModel(nn.Module):
   @property
   def n_tiles(self) -> int:
     return self.grid * self.grid
+
+  def check_scale_options(self) -> None:
+    """Clear errors for the GSD and band options (issue 22)."""
+    if self.band_embedding not in layers.BAND_EMBEDDINGS:
+      raise ValueError(
+          f"unknown band_embedding {self.band_embedding!r} "
+          f"(config.model.band_embedding); known: {layers.BAND_EMBEDDINGS}"
+      )
+    if self.band_embedding == "wavelength":
+      for key in ("lr_bands", "hr_bands"):
+        if not getattr(self, key):
+          raise ValueError(
+              f"band_embedding='wavelength' needs config.model.{key} (the "
+              "input's band names; train.make_model takes the manifest's)"
+          )
+        bands_lib.wavelengths(getattr(self, key))  # unknown band: an error
+    if self.gsd_positions and not self.reference_gsd > 0:
+      raise ValueError(
+          f"config.model.reference_gsd must be > 0 metres, got "
+          f"{self.reference_gsd!r}"
+      )
+
+  def scene_gsd(self, batch, side: str):
+    """`[B]` metres per pixel of `side` ("lr" | "hr"): the batch's
+    `{side}_gsd` field (per scene, e.g. after GSD augmentation), else the
+    model's `{side}_gsd` (the dataset's); None without gsd_positions."""
+    if not self.gsd_positions:
+      return None
+    B = batch["lr"].shape[0]
+    key = f"{side}_gsd"
+    if key in batch:
+      return jnp.asarray(batch[key], jnp.float32).reshape(B)
+    default = getattr(self, key)
+    if not default > 0:
+      raise ValueError(
+          f"gsd_positions=True needs each scene's GSD: batch[{key!r}] (add "
+          f"{key!r} to config.data.fields) or config.model.{key} (> 0; "
+          "train.make_model fills it from the manifest)"
+      )
+    return jnp.full((B,), default, jnp.float32)
+
+  def tile_positions(self, batch):
+    """The predictor's tile position embeddings: the learned `[1, N, D]`,
+    or with gsd_positions the sin-cos embedding of each tile's centre on
+    the ground `[B, N, D]` (tile width: LR pixels per tile x LR GSD)."""
+    if not self.gsd_positions:
+      return self.tile_pos
+    tile_m = self.scene_gsd(batch, "lr") * (batch["lr"].shape[1] / self.grid)
+    return layers.gsd_positions(
+        self.grid, self.grid, tile_m, self.width, self.reference_gsd
+    )
 
   @property
   def cost_budget(self) -> bool:
@@ -394,13 +399,15 @@ class CrossScaleModel(nn.Module):
         **budget,
     )
 
-  def encode_tiles(self, tile_pixels):
-    """`[B, k, t, t, C]` -> tile latents `[B, k, D_hr]`."""
+  def encode_tiles(self, tile_pixels, hr_gsd=None):
+    """`[B, k, t, t, C]` -> tile latents `[B, k, D_hr]` (`hr_gsd: [B]`
+    metres per HR pixel, for a ViT tile encoder with gsd_positions)."""
     B, k = tile_pixels.shape[:2]
     if k == 0:
       return jnp.zeros((B, 0, self.hr_enc.width), tile_pixels.dtype)
     flat = tile_pixels.reshape((B * k,) + tile_pixels.shape[2:])
-    z = self.hr_enc(flat)
+    gsd = None if hr_gsd is None else jnp.repeat(hr_gsd, k)  # [B*k]
+    z = self.hr_enc(flat, gsd=gsd)
     if self.hr_kind == "vit":
       z = z.mean(1)  # tokens -> tile
     return z.reshape(B, k, -1)
@@ -410,7 +417,7 @@ class CrossScaleModel(nn.Module):
     lr = batch["lr"]
     B = lr.shape[0]
     if self.policy == "learned":
-      return self.sampler_net(lr, train)
+      return self.sampler_net(lr, train, gsd=self.scene_gsd(batch, "lr"))
     if self.policy == "random":
       return jax.random.uniform(self.make_rng("selection"), (B, self.n_tiles))
     if self.policy == "heuristic":
@@ -430,16 +437,18 @@ class CrossScaleModel(nn.Module):
     s = jnp.zeros((self.n_tiles,)).at[order].set(1.0)
     return jnp.broadcast_to(s, (B, self.n_tiles))
 
-  def complete(self, context, idx, weight, observed, train=False):
+  def complete(self, context, idx, weight, observed, train=False, pos=None):
     """Predictor: tile tokens with observed latents at `idx: [B, k]`
-    (blended by `weight: [B, k]`) and mask tokens elsewhere -> `[B, N, D]`."""
+    (blended by `weight: [B, k]`) and mask tokens elsewhere -> `[B, N, D]`.
+    `pos`: tile position embeddings (`tile_positions`; None: the learned
+    table)."""
     B = context.shape[0]
     x = jnp.broadcast_to(self.mask_token, (B, self.n_tiles, self.width))
     if idx.shape[1]:
       onehot = jax.nn.one_hot(idx, self.n_tiles, dtype=x.dtype)  # [B, k, N]
       delta = (self.hr_proj(observed) - self.mask_token) * weight[..., None]
       x = x + jnp.einsum("bkn,bkd->bnd", onehot, delta)
-    x = x + self.tile_pos
+    x = x + (self.tile_pos if pos is None else pos)
     for blk in self.blocks:
       x = blk(x, context, train)
     return self.out_norm(x)
@@ -465,10 +474,11 @@ class CrossScaleModel(nn.Module):
       return (lse - jnp.log(tokens.shape[1])) / r, pooled
     return self.head(pooled), pooled
 
-  def lr_context(self, lr, train: bool = False):
+  def lr_context(self, lr, train: bool = False, gsd=None):
     """LR context tokens `[B, M+1, D]` (M LR tokens + their mean) and the
-    budget head's class logits `[B, K]` (None without class budgets)."""
-    lr_tok = self.lr_enc(lr, train)  # [B, M, D_lr]
+    budget head's class logits `[B, K]` (None without class budgets);
+    `gsd: [B]` metres per LR pixel (with gsd_positions)."""
+    lr_tok = self.lr_enc(lr, train, gsd=gsd)  # [B, M, D_lr]
     context = self.lr_proj(
         jnp.concatenate([lr_tok, lr_tok.mean(1, keepdims=True)], axis=1)
     )  # [B, M+1, D]
@@ -488,7 +498,9 @@ class CrossScaleModel(nn.Module):
     s = self.scores(batch, False)
     budget_logits = None
     if len(self.class_budgets) and not self.cost_budget:
-      _, budget_logits = self.lr_context(batch["lr"])
+      _, budget_logits = self.lr_context(
+          batch["lr"], gsd=self.scene_gsd(batch, "lr")
+      )
     budget = self.tile_budget(batch, s, budget_logits, False)
     idx, valid = tile_select.select(s, self.k(), **budget)
     return {"tile_logits": s, "tile_indices": idx, "tile_valid": valid}
@@ -497,7 +509,9 @@ class CrossScaleModel(nn.Module):
     lr, hr = batch["lr"], batch["hr"]
     B = lr.shape[0]
     k = self.k()
-    context, budget_logits = self.lr_context(lr, train)
+    lr_gsd, hr_gsd = self.scene_gsd(batch, "lr"), self.scene_gsd(batch, "hr")
+    context, budget_logits = self.lr_context(lr, train, lr_gsd)
+    pos = self.tile_positions(batch)  # [1 or B, N, D]
 
     s = self.scores(batch, train)  # [B, N]
     budget = self.tile_budget(batch, s, budget_logits, train)
@@ -505,7 +519,7 @@ class CrossScaleModel(nn.Module):
         s, batch, budget
     )  # [B, k], .., [B, k, t, t, C]
     weight = valid.astype(jnp.float32)
-    observed = self.encode_tiles(tile_px)  # [B, k, D_hr]
+    observed = self.encode_tiles(tile_px, hr_gsd)  # [B, k, D_hr]
     observed_mask = jnp.zeros((B, self.n_tiles), bool)
     if k:
       observed_mask = observed_mask.at[jnp.arange(B)[:, None], idx].set(valid)
@@ -525,7 +539,7 @@ class CrossScaleModel(nn.Module):
       m = jnp.take_along_axis(soft, idx, axis=1)
       weight = weight * (1.0 + m - jax.lax.stop_gradient(m))
     # Latent targets: T unobserved tiles, encoded (stop-gradient) in training.
-    targets = self.latent_targets(hr, observed_mask) if train else None
+    targets = self.latent_targets(hr, observed_mask, hr_gsd) if train else None
     pred_idx, pred_weight, pred_obs = idx, weight, observed
     if counterfactual and soft is not None and targets is not None:
       # Tiles not bought enter with weight m - sg(m) = 0: the forward is
@@ -539,11 +553,13 @@ class CrossScaleModel(nn.Module):
       )
       pred_obs = jnp.concatenate([observed, target], axis=1)
     tokens = self.complete(
-        context, pred_idx, pred_weight, pred_obs, train
+        context, pred_idx, pred_weight, pred_obs, train, pos
     )  # [B, N, D]
     logits, pooled = self.head_logits(tokens, context)
     if self.zero_hr_gain:
-      zero = self.complete(context, idx[:, :0], weight[:, :0], observed[:, :0])
+      zero = self.complete(
+          context, idx[:, :0], weight[:, :0], observed[:, :0], pos=pos
+      )
       logits0, _ = self.head_logits(zero, context)
       logits = logits + self.zero_hr_gain * (logits - logits0)
     emb = self.embed(pooled)
@@ -579,7 +595,7 @@ class CrossScaleModel(nn.Module):
     else:
       # Semantic drift: predicted vs true HR latents of the unobserved tiles.
       true = jax.lax.stop_gradient(
-          self.encode_tiles(tile_grid.to_tiles(hr, self.grid))
+          self.encode_tiles(tile_grid.to_tiles(hr, self.grid), hr_gsd)
       )
       d = cosine_distance(pred, true)  # [B, N]
       unobs = (~observed_mask).astype(d.dtype)
@@ -588,7 +604,7 @@ class CrossScaleModel(nn.Module):
       )
     return out
 
-  def latent_targets(self, hr, observed_mask):
+  def latent_targets(self, hr, observed_mask, hr_gsd=None):
     """T random unobserved tiles per scene (`num_target_tiles`, default k;
     the subset keeps the cost proportional to k): their indices `[B, T]`,
     pixels `[B, T, t, t, C]` and stop-gradient HR latents `[B, T, D_hr]`;
@@ -604,7 +620,11 @@ class CrossScaleModel(nn.Module):
     r = jnp.where(observed_mask, -1.0, r)
     tidx, _ = selection.topk_indices(r, T)  # [B, T]
     target_px = tile_grid.gather_tiles(hr, tidx, self.grid)  # [B, T, t, t, C]
-    return tidx, target_px, jax.lax.stop_gradient(self.encode_tiles(target_px))
+    return (
+        tidx,
+        target_px,
+        jax.lax.stop_gradient(self.encode_tiles(target_px, hr_gsd)),
+    )
 
   def latent_losses(
       self, hr, pred, observed_mask, logits, lr_size, targets=None

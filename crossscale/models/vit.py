@@ -60,6 +60,14 @@ class Encoder(nn.Module):
   patchify (an early-convolution hybrid ViT): far better than a linear patch
   embedding at fine textures inside small tiles. pool="mean"|"max" is used
   by `pooled`.
+
+  gsd_positions=True replaces the learned position table by the sin-cos
+  embedding of each token's ground position (its patch centre, in units of
+  `reference_gsd` metres) from the images' GSD `gsd: [B]` (metres per
+  pixel, a call argument): the same ground position gets the same embedding
+  at any GSD, and any token grid size is accepted. band_embedding=
+  "wavelength" makes the first layer read any bands, named by `bands`
+  (`layers.band_conv`). Both off: today's encoder, parameters unchanged.
   """
 
   width: int = 128
@@ -71,9 +79,13 @@ class Encoder(nn.Module):
   stem: str = "patch"
   dropout: float = 0.0
   remat: bool = False
+  gsd_positions: bool = False
+  reference_gsd: float = 1.0
+  band_embedding: str = "learned"
+  bands: tuple[str, ...] = ()
 
   @nn.compact
-  def __call__(self, images, train: bool = False):
+  def __call__(self, images, train: bool = False, gsd=None):
     _, h, w, _ = images.shape
     p = self.patch_size or auto_patch_size(min(h, w), self.target_side)
     if h % p or w % p:
@@ -82,28 +94,29 @@ class Encoder(nn.Module):
           "set model.patch_size to a divisor (or 0 for auto)."
       )
     x = images
+    bands = dict(band_embedding=self.band_embedding, bands=self.bands)
     if self.stem == "conv":
       for i in range(2):
-        x = nn.gelu(layers.Conv(self.width // 2, (3, 3), name=f"stem{i}")(x))
+        conv = (
+            layers.band_conv(x, self.width // 2, (3, 3), name="stem0", **bands)
+            if i == 0
+            else layers.Conv(self.width // 2, (3, 3), name=f"stem{i}")(x)
+        )
+        x = nn.gelu(conv)
     elif self.stem != "patch":
       raise ValueError(
           f"unknown stem {self.stem!r} (config.model.*.stem); "
           "known: patch, conv"
       )
-    x = layers.Conv(
-        self.width,
-        (p, p),
-        strides=(p, p),
-        padding="VALID",
-        axes=("conv_in", "embed"),
-        name="embed",
-    )(x)
+    embed = dict(strides=(p, p), padding="VALID", name="embed")
+    if self.stem == "conv":
+      x = layers.Conv(self.width, (p, p), axes=("conv_in", "embed"), **embed)(x)
+    else:
+      x = layers.band_conv(
+          x, self.width, (p, p), axes=("conv_in", "embed"), **embed, **bands
+      )
     x = x.reshape(x.shape[0], -1, self.width)  # [B, N, D]
-    pos = self.param(
-        "pos_embedding",
-        layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
-        (1, x.shape[1], self.width),
-    )
+    pos = self.positions(h // p, w // p, p, gsd)  # [1 or B, N, D]
     x = nn.Dropout(self.dropout, deterministic=not train)(x + pos)
     block = (
         nn.remat(EncoderBlock, static_argnums=(2,))
@@ -115,6 +128,26 @@ class Encoder(nn.Module):
           x, train
       )
     return layers.LayerNorm(name="norm")(x)
+
+  def positions(self, rows: int, cols: int, p: int, gsd):
+    """Position embeddings of the `rows x cols` tokens of `p`-px patches:
+    the learned table `[1, N, D]`, or with gsd_positions their ground
+    embedding `[B, N, D]` (`layers.gsd_positions`; `gsd: [B]` metres per
+    pixel)."""
+    if not self.gsd_positions:
+      return self.param(
+          "pos_embedding",
+          layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
+          (1, rows * cols, self.width),
+      )
+    if gsd is None:
+      raise ValueError(
+          "gsd_positions=True needs the images' GSD: call the encoder with "
+          "gsd=[B] metres per pixel"
+      )
+    return layers.gsd_positions(
+        rows, cols, jnp.asarray(gsd) * p, self.width, self.reference_gsd
+    )
 
 
 class LRClassifier(nn.Module):

@@ -15,7 +15,8 @@ evals: the final test eval only), "large" (2x wider encoders and predictor,
 batch 64, 1500 steps: for accelerators).
 Baselines are the same config: --config.model.policy=random|uniform|heuristic
 (oracle: also --config.data.fields='("lr","hr","labels","mask_objects")'),
---config.model.budget=0 (LR only) or 1.0 (dense HR),
+--config.model.budget=0 (LR only) or 1.0 (dense HR), a tile count with
+--config.model.budget_tiles=K,
 --config.model.predictor.lr_guidance=False (HR-only completion).
 """
 
@@ -37,7 +38,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(
       dict(
           name="cross_scale",
-          budget=0.125,  # k tiles (int) or a ratio of the G*G grid
+          budget=0.125,  # a ratio of the G*G grid: 0 LR only, 1.0 dense
+          # A tile count: replaces `budget` when >= 0 (--config.model.budget=8
+          # is the ratio 8.0, refused; --config.model.budget_tiles=8 buys 8).
+          budget_tiles=-1,
           # Per-class tile budgets (replace `budget`), e.g. '(4,8,8,12,8,8)'.
           class_budgets=(),
           # Price budget: greedy by score per price under `total`.
@@ -72,8 +76,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           # auto: the Pallas kernel where verified on the device, else JAX.
           select_impl="auto",
           remat=False,  # rematerialise block activations (memory <-> FLOPs)
+          # Issue 22 (docs/design.md#ground-resolution-and-bands), off:
+          # positions from ground coordinates (in reference_gsd metres) of
+          # each scene's GSD (batch "lr_gsd"/"hr_gsd", else lr_gsd/hr_gsd;
+          # 0: the manifest's) instead of learned tables.
+          gsd_positions=False,
+          reference_gsd=1.0,
+          lr_gsd=0.0,
+          hr_gsd=0.0,
+          # "wavelength": first layers generated from each band's
+          # wavelength (crossscale/bands.py), any bands; () = the
+          # manifest's band names.
+          band_embedding="learned",
+          lr_bands=(),
+          hr_bands=(),
       )
   )
+  # Train at random GSD factors, e.g. (0.5, 2.0) (input_pipeline.
+  # GsdAugment); () is off. Batches then carry "lr_gsd"/"hr_gsd".
+  c.data.gsd_augment = ()
   # Encoders from a pretraining run (its workdir, a step dir or an .npz).
   c.model_init = ""
   c.model_init_keys = ("lr_encoder", "hr_encoder", "sampler")

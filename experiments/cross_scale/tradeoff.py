@@ -91,6 +91,26 @@ def sweep_config(
   return c
 
 
+def cell_config(
+    c, overrides, steps: int, method_overrides: dict, budget, seed, split
+) -> ml_collections.ConfigDict:
+  """A sweep cell's config: `c` (`sweep_config`) with the sweep's
+  `overrides`, `steps` (0: the schedule's), then the method's overrides,
+  seed, budget and the split its final eval reads."""
+  c.update_from_flattened_dict(dict(overrides or {}))
+  if steps:
+    c.total_steps = steps
+  c.update_from_flattened_dict(
+      {
+          **method_overrides,
+          "seed": seed,
+          "model.budget": budget,
+          "final_eval_split": split,
+      }
+  )
+  return c
+
+
 def run_one(config, workdir, defaults=None) -> dict:
   """Final test metrics of one cell, trained in `workdir`; a `workdir` that
   already holds a finished run of this same config (its `config.json` and
@@ -203,18 +223,10 @@ def run_tradeoff(
     if key not in cache:
       runs = []
       for seed, d in zip(range(first_seed, first_seed + seeds), dirs):
-        c = sweep_config(quick, data_dir, runlocal)
-        c.update_from_flattened_dict(dict(overrides or {}))
-        if steps:
-          c.total_steps = steps
-        c.update_from_flattened_dict(
-            {
-                **method_overrides,
-                "seed": seed,
-                "model.budget": budget,
-                "final_eval_split": split,
-            }
-        )
+        c = cell_config(
+            sweep_config(quick, data_dir, runlocal),
+            overrides, steps, method_overrides, budget, seed, split,
+        )  # fmt: skip
         print(f"== {key[0]} @ budget {budget:.4g} seed {seed}", flush=True)
         runs.append(run_one(c, d, sweep_config(quick, data_dir, runlocal)))
       cache[key] = _mean_runs(runs)

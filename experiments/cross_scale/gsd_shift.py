@@ -1,0 +1,406 @@
+r"""One model across ground resolutions: accuracy under a GSD shift.
+
+  python -m experiments.cross_scale.gsd_shift --dataset rsscn7 --quick \
+      --out /tmp/gsd_shift
+  python -m experiments.cross_scale.gsd_shift --runlocal --out /tmp/smoke
+
+Trains every method at the data's native GSD with the tradeoff sweep's
+schedule and training function (`tradeoff.sweep_config`, `tradeoff.run_one`:
+cross_scale.py:quick, :sweep or :runlocal,sweep):
+  lr_only     budget 0 (LR only), today's model;
+  ours        budget 1/8 with issue 22's options on: GSD-aware positions,
+              wavelength band embedding, GSD augmentation (0.5x-2x);
+  dense       budget 1 (every HR tile), today's model;
+  ours_plain  budget 1/8, options off (today's model),
+then evaluates each trained run on the test split re-rendered at every
+`--factors` multiple of its GSD (`render_split`, the augmentation's
+`input_pipeline.rescale_scene`): a factor f > 1 makes every LR and HR
+pixel cover f times the ground, the scene becoming the centre of a mosaic
+of test scenes drawn at random (seeded) around it (labels stay the centre
+scene's); f < 1 crops the scene's centre and upsamples it. Factor 1 is the
+test split as stored. Writes OUT/gsd_shift.json ({"methods": {name:
+{"gsd_factor", "accuracy", "mAP", "interval"}}}: means over seeds, accuracy
+None on multi-label data, interval the 95% bootstrap interval over scenes
+and seeds of the data's metric, accuracy or macro mAP) with provenance and
+OUT/gsd_shift.png. Datasets whose records carry no true GSD (RSSCN7) are
+flagged "true_gsd": false; the factors are relative either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+from absl import flags
+import jax
+import matplotlib
+import numpy as np
+
+from crossscale import (
+    bootstrap,
+    evaluators,
+    export,
+    input_pipeline,
+    partitioning,
+    records,
+    reporting,
+    shards,
+    train,
+)
+from data import registry
+from experiments.cross_scale import tradeoff
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FACTORS = (0.5, 1.0, 2.0, 4.0)
+GSD_FIELDS = ("lr", "hr", "labels", *input_pipeline.GSD_FIELDS)
+# Issue 22's options, all on.
+OPTIONS_ON = {
+    "model.gsd_positions": True,
+    "model.band_embedding": "wavelength",
+    "data.gsd_augment": (0.5, 2.0),
+    "data.fields": GSD_FIELDS,
+}
+METHODS = {  # name -> (budget, config overrides)
+    "lr_only": (0.0, {"model.policy": "uniform"}),
+    "ours": (0.125, {"model.policy": "learned", **OPTIONS_ON}),
+    "dense": (1.0, {"model.policy": "uniform"}),
+    "ours_plain": (0.125, {"model.policy": "learned"}),
+}
+
+
+def neighbour_indices(i: int, n: int, count: int, seed: int) -> np.ndarray:
+  """`count` scene indices in [0, n) other than `i`, drawn with a generator
+  seeded by (seed, i): the same mosaic for every method and run."""
+  rng = np.random.default_rng([seed, i])
+  others = rng.integers(0, n - 1, count)
+  return others + (others >= i)
+
+
+def render_split(
+    data_dir: str, split: str, factor: float, out_dir: str, seed: int = 0
+) -> str:
+  """`split` of `data_dir` re-rendered at `factor` times its GSD
+  (`input_pipeline.rescale_scene`, mosaics from `neighbour_indices`)
+  as a records directory `out_dir` holding that split only, normalised
+  with the source's band statistics; reused when `out_dir` holds this
+  rendering already. Returns `out_dir`."""
+  manifest = shards.load_manifest(data_dir)
+  spec = {
+      "builder": "gsd_shift",
+      "source": manifest.name,
+      "source_created": manifest.created,
+      "gsd_in_metres": manifest.gsd_known,
+      "split": split,
+      "factor": factor,
+      "seed": seed,
+  }
+  path = os.path.join(out_dir, shards.MANIFEST)
+  if os.path.exists(path) and shards.load_manifest(out_dir).builder == spec:
+    return out_dir
+  fields = ("lr", "hr", "labels", *(f"mask_{m}" for m in manifest.mask_names))
+  source = input_pipeline.SceneSource(data_dir, split, fields, verify=False)
+  n, m = len(source), input_pipeline.mosaic_cells(max(factor, 1.0))
+  if factor > 1 and n < 2:
+    raise ValueError(f"{data_dir} {split}: zoom-out needs >= 2 scenes")
+
+  def scenes():
+    for i, scene in enumerate(shards.iter_scenes(data_dir, split, False)):
+      x = {"lr": scene.lr, "hr": scene.hr}
+      x.update({f"mask_{k}": v for k, v in scene.masks.items()})
+      nb = []
+      if factor > 1:
+        nb = [source[int(j)] for j in neighbour_indices(i, n, m * m - 1, seed)]
+      y = input_pipeline.rescale_scene(
+          x, factor, nb, lr_gsd=scene.lr_gsd, hr_gsd=scene.hr_gsd
+      )
+      masks = {k: y[f"mask_{k}"] for k in scene.masks}
+      yield records.Scene(
+          **{
+              **{f: getattr(scene, f) for f in _SCENE_FIELDS},
+              "lr": y["lr"],
+              "hr": y["hr"],
+              "lr_gsd": float(y["lr_gsd"]),
+              "hr_gsd": float(y["hr_gsd"]),
+              "masks": masks,
+          }
+      )
+
+  shards.write_dataset(
+      out_dir,
+      f"{manifest.name}_gsd{factor:g}",
+      scenes(),
+      manifest.class_names,
+      shards_per_split={split: 1},
+      builder=spec,
+      label_symmetries=manifest.label_symmetries,
+  )
+  with open(path) as f:  # normalise as the runs were trained
+    d = json.load(f)
+  d["band_stats"] = manifest.band_stats
+  with open(path, "w") as f:
+    json.dump(d, f, indent=1)
+  return out_dir
+
+
+_SCENE_FIELDS = (
+    "id",
+    "lr_bands",
+    "hr_bands",
+    "grid",
+    "labels",
+    "split",
+    "text",
+    "crs",
+    "lr_time",
+    "hr_time",
+)
+
+
+def evaluate_run(workdir: str, data_dirs: dict[float, str], split: str):
+  """{factor: (logits [n, K], labels [n, K])} of the run in `workdir` on
+  each re-rendered `data_dirs[factor]`, with the scenes' GSDs in the batch
+  (the options-off models ignore them). One jitted evaluator per run."""
+  config = export.load_config(workdir)
+  manifest = shards.load_manifest(config.data.path)
+  params, _ = export.restore_params(config, manifest, workdir)
+  model = export.build_model(config, manifest).clone(select_impl="reference")
+  fields = tuple(config.data.fields)
+  fields += tuple(f for f in input_pipeline.GSD_FIELDS if f not in fields)
+  mesh = partitioning.make_mesh((("data", -1),), jax.devices()[:1])
+  ev = evaluators.ClassificationEvaluator(
+      model,
+      data_dir=config.data.path,
+      split=split,
+      batch_size=int(config.batch_size),
+      task=train.task_of(config, manifest),
+      mesh=mesh,
+      fields=fields,
+  )
+  out = {}
+  for factor, d in data_dirs.items():
+    ev.data_dir = d  # same shapes: the jitted predict is reused
+    o = ev.outputs(params)
+    out[factor] = (o["logits"], o["labels"])
+  return out
+
+
+def interval(
+    per_seed: list[tuple[np.ndarray, np.ndarray]],
+    metric: str,
+    draws: int = 1000,
+    seed: int = 0,
+) -> list[float]:
+  """95% bootstrap interval [low, high] of `metric` over scenes and seeds
+  (`per_seed`: (logits, labels) of the same scenes per seed)."""
+  n, S = len(per_seed[0][0]), len(per_seed)
+  rng = np.random.default_rng(seed)
+  scene_idx = rng.integers(0, n, size=(draws, n))
+  seed_idx = rng.integers(0, S, size=(draws, S))
+  boot = np.stack(
+      [
+          bootstrap.batched_metric(metric, lo[scene_idx], la[scene_idx])
+          for lo, la in per_seed
+      ]
+  )  # [S, D]
+  drawn = np.take_along_axis(boot.T, seed_idx, axis=1).mean(1)
+  return [float(v) for v in np.nanpercentile(drawn, [2.5, 97.5])]
+
+
+def run_gsd_shift(
+    data_dir: str,
+    *,
+    methods=tuple(METHODS),
+    factors=FACTORS,
+    quick: bool = True,
+    runlocal: bool = False,
+    steps: int = 0,
+    seeds: int = 3,
+    overrides: dict | None = None,
+    work_dir: str | None = None,
+    split: str = "test",
+) -> dict:
+  """Trains `methods` (names in METHODS) at native GSD, `seeds` seeds each,
+  and evaluates every run on `split` re-rendered at each factor. Returns
+  {"dataset", "split", "metric", "true_gsd", "factors", "methods": {name:
+  {"budget", "gsd_factor", "accuracy", "mAP", "interval",
+  "accuracy_seeds"}}, "cells": {name: [run dirs]}}."""
+  work = work_dir or tempfile.mkdtemp(prefix="gsd_shift_")
+  manifest = shards.load_manifest(data_dir)
+  metric = "accuracy" if manifest.task == "single_label" else "mAP_macro"
+  factors = [float(f) for f in factors]
+  rendered = {
+      f: (
+          data_dir
+          if f == 1.0
+          else render_split(
+              data_dir, split, f, os.path.join(work, "rendered", f"f{f:g}")
+          )
+      )
+      for f in factors
+  }
+  defaults = tradeoff.sweep_config(quick, data_dir, runlocal)
+  results, cells = {}, {}
+  for name in methods:
+    budget, method_overrides = METHODS[name]
+    per_factor = {f: [] for f in factors}
+    cells[name] = []
+    for seed in range(seeds):
+      c = tradeoff.cell_config(
+          tradeoff.sweep_config(quick, data_dir, runlocal),
+          overrides, steps, method_overrides, budget, seed, split,
+      )  # fmt: skip
+      d = tradeoff.cell_dir(work, name, budget, seed)
+      cells[name].append(d)
+      print(f"== {name} @ budget {budget:.4g} seed {seed}", flush=True)
+      tradeoff.run_one(c, d, defaults)
+      for f, pair in evaluate_run(d, rendered, split).items():
+        per_factor[f].append(pair)
+    results[name] = summarize(per_factor, metric, budget)
+  return {
+      "dataset": manifest.name,
+      "split": split,
+      "metric": metric,
+      "true_gsd": manifest.gsd_known,
+      "factors": factors,
+      "methods": results,
+      "cells": cells,
+  }
+
+
+def summarize(per_factor: dict, metric: str, budget: float) -> dict:
+  """One method's row: per factor, seed means of accuracy (None on
+  multi-label data) and macro mAP, and the interval of `metric`."""
+  acc, ap, iv, acc_seeds = [], [], [], []
+  for pairs in per_factor.values():
+    a = [float(bootstrap.batched_metric("accuracy", lo[None], la[None])[0])
+         for lo, la in pairs]  # fmt: skip
+    m = [float(bootstrap.batched_metric("mAP_macro", lo[None], la[None])[0])
+         for lo, la in pairs]  # fmt: skip
+    acc.append(float(np.mean(a)) if metric == "accuracy" else None)
+    acc_seeds.append(a if metric == "accuracy" else None)
+    ap.append(float(np.mean(m)))
+    iv.append(interval(pairs, metric))
+  return {
+      "budget": budget,
+      "gsd_factor": list(per_factor),
+      "accuracy": acc,
+      "mAP": ap,
+      "interval": iv,
+      "accuracy_seeds": acc_seeds,
+  }
+
+
+def plot(res: dict, path: str | None = None):
+  """The data's metric vs GSD factor (log x), one line per method with its
+  interval as a band. Saves to `path` when given; returns the figure."""
+  key = "accuracy" if res["metric"] == "accuracy" else "mAP"
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, r in res["methods"].items():
+    x = r["gsd_factor"]
+    ax.plot(x, r[key], marker="o", label=name)
+    lo, hi = zip(*r["interval"])
+    ax.fill_between(x, lo, hi, alpha=0.15)
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("test GSD / training GSD")
+  ax.set_ylabel(f"{res['split']} {res['metric']}")
+  ax.set_title(f"{res['dataset']}: trained at native GSD")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  if path:
+    fig.savefig(path, dpi=120)
+  return fig
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--dataset", default="toyworld")
+  p.add_argument("--quick", action="store_true")
+  p.add_argument(
+      "--runlocal",
+      action="store_true",
+      help="smoke: tiny model, tiny toyworld, 20 steps, one seed",
+  )
+  p.add_argument("--out", required=True)
+  p.add_argument("--steps", type=int, default=0, help="override total_steps")
+  p.add_argument("--seeds", type=int, default=None, help="default 3")
+  p.add_argument(
+      "--factors",
+      default=None,
+      help="comma-separated GSD factors (default 0.5,1,2,4)",
+  )
+  p.add_argument(
+      "--methods",
+      default=",".join(METHODS),
+      help=f"comma-separated, of {','.join(METHODS)}",
+  )
+  p.add_argument(
+      "--work_dir",
+      default=None,
+      help="where runs train and test sets are re-rendered (default: a "
+      "temp dir); relaunching with the same one skips finished runs",
+  )
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  a = p.parse_args(argv)
+  flags.FLAGS.mark_as_parsed()
+  unknown = [m for m in a.methods.split(",") if m not in METHODS]
+  if unknown:
+    raise SystemExit(f"--methods {unknown}: known {', '.join(METHODS)}")
+  opts = (
+      tradeoff.toyworld_options(a.quick, a.runlocal)
+      if a.dataset == "toyworld"
+      else None
+  )
+  data_dir = registry.resolve(a.dataset, None, opts)
+  seeds = a.seeds or (1 if a.runlocal else 3)
+  factors = (
+      tuple(float(f) for f in a.factors.split(",")) if a.factors else FACTORS
+  )
+  res = run_gsd_shift(
+      data_dir,
+      methods=tuple(a.methods.split(",")),
+      factors=factors,
+      quick=a.quick,
+      runlocal=a.runlocal,
+      steps=a.steps,
+      seeds=seeds,
+      overrides=tradeoff.parse_overrides(a.set),
+      work_dir=a.work_dir,
+  )
+  rows = [
+      {"method": m, "gsd_factor": f, res["metric"]: v, "interval": iv}
+      for m, r in res["methods"].items()
+      for f, v, iv in zip(
+          r["gsd_factor"],
+          r["accuracy" if res["metric"] == "accuracy" else "mAP"],
+          r["interval"],
+      )
+  ]
+  reporting.print_table(rows, ["method", "gsd_factor", res["metric"]])
+  reporting.write_json(
+      a.out,
+      "gsd_shift.json",
+      {
+          **{k: v for k, v in res.items() if k != "cells"},
+          "quick": a.quick,
+          "schedule": reporting.schedule_name(a.quick, a.steps, a.runlocal),
+          "seeds": seeds,
+          "overrides": tradeoff.parse_overrides(a.set),
+          "method_overrides": {
+              m: {"budget": METHODS[m][0], **METHODS[m][1]}
+              for m in res["methods"]
+          },
+      },
+      datasets={"data": data_dir},
+  )
+  path = os.path.join(a.out, "gsd_shift.png")
+  plot(res, path)
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()
