@@ -59,9 +59,17 @@ def test_a_name_is_found_beside_the_run_or_sent_to_the_wrapper(run, tmp_path):
   assert evaluate.find_records(name, workdir) == os.path.abspath(data)
   with pytest.raises(SystemExit) as e:
     evaluate.main(
-        ["--workdir", workdir, "--dataset", "rsscn7", "--out", str(tmp_path)]
+        [
+            "--workdir",
+            workdir,
+            "--dataset",
+            "no_such_set",
+            "--out",
+            str(tmp_path),
+        ]
     )
   assert "python -m experiments.evaluate" in str(e.value)
+  assert "no_such_set" in str(e.value)
 
 
 @pytest.mark.slow  # ~10 s: compiles the model's eval
