@@ -159,6 +159,19 @@ def scenes_of_interest(hrs, g, all_scenes: bool) -> list[tuple[int, int]]:
   return out
 
 
+def planned_tiles(path: str, n_tiles: int) -> dict[tuple[int, int], np.ndarray]:
+  """{(scene_row, scene_col): [G*G] bool} of a plan.geojson (crossscale.plan
+  on the same LR raster and run): the tiles it says to buy."""
+  with open(path) as f:
+    features = json.load(f)["features"]
+  out = {}
+  for feat in features:
+    p = feat["properties"]
+    key = (int(p["scene_row"]), int(p["scene_col"]))
+    out.setdefault(key, np.zeros(n_tiles, bool))[int(p["tile"])] = True
+  return out
+
+
 def run(args: argparse.Namespace) -> dict:
   spec = runspec.from_workdir(args.workdir, args.data_dir, args.step)
   lr = geotiles.open_lr(
@@ -179,6 +192,9 @@ def run(args: argparse.Namespace) -> dict:
   g = geotiles.make_grid(lr, spec.lr_shape[:2], spec.grid, target)
   check_overlap(hrs, g)
   scenes = scenes_of_interest(hrs, g, args.all_scenes)
+  plan = planned_tiles(args.plan, spec.n_tiles) if args.plan else None
+  if plan is not None:  # only the planned scenes, only their tiles
+    scenes = [s for s in scenes if s in plan]
   H, W = spec.hr_shape[:2]
   n_tiles = spec.n_tiles
   apply = jax.jit(
@@ -196,6 +212,8 @@ def run(args: argparse.Namespace) -> dict:
     px = np.where(bad[..., None], mean_lr, px)
     hr, covered = fill_scene_hr(hrs, g, i, j, (H, W))
     bought = bought_tiles(covered, spec.grid)
+    if plan is not None:
+      bought &= plan[(i, j)]
     hr = spec.standardise(np.nan_to_num(hr), "hr")[None]
     tiles = to_tiles(hr, spec.grid)
     idx = np.arange(n_tiles, dtype=np.int32)[None]
@@ -288,6 +306,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--hr_sensor", default=None, choices=sorted(geotiles.SENSORS))
   p.add_argument("--hr_gsd", type=float, default=None)
   p.add_argument("--all_scenes", action="store_true")
+  p.add_argument(
+      "--plan",
+      default=None,
+      help="plan.geojson of crossscale.plan (same LR raster and run): only "
+      "its tiles count as bought, even where --hr covers more",
+  )
   return p.parse_args(argv)
 
 

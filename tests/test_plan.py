@@ -403,3 +403,17 @@ def test_plan_from_an_export_equals_plan_from_the_run(run, naip_crop, tmp_path):
       rtol=1e-4, atol=1e-5,
   )  # fmt: skip
   assert a["tiles_bought"] == b["tiles_bought"]
+
+
+def test_predict_plan_restricts_bought_tiles_to_the_planned(tmp_path):
+  feats = [
+      {"type": "Feature", "geometry": None,
+       "properties": {"scene_row": r, "scene_col": c, "tile": t}}
+      for r, c, t in ((0, 1, 3), (0, 1, 7), (2, 0, 0))
+  ]  # fmt: skip
+  path = tmp_path / "plan.geojson"
+  path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+  plan_ = predict.planned_tiles(str(path), 16)
+  assert sorted(plan_) == [(0, 1), (2, 0)]
+  assert np.flatnonzero(plan_[(0, 1)]).tolist() == [3, 7]
+  assert np.flatnonzero(plan_[(2, 0)]).tolist() == [0]
