@@ -22,10 +22,25 @@ r"""Zero-shot and linear-probe transfer of the cross-scale pretrained encoder.
      test split; 5-fold cross-validation over all records when the train
      split has < 100 records): accuracy / mAP.
    Both for the pretrained encoder and the same encoder at random init.
+3. Band transfer (`--wavelength`, method rgb_wavelength; issue 22): the LR
+   encoder is pretrained with the wavelength band embedding
+   (model.lr_encoder.band_embedding="wavelength", bands named by the
+   source's manifest) on the RGB source; each target with bands beyond RGB
+   is then also read with ALL its bands (the RGB view above plus every other
+   band of its records, each resized to the source LR size, named as the
+   records name them and mapped to wavelengths by crossscale/bands.py; an
+   unknown name is an error): the same parameters, zero-shot and linear
+   probe as above, beside the same encoder reading only the RGB bands (what
+   a wavelength-blind model can read). all - rgb gets a paired bootstrap
+   95% interval over the evaluated records (crossscale/bootstrap.py).
+   A `--checkpoint` pretrained with the wavelength embedding gets the same
+   rows without the flag.
 Pretraining is experiments/configs/pretrain.py:text,quick,steps=N (with
 TRANSFER_QUICK) or :text,sweep,steps=N; `--runlocal` is a seconds-long
 smoke (the runlocal toyworld as source and target).
-Writes OUT/<source>_<schedule>_s0-0.json and prints a table.
+Writes OUT/<source>_<schedule>_s0-0.json (`_wavelength` appended with
+--wavelength) and prints a table. `--runlocal --wavelength`: toyworld source,
+the real BigEarthNet patches as target (needs ../shared/data).
 
 Targets: rsscn7 (its test split: seen label words, unseen images),
 eurosat_samples (54 real EuroSAT tiles, 7 classes: another sensor and other
@@ -36,6 +51,7 @@ BigEarthNet format end to end; 6 patches give no meaningful score).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 
@@ -45,7 +61,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossscale import bands as bands_lib
 from crossscale import (
+    bootstrap,
     checkpoint,
     export,
     input_pipeline,
@@ -99,10 +117,22 @@ def band_indices(have, want, where: str) -> list[int]:
   return idx
 
 
-def source_view(data_dir: str, split: str, lr_shape, lr_bands) -> tuple:
-  """(images `[N, h, w, C]` as the source's LR view, labels `[N, K]`)."""
-  m = shards.load_manifest(data_dir)
-  data = load_split(data_dir, split)
+def _resize(x: np.ndarray, lr_shape) -> np.ndarray:
+  if x.shape[1:3] == tuple(lr_shape[:2]):
+    return x
+  return np.asarray(
+      jax.image.resize(
+          x,
+          (x.shape[0],) + tuple(lr_shape[:2]) + (x.shape[-1],),
+          "linear",
+          antialias=True,
+      )
+  )
+
+
+def _rgb_field(data_dir: str, m, lr_shape, lr_bands) -> tuple[str, list]:
+  """(field, band positions) of the source's LR view: the LR field when it
+  has the bands (at the source LR size if possible), else the HR one."""
   field = None
   for f, shape, bands in (
       ("lr", m.lr_shape, m.lr_bands),
@@ -118,17 +148,71 @@ def source_view(data_dir: str, split: str, lr_shape, lr_bands) -> tuple:
         break
   if field is None:
     band_indices(m.hr_bands, lr_bands, f"{data_dir} (lr and hr)")  # raises
-  x = data[field][..., sel]
-  if x.shape[1:3] != tuple(lr_shape[:2]):
-    x = np.asarray(
-        jax.image.resize(
-            x,
-            (x.shape[0],) + tuple(lr_shape[:2]) + (x.shape[-1],),
-            "linear",
-            antialias=True,
-        )
-    )
-  return x, data["labels"]
+  return field, sel
+
+
+def check_band_names(names, where: str) -> None:
+  """Every name maps to a wavelength (crossscale/bands.py), else a
+  records.DataError naming `where` and the band."""
+  for n in names:
+    try:
+      bands_lib.lookup(n)
+    except ValueError as e:
+      raise records.DataError(f"{where}: {e}") from None
+
+
+def band_views(
+    data_dir: str, split: str, lr_shape, lr_bands, all_bands: bool = False
+) -> dict:
+  """`split` of `data_dir` as the source's LR view.
+
+  Returns {"rgb": `[N, h, w, C]` (bands `lr_bands` picked by name or S2
+  alias, resized to `lr_shape`), "rgb_bands": their names in the records,
+  "labels": `[N, K]`} and with `all_bands` also "all": the RGB view followed
+  by every other band of the records' LR and HR fields (each resized to
+  `lr_shape`; a name in both fields is read once, from the RGB view's
+  field), "all_bands": their names (all checked against crossscale/bands.py:
+  an unknown one is a records.DataError).
+  """
+  m = shards.load_manifest(data_dir)
+  data = load_split(data_dir, split)
+  field, sel = _rgb_field(data_dir, m, lr_shape, lr_bands)
+  names = {"lr": list(m.lr_bands), "hr": list(m.hr_bands)}
+  out = {
+      "rgb": _resize(data[field][..., sel], lr_shape),
+      "rgb_bands": tuple(names[field][i] for i in sel),
+      "labels": data["labels"],
+  }
+  if not all_bands:
+    return out
+  xs, all_names = [out["rgb"]], list(out["rgb_bands"])
+  for f in (field, "hr" if field == "lr" else "lr"):
+    check_band_names(names[f], f"{data_dir} {f} bands")
+    extra = [i for i, n in enumerate(names[f]) if n not in all_names]
+    if extra:
+      xs.append(_resize(data[f][..., extra], lr_shape))
+      all_names += [names[f][i] for i in extra]
+  out["all"] = np.concatenate(xs, axis=-1)
+  out["all_bands"] = tuple(all_names)
+  return out
+
+
+def source_view(data_dir: str, split: str, lr_shape, lr_bands) -> tuple:
+  """(images `[N, h, w, C]` as the source's LR view, labels `[N, K]`)."""
+  v = band_views(data_dir, split, lr_shape, lr_bands)
+  return v["rgb"], v["labels"]
+
+
+def wavelength_encoder(cfg) -> bool:
+  """Whether the config's LR encoder reads bands by wavelength."""
+  enc = cfg.model.get("lr_encoder") or {}
+  return enc.get("band_embedding", "learned") == "wavelength"
+
+
+def with_bands(model, names):
+  """`model` with its LR encoder reading bands `names` (same parameters)."""
+  enc = dict(model.lr_encoder or {})
+  return model.clone(lr_encoder={**enc, "bands": tuple(names)})
 
 
 def _batched(fn, params, x, bs=64):
@@ -140,13 +224,18 @@ def _batched(fn, params, x, bs=64):
   )
 
 
-def zero_shot(model, params, x, labels, class_names, multi: bool) -> dict:
-  prompts = pretrain_model.prompt_embeddings(
+@functools.lru_cache(maxsize=8)
+def _prompts(class_names: tuple) -> np.ndarray:
+  return pretrain_model.prompt_embeddings(
       [
           pretrain_model.PROMPT.format(pretrain_model.readable(c))
           for c in class_names
       ]
   )
+
+
+def zero_shot_scores(model, params, x, class_names) -> np.ndarray:
+  """`[N, K]` cosines of the image embeddings and the class prompts."""
   emb = _batched(
       jax.jit(
           lambda p, im: model.apply({"params": p}, im, method="image_embedding")
@@ -154,7 +243,10 @@ def zero_shot(model, params, x, labels, class_names, multi: bool) -> dict:
       params,
       x,
   )
-  scores = emb @ prompts.T  # [N, K]
+  return emb @ _prompts(tuple(class_names)).T
+
+
+def zero_shot_metrics(scores, labels, multi: bool) -> dict:
   present = labels.sum(0) > 0
   res = {
       "retrieval_mAP": metrics.mean_average_precision(
@@ -165,9 +257,15 @@ def zero_shot(model, params, x, labels, class_names, multi: bool) -> dict:
     res["mAP"] = res["retrieval_mAP"]
   else:
     res["accuracy"] = float(
-        np.mean(labels[np.arange(len(x)), scores.argmax(1)] > 0)
+        np.mean(labels[np.arange(len(scores)), scores.argmax(1)] > 0)
     )
   return res
+
+
+def zero_shot(model, params, x, labels, class_names, multi: bool) -> dict:
+  return zero_shot_metrics(
+      zero_shot_scores(model, params, x, class_names), labels, multi
+  )
 
 
 def _probe_scores(f_tr, y_tr, f_te, multi: bool) -> np.ndarray:
@@ -204,6 +302,12 @@ def _probe_scores(f_tr, y_tr, f_te, multi: bool) -> np.ndarray:
 
 def linear_probe(feats: dict, labels: dict, multi: bool) -> dict:
   """feats/labels by split -> {"accuracy" | "mAP", "protocol"}."""
+  return probe(feats, labels, multi)[0]
+
+
+def probe(feats: dict, labels: dict, multi: bool) -> tuple:
+  """`linear_probe`'s result, its test scores `[N, K]` and labels `[N, K]`
+  (the test split, or every record in split order under CV)."""
   if len(feats["train"]) >= 100:
     scores = _probe_scores(
         feats["train"], labels["train"], feats["test"], multi
@@ -221,22 +325,42 @@ def linear_probe(feats: dict, labels: dict, multi: bool) -> dict:
     protocol = f"{int(folds.max()) + 1}-fold CV over {len(f)} records"
   present = y.sum(0) > 0
   if multi:
-    return {
+    res = {
         "mAP": metrics.mean_average_precision(
             scores[:, present], y[:, present]
         )["mAP_macro"],
         "protocol": protocol,
     }
-  return {
-      "accuracy": float(np.mean(y[np.arange(len(y)), scores.argmax(1)] > 0)),
-      "protocol": protocol,
-  }
+  else:
+    res = {
+        "accuracy": float(np.mean(y[np.arange(len(y)), scores.argmax(1)] > 0)),
+        "protocol": protocol,
+    }
+  return res, scores, y
+
+
+def all_minus_rgb(a: tuple, b: tuple, multi: bool) -> dict:
+  """Paired bootstrap of metric(all bands) - metric(RGB) over the records:
+  a, b: (scores `[N, K]`, labels `[N, K]`) of the same records; mAP over
+  the classes present in them (as the table's)."""
+  present = a[1].sum(0) > 0
+  pick = (lambda v: (v[0][:, present], v[1][:, present])) if multi else tuple
+  res = bootstrap.paired_difference(
+      [pick(a)], [pick(b)], "mAP_macro" if multi else "accuracy"
+  )
+  return {**res, "verdict": bootstrap.verdict(res["low"], res["high"])}
 
 
 def source_config(
-    data_dir: str, quick: bool, steps: int, runlocal: bool = False
+    data_dir: str,
+    quick: bool,
+    steps: int,
+    runlocal: bool = False,
+    wavelength_bands=(),
 ):
-  """The pretraining config of the source (module docstring)."""
+  """The pretraining config of the source (module docstring); with
+  `wavelength_bands` (the source's LR band names) the LR encoder reads
+  bands by wavelength (`--wavelength`)."""
   if runlocal:
     c = pretrain_config.get_config(f"text,runlocal,sweep,steps={steps or 10}")
   elif quick:
@@ -245,6 +369,9 @@ def source_config(
   else:
     c = pretrain_config.get_config(f"text,sweep,steps={steps or 3000}")
   c.data.path = data_dir
+  if wavelength_bands:
+    c.model.lr_encoder.band_embedding = "wavelength"
+    c.model.lr_encoder.bands = tuple(wavelength_bands)
   return c
 
 
@@ -257,11 +384,46 @@ def resolve(name: str, runlocal: bool) -> str:
 
 
 def pretrain_source(
-    source: str, quick: bool, steps: int, workdir: str, runlocal: bool = False
+    source: str,
+    quick: bool,
+    steps: int,
+    workdir: str,
+    runlocal: bool = False,
+    wavelength: bool = False,
 ):
-  c = source_config(resolve(source, runlocal), quick, steps, runlocal)
+  data_dir = resolve(source, runlocal)
+  wl = tuple(shards.load_manifest(data_dir).lr_bands) if wavelength else ()
+  if wavelength:
+    check_band_names(wl, f"{data_dir} lr bands")
+  c = source_config(data_dir, quick, steps, runlocal, wl)
   final = train.train_and_evaluate(c, workdir)
   return c, final["test"]
+
+
+def evaluate(model, params, views: dict, key: str, class_names, multi):
+  """Zero-shot and linear probe of `params` on views[split][key]: (result
+  {"zero_shot", "linear_probe"}, {"zero_shot", "linear_probe"}: (scores,
+  labels) of the evaluated records)."""
+  x_all = np.concatenate([views[s][key] for s in ("train", "val", "test")])
+  y_all = np.concatenate([views[s]["labels"] for s in ("train", "val", "test")])
+  # Zero-shot on the test split when it is large enough, else every record.
+  test = views["test"]
+  zx, zy = (
+      (test[key], test["labels"]) if len(test[key]) >= 50 else (x_all, y_all)
+  )
+  zs_scores = zero_shot_scores(model, params, zx, class_names)
+  zs = zero_shot_metrics(zs_scores, zy, multi)
+  feats_fn = jax.jit(
+      lambda p, im: model.apply({"params": p}, im, method="features")
+  )
+  feats = {s: _batched(feats_fn, params, views[s][key]) for s in views}
+  lp, lp_scores, lp_y = probe(
+      feats, {s: views[s]["labels"] for s in views}, multi
+  )
+  return {"zero_shot": zs, "linear_probe": lp}, {
+      "zero_shot": (zs_scores, zy),
+      "linear_probe": (lp_scores, lp_y),
+  }
 
 
 def main(argv=None):
@@ -279,6 +441,12 @@ def main(argv=None):
       action="store_true",
       help="smoke test: tiny encoder, toyworld source and target (seconds)",
   )
+  p.add_argument(
+      "--wavelength",
+      action="store_true",
+      help="band transfer: pretrain with the wavelength band embedding and "
+      "also read every band of each target (module docstring, 3.)",
+  )
   p.add_argument("--steps", type=int, default=0)
   p.add_argument("--out", required=True)
   p.add_argument(
@@ -289,7 +457,8 @@ def main(argv=None):
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
   if a.runlocal:
-    a.source, a.targets = "toyworld", "toyworld"
+    a.source = "toyworld"
+    a.targets = "bigearthnet" if a.wavelength else "toyworld"
 
   if a.checkpoint:
     workdir, pre_eval = a.checkpoint, None
@@ -297,8 +466,9 @@ def main(argv=None):
   else:
     workdir = os.path.join(tempfile.mkdtemp(prefix="transfer_"), "pretrain")
     cfg, pre_eval = pretrain_source(
-        a.source, a.quick, a.steps, workdir, a.runlocal
+        a.source, a.quick, a.steps, workdir, a.runlocal, a.wavelength
     )
+  wavelength = wavelength_encoder(cfg)
   src = shards.load_manifest(cfg.data.path)
   model = train.make_model(cfg, src)
   example = train.example_batch(src, ("lr", "hr", "labels"), 2)
@@ -314,11 +484,9 @@ def main(argv=None):
       )
   )
   pre_params = checkpoint.load_params(workdir, "--checkpoint")
-  feats_fn = jax.jit(
-      lambda p, im: model.apply({"params": p}, im, method="features")
-  )
 
   results, rows, datasets = {}, [], {"source": cfg.data.path}
+  diffs = []
   for target in a.targets.split(","):
     data_dir = datasets[target] = resolve(target, a.runlocal)
     m = shards.load_manifest(data_dir)
@@ -327,51 +495,84 @@ def main(argv=None):
         or target == "bigearthnet"
     )
     views = {
-        s: source_view(data_dir, s, src.lr_shape, src.lr_bands)
+        s: band_views(data_dir, s, src.lr_shape, src.lr_bands, wavelength)
         for s in ("train", "val", "test")
     }
-    x_all = np.concatenate([views[s][0] for s in ("train", "val", "test")])
-    y_all = np.concatenate([views[s][1] for s in ("train", "val", "test")])
-    # Zero-shot on the test split when it is large enough, else every record.
-    zx, zy = views["test"] if len(views["test"][0]) >= 50 else (x_all, y_all)
+    v = views["test"]
+    keys = ["rgb"]
+    if wavelength and len(v["all_bands"]) > len(v["rgb_bands"]):
+      keys.append("all")
     results[target] = {
-        "num_records": int(len(x_all)),
+        "num_records": int(sum(len(views[s]["rgb"]) for s in views)),
         "num_classes": m.num_classes,
         "multi_label": multi,
-        "zero_shot_records": int(len(zx)),
+        "zero_shot_records": int(
+            len(v["rgb"])
+            if len(v["rgb"]) >= 50
+            else sum(len(views[s]["rgb"]) for s in views)
+        ),
     }
+    if wavelength:
+      results[target]["bands"] = {
+          "rgb": list(v["rgb_bands"]),
+          "all": list(v["all_bands"]),
+      }
+    metric = "mAP" if multi else "accuracy"
     for name, params in (
         ("pretrained", pre_params),
         ("random_init", random_params),
     ):
-      zs = zero_shot(model, params, zx, zy, m.class_names, multi)
-      feats = {s: _batched(feats_fn, params, views[s][0]) for s in views}
-      lp = linear_probe(feats, {s: views[s][1] for s in views}, multi)
-      results[target][name] = {"zero_shot": zs, "linear_probe": lp}
-      metric = "mAP" if multi else "accuracy"
-      rows.append(
-          {
-              "target": target,
-              "encoder": name,
-              "zero_shot": zs[metric],
-              "zs_retrieval_mAP": zs["retrieval_mAP"],
-              "linear_probe": lp[metric],
-              "metric": metric,
-              "probe": lp["protocol"],
-          }
-      )
+      scores = {}
+      for key in keys:
+        mod = with_bands(model, v[f"{key}_bands"]) if wavelength else model
+        res, scores[key] = evaluate(
+            mod, params, views, key, m.class_names, multi
+        )
+        if wavelength:
+          results[target].setdefault(name, {})[key] = res
+        else:
+          results[target][name] = res
+        zs, lp = res["zero_shot"], res["linear_probe"]
+        rows.append(
+            {
+                "target": target,
+                "encoder": name,
+                **({"bands": key} if wavelength else {}),
+                "zero_shot": zs[metric],
+                "zs_retrieval_mAP": zs["retrieval_mAP"],
+                "linear_probe": lp[metric],
+                "metric": metric,
+                "probe": lp["protocol"],
+            }
+        )
+      if "all" in scores:
+        d = {
+            e: all_minus_rgb(scores["all"][e], scores["rgb"][e], multi)
+            for e in ("zero_shot", "linear_probe")
+        }
+        results[target][name]["all_minus_rgb"] = d
+        for e, r in d.items():
+          diffs.append(
+              {
+                  "target": target,
+                  "encoder": name,
+                  "eval": e,
+                  "metric": metric,
+                  "all-rgb": r["diff"],
+                  "95% CI": f"[{r['low']:+.3f}, {r['high']:+.3f}]",
+                  "records": r["scenes"],
+                  "verdict": r["verdict"],
+              }
+          )
+  columns = ["target", "encoder"] + (["bands"] if wavelength else [])
   reporting.print_table(
       rows,
-      [
-          "target",
-          "encoder",
-          "metric",
-          "zero_shot",
-          "zs_retrieval_mAP",
-          "linear_probe",
-          "probe",
-      ],
+      columns
+      + ["metric", "zero_shot", "zs_retrieval_mAP", "linear_probe", "probe"],
   )
+  if diffs:
+    print()
+    reporting.print_table(diffs, list(diffs[0]))
   schedule = reporting.schedule_name(a.quick, a.steps, a.runlocal)
   source = (
       os.path.basename(os.path.normpath(a.checkpoint))
@@ -379,9 +580,12 @@ def main(argv=None):
       else a.source
   )
   stem = a.name or reporting.results_name(source, schedule, 0, 0)
+  stem = stem.removesuffix(".json")
+  if wavelength and not a.name:
+    stem += "_wavelength"
   reporting.write_json(
       a.out,
-      stem.removesuffix(".json") + ".json",
+      stem + ".json",
       {
           "source": reporting.relative_path(a.checkpoint) or a.source,
           "quick": a.quick,
@@ -389,8 +593,10 @@ def main(argv=None):
           "pretrain_steps": int(cfg.total_steps),
           "pretrain_eval": pre_eval,
           "prompt": pretrain_model.PROMPT,
+          "band_embedding": "wavelength" if wavelength else "learned",
           "targets": results,
           "table": rows,
+          **({"all_minus_rgb": diffs} if wavelength else {}),
       },
       datasets=datasets,
   )
