@@ -34,7 +34,9 @@ def test_values_by_direct_computation(run):
   batch = {f: jnp.asarray(batch[f]) for f in ("lr", "hr", "labels")}
   out = jax.tree.map(
       np.asarray,
-      tile_value.scene_tile_values(model, params, batch, "single_label"),
+      jax.jit(  # one compile, not op-by-op dispatch of the vmap
+          lambda p, b: tile_value.scene_tile_values(model, p, b, "single_label")
+      )(params, batch),
   )
   k, n = model.k(), model.n_tiles
   assert out["bought"].sum(1).tolist() == [k] * 8
@@ -59,6 +61,7 @@ def test_values_by_direct_computation(run):
   lat = apply("encode_tiles", px)
   context, _ = apply("lr_context", batch["lr"])
 
+  @jax.jit
   def loss_at(w):  # [B]
     weight = jnp.concatenate([jnp.ones((8, k)), jnp.full((8, 1), w)], 1)
     logits, _ = apply(
@@ -75,7 +78,9 @@ def test_values_by_direct_computation(run):
   np.testing.assert_allclose(
       out["first_order"][rows, t], -fd, rtol=2e-2, atol=1e-4
   )
-  np.testing.assert_allclose(out["own_policy"], plan["tile_logits"])
+  np.testing.assert_allclose(  # jitted vs eager: float32 rounding
+      out["own_policy"], plan["tile_logits"], rtol=1e-5, atol=1e-5
+  )
   assert out["hr_detail"].shape == out["lr_detail"].shape == (8, n)
 
 
