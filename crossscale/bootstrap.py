@@ -6,11 +6,19 @@ together (a hierarchical bootstrap): each draw picks n scenes and S seeds
 with replacement, the same for both methods, and averages the per-seed
 difference of the metric computed on the drawn scenes. An interval that
 contains 0 is a tie.
+
+Any statistic of n test windows can also be bootstrapped through integer
+window weights: `resample_counts` draws `[D, n]` repeat counts (draw d uses
+window i counts[d, i] times), a statistic computed with those weights is one
+bootstrap replicate, `percentile_interval` reads the interval off the
+replicates and `finding` turns it into a verdict string. `pearson_rows` /
+`spearman_rows` correlate many paired samples at once (one per draw).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from crossscale import metrics
 
@@ -90,3 +98,68 @@ def paired_difference(
 def verdict(low: float, high: float) -> str:
   """ "ahead" (interval above 0), "behind" (below) or "tie"."""
   return "ahead" if low > 0 else "behind" if high < 0 else "tie"
+
+
+def resample_counts(n: int, draws: int, seed: int = 0) -> np.ndarray:
+  """`[draws, n]` int64 repeat counts of n windows drawn n times with
+  replacement per draw (each row sums to n)."""
+  if n < 1 or draws < 1:
+    raise ValueError(f"resample_counts needs n, draws >= 1; got {n}, {draws}")
+  idx = np.random.default_rng(seed).integers(0, n, size=(draws, n))
+  offset = np.arange(draws)[:, None] * n
+  return np.bincount((idx + offset).ravel(), minlength=draws * n).reshape(
+      draws, n
+  )
+
+
+def percentile_interval(
+    values: np.ndarray, level: float = 0.95
+) -> tuple[float | None, float | None]:
+  """The `level` percentile interval of bootstrap replicates `[D]` (NaN
+  replicates left out; (None, None) when all are NaN)."""
+  v = np.asarray(values, np.float64)
+  v = v[np.isfinite(v)]
+  if not len(v):
+    return None, None
+  tail = 100 * (1 - level) / 2
+  low, high = np.percentile(v, [tail, 100 - tail])
+  return float(low), float(high)
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Pearson r of each row pair of `x`, `y` `[D, m]` -> `[D]` (NaN where a
+  row is constant or has fewer than 3 points)."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  xc = x - x.mean(-1, keepdims=True)
+  yc = y - y.mean(-1, keepdims=True)
+  den = np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))
+  scale = np.maximum(np.abs(x).max(-1), np.abs(y).max(-1)) + 1e-300
+  ok = (den > 1e-12 * scale**2) & (x.shape[-1] >= 3)
+  r = np.where(ok, (xc * yc).sum(-1) / np.where(ok, den, 1.0), np.nan)
+  return np.clip(r, -1.0, 1.0)
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Spearman rho of each row pair `[D, m]` -> `[D]`: Pearson of the ranks
+  (ties averaged, as scipy.stats.spearmanr)."""
+  return pearson_rows(stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1))
+
+
+def finding(
+    subject: str,
+    low: float | None,
+    high: float | None,
+    above: str,
+    below: str,
+    null: float = 0.0,
+) -> str:
+  """A verdict string that states `above` / `below` only when the interval
+  [low, high] lies entirely above / below `null`, else "no finding"."""
+  if low is None or high is None:
+    return f"{subject}: no interval (undefined in every draw)"
+  span = f"95% interval [{low:.3g}, {high:.3g}]"
+  if low > null:
+    return f"{subject}: {above} ({span} > {null:g})"
+  if high < null:
+    return f"{subject}: {below} ({span} < {null:g})"
+  return f"{subject}: no finding ({span} contains {null:g})"

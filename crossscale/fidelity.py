@@ -6,6 +6,14 @@ scores on [0, 1], i.e. data_range=1, after resizing SR to the HR grid with
 `resize_to_hr`) and return per-band values `[B, C]`; `fidelity` adds the
 band means `[B]`.
 
+The Frechet distance (FID-style, `frechet_distance`) compares two *sets* of
+feature vectors `[N, D]` (e.g. `pooled_features` of SR and HR test windows)
+through their Gaussian fits, in float64 NumPy. With N <= D windows the
+sample covariance has rank <= N - 1 < D: the distance is still defined (the
+matrix square roots are taken of positive semi-definite matrices) but biased
+upwards and noisy; `frechet_note` says so, and callers should report it only
+from `frechet_min_samples(D)` = D + 1 windows (full-rank covariances) on.
+
 SSIM is scikit-image's `structural_similarity(x, y, data_range=L,
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False)` band by band:
 an 11-tap Gaussian window (radius int(3.5 sigma + 0.5) = 5), K1 = 0.01,
@@ -156,9 +164,108 @@ def feature_distance(
         "feature_distance: encoder_apply returned no feature "
         "maps; it must return a list of [B, h, w, C] arrays."
     )
+  return feature_distance_of_maps(fx, fy, eps)
+
+
+def feature_distance_of_maps(
+    fx: Sequence[jnp.ndarray], fy: Sequence[jnp.ndarray], eps: float = 1e-10
+) -> jnp.ndarray:
+  """`feature_distance` from precomputed feature maps (lists of `[B, h_l,
+  w_l, C_l]`): `[B]`."""
+  if not fx or len(fx) != len(fy):
+    raise ValueError(
+        f"feature_distance: {len(fx)} and {len(fy)} feature maps; need the "
+        "same non-zero number of [B, h, w, C] arrays for both images."
+    )
   per_layer = []
   for a, b in zip(fx, fy):
     a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + eps)
     b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + eps)
     per_layer.append(jnp.sum(jnp.square(a - b), axis=-1).mean(axis=(1, 2)))
   return jnp.mean(jnp.stack(per_layer), axis=0)
+
+
+def pooled_features(maps: Sequence[jnp.ndarray]) -> jnp.ndarray:
+  """Feature maps `[B, h_l, w_l, C_l]` -> `[B, sum_l C_l]`: each layer
+  averaged over positions, layers concatenated (the Frechet distance's
+  per-window vectors)."""
+  return jnp.concatenate([m.mean(axis=(1, 2)) for m in maps], axis=-1)
+
+
+def gaussian_stats(
+    x: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+  """(mean `[D]`, covariance `[D, D]`, ddof 1) of rows `x` `[N, D]` in
+  float64; `weights` `[N]` are integer repeat counts (a bootstrap draw:
+  the same as stacking row i weights[i] times)."""
+  x = np.asarray(x, np.float64)
+  if weights is None:
+    weights = np.ones(len(x), np.int64)
+  weights = np.asarray(weights, np.int64)
+  n = int(weights.sum())
+  if x.ndim != 2 or n < 2:
+    raise ValueError(
+        f"gaussian_stats needs [N, D] rows with N >= 2 (weighted), got "
+        f"shape {x.shape} and {n} rows."
+    )
+  mu = weights @ x / n
+  xc = x - mu
+  cov = (xc * weights[:, None]).T @ xc / (n - 1)
+  return mu, cov
+
+
+def psd_sqrt(cov: np.ndarray) -> np.ndarray:
+  """Symmetric square root `[D, D]` of a positive semi-definite matrix
+  (eigen-decomposition; round-off negative eigenvalues clipped to 0)."""
+  w, v = np.linalg.eigh((cov + cov.T) / 2)
+  return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_gaussians(
+    mu1: np.ndarray,
+    cov1: np.ndarray,
+    mu2: np.ndarray,
+    cov2: np.ndarray,
+    sqrt1: np.ndarray | None = None,
+) -> float:
+  """Frechet (2-Wasserstein squared) distance between N(mu1, cov1) and
+  N(mu2, cov2): |mu1 - mu2|^2 + tr(cov1) + tr(cov2) - 2 tr((R cov2
+  R)^1/2), R = cov1^1/2 (the same trace as FID's tr((cov1 cov2)^1/2), but
+  of a symmetric PSD matrix, so exact for singular covariances too).
+  `sqrt1`: cov1^1/2 when the caller already has it."""
+  r = psd_sqrt(cov1) if sqrt1 is None else sqrt1
+  m = r @ cov2 @ r
+  eig = np.linalg.eigvalsh((m + m.T) / 2)
+  cross = np.sqrt(np.clip(eig, 0.0, None)).sum()
+  d = np.sum(np.square(mu1 - mu2)) + np.trace(cov1) + np.trace(cov2)
+  return float(max(d - 2.0 * cross, 0.0))
+
+
+def frechet_min_samples(dim: int) -> int:
+  """Windows needed for a full-rank `[dim, dim]` sample covariance."""
+  return int(dim) + 1
+
+
+def frechet_note(n: int, dim: int) -> str | None:
+  """Why a Frechet distance of `n` windows of `dim` features is unreliable
+  (None when the covariances can be full rank)."""
+  if n >= frechet_min_samples(dim):
+    return None
+  return (
+      f"{n} windows for {dim} features: covariance rank <= {n - 1} < {dim}, "
+      "so the Frechet distance is biased upwards; needs >= "
+      f"{frechet_min_samples(dim)} windows"
+  )
+
+
+def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
+  """Frechet distance between the Gaussian fits of feature sets `x` `[N,
+  D]` and `y` `[M, D]` (FID's formula on our features; 0 for identical
+  sets, invariant to the order of the rows). See the module doc for N <=
+  D."""
+  if np.shape(x)[1:] != np.shape(y)[1:]:
+    raise ValueError(
+        f"frechet_distance: feature sizes differ, {np.shape(x)} vs "
+        f"{np.shape(y)}."
+    )
+  return frechet_gaussians(*gaussian_stats(x), *gaussian_stats(y))

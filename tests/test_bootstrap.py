@@ -89,3 +89,45 @@ def test_unpaired_inputs_are_refused():
   shuffled = [(s, l[::-1]) for s, l in b]
   with pytest.raises(ValueError, match="not evaluated on the same scenes"):
     bootstrap.paired_difference(a, shuffled, "accuracy")
+
+
+# --------------------------------------------- window weights, correlations
+
+
+def test_resample_counts_are_draws_with_replacement():
+  c = bootstrap.resample_counts(7, 500, seed=3)
+  assert c.shape == (500, 7) and c.dtype == np.int64
+  assert (c.sum(1) == 7).all() and (c >= 0).all()
+  np.testing.assert_array_equal(c, bootstrap.resample_counts(7, 500, seed=3))
+  assert not np.array_equal(c, bootstrap.resample_counts(7, 500, seed=4))
+  # Each window is drawn 7 * 1/7 = 1 time on average.
+  np.testing.assert_allclose(c.mean(0), 1.0, atol=0.15)
+
+
+def test_row_correlations_match_scipy():
+  from scipy import stats
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(6, 8))
+  y = x + rng.normal(size=(6, 8))
+  y[1] = np.round(y[1])  # ties
+  x[2] = 1.0  # constant: undefined
+  p, s = bootstrap.pearson_rows(x, y), bootstrap.spearman_rows(x, y)
+  assert np.isnan(p[2]) and np.isnan(s[2])
+  for i in (0, 1, 3, 4, 5):
+    assert p[i] == pytest.approx(stats.pearsonr(x[i], y[i])[0], abs=1e-12)
+    assert s[i] == pytest.approx(stats.spearmanr(x[i], y[i])[0], abs=1e-12)
+  assert np.isnan(bootstrap.pearson_rows(x[:, :2], y[:, :2])).all()
+
+
+def test_interval_and_finding():
+  v = np.r_[np.arange(1, 101, dtype=float), np.nan]
+  assert bootstrap.percentile_interval(v, 0.9) == pytest.approx((5.95, 95.05))
+  assert bootstrap.percentile_interval([np.nan]) == (None, None)
+  up = bootstrap.finding("r", 0.1, 0.5, "positive", "negative")
+  down = bootstrap.finding("r", -0.5, -0.1, "positive", "negative")
+  none = bootstrap.finding("r", -0.1, 0.5, "positive", "negative")
+  assert up.startswith("r: positive") and down.startswith("r: negative")
+  assert none.startswith("r: no finding") and "contains 0" in none
+  assert "no finding" in bootstrap.finding("g", 0.5, 1.2, "a", "b", null=1.0)
+  assert "no interval" in bootstrap.finding("r", None, None, "a", "b")

@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from crossscale import evaluators, metrics, partitioning, shards, train
+from crossscale import fidelity as im
 from crossscale.models import dense_backbones
 from experiments.configs import downstream as ds_config
 from experiments.sr_bench import grid_data, grid_plot, grid_stats, sr_grid
@@ -358,6 +359,120 @@ def test_correlations_known_numbers():
   assert c["by_downstream"]["d"]["all"]["psnr"]["n"] == 4
 
 
+# ------------------------------------------------ per-window bootstrap
+
+
+def test_window_stats_rebuild_the_task_scores():
+  """All-ones weights give task_metrics' score; integer weights the score
+  of the windows repeated (ignored labels and NaN targets included)."""
+  rng = np.random.default_rng(0)
+  n, k = 12, 4
+  split = {
+      "seg": rng.integers(-1, k, size=(n, 6, 6)),
+      "cls": rng.integers(0, k, size=n),
+      "reg": rng.normal(size=(n, 6, 6, 1)),
+  }
+  split["reg"][0, :3] = np.nan
+  preds = {
+      "segmentation": rng.integers(0, k, size=(n, 6, 6)),
+      "classification": rng.integers(0, k, size=n),
+      "regression": rng.normal(size=(n, 6, 6, 1)),
+  }
+  w = rng.integers(0, 3, size=n)
+  w[0] = 2
+  rep = {key: np.repeat(v, w, axis=0) for key, v in split.items()}
+  for task, pred in preds.items():
+    st = grid_stats.window_stats(task, pred, split, k)
+    got = grid_stats.weighted_scores(task, st, np.stack([np.ones(n), w]))
+    want = grid_stats.task_metrics(task, pred, split, k)["score"]
+    assert got[0] == pytest.approx(want, rel=1e-12)
+    want_w = grid_stats.task_metrics(task, np.repeat(pred, w, axis=0), rep, k)[
+        "score"
+    ]
+    assert got[1] == pytest.approx(want_w, rel=1e-12)
+
+
+def _synthetic_grid(n=80, seed=0):
+  """4 SR models of rising quality q on n windows, one classifier: window
+  PSNR = 20 + 2q + noise, correct with probability 0.2 + 0.2q; "hr"
+  always correct, "lr_up" = bicubic's predictions; features: HR's plus
+  noise shrinking with q ("best" = HR exactly)."""
+  rng = np.random.default_rng(seed)
+  fams = {"bicubic": 0, "edsr": 1, "swinir": 2, "best": 3}
+  hr_feat = rng.normal(size=(n, 3))
+  lr_correct = (rng.random(n) < 0.2).astype(float)
+  cells, cw, win, feats = [], [], {}, {}
+  for f, q in fams.items():
+    win[f] = {"psnr": 20 + 2 * q + rng.normal(size=n) * 0.5}
+    feats[f] = {"enc": hr_feat + rng.normal(size=(n, 3)) * (3 - q)}
+    correct = lr_correct if f == "bicubic" else (rng.random(n) < 0.2 + 0.2 * q)
+    if f == "best":
+      correct = np.ones(n)
+    cells.append(
+        {
+            "sr": f,
+            "downstream": "unet",
+            "task": "classification",
+            "score_name": "accuracy",
+        }
+    )
+    cw.append(
+        {
+            "sr": {"correct": correct.astype(float)},
+            "hr": {"correct": np.ones(n)},
+            "lr_up": {"correct": lr_correct},
+        }
+    )
+  return cells, cw, win, feats, {"enc": hr_feat}
+
+
+def test_bootstrap_grid_known_answers():
+  cells, cw, win, feats, hr = _synthetic_grid()
+  b = grid_stats.bootstrap_grid(
+      cells, cw, win, feats, hr, draws=300, seed=0, top_k=3
+  )
+  assert b["windows"] == 80 and b["draws"] == 300
+  m = b["sr_models"]
+  assert m["best"]["fid_enc"] == pytest.approx(0.0, abs=1e-9)
+  assert m["best"]["fid_enc_interval"][1] == pytest.approx(0.0, abs=1e-9)
+  assert m["bicubic"]["fid_enc"] > m["edsr"]["fid_enc"] > m["swinir"]["fid_enc"]
+  want = im.frechet_distance(feats["edsr"]["enc"], hr["enc"])
+  assert m["edsr"]["fid_enc"] == pytest.approx(want, rel=1e-9)
+  lo, hi = m["edsr"]["psnr_gain_interval"]
+  assert lo < m["edsr"]["psnr_gain"] < hi and lo > 1.5  # ~ +2 dB
+  assert "above bicubic" in m["edsr"]["psnr_verdict"]
+  by_sr = {c["sr"]: x for c, x in zip(cells, b["cells"])}
+  assert by_sr["best"]["gap_recovered_interval"] == pytest.approx([1, 1])
+  assert by_sr["bicubic"]["gap_recovered_interval"] == pytest.approx([0, 0])
+  assert "recovers part" in by_sr["swinir"]["gap_verdict"]
+  corr = b["correlation"]["classification"]
+  psnr = corr["all"]["psnr"]
+  plain = grid_stats.correlate(
+      [w["psnr"].mean() for w in win.values()],
+      [x["sr"]["correct"].mean() for x in cw],
+  )
+  assert psnr["pearson"] == pytest.approx(plain["pearson"], rel=1e-9)
+  assert psnr["pearson_interval"][0] > 0.5
+  assert "positive" in psnr["pearson_verdict"]
+  assert "negative" in corr["all"]["fid_enc"]["spearman_verdict"]
+  # top-3 by PSNR: 3 SR models, too few for a finding
+  assert "no finding (fewer than 4" in corr["top3"]["psnr"]["pearson_verdict"]
+  cells = [
+      dict(c, psnr=m[c["sr"]]["psnr"], score=x["sr"]["correct"].mean())
+      for c, x in zip(cells, cw)
+  ]
+  results = {
+      "cells": cells,
+      "correlation": grid_stats.correlations(cells, ("psnr",), top_k=3),
+  }
+  grid_stats.merge_intervals(results, b)
+  got = results["correlation"]["classification"]
+  assert got["all"]["psnr"]["pearson_interval"] == psnr["pearson_interval"]
+  assert "pearson_interval" in got["by_downstream"]["unet"]["top3"]["psnr"]
+  assert results["cells"][3]["gap_recovered_interval"] == pytest.approx([1, 1])
+  assert results["bootstrap"]["draws"] == 300
+
+
 # -------------------------------------------------------------- grid cache
 
 
@@ -397,6 +512,15 @@ def test_grid_cache_and_resume(toyworld_small, tmp_path):
   assert third["run"]["trained"] == []
   assert third["run"]["cells_computed"] == [edsr["key"]]
   assert third["cells"] == first["cells"]
+  # A cell cached without its per-window arrays (older caches) is redone.
+  os.remove(os.path.join(out, "cache", f"{edsr['key']}.npz"))
+  fourth = sr_grid.run_grid(toyworld_small, out, **kw)
+  assert fourth["run"]["cells_computed"] == [edsr["key"]]
+  assert fourth["cells"] == first["cells"]
+  lo, hi = on_disk["cells"][1]["score_interval"]
+  assert lo <= on_disk["cells"][1]["score"] <= hi
+  assert on_disk["bootstrap"]["windows"] == 16
+  assert set(on_disk["sr_models"]) == {"bicubic", "edsr"}
   png = grid_plot.plot(third, str(tmp_path / "grid.png"))
   assert os.path.getsize(png) > 0
 
@@ -424,3 +548,36 @@ def test_grid_flips_downstream_training_only_where_labels_survive(
         if np.array_equal(np.flip(batch["hr"], a), f["hr"])
     )
     np.testing.assert_array_equal(np.flip(batch["seg"], axes), f["seg"])
+
+
+def test_grid_window_arrays(tmp_path):
+  """Per-window fidelity equals crossscale.fidelity per image; nested
+  arrays survive the cache round trip."""
+  from experiments.sr_bench import grid_windows
+
+  rng = np.random.default_rng(0)
+  hr = rng.uniform(size=(5, 16, 16, 3)).astype(np.float32)
+  sr = np.clip(hr + rng.normal(size=hr.shape) * 0.05, 0, 1).astype(np.float32)
+  from crossscale.models import sr_gan
+
+  apply, params = sr_gan.random_feature_net(3, width=8)
+  nets = {"randfeat": (jax.jit(apply), params)}
+  win = grid_windows.window_fidelity(sr, hr, nets, batch=4)
+  mse = np.mean((sr.astype(np.float64) - hr) ** 2, axis=(1, 2))  # [N, C]
+  want = np.mean(-10 * np.log10(mse), axis=1)
+  np.testing.assert_allclose(win["psnr"], want, rtol=1e-4)
+  assert win["ssim"].shape == (5,) and (win["ssim"] < 1).all()
+  assert win["feat_randfeat"].shape == (5, 16)  # 2 layers x 8
+  np.testing.assert_allclose(
+      grid_windows.pooled(sr, nets, 4)["randfeat"],
+      win["feat_randfeat"],
+      rtol=1e-5,
+  )
+  assert (win["randfeat_dist"] > 0).all()
+  metrics_, feats = grid_windows.split_windows(win)
+  assert set(metrics_) == {"psnr", "ssim", "randfeat_dist"}
+  assert set(feats) == {"randfeat"}
+  grid_windows.save_arrays(str(tmp_path), "w", {"a": {"b": win["psnr"]}})
+  back = grid_windows.load_arrays(str(tmp_path), "w")
+  np.testing.assert_array_equal(back["a"]["b"], win["psnr"])
+  assert grid_windows.load_arrays(str(tmp_path), "missing") is None

@@ -145,3 +145,77 @@ def test_feature_distance(shared_data):
   d = [float(dist(x, y)[0]) for y in ys]
   assert all(a < b for a, b in zip(d, d[1:])), d
   assert 0.0 < d[0] and d[-1] <= 4.0
+
+
+# ---------------------------------------------------------- Frechet distance
+
+
+def test_frechet_gaussians_closed_forms():
+  """1-D: (m1 - m2)^2 + (s1 - s2)^2; diagonal covariances: the sum over
+  dimensions; a rotated covariance: invariant to a common rotation."""
+  one = im.frechet_gaussians(
+      np.array([1.0]), np.array([[4.0]]), np.array([-2.0]), np.array([[9.0]])
+  )
+  assert one == pytest.approx(9.0 + 1.0)
+  mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+  a, b = np.array([1.0, 4.0, 0.25]), np.array([4.0, 1.0, 0.0])  # b singular
+  want = 5.0 + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+  got = im.frechet_gaussians(mu1, np.diag(a), mu2, np.diag(b))
+  assert got == pytest.approx(want, rel=1e-10)
+  q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+  rot = im.frechet_gaussians(
+      q @ mu1, q @ np.diag(a) @ q.T, q @ mu2, q @ np.diag(b) @ q.T
+  )
+  assert rot == pytest.approx(want, rel=1e-8)
+
+
+def test_frechet_distance_of_samples():
+  """Identical sets: 0; row order and the side do not matter; weights are
+  repeat counts; shifting one set by v adds |v|^2."""
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(40, 4))
+  y = rng.normal(size=(30, 4)) @ rng.normal(size=(4, 4))
+  assert im.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
+  d = im.frechet_distance(x, y)
+  assert d > 0.1
+  assert im.frechet_distance(x[::-1], rng.permutation(y)) == pytest.approx(d)
+  assert im.frechet_distance(y, x) == pytest.approx(d)
+  v = np.array([1.0, -2.0, 0.5, 0.0])
+  assert im.frechet_distance(x, x + v) == pytest.approx(np.sum(v * v))
+  w = rng.integers(0, 3, size=40)
+  mu, cov = im.gaussian_stats(x, w)
+  mu_r, cov_r = im.gaussian_stats(np.repeat(x, w, axis=0))
+  np.testing.assert_allclose(mu, mu_r)
+  np.testing.assert_allclose(cov, cov_r, atol=1e-12)
+  np.testing.assert_allclose(cov_r, np.cov(np.repeat(x, w, 0), rowvar=False))
+  with pytest.raises(ValueError, match="feature sizes differ"):
+    im.frechet_distance(x, y[:, :3])
+
+
+def test_frechet_few_windows_is_defined_but_flagged():
+  """N <= D: singular covariances, still finite and >= 0; the note names
+  the minimum (D + 1 windows)."""
+  rng = np.random.default_rng(2)
+  x, y = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+  assert np.linalg.matrix_rank(im.gaussian_stats(x)[1]) == 4
+  d = im.frechet_distance(x, y)
+  assert np.isfinite(d) and d > 0
+  assert im.frechet_min_samples(8) == 9
+  assert "needs >= 9 windows" in im.frechet_note(5, 8)
+  assert im.frechet_note(9, 8) is None
+
+
+def test_pooled_features_and_distance_of_maps():
+  maps = [
+      jnp.arange(2 * 2 * 3 * 2, dtype=jnp.float32).reshape(2, 2, 3, 2),
+      jnp.ones((2, 1, 1, 3)),
+  ]
+  p = np.asarray(im.pooled_features(maps))
+  assert p.shape == (2, 5)
+  np.testing.assert_allclose(p[0, :2], [5.0, 6.0])  # mean over 6 positions
+  np.testing.assert_allclose(p[:, 2:], 1.0)
+  assert float(im.feature_distance_of_maps(maps, maps).max()) == 0.0
+  other = [maps[0], -maps[1]]  # unit vectors opposite: distance 4
+  np.testing.assert_allclose(
+      im.feature_distance_of_maps(maps, other), [2.0, 2.0], rtol=1e-6
+  )

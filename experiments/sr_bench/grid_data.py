@@ -21,6 +21,7 @@ from experiments.configs import sr as sr_config
 DATASETS = (
     "toyworld",
     "rsscn7",
+    "ucmerced",
     "spacenet_buildings",
     "spacenet_roads",
     "levircd",
@@ -49,7 +50,8 @@ def _relative(path: str, root: str | None) -> str:
 
 def load_records(data_dir: str, data_root: str | None = None) -> dict:
   """{"name", "scale", "bands", "tasks": {task: info}, "notes": [...],
-  "records": the directory (relative to the data root), "source"?,
+  "records": the directory (relative to the data root), "path" (absolute),
+  "source"?,
   "windows": {split: scene ids}, "sr_groups"? (SR per band group:
   levircd's 2 images), "label_symmetries", "splits": {"train"|"test":
   {"lr": [N, h, w, C], "hr": [N, H, W, C] (both float32 in [0, 1]),
@@ -106,6 +108,7 @@ def load_records(data_dir: str, data_root: str | None = None) -> dict:
   out = {
       "name": b.get("source", m.name),
       "records": _relative(data_dir, data_root),
+      "path": os.path.abspath(data_dir),  # not written to results
       "scale": int(round(m.hr_shape[0] / m.lr_shape[0])),
       "bands": list(m.hr_bands),
       "splits": splits,
@@ -138,6 +141,19 @@ def load_dataset(
         "RSSCN7 700 images, seeded stratified 70/15/15 split "
         "(data/image_folder.py), LR 8x degraded"
         + ("" if preset == "full" else "; HR resized to 120 px")
+    )
+    return d
+  if dataset == "ucmerced":  # 21 classes, 80 images each
+    opts = {} if preset == "full" else {"hr_size": 128}
+    d = load_records(registry.resolve("ucmerced", data_root, opts), data_root)
+    d["notes"].append(
+        "UC Merced 1680 images (80 per class), seeded stratified 70/15/15 "
+        "split (data/image_folder.py), LR 8x degraded; HR "
+        + (
+            "256 px (0.3 m)"
+            if preset == "full"
+            else "resized to 128 px (0.6 m)"
+        )
     )
     return d
   if dataset in CHIPS:

@@ -83,12 +83,26 @@ def print_results(results: dict) -> None:
     ):
       for metric, r in c[block].items():
         if r["pearson"] is not None:
+          iv = "".join(
+              f" [{r[k][0]:+.2f}, {r[k][1]:+.2f}]" if r.get(k) else ""
+              for k in ("pearson_interval", "spearman_interval")
+          )
           print(
               f"{task:15s} {block:5s} {metric:14s} n={r['n']:2d} pearson "
-              f"{r['pearson']:+.3f} spearman {r['spearman']:+.3f}"
+              f"{r['pearson']:+.3f} spearman {r['spearman']:+.3f}{iv}"
           )
         else:
           print(
               f"{task:15s} {block:5s} {metric:14s} n={r['n']:2d} "
               f"({r.get('note')})"
           )
+  for fam, m in results.get("sr_models", {}).items():
+    if m.get("psnr_gain_interval"):
+      lo, hi = m["psnr_gain_interval"]
+      print(
+          f"{fam:10s} dPSNR vs bicubic {m['psnr_gain']:+.2f} "
+          f"[{lo:+.2f}, {hi:+.2f}]"
+      )
+  for c in results["cells"]:
+    if c.get("gap_recovered_interval"):
+      print(c["gap_verdict"])

@@ -9,14 +9,26 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+from crossscale import bootstrap, fidelity
 from crossscale import metrics as metrics_lib
 
+# Correlation verdicts need this many distinct SR models: the bootstrap
+# resamples test windows, not models, so 3 models' rank order can look
+# certain while saying little about SR models in general.
+MIN_SR_MODELS = 4
 SCORES = {
     "segmentation": "mIoU",
     "classification": "accuracy",
     "regression": "neg_rmse",
 }
-FIDELITY = ("psnr", "ssim", "randfeat_dist")
+FIDELITY = (
+    "psnr",
+    "ssim",
+    "randfeat_dist",
+    "hrenc_dist",
+    "fid_randfeat",
+    "fid_hrenc",
+)
 
 
 def gap_recovered(
@@ -124,3 +136,277 @@ def task_metrics(
     m["neg_rmse"] = -m["rmse"]
   m["score"] = m[SCORES[task]]
   return m
+
+
+# ------------------------------------------------- per-window bootstrap
+
+
+def window_stats(
+    task: str, pred: np.ndarray, split: dict, num_classes: int | None
+) -> dict[str, np.ndarray]:
+  """Per-window sufficient statistics of a task score (`weighted_scores`
+  of all-ones weights = `task_metrics(...)["score"]`): classification
+  {"correct": [N]}, segmentation {"confusion": [N, K, K]} (targets outside
+  [0, K) ignored), regression {"sse": [N], "count": [N]} (finite targets)."""
+  if task == "classification":
+    return {"correct": (np.asarray(pred) == split["cls"]).astype(np.float64)}
+  if task == "segmentation":
+    k, t = int(num_classes), np.asarray(split["seg"]).astype(np.int64)
+    p = np.asarray(pred).astype(np.int64)
+    n = len(t)
+    ok = (t >= 0) & (t < k)
+    win = np.broadcast_to(
+        np.arange(n).reshape((n,) + (1,) * (t.ndim - 1)), t.shape
+    )
+    idx = (win * k * k + t * k + p)[ok]
+    return {"confusion": np.bincount(idx, minlength=n * k * k).reshape(n, k, k)}
+  true = np.asarray(split["reg"], np.float64).reshape(len(pred), -1)
+  d = np.asarray(pred, np.float64).reshape(len(pred), -1) - true
+  ok = np.isfinite(true)
+  return {
+      "sse": np.where(ok, d * d, 0.0).sum(1),
+      "count": ok.sum(1).astype(np.float64),
+  }
+
+
+def weighted_scores(task: str, st: dict, w: np.ndarray) -> np.ndarray:
+  """The task score (higher is better) under window weights `w` `[D, N]`
+  (bootstrap repeat counts) from `window_stats` -> `[D]`."""
+  w = np.asarray(w, np.float64)
+  if task == "classification":
+    return w @ st["correct"] / w.sum(1)
+  if task == "segmentation":
+    conf = np.tensordot(w, st["confusion"], 1)  # [D, K, K]
+    tp = np.diagonal(conf, axis1=1, axis2=2)
+    denom = conf.sum(1) + conf.sum(2) - tp
+    present = denom > 0
+    iou = np.where(present, tp / np.maximum(denom, 1), 0.0)
+    return iou.sum(1) / np.maximum(present.sum(1), 1)
+  return -np.sqrt((w @ st["sse"]) / (w @ st["count"]))
+
+
+def fidelity_replicates(
+    win: dict, feats: dict, hr_feats: dict, counts: np.ndarray
+) -> dict[str, dict[str, np.ndarray]]:
+  """Per SR family and fidelity metric, its value under each row of
+  `counts` `[D, N]` (window repeat counts): the weighted mean of the
+  per-window metrics `win[family]` ({name: [N]}), and "fid_<enc>" = the
+  Frechet distance (crossscale.fidelity) between the weighted HR features
+  `hr_feats[enc]` `[N, F]` and the family's `feats[family][enc]` (same
+  windows) -> {family: {name: [D]}}. Encoders whose F needs more windows
+  than N (fidelity.frechet_min_samples) are left out."""
+  w = np.asarray(counts, np.float64)
+  out = {
+      f: {k: w @ np.asarray(v, np.float64) / w.sum(1) for k, v in m.items()}
+      for f, m in win.items()
+  }
+  n = counts.shape[1]
+  for enc, hr in hr_feats.items():
+    if n < fidelity.frechet_min_samples(hr.shape[1]):
+      continue
+    fams = [f for f in feats if enc in feats[f]]
+    fd = np.empty((len(fams), len(w)))
+    for d, wd in enumerate(counts):
+      mu_h, cov_h = fidelity.gaussian_stats(hr, wd)
+      root = fidelity.psd_sqrt(cov_h)
+      for j, f in enumerate(fams):
+        fd[j, d] = fidelity.frechet_gaussians(
+            mu_h, cov_h, *fidelity.gaussian_stats(feats[f][enc], wd), root
+        )
+    for j, f in enumerate(fams):
+      out.setdefault(f, {})[f"fid_{enc}"] = fd[j]
+  return out
+
+
+def _interval(rep: np.ndarray, level: float) -> list | None:
+  lo, hi = bootstrap.percentile_interval(rep[1:], level)
+  return None if lo is None else [lo, hi]
+
+
+def _finite(x) -> float | None:
+  return float(x) if np.isfinite(x) else None
+
+
+def bootstrap_grid(
+    cells: list[dict],
+    cell_windows: list[dict],
+    fid_windows: dict,
+    features: dict,
+    hr_features: dict,
+    *,
+    draws: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    top_k: int = 3,
+    fidelity_metrics: Sequence[str] | None = None,
+) -> dict:
+  """Bootstrap intervals over the test windows for the grid's numbers.
+
+  Each draw resamples the N test windows with replacement (the same
+  windows for every SR and downstream model: paired) and recomputes every
+  SR model's fidelity, every cell's scores (SR, HR, LR-up), gap recovered
+  and the fidelity-vs-score correlations. One seed per grid run: windows
+  are the only resampled axis.
+
+  cells: the grid's cell dicts ("sr", "downstream", "task", "score_name");
+  cell_windows: per cell {"sr", "hr", "lr_up": window_stats}; fid_windows:
+  {family: {metric: [N]}}; features: {family: {enc: [N, F]}}; hr_features:
+  {enc: [N, F]}. Returns {"sr_models": {family: {metric, metric_interval,
+  (psnr_gain, psnr_gain_interval, psnr_verdict vs bicubic)}}, "cells":
+  [{"score_interval", "score_gain", "score_gain_interval",
+  "gap_recovered_interval", "gap_verdict"}], "correlation": {task: {block:
+  {metric: {"pearson", "pearson_interval", "spearman",
+  "spearman_interval", "verdicts"}}}}, "draws", "level", "windows"};
+  point values come from all windows once.
+  """
+  n = len(next(iter(next(iter(fid_windows.values())).values())))
+  counts = np.concatenate(
+      [np.ones((1, n), np.int64), bootstrap.resample_counts(n, draws, seed)]
+  )  # row 0: every window once (the point estimate)
+  fam = fidelity_replicates(fid_windows, features, hr_features, counts)
+  metrics = list(
+      fidelity_metrics or sorted({m for f in fam.values() for m in f})
+  )
+  sr_models = {}
+  for f, reps in fam.items():
+    sr_models[f] = {}
+    for m, r in reps.items():
+      sr_models[f][m] = float(r[0])
+      sr_models[f][f"{m}_interval"] = _interval(r, level)
+    if "bicubic" in fam and f != "bicubic":
+      gain = reps["psnr"] - fam["bicubic"]["psnr"]
+      iv = _interval(gain, level)
+      sr_models[f]["psnr_gain"] = float(gain[0])
+      sr_models[f]["psnr_gain_interval"] = iv
+      sr_models[f]["psnr_verdict"] = bootstrap.finding(
+          f"{f} PSNR - bicubic PSNR (dB)",
+          *(iv or (None, None)),
+          "above bicubic",
+          "below bicubic",
+      )
+  scores, out_cells = [], []
+  for c, cw in zip(cells, cell_windows):
+    sc = {k: weighted_scores(c["task"], cw[k], counts) for k in cw}
+    scores.append(sc["sr"])
+    den = sc["hr"] - sc["lr_up"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+      gap = np.where(np.abs(den) > 1e-9, (sc["sr"] - sc["lr_up"]) / den, np.nan)
+    gain = sc["sr"] - sc["lr_up"]
+    name = f"{c['sr']} x {c['downstream']} ({c['task']})"
+    giv = _interval(gap, level)
+    verdict = bootstrap.finding(
+        f"{name} gap recovered",
+        *(giv or (None, None)),
+        "recovers part of the LR-up -> HR gap",
+        "worse than LR-up",
+    )
+    if np.mean(den[1:] <= 0) > (1 - level) / 2:
+      verdict += "; HR is not above LR-up in every draw: ratio unreliable"
+    out_cells.append(
+        {
+            "score_interval": _interval(sc["sr"], level),
+            "score_hr_interval": _interval(sc["hr"], level),
+            "score_lr_up_interval": _interval(sc["lr_up"], level),
+            "score_gain": float(gain[0]),
+            "score_gain_interval": _interval(gain, level),
+            "gap_recovered_interval": giv,
+            "gap_verdict": verdict,
+            "gap_undefined_draws": int(np.isnan(gap[1:]).sum()),
+        }
+    )
+  corr = {}
+  for task in sorted({c["task"] for c in cells}):
+    idx = [i for i, c in enumerate(cells) if c["task"] == task]
+    psnr_of = {cells[i]["sr"]: fam[cells[i]["sr"]]["psnr"][0] for i in idx}
+    top = sorted(psnr_of, key=lambda s: -psnr_of[s])[:top_k]
+
+    def block(sel, label, task=task):
+      res = {}
+      for m in metrics:
+        sel_m = [i for i in sel if m in fam[cells[i]["sr"]]]
+        if len(sel_m) < 3:
+          continue
+        n_sr = len({cells[i]["sr"] for i in sel_m})
+        x = np.stack([fam[cells[i]["sr"]][m] for i in sel_m], 1)  # [D+1, m]
+        y = np.stack([scores[i] for i in sel_m], 1)
+        r = {}
+        for kind, fn in (
+            ("pearson", bootstrap.pearson_rows),
+            ("spearman", bootstrap.spearman_rows),
+        ):
+          rep = fn(x, y)
+          r[kind] = _finite(rep[0])
+          r[f"{kind}_interval"] = _interval(rep, level)
+          r[f"{kind}_undefined_draws"] = int(np.isnan(rep[1:]).sum())
+          subject = (
+              f"{task} {label}: {kind} {m} vs "
+              f"{cells[sel_m[0]]['score_name']} ({len(sel_m)} cells, "
+              f"{n_sr} SR models)"
+          )
+          r[f"{kind}_verdict"] = (
+              bootstrap.finding(
+                  subject,
+                  *(r[f"{kind}_interval"] or (None, None)),
+                  "positive",
+                  "negative",
+              )
+              if n_sr >= MIN_SR_MODELS
+              else f"{subject}: no finding (fewer than {MIN_SR_MODELS} SR "
+              "models: the windows' interval leaves out which models were "
+              "drawn)"
+          )
+        res[m] = {"n": len(sel_m), **r}
+      return res
+
+    ds_names = sorted({cells[i]["downstream"] for i in idx})
+    top_sel = [i for i in idx if cells[i]["sr"] in top]
+    corr[task] = {
+        "all": block(idx, "all"),
+        f"top{top_k}": block(top_sel, f"top{top_k}"),
+        "by_downstream": {
+            ds: {
+                "all": block(
+                    [i for i in idx if cells[i]["downstream"] == ds],
+                    f"{ds} all",
+                ),
+                f"top{top_k}": block(
+                    [i for i in top_sel if cells[i]["downstream"] == ds],
+                    f"{ds} top{top_k}",
+                ),
+            }
+            for ds in ds_names
+        },
+    }
+  return {
+      "sr_models": sr_models,
+      "cells": out_cells,
+      "correlation": corr,
+      "draws": int(draws),
+      "level": level,
+      "windows": int(n),
+      "seed": seed,
+      "unit": "test windows (paired across models); one training seed",
+  }
+
+
+def merge_intervals(results: dict, boot: dict) -> None:
+  """Writes `bootstrap_grid`'s intervals into the grid's results in place:
+  cells[i] gains its cell entries, correlation[task][block][metric] the
+  interval keys, results["sr_models"] the per-family fidelity."""
+  for c, b in zip(results["cells"], boot["cells"]):
+    c.update(b)
+  for task, blocks in boot["correlation"].items():
+    dst = results["correlation"].setdefault(task, {})
+    for name, block in blocks.items():
+      if name == "by_downstream":
+        for ds, sub in block.items():
+          for bn, mets in sub.items():
+            for m, v in mets.items():
+              dst["by_downstream"][ds][bn].setdefault(m, {}).update(v)
+      else:
+        for m, v in block.items():
+          dst.setdefault(name, {}).setdefault(m, {}).update(v)
+  results["sr_models"] = boot["sr_models"]
+  results["bootstrap"] = {
+      k: boot[k] for k in ("draws", "level", "windows", "seed", "unit")
+  }

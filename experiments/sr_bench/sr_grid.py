@@ -6,8 +6,8 @@ model x task grid.
   python -m experiments.sr_bench.sr_grid --dataset toyworld --out DIR  # full
   python -m experiments.sr_bench.sr_grid --runlocal --out /tmp/g  # smoke
 
-`--dataset`: toyworld, rsscn7, spacenet_buildings, spacenet_roads, levircd,
-hag (grid_data.DATASETS: registered datasets, built on first use under
+`--dataset`: toyworld, rsscn7, ucmerced, spacenet_buildings, spacenet_roads,
+levircd, hag (grid_data.DATASETS: registered datasets, built on first use under
 $CROSSSCALE_DATA or --data_root) or a records directory. Sizes come from
 the configs' args (experiments/configs/sr.py and downstream.py): --runlocal
 -> ":runlocal", --quick -> ":quick", else the full sizes (+ gan,
@@ -15,6 +15,9 @@ diffusion). Every model is trained by crossscale.train.fit_arrays: each SR
 model on the train LR/HR pairs, each downstream model on the true HR; each
 downstream model is then scored on SR(LR) of every SR model, on HR and on
 bicubic LR ("lr_up"); grid_stats correlates fidelity with the score.
+
+Learned features (grid_windows): --feature_init RUN or --pretrain_steps N;
+intervals over test windows: grid_stats.bootstrap_grid.
 
 `--cache DIR` (default OUT/cache): trained parameters (<key>.npz, written
 by crossscale.checkpoint) and metadata / cells (<key>.json, written last);
@@ -27,26 +30,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from typing import Sequence
 
 import einops
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossscale import checkpoint, fidelity, models, reporting, shards, train
+from crossscale import fidelity, reporting, shards, train
 from crossscale.models import sr as sr_lib
-from crossscale.models import sr_gan
 from experiments.configs import downstream as ds_config
 from experiments.configs import sr as sr_config
 from experiments.sr_bench import grid_data, grid_plot, grid_stats
+from experiments.sr_bench import grid_windows as gw
 from experiments.sr_bench.grid_stats import SCORES, gap_recovered
+from experiments.sr_bench.grid_windows import (  # noqa: F401 (re-exported)
+    CACHE_VERSION,
+    batched,
+    cache_key,
+    load_json,
+    load_params,
+    predict_fn,
+    save_json,
+    save_params,
+)
 
-CACHE_VERSION = 2  # 2: parameters as .npz (crossscale.checkpoint)
 # The pixel-loss families (CPU minutes); the full run adds the GAN (ESRGAN
 # recipe) and the diffusion model.
 SR_MODELS = ("bicubic", "edsr", "swinir", "implicit")
@@ -79,6 +88,11 @@ class Settings:
   max_train: int | None = None  # images per split (None: all)
   max_test: int | None = None
   feature_distance: bool = True
+  # The learned feature distance ("hrenc"): a cross-scale pretraining run
+  # of ours, or (pretrain_steps > 0) one the grid trains on its records.
+  feature_init: str = ""
+  pretrain_steps: int = 0
+  bootstrap_draws: int = 1000  # over test windows; 0: no intervals
   top_k: int = 3
   seed: int = 0
 
@@ -100,7 +114,11 @@ def settings(preset: str, **overrides) -> Settings:
   )
   if preset == "tiny":  # seconds: a subset, no feature distance
     s = dataclasses.replace(
-        s, max_train=64, max_test=32, feature_distance=False
+        s,
+        max_train=64,
+        max_test=32,
+        feature_distance=False,
+        bootstrap_draws=200,
     )
   return dataclasses.replace(s, **overrides)
 
@@ -116,95 +134,12 @@ QUICK = {
         task_downstream={"classification": ("unet",)},
     ),
     "rsscn7": dict(settings=dict(task_steps=200), downstream=("unet", "swin")),
+    # 1176 / 252 scenes, 128 px, 21 classes; + a 300-step pretraining run.
+    "ucmerced": dict(
+        settings=dict(task_steps=300, pretrain_steps=300),
+        downstream=("unet", "swin"),
+    ),
 }
-
-
-# -------------------------------------------------------------------- cache
-
-
-def cache_key(kind: str, spec: dict) -> str:
-  blob = json.dumps({"v": CACHE_VERSION, **spec}, sort_keys=True, default=str)
-  return f"{kind}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
-
-
-def load_json(cache: str, key: str) -> dict | None:
-  path = os.path.join(cache, f"{key}.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def save_json(cache: str, key: str, obj: dict) -> None:
-  path = os.path.join(cache, f"{key}.json")
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=_jsonable)
-  os.replace(tmp, path)
-
-
-def _jsonable(v):
-  if isinstance(v, (np.floating, np.integer)):
-    return v.item()
-  if isinstance(v, np.ndarray):
-    return v.tolist()
-  raise TypeError(f"not JSON serialisable: {type(v)}")
-
-
-def load_params(cache: str, key: str):
-  """(params, meta) of a finished model (its json written), else None."""
-  meta = load_json(cache, key)
-  path = os.path.join(cache, f"{key}.npz")
-  if meta is None or not os.path.exists(path):
-    return None, None
-  return checkpoint.load_params(path, f"the grid cache {cache}"), meta
-
-
-def save_params(cache: str, key: str, params, meta: dict) -> None:
-  tmp = os.path.join(cache, f"{key}.tmp{os.getpid()}.npz")
-  checkpoint.save_params_npz(tmp, jax.device_get(params))
-  os.replace(tmp, os.path.join(cache, f"{key}.npz"))
-  save_json(cache, key, meta)  # written last: marks the model done
-
-
-# ---------------------------------------------------------------- inference
-
-
-def batched(fn, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-  """`fn` over `[N, ...]` in chunks, concatenated (the last chunk padded so
-  one shape compiles once)."""
-  outs = []
-  for i in range(0, len(x), batch_size):
-    chunk = x[i : i + batch_size]
-    pad = batch_size - len(chunk)
-    if pad and len(x) > batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    out = np.asarray(fn(chunk))
-    outs.append(out[: len(x[i : i + batch_size])])
-  return np.concatenate(outs)
-
-
-_FNS: dict[str, tuple] = {}  # compiled predict functions, per process
-
-
-def predict_fn(cfg: dict, mode: str, out_hw=None):
-  """(model, jitted `fn(params, x)`) for config.model `cfg`, memoised per
-  process so a resumed grid does not recompile. mode: "sr" (`predict` to
-  `out_hw`), "regression" (the raw output) or "argmax" (class ids)."""
-  key = json.dumps([cfg, mode, out_hw], sort_keys=True, default=str)
-  if key not in _FNS:
-    kw = dict(cfg)
-    model = models.get_model(kw.pop("name"), **kw)
-    if mode == "sr":
-      fn = lambda p, x: model.apply({"params": p}, x, out_hw, method="predict")
-    elif mode == "regression":
-      fn = lambda p, x: model.apply({"params": p}, x, method="predict")
-    else:
-      fn = lambda p, x: jnp.argmax(
-          model.apply({"params": p}, x, method="predict"), -1
-      )
-    _FNS[key] = (model, jax.jit(fn))
-  return _FNS[key]
 
 
 # --------------------------------------------------------------------- grid
@@ -226,6 +161,7 @@ class Grid:
     self.trained: list[str] = []
     self._sr: dict[str, tuple[np.ndarray, dict]] = {}
     self._ds: dict[tuple[str, str], tuple] = {}
+    self._nets, self._hr_feats = None, None
     if "reg" in self.train:
       self.t_mean = float(np.nanmean(self.train["reg"]))
       self.t_std = float(max(np.nanstd(self.train["reg"]), 1e-6))
@@ -304,40 +240,60 @@ class Grid:
         )
     )
     sr01 = np.clip(out * self.std + self.mean, 0.0, 1.0)
-    if "fidelity" not in meta:
-      meta["fidelity"] = self.fidelity(sr01)
+    win = gw.load_arrays(self.cache, self.win_name(family))
+    if win is None:
+      win = gw.window_fidelity(sr01, self.test["hr"], self.nets())
+      gw.save_arrays(self.cache, self.win_name(family), win)
+    if "fidelity" not in meta:  # means over the windows (randfeat: None off)
+      meta["fidelity"] = {
+          k: float(win[k].mean()) if k in win else None
+          for k in ("psnr", "ssim", "randfeat_dist")
+      }
       save_params(self.cache, key, params, meta)
     self._sr[family] = (sr01, meta["fidelity"])
     return self._sr[family]
 
-  def fidelity(self, sr01: np.ndarray) -> dict:
-    hr = self.test["hr"]
-    fid = {"psnr": [], "ssim": [], "randfeat_dist": []}
-    feat = (
-        sr_gan.random_feature_net(hr.shape[-1])
-        if self.s.feature_distance
-        else None
+  # ---- feature nets and per-window fidelity
+  def hrenc_run(self) -> tuple[str, str]:
+    """(workdir, id for cache names) of the learned-feature encoder's run:
+    s.feature_init, else one pretrained here (s.pretrain_steps), else
+    ("", "")."""
+    if self.s.feature_init:
+      return self.s.feature_init, os.path.abspath(self.s.feature_init)
+    if not (self.s.pretrain_steps and self.s.feature_distance):
+      return "", ""
+    s = self.s
+    return gw.pretrain_run(
+        self.cache, self.data["path"], s.pretrain_steps, s.seed, self.log
     )
-    for i in range(0, len(hr), 32):
-      f = fidelity.fidelity(
-          jnp.asarray(sr01[i : i + 32]), jnp.asarray(hr[i : i + 32]), 1.0
+
+  def nets(self) -> dict:
+    if self._nets is None:
+      run, _ = self.hrenc_run()
+      self._nets = gw.feature_nets(
+          self.test["hr"].shape[-1], self.s.feature_distance, run
       )
-      fid["psnr"].append(np.asarray(f["psnr"]))
-      fid["ssim"].append(np.asarray(f["ssim"]))
-      if feat:
-        fid["randfeat_dist"].append(
-            np.asarray(
-                fidelity.feature_distance(
-                    *feat,
-                    jnp.asarray(sr01[i : i + 32]),
-                    jnp.asarray(hr[i : i + 32]),
-                )
-            )
-        )
-    return {
-        k: float(np.concatenate(v).mean()) if v else None
-        for k, v in fid.items()
-    }
+    return self._nets
+
+  def win_name(self, family: str) -> str:
+    """Cache name of the per-window fidelity of `family`'s SR (it names
+    the feature encoders, so another --feature_init recomputes it)."""
+    nets = {"randfeat": self.s.feature_distance, "hrenc": self.hrenc_run()[1]}
+    return cache_key(f"win_{self.sr_key(family)}", nets)
+
+  def sr_windows(self, family: str) -> tuple[dict, dict]:
+    """({metric: [N]}, {net: SR features [N, F]}) of the test windows."""
+    win = gw.load_arrays(self.cache, self.win_name(family))
+    if win is None:
+      self.sr(family)
+      win = gw.load_arrays(self.cache, self.win_name(family))
+    return gw.split_windows(win)
+
+  def hr_features(self) -> dict:
+    """{net: pooled features `[N, F]`} of the test HR."""
+    if self._hr_feats is None:
+      self._hr_feats = gw.pooled(self.test["hr"], self.nets())
+    return self._hr_feats
 
   def lr_up(self) -> np.ndarray:
     """Bicubic-upsampled test LR `[N, H, W, C]` in [0, 1]."""
@@ -438,14 +394,15 @@ class Grid:
       y = batched(lambda x: apply(params, x), self.norm(x01))
       return y * t_std + t_mean if task == "regression" else y
 
-    if "hr" not in meta:
+    win = gw.load_arrays(self.cache, f"{key}-win")
+    if "hr" not in meta or win is None:
       k = self.data["tasks"][task].get("num_classes")
-      meta["hr"] = grid_stats.task_metrics(
-          task, predict(self.test["hr"]), self.test, k
-      )
-      meta["lr_up"] = grid_stats.task_metrics(
-          task, predict(self.lr_up()), self.test, k
-      )
+      win = {}
+      for name, x in (("hr", self.test["hr"]), ("lr_up", self.lr_up())):
+        y = predict(x)
+        meta[name] = grid_stats.task_metrics(task, y, self.test, k)
+        win[name] = grid_stats.window_stats(task, y, self.test, k)
+      gw.save_arrays(self.cache, f"{key}-win", win)  # per window
       save_params(self.cache, key, params, meta)
     self._ds[(task, backbone)] = (predict, meta)
     return self._ds[(task, backbone)]
@@ -458,12 +415,16 @@ class Grid:
         {"sr": self.sr_key(family), "ds": self.ds_key(task, backbone)},
     )
     cached = load_json(self.cache, key)
-    if cached is not None:
-      return cached, False
+    if cached is not None and gw.load_arrays(self.cache, key) is not None:
+      return cached, False  # (caches before the per-window arrays: redone)
     sr01, fid = self.sr(family)
     predict, meta = self.downstream(task, backbone)
     k = self.data["tasks"][task].get("num_classes")
-    m = grid_stats.task_metrics(task, predict(sr01), self.test, k)
+    pred = predict(sr01)
+    m = grid_stats.task_metrics(task, pred, self.test, k)
+    gw.save_arrays(
+        self.cache, key, grid_stats.window_stats(task, pred, self.test, k)
+    )
     gap, note = gap_recovered(
         m["score"], meta["lr_up"]["score"], meta["hr"]["score"]
     )
@@ -494,9 +455,32 @@ class Grid:
             if not k2.endswith("_per_class")
         },
         "key": key,
+        "ds_key": self.ds_key(task, backbone),
     }
     save_json(self.cache, key, cell)
     return cell, True
+
+  def cell_windows(self, cell: dict) -> dict:
+    """{"sr", "hr", "lr_up": grid_stats.window_stats} of a cell."""
+    ds = gw.load_arrays(self.cache, f"{cell['ds_key']}-win")
+    if ds is None:  # cached before the per-window arrays
+      self.downstream(cell["task"], cell["downstream"])
+      ds = gw.load_arrays(self.cache, f"{cell['ds_key']}-win")
+    return {"sr": gw.load_arrays(self.cache, cell["key"]), **ds}
+
+  def bootstrap(self, cells: list[dict], families: Sequence[str]) -> dict:
+    """grid_stats.bootstrap_grid over this grid's test windows."""
+    wins = {f: self.sr_windows(f) for f in families}
+    return grid_stats.bootstrap_grid(
+        cells,
+        [self.cell_windows(c) for c in cells],
+        {f: w[0] for f, w in wins.items()},
+        {f: w[1] for f, w in wins.items()},
+        self.hr_features(),
+        draws=self.s.bootstrap_draws,
+        seed=self.s.seed,
+        top_k=self.s.top_k,
+    )
 
 
 def run_grid(
@@ -582,6 +566,13 @@ def run_grid(
               f"{cell['score']:.4f} (hr {cell['score_hr']:.4f}, lr_up "
               f"{cell['score_lr_up']:.4f}), psnr {cell['psnr']:.2f}"
           )
+  boot = None
+  if s.bootstrap_draws and cells:
+    boot = grid.bootstrap(cells, sr_models)
+    for c in cells:  # the set-level and learned-feature fidelity
+      fam = boot["sr_models"][c["sr"]]
+      for m in ("hrenc_dist", "fid_randfeat", "fid_hrenc"):
+        c[m] = fam.get(m)
   results = {
       "cells": cells,
       "correlation": grid_stats.correlations(cells, top_k=s.top_k),
@@ -607,6 +598,17 @@ def run_grid(
           "seconds": time.time() - t0,
       },
   }
+  if boot is not None:
+    grid_stats.merge_intervals(results, boot)
+    results["feature_nets"] = {
+        "randfeat": s.feature_distance,
+        "hrenc": grid.hrenc_run()[1] or None,
+        "frechet_min_windows": {
+            k: fidelity.frechet_min_samples(v.shape[1])
+            for k, v in grid.hr_features().items()
+        },
+    }
+    results["run"]["seconds"] = time.time() - t0
   schedule = {"tiny": "runlocal"}.get(preset, preset)
   results["file"] = reporting.results_name(dataset, schedule, s.seed, s.seed)
   reporting.write_json(out_dir, results["file"], results)
@@ -641,6 +643,20 @@ def main(argv=None):
       "(--quick: per dataset, see QUICK)",
   )
   p.add_argument("--tasks", default="", help="comma-separated; default all")
+  p.add_argument(
+      "--feature_init",
+      default="",
+      help="a cross-scale pretraining run (conv hr_encoder) for the learned "
+      "feature distance and its Frechet distance",
+  )
+  p.add_argument(
+      "--pretrain_steps",
+      type=int,
+      default=None,
+      help="without --feature_init: pretrain one here for N steps "
+      "(0: none; --quick ucmerced: 300)",
+  )
+  p.add_argument("--bootstrap_draws", type=int, default=None)
   p.add_argument("--sr_steps", type=int, default=None)
   p.add_argument("--task_steps", type=int, default=None)
   p.add_argument(
@@ -664,6 +680,15 @@ def main(argv=None):
       task_steps=a.task_steps,
       cache_dir=a.cache,
       data_root=a.data_root,
+      **{
+          k: v
+          for k, v in (
+              ("feature_init", a.feature_init),
+              ("pretrain_steps", a.pretrain_steps),
+              ("bootstrap_draws", a.bootstrap_draws),
+          )
+          if v not in (None, "")
+      },
   )
   grid_plot.print_results(results)
   stem = os.path.splitext(results["file"])[0]
