@@ -5,7 +5,8 @@ r"""Input pipeline throughput vs what the training step consumes.
 
 Measures records/s of the Grain training pipeline (threads only, and with
 worker processes) on toyworld and, when ../shared/data is present, on the real
-RSSCN7 scenes, for the fields the models read (LR only; LR + HR). Then times
+RSSCN7 scenes, for the fields the models read (LR only; LR + HR; LR + HR
+with the GSD augmentation over 0.5-2x, `data.gsd_augment`). Then times
 the demo config's jitted train step and reports the records/s it consumes:
 the pipeline is not the bottleneck when `headroom` = pipeline / consumption
 is above 1. Writes OUT/input_pipeline.json. `--runlocal`: a smoke test (a
@@ -26,8 +27,12 @@ from crossscale import input_pipeline, reporting
 from data import common, registry, toyworld
 from experiments.configs import lr_vit
 
+GSD_RANGE = (0.5, 2.0)  # gsd_shift's `ours`: data.gsd_augment
 
-def pipeline_rate(data_dir, fields, batch_size, workers, seconds) -> float:
+
+def pipeline_rate(
+    data_dir, fields, batch_size, workers, seconds, gsd_augment=None
+) -> float:
   """Records/s over `seconds` after a warm-up batch."""
   it = iter(
       input_pipeline.train_dataset(
@@ -37,6 +42,7 @@ def pipeline_rate(data_dir, fields, batch_size, workers, seconds) -> float:
           fields=fields,
           worker_count=workers,
           num_threads=4,
+          gsd_augment=gsd_augment,
       )
   )
   next(it)
@@ -76,25 +82,35 @@ def main(argv=None):
   for name, d in datasets.items():
     config.data.path = d
     consumed = step_consumption(config, d, steps)
-    for fields in (("lr", "labels"), ("lr", "hr", "labels")):
-      for workers in (0,) if a.runlocal else (0, 2):
-        rate = pipeline_rate(d, fields, config.batch_size, workers, seconds)
-        rows.append(
-            {
-                "dataset": name,
-                "fields": "+".join(fields),
-                "workers": workers,
-                "records_per_s": rate,
-                "lr_vit_step_records_per_s": consumed,
-                "headroom": rate / consumed,
-            }
-        )
+    cases = [
+        (fields, workers, None)
+        for fields in (("lr", "labels"), ("lr", "hr", "labels"))
+        for workers in ((0,) if a.runlocal else (0, 2))
+    ]
+    if not a.runlocal:  # GSD augmentation: mosaics resampled on the host
+      cases += [(("lr", "hr", "labels"), w, GSD_RANGE) for w in (0, 2)]
+    for fields, workers, gsd in cases:
+      rate = pipeline_rate(
+          d, fields, config.batch_size, workers, seconds, gsd_augment=gsd
+      )
+      rows.append(
+          {
+              "dataset": name,
+              "fields": "+".join(fields),
+              "workers": workers,
+              "gsd_augment": "-" if gsd is None else f"{gsd[0]:g}-{gsd[1]:g}",
+              "records_per_s": rate,
+              "lr_vit_step_records_per_s": consumed,
+              "headroom": rate / consumed,
+          }
+      )
   reporting.print_table(
       rows,
       [
           "dataset",
           "fields",
           "workers",
+          "gsd_augment",
           "records_per_s",
           "lr_vit_step_records_per_s",
           "headroom",
