@@ -404,3 +404,33 @@ def test_a_cell_stopped_by_sigterm_says_how_to_resume(monkeypatch, tmp_path):
   c = tradeoff.sweep_config(True, str(tmp_path))
   with pytest.raises(SystemExit, match="SIGTERM at step 7 .* same --work_dir"):
     tradeoff.run_one(c, str(tmp_path / "cell"))
+
+
+def test_budget_0_and_1_cells_are_shared_only_by_selection_methods(
+    toyworld_small, tmp_path, monkeypatch
+):
+  """random and heuristic share ours' LR-only / dense cells; a variant that
+  changes the model (not only its tiles) trains its own, with its override."""
+  trained = {}
+
+  def fake_run_one(config, workdir, defaults=None):
+    del defaults
+    trained[os.path.basename(workdir)] = config
+    return {"accuracy": 0.5, "mAP_macro": 0.5, "hr_tiles": 1.0}
+
+  monkeypatch.setattr(tradeoff, "run_one", fake_run_one)
+  methods = tradeoff.parse_methods(
+      "ours,random,heuristic", ["sharp:model.mil_sharpness=4.0"]
+  )
+  tradeoff.run_tradeoff(
+      toyworld_small, methods=methods, budgets=(0.0, 0.125, 1.0),
+      runlocal=True, work_dir=str(tmp_path),
+  )  # fmt: skip
+  shared = {d for d in trained if d.startswith(("lr_only", "dense"))}
+  assert shared == {
+      "lr_only_0.0000_s0", "dense_1.0000_s0",
+      "lr_only_sharp_0.0000_s0", "dense_sharp_1.0000_s0",
+  }  # fmt: skip
+  for d in shared:
+    assert trained[d].model.policy == "uniform"
+    assert (trained[d].model.mil_sharpness == 4.0) == ("sharp" in d)

@@ -75,6 +75,11 @@ METHODS = {  # name -> config overrides
 }
 
 
+# Overrides that only choose tiles: no effect at budget 0 (none bought) or
+# 1 (all bought), so those cells are shared across methods.
+SELECTION_KEYS = ("model.policy", "data.fields")
+
+
 def config_arg(quick: bool, runlocal: bool = False) -> str:
   """The cross_scale.py config arg of a sweep's runs."""
   if runlocal:
@@ -185,7 +190,8 @@ def run_tradeoff(
   overrides: flattened config overrides applied to every run after
   `sweep_config(quick, data_dir, runlocal)` (e.g. smaller widths); `steps`
   (> 0) sets total_steps. Budget 0 and 1 of the LR-using methods are one
-  LR-only and one dense-HR run, shared by those methods. Runs write into
+  LR-only and one dense-HR run, shared by those methods (a variant with
+  overrides beyond SELECTION_KEYS gets its own, "lr_only_<name>"). Runs write into
   `work_dir` (a new temp dir if None). `seeds` > 1 trains every cell with
   seeds first_seed..first_seed+seeds-1 (init, data order, sampling noise;
   a later batch of seeds extends an earlier one) and reports means;
@@ -211,8 +217,14 @@ def run_tradeoff(
   def evaluate(method, budget):
     lr_using = methods[method].get("model.predictor.lr_guidance", True)
     if budget in (0.0, 1.0) and lr_using:
-      key = ("lr_only" if budget == 0.0 else "dense", budget)
-      method_overrides = {"model.policy": "uniform"}
+      # Shared by the methods that differ only in which tiles they buy; a
+      # variant's other overrides (e.g. the head) get cells of their own.
+      extra = {
+          k: v for k, v in methods[method].items() if k not in SELECTION_KEYS
+      }
+      base = "lr_only" if budget == 0.0 else "dense"
+      key = (f"{base}_{method}" if extra else base, budget)
+      method_overrides = {**extra, "model.policy": "uniform"}
     else:
       key, method_overrides = (method, budget), methods[method]
     dirs = [
