@@ -281,8 +281,13 @@ def export(config) -> None:
   """--export_to: the run in --workdir, exported by crossscale.export."""
   from crossscale import export as export_lib  # pylint: disable=g-import-not-at-top
 
+  from crossscale import records  # pylint: disable=g-import-not-at-top
+
   t0 = time.perf_counter()
-  config = export_lib.load_config(FLAGS.workdir, config)
+  try:
+    config = export_lib.load_config(FLAGS.workdir, config)
+  except FileNotFoundError as e:  # no config.json and no --config: the user's
+    raise records.DataError(str(e)) from None
   if FLAGS.dataset or not config.data.get("path"):
     resolve_dataset(config)
   out = export_lib.export_run(

@@ -142,6 +142,7 @@ def test_launch_user_errors_are_one_line_and_exit_1(tmp_path):
           _LAUNCH,
           common + "--dataset=toyworlds",
           common + "--config.model.budgte=8",
+          f"--workdir={tmp_path}/none --export_to={tmp_path}/x",
       ],
       env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT},
       cwd=ROOT,
@@ -151,11 +152,12 @@ def test_launch_user_errors_are_one_line_and_exit_1(tmp_path):
   )
   assert done.returncode == 0, done.stderr[-3000:]
   codes = [eval(l) for l in done.stdout.strip().splitlines()]  # pylint: disable=eval-used
-  assert len(codes) == 2 and all(isinstance(c, str) for c in codes), codes
+  assert len(codes) == 3 and all(isinstance(c, str) for c in codes), codes
   assert all(c.startswith("launch.py: error: ") for c in codes)
   assert all("\n" not in c for c in codes)  # one line each
   assert "Did you mean 'toyworld'?" in codes[0]
   assert codes[1].endswith("did you mean --config.model.budget?")
+  assert "config.json not found" in codes[2] and "--config" in codes[2]
 
 
 def test_lr_from_hr_matches_the_builders_degradation():
