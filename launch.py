@@ -280,7 +280,6 @@ def resolve_dataset(config) -> None:
 def export(config) -> None:
   """--export_to: the run in --workdir, exported by crossscale.export."""
   from crossscale import export as export_lib  # pylint: disable=g-import-not-at-top
-
   from crossscale import records  # pylint: disable=g-import-not-at-top
 
   t0 = time.perf_counter()

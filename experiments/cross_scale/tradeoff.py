@@ -192,9 +192,10 @@ def run_tradeoff(
   (> 0) sets total_steps. Budget 0 and 1 of the LR-using methods are one
   LR-only and one dense-HR run, shared by those methods (a variant with
   overrides beyond SELECTION_KEYS gets its own, "lr_only_<name>"). Runs
-  write into `work_dir` (a new temp dir if None). `seeds` > 1 trains every cell with
-  seeds first_seed..first_seed+seeds-1 (init, data order, sampling noise;
-  a later batch of seeds extends an earlier one) and reports means;
+  write into `work_dir` (a new temp dir if None). `seeds` > 1 trains every
+  cell with seeds first_seed..first_seed+seeds-1 (init, data order,
+  sampling noise; a later batch of seeds extends an earlier one) and
+  reports means;
   "accuracy_seeds" / "accuracy_std" hold the spread.
   Returns {"dataset", "grid", "budgets", "seeds", "split", "metric"
   ("accuracy" for single-label data, else "mAP_macro"), "methods": {name:
