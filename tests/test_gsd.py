@@ -218,4 +218,23 @@ def test_gsd_shift_runlocal_smoke(tmp_path):
         lo <= a <= hi for a, (lo, hi) in zip(r["accuracy"], r["interval"])
     )
   assert res["provenance"]["datasets"]["data"].startswith(("data:", "other:"))
+  assert {(r["method"], r["gsd_factor"]) for r in res["paired_vs_ours"]} == {
+      (m, f) for m in gsd_shift.METHODS if m != "ours" for f in (0.5, 1, 2)
+  }
   assert (out / "gsd_shift.png").stat().st_size > 1000
+
+
+def test_paired_vs_ours_per_factor():
+  from experiments.cross_scale import gsd_shift
+
+  n, k = 40, 4
+  labels = np.eye(k)[np.arange(n) % k]
+  right, wrong = labels * 5.0, np.roll(labels, 1, axis=1) * 5.0
+  out = {
+      "ours": {1.0: [(right, labels)], 2.0: [(wrong, labels)]},
+      "random": {1.0: [(wrong, labels)], 2.0: [(wrong, labels)]},
+  }
+  rows = {r["gsd_factor"]: r for r in gsd_shift.paired_vs_ours(out, "accuracy")}
+  assert rows[1.0]["diff_points"] == pytest.approx(100.0)
+  assert rows[1.0]["verdict"] == "ahead" and rows[2.0]["verdict"] == "tie"
+  assert gsd_shift.paired_vs_ours({"random": out["random"]}, "accuracy") == []

@@ -11,7 +11,8 @@ cross_scale.py:quick, :sweep or :runlocal,sweep):
   ours        budget 1/8 with issue 22's options on: GSD-aware positions,
               wavelength band embedding, GSD augmentation (0.5x-2x);
   dense       budget 1 (every HR tile), today's model;
-  ours_plain  budget 1/8, options off (today's model),
+  ours_plain  budget 1/8, options off (today's model);
+  random      budget 1/8, ours' model (options on) buying random tiles,
 then evaluates each trained run on the test split re-rendered at every
 `--factors` multiple of its GSD (`render_split`, the augmentation's
 `input_pipeline.rescale_scene`): a factor f > 1 makes every LR and HR
@@ -21,8 +22,9 @@ scene's); f < 1 crops the scene's centre and upsamples it. Factor 1 is the
 test split as stored. Writes OUT/gsd_shift.json ({"methods": {name:
 {"gsd_factor", "accuracy", "mAP", "interval"}}}: means over seeds, accuracy
 None on multi-label data, interval the 95% bootstrap interval over scenes
-and seeds of the data's metric, accuracy or macro mAP) with provenance and
-OUT/gsd_shift.png. Datasets whose records carry no true GSD (RSSCN7) are
+and seeds of the data's metric, accuracy or macro mAP; "paired_vs_ours":
+ours minus each method per factor, paired by seed and scene) with
+provenance and OUT/gsd_shift.png. Datasets whose records carry no true GSD (RSSCN7) are
 flagged "true_gsd": false; the factors are relative either way.
 """
 
@@ -69,6 +71,9 @@ METHODS = {  # name -> (budget, config overrides)
     "ours": (0.125, {"model.policy": "learned", **OPTIONS_ON}),
     "dense": (1.0, {"model.policy": "uniform"}),
     "ours_plain": (0.125, {"model.policy": "learned"}),
+    # The same model as ours buying random tiles: does the sampler keep its
+    # advantage at every GSD?
+    "random": (0.125, {"model.policy": "random", **OPTIONS_ON}),
 }
 
 
@@ -243,10 +248,10 @@ def run_gsd_shift(
       for f in factors
   }
   defaults = tradeoff.sweep_config(quick, data_dir, runlocal)
-  results, cells = {}, {}
+  results, cells, outputs = {}, {}, {}
   for name in methods:
     budget, method_overrides = METHODS[name]
-    per_factor = {f: [] for f in factors}
+    per_factor = outputs[name] = {f: [] for f in factors}
     cells[name] = []
     for seed in range(seeds):
       c = tradeoff.cell_config(
@@ -267,8 +272,36 @@ def run_gsd_shift(
       "true_gsd": manifest.gsd_known,
       "factors": factors,
       "methods": results,
+      "paired_vs_ours": paired_vs_ours(outputs, metric),
       "cells": cells,
   }
+
+
+def paired_vs_ours(outputs: dict, metric: str) -> list[dict]:
+  """ours minus every other method at each factor, paired by seed and
+  scene (`bootstrap.paired_difference`): one row per (method, factor) with
+  "diff_points", "low_points", "high_points", "verdict"."""
+  rows = []
+  if "ours" not in outputs:
+    return rows
+  for name, per_factor in outputs.items():
+    if name == "ours":
+      continue
+    for f, pairs in per_factor.items():
+      if len(pairs) != len(outputs["ours"][f]):
+        continue
+      d = bootstrap.paired_difference(outputs["ours"][f], pairs, metric)
+      rows.append(
+          {
+              "method": name,
+              "gsd_factor": f,
+              "diff_points": 100 * d["diff"],
+              "low_points": 100 * d["low"],
+              "high_points": 100 * d["high"],
+              "verdict": bootstrap.verdict(d["low"], d["high"]),
+          }
+      )
+  return rows
 
 
 def summarize(per_factor: dict, metric: str, budget: float) -> dict:
@@ -381,6 +414,12 @@ def main(argv=None):
       )
   ]
   reporting.print_table(rows, ["method", "gsd_factor", res["metric"]])
+  print("ours minus each method, paired by seed and scene (points, 95%):")
+  reporting.print_table(
+      res["paired_vs_ours"],
+      ["method", "gsd_factor", "diff_points", "low_points", "high_points",
+       "verdict"],
+  )  # fmt: skip
   reporting.write_json(
       a.out,
       "gsd_shift.json",
