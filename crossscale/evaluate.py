@@ -21,7 +21,8 @@ launch.py does and calls `main` here.
 
 Classifiers (`config.final_eval_split` set) get the final eval and its
 per-scene predictions; other families (SR, segmentation, referring) get the
-run's own `config.evals` on `--split`, as `{eval name: metrics}`.
+run's own evaluator (`config.evals`: the one named like `--split`, else the
+first) on `--split`, as `{split: metrics}`.
 
 A dataset that does not fit the run is refused before anything runs, with
 one message naming every mismatch (bands, LR/HR GSD ratio, grid, image sizes,
@@ -183,7 +184,9 @@ def evaluate_run(
         config, model, data_dir=data_dir, task=task, mesh=mesh,
         fields=fields, split=split,
     )  # fmt: skip
-    results = {name: ev.run(params) for name, ev in evals.items()}
+    # The run's evaluator of that name (else its first), on `split` only.
+    ev = evals.get(split) or next(iter(evals.values()))
+    results = {split: ev.run(params)}
     metrics = {f"{n}/{k}": v for n, r in results.items() for k, v in r.items()}
   reporting.write_json(
       out_dir,

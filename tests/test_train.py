@@ -101,6 +101,16 @@ def test_every_config_trains_a_few_steps_and_reports(name, request, tmp_path):
       f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb")
   )
   assert os.path.isdir(tmp_path / "checkpoints" / str(c.total_steps))
+  if name in ("cross_scale", "sr"):  # a classifier and another family
+    from crossscale import evaluate  # pylint: disable=g-import-not-at-top
+
+    got = evaluate.evaluate_run(
+        str(tmp_path), c.data.path, "test", str(tmp_path / "eval")
+    )
+    want = final["final"] if c.final_eval_split else {
+        f"test/{k}": v for k, v in final["test"].items()
+    }  # fmt: skip
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
 
 
 def test_non_finite_loss_stops_with_the_step(toyworld_small, tmp_path):

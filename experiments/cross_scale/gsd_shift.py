@@ -24,8 +24,9 @@ test split as stored. Writes OUT/gsd_shift.json ({"methods": {name:
 None on multi-label data, interval the 95% bootstrap interval over scenes
 and seeds of the data's metric, accuracy or macro mAP; "paired_vs_ours":
 ours minus each method per factor, paired by seed and scene) with
-provenance and OUT/gsd_shift.png. Datasets whose records carry no true GSD (RSSCN7) are
-flagged "true_gsd": false; the factors are relative either way.
+provenance and OUT/gsd_shift.png. Datasets whose records carry no true
+GSD (RSSCN7) are flagged "true_gsd": false; the factors are relative
+either way.
 """
 
 from __future__ import annotations
