@@ -64,27 +64,18 @@ def paired_difference(
           f"(scores {sa.shape} vs {sb.shape}, or different labels)"
       )
   n, S = a[0][0].shape[0], len(a)
-  rng = np.random.default_rng(seed)
-  scene_idx = rng.integers(0, n, size=(draws, n))  # [D, n]
-  seed_idx = rng.integers(0, S, size=(draws, S))  # [D, S]
   full = np.arange(n)[None]
-  per_seed, boot = [], []  # [S] and [S, D] differences
-  for (sa, la), (sb, lb) in zip(a, b):
-    per_seed.append(
-        batched_metric(metric, sa[full], la[full])[0]
-        - batched_metric(metric, sb[full], lb[full])[0]
-    )
-    d = np.empty(draws)
-    for lo in range(0, draws, 200):  # bounded memory: [200, n, K] at a time
-      i = scene_idx[lo : lo + 200]
-      d[lo : lo + 200] = batched_metric(metric, sa[i], la[i]) - (
-          batched_metric(metric, sb[i], lb[i])
-      )
-    boot.append(d)
-  boot = np.asarray(boot)  # [S, D]
-  drawn = np.take_along_axis(boot.T, seed_idx, axis=1).mean(1)  # [D]
-  tail = 100 * (1 - level) / 2
-  low, high = np.nanpercentile(drawn, [tail, 100 - tail])
+  per_seed = [
+      batched_metric(metric, sa[full], la[full])[0]
+      - batched_metric(metric, sb[full], lb[full])[0]
+      for (sa, la), (sb, lb) in zip(a, b)
+  ]
+  drawn = _scene_seed_draws(
+      lambda s, i: batched_metric(metric, a[s][0][i], a[s][1][i])
+      - batched_metric(metric, b[s][0][i], b[s][1][i]),
+      n, S, draws, seed,
+  )  # fmt: skip
+  low, high = _percentiles(drawn, level)
   return {
       "diff": float(np.mean(per_seed)),
       "low": float(low),
@@ -93,6 +84,48 @@ def paired_difference(
       "scenes": int(n),
       "draws": draws,
   }
+
+
+def interval(
+    a: list[tuple[np.ndarray, np.ndarray]],
+    metric: str,
+    *,
+    draws: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[float]:
+  """[low, high]: the `level` bootstrap interval of `metric` over scenes
+  and seeds (`a` as in `paired_difference`, one method)."""
+  n, S = a[0][0].shape[0], len(a)
+  drawn = _scene_seed_draws(
+      lambda s, i: batched_metric(metric, a[s][0][i], a[s][1][i]),
+      n, S, draws, seed,
+  )  # fmt: skip
+  return list(_percentiles(drawn, level))
+
+
+def _scene_seed_draws(stat, n: int, S: int, draws: int, seed: int):
+  """`[D]` bootstrap draws: scenes resampled per draw (the same for every
+  seed), then seeds resampled and `stat(seed, scene_idx [d, n]) -> [d]`
+  averaged over them. Chunks of 200 draws bound memory ([200, n, K])."""
+  rng = np.random.default_rng(seed)
+  scene_idx = rng.integers(0, n, size=(draws, n))  # [D, n]
+  seed_idx = rng.integers(0, S, size=(draws, S))  # [D, S]
+  boot = np.asarray(
+      [
+          np.concatenate(
+              [stat(s, scene_idx[lo : lo + 200]) for lo in range(0, draws, 200)]
+          )
+          for s in range(S)
+      ]
+  )  # [S, D]
+  return np.take_along_axis(boot.T, seed_idx, axis=1).mean(1)
+
+
+def _percentiles(drawn: np.ndarray, level: float) -> tuple[float, float]:
+  tail = 100 * (1 - level) / 2
+  low, high = np.nanpercentile(drawn, [tail, 100 - tail])
+  return float(low), float(high)
 
 
 def verdict(low: float, high: float) -> str:

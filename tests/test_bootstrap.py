@@ -131,3 +131,13 @@ def test_interval_and_finding():
   assert none.startswith("r: no finding") and "contains 0" in none
   assert "no finding" in bootstrap.finding("g", 0.5, 1.2, "a", "b", null=1.0)
   assert "no interval" in bootstrap.finding("r", None, None, "a", "b")
+
+
+def test_interval_of_one_method_over_scenes_and_seeds():
+  n, k = 40, 4
+  labels = np.eye(k)[np.arange(n) % k]
+  right, wrong = labels * 5.0, np.roll(labels, 1, axis=1) * 5.0
+  half = np.where((np.arange(n) % 2 == 0)[:, None], right, wrong)
+  assert bootstrap.interval([(right, labels)] * 2, "accuracy") == [1.0, 1.0]
+  low, high = bootstrap.interval([(half, labels), (right, labels)], "accuracy")
+  assert 0.3 < low < 0.75 < high <= 1.0  # mean 0.75; seeds, scenes vary

@@ -194,28 +194,6 @@ def evaluate_run(workdir: str, data_dirs: dict[float, str], split: str):
   return out
 
 
-def interval(
-    per_seed: list[tuple[np.ndarray, np.ndarray]],
-    metric: str,
-    draws: int = 1000,
-    seed: int = 0,
-) -> list[float]:
-  """95% bootstrap interval [low, high] of `metric` over scenes and seeds
-  (`per_seed`: (logits, labels) of the same scenes per seed)."""
-  n, S = len(per_seed[0][0]), len(per_seed)
-  rng = np.random.default_rng(seed)
-  scene_idx = rng.integers(0, n, size=(draws, n))
-  seed_idx = rng.integers(0, S, size=(draws, S))
-  boot = np.stack(
-      [
-          bootstrap.batched_metric(metric, lo[scene_idx], la[scene_idx])
-          for lo, la in per_seed
-      ]
-  )  # [S, D]
-  drawn = np.take_along_axis(boot.T, seed_idx, axis=1).mean(1)
-  return [float(v) for v in np.nanpercentile(drawn, [2.5, 97.5])]
-
-
 def run_gsd_shift(
     data_dir: str,
     *,
@@ -317,7 +295,7 @@ def summarize(per_factor: dict, metric: str, budget: float) -> dict:
     acc.append(float(np.mean(a)) if metric == "accuracy" else None)
     acc_seeds.append(a if metric == "accuracy" else None)
     ap.append(float(np.mean(m)))
-    iv.append(interval(pairs, metric))
+    iv.append(bootstrap.interval(pairs, metric))
   return {
       "budget": budget,
       "gsd_factor": list(per_factor),
