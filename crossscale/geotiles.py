@@ -358,6 +358,19 @@ def read_scenes(
   return np.ascontiguousarray(px), bad.reshape(g.h, n, g.w).transpose(1, 0, 2)
 
 
+def band_means(ds, bands: Sequence[int], max_px: int = 256) -> np.ndarray:
+  """`[C]` per-band mean of `ds`'s `bands` (1-based) over a nearest-
+  decimated read of <= max_px a side, nodata and non-finite pixels left
+  out (NaN for a band with none valid)."""
+  f = max(1, math.ceil(max(ds.width, ds.height) / max_px))
+  shape = (len(bands), max(1, ds.height // f), max(1, ds.width // f))
+  a = ds.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
+  good = ~nodata_mask(a, ds.nodata)[None] & np.isfinite(a)
+  n = good.sum((1, 2))
+  total = np.where(good, a, 0).astype(np.float64).sum((1, 2))
+  return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
 # ------------------------------------------------------------- geometry
 
 

@@ -533,6 +533,14 @@ def parse_budget(s: str | None):
     ) from None
 
 
+PIXEL_SCALE = (
+    "multiply the raster's pixels by this before the run's normalisation "
+    "(e.g. 1/10000 for reflectance x 10000 on a [0, 1]-trained run); "
+    "default: none, and a raster in other units than the training data is "
+    "refused"
+)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(
       prog="python -m crossscale.plan", description=__doc__.split("\n")[0]
@@ -557,6 +565,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--default_price", type=float, default=None)
   p.add_argument("--total", type=float, default=None, help="total spend")
   p.add_argument("--hr_gsd", type=float, default=None, help="metres")
+  p.add_argument("--pixel_scale", type=float, default=None, help=PIXEL_SCALE)
   p.add_argument("--memory_mb", type=float, default=256)
   p.add_argument("--trace_memory", action="store_true",
                  help="measure Python-heap peak (tracemalloc)")  # fmt: skip
@@ -587,6 +596,10 @@ def run(args: argparse.Namespace) -> dict:
     target, note = runspec.planning_gsd(spec, gsd, args.hr_gsd, args.lr)
     print(f"crossscale.plan: {note}", flush=True)
     g = geotiles.make_grid(lr, spec.lr_shape[:2], spec.grid, target)
+    means = geotiles.band_means(lr.ds, lr.bands)
+    spec = runspec.in_units_of(
+        spec, means, "lr", args.pixel_scale, "--lr", args.lr
+    )
     zones = None
     if args.prices:
       zones = PriceZones(args.prices, args.price_key, args.default_price, g.crs)

@@ -191,6 +191,20 @@ def run(args: argparse.Namespace) -> dict:
   print(f"crossscale.predict: {note}", flush=True)
   g = geotiles.make_grid(lr, spec.lr_shape[:2], spec.grid, target)
   check_overlap(hrs, g)
+  spec = runspec.in_units_of(
+      spec,
+      geotiles.band_means(lr.ds, lr.bands),
+      "lr",
+      args.pixel_scale,
+      "--lr",
+      args.lr,
+  )
+  hr_means = np.nanmean(
+      [geotiles.band_means(r.ds, r.bands) for r in hrs], axis=0
+  )
+  spec = runspec.in_units_of(
+      spec, hr_means, "hr", args.hr_pixel_scale, "--hr", args.hr
+  )
   scenes = scenes_of_interest(hrs, g, args.all_scenes)
   plan = planned_tiles(args.plan, spec.n_tiles) if args.plan else None
   if plan is not None:  # only the planned scenes, only their tiles
@@ -305,6 +319,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--hr_band_names", default=None)
   p.add_argument("--hr_sensor", default=None, choices=sorted(geotiles.SENSORS))
   p.add_argument("--hr_gsd", type=float, default=None)
+  p.add_argument(
+      "--pixel_scale", type=float, default=None, help=plan_lib.PIXEL_SCALE
+  )
+  p.add_argument(
+      "--hr_pixel_scale", type=float, default=None, help="the same for --hr"
+  )
   p.add_argument("--all_scenes", action="store_true")
   p.add_argument(
       "--plan",

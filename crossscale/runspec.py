@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -175,6 +175,77 @@ def load(
   if workdir:
     return from_workdir(workdir, data_dir, step)
   return from_export(export_dir)
+
+
+# A raster whose band means sit this many training stds away, or this
+# factor below, is taken to be in other pixel units (uint16 reflectance
+# for a uint8-trained model, [0, 1] floats, ...).
+UNIT_STDS, UNIT_FACTOR = 10.0, 20.0
+
+
+def pixel_unit_problems(
+    means: np.ndarray, spec: RunSpec, side: str, names: Sequence[str]
+) -> list[str]:
+  """Each band whose raster mean `means [C]` is implausible in the units
+  the run was trained on (`spec.stats[side]`); [] when all look right."""
+  mean, std = (np.asarray(v, np.float64) for v in spec.stats[side])
+  out = []
+  for name, m, mu, s in zip(names, means, mean, std):
+    far = abs(m - mu) > UNIT_STDS * s
+    small = mu > 0 and m < mu / UNIT_FACTOR
+    if np.isfinite(m) and (far or small):
+      out.append(f"band {name!r} averages {m:.4g} vs {mu:.4g} +- {s:.3g}")
+  return out
+
+
+def check_pixel_units(
+    means: np.ndarray,
+    spec: RunSpec,
+    side: str,
+    names: Sequence[str],
+    flag: str,
+    path: str,
+) -> None:
+  """ValueError naming the raster, the bands and the fix when its pixels
+  look like other units than the run's training data."""
+  bad = pixel_unit_problems(means, spec, side, names)
+  if bad:
+    mean = np.asarray(spec.stats[side][0], np.float64)
+    ratio = float(np.nanmedian(mean / np.where(means == 0, np.nan, means)))
+    raise ValueError(
+        f"{flag} {path}: its pixels look like other units than the run's "
+        f"{side.upper()} training data ({'; '.join(bad)}). Rescale them "
+        f"with --{'hr_' if side == 'hr' else ''}pixel_scale F (pixels are "
+        f"multiplied by F; about {ratio:.3g} would match the means), or "
+        "pass --pixel_scale 1 if the units are right."
+    )
+
+
+def in_raster_units(spec: RunSpec, side: str, scale: float) -> RunSpec:
+  """`spec` standardising raster pixels multiplied by `scale`:
+  (scale x - mean) / std == (x - mean / scale) / (std / scale)."""
+  if not scale > 0:
+    raise ValueError(f"--pixel_scale must be > 0, got {scale}")
+  mean, std = spec.stats[side]
+  stats = {**spec.stats, side: (mean / scale, std / scale)}
+  return dataclasses.replace(spec, stats=stats)
+
+
+def in_units_of(
+    spec: RunSpec,
+    means: np.ndarray,
+    side: str,
+    scale: float | None,
+    flag: str,
+    path: str,
+) -> RunSpec:
+  """`spec` for a raster with band means `means [C]`: with --pixel_scale
+  (`scale`) in those units; without, checked (`check_pixel_units`)."""
+  if scale is None:
+    names = spec.lr_bands if side == "lr" else spec.hr_bands
+    check_pixel_units(means, spec, side, names, flag, path)
+    return spec
+  return in_raster_units(spec, side, scale)
 
 
 def planning_gsd(

@@ -255,7 +255,7 @@ def test_peak_memory_bounded_on_a_large_raster(run, tmp_path):
   assert os.path.getsize(path) > 3 * limit * 2**20
   s = _plan(
       run, path, tmp_path / "p", "--hr_gsd", "0.25", "--memory_mb", str(limit),
-      "--trace_memory", "--bands", "1,2,3",
+      "--trace_memory", "--bands", "1,2,3", "--pixel_scale", "255",
   )  # fmt: skip
   assert s["scored"] == 64 * 64
   assert s["peak_traced_mb"] < limit, s
@@ -290,6 +290,30 @@ def test_bad_inputs_exit_with_the_file_and_fix(
   assert msg.startswith("crossscale.plan: ") and fix in msg and lr in msg
   if case == "bands":
     assert "'R'" in msg and "BAND1" in msg
+
+
+def test_pixels_in_other_units_refused_or_rescaled(run, naip_crop, tmp_path):
+  """The same NAIP scenes as uint16 x 40 (a reflectance-like unit) are
+  refused naming the file, the bands and --pixel_scale; rescaled by 1/40
+  they plan exactly like the uint8 original (the run trained on uint8)."""
+  with rasterio.open(naip_crop) as ds:
+    a, t, crs = ds.read(), ds.transform, ds.crs
+  big = str(tmp_path / "m_4709963_se_14_1_x40.tif")  # NAIP band names
+  gh.write_raster(big, a.astype(np.uint16) * 40, crs=crs, transform=t, nodata=0)
+  with pytest.raises(SystemExit) as e:
+    _plan(run, big, tmp_path / "refused", "--hr_gsd", "1.25")
+  msg = str(e.value)
+  assert big in msg and "--pixel_scale" in msg and "band 'R'" in msg
+  _plan(run, naip_crop, tmp_path / "u8", "--hr_gsd", "1.25")
+  _plan(
+      run, big, tmp_path / "x40", "--hr_gsd", "1.25", "--pixel_scale", "0.025"
+  )
+  with (
+      rasterio.open(tmp_path / "u8" / "scores.tif") as u8,
+      rasterio.open(tmp_path / "x40" / "scores.tif") as x40,
+  ):
+    np.testing.assert_allclose(u8.read(1), x40.read(1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(u8.read(2), x40.read(2))
 
 
 # ---------------------------------------------------------------- predict
