@@ -17,8 +17,9 @@ then evaluates each trained run on the test split re-rendered at every
 `--factors` multiple of its GSD (`render_split`, the augmentation's
 `input_pipeline.rescale_scene`): a factor f > 1 makes every LR and HR
 pixel cover f times the ground, the scene becoming the centre of a mosaic
-of test scenes drawn at random (seeded) around it (labels stay the centre
-scene's); f < 1 crops the scene's centre and upsamples it. Factor 1 is the
+of test scenes drawn (seeded) around it, at random or, with `--neighbours
+same_label`, from the centre's class (labels stay the centre scene's); f <
+1 crops the scene's centre and upsamples it. Factor 1 is the
 test split as stored. Writes OUT/gsd_shift.json ({"methods": {name:
 {"gsd_factor", "accuracy", "mAP", "interval"}}}: means over seeds, accuracy
 None on multi-label data, interval the 95% bootstrap interval over scenes
@@ -86,15 +87,47 @@ def neighbour_indices(i: int, n: int, count: int, seed: int) -> np.ndarray:
   return others + (others >= i)
 
 
+def same_label_neighbours(
+    i: int, classes: np.ndarray, count: int, seed: int
+) -> np.ndarray:
+  """`count` indices of other scenes with scene `i`'s class (`classes
+  [n]`), drawn with a generator seeded by (seed, i)."""
+  pool = np.flatnonzero(classes == classes[i])
+  pool = pool[pool != i]
+  if not len(pool):
+    raise ValueError(f"scene {i} is the only one of its class")
+  rng = np.random.default_rng([seed, i])
+  return pool[rng.integers(0, len(pool), count)]
+
+
+NEIGHBOURS = ("random", "same_label")
+
+
 def render_split(
-    data_dir: str, split: str, factor: float, out_dir: str, seed: int = 0
+    data_dir: str,
+    split: str,
+    factor: float,
+    out_dir: str,
+    seed: int = 0,
+    neighbours: str = "random",
 ) -> str:
   """`split` of `data_dir` re-rendered at `factor` times its GSD
-  (`input_pipeline.rescale_scene`, mosaics from `neighbour_indices`)
-  as a records directory `out_dir` holding that split only, normalised
-  with the source's band statistics; reused when `out_dir` holds this
-  rendering already. Returns `out_dir`."""
+  (`input_pipeline.rescale_scene`) as a records directory `out_dir` holding
+  that split only, normalised with the source's band statistics; reused
+  when `out_dir` holds this rendering already. Returns `out_dir`.
+
+  neighbours: the mosaic's other scenes for f > 1: "random" scenes of the
+  split (`neighbour_indices`), or "same_label" (single-label data: scenes
+  of the centre's class, `same_label_neighbours`, so that the coarser view
+  still shows its class, as RSSCN7's real coarser-scale photos do)."""
+  if neighbours not in NEIGHBOURS:
+    raise ValueError(f"neighbours={neighbours!r}: one of {NEIGHBOURS}")
   manifest = shards.load_manifest(data_dir)
+  if neighbours == "same_label" and manifest.task != "single_label":
+    raise ValueError(
+        f"{data_dir}: same-label mosaics need single-label data "
+        f"(this is {manifest.task}): use neighbours='random'"
+    )
   spec = {
       "builder": "gsd_shift",
       "source": manifest.name,
@@ -103,6 +136,7 @@ def render_split(
       "split": split,
       "factor": factor,
       "seed": seed,
+      **({"neighbours": neighbours} if neighbours != "random" else {}),
   }
   path = os.path.join(out_dir, shards.MANIFEST)
   if os.path.exists(path) and shards.load_manifest(out_dir).builder == spec:
@@ -112,14 +146,22 @@ def render_split(
   n, m = len(source), input_pipeline.mosaic_cells(max(factor, 1.0))
   if factor > 1 and n < 2:
     raise ValueError(f"{data_dir} {split}: zoom-out needs >= 2 scenes")
+  if neighbours == "same_label":
+    classes = np.array(
+        [
+            np.argmax(s.labels)
+            for s in shards.iter_scenes(data_dir, split, False)
+        ]
+    )
+    draw = lambda i: same_label_neighbours(i, classes, m * m - 1, seed)
+  else:
+    draw = lambda i: neighbour_indices(i, n, m * m - 1, seed)
 
   def scenes():
     for i, scene in enumerate(shards.iter_scenes(data_dir, split, False)):
       x = {"lr": scene.lr, "hr": scene.hr}
       x.update({f"mask_{k}": v for k, v in scene.masks.items()})
-      nb = []
-      if factor > 1:
-        nb = [source[int(j)] for j in neighbour_indices(i, n, m * m - 1, seed)]
+      nb = [source[int(j)] for j in draw(i)] if factor > 1 else []
       y = input_pipeline.rescale_scene(
           x, factor, nb, lr_gsd=scene.lr_gsd, hr_gsd=scene.hr_gsd
       )
@@ -206,6 +248,7 @@ def run_gsd_shift(
     overrides: dict | None = None,
     work_dir: str | None = None,
     split: str = "test",
+    neighbours: str = "random",
 ) -> dict:
   """Trains `methods` (names in METHODS) at native GSD, `seeds` seeds each,
   and evaluates every run on `split` re-rendered at each factor. Returns
@@ -221,7 +264,13 @@ def run_gsd_shift(
           data_dir
           if f == 1.0
           else render_split(
-              data_dir, split, f, os.path.join(work, "rendered", f"f{f:g}")
+              data_dir,
+              split,
+              f,
+              os.path.join(
+                  work, "rendered", _rendered_name(split, f, neighbours)
+              ),
+              neighbours=neighbours,
           )
       )
       for f in factors
@@ -247,6 +296,7 @@ def run_gsd_shift(
   return {
       "dataset": manifest.name,
       "split": split,
+      "neighbours": neighbours,
       "metric": metric,
       "true_gsd": manifest.gsd_known,
       "factors": factors,
@@ -254,6 +304,13 @@ def run_gsd_shift(
       "paired_vs_ours": paired_vs_ours(outputs, metric),
       "cells": cells,
   }
+
+
+def _rendered_name(split: str, factor: float, neighbours: str) -> str:
+  """The folder of one rendering under WORK/rendered (test + random keep
+  their first name, so earlier work dirs stay valid)."""
+  name = f"f{factor:g}" if split == "test" else f"{split}_f{factor:g}"
+  return name if neighbours == "random" else f"{name}_{neighbours}"
 
 
 def paired_vs_ours(outputs: dict, metric: str) -> list[dict]:
@@ -356,6 +413,19 @@ def main(argv=None):
       help="where runs train and test sets are re-rendered (default: a "
       "temp dir); relaunching with the same one skips finished runs",
   )
+  p.add_argument(
+      "--split",
+      default="test",
+      choices=("test", "val"),
+      help="the split re-rendered and evaluated (val while choosing)",
+  )
+  p.add_argument(
+      "--neighbours",
+      default="random",
+      choices=NEIGHBOURS,
+      help="zoom-out mosaics of random scenes of the split, or of scenes "
+      "of the centre's class (single-label data)",
+  )
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
@@ -382,6 +452,8 @@ def main(argv=None):
       seeds=seeds,
       overrides=tradeoff.parse_overrides(a.set),
       work_dir=a.work_dir,
+      split=a.split,
+      neighbours=a.neighbours,
   )
   rows = [
       {"method": m, "gsd_factor": f, res["metric"]: v, "interval": iv}
