@@ -79,6 +79,30 @@ METHODS = {  # name -> (budget, config overrides)
 }
 
 
+def parse_methods(names: str, variants: list[str]) -> dict:
+  """ "lr_only,ours" and ["ours_noaug:data.gsd_augment=()"] -> {name:
+  (budget, overrides)}. A variant is `ours` (1/8, options on) with its
+  own overrides (repeat a NAME to add more)."""
+  unknown = [m for m in names.split(",") if m and m not in METHODS]
+  if unknown:
+    raise ValueError(
+        f"--methods {','.join(unknown)}: unknown; known: "
+        f"{', '.join(METHODS)} (define others with --variant)"
+    )
+  methods = {m: METHODS[m] for m in names.split(",") if m}
+  for item in variants:
+    name, sep, override = item.partition(":")
+    if not sep or not name or name in METHODS:
+      raise ValueError(
+          f"--variant {item!r}: expected NAME:KEY=VALUE with a NAME not in "
+          f"{', '.join(METHODS)}, e.g. --variant "
+          "ours_noaug:data.gsd_augment=()"
+      )
+    budget, base = methods.get(name, METHODS["ours"])
+    methods[name] = (budget, {**base, **tradeoff.parse_overrides([override])})
+  return methods
+
+
 def neighbour_indices(i: int, n: int, count: int, seed: int) -> np.ndarray:
   """`count` scene indices in [0, n) other than `i`, drawn with a generator
   seeded by (seed, i): the same mosaic for every method and run."""
@@ -239,7 +263,7 @@ def evaluate_run(workdir: str, data_dirs: dict[float, str], split: str):
 def run_gsd_shift(
     data_dir: str,
     *,
-    methods=tuple(METHODS),
+    methods: dict | None = None,
     factors=FACTORS,
     quick: bool = True,
     runlocal: bool = False,
@@ -250,7 +274,8 @@ def run_gsd_shift(
     split: str = "test",
     neighbours: str = "random",
 ) -> dict:
-  """Trains `methods` (names in METHODS) at native GSD, `seeds` seeds each,
+  """Trains `methods` ({name: (budget, overrides)}, default METHODS; see
+  `parse_methods`) at native GSD, `seeds` seeds each,
   and evaluates every run on `split` re-rendered at each factor. Returns
   {"dataset", "split", "metric", "true_gsd", "factors", "methods": {name:
   {"budget", "gsd_factor", "accuracy", "mAP", "interval",
@@ -270,15 +295,14 @@ def run_gsd_shift(
               os.path.join(
                   work, "rendered", _rendered_name(split, f, neighbours)
               ),
-              neighbours=neighbours,
+              neighbours=neighbours if f > 1 else "random",
           )
       )
       for f in factors
   }
   defaults = tradeoff.sweep_config(quick, data_dir, runlocal)
   results, cells, outputs = {}, {}, {}
-  for name in methods:
-    budget, method_overrides = METHODS[name]
+  for name, (budget, method_overrides) in (methods or METHODS).items():
     per_factor = outputs[name] = {f: [] for f in factors}
     cells[name] = []
     for seed in range(seeds):
@@ -310,7 +334,8 @@ def _rendered_name(split: str, factor: float, neighbours: str) -> str:
   """The folder of one rendering under WORK/rendered (test + random keep
   their first name, so earlier work dirs stay valid)."""
   name = f"f{factor:g}" if split == "test" else f"{split}_f{factor:g}"
-  return name if neighbours == "random" else f"{name}_{neighbours}"
+  plain = neighbours == "random" or factor <= 1  # no mosaic below 1
+  return name if plain else f"{name}_{neighbours}"
 
 
 def paired_vs_ours(outputs: dict, metric: str) -> list[dict]:
@@ -426,12 +451,21 @@ def main(argv=None):
       help="zoom-out mosaics of random scenes of the split, or of scenes "
       "of the centre's class (single-label data)",
   )
+  p.add_argument(
+      "--variant",
+      action="append",
+      default=[],
+      metavar="NAME:KEY=VALUE",
+      help="another method: ours (options on) with this override "
+      "(repeatable), e.g. ours_noaug:data.gsd_augment=()",
+  )
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
-  unknown = [m for m in a.methods.split(",") if m not in METHODS]
-  if unknown:
-    raise SystemExit(f"--methods {unknown}: known {', '.join(METHODS)}")
+  try:
+    methods = parse_methods(a.methods, a.variant)
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
   opts = (
       tradeoff.toyworld_options(a.quick, a.runlocal)
       if a.dataset == "toyworld"
@@ -444,7 +478,7 @@ def main(argv=None):
   )
   res = run_gsd_shift(
       data_dir,
-      methods=tuple(a.methods.split(",")),
+      methods=methods,
       factors=factors,
       quick=a.quick,
       runlocal=a.runlocal,
@@ -481,8 +515,7 @@ def main(argv=None):
           "seeds": seeds,
           "overrides": tradeoff.parse_overrides(a.set),
           "method_overrides": {
-              m: {"budget": METHODS[m][0], **METHODS[m][1]}
-              for m in res["methods"]
+              m: {"budget": b, **o} for m, (b, o) in methods.items()
           },
       },
       datasets={"data": data_dir},
