@@ -37,7 +37,9 @@ def machine() -> dict:
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
-  widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+  widths = [
+      max([len(c), *(len(_fmt(r.get(c))) for r in rows)]) for c in columns
+  ]
   print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
   print("  ".join("-" * w for w in widths))
   for r in rows:

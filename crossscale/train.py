@@ -432,6 +432,7 @@ def train_and_evaluate(
       num_threads=config.data.num_threads,
       verify=config.data.verify,
       gsd_augment=config.data.get("gsd_augment") or None,
+      gsd_neighbours=config.data.get("gsd_neighbours", "random"),
   )
   train_iter = iter(train_ds)
   data_spec = dict(
@@ -630,13 +631,16 @@ def fit_arrays(
     task: str = "sr",
     aux_weights: dict | None = None,
     flips: bool = True,
+    transform: Callable[[dict, np.random.Generator], dict] | None = None,
 ) -> tuple[Any, list[float]]:
   """`steps` of `make_train_step` (AdamW, cosine schedule with 10% warmup,
   grad clip 1, no weight decay) on random batches of `arrays` (each
-  `[N, ...]`), randomly flipped when `flips` (only where the labels
-  survive a flip). Data parallel over every local device that divides the
-  batch; the model is replicated. Returns (params, the loss of every step);
-  a non-finite last loss raises."""
+  `[N, ...]`), each batch passed through `transform(batch, rng)` when
+  given (e.g. random crops; same output shapes every step), then randomly
+  flipped when `flips` (only where the labels survive a flip). Data
+  parallel over every local device that divides the batch; the model is
+  replicated. Returns (params, the loss of every step); a non-finite last
+  loss raises."""
   n = len(next(iter(arrays.values())))
   bs = min(batch_size, n)
   cfg = ml_collections.ConfigDict(
@@ -671,6 +675,8 @@ def fit_arrays(
   for i in range(steps):
     idx = np.sort(rng.choice(n, bs, replace=False))
     batch = {k: v[idx] for k, v in arrays.items()}
+    if transform is not None:
+      batch = transform(batch, rng)
     if flips:
       batch = random_flips(batch, rng)
     key = jax.random.fold_in(state.rng, i)

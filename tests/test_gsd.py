@@ -138,6 +138,98 @@ def test_zoom_in_crops_upsamples_and_identity_at_one():
     input_pipeline.rescale_scene(x, 2.0, [x])
 
 
+def _ref_axis(x, axis, start, length, n_out, nearest):
+  """The pre-optimisation `_resample_axis` (whole axis, float64 sums)."""
+  x = np.moveaxis(x, axis, 0)
+  n, step = x.shape[0], length / n_out
+  bshape = (-1,) + (1,) * (x.ndim - 1)
+  if nearest:
+    centres = start + (np.arange(n_out) + 0.5) * step
+    idx = np.clip(np.floor(centres).astype(np.int64), 0, n - 1)
+    return np.moveaxis(x[idx], 0, axis)
+  x = x.astype(np.float32)
+  if step >= 1.0:
+    csum = np.concatenate(
+        [np.zeros((1,) + x.shape[1:]), np.cumsum(x, 0, dtype=np.float64)]
+    )
+    edges = np.clip(start + np.arange(n_out + 1) * step, 0.0, n)
+    k = np.minimum(np.floor(edges).astype(np.int64), n - 1)
+    integral = csum[k] + (edges - k).reshape(bshape) * x[k]
+    width = np.maximum(np.diff(edges), 1e-9).reshape(bshape)
+    out = (integral[1:] - integral[:-1]) / width
+  else:
+    u = np.clip(start + (np.arange(n_out) + 0.5) * step - 0.5, 0.0, n - 1)
+    i0 = np.floor(u).astype(np.int64)
+    t = (u - i0).reshape(bshape)
+    out = x[i0] * (1.0 - t) + x[np.minimum(i0 + 1, n - 1)] * t
+  return np.moveaxis(out.astype(np.float32), 0, axis)
+
+
+def _ref_rescale(x, factor, neighbours, offset):
+  """The pre-optimisation `rescale_scene`'s spatial arrays, unrounded: the
+  whole m x m mosaic canvas, resampled."""
+  H, W = x["hr"].shape[:2]
+  scale = H // x["lr"].shape[0]
+  m = input_pipeline.mosaic_cells(factor) if factor > 1 else 1
+  c, others = m // 2, iter(neighbours)
+  cells = [[x if (i, j) == (c, c) else next(others) for j in range(m)]
+           for i in range(m)]  # fmt: skip
+  if factor > 1:
+    y0, x0 = c * H - (factor - 1) * H / 2, c * W - (factor - 1) * W / 2
+  else:
+    y0, x0 = (1 - factor) * H * offset[0], (1 - factor) * W * offset[1]
+  out = {}
+  for k in ("lr", "hr", "mask_c"):
+    img = np.concatenate([np.concatenate([s[k] for s in r], 1) for r in cells])
+    div = scale if k == "lr" else 1
+    for axis, start, n in ((0, y0, H), (1, x0, W)):
+      n_out, near = x[k].shape[axis], k.startswith("mask_")
+      img = _ref_axis(img, axis, start / div, factor * n / div, n_out, near)
+    out[k] = img
+  return out
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_rescale_scene_matches_the_whole_mosaic_reference(raw):
+  r = np.random.default_rng(7)
+  stats = {"lr": {"mean": [90.0, 130.0], "std": [40.0, 70.0]}}
+  stats["hr"] = {"mean": [100.0, 120.0, 140.0], "std": [50.0, 60.0, 30.0]}
+  norm = input_pipeline.Normalize(stats)
+
+  def scene():  # raw uint8; non-square, LR 3x coarser with other bands
+    return {
+        "lr": r.integers(0, 256, (8, 12, 2), dtype=np.uint8),
+        "hr": r.integers(0, 256, (24, 36, 3), dtype=np.uint8),
+        "mask_c": r.integers(0, 5, (24, 36), dtype=np.uint8),
+        "labels": np.eye(3)[0],
+    }
+
+  for factor in (0.5, 0.7, 1.0, 1.6, 2.0, 3.3, 4.0):
+    x, nb = scene(), [scene() for _ in range(24)]
+    offset = tuple(r.uniform(size=2))
+    if raw:  # render_split: raw scenes, rounded back to uint8
+      got = input_pipeline.rescale_scene(x, factor, nb, offset=offset)
+      want = _ref_rescale(x, factor, nb, offset)
+    else:  # GsdAugment: `x` normalised, neighbours standardised in place
+      x = norm.map(x)
+      got = input_pipeline.rescale_scene(
+          x, factor, nb, offset=offset, neighbour_stats=stats
+      )
+      want = _ref_rescale(x, factor, [norm.map(s) for s in nb], offset)
+    for k, ref in want.items():
+      assert got[k].dtype == x[k].dtype and got[k].shape == x[k].shape
+      assert got[k].flags.c_contiguous
+      if k == "mask_c":
+        np.testing.assert_array_equal(got[k], ref)
+      elif not raw:
+        np.testing.assert_allclose(got[k], ref, atol=1e-4, rtol=0)
+      else:  # equal, except float rounding across a .5 of np.rint
+        off = got[k] != np.clip(np.rint(ref), 0, 255)
+        half = np.abs(ref - np.floor(ref) - 0.5) < 1e-3
+        assert np.all(half[off]), (factor, k, ref[off])
+    assert got["lr_gsd"] == factor and got["labels"] is x["labels"]
+
+
 def test_gsd_augment_pipeline_is_seeded_resumable_and_aligned(toyworld_small):
   kw = dict(
       batch_size=8,
@@ -238,3 +330,75 @@ def test_paired_vs_ours_per_factor():
   assert rows[1.0]["diff_points"] == pytest.approx(100.0)
   assert rows[1.0]["verdict"] == "ahead" and rows[2.0]["verdict"] == "tie"
   assert gsd_shift.paired_vs_ours({"random": out["random"]}, "accuracy") == []
+
+
+def test_standardise_equals_the_broadcast_formula():
+  r = np.random.default_rng(0)
+  x = r.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+  mean, std = [90.0, 110.5, 130.25], [40.0, 55.5, 61.0]
+  want = (x.astype(np.float32) - np.float32(mean)) / np.float32(std)
+  got = input_pipeline.standardise(x, mean, std)
+  assert got.dtype == np.float32 and got.shape == x.shape
+  np.testing.assert_array_equal(got, want)
+
+
+def _class_source(n_classes=3, per_class=4, hw=8):
+  """Scenes whose pixels all equal their class id (raw), one-hot labels."""
+  scenes = [
+      {
+          "lr": np.full((hw // 2, hw // 2, 1), c, np.float32),
+          "hr": np.full((hw, hw, 1), c, np.float32),
+          "labels": np.eye(n_classes, dtype=np.float32)[c],
+      }
+      for c in range(n_classes)
+      for _ in range(per_class)
+  ]
+  return scenes
+
+
+def test_same_label_mosaics_hold_only_the_centres_class():
+  import types
+
+  src = _class_source()
+  stats = {k: {"mean": [0.0], "std": [1.0]} for k in ("lr", "hr")}
+  manifest = types.SimpleNamespace(
+      task="single_label", class_names=["a", "b", "c"], name="fake"
+  )
+
+  class Source(list):  # what GsdAugment reads: len, [i], .manifest
+    pass
+
+  source = Source(src)
+  source.manifest = manifest
+  pools = input_pipeline.class_pools(source)
+  assert [p.tolist() for p in pools] == [[0, 1, 2, 3], [4, 5, 6, 7],
+                                         [8, 9, 10, 11]]  # fmt: skip
+  rng = np.random.default_rng(0)
+  same = input_pipeline.GsdAugment(source, stats, (3.0, 3.0), pools=pools)
+  mixed = input_pipeline.GsdAugment(source, stats, (3.0, 3.0))
+  x = src[5]  # class 1
+  for _ in range(3):  # every pixel of a 3x zoom-out is class 1's
+    y = same.random_map(x, rng)
+    assert np.all(y["hr"] == 1.0) and np.all(y["lr"] == 1.0)
+  assert any(np.any(mixed.random_map(x, rng)["hr"] != 1.0) for _ in range(3))
+  manifest.task = "multi_label"
+  with pytest.raises(ValueError, match="single-label"):
+    input_pipeline.class_pools(source)
+
+
+def test_gsd_shift_same_label_neighbours_and_variants():
+  from experiments.cross_scale import gsd_shift
+
+  classes = np.array([0, 1, 0, 2, 0, 1])
+  for i in (0, 1, 2, 4, 5):  # scene 3 is alone in class 2
+    nb = gsd_shift.same_label_neighbours(i, classes, 8, seed=0)
+    assert len(nb) == 8 and i not in nb and np.all(classes[nb] == classes[i])
+  with pytest.raises(ValueError, match="only one of its class"):
+    gsd_shift.same_label_neighbours(3, classes, 8, seed=0)
+  m = gsd_shift.parse_methods("lr_only", ["noaug:data.gsd_augment=()"])
+  assert m["lr_only"] == gsd_shift.METHODS["lr_only"]
+  budget, over = m["noaug"]
+  assert budget == 0.125 and over["data.gsd_augment"] == ()
+  assert over["model.gsd_positions"] is True  # ours' options, kept
+  with pytest.raises(ValueError, match="NAME:KEY=VALUE"):
+    gsd_shift.parse_methods("ours", ["ours:data.gsd_augment=()"])

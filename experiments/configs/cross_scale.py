@@ -95,6 +95,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Train at random GSD factors, e.g. (0.5, 2.0) (input_pipeline.
   # GsdAugment); () is off. Batches then carry "lr_gsd"/"hr_gsd".
   c.data.gsd_augment = ()
+  # Its zoom-out mosaics: "random" scenes, or "same_label" (the centre's
+  # class; single-label data).
+  c.data.gsd_neighbours = "random"
   # Encoders from a pretraining run (its workdir, a step dir or an .npz).
   c.model_init = ""
   c.model_init_keys = ("lr_encoder", "hr_encoder", "sampler")
