@@ -402,3 +402,9 @@ def test_gsd_shift_same_label_neighbours_and_variants():
   assert over["model.gsd_positions"] is True  # ours' options, kept
   with pytest.raises(ValueError, match="NAME:KEY=VALUE"):
     gsd_shift.parse_methods("ours", ["ours:data.gsd_augment=()"])
+  m = gsd_shift.parse_methods("ours,dense", ["rnd:data.gsd_neighbours=random"])
+  single = gsd_shift.for_task(m, "single_label")
+  assert single["ours"][1]["data.gsd_neighbours"] == "same_label"
+  assert single["rnd"][1]["data.gsd_neighbours"] == "random"  # said so
+  assert "data.gsd_neighbours" not in single["dense"][1]  # no augmentation
+  assert gsd_shift.for_task(m, "multi_label") == m
