@@ -8,7 +8,7 @@ import pytest
 
 from crossscale import run_config, train
 from experiments.configs import cross_scale
-from experiments.cross_scale import tradeoff
+from experiments.cross_scale import sweep_args, tradeoff
 
 
 def test_mean_runs_averages_seeds_and_keeps_their_spread():
@@ -151,7 +151,7 @@ def test_an_option_added_since_a_run_keeps_it_readable(tmp_path):
 
 
 def test_parse_overrides():
-  assert tradeoff.parse_overrides(
+  assert sweep_args.parse_overrides(
       [
           "model.sampler_target.completion=1.0",
           "model.policy=random",
@@ -163,7 +163,7 @@ def test_parse_overrides():
       "model.budget": 3,
   }
   with pytest.raises(ValueError, match="KEY=VALUE"):
-    tradeoff.parse_overrides(["model.budget"])
+    sweep_args.parse_overrides(["model.budget"])
 
 
 def test_methods_and_variants():

@@ -55,7 +55,7 @@ from crossscale import (
     train,
 )
 from data import registry
-from experiments.cross_scale import tradeoff
+from experiments.cross_scale import sweep_args, tradeoff
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -100,23 +100,13 @@ def parse_methods(names: str, variants: list[str]) -> dict:
   """ "lr_only,ours" and ["ours_noaug:data.gsd_augment=()"] -> {name:
   (budget, overrides)}. A variant is `ours` (1/8, options on) with its
   own overrides (repeat a NAME to add more)."""
-  unknown = [m for m in names.split(",") if m and m not in METHODS]
-  if unknown:
-    raise ValueError(
-        f"--methods {','.join(unknown)}: unknown; known: "
-        f"{', '.join(METHODS)} (define others with --variant)"
-    )
-  methods = {m: METHODS[m] for m in names.split(",") if m}
+  methods = {m: METHODS[m] for m in sweep_args.known_names(names, METHODS)}
   for item in variants:
-    name, sep, override = item.partition(":")
-    if not sep or not name or name in METHODS:
-      raise ValueError(
-          f"--variant {item!r}: expected NAME:KEY=VALUE with a NAME not in "
-          f"{', '.join(METHODS)}, e.g. --variant "
-          "ours_noaug:data.gsd_augment=()"
-      )
+    name, override = sweep_args.parse_variant(
+        item, METHODS, "ours_noaug:data.gsd_augment=()"
+    )
     budget, base = methods.get(name, METHODS["ours"])
-    methods[name] = (budget, {**base, **tradeoff.parse_overrides([override])})
+    methods[name] = (budget, {**base, **override})
   return methods
 
 
@@ -505,7 +495,7 @@ def main(argv=None):
       runlocal=a.runlocal,
       steps=a.steps,
       seeds=seeds,
-      overrides=tradeoff.parse_overrides(a.set),
+      overrides=sweep_args.parse_overrides(a.set),
       work_dir=a.work_dir,
       split=a.split,
       neighbours=a.neighbours,
@@ -534,7 +524,7 @@ def main(argv=None):
           "quick": a.quick,
           "schedule": reporting.schedule_name(a.quick, a.steps, a.runlocal),
           "seeds": seeds,
-          "overrides": tradeoff.parse_overrides(a.set),
+          "overrides": sweep_args.parse_overrides(a.set),
       },
       datasets={"data": data_dir},
   )

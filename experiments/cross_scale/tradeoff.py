@@ -36,7 +36,6 @@ them).
 from __future__ import annotations
 
 import argparse
-import ast
 import functools
 import json
 import os
@@ -52,6 +51,7 @@ from crossscale import bootstrap, reporting, run_config, shards, train
 from data import registry
 from experiments.configs import _common as common
 from experiments.configs import cross_scale, pretrain
+from experiments.cross_scale import sweep_args
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -447,46 +447,18 @@ def default_methods(data_dir: str) -> list[str]:
   return [m for m in METHODS if m != "oracle" or has_objects]
 
 
-def parse_overrides(items: list[str]) -> dict:
-  """["model.budget=0.25", "model.sampler_target.completion=1.0"] ->
-  {key: value}; values are Python literals (strings stay strings)."""
-  out = {}
-  for item in items:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-      raise ValueError(
-          f"--set {item!r}: expected KEY=VALUE, e.g. "
-          "--set model.sampler_target.completion=1.0"
-      )
-    try:
-      out[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key] = value
-  return out
-
-
 def parse_methods(names: str, variants: list[str]) -> dict:
   """ "ours,heuristic" and ["ours_cf:model.selection.counterfactual=True"]
   -> {name: flattened config overrides}. A variant is ours (the learned
   sampler) with its own overrides (repeat a NAME to add more); its cells
   train beside the named methods and are paired with ours by seed."""
-  unknown = [m for m in names.split(",") if m and m not in METHODS]
-  if unknown:
-    raise ValueError(
-        f"--methods {','.join(unknown)}: unknown; known: "
-        f"{', '.join(METHODS)} (define others with --variant)"
-    )
-  methods = {m: METHODS[m] for m in names.split(",") if m}
+  methods = {m: METHODS[m] for m in sweep_args.known_names(names, METHODS)}
   for item in variants:
-    name, sep, override = item.partition(":")
-    if not sep or not name or name in METHODS:
-      raise ValueError(
-          f"--variant {item!r}: expected NAME:KEY=VALUE with a NAME not in "
-          f"{', '.join(METHODS)}, e.g. --variant "
-          "ours_cf:model.selection.counterfactual=True"
-      )
+    name, override = sweep_args.parse_variant(
+        item, METHODS, "ours_cf:model.selection.counterfactual=True"
+    )
     methods.setdefault(name, dict(METHODS["ours"]))
-    methods[name].update(parse_overrides([override]))
+    methods[name].update(override)
   return methods
 
 
@@ -602,7 +574,7 @@ def main(argv=None):
   )
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
-  overrides = parse_overrides(a.set)
+  overrides = sweep_args.parse_overrides(a.set)
   opts = (
       toyworld_options(a.quick, a.runlocal) if a.dataset == "toyworld" else None
   )
