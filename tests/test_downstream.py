@@ -429,7 +429,15 @@ def _synthetic_grid(n=80, seed=0):
 def test_bootstrap_grid_known_answers():
   cells, cw, win, feats, hr = _synthetic_grid()
   b = grid_stats.bootstrap_grid(
-      cells, cw, win, feats, hr, draws=300, seed=0, top_k=3
+      cells,
+      cw,
+      win,
+      feats,
+      hr,
+      draws=300,
+      seed=0,
+      top_k=3,
+      pairs={"best": "edsr"},
   )
   assert b["windows"] == 80 and b["draws"] == 300
   m = b["sr_models"]
@@ -441,6 +449,17 @@ def test_bootstrap_grid_known_answers():
   lo, hi = m["edsr"]["psnr_gain_interval"]
   assert lo < m["edsr"]["psnr_gain"] < hi and lo > 1.5  # ~ +2 dB
   assert "above bicubic" in m["edsr"]["psnr_verdict"]
+  # Paired Frechet differences vs bicubic (lower = closer to HR).
+  assert m["edsr"]["fid_enc_diff"] == pytest.approx(
+      m["edsr"]["fid_enc"] - m["bicubic"]["fid_enc"], rel=1e-9
+  )
+  assert m["best"]["fid_enc_diff_interval"][1] < 0
+  assert "closer to HR than bicubic" in m["best"]["fid_enc_verdict"]
+  assert "fid_enc_diff" not in m["bicubic"]
+  vs = m["best"]["vs_edsr"]  # a pair other than bicubic
+  assert vs["psnr_gain"] == pytest.approx(m["best"]["psnr"] - m["edsr"]["psnr"])
+  assert "above edsr" in vs["psnr_verdict"]
+  assert "closer to HR than edsr" in vs["fid_enc_verdict"]
   by_sr = {c["sr"]: x for c, x in zip(cells, b["cells"])}
   assert by_sr["best"]["gap_recovered_interval"] == pytest.approx([1, 1])
   assert by_sr["bicubic"]["gap_recovered_interval"] == pytest.approx([0, 0])

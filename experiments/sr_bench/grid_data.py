@@ -28,6 +28,8 @@ DATASETS = (
     "hag",
 )
 CHIPS = ("spacenet_buildings", "spacenet_roads", "levircd", "hag")
+# Image-folder records (data/image_folder.py): HR px of the CPU presets.
+IMAGE_FOLDERS = {"rsscn7": 120, "ucmerced": 128}
 # The grid's preset -> the configs' size arg (experiments/configs/*.py).
 CONFIG_ARG = {"tiny": "runlocal", "quick": "quick", "full": ""}
 
@@ -53,7 +55,8 @@ def load_records(data_dir: str, data_root: str | None = None) -> dict:
   "records": the directory (relative to the data root), "path" (absolute),
   "source"?,
   "windows": {split: scene ids}, "sr_groups"? (SR per band group:
-  levircd's 2 images), "label_symmetries", "splits": {"train"|"test":
+  levircd's 2 images), "label_symmetries", "splits": {"train"|"test"|
+  "val" (when the records have one):
   {"lr": [N, h, w, C], "hr": [N, H, W, C] (both float32 in [0, 1]),
   "seg": [N, H, W] int32?, "cls": [N] int32?, "reg": [N, H, W, 1]
   float32?}}}. Chip records (data/sr_chips.py) bring their tasks, notes
@@ -72,8 +75,14 @@ def load_records(data_dir: str, data_root: str | None = None) -> dict:
       if "objects" in m.mask_names
       else (m.mask_names[0] if m.mask_names else None)
   )
-  for split in ("train", "test"):
-    scenes = list(shards.iter_scenes(data_dir, split, verify=False))
+  for split in ("train", "test", "val"):
+    scenes = (
+        list(shards.iter_scenes(data_dir, split, verify=False))
+        if split in m.splits
+        else []
+    )
+    if not scenes and split == "val":
+      continue  # optional: only for choosing SR schedules
     if not scenes:
       raise ValueError(f"{data_dir}: split {split!r} is empty.")
     windows[split] = [s.id for s in scenes]
@@ -124,42 +133,56 @@ def load_records(data_dir: str, data_root: str | None = None) -> dict:
 
 
 def load_dataset(
-    dataset: str, preset: str, seed: int = 0, data_root: str | None = None
+    dataset: str,
+    preset: str,
+    seed: int = 0,
+    data_root: str | None = None,
+    scale: int = 0,
+    hr_size: int = 0,
 ) -> dict:
   """`load_records` of a registered dataset (DATASETS; built on first use
   under `data_root`, default registry.default_root()) or of a records
-  directory. toyworld is sized by sr.py's config for the preset."""
+  directory. toyworld is sized by sr.py's config for the preset. The
+  image folders (rsscn7, ucmerced) take `scale` (LR `scale`x coarser than
+  HR; 0: the registry's 8) and `hr_size` (HR px; 0: 120 / 128 for the
+  CPU presets, the registry's for "full")."""
+  if (scale or hr_size) and dataset not in IMAGE_FOLDERS:
+    raise ValueError(
+        f"--scale / hr_size apply to {', '.join(IMAGE_FOLDERS)} (records "
+        f"built here from image folders), not {dataset!r}."
+    )
   if dataset == "toyworld":
     opts = sr_config.get_config(CONFIG_ARG[preset]).toyworld.to_dict()
     return load_records(
         registry.resolve("toyworld", data_root, opts), data_root
     )
-  if dataset == "rsscn7":
-    opts = {} if preset == "full" else {"hr_size": 120}
-    d = load_records(registry.resolve("rsscn7", data_root, opts), data_root)
-    d["notes"].append(
-        "RSSCN7 700 images, seeded stratified 70/15/15 split "
-        "(data/image_folder.py), LR 8x degraded"
-        + ("" if preset == "full" else "; HR resized to 120 px")
-    )
-    return d
-  if dataset == "ucmerced":  # 21 classes, 80 images each
-    opts = {} if preset == "full" else {"hr_size": 128}
-    d = load_records(registry.resolve("ucmerced", data_root, opts), data_root)
-    d["notes"].append(
-        "UC Merced 1680 images (80 per class), seeded stratified 70/15/15 "
-        "split (data/image_folder.py), LR 8x degraded; HR "
-        + (
-            "256 px (0.3 m)"
-            if preset == "full"
-            else "resized to 128 px (0.6 m)"
-        )
-    )
+  if dataset in IMAGE_FOLDERS:
+    opts = {} if preset == "full" else {"hr_size": IMAGE_FOLDERS[dataset]}
+    opts.update({"hr_size": hr_size} if hr_size else {})
+    opts.update({"scale": scale} if scale else {})
+    d = load_records(registry.resolve(dataset, data_root, opts), data_root)
+    d["notes"].append(image_folder_note(dataset, d))
     return d
   if dataset in CHIPS:
     path = registry.resolve(f"{dataset}_chips", data_root, {"seed": seed})
     return load_records(path, data_root)
   return load_records(dataset, data_root)  # a records directory
+
+
+def image_folder_note(dataset: str, d: dict) -> str:
+  """The results note on an image-folder dataset's split, LR and HR."""
+  px = int(d["splits"]["train"]["hr"].shape[1])
+  if dataset == "rsscn7":
+    return (
+        "RSSCN7 700 images, seeded stratified 70/15/15 split "
+        f"(data/image_folder.py), LR {d['scale']}x degraded; HR {px} px"
+    )
+  gsd = registry.UCMERCED_GSD_M * registry.UCMERCED_SIZE / px
+  return (
+      "UC Merced 1680 images (80 per class), seeded stratified 70/15/15 "
+      f"split (data/image_folder.py), LR {d['scale']}x degraded; HR {px} "
+      f"px ({gsd:.2g} m)"
+  )
 
 
 def fingerprint(data: dict) -> str:
@@ -179,3 +202,30 @@ def band_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
       x.mean((0, 1, 2)).astype(np.float32),
       np.maximum(x.std((0, 1, 2)), 1e-3).astype(np.float32),
   )
+
+
+def crop_pairs(batch: dict, rng, crop: int, scale: int) -> dict:
+  """Random aligned crops, one offset per example: "hr" `[B, H, W, C]` ->
+  `[B, crop, crop, C]` at a multiple of `scale`, "lr" `[B, H/scale,
+  W/scale, C]` -> `[B, crop/scale, crop/scale, C]` over the same ground
+  (other keys pass unchanged). For crossscale.train.fit_arrays'
+  `transform`."""
+  if crop % scale:
+    raise ValueError(f"crop {crop} is not a multiple of the scale {scale}.")
+  lr, hr, c = batch["lr"], batch["hr"], crop // scale
+  h, w = lr.shape[1:3]
+  if c > min(h, w):
+    raise ValueError(f"crop {crop} px exceeds the HR images ({h * scale}).")
+  ys = rng.integers(0, h - c + 1, len(lr))
+  xs = rng.integers(0, w - c + 1, len(lr))
+  s = scale
+  return {
+      **batch,
+      "lr": np.stack([a[y : y + c, x : x + c] for a, y, x in zip(lr, ys, xs)]),
+      "hr": np.stack(
+          [
+              a[y * s : (y + c) * s, x * s : (x + c) * s]
+              for a, y, x in zip(hr, ys, xs)
+          ]
+      ),
+  }

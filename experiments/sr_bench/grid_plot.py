@@ -59,7 +59,67 @@ def plot(results: dict, path: str, metric: str = "psnr") -> str:
   return path
 
 
+def plot_sr(results: dict, path: str, target_db: float = 0.5) -> str:
+  """An SR-only run (--sr_only): per SR family, PSNR - bicubic PSNR and
+  each Frechet distance - bicubic's, with their paired 95% intervals
+  (results["sr_models"]); the dashed line marks `target_db`."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  fams = [f for f, m in results["sr_models"].items() if "psnr_gain" in m]
+  panels = [("psnr_gain", "PSNR - bicubic (dB)")] + [
+      (f"{k}_diff", f"{k} - bicubic (lower: closer to HR)")
+      for k in ("fid_randfeat", "fid_hrenc")
+      if any(f"{k}_diff" in results["sr_models"][f] for f in fams)
+  ]
+  fig, axes = plt.subplots(
+      1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False
+  )
+  for ax, (key, label) in zip(axes[0], panels):
+    rows = [
+        (i, results["sr_models"][f])
+        for i, f in enumerate(fams)
+        if results["sr_models"][f].get(f"{key}_interval")
+    ]
+    for i, m in rows:
+      lo, hi = m[f"{key}_interval"]
+      ax.errorbar(
+          i, m[key], yerr=[[m[key] - lo], [hi - m[key]]], fmt="o", capsize=4
+      )
+    ax.axhline(0, color="k", lw=1)
+    if key == "psnr_gain":
+      ax.axhline(target_db, color="g", ls="--", lw=1, label="target")
+      ax.legend(fontsize=8)
+    ax.set_xticks(range(len(fams)), fams, rotation=30, fontsize=8)
+    ax.set_title(label, fontsize=9)
+    ax.grid(alpha=0.3)
+  fig.suptitle(
+      f"{results['dataset']}: SR vs bicubic on {results['num_test']} "
+      f"{results.get('split', 'test')} windows (95% paired intervals)",
+      fontsize=10,
+  )
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def print_results(results: dict) -> None:
+  if not results["cells"]:  # SR only
+    fams = results.get("sr_models") or results.get("sr_fidelity", {})
+    cols = ["psnr", "ssim", "psnr_gain", "fid_randfeat", "fid_hrenc"]
+    reporting.print_table(
+        [{"sr": f, **{k: m.get(k) for k in cols}} for f, m in fams.items()],
+        ["sr"] + cols,
+    )
+  else:
+    _print_cells(results)
+  _print_intervals(results)
+
+
+def _print_cells(results: dict) -> None:
   reporting.print_table(
       results["cells"],
       [
@@ -96,13 +156,21 @@ def print_results(results: dict) -> None:
               f"{task:15s} {block:5s} {metric:14s} n={r['n']:2d} "
               f"({r.get('note')})"
           )
+
+
+def _print_intervals(results: dict) -> None:
   for fam, m in results.get("sr_models", {}).items():
-    if m.get("psnr_gain_interval"):
-      lo, hi = m["psnr_gain_interval"]
-      print(
-          f"{fam:10s} dPSNR vs bicubic {m['psnr_gain']:+.2f} "
-          f"[{lo:+.2f}, {hi:+.2f}]"
-      )
+    for key, fmt in (
+        ("psnr_gain", "+.2f"),
+        ("fid_randfeat_diff", "+.4f"),
+        ("fid_hrenc_diff", "+.4f"),
+    ):
+      if m.get(f"{key}_interval"):
+        lo, hi = m[f"{key}_interval"]
+        print(
+            f"{fam:10s} {key} vs bicubic {m[key]:{fmt}} "
+            f"[{lo:{fmt}}, {hi:{fmt}}]"
+        )
   for c in results["cells"]:
     if c.get("gap_recovered_interval"):
       print(c["gap_verdict"])

@@ -227,6 +227,42 @@ def _finite(x) -> float | None:
   return float(x) if np.isfinite(x) else None
 
 
+def vs_bicubic(
+    family: str,
+    reps: dict,
+    bicubic: dict,
+    level: float = 0.95,
+    base: str = "bicubic",
+) -> dict:
+  """Paired differences of `family`'s fidelity replicates `reps` ({metric:
+  [D + 1]}, row 0 the point estimate) against those of `base` (default
+  bicubic, `bicubic` its replicates) on the same draws: "psnr_gain" (SR -
+  bicubic, dB, higher is better) and, per
+  Frechet distance "fid_<enc>" both have, "fid_<enc>_diff" (SR - bicubic,
+  lower is better: negative = closer to the HR distribution), each with
+  its `_interval` and a verdict ("psnr_verdict", "fid_<enc>_verdict",
+  bootstrap.finding)."""
+  out = {}
+  for m in ["psnr"] + [k for k in sorted(reps) if k.startswith("fid_")]:
+    if m not in reps or m not in bicubic:
+      continue
+    d = np.asarray(reps[m]) - np.asarray(bicubic[m])
+    iv = _interval(d, level)
+    if m == "psnr":
+      key, vkey, subject = "psnr_gain", "psnr_verdict", f"PSNR - {base} PSNR"
+      subject += " (dB)"
+      words = (f"above {base}", f"below {base}")
+    else:
+      key, vkey, subject = f"{m}_diff", f"{m}_verdict", f"{m} - {base} {m}"
+      words = (f"further from HR than {base}", f"closer to HR than {base}")
+    out[key] = float(d[0])
+    out[f"{key}_interval"] = iv
+    out[vkey] = bootstrap.finding(
+        f"{family} {subject}", *(iv or (None, None)), *words
+    )
+  return out
+
+
 def bootstrap_grid(
     cells: list[dict],
     cell_windows: list[dict],
@@ -239,6 +275,7 @@ def bootstrap_grid(
     seed: int = 0,
     top_k: int = 3,
     fidelity_metrics: Sequence[str] | None = None,
+    pairs: dict[str, str] | None = None,
 ) -> dict:
   """Bootstrap intervals over the test windows for the grid's numbers.
 
@@ -252,7 +289,9 @@ def bootstrap_grid(
   cell_windows: per cell {"sr", "hr", "lr_up": window_stats}; fid_windows:
   {family: {metric: [N]}}; features: {family: {enc: [N, F]}}; hr_features:
   {enc: [N, F]}. Returns {"sr_models": {family: {metric, metric_interval,
-  (psnr_gain, psnr_gain_interval, psnr_verdict vs bicubic)}}, "cells":
+  and vs bicubic (`vs_bicubic`): psnr_gain, fid_<enc>_diff with
+  intervals and verdicts, and "vs_<base>": the same against each family
+  `pairs` ({family: base}, e.g. {"gan": "gan_psnr"}) names}}, "cells":
   [{"score_interval", "score_gain", "score_gain_interval",
   "gap_recovered_interval", "gap_verdict"}], "correlation": {task: {block:
   {metric: {"pearson", "pearson_interval", "spearman",
@@ -274,16 +313,10 @@ def bootstrap_grid(
       sr_models[f][m] = float(r[0])
       sr_models[f][f"{m}_interval"] = _interval(r, level)
     if "bicubic" in fam and f != "bicubic":
-      gain = reps["psnr"] - fam["bicubic"]["psnr"]
-      iv = _interval(gain, level)
-      sr_models[f]["psnr_gain"] = float(gain[0])
-      sr_models[f]["psnr_gain_interval"] = iv
-      sr_models[f]["psnr_verdict"] = bootstrap.finding(
-          f"{f} PSNR - bicubic PSNR (dB)",
-          *(iv or (None, None)),
-          "above bicubic",
-          "below bicubic",
-      )
+      sr_models[f].update(vs_bicubic(f, reps, fam["bicubic"], level))
+    base = (pairs or {}).get(f)
+    if base in fam:
+      sr_models[f][f"vs_{base}"] = vs_bicubic(f, reps, fam[base], level, base)
   scores, out_cells = [], []
   for c, cw in zip(cells, cell_windows):
     sc = {k: weighted_scores(c["task"], cw[k], counts) for k in cw}

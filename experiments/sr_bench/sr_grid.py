@@ -19,6 +19,13 @@ bicubic LR ("lr_up"); grid_stats correlates fidelity with the score.
 Learned features (grid_windows): --feature_init RUN or --pretrain_steps N;
 intervals over test windows: grid_stats.bootstrap_grid.
 
+SR at another scale, SR only (grid_settings.QUICK_SCALE): `--dataset
+ucmerced --quick --scale 4 --sr_only` trains every SR family on random HR
+crops of records with LR 4x coarser and scores PSNR, SSIM and the feature
+and Frechet distances with paired intervals vs bicubic; `--split val`
+scores the val windows instead (to choose schedules: --sr_steps, --sr_lr,
+--schedule JSON), and the test run reuses the models it trained.
+
 `--cache DIR` (default OUT/cache): trained parameters (<key>.npz, written
 by crossscale.checkpoint) and metadata / cells (<key>.json, written last);
 keys hash the data, model config, steps and seeds, so a rerun resumes.
@@ -28,8 +35,8 @@ results_name), a PNG beside it, and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import os
 import time
 from typing import Sequence
@@ -38,12 +45,23 @@ import einops
 import jax.numpy as jnp
 import numpy as np
 
-from crossscale import fidelity, reporting, shards, train
+from crossscale import checkpoint, fidelity, reporting, shards, train
 from crossscale.models import sr as sr_lib
 from experiments.configs import downstream as ds_config
 from experiments.configs import sr as sr_config
 from experiments.sr_bench import grid_data, grid_plot, grid_stats
+from experiments.sr_bench import grid_settings as gs
 from experiments.sr_bench import grid_windows as gw
+from experiments.sr_bench.grid_settings import (  # noqa: F401 (re-exported)
+    DOWNSTREAM,
+    QUICK,
+    QUICK_SCALE,
+    RUNLOCAL,
+    SR_MODELS,
+    SR_MODELS_FULL,
+    Settings,
+    settings,
+)
 from experiments.sr_bench.grid_stats import SCORES, gap_recovered
 from experiments.sr_bench.grid_windows import (  # noqa: F401 (re-exported)
     CACHE_VERSION,
@@ -56,92 +74,6 @@ from experiments.sr_bench.grid_windows import (  # noqa: F401 (re-exported)
     save_params,
 )
 
-# The pixel-loss families (CPU minutes); the full run adds the GAN (ESRGAN
-# recipe) and the diffusion model.
-SR_MODELS = ("bicubic", "edsr", "swinir", "implicit")
-SR_MODELS_FULL = SR_MODELS + ("gan", "diffusion")
-DOWNSTREAM = ("unet", "segformer", "swin")
-# --runlocal: the smallest grid that exercises every stage.
-RUNLOCAL = dict(
-    sr_models=("bicubic", "edsr"), downstream=("unet",), max_tasks=1
-)
-
-
-# ----------------------------------------------------------------- settings
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """Everything that sizes a run (hashed into the cache keys)."""
-
-  sr_steps: int
-  task_steps: int
-  batch_size: int
-  size: str  # downstream size in ds_config.SIZES
-  sr_size: str  # sr_config.SIZES
-  lr: float = 1e-3  # SR models
-  task_lr: float = 3e-3  # downstream models
-  # Segmentation loss (crossscale.models.dense_backbones.SEG_LOSSES): class-
-  # balanced CE + Dice; plain "ce" collapses to all-background on toyworld.
-  seg_loss: str = "balanced_ce+dice"
-  cls_steps: int | None = None  # classification steps (None: task_steps)
-  max_train: int | None = None  # images per split (None: all)
-  max_test: int | None = None
-  feature_distance: bool = True
-  # The learned feature distance ("hrenc"): a cross-scale pretraining run
-  # of ours, or (pretrain_steps > 0) one the grid trains on its records.
-  feature_init: str = ""
-  pretrain_steps: int = 0
-  bootstrap_draws: int = 1000  # over test windows; 0: no intervals
-  top_k: int = 3
-  seed: int = 0
-
-
-def settings(preset: str, **overrides) -> Settings:
-  """The grid's Settings of a preset ("tiny", "quick", "full"): steps,
-  batch and model sizes from the SR and downstream configs at the preset's
-  arg (grid_data.CONFIG_ARG; full: downstream size=base), then
-  `overrides` (Settings fields)."""
-  arg = grid_data.CONFIG_ARG[preset]
-  sr = sr_config.get_config(arg)
-  ds = ds_config.get_config(arg or "size=base")
-  s = Settings(
-      sr_steps=sr.total_steps,
-      task_steps=ds.total_steps,
-      batch_size=sr.batch_size,
-      size=ds.size,
-      sr_size=sr.model_size,
-  )
-  if preset == "tiny":  # seconds: a subset, no feature distance
-    s = dataclasses.replace(
-        s,
-        max_train=64,
-        max_test=32,
-        feature_distance=False,
-        bootstrap_draws=200,
-    )
-  return dataclasses.replace(s, **overrides)
-
-
-# --quick per dataset, sized for a loaded 2-core CPU (~10 min a dataset):
-# Settings fields, and the downstream models (per task where they differ).
-# toyworld's scene class is the fine texture of ~1% of the pixels (its LR
-# tint matches the class only half the time): the classifier needs ~1500
-# steps to get past the tint shortcut, so only the U-Net classifies there.
-QUICK = {
-    "toyworld": dict(
-        settings=dict(cls_steps=1500),
-        task_downstream={"classification": ("unet",)},
-    ),
-    "rsscn7": dict(settings=dict(task_steps=200), downstream=("unet", "swin")),
-    # 1176 / 252 scenes, 128 px, 21 classes; + a 300-step pretraining run.
-    "ucmerced": dict(
-        settings=dict(task_steps=300, pretrain_steps=300),
-        downstream=("unet", "swin"),
-    ),
-}
-
-
 # --------------------------------------------------------------------- grid
 
 
@@ -151,11 +83,21 @@ class Grid:
   def __init__(self, data: dict, s: Settings, cache: str, log=print):
     self.data, self.s, self.cache, self.log = data, s, cache, log
     self.train = grid_data.limit(data["splits"]["train"], s.max_train)
-    self.test = grid_data.limit(data["splits"]["test"], s.max_test)
+    test = grid_data.limit(data["splits"]["test"], s.max_test)
+    if s.split not in data["splits"]:
+      raise ValueError(
+          f"{data['name']} has no {s.split!r} split; it has "
+          f"{sorted(data['splits'])}."
+      )
+    # The evaluated windows (s.split); keys hash train + test either way.
+    self.test = grid_data.limit(data["splits"][s.split], s.max_test)
     self.mean, self.std = grid_data.band_stats(self.train["hr"])
     self.fp = grid_data.fingerprint(
-        {"splits": {"train": self.train, "test": self.test}}
+        {"splits": {"train": self.train, "test": test}}
     )
+    # Images per inference batch: 32 of 128 x 128 px, fewer when larger.
+    hw = int(np.prod(self.test["hr"].shape[1:3]))
+    self.infer_batch = int(max(1, min(32, 32 * 128 * 128 // hw)))
     # SR runs per group of bands (levircd: the before and the after image).
     self.groups = int(data.get("sr_groups", 1))
     self.trained: list[str] = []
@@ -178,26 +120,88 @@ class Grid:
 
   # ---- SR
   def sr_spec(self, family: str) -> dict:
+    """What trains `family` (hashed into its key; keys absent when unset,
+    so older caches keep theirs): data, model, losses, schedule
+    (gs.family_schedule), batch, seed, "crop", "init" (the key of the
+    model it starts from)."""
     groups = {"groups": self.groups} if self.groups > 1 else {}
+    model = sr_config.model_config(
+        family,
+        self.data["scale"],
+        len(self.data["bands"]) // self.groups,
+        self.s.sr_size,
+    )
+    model.update(self.s.schedules.get(family, {}).get("model", {}))
+    sched = gs.family_schedule(self.s, family)
+    init = sched.pop("init", None)
+    c = self.s.schedules.get(family, {}).get("crop", self.s.crop)
     return {
         "data": self.fp,
         "family": family,
         **groups,
-        "model": sr_config.model_config(
-            family,
-            self.data["scale"],
-            len(self.data["bands"]) // self.groups,
-            self.s.sr_size,
-        ),
+        "model": model,
         "aux_weights": sr_config.AUX_WEIGHTS.get(family, {}),
-        "steps": 0 if family == "bicubic" else self.s.sr_steps,
+        **sched,
         "batch": self.s.batch_size,
-        "lr": self.s.lr,
         "seed": self.s.seed,
+        **({"crop": c} if c and sched["steps"] else {}),
+        **({"init": self.sr_key(init)} if init else {}),
     }
 
   def sr_key(self, family: str) -> str:
     return cache_key(f"sr_{family}", self.sr_spec(family))
+
+  def sr_params(self, family: str):
+    """(params, meta) of `family`'s SR model: cached, else trained on the
+    train pairs (from the trained parameters of its schedule's "init"
+    family: ESRGAN's adversarial stage from its L1 stage "gan_psnr")."""
+    spec, key = self.sr_spec(family), self.sr_key(family)
+    model, _ = predict_fn(spec["model"], "sr")
+    params, meta = load_params(self.cache, key)
+    if params is not None:
+      return params, meta
+    t0 = time.time()
+    lr_n = self.to_groups(self.norm(self.train["lr"]))
+    hr_n = self.to_groups(self.norm(self.train["hr"]))
+    params = train.init_params(
+        model, {"lr": lr_n[:1], "hr": hr_n[:1]}, seed=self.s.seed
+    )
+    init = gs.family_schedule(self.s, family).get("init")
+    if init:
+      params = checkpoint.replace_checked(
+          params, self.sr_params(init)[0], f"SR {family} from {init}"
+      )
+    losses = []
+    if spec["steps"]:
+      self.log(f"  training SR {family} ({spec['steps']} steps)")
+      crop = spec.get("crop")
+      params, losses = train.fit_arrays(
+          model,
+          params,
+          {"lr": lr_n, "hr": hr_n},
+          steps=spec["steps"],
+          batch_size=self.s.batch_size,
+          lr=spec["lr"],
+          seed=self.s.seed,
+          aux_weights=spec["aux_weights"],
+          transform=(
+              (
+                  lambda b, r: grid_data.crop_pairs(
+                      b, r, crop, self.data["scale"]
+                  )
+              )
+              if crop
+              else None
+          ),
+      )
+    meta = {
+        "spec": spec,
+        "train_seconds": time.time() - t0,
+        "final_loss": losses[-1] if losses else None,
+    }
+    save_params(self.cache, key, params, meta)
+    self.trained.append(key)
+    return params, meta
 
   def sr(self, family: str) -> tuple[np.ndarray, dict]:
     """(SR of the test LR `[N, H, W, C]` in [0, 1], fidelity dict)."""
@@ -205,53 +209,43 @@ class Grid:
       return self._sr[family]
     spec, key = self.sr_spec(family), self.sr_key(family)
     hw = tuple(int(n) for n in self.test["hr"].shape[1:3])
-    model, pred = predict_fn(spec["model"], "sr", hw)
-    params, meta = load_params(self.cache, key)
-    if params is None:
-      t0 = time.time()
-      lr_n = self.to_groups(self.norm(self.train["lr"]))
-      hr_n = self.to_groups(self.norm(self.train["hr"]))
-      params = train.init_params(
-          model, {"lr": lr_n[:1], "hr": hr_n[:1]}, seed=self.s.seed
-      )
-      losses = []
-      if spec["steps"]:
-        self.log(f"  training SR {family} ({spec['steps']} steps)")
-        params, losses = train.fit_arrays(
-            model,
-            params,
-            {"lr": lr_n, "hr": hr_n},
-            steps=spec["steps"],
-            batch_size=self.s.batch_size,
-            lr=self.s.lr,
-            seed=self.s.seed,
-            aux_weights=spec["aux_weights"],
-        )
-      meta = {
-          "spec": spec,
-          "train_seconds": time.time() - t0,
-          "final_loss": losses[-1] if losses else None,
-      }
-      self.trained.append(key)
+    infer = self.inference(family)  # inference-only fields over the model
+    _, pred = predict_fn({**spec["model"], **infer}, "sr", hw)
+    params, meta = self.sr_params(family)
     out = self.from_groups(
         batched(
             lambda x: pred(params, x),
             self.to_groups(self.norm(self.test["lr"])),
+            self.infer_batch,
         )
     )
     sr01 = np.clip(out * self.std + self.mean, 0.0, 1.0)
     win = gw.load_arrays(self.cache, self.win_name(family))
     if win is None:
-      win = gw.window_fidelity(sr01, self.test["hr"], self.nets())
+      win = gw.window_fidelity(
+          sr01, self.test["hr"], self.nets(), self.infer_batch
+      )
       gw.save_arrays(self.cache, self.win_name(family), win)
-    if "fidelity" not in meta:  # means over the windows (randfeat: None off)
-      meta["fidelity"] = {
+    fid_key = "_".join(
+        ([] if self.s.split == "test" else [self.s.split])
+        + ["fidelity"]
+        + [f"{k}{v}" for k, v in sorted(infer.items())]
+    )
+    if fid_key not in meta:  # means over the windows (randfeat: None off)
+      meta[fid_key] = {
           k: float(win[k].mean()) if k in win else None
           for k in ("psnr", "ssim", "randfeat_dist")
       }
       save_params(self.cache, key, params, meta)
-    self._sr[family] = (sr01, meta["fidelity"])
+    self._sr[family] = (sr01, meta[fid_key])
     return self._sr[family]
+
+  def inference(self, family: str) -> dict:
+    """The family's inference-only model fields (gs.INFERENCE_KEYS) from
+    its schedule: they change the windows' cache name, not the model's
+    key, so choosing them on val retrains nothing."""
+    sched = self.s.schedules.get(family, {})
+    return {k: sched[k] for k in gs.INFERENCE_KEYS if k in sched}
 
   # ---- feature nets and per-window fidelity
   def hrenc_run(self) -> tuple[str, str]:
@@ -279,6 +273,9 @@ class Grid:
     """Cache name of the per-window fidelity of `family`'s SR (it names
     the feature encoders, so another --feature_init recomputes it)."""
     nets = {"randfeat": self.s.feature_distance, "hrenc": self.hrenc_run()[1]}
+    if self.s.split != "test":
+      nets["split"] = self.s.split
+    nets.update(self.inference(family))
     return cache_key(f"win_{self.sr_key(family)}", nets)
 
   def sr_windows(self, family: str) -> tuple[dict, dict]:
@@ -292,7 +289,7 @@ class Grid:
   def hr_features(self) -> dict:
     """{net: pooled features `[N, F]`} of the test HR."""
     if self._hr_feats is None:
-      self._hr_feats = gw.pooled(self.test["hr"], self.nets())
+      self._hr_feats = gw.pooled(self.test["hr"], self.nets(), self.infer_batch)
     return self._hr_feats
 
   def lr_up(self) -> np.ndarray:
@@ -480,6 +477,12 @@ class Grid:
         draws=self.s.bootstrap_draws,
         seed=self.s.seed,
         top_k=self.s.top_k,
+        # paired differences vs the model each one started from
+        pairs={
+            f: i
+            for f in families
+            if (i := gs.family_schedule(self.s, f).get("init")) in families
+        },
     )
 
 
@@ -493,6 +496,8 @@ def run_grid(
     task_downstream: dict[str, Sequence[str]] | None = None,
     tasks: Sequence[str] | None = None,
     sr_steps: int | None = None,
+    sr_lr: float | None = None,
+    schedule: dict | None = None,
     task_steps: int | None = None,
     preset: str | None = None,
     cache_dir: str | None = None,
@@ -504,20 +509,40 @@ def run_grid(
   (name in results["file"]) and returns the results.
 
   preset: "tiny" (seconds: --runlocal, tests, notebooks), "quick" (the
-  default with quick=True) or "full" (`settings`); sr_steps / task_steps
-  and other `Settings` fields (`overrides`, e.g. max_train=64) refine it.
+  default with quick=True) or "full" (`settings`); task_steps and other
+  `Settings` fields (`overrides`, e.g. max_train=64, scale=4,
+  sr_only=True, split="val") refine it; sr_steps / sr_lr replace every SR
+  family's steps / learning rate, then `schedule` ({family: {key:
+  value}}, gs.SCHEDULE_KEYS) is merged into the per-family schedules.
   sr_models: None = SR_MODELS, SR_MODELS_FULL for "full" (RUNLOCAL's for
   "tiny"). downstream: the backbones (None: DOWNSTREAM); task_downstream:
   {task: backbones} where a task differs; with "quick", QUICK[dataset]
-  fills what the call leaves unset. tasks: None = every task the dataset
-  has (the first only for "tiny"). cache_dir: trained models and cells
-  (default OUT/cache); data_root: where named datasets are built.
+  (and QUICK_SCALE[(dataset, scale)]) fills what the call leaves unset.
+  tasks: None = every task the dataset has (the first only for "tiny").
+  cache_dir: trained models and cells (default OUT/cache); data_root:
+  where named datasets are built.
   """
   preset = preset or ("quick" if quick else "full")
-  q = QUICK.get(dataset, {}) if preset == "quick" else {}
-  if preset == "tiny":
-    q = RUNLOCAL
+  q = gs.preset_table(preset, dataset, overrides.get("scale", 0))
   s = settings(preset, **{**q.get("settings", {}), **overrides})
+  if sr_steps is not None or sr_lr is not None:
+    drop = {"steps"} if sr_steps is not None else set()
+    drop |= {"lr"} if sr_lr is not None else set()
+    s = dataclasses.replace(
+        s,
+        sr_steps=s.sr_steps if sr_steps is None else sr_steps,
+        lr=s.lr if sr_lr is None else sr_lr,
+        schedules={
+            f: {k: v for k, v in d.items() if k not in drop}
+            for f, d in s.schedules.items()
+        },
+    )
+  s = gs.with_schedule(s, schedule or {})
+  if s.split != "test" and not s.sr_only:
+    raise ValueError(
+        f"split={s.split!r} (choosing SR schedules) needs sr_only: the "
+        "downstream models are scored on the test windows only."
+    )
   if downstream is None:
     downstream = q.get("downstream", DOWNSTREAM)
   if task_downstream is None:
@@ -526,8 +551,6 @@ def run_grid(
     sr_models = q.get(
         "sr_models", SR_MODELS_FULL if preset == "full" else SR_MODELS
     )
-  if sr_steps is not None:
-    s = dataclasses.replace(s, sr_steps=sr_steps)
   if task_steps is not None:
     s = dataclasses.replace(s, task_steps=task_steps)
   unknown = [m for m in sr_models if m not in sr_config.FAMILIES]
@@ -538,8 +561,12 @@ def run_grid(
   cache = cache_dir or os.path.join(out_dir, "cache")
   os.makedirs(cache, exist_ok=True)
   t0 = time.time()
-  data = grid_data.load_dataset(dataset, preset, s.seed, data_root)
-  if tasks is None:
+  data = grid_data.load_dataset(
+      dataset, preset, s.seed, data_root, s.scale, s.hr_size
+  )
+  if s.sr_only:
+    tasks = []
+  elif tasks is None:
     tasks = sorted(data["tasks"])[: q.get("max_tasks")]
   tasks = list(tasks)
   missing = [t for t in tasks if t not in data["tasks"]]
@@ -566,8 +593,12 @@ def run_grid(
               f"{cell['score']:.4f} (hr {cell['score_hr']:.4f}, lr_up "
               f"{cell['score_lr_up']:.4f}), psnr {cell['psnr']:.2f}"
           )
+  sr_fidelity = {}  # SR only: the means over the windows, every family
+  for family in sr_models if s.sr_only else ():
+    sr_fidelity[family] = grid.sr(family)[1]
+    log(f"  {family}: {s.split} {sr_fidelity[family]}")
   boot = None
-  if s.bootstrap_draws and cells:
+  if s.bootstrap_draws and (cells or s.sr_only):
     boot = grid.bootstrap(cells, sr_models)
     for c in cells:  # the set-level and learned-feature fidelity
       fam = boot["sr_models"][c["sr"]]
@@ -592,6 +623,11 @@ def run_grid(
       "preset": preset,
       "num_train": int(len(grid.train["hr"])),
       "num_test": int(len(grid.test["hr"])),
+      "split": s.split,  # the evaluated windows ("test" unless choosing)
+      **({"sr_fidelity": sr_fidelity} if s.sr_only else {}),
+      "sr_training": gs.training_summary(
+          {f: load_json(cache, grid.sr_key(f)) for f in sr_models}
+      ),
       "run": {
           "trained": grid.trained,
           "cells_computed": computed,
@@ -609,65 +645,15 @@ def run_grid(
         },
     }
     results["run"]["seconds"] = time.time() - t0
-  schedule = {"tiny": "runlocal"}.get(preset, preset)
-  results["file"] = reporting.results_name(dataset, schedule, s.seed, s.seed)
+  results["file"] = reporting.results_name(
+      dataset, gs.schedule_name(preset, s), s.seed, s.seed
+  )
   reporting.write_json(out_dir, results["file"], results)
   return results
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument(
-      "--dataset",
-      default="toyworld",
-      help=f"{', '.join(grid_data.DATASETS)} or a records directory",
-  )
-  size = p.add_mutually_exclusive_group()
-  size.add_argument("--quick", action="store_true", help="CPU-sized run")
-  size.add_argument(
-      "--runlocal",
-      action="store_true",
-      help="smoke run in seconds (tiny sizes, bicubic + edsr, unet, one task)",
-  )
-  p.add_argument("--out", required=True)
-  p.add_argument(
-      "--sr_models",
-      default="",
-      help=f"comma-separated; default {','.join(SR_MODELS)} (--quick) or "
-      f"{','.join(SR_MODELS_FULL)}",
-  )
-  p.add_argument(
-      "--downstream",
-      default="",
-      help=f"comma-separated; default {','.join(DOWNSTREAM)} "
-      "(--quick: per dataset, see QUICK)",
-  )
-  p.add_argument("--tasks", default="", help="comma-separated; default all")
-  p.add_argument(
-      "--feature_init",
-      default="",
-      help="a cross-scale pretraining run (conv hr_encoder) for the learned "
-      "feature distance and its Frechet distance",
-  )
-  p.add_argument(
-      "--pretrain_steps",
-      type=int,
-      default=None,
-      help="without --feature_init: pretrain one here for N steps "
-      "(0: none; --quick ucmerced: 300)",
-  )
-  p.add_argument("--bootstrap_draws", type=int, default=None)
-  p.add_argument("--sr_steps", type=int, default=None)
-  p.add_argument("--task_steps", type=int, default=None)
-  p.add_argument(
-      "--cache", default=None, help="cache directory (default OUT/cache)"
-  )
-  p.add_argument(
-      "--data_root",
-      default=None,
-      help="where named datasets are built (default $CROSSSCALE_DATA)",
-  )
-  a = p.parse_args(argv)
+  a = gs.parser(__doc__.split("\n")[0]).parse_args(argv)
   results = run_grid(
       a.dataset,
       a.out,
@@ -677,6 +663,8 @@ def main(argv=None):
       downstream=a.downstream.split(",") if a.downstream else None,
       tasks=a.tasks.split(",") if a.tasks else None,
       sr_steps=a.sr_steps,
+      sr_lr=a.sr_lr,
+      schedule=json.loads(a.schedule) if a.schedule else None,
       task_steps=a.task_steps,
       cache_dir=a.cache,
       data_root=a.data_root,
@@ -686,13 +674,20 @@ def main(argv=None):
               ("feature_init", a.feature_init),
               ("pretrain_steps", a.pretrain_steps),
               ("bootstrap_draws", a.bootstrap_draws),
+              ("scale", a.scale),
+              ("crop", a.crop),
+              ("sr_only", a.sr_only or None),
+              ("split", a.split if a.split != "test" else None),
           )
           if v not in (None, "")
       },
   )
   grid_plot.print_results(results)
   stem = os.path.splitext(results["file"])[0]
-  png = grid_plot.plot(results, os.path.join(a.out, stem + ".png"))
+  if results["settings"]["sr_only"] and "sr_models" not in results:
+    return  # no intervals (--bootstrap_draws 0): no figure
+  plot = grid_plot.plot_sr if results["settings"]["sr_only"] else grid_plot.plot
+  png = plot(results, os.path.join(a.out, stem + ".png"))
   print(f"wrote {png}")
 
 
