@@ -53,6 +53,9 @@ if ROOT not in sys.path:
 
 from data import common  # noqa: E402  (after the XLA_FLAGS above)
 
+# `--dist loadgroup` that does not hang once a worker crashes.
+from tests.xdist_loadgroup import pytest_xdist_make_scheduler  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def shared_data():
