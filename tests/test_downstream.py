@@ -490,6 +490,27 @@ def test_bootstrap_grid_known_answers():
   assert "pearson_interval" in got["by_downstream"]["unet"]["top3"]["psnr"]
   assert results["cells"][3]["gap_recovered_interval"] == pytest.approx([1, 1])
   assert results["bootstrap"]["draws"] == 300
+  same = results["best_psnr_vs_best_score"]["classification"]["unet"]
+  assert same["best_psnr"] == same["best_score"] == "best" and same["same"]
+
+
+def test_best_psnr_vs_best_score_states_an_inversion_only_when_both_hold():
+  rng = np.random.default_rng(0)
+  d = 400  # paired replicates; row 0 the point estimate
+  psnr = {"a": 25 + rng.normal(0, 0.1, d), "b": 24 + rng.normal(0, 0.1, d)}
+  score = {"a": 0.5 + rng.normal(0, 0.01, d), "b": 0.6 + rng.normal(0, 0.01, d)}
+  r = grid_stats.best_psnr_vs_best_score(["a", "b"], psnr, score, subject="t")
+  assert (r["best_psnr"], r["best_score"], r["same"]) == ("a", "b", False)
+  assert r["score_diff"] == pytest.approx(score["b"][0] - score["a"][0])
+  assert r["score_diff_interval"][0] > 0 and r["psnr_diff_interval"][0] > 0
+  assert r["score_intervals_overlap"] is False
+  assert "an inversion" in r["verdict"]
+  # The downstream order does not survive resampling: no finding.
+  score["b"] = 0.5 + rng.normal(0, 0.05, d)
+  score["b"][0] = 0.52
+  r = grid_stats.best_psnr_vs_best_score(["a", "b"], psnr, score, subject="t")
+  assert r["best_score"] == "b" and "no finding" in r["verdict"]
+  assert r["score_intervals_overlap"] is True
 
 
 # -------------------------------------------------------------- grid cache

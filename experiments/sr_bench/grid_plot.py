@@ -174,3 +174,6 @@ def _print_intervals(results: dict) -> None:
   for c in results["cells"]:
     if c.get("gap_recovered_interval"):
       print(c["gap_verdict"])
+  for by_ds in results.get("best_psnr_vs_best_score", {}).values():
+    for r in by_ds.values():
+      print(r["verdict"])

@@ -263,6 +263,58 @@ def vs_bicubic(
   return out
 
 
+def best_psnr_vs_best_score(
+    srs: Sequence[str],
+    psnr: dict[str, np.ndarray],
+    score: dict[str, np.ndarray],
+    level: float = 0.95,
+    subject: str = "",
+) -> dict:
+  """Is the best-PSNR SR model also the best downstream one (GeoSR-Bench's
+  question)? srs: the SR models of one (task, downstream); psnr / score:
+  {sr: [D+1]} replicates (row 0 the point estimate, then paired draws over
+  the same windows). Returns {"best_psnr", "best_score", "same", and when
+  they differ "score_diff" / "score_diff_interval" (best_score minus
+  best_psnr, paired), "psnr_diff" / "psnr_diff_interval" (best_psnr minus
+  best_score), "score_intervals_overlap", "verdict"}: an inversion is
+  stated only when both paired intervals lie above 0 (the PSNR order and
+  the reversed downstream order both hold under resampling)."""
+  best_psnr = max(srs, key=lambda s: psnr[s][0])
+  best_score = max(srs, key=lambda s: score[s][0])
+  out = {"best_psnr": best_psnr, "best_score": best_score}
+  out["same"] = best_psnr == best_score
+  if out["same"]:
+    out["verdict"] = (
+        f"{subject}: the best-PSNR model ({best_psnr}) is also the best "
+        "downstream"
+    )
+    return out
+  ds = score[best_score] - score[best_psnr]
+  dp = psnr[best_psnr] - psnr[best_score]
+  si, pi = _interval(ds, level), _interval(dp, level)
+  a, b = _interval(score[best_score], level), _interval(score[best_psnr], level)
+  out.update(
+      score_diff=float(ds[0]),
+      score_diff_interval=si,
+      psnr_diff=float(dp[0]),
+      psnr_diff_interval=pi,
+      score_intervals_overlap=None if a is None or b is None else a[0] <= b[1],
+  )
+  held = si is not None and pi is not None and si[0] > 0 and pi[0] > 0
+  out["verdict"] = (
+      f"{subject}: {best_score} is the best downstream, {best_psnr} the best "
+      f"in PSNR: "
+      + (
+          "an inversion (both paired 95% intervals above 0: score "
+          f"[{si[0]:.3g}, {si[1]:.3g}], PSNR [{pi[0]:.3g}, {pi[1]:.3g}])"
+          if held
+          else "no finding (a paired 95% interval contains 0: score "
+          f"{si}, PSNR {pi})"
+      )
+  )
+  return out
+
+
 def bootstrap_grid(
     cells: list[dict],
     cell_windows: list[dict],
@@ -295,7 +347,8 @@ def bootstrap_grid(
   [{"score_interval", "score_gain", "score_gain_interval",
   "gap_recovered_interval", "gap_verdict"}], "correlation": {task: {block:
   {metric: {"pearson", "pearson_interval", "spearman",
-  "spearman_interval", "verdicts"}}}}, "draws", "level", "windows"};
+  "spearman_interval", "verdicts"}}}}, "best_psnr_vs_best_score": {task:
+  {downstream: `best_psnr_vs_best_score`}}, "draws", "level", "windows"};
   point values come from all windows once.
   """
   n = len(next(iter(next(iter(fid_windows.values())).values())))
@@ -410,10 +463,27 @@ def bootstrap_grid(
             for ds in ds_names
         },
     }
+  best = {}
+  for c, sc in zip(cells, scores):
+    best.setdefault(c["task"], {}).setdefault(c["downstream"], {})[c["sr"]] = sc
+  best = {
+      task: {
+          ds: best_psnr_vs_best_score(
+              sorted(by_sr),
+              {f: fam[f]["psnr"] for f in by_sr},
+              by_sr,
+              level,
+              f"{task} x {ds}",
+          )
+          for ds, by_sr in by_ds.items()
+      }
+      for task, by_ds in best.items()
+  }
   return {
       "sr_models": sr_models,
       "cells": out_cells,
       "correlation": corr,
+      "best_psnr_vs_best_score": best,
       "draws": int(draws),
       "level": level,
       "windows": int(n),
@@ -440,6 +510,7 @@ def merge_intervals(results: dict, boot: dict) -> None:
         for m, v in block.items():
           dst.setdefault(name, {}).setdefault(m, {}).update(v)
   results["sr_models"] = boot["sr_models"]
+  results["best_psnr_vs_best_score"] = boot["best_psnr_vs_best_score"]
   results["bootstrap"] = {
       k: boot[k] for k in ("draws", "level", "windows", "seed", "unit")
   }
