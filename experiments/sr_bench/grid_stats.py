@@ -223,6 +223,10 @@ def _interval(rep: np.ndarray, level: float) -> list | None:
   return None if lo is None else [lo, hi]
 
 
+def _span(iv: list | None) -> str:
+  return "undefined" if iv is None else f"[{iv[0]:.3g}, {iv[1]:.3g}]"
+
+
 def _finite(x) -> float | None:
   return float(x) if np.isfinite(x) else None
 
@@ -308,8 +312,8 @@ def best_psnr_vs_best_score(
           "an inversion (both paired 95% intervals above 0: score "
           f"[{si[0]:.3g}, {si[1]:.3g}], PSNR [{pi[0]:.3g}, {pi[1]:.3g}])"
           if held
-          else "no finding (a paired 95% interval contains 0: score "
-          f"{si}, PSNR {pi})"
+          else "no finding (a paired 95% interval reaches 0: score "
+          f"{_span(si)}, PSNR {_span(pi)})"
       )
   )
   return out
