@@ -310,7 +310,7 @@ def best_psnr_vs_best_score(
       f"in PSNR: "
       + (
           "an inversion (both paired 95% intervals above 0: score "
-          f"[{si[0]:.3g}, {si[1]:.3g}], PSNR [{pi[0]:.3g}, {pi[1]:.3g}])"
+          f"{_span(si)}, PSNR {_span(pi)})"
           if held
           else "no finding (a paired 95% interval reaches 0: score "
           f"{_span(si)}, PSNR {_span(pi)})"
@@ -467,9 +467,11 @@ def bootstrap_grid(
             for ds in ds_names
         },
     }
-  best = {}
+  by_task = {}  # {task: {downstream: {sr: score replicates}}}
   for c, sc in zip(cells, scores):
-    best.setdefault(c["task"], {}).setdefault(c["downstream"], {})[c["sr"]] = sc
+    by_task.setdefault(c["task"], {}).setdefault(c["downstream"], {})[
+        c["sr"]
+    ] = sc
   best = {
       task: {
           ds: best_psnr_vs_best_score(
@@ -481,7 +483,7 @@ def bootstrap_grid(
           )
           for ds, by_sr in by_ds.items()
       }
-      for task, by_ds in best.items()
+      for task, by_ds in by_task.items()
   }
   return {
       "sr_models": sr_models,
