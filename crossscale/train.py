@@ -681,8 +681,13 @@ def fit_arrays(
       batch = random_flips(batch, rng)
     key = jax.random.fold_in(state.rng, i)
     state, m = step_fn(state, partitioning.put_batch(batch, mesh), key)
+    # At most two steps in flight (the trainer's rule too): many queued
+    # executions of a program with collectives can deadlock XLA:CPU's
+    # rendezvous on a loaded host (abort after 40 s).
+    if losses:
+      losses[-1] = float(losses[-1])
     losses.append(m["loss"])
-  losses = [float(x) for x in jax.device_get(losses)]
+  losses = [float(x) for x in losses]
   if losses and not np.isfinite(losses[-1]):
     raise FloatingPointError(
         f"non-finite loss {losses[-1]} at the last step of "
