@@ -73,8 +73,9 @@ def build_cells(
 
 
 def final_metrics(cells: dict, metric: str) -> dict:
-  """{"method@budget": [each seed's final `metric`]} from final_metrics.json
-  (None where a run did not write it)."""
+  """{"method@budget": [each seed's final `metric`]} from the trainer's
+  final_metrics.json ({"final": {metric: value}}; None where a run did not
+  write it)."""
   out = {}
   for m, by_b in cells.items():
     for b, dirs in by_b.items():
@@ -84,7 +85,7 @@ def final_metrics(cells: dict, metric: str) -> dict:
         path = os.path.join(d, "final_metrics.json")
         if os.path.exists(path):
           with open(path) as f:
-            vals.append(json.load(f).get(metric))
+            vals.append(json.load(f).get("final", {}).get(metric))
         else:
           vals.append(None)
       out[f"{name}@{b:g}"] = vals
