@@ -403,6 +403,16 @@ def rescale_scene(
   return out
 
 
+def with_native_gsd(x: dict, lr_gsd: float, hr_gsd: float) -> dict:
+  """`x` unchanged but for "lr_gsd"/"hr_gsd" (the record's, else the
+  manifest's), as every re-rendered scene carries them."""
+  return {
+      **x,
+      "lr_gsd": np.float32(x.get("lr_gsd", lr_gsd)),
+      "hr_gsd": np.float32(x.get("hr_gsd", hr_gsd)),
+  }
+
+
 def sample_gsd_factor(rng: np.random.Generator, gsd_range) -> float:
   """A GSD factor log-uniform in `gsd_range` (lo, hi)."""
   lo, hi = (float(v) for v in gsd_range)
@@ -438,8 +448,13 @@ class GsdAugment(grain.transforms.RandomMap):
   # `class_pools(source)`: mosaics of scenes of the centre's class only
   # (config.data.gsd_neighbours="same_label"); None: any scene.
   pools: tuple[np.ndarray, ...] | None = None
+  # The fraction of scenes re-rendered; the others keep their native GSD
+  # (1.0 draws nothing extra: the same stream as before the option).
+  prob: float = 1.0
 
   def random_map(self, x: dict[str, np.ndarray], rng: np.random.Generator):
+    if self.prob < 1 and rng.uniform() >= self.prob:
+      return with_native_gsd(x, self.lr_gsd, self.hr_gsd)
     f = sample_gsd_factor(rng, self.gsd_range)
     neighbours, offset = [], (0.5, 0.5)
     if f > 1:
@@ -539,6 +554,7 @@ def train_dataset(
     text_max_len: int = TEXT_MAX_LEN,
     gsd_augment: Sequence[float] | None = None,
     gsd_neighbours: str = "random",
+    gsd_augment_prob: float = 1.0,
 ) -> grain.IterDataset:
   """Infinite iterator dataset of this host's training batches.
 
@@ -546,6 +562,7 @@ def train_dataset(
   range (`GsdAugment`); the batches then carry "lr_gsd", "hr_gsd" `[B]`.
   gsd_neighbours: its zoom-out mosaics of "random" scenes of the split, or
   of "same_label" ones (the centre's class; single-label data).
+  gsd_augment_prob: the fraction of scenes re-rendered, in (0, 1].
 
   Each batch is {field: [B_local, ...]} with B_local = batch_size /
   process_count; `lr: [B, h, w, C_lr]`, `hr: [B, H, W, C_hr]` float32,
@@ -568,10 +585,23 @@ def train_dataset(
           f"config.data.gsd_neighbours={gsd_neighbours!r}: one of "
           f"{GSD_NEIGHBOURS}"
       )
+    if not 0 < gsd_augment_prob <= 1:
+      raise ValueError(
+          f"config.data.gsd_augment_prob={gsd_augment_prob!r}: the fraction "
+          "of scenes re-rendered, in (0, 1]; gsd_augment=() turns it off"
+      )
     m = source.manifest
     pools = class_pools(source) if gsd_neighbours == "same_label" else None
     ds = ds.random_map(
-        GsdAugment(source, stats, gsd_augment, m.lr_gsd, m.hr_gsd, pools)
+        GsdAugment(
+            source,
+            stats,
+            gsd_augment,
+            m.lr_gsd,
+            m.hr_gsd,
+            pools,
+            float(gsd_augment_prob),
+        )
     )
   if augment:
     augment_with = augmentations(source.manifest, fields)

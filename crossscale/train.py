@@ -433,6 +433,7 @@ def train_and_evaluate(
       verify=config.data.verify,
       gsd_augment=config.data.get("gsd_augment") or None,
       gsd_neighbours=config.data.get("gsd_neighbours", "random"),
+      gsd_augment_prob=config.data.get("gsd_augment_prob", 1.0),
   )
   train_iter = iter(train_ds)
   data_spec = dict(

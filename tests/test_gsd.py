@@ -257,6 +257,49 @@ def test_gsd_augment_pipeline_is_seeded_resumable_and_aligned(toyworld_small):
     input_pipeline.train_dataset(toyworld_small, **{**kw, "gsd_augment": (2,)})
 
 
+def test_gsd_augment_prob_keeps_the_rest_native(toyworld_small):
+  kw = dict(
+      batch_size=16,
+      seed=3,
+      fields=("lr", "hr", "labels"),
+      augment=False,
+      gsd_augment=(2.0, 2.0),  # every re-rendered scene at 2x
+      num_threads=1,
+  )
+  m = shards.load_manifest(toyworld_small)
+  plain = next(iter(input_pipeline.train_dataset(toyworld_small, **kw)))
+  once = next(
+      iter(
+          input_pipeline.train_dataset(
+              toyworld_small, **kw, gsd_augment_prob=1.0
+          )
+      )
+  )
+  for k in plain:  # prob 1 draws nothing extra: today's stream
+    np.testing.assert_array_equal(once[k], plain[k])
+  native = input_pipeline.train_dataset(
+      toyworld_small, **{**kw, "gsd_augment": ()}
+  )
+  want = next(iter(native))  # the same scenes, in the same order
+  half = next(
+      iter(
+          input_pipeline.train_dataset(
+              toyworld_small, **kw, gsd_augment_prob=0.5
+          )
+      )
+  )
+  f = half["lr_gsd"] / m.lr_gsd
+  kept = np.isclose(f, 1.0)
+  assert np.all(kept | np.isclose(f, 2.0)) and 0 < kept.sum() < 16
+  np.testing.assert_array_equal(half["hr"][kept], want["hr"][kept])
+  np.testing.assert_array_equal(half["lr"][kept], want["lr"][kept])
+  assert not np.allclose(half["hr"][~kept], want["hr"][~kept])
+  np.testing.assert_allclose(half["hr_gsd"][kept], m.hr_gsd)
+  for bad in (0.0, 1.5):
+    with pytest.raises(ValueError, match="gsd_augment_prob"):
+      input_pipeline.train_dataset(toyworld_small, **kw, gsd_augment_prob=bad)
+
+
 def test_render_split_writes_the_test_split_at_a_gsd_factor(
     toyworld_small, tmp_path
 ):

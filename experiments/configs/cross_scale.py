@@ -98,6 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Its zoom-out mosaics: "random" scenes, or "same_label" (the centre's
   # class; single-label data).
   c.data.gsd_neighbours = "random"
+  # The fraction of training scenes re-rendered; the rest stay native.
+  c.data.gsd_augment_prob = 1.0
   # Encoders from a pretraining run (its workdir, a step dir or an .npz).
   c.model_init = ""
   c.model_init_keys = ("lr_encoder", "hr_encoder", "sampler")
