@@ -211,6 +211,12 @@ def decode(data: bytes, where: str = "record") -> Scene:
   )
 
 
+def spatial_keys(x: Mapping[str, Any]) -> list[str]:
+  """The keys of `x` (a `decode_arrays` dict) holding pixels: "lr", "hr"
+  and "mask_<name>" (what a spatial transform must move together)."""
+  return [k for k in x if k in ("lr", "hr") or k.startswith("mask_")]
+
+
 def decode_arrays(data: bytes, where: str = "record") -> dict[str, np.ndarray]:
   """Fast path for the input pipeline: only the arrays of a record.
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossscale import input_pipeline, shards
+from crossscale import gsd_render, input_pipeline, shards
 from crossscale.models import layers, vit
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
@@ -108,7 +108,7 @@ def _block_mean(hr):
 def test_zoom_out_keeps_lr_and_hr_aligned_and_scales_gsd(factor):
   x = _pair(0)
   nb = [_pair(i) for i in range(1, 25)]
-  y = input_pipeline.rescale_scene(x, factor, nb, lr_gsd=4.0, hr_gsd=1.0)
+  y = gsd_render.rescale_scene(x, factor, nb, lr_gsd=4.0, hr_gsd=1.0)
   assert y["lr"].shape == x["lr"].shape and y["hr"].shape == x["hr"].shape
   # Same ground: 8 LR px x 4 m x f == 32 HR px x 1 m x f.
   assert y["lr_gsd"] == 4.0 * factor and y["hr_gsd"] == factor
@@ -125,17 +125,17 @@ def test_zoom_out_keeps_lr_and_hr_aligned_and_scales_gsd(factor):
 
 def test_zoom_in_crops_upsamples_and_identity_at_one():
   x = _pair(3, box=False)
-  same = input_pipeline.rescale_scene(x, 1.0)
+  same = gsd_render.rescale_scene(x, 1.0)
   np.testing.assert_array_equal(same["hr"], x["hr"])
   np.testing.assert_array_equal(same["lr"], x["lr"])
-  y = input_pipeline.rescale_scene(x, 0.5, lr_gsd=4.0, hr_gsd=1.0)
+  y = gsd_render.rescale_scene(x, 0.5, lr_gsd=4.0, hr_gsd=1.0)
   assert (y["lr_gsd"], y["hr_gsd"]) == (2.0, 0.5)
   err = np.abs(_block_mean(y["hr"]) - y["lr"]).max()
   assert err < 0.05 * np.abs(x["hr"]).max()
   # The centre crop: y's corner pixel is x's pixel (8, 8) region.
   assert abs(y["hr"][0, 0, 1] - x["hr"][8, 8, 1]) < 0.05
   with pytest.raises(ValueError, match="needs 8 neighbouring"):
-    input_pipeline.rescale_scene(x, 2.0, [x])
+    gsd_render.rescale_scene(x, 2.0, [x])
 
 
 def _ref_axis(x, axis, start, length, n_out, nearest):
@@ -170,7 +170,7 @@ def _ref_rescale(x, factor, neighbours, offset):
   whole m x m mosaic canvas, resampled."""
   H, W = x["hr"].shape[:2]
   scale = H // x["lr"].shape[0]
-  m = input_pipeline.mosaic_cells(factor) if factor > 1 else 1
+  m = gsd_render.mosaic_cells(factor) if factor > 1 else 1
   c, others = m // 2, iter(neighbours)
   cells = [[x if (i, j) == (c, c) else next(others) for j in range(m)]
            for i in range(m)]  # fmt: skip
@@ -208,11 +208,11 @@ def test_rescale_scene_matches_the_whole_mosaic_reference(raw):
     x, nb = scene(), [scene() for _ in range(24)]
     offset = tuple(r.uniform(size=2))
     if raw:  # render_split: raw scenes, rounded back to uint8
-      got = input_pipeline.rescale_scene(x, factor, nb, offset=offset)
+      got = gsd_render.rescale_scene(x, factor, nb, offset=offset)
       want = _ref_rescale(x, factor, nb, offset)
     else:  # GsdAugment: `x` normalised, neighbours standardised in place
       x = norm.map(x)
-      got = input_pipeline.rescale_scene(
+      got = gsd_render.rescale_scene(
           x, factor, nb, offset=offset, neighbour_stats=stats
       )
       want = _ref_rescale(x, factor, [norm.map(s) for s in nb], offset)
@@ -413,12 +413,12 @@ def test_same_label_mosaics_hold_only_the_centres_class():
 
   source = Source(src)
   source.manifest = manifest
-  pools = input_pipeline.class_pools(source)
+  pools = gsd_render.class_pools(source)
   assert [p.tolist() for p in pools] == [[0, 1, 2, 3], [4, 5, 6, 7],
                                          [8, 9, 10, 11]]  # fmt: skip
   rng = np.random.default_rng(0)
-  same = input_pipeline.GsdAugment(source, stats, (3.0, 3.0), pools=pools)
-  mixed = input_pipeline.GsdAugment(source, stats, (3.0, 3.0))
+  same = gsd_render.GsdAugment(source, stats, (3.0, 3.0), pools=pools)
+  mixed = gsd_render.GsdAugment(source, stats, (3.0, 3.0))
   x = src[5]  # class 1
   for _ in range(3):  # every pixel of a 3x zoom-out is class 1's
     y = same.random_map(x, rng)
@@ -426,7 +426,7 @@ def test_same_label_mosaics_hold_only_the_centres_class():
   assert any(np.any(mixed.random_map(x, rng)["hr"] != 1.0) for _ in range(3))
   manifest.task = "multi_label"
   with pytest.raises(ValueError, match="single-label"):
-    input_pipeline.class_pools(source)
+    gsd_render.class_pools(source)
 
 
 def test_gsd_shift_same_label_neighbours_and_variants():

@@ -16,7 +16,7 @@ cross_scale.py:quick, :sweep or :runlocal,sweep):
   random      budget 1/8, ours' model (options on) buying random tiles,
 then evaluates each trained run on the test split re-rendered at every
 `--factors` multiple of its GSD (`render_split`, the augmentation's
-`input_pipeline.rescale_scene`): a factor f > 1 makes every LR and HR
+`gsd_render.rescale_scene`): a factor f > 1 makes every LR and HR
 pixel cover f times the ground, the scene becoming the centre of a mosaic
 of test scenes drawn (seeded) around it, at random or, with `--neighbours
 same_label`, from the centre's class (labels stay the centre scene's); f <
@@ -47,6 +47,7 @@ from crossscale import (
     bootstrap,
     evaluators,
     export,
+    gsd_render,
     input_pipeline,
     partitioning,
     records,
@@ -143,7 +144,7 @@ def render_split(
     neighbours: str = "random",
 ) -> str:
   """`split` of `data_dir` re-rendered at `factor` times its GSD
-  (`input_pipeline.rescale_scene`) as a records directory `out_dir` holding
+  (`gsd_render.rescale_scene`) as a records directory `out_dir` holding
   that split only, normalised with the source's band statistics; reused
   when `out_dir` holds this rendering already. Returns `out_dir`.
 
@@ -174,7 +175,7 @@ def render_split(
     return out_dir
   fields = ("lr", "hr", "labels", *(f"mask_{m}" for m in manifest.mask_names))
   source = input_pipeline.SceneSource(data_dir, split, fields, verify=False)
-  n, m = len(source), input_pipeline.mosaic_cells(max(factor, 1.0))
+  n, m = len(source), gsd_render.mosaic_cells(max(factor, 1.0))
   if factor > 1 and n < 2:
     raise ValueError(f"{data_dir} {split}: zoom-out needs >= 2 scenes")
   if neighbours == "same_label":
@@ -193,7 +194,7 @@ def render_split(
       x = {"lr": scene.lr, "hr": scene.hr}
       x.update({f"mask_{k}": v for k, v in scene.masks.items()})
       nb = [source[int(j)] for j in draw(i)] if factor > 1 else []
-      y = input_pipeline.rescale_scene(
+      y = gsd_render.rescale_scene(
           x, factor, nb, lr_gsd=scene.lr_gsd, hr_gsd=scene.hr_gsd
       )
       masks = {k: y[f"mask_{k}"] for k in scene.masks}
