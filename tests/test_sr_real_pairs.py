@@ -2,15 +2,23 @@
 records (data/sr_chips.py) of spacenet_roads and levircd, and
 experiments/sr_bench/sr_real_pairs.py's real LR/HR pairs (shapes, binary
 masks, band counts, spatially disjoint train/test windows), plus the
-least-squares band map by hand."""
+least-squares band map and the paired intervals vs bicubic_ls by hand, and
+the model list (every sr_grid family)."""
 
+import json
 import re
 
 import numpy as np
 import pytest
 
 from data import sr_chips
-from experiments.sr_bench import grid_data, sr_grid, sr_real_pairs
+from experiments.configs import sr as sr_config
+from experiments.sr_bench import (
+    grid_data,
+    grid_settings,
+    sr_grid,
+    sr_real_pairs,
+)
 
 
 def _rc(win_id):
@@ -137,21 +145,110 @@ def test_fit_band_map_by_hand():
   )
 
 
+def test_paired_intervals_by_hand():
+  """+1 dB on every window: [1, 1] whatever the draws (paired); a model
+  that is +1 on half the windows and -1 on the rest: an interval holding
+  0, a tie; -2 dB everywhere: below."""
+  rng = np.random.default_rng(0)
+  base = {"psnr": rng.uniform(20, 30, 12), "ssim": rng.uniform(0.5, 0.9, 12)}
+  sign = np.tile([1.0, -1.0], 6)
+  win = {
+      "bicubic_ls": base,
+      "plus1": {"psnr": base["psnr"] + 1, "ssim": base["ssim"] + 0.01},
+      "mixed": {"psnr": base["psnr"] + sign, "ssim": base["ssim"] + sign / 50},
+      "minus2": {"psnr": base["psnr"] - 2, "ssim": base["ssim"]},
+  }
+  iv = sr_real_pairs.paired_intervals(win, draws=500, seed=1)
+  p = iv["plus1"]
+  assert p["d_psnr"] == pytest.approx(1.0)
+  np.testing.assert_allclose(p["d_psnr_interval"], [1.0, 1.0], atol=1e-9)
+  np.testing.assert_allclose(p["d_ssim_interval"], [0.01, 0.01], atol=1e-9)
+  assert p["vs"] == p["ssim_vs"] == "above"
+  m = iv["mixed"]
+  assert m["d_psnr"] == pytest.approx(0.0, abs=1e-9)
+  lo, hi = m["d_psnr_interval"]
+  assert -1 < lo < 0 < hi < 1 and m["vs"] == m["ssim_vs"] == "tie"
+  assert "no finding" in m["verdict"]
+  assert iv["minus2"]["vs"] == "below" and iv["minus2"]["ssim_vs"] == "tie"
+  assert iv["bicubic_ls"]["vs"] == "baseline"
+  # Seeded: the same draws give the same interval.
+  again = sr_real_pairs.paired_intervals(win, draws=500, seed=1)
+  assert again["mixed"]["d_psnr_interval"] == m["d_psnr_interval"]
+
+
+def test_default_models_are_every_family():
+  """Every SR family sr_grid trains (configs/sr.py FAMILIES) is in the
+  default list, beside the least-squares band map; the GAN's schedule
+  starts from its L1 stage, listed before it."""
+  models = sr_real_pairs.MODELS
+  assert set(sr_config.FAMILIES) | {"bicubic_ls"} == set(models)
+  assert len(set(models)) == len(models)
+  assert models.index("gan_psnr") < models.index("gan")
+  grid_settings.with_schedule(
+      grid_settings.settings("tiny"), sr_real_pairs.SCHEDULES
+  )  # known schedule keys
+  for f in sr_real_pairs.LEARNED:
+    assert sr_config.model_config(f, 2, 1, "small")["out_bands"] == 1
+  with pytest.raises(ValueError, match="unknown SR models"):
+    sr_real_pairs.run("/nonexistent", "tiny", pairs=(), models=("srcnn",))
+
+
+def test_pair_grid_standardises_each_side(tmp_path):
+  """The Grid normalises by the HR stats; the LR it gets comes out of that
+  standardised by its own (4 MS bands -> 1 pan band)."""
+  rng = np.random.default_rng(0)
+  split = lambda n: {
+      "lr": rng.uniform(0.5, 0.9, (n, 4, 4, 4)).astype(np.float32),
+      "hr": rng.uniform(0.0, 0.3, (n, 8, 8, 1)).astype(np.float32),
+  }
+  d = {"name": "p", "scale": 2, "hr_bands": ["pan"]}
+  d.update(train=split(5), test=split(3))
+  g = sr_real_pairs.pair_grid(d, "tiny", str(tmp_path), log=lambda *_: 0)
+  m, s = grid_data.band_stats(d["train"]["lr"])
+  for k in ("train", "test"):
+    np.testing.assert_allclose(
+        g.norm(g.data["splits"][k]["lr"]),
+        (d[k]["lr"] - m) / s,
+        atol=1e-4,
+    )
+  np.testing.assert_array_equal(g.test["hr"], d["test"]["hr"])
+  spec = g.sr_spec("gan")
+  assert spec["model"]["out_bands"] == 1 and spec["steps"] == 10
+  assert spec["init"] == g.sr_key("gan_psnr") and spec["lr"] == 2e-4
+
+
 def test_run_writes_json(shared_data, tmp_path):
-  """The benchmark end to end on the smallest pair, untrained baselines."""
+  """The benchmark end to end on the smallest pair: the baselines and one
+  learned family (10 steps), intervals and provenance in the JSON."""
   res = sr_real_pairs.run(
       str(tmp_path),
       "tiny",
       pairs=("landsat8_pan_ms",),
-      models=("bicubic", "bicubic_ls"),
+      models=("bicubic", "bicubic_ls", "edsr"),
       log=lambda *_: 0,
+      draws=200,
   )
   assert res["file"] == "real_pairs_runlocal_s0-0.json"
   assert (tmp_path / res["file"]).exists()
   assert (tmp_path / "real_pairs_runlocal_s0-0.png").stat().st_size > 5000
-  assert [r["sr"] for r in res["rows"]] == ["bicubic", "bicubic_ls"]
+  assert [r["sr"] for r in res["rows"]] == ["bicubic", "bicubic_ls", "edsr"]
   p = res["pairs"]["landsat8_pan_ms"]
   assert len(p["windows"]["test"]) == 10 and len(p["windows"]["train"]) == 15
   # B2-B4 averaged is not the pan's radiometry; the fitted band map is.
   m = p["models"]
   assert m["bicubic_ls"]["psnr"] > m["bicubic"]["psnr"] + 5
+  rows = {r["sr"]: r for r in res["rows"]}
+  for r in rows.values():
+    assert len(r["psnr_windows"]) == len(r["ssim_windows"]) == 10
+    assert r["psnr"] == pytest.approx(np.mean(r["psnr_windows"]), abs=1e-3)
+    lo, hi = r["d_psnr_vs_bicubic_ls_interval"]
+    assert lo <= r["d_psnr_vs_bicubic_ls"] <= hi
+    assert r["d_psnr_vs_bicubic_ls"] == pytest.approx(
+        r["psnr"] - rows["bicubic_ls"]["psnr"], abs=1e-4
+    )
+  assert rows["bicubic"]["vs_bicubic_ls"] == "below"
+  assert rows["bicubic_ls"]["vs_bicubic_ls"] == "baseline"
+  assert m["edsr"]["steps"] == 10 and m["edsr"]["model"]["name"] == "sr_edsr"
+  written = json.loads((tmp_path / res["file"]).read_text())
+  assert set(written["provenance"]) >= {"commit", "date", "machine", "command"}
+  assert written["rows"][2]["psnr_windows"] == rows["edsr"]["psnr_windows"]

@@ -2,7 +2,7 @@ r"""SR fidelity on REAL LR/HR pairs (no labels there: fidelity only).
 
   python -m experiments.sr_bench.sr_real_pairs --quick --out DIR
   python -m experiments.sr_bench.sr_real_pairs --quick --pairs worldstrat \
-      --out DIR
+      --models bicubic_ls,edsr,gan_psnr,gan --out DIR
   python -m experiments.sr_bench.sr_real_pairs --runlocal --out /tmp/rp  # smoke
 
 Pairs (PAIRS, from ../shared/data; train and test windows spatially
@@ -10,15 +10,22 @@ disjoint, ids in the JSON's "windows"): spacenet_pan_ms (MS 4 bands -> pan,
 2x; test = tile pan3), landsat8_pan_ms and landsat7_pan_ms (B2-B4 -> B8 pan,
 2x; test = the east window columns), worldstrat (Sentinel-2 RGB -> SPOT RGB,
 2x, cross-sensor; test = the east quarter).
-Models: "bicubic" (LR bands averaged where the band counts differ),
-"bicubic_ls" (bicubic, then a per-band least-squares map of the LR bands:
-the fair baseline across sensors), "edsr" and "implicit" (sr.py's "small"
-widths, pixel L1, crossscale.train.fit_arrays on standardised windows).
-Each side is scaled to [0, 1] by its train 99.9th percentile; PSNR / SSIM
-(crossscale.fidelity) are means over the test windows. --runlocal: 10 steps
-on landsat8_pan_ms with bicubic, bicubic_ls and edsr.
-Writes OUT/real_pairs_<schedule>_s0-0.json (crossscale.reporting.results_name),
-a PNG beside it, and prints a table.
+Models (MODELS, all by default): "bicubic" (LR bands averaged where the band
+counts differ), "bicubic_ls" (bicubic, then a per-band least-squares map of
+the LR bands: the fair baseline across sensors, and the reference of every
+interval), and every learned family of sr_grid (LEARNED: edsr, swinir,
+implicit, gan_psnr, gan, diffusion), trained and predicted by
+sr_grid.Grid (sr.py's "small" widths, STEPS steps, batch 16, lr 1e-3, whole
+windows, standardised per side; the ESRGAN-style "gan" starts from its L1
+stage "gan_psnr" at lr 2e-4: SCHEDULES). Each side is scaled to [0, 1] by
+its train 99.9th percentile; every output is clipped to [0, 1]. PSNR / SSIM
+(crossscale.fidelity) per test window; the rows give their means, the
+per-window lists and the paired bootstrap 95% interval of the difference
+to bicubic_ls (DRAWS draws of the test windows with replacement, the same
+draws for every model): "above" only where its lower end is > 0.
+--runlocal: 10 steps on landsat8_pan_ms with bicubic, bicubic_ls and edsr.
+Writes OUT/real_pairs_<schedule>_s0-0.json (crossscale.reporting.results_name,
+with its provenance), a PNG beside it, and prints a table.
 """
 
 from __future__ import annotations
@@ -33,17 +40,25 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-from crossscale import fidelity, reporting, shards, train
+from crossscale import bootstrap, fidelity, reporting, shards
 from crossscale.models import sr as sr_lib
 from data import common as data_common
-from experiments.configs import sr as sr_config
-from experiments.sr_bench import grid_data, sr_grid
+from experiments.sr_bench import grid_data, grid_stats, sr_grid
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PAIRS = ("spacenet_pan_ms", "landsat8_pan_ms", "landsat7_pan_ms", "worldstrat")
-MODELS = ("bicubic", "bicubic_ls", "edsr", "implicit")
+BASELINES = ("bicubic", "bicubic_ls")
+# sr_grid's learned families (experiments/configs/sr.py FAMILIES), the
+# ESRGAN-style L1 stage before its adversarial stage.
+LEARNED = ("edsr", "swinir", "implicit", "gan_psnr", "gan", "diffusion")
+MODELS = BASELINES + LEARNED
+BASE = "bicubic_ls"  # the reference of the paired intervals
+# Per family over STEPS / lr 1e-3 (grid_settings.SCHEDULE_KEYS): ESRGAN's
+# adversarial stage from its trained L1 stage, at sr.py's GAN lr.
+SCHEDULES = {"gan": dict(init="gan_psnr", lr=2e-4)}
+DRAWS, LEVEL = 2000, 0.95  # paired bootstrap over the test windows
 MAX_ZERO_FRAC = 0.05
 STEPS = {"tiny": 10, "quick": 300, "full": 3000}
 RUNLOCAL = dict(pairs=("landsat8_pan_ms",), models=MODELS[:3])
@@ -277,10 +292,50 @@ def apply_band_map(lr_up: np.ndarray, w: np.ndarray) -> np.ndarray:
   return (lr_up @ w[:-1] + w[-1]).astype(np.float32)
 
 
-def predict_model(
-    family: str, d: dict, steps: int, batch_size: int = 16, seed: int = 0
-) -> tuple[np.ndarray, dict]:
-  """(SR of the test LR `[N, H, W, C_hr]` in [0, 1], info)."""
+def pair_grid(
+    d: dict, preset: str, cache: str, seed: int = 0, log=print
+) -> sr_grid.Grid:
+  """sr_grid.Grid (SR only) that trains and predicts the learned families
+  on pair `d`. The Grid standardises both sides by the HR train band stats;
+  the LR it is given is the LR mapped so that this standardisation gives
+  the LR's own ((lr - mean_lr) / std_lr: the bands and radiometry differ
+  across sensors), and its outputs come back in HR units, clipped to [0,
+  1]."""
+  tr = d["train"]
+  m_lr, s_lr = grid_data.band_stats(tr["lr"])
+  m_hr, s_hr = grid_data.band_stats(tr["hr"])
+  as_hr = lambda lr: ((lr - m_lr) / s_lr * s_hr + m_hr).astype(np.float32)
+  data = {
+      "name": d["name"],
+      "scale": d["scale"],
+      "bands": list(d["hr_bands"]),
+      "splits": {
+          s: {"lr": as_hr(d[s]["lr"]), "hr": d[s]["hr"]}
+          for s in ("train", "test")
+      },
+      "tasks": {},
+      "notes": [],
+  }
+  s = sr_grid.settings(
+      preset,
+      sr_steps=STEPS[preset],
+      sr_size="small",
+      batch_size=16,
+      lr=1e-3,
+      max_train=None,
+      max_test=None,
+      feature_distance=False,
+      bootstrap_draws=0,
+      sr_only=True,
+      seed=seed,
+      schedules=SCHEDULES,
+  )
+  return sr_grid.Grid(data, s, cache, log)
+
+
+def predict_model(family: str, d: dict, grid=None) -> tuple[np.ndarray, dict]:
+  """(SR of the test LR `[N, H, W, C_hr]` in [0, 1], info); the learned
+  families through `grid` (`pair_grid`)."""
   tr, te = d["train"], d["test"]
   hw = tuple(te["hr"].shape[1:3])
   c_lr, c_hr = tr["lr"].shape[-1], tr["hr"].shape[-1]
@@ -292,43 +347,83 @@ def predict_model(
   if family == "bicubic_ls":
     w = fit_band_map(_up(tr["lr"], tr["hr"].shape[1:3]), tr["hr"])
     return apply_band_map(_up(te["lr"], hw), w), {"band_map_ls": w.tolist()}
-  cfg = sr_config.model_config(family, d["scale"], c_hr, "small")
-  model, pred = sr_grid.predict_fn(cfg, "sr", hw)
-  m_lr, s_lr = grid_data.band_stats(tr["lr"])
-  m_hr, s_hr = grid_data.band_stats(tr["hr"])
-  arrays = {"lr": (tr["lr"] - m_lr) / s_lr, "hr": (tr["hr"] - m_hr) / s_hr}
-  params = train.init_params(
-      model, {k: v[:1] for k, v in arrays.items()}, seed=seed
-  )
-  t0 = time.time()
-  params, losses = train.fit_arrays(
-      model,
-      params,
-      arrays,
-      steps=steps,
-      batch_size=batch_size,
-      lr=1e-3,
-      seed=seed,
-  )
-  out = sr_grid.batched(
-      lambda x: pred(params, x), ((te["lr"] - m_lr) / s_lr).astype(np.float32)
-  )
-  return out * s_hr + m_hr, {
-      "steps": steps,
-      "model": cfg,
-      "train_seconds": round(time.time() - t0, 1),
-      "first_loss": losses[0] if losses else None,
-      "final_loss": losses[-1] if losses else None,
+  if family not in LEARNED:
+    raise ValueError(f"unknown SR model {family!r}; known: {MODELS}")
+  sr01, _ = grid.sr(family)
+  _, meta = grid.sr_params(family)  # from the grid's cache
+  spec = meta["spec"]
+  return sr01, {
+      "steps": spec["steps"],
+      "lr": spec["lr"],
+      "batch": spec["batch"],
+      "init": SCHEDULES.get(family, {}).get("init"),  # cache key below
+      "init_key": spec.get("init"),
+      "model": spec["model"],
+      "aux_weights": spec["aux_weights"],
+      "train_seconds": round(meta["train_seconds"], 1),
+      "final_loss": meta["final_loss"],
   }
 
 
-def scores(sr01: np.ndarray, hr: np.ndarray) -> dict:
-  f = fidelity.fidelity(jnp.asarray(sr01), jnp.asarray(hr), 1.0)
+def scores(sr: np.ndarray, hr: np.ndarray) -> dict:
+  """Means over the windows of `[N, H, W, C]` (SR clipped to [0, 1]) and
+  the per-window "psnr_windows" / "ssim_windows" `[N]`."""
+  f = fidelity.fidelity(jnp.asarray(np.clip(sr, 0, 1)), jnp.asarray(hr), 1.0)
   return {
       "psnr": float(np.mean(f["psnr"])),
       "ssim": float(np.mean(f["ssim"])),
       "psnr_per_band": [float(v) for v in np.mean(f["psnr_per_band"], 0)],
+      "psnr_windows": [float(v) for v in f["psnr"]],
+      "ssim_windows": [float(v) for v in f["ssim"]],
   }
+
+
+def paired_intervals(
+    windows: dict,
+    base: str = BASE,
+    draws: int = DRAWS,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict:
+  """Paired bootstrap of each model's mean PSNR / SSIM minus `base`'s.
+
+  windows: {model: {"psnr": [N], "ssim": [N]}} on the same N test windows.
+  Each draw resamples the windows with replacement (bootstrap.
+  resample_counts, seeded), the same draws for every model. Returns
+  {model: {"d_psnr", "d_psnr_interval", "d_ssim", "d_ssim_interval",
+  "vs" ("above" / "below" only where the PSNR interval lies above / below
+  0, else "tie"; "baseline" for `base`), "ssim_vs", "verdict"}}.
+  """
+  n = len(windows[base]["psnr"])
+  counts = np.concatenate(
+      [np.ones((1, n), np.int64), bootstrap.resample_counts(n, draws, seed)]
+  )  # row 0: every window once (the point estimate)
+  reps = grid_stats.fidelity_replicates(
+      {m: {k: w[k] for k in ("psnr", "ssim")} for m, w in windows.items()},
+      {},
+      {},
+      counts,
+  )
+
+  def side(lo, hi):
+    return "above" if lo > 0 else "below" if hi < 0 else "tie"
+
+  out = {}
+  for m, r in reps.items():
+    v = grid_stats.vs_bicubic(m, r, reps[base], level, base)
+    d_ssim = r["ssim"] - reps[base]["ssim"]
+    s_iv = list(bootstrap.percentile_interval(d_ssim[1:], level))
+    p_iv = v["psnr_gain_interval"]
+    out[m] = {
+        "d_psnr": v["psnr_gain"],
+        "d_psnr_interval": p_iv,
+        "d_ssim": float(d_ssim[0]),
+        "d_ssim_interval": s_iv,
+        "vs": "baseline" if m == base else side(*p_iv),
+        "ssim_vs": "baseline" if m == base else side(*s_iv),
+        "verdict": v["psnr_verdict"],
+    }
+  return out
 
 
 def run(
@@ -338,73 +433,126 @@ def run(
     models=MODELS,
     src: str | None = None,
     log=print,
+    cache: str | None = None,
+    draws: int = DRAWS,
+    seed: int = 0,
 ) -> dict:
+  """Every model on every pair; writes the JSON and the PNG into
+  `out_dir`. cache: the Grid's trained models (default: a temporary
+  folder, gone after the run). bicubic_ls is always computed: it is the
+  reference of the intervals (listed only when in `models`)."""
+  unknown = [m for m in models if m not in MODELS]
+  if unknown:
+    raise ValueError(f"unknown SR models {unknown}; known: {MODELS}")
   steps = STEPS[preset]
   t0 = time.time()
   results, rows, examples = {}, [], {}
-  for name in pairs:
-    d = load_pair(name, src)
-    log(
-        f"{name}: {len(d['train']['hr'])} train / {len(d['test']['hr'])} "
-        f"test windows, lr {d['train']['lr'].shape[1:]} -> hr "
-        f"{d['train']['hr'].shape[1:]}"
-    )
-    res = {}
-    hr = d["test"]["hr"]
-    i = int(np.argmax(hr.std((1, 2, 3))))  # the window with most detail
-    examples[name] = {
-        "LR": d["test"]["lr"][i],
-        "HR": hr[i],
-        "window": d["windows"]["test"][i],
-        "sr": {},
-    }
-    for family in models:
-      sr, info = predict_model(family, d, steps)
-      res[family] = {**scores(sr, hr), **info}
-      examples[name]["sr"][family] = (
-          np.clip(sr[i], 0.0, 1.0),
-          scores(sr[i : i + 1], hr[i : i + 1])["psnr"],
+  with tempfile.TemporaryDirectory() as tmp:
+    for name in pairs:
+      d = load_pair(name, src)
+      log(
+          f"{name}: {len(d['train']['hr'])} train / "
+          f"{len(d['test']['hr'])} test windows, lr "
+          f"{d['train']['lr'].shape[1:]} -> hr {d['train']['hr'].shape[1:]}"
       )
-    ref = res.get("bicubic_ls", res.get("bicubic"))
-    for family, r in res.items():
-      rows.append(
+      res, grid = {}, None
+      hr = d["test"]["hr"]
+      i = int(np.argmax(hr.std((1, 2, 3))))  # the window with most detail
+      examples[name] = {
+          "LR": d["test"]["lr"][i],
+          "HR": hr[i],
+          "window": d["windows"]["test"][i],
+          "sr": {},
+      }
+      for family in dict.fromkeys([BASE, *models]):
+        if family in LEARNED and grid is None:
+          grid = pair_grid(d, preset, cache or tmp, seed, log)
+        t1 = time.time()
+        sr, info = predict_model(family, d, grid)
+        res[family] = {**scores(sr, hr), **info}
+        res[family]["seconds"] = round(time.time() - t1, 1)
+        log(
+            f"  {family}: psnr {res[family]['psnr']:.2f} ssim "
+            f"{res[family]['ssim']:.3f} ({res[family]['seconds']} s)"
+        )
+        if family in models:
+          examples[name]["sr"][family] = (
+              np.clip(sr[i], 0.0, 1.0),
+              res[family]["psnr_windows"][i],
+          )
+      iv = paired_intervals(
           {
-              "pair": name,
-              "sr": family,
-              "psnr": r["psnr"],
-              "ssim": r["ssim"],
-              "d_psnr_vs_bicubic_ls": (
-                  r["psnr"] - ref["psnr"] if ref else None
-              ),
-              "n_train": len(d["train"]["hr"]),
-              "n_test": len(d["test"]["hr"]),
-          }
+              f: {"psnr": r["psnr_windows"], "ssim": r["ssim_windows"]}
+              for f, r in res.items()
+          },
+          draws=draws,
+          seed=seed,
       )
-    results[name] = {
-        "models": res,
-        "scale": d["scale"],
-        "lr_bands": d["lr_bands"],
-        "hr_bands": d["hr_bands"],
-        "gsd_lr_hr_m": d["gsd"],
-        "files": d["files"],  # relative to the shared data folder
-        "split_rule": d["split_rule"],
-        "windows": d["windows"],
-        "dropped_windows": d.get("dropped_windows", []),
-        "percentile_999": d["percentile_999"],
-        "radiometry": d["radiometry"],
-        "notes": d["notes"],
-    }
+      for family in models:
+        r, v = res[family], iv[family]
+        r.update(vs_bicubic_ls=v)
+        rows.append(
+            {
+                "pair": name,
+                "sr": family,
+                "psnr": r["psnr"],
+                "ssim": r["ssim"],
+                "d_psnr_vs_bicubic_ls": v["d_psnr"],
+                "d_psnr_vs_bicubic_ls_interval": v["d_psnr_interval"],
+                "d_ssim_vs_bicubic_ls": v["d_ssim"],
+                "d_ssim_vs_bicubic_ls_interval": v["d_ssim_interval"],
+                "vs_bicubic_ls": v["vs"],
+                "ssim_vs_bicubic_ls": v["ssim_vs"],
+                "verdict": v["verdict"],
+                # per test window, in the order of the pair's "windows"
+                "psnr_windows": [round(x, 4) for x in r["psnr_windows"]],
+                "ssim_windows": [round(x, 5) for x in r["ssim_windows"]],
+                "n_train": len(d["train"]["hr"]),
+                "n_test": len(d["test"]["hr"]),
+            }
+        )
+      results[name] = {
+          "models": {  # the per-window lists are in the rows
+              f: {k: v for k, v in r.items() if not k.endswith("_windows")}
+              for f, r in res.items()
+              if f in models
+          },
+          "scale": d["scale"],
+          "lr_bands": d["lr_bands"],
+          "hr_bands": d["hr_bands"],
+          "gsd_lr_hr_m": d["gsd"],
+          "files": d["files"],  # relative to the shared data folder
+          "split_rule": d["split_rule"],
+          "windows": d["windows"],  # the order of the per-window lists
+          "dropped_windows": d.get("dropped_windows", []),
+          "percentile_999": d["percentile_999"],
+          "radiometry": d["radiometry"],
+          "notes": d["notes"],
+      }
   payload = {
       "rows": rows,
       "pairs": results,
       "preset": preset,
       "steps": steps,
+      "schedules": SCHEDULES,
+      "bootstrap": {
+          "draws": draws,
+          "level": LEVEL,
+          "seed": seed,
+          "reference": BASE,
+          "resampled": "test windows, with replacement, paired over models",
+      },
       "machine": reporting.machine(),
       "seconds": round(time.time() - t0, 1),
   }
   schedule = {"tiny": "runlocal"}.get(preset, preset)
-  payload["file"] = reporting.results_name("real_pairs", schedule, 0, 0)
-  reporting.write_json(out_dir, payload["file"], payload)
+  payload["file"] = reporting.results_name("real_pairs", schedule, seed, seed)
+  reporting.write_json(
+      out_dir,
+      payload["file"],
+      payload,
+      datasets={"shared": src or data_common.SHARED_DATA},
+  )
   stem = os.path.splitext(payload["file"])[0]
   figure(examples, os.path.join(out_dir, stem + ".png"))
   return payload
@@ -457,6 +605,45 @@ def figure(examples: dict, path: str) -> None:
   print(f"wrote {path}")
 
 
+def _span(v: float, iv, digits: int = 2) -> str:
+  f = lambda x: f"{x:+.{digits}f}"
+  return f"{f(v)} [{f(iv[0])}, {f(iv[1])}]" if iv else f(v)
+
+
+def table(rows: list[dict]) -> None:
+  """Mean PSNR / SSIM, the differences to bicubic_ls with their 95%
+  intervals, and "above" / "below" only where the interval excludes 0."""
+  reporting.print_table(
+      [
+          {
+              **r,
+              "psnr": f"{r['psnr']:.2f}",
+              "ssim": f"{r['ssim']:.3f}",
+              "dPSNR [95%]": _span(
+                  r["d_psnr_vs_bicubic_ls"], r["d_psnr_vs_bicubic_ls_interval"]
+              ),
+              "dSSIM [95%]": _span(
+                  r["d_ssim_vs_bicubic_ls"],
+                  r["d_ssim_vs_bicubic_ls_interval"],
+                  3,
+              ),
+          }
+          for r in rows
+      ],
+      [
+          "pair",
+          "sr",
+          "psnr",
+          "ssim",
+          "dPSNR [95%]",
+          "vs_bicubic_ls",
+          "dSSIM [95%]",
+          "ssim_vs_bicubic_ls",
+          "n_test",
+      ],
+  )
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   size = p.add_mutually_exclusive_group()
@@ -467,6 +654,12 @@ def main(argv=None):
   p.add_argument("--out", required=True)
   p.add_argument("--pairs", default="", help=f"default {','.join(PAIRS)}")
   p.add_argument("--models", default="", help=f"default {','.join(MODELS)}")
+  p.add_argument(
+      "--cache",
+      default=None,
+      help="keep the trained models here (a rerun resumes); default: a "
+      "temporary folder",
+  )
   a = p.parse_args(argv)
   preset = "tiny" if a.runlocal else ("quick" if a.quick else "full")
   dflt = RUNLOCAL if a.runlocal else dict(pairs=PAIRS, models=MODELS)
@@ -475,19 +668,9 @@ def main(argv=None):
       preset,
       a.pairs.split(",") if a.pairs else dflt["pairs"],
       a.models.split(",") if a.models else dflt["models"],
+      cache=a.cache,
   )
-  reporting.print_table(
-      res["rows"],
-      [
-          "pair",
-          "sr",
-          "psnr",
-          "ssim",
-          "d_psnr_vs_bicubic_ls",
-          "n_train",
-          "n_test",
-      ],
-  )
+  table(res["rows"])
   for name, r in res["pairs"].items():
     print(f"{name}: {r['split_rule']}; radiometry {r['radiometry']}")
 
