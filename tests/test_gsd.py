@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +64,42 @@ def test_predictor_tile_positions_follow_the_scene_gsd():
   p = m.apply(v, twice, method="tile_positions")
   assert not np.allclose(p[0], native[0], atol=1e-2)
   np.testing.assert_allclose(p[1], native[1], atol=1e-6)
+
+
+def test_position_gain_scales_every_ground_position_embedding():
+  gold = _golden_module()
+  batch = gold.tiny_batch()
+  rngs = {"params": jax.random.key(0), "selection": jax.random.key(1)}
+  m = gold.tiny_model(
+      "cnn", gsd_positions=True, lr_gsd=4.0, hr_gsd=1.0, position_gain=0.02
+  )
+  shapes = jax.eval_shape(lambda: m.init(rngs, batch))["params"]
+  names = {
+      "/".join(str(getattr(k, "key", k)) for k in path)
+      for path, x in jax.tree_util.tree_leaves_with_path(nn.unbox(shapes))
+      if "pos_gain" in str(path[-1]) and x.shape == ()
+  }
+  assert names == {
+      "tile_pos_gain",
+      "sampler/pixel_pos_gain",
+      "sampler/tile_pos_gain",
+      "lr_encoder/pos_gain",
+  }  # the cnn HR encoder has no positions
+  # The predictor's gain scales its tile positions.
+  v = jax.tree.map(lambda a: jnp.full(a.shape, 0.02, a.dtype), shapes)
+  p = m.apply({"params": v}, batch, method="tile_positions")
+  tile_m = 4.0 * batch["lr"].shape[1] / 4  # LR GSD x LR pixels per tile
+  want = layers.gsd_positions(4, 4, jnp.full([2], tile_m), p.shape[-1], 1.0)
+  np.testing.assert_allclose(p, 0.02 * want, rtol=1e-5, atol=1e-7)
+  # An encoder's gain starts at its init and learns.
+  enc = vit.Encoder(
+      width=16, depth=0, patch_size=4, gsd_positions=True, position_gain=0.02
+  )
+  images, gsd = jnp.ones([2, 16, 16, 3]), jnp.array([1.0, 3.0])
+  v = enc.init(jax.random.key(0), images, gsd=gsd)["params"]
+  assert float(nn.unbox(v["pos_gain"])) == pytest.approx(0.02)
+  g = jax.grad(lambda p: jnp.sum(enc.apply({"params": p}, images, gsd=gsd)))
+  assert abs(float(nn.unbox(g(v)["pos_gain"]))) > 0
 
 
 @pytest.mark.parametrize(

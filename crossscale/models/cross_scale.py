@@ -165,6 +165,9 @@ class CrossScaleModel(nn.Module):
   # which train.make_model fills from the manifest).
   gsd_positions: bool = False
   reference_gsd: float = 1.0
+  # > 0: every sin-cos position embedding gets a learned scalar gain
+  # starting here (layers.position_gain); 0: unit amplitude, fixed.
+  position_gain: float = 0.0
   lr_gsd: float = 0.0  # metres per LR pixel when the batch carries none
   hr_gsd: float = 0.0
   # "learned" (per-channel kernels) | "wavelength" (any bands, by name).
@@ -209,7 +212,9 @@ class CrossScaleModel(nn.Module):
     p = dict(self.predictor or {})
     self.width = p.get("width", 96)
     pos = dict(
-        gsd_positions=self.gsd_positions, reference_gsd=self.reference_gsd
+        gsd_positions=self.gsd_positions,
+        reference_gsd=self.reference_gsd,
+        position_gain=self.position_gain,
     )
     lr_bands = dict(band_embedding=self.band_embedding, bands=self.lr_bands)
     hr_bands = dict(band_embedding=self.band_embedding, bands=self.hr_bands)
@@ -265,6 +270,10 @@ class CrossScaleModel(nn.Module):
           "tile_pos",
           layers.part(nn.initializers.normal(0.02), (None, "tokens", "embed")),
           (1, n, self.width),
+      )
+    else:
+      self.tile_pos_gain = layers.position_gain(
+          self, self.position_gain, "tile_pos_gain"
       )
     self.out_norm = layers.LayerNorm(name="out_norm")
     self.to_latent = layers.Dense(
@@ -341,7 +350,7 @@ class CrossScaleModel(nn.Module):
     if not self.gsd_positions:
       return self.tile_pos
     tile_m = self.scene_gsd(batch, "lr") * (batch["lr"].shape[1] / self.grid)
-    return layers.gsd_positions(
+    return self.tile_pos_gain * layers.gsd_positions(
         self.grid, self.grid, tile_m, self.width, self.reference_gsd
     )
 

@@ -33,6 +33,7 @@ class Sampler(nn.Module):
   prior: float = 0.0
   gsd_positions: bool = False
   reference_gsd: float = 1.0
+  position_gain: float = 0.0  # > 0: learned gains on them (layers.)
   band_embedding: str = "learned"
   bands: tuple[str, ...] = ()
 
@@ -59,9 +60,11 @@ class Sampler(nn.Module):
     B, N, side = sub.shape[:3]
     sub = sub.reshape(B, N, -1, self.width)  # [B, N, s*s, F]
     if self.gsd_positions:  # LR pixels' ground offsets inside their tile
+      gain = layers.position_gain(self, self.position_gain, "pixel_pos_gain")
       sub = (
           sub
-          + layers.gsd_positions(
+          + gain
+          * layers.gsd_positions(
               side, side, gsd, self.width, self.reference_gsd
           )[:, None]
       )
@@ -75,7 +78,8 @@ class Sampler(nn.Module):
         )(sub)
     ).sum(2)
     if self.gsd_positions:  # tile centres on the ground
-      tok = tok + layers.gsd_positions(
+      gain = layers.position_gain(self, self.position_gain, "tile_pos_gain")
+      tok = tok + gain * layers.gsd_positions(
           self.grid,
           self.grid,
           jnp.asarray(gsd) * side,

@@ -81,6 +81,7 @@ class Encoder(nn.Module):
   remat: bool = False
   gsd_positions: bool = False
   reference_gsd: float = 1.0
+  position_gain: float = 0.0  # > 0: a learned gain on them (layers.)
   band_embedding: str = "learned"
   bands: tuple[str, ...] = ()
 
@@ -145,7 +146,8 @@ class Encoder(nn.Module):
           "gsd_positions=True needs the images' GSD: call the encoder with "
           "gsd=[B] metres per pixel"
       )
-    return layers.gsd_positions(
+    gain = layers.position_gain(self, self.position_gain)
+    return gain * layers.gsd_positions(
         rows, cols, jnp.asarray(gsd) * p, self.width, self.reference_gsd
     )
 

@@ -82,6 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           # 0: the manifest's) instead of learned tables.
           gsd_positions=False,
           reference_gsd=1.0,
+          # > 0: a learned gain on those positions, starting here; 0: none.
+          position_gain=0.0,
           lr_gsd=0.0,
           hr_gsd=0.0,
           # "wavelength": first layers generated from each band's
