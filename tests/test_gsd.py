@@ -410,6 +410,13 @@ def test_paired_vs_ours_per_factor():
   assert rows[1.0]["diff_points"] == pytest.approx(100.0)
   assert rows[1.0]["verdict"] == "ahead" and rows[2.0]["verdict"] == "tie"
   assert gsd_shift.paired_vs_ours({"random": out["random"]}, "accuracy") == []
+  rows = gsd_shift.paired_vs_ours(out, "accuracy", reference="random")
+  assert [r["method"] for r in rows] == ["ours", "ours"]
+  by_f = {r["gsd_factor"]: r for r in rows}
+  assert by_f[1.0]["diff_points"] == pytest.approx(-100.0)
+  assert by_f[1.0]["verdict"] == "behind"
+  with pytest.raises(SystemExit, match="--reference nope"):
+    gsd_shift.main(["--out", "/tmp/unused", "--reference", "nope"])
 
 
 def test_standardise_equals_the_broadcast_formula():

@@ -25,7 +25,8 @@ test split as stored. Writes OUT/gsd_shift.json ({"methods": {name:
 {"gsd_factor", "accuracy", "mAP", "interval"}}}: means over seeds, accuracy
 None on multi-label data, interval the 95% bootstrap interval over scenes
 and seeds of the data's metric, accuracy or macro mAP; "paired_vs_ours":
-ours minus each method per factor, paired by seed and scene) with
+ours (or `--reference NAME`, then in "reference") minus each method per
+factor, paired by seed and scene) with
 provenance and OUT/gsd_shift.png. Datasets whose records carry no true
 GSD (RSSCN7) are flagged "true_gsd": false; the factors are relative
 either way.
@@ -281,6 +282,7 @@ def run_gsd_shift(
     work_dir: str | None = None,
     split: str = "test",
     neighbours: str = "random",
+    reference: str = "ours",
 ) -> dict:
   """Trains `methods` ({name: (budget, overrides)}, default METHODS; see
   `parse_methods`) at native GSD, `seeds` seeds each,
@@ -334,7 +336,8 @@ def run_gsd_shift(
       "true_gsd": manifest.gsd_known,
       "factors": factors,
       "methods": results,
-      "paired_vs_ours": paired_vs_ours(outputs, metric),
+      "reference": reference,
+      "paired_vs_ours": paired_vs_ours(outputs, metric, reference),
       "cells": cells,
       "method_overrides": {
           m: {"budget": b, **o} for m, (b, o) in methods.items()
@@ -350,20 +353,23 @@ def _rendered_name(split: str, factor: float, neighbours: str) -> str:
   return name if plain else f"{name}_{neighbours}"
 
 
-def paired_vs_ours(outputs: dict, metric: str) -> list[dict]:
-  """ours minus every other method at each factor, paired by seed and
-  scene (`bootstrap.paired_difference`): one row per (method, factor) with
-  "diff_points", "low_points", "high_points", "verdict"."""
+def paired_vs_ours(
+    outputs: dict, metric: str, reference: str = "ours"
+) -> list[dict]:
+  """`reference` (ours) minus every other method at each factor, paired by
+  seed and scene (`bootstrap.paired_difference`): one row per (method,
+  factor) with "diff_points", "low_points", "high_points", "verdict"."""
   rows = []
-  if "ours" not in outputs:
+  if reference not in outputs:
     return rows
+  ref = outputs[reference]
   for name, per_factor in outputs.items():
-    if name == "ours":
+    if name == reference:
       continue
     for f, pairs in per_factor.items():
-      if len(pairs) != len(outputs["ours"][f]):
+      if len(pairs) != len(ref[f]):
         continue
-      d = bootstrap.paired_difference(outputs["ours"][f], pairs, metric)
+      d = bootstrap.paired_difference(ref[f], pairs, metric)
       rows.append(
           {
               "method": name,
@@ -471,6 +477,11 @@ def main(argv=None):
       help="another method: ours (options on) with this override "
       "(repeatable), e.g. ours_noaug:data.gsd_augment=()",
   )
+  p.add_argument(
+      "--reference",
+      default="ours",
+      help="the method every other is paired against (default ours)",
+  )
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   a = p.parse_args(argv)
   flags.FLAGS.mark_as_parsed()
@@ -478,6 +489,11 @@ def main(argv=None):
     methods = parse_methods(a.methods, a.variant)
   except ValueError as e:
     raise SystemExit(str(e)) from None
+  if a.reference not in methods:
+    raise SystemExit(
+        f"--reference {a.reference}: not among the methods "
+        f"({', '.join(methods)}); add it to --methods or a --variant"
+    )
   opts = (
       tradeoff.toyworld_options(a.quick, a.runlocal)
       if a.dataset == "toyworld"
@@ -500,6 +516,7 @@ def main(argv=None):
       work_dir=a.work_dir,
       split=a.split,
       neighbours=a.neighbours,
+      reference=a.reference,
   )
   rows = [
       {"method": m, "gsd_factor": f, res["metric"]: v, "interval": iv}
@@ -511,7 +528,10 @@ def main(argv=None):
       )
   ]
   reporting.print_table(rows, ["method", "gsd_factor", res["metric"]])
-  print("ours minus each method, paired by seed and scene (points, 95%):")
+  print(
+      f"{a.reference} minus each method, paired by seed and scene "
+      "(points, 95%):"
+  )
   reporting.print_table(
       res["paired_vs_ours"],
       ["method", "gsd_factor", "diff_points", "low_points", "high_points",
