@@ -87,7 +87,7 @@ def for_task(methods: dict, task: str) -> dict:
   the centre's class (`data.gsd_neighbours="same_label"`) on single-label
   data, where a method augments and does not say otherwise: chosen on
   RSSCN7's val split over random neighbours (native accuracy +11 points,
-  README "Across ground resolutions")."""
+  experiments/cross_scale/ground_resolution.md)."""
   if task != "single_label":
     return methods
   out = {}
