@@ -267,15 +267,20 @@ def test_rescale_scene_matches_the_whole_mosaic_reference(raw):
     assert got["lr_gsd"] == factor and got["labels"] is x["labels"]
 
 
-def test_gsd_augment_pipeline_is_seeded_resumable_and_aligned(toyworld_small):
-  kw = dict(
-      batch_size=8,
+def _pipeline_kw(batch_size: int, gsd_augment) -> dict:
+  """train_dataset's arguments for the GSD augmentation tests."""
+  return dict(
+      batch_size=batch_size,
       seed=3,
       fields=("lr", "hr", "labels"),
       augment=False,
-      gsd_augment=(0.5, 2.0),
+      gsd_augment=gsd_augment,
       num_threads=1,
   )
+
+
+def test_gsd_augment_pipeline_is_seeded_resumable_and_aligned(toyworld_small):
+  kw = _pipeline_kw(8, (0.5, 2.0))
   it = iter(input_pipeline.train_dataset(toyworld_small, **kw))
   first = next(it)
   state = it.get_state()
@@ -295,14 +300,7 @@ def test_gsd_augment_pipeline_is_seeded_resumable_and_aligned(toyworld_small):
 
 
 def test_gsd_augment_prob_keeps_the_rest_native(toyworld_small):
-  kw = dict(
-      batch_size=16,
-      seed=3,
-      fields=("lr", "hr", "labels"),
-      augment=False,
-      gsd_augment=(2.0, 2.0),  # every re-rendered scene at 2x
-      num_threads=1,
-  )
+  kw = _pipeline_kw(16, (2.0, 2.0))  # every re-rendered scene at 2x
   m = shards.load_manifest(toyworld_small)
   plain = next(iter(input_pipeline.train_dataset(toyworld_small, **kw)))
   once = next(
