@@ -33,7 +33,7 @@ class Sampler(nn.Module):
   prior: float = 0.0
   gsd_positions: bool = False
   reference_gsd: float = 1.0
-  position_gain: float = 0.0  # > 0: learned gains on them (layers.)
+  position_gain: float = 0.0  # > 0: learned gains (layers.position_gain)
   band_embedding: str = "learned"
   bands: tuple[str, ...] = ()
 

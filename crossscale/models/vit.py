@@ -81,7 +81,7 @@ class Encoder(nn.Module):
   remat: bool = False
   gsd_positions: bool = False
   reference_gsd: float = 1.0
-  position_gain: float = 0.0  # > 0: a learned gain on them (layers.)
+  position_gain: float = 0.0  # > 0: a learned gain (layers.position_gain)
   band_embedding: str = "learned"
   bands: tuple[str, ...] = ()
 
