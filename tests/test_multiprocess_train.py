@@ -410,7 +410,16 @@ def test_multiprocess_killed_process_without_launcher_ends_the_other(
   procs[1].communicate()
   assert procs[0].returncode != 0, out[-3000:]
   assert time.time() - t0 < 30
-  assert "unhealthy" in out or "Connection closed by peer" in out, out[-3000:]
+  # How it ends depends on the timing: the coordination service's verdict
+  # ("unhealthy", a closed connection) or, when process 0 is inside a
+  # collective with the dead peer, XLA aborting the process (seen once in a
+  # clean-clone suite run: "Fatal Python error: Aborted" in a device_get).
+  ends = (
+      "unhealthy",
+      "Connection closed by peer",
+      "Fatal Python error: Aborted",
+  )
+  assert any(e in out for e in ends), out[:2000] + "\n...\n" + out[-2000:]
 
 
 def test_multiprocess_error_exit_waits_for_the_save_in_flight(
