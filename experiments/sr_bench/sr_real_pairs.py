@@ -405,8 +405,10 @@ def paired_intervals(
       counts,
   )
 
-  def side(lo, hi):
-    return "above" if lo > 0 else "below" if hi < 0 else "tie"
+  def side(lo, hi):  # bootstrap.verdict's rule, named for a baseline
+    return {"ahead": "above", "behind": "below"}.get(
+        bootstrap.verdict(lo, hi), "tie"
+    )
 
   out = {}
   for m, r in reps.items():
