@@ -354,10 +354,50 @@ def test_sampler_targets_detail_and_completion_error():
   )
   (_, l_default), _ = losses(None)
   np.testing.assert_allclose(float(l_default), float(l_d), rtol=1e-6)
-  with pytest.raises(ValueError, match="sampler_target.*known: detail"):
+  with pytest.raises(ValueError, match="sampler_target.*known: .*detail"):
     losses({"variance": 1.0})
   with pytest.raises(ValueError, match=r"sampler_target \['completion'\] < 0"):
     losses({"detail": 1.0, "completion": -1.0})
+
+
+def test_evidence_target_is_the_mil_pooling_weight_of_the_positive_classes():
+  """Tile 2 of scene 0 carries class 0 (positive) alone: the bought tiles'
+  targets put it first; class 1 (absent) counts for nothing."""
+  per_token = np.zeros((2, 6, 2), np.float32)  # [B, N, K]
+  per_token[0, 2, 0] = 3.0
+  per_token[:, 4, 1] = 5.0  # a strong but absent class
+  labels = np.array([[1, 0], [1, 0]], np.float32)
+  idx = np.array([[2, 4, 0], [1, 4, 5]])
+  got = np.asarray(
+      cross_scale.evidence_target(
+          jnp.asarray(per_token), jnp.asarray(labels), jnp.asarray(idx), 2.0
+      )
+  )
+  w = np.exp(2.0 * per_token[..., 0])
+  e = w / w.sum(1, keepdims=True)  # [B, N] class 0's pooling weights
+  z = np.log(np.take_along_axis(e, idx, 1) + 1e-4)
+  np.testing.assert_allclose(got, (z - z.mean()) / (z.std() + 1e-3), rtol=1e-5)
+  assert got[0].argmax() == 0 and got[0, 0] > got[1].max()
+  np.testing.assert_allclose(got[0, 1], got[0, 2], rtol=1e-5)  # class 1: no
+
+
+def test_evidence_target_adds_a_regression_on_the_bought_tiles():
+  batch = _batch()
+
+  def sampler_loss(evidence):
+    model = _model(
+        budget=0.25,
+        head_type="mil",
+        sampler_target={"detail": 1.0, "evidence": evidence},
+    )
+    params = _init(model, batch)
+    out = model.apply({"params": params}, batch, train=True, rngs=_rngs())
+    return float(out["aux_losses"]["sampler"])
+
+  plain, with_evidence = sampler_loss(0.0), sampler_loss(1.0)
+  assert np.isfinite(with_evidence) and with_evidence > plain + 1e-3
+  with pytest.raises(ValueError, match="evidence needs.*head_type='mil'"):
+    _init(_model(sampler_target={"evidence": 1.0}), batch)
 
 
 def test_mil_pooling_goes_from_mean_to_max_with_its_sharpness():

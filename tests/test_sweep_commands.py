@@ -51,7 +51,10 @@ ABSL = {"benchmarks.step_time"}  # absl's --help exits 1 by design
 # smoke's --work_dir (selection_swap / tile_value read its trained cell).
 SMOKES = {
     "experiments.cross_scale.tradeoff": "--runlocal --work_dir WORK --out OUT",
-    "experiments.pretrain.benefit": "--runlocal --seeds 1 --out OUT",
+    # 4 steps per stage (runlocal: 20): three compiled runs, each step paid.
+    "experiments.pretrain.benefit": (
+        "--runlocal --seeds 1 --steps 4 --pretrain_steps 4 --out OUT"
+    ),
     "experiments.pretrain.transfer": "--runlocal --out OUT",
     "experiments.refseg.rrsis": "--runlocal --out OUT",
     "experiments.sr_bench.sr_grid": "--runlocal --out OUT",

@@ -44,6 +44,7 @@ from crossscale.models import convnet, layers, vit
 from crossscale.models.sampler import Sampler, lr_detail_prior  # noqa: F401
 
 POLICIES = ("learned", "random", "uniform", "heuristic", "oracle")
+SAMPLER_TARGETS = ("detail", "completion", "evidence")
 # The oracle reads the generator's object map (geoworld's masks["objects"]).
 ORACLE_FIELD = "mask_objects"
 
@@ -129,6 +130,19 @@ def sampler_detail_loss(logits, tidx, tile_px, scale: int) -> jnp.ndarray:
   return sampler_regression_loss(logits, tidx, detail_target(tile_px, scale))
 
 
+def evidence_target(per_token, labels, idx, r: float) -> jnp.ndarray:
+  """`[B, k]`: tiles `idx` `[B, k]`'s share of their scene's positive-class
+  evidence: the sum over classes c with labels `[B, K]` = 1 of the softmax
+  over the N tiles of r x the class-c logits `per_token` `[B, N, K]` (the MIL
+  head's LSE pooling weight: high on the few tiles that carry a small
+  object's class, spread thin over a land-cover region). Log, standardised
+  over those tiles of the batch, stop-gradient."""
+  resp = jax.nn.softmax(r * per_token, axis=1)  # [B, N, K]
+  e = jnp.einsum("bnk,bk->bn", resp, labels.astype(resp.dtype))
+  e = jnp.take_along_axis(e, idx, axis=1)  # [B, k]
+  return batch_standardise(jnp.log(e + 1e-4))
+
+
 def uniform_indices(n_tiles: int, k: int) -> jnp.ndarray:
   """k tile indices spread evenly over the row-major grid `[k]`."""
   if k == 0:
@@ -152,7 +166,9 @@ class CrossScaleModel(nn.Module):
   sampler: dict = None
   predictor: dict = None  # width, depth, num_heads, mlp_dim, lr_guidance
   num_target_tiles: int = -1  # unobserved tiles with a latent target; -1: k
-  sampler_target: dict = None  # {"detail": w, "completion": w} (latent_losses)
+  # {"detail": w, "completion": w} (latent_losses), "evidence": w
+  # (evidence_target, on the bought tiles; MIL head only).
+  sampler_target: dict = None
   embed_dim: int = 64  # retrieval embedding
   zero_hr_gain: float = 0.0  # residual fusion s = s_P + g (s_P - s_0HR)
   head_type: str = "map"  # map | mil (see head_logits)
@@ -190,12 +206,16 @@ class CrossScaleModel(nn.Module):
           f"unknown selection policy {self.policy!r} "
           f"(config.model.policy); known: {POLICIES}"
       )
-    unknown = set(self.sampler_target or {}) - {"detail", "completion"}
+    unknown = set(self.sampler_target or {}) - set(SAMPLER_TARGETS)
     if unknown:
       raise ValueError(
           f"unknown sampler targets {sorted(unknown)} "
-          "(config.model.sampler_target); known: detail, "
-          "completion"
+          f"(config.model.sampler_target); known: {SAMPLER_TARGETS}"
+      )
+    if (self.sampler_target or {}).get("evidence") and self.head_type != "mil":
+      raise ValueError(
+          "config.model.sampler_target.evidence needs per-tile class "
+          f"evidence: set model.head_type='mil' (got {self.head_type!r})"
       )
     negative = [k for k, w in (self.sampler_target or {}).items() if w < 0]
     if negative:
@@ -565,6 +585,7 @@ class CrossScaleModel(nn.Module):
         context, pred_idx, pred_weight, pred_obs, train, pos
     )  # [B, N, D]
     logits, pooled = self.head_logits(tokens, context)
+    evidence_w = (self.sampler_target or {}).get("evidence", 0.0)
     if self.zero_hr_gain:
       zero = self.complete(
           context, idx[:, :0], weight[:, :0], observed[:, :0], pos=pos
@@ -597,6 +618,16 @@ class CrossScaleModel(nn.Module):
       )
       out["aux_losses"]["latent"] = latent
       if self.policy == "learned" and k < self.n_tiles:
+        if evidence_w and k:
+          # The bought tiles' share of the positive classes' evidence (HR
+          # seen there): which LR look holds label-bearing tiles.
+          z = evidence_target(
+              self.head(tokens), batch["labels"], idx, self.mil_sharpness
+          )  # [B, k]
+          sq = (jnp.take_along_axis(s, idx, axis=1) - z) ** 2
+          sampler = sampler + evidence_w * jnp.where(valid, sq, 0).sum() / (
+              jnp.maximum(valid.sum(), 1)
+          )
         out["aux_losses"]["sampler"] = sampler
       out["aux_losses"]["retrieval"] = siglip_loss(
           emb, batch["labels"], self.siglip_t, self.siglip_b
