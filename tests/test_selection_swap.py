@@ -49,6 +49,28 @@ def test_swap_matrix(run):
   want = np.mean([len(set(t) & uni) / k for t in top.tolist()])
   assert res["overlap"]["heuristic"]["uniform"] == pytest.approx(want)
   assert res["overlap"]["uniform"]["heuristic"] == pytest.approx(want)
+  # The share of object tiles (any mask_objects pixel) the heuristic buys.
+  masks = []
+  for b in input_pipeline.eval_dataset(
+      data_dir, "test", batch_size=16, fields=("mask_objects",)
+  ):
+    masks.append(np.asarray(b["mask_objects"])[np.asarray(b["valid"]) > 0])
+  m = np.concatenate(masks) > 0  # [S, H, W]
+  t = m.shape[1] // manifest.grid
+  objects = m.reshape(len(m), manifest.grid, t, manifest.grid, t).any((2, 4))
+  objects = objects.reshape(len(m), n)
+  want = np.take_along_axis(objects, top, 1).sum() / objects.sum()
+  assert res["object_recall"]["heuristic"] == pytest.approx(want)
+  assert set(res["object_recall"]) == set(res["sources"])
+
+
+def test_object_recall_pools_the_object_tiles_over_scenes():
+  objects = np.zeros((2, 6), bool)
+  objects[0, [1, 4]] = True
+  objects[1, [0, 2, 5]] = True
+  idx = np.array([[4, 3], [5, 0]])  # buys 1 of 2, then 2 of 3
+  assert selection_swap.object_recall(idx, objects) == pytest.approx(3 / 5)
+  assert np.isnan(selection_swap.object_recall(idx, objects & False))
 
 
 def test_runs_of_different_budgets_are_refused(run):

@@ -21,7 +21,10 @@ seeds (`--seeds 8,9,10` keeps only those). Prints and writes
   accuracy[run][source]: the run's predictor and head fed `source`'s tiles
     (the diagonal entry of a run under its own policy is its test accuracy);
   overlap[a][b]: the mean fraction of the k tiles that sources a and b both
-    buy in a scene (1 = the same tiles).
+    buy in a scene (1 = the same tiles);
+  object_recall[source] (records with the generator's object map,
+    `mask_objects`, e.g. geoworld): the share of the split's object tiles
+    (any object pixel) that the source buys, pooled over scenes.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from crossscale import (
     partitioning,
     reporting,
     shards,
+    tile_grid,
     train,
 )
 
@@ -127,6 +131,28 @@ def selections(
   return np.concatenate(out)
 
 
+def object_tiles(data_dir: str, split: str, grid: int, batch_size: int):
+  """`[S, N]` bool: tiles holding any pixel of the records' object map
+  (`mask_objects`), or None when the records carry none."""
+  if "objects" not in shards.load_manifest(data_dir).mask_names:
+    return None
+  out = []
+  for batch in input_pipeline.eval_dataset(
+      data_dir, split, batch_size=batch_size, fields=("mask_objects",)
+  ):
+    frac = np.asarray(tile_grid.mask_fraction(batch["mask_objects"], grid))
+    out.append(frac[np.asarray(batch["valid"]).astype(bool)] > 0)
+  return np.concatenate(out)
+
+
+def object_recall(idx: np.ndarray, objects: np.ndarray) -> float:
+  """Share of the object tiles `objects` `[S, N]` that the tile indices
+  `idx` `[S, k]` buy, pooled over scenes (nan without object tiles)."""
+  bought = np.take_along_axis(objects, idx, axis=1).sum()
+  total = objects.sum()
+  return float(bought / total) if total else float("nan")
+
+
 def overlap(idx_a: np.ndarray, idx_b: np.ndarray) -> float:
   """Mean over scenes of |A & B| / k for tile index sets `[S, k]`."""
   k = idx_a.shape[1]
@@ -193,10 +219,15 @@ def swap(runs: list[Run], split: str = "test") -> dict:
         )
       acc[r.name][s] = evs[key].run(params)[metric]
   ov = {a: {b: overlap(chosen[a], chosen[b]) for b in srcs} for a in srcs}
+  objects = object_tiles(data_dir, split, ref.model.grid, bs)
+  recall = {}
+  if objects is not None:
+    recall = {s: object_recall(chosen[s], objects) for s in srcs}
   return {
       "accuracy": acc,
       "metric": metric,
       "overlap": ov,
+      "object_recall": recall,
       "k": ks[ref.name],
       "sources": list(srcs),
       "split": split,
@@ -264,6 +295,10 @@ def mean_tables(per_seed: list[dict]) -> dict:
   """Element-wise mean of swap(...) results over seeds (entries present in
   every seed)."""
   out = {k: per_seed[0].get(k) for k in ("k", "split", "sources", "metric")}
+  out["object_recall"] = {
+      s: float(np.mean([r["object_recall"][s] for r in per_seed]))
+      for s in per_seed[0].get("object_recall", {})
+  }
   for key in ("accuracy", "overlap"):
     rows = set.intersection(*(set(r[key]) for r in per_seed))
     out[key] = {
@@ -362,6 +397,9 @@ def main(argv=None):
   reporting.print_table(
       [{"source": s, **v} for s, v in res["overlap"].items()], ["source", *srcs]
   )
+  if res["object_recall"]:
+    print("\nshare of the object tiles each source buys")
+    reporting.print_table([res["object_recall"]], srcs)
   reporting.write_json(
       a.out,
       results_stem(a, config, list(per_seed)) + ".json",
