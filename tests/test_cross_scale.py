@@ -9,6 +9,7 @@ import pytest
 
 from crossscale import metrics, tile_grid
 from crossscale.models import cross_scale
+from crossscale.models import sampler as sampler_lib
 from tests import helpers
 
 B, G, HR, LR, C, K = 4, 4, 32, 8, 3, 5
@@ -369,7 +370,7 @@ def test_evidence_target_is_the_mil_pooling_weight_of_the_positive_classes():
   labels = np.array([[1, 0], [1, 0]], np.float32)
   idx = np.array([[2, 4, 0], [1, 4, 5]])
   got = np.asarray(
-      cross_scale.evidence_target(
+      sampler_lib.evidence_target(
           jnp.asarray(per_token), jnp.asarray(labels), jnp.asarray(idx), 2.0
       )
   )

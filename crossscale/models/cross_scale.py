@@ -41,6 +41,7 @@ from crossscale import bands as bands_lib
 from crossscale import budgets, selection, tile_grid
 from crossscale.kernels import tile_select
 from crossscale.models import convnet, layers, vit
+from crossscale.models import sampler as sampler_lib
 from crossscale.models.sampler import Sampler, lr_detail_prior  # noqa: F401
 
 POLICIES = ("learned", "random", "uniform", "heuristic", "oracle")
@@ -101,46 +102,6 @@ def siglip_loss(emb, labels, log_t, bias):
   z = 2.0 * pos - 1.0
   off_diag = 1.0 - jnp.eye(emb.shape[0], dtype=emb.dtype)
   return -(jax.nn.log_sigmoid(z * logits) * off_diag).sum() / emb.shape[0]
-
-
-def batch_standardise(x: jnp.ndarray) -> jnp.ndarray:
-  """Stop-gradient `(x - mean) / std` over the whole batch `[B, T]`, not per
-  scene: most tiles are background, and per-scene statistics would turn
-  their noise into targets."""
-  return jax.lax.stop_gradient((x - x.mean()) / (x.std() + 1e-3))
-
-
-def sampler_regression_loss(logits, tidx, z) -> jnp.ndarray:
-  """Mean squared error of the sampler's logits `[B, N]` at tiles `tidx`
-  `[B, T]` to their targets `z` `[B, T]`."""
-  s = jnp.take_along_axis(logits, tidx, axis=1)
-  return ((s - z) ** 2).mean()
-
-
-def detail_target(tile_px, scale: int) -> jnp.ndarray:
-  """`[B, T]`: log HR detail energy of tiles `[B, T, t, t, C]` (what an LR
-  pixel at `scale` cannot hold), standardised over the batch."""
-  return batch_standardise(jnp.log(tile_grid.hr_detail(tile_px, scale) + 1e-4))
-
-
-def sampler_detail_loss(logits, tidx, tile_px, scale: int) -> jnp.ndarray:
-  """The sampler's label-free target: its logits `[B, N]` at tiles `tidx`
-  `[B, T]` regress onto the standardised log HR detail energy of those
-  tiles' pixels `[B, T, t, t, C]` (`detail_target`)."""
-  return sampler_regression_loss(logits, tidx, detail_target(tile_px, scale))
-
-
-def evidence_target(per_token, labels, idx, r: float) -> jnp.ndarray:
-  """`[B, k]`: tiles `idx` `[B, k]`'s share of their scene's positive-class
-  evidence: the sum over classes c with labels `[B, K]` = 1 of the softmax
-  over the N tiles of r x the class-c logits `per_token` `[B, N, K]` (the MIL
-  head's LSE pooling weight: high on the few tiles that carry a small
-  object's class, spread thin over a land-cover region). Log, standardised
-  over those tiles of the batch, stop-gradient."""
-  resp = jax.nn.softmax(r * per_token, axis=1)  # [B, N, K]
-  e = jnp.einsum("bnk,bk->bn", resp, labels.astype(resp.dtype))
-  e = jnp.take_along_axis(e, idx, axis=1)  # [B, k]
-  return batch_standardise(jnp.log(e + 1e-4))
 
 
 def uniform_indices(n_tiles: int, k: int) -> jnp.ndarray:
@@ -621,7 +582,7 @@ class CrossScaleModel(nn.Module):
         if evidence_w and k:
           # The bought tiles' share of the positive classes' evidence (HR
           # seen there): which LR look holds label-bearing tiles.
-          z = evidence_target(
+          z = sampler_lib.evidence_target(
               self.head(tokens), batch["labels"], idx, self.mil_sharpness
           )  # [B, k]
           sq = (jnp.take_along_axis(s, idx, axis=1) - z) ** 2
@@ -699,9 +660,11 @@ class CrossScaleModel(nn.Module):
     weights = dict(self.sampler_target or {"detail": 1.0})
     z = jnp.zeros_like(err)
     if weights.get("detail"):
-      z = z + weights["detail"] * detail_target(
+      z = z + weights["detail"] * sampler_lib.detail_target(
           target_px, hr.shape[1] // lr_size
       )
     if weights.get("completion"):
-      z = z + weights["completion"] * batch_standardise(jnp.log(err + 1e-4))
-    return latent, sampler_regression_loss(logits, tidx, z)
+      z = z + weights["completion"] * sampler_lib.batch_standardise(
+          jnp.log(err + 1e-4)
+      )
+    return latent, sampler_lib.sampler_regression_loss(logits, tidx, z)

@@ -20,7 +20,7 @@ text): docs/design.md.
 
 With `sampler` set, the cross-scale model's sampler also pretrains on its
 own label-free target (regressing the log HR detail energy of each tile from
-the LR view, `cross_scale.sampler_detail_loss`).
+the LR view, `sampler_lib.sampler_detail_loss`).
 
 Parameters are named like the cross-scale model's ("lr_encoder",
 "hr_encoder", "sampler") and the referring model's ("backbone"), so
@@ -37,6 +37,7 @@ import numpy as np
 
 from crossscale import selection, tile_grid
 from crossscale.models import convnet, cross_scale, layers, vit
+from crossscale.models import sampler as sampler_lib
 
 PROMPT = "A satellite image of {}."
 TEXT_DIM = 384  # all-MiniLM-L6-v2
@@ -338,7 +339,7 @@ class CrossScalePretrain(nn.Module):
 
     if self.sampler is not None:  # the cross-scale sampler, label-free
       s = self.sampler_net(lr, train)  # [B, N]
-      l_s = cross_scale.sampler_detail_loss(
+      l_s = sampler_lib.sampler_detail_loss(
           s, tidx, tile_px, hr.shape[1] // lr.shape[1]
       )
       if train:

@@ -1,9 +1,12 @@
 """The cross-scale model's tile sampler: scores the G x G tiles of a
-scene from its LR view alone (crossscale/models/cross_scale.py)."""
+scene from its LR view alone (crossscale/models/cross_scale.py), and its
+regression targets: stop-gradient scores per tile, standardised over the
+batch."""
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from crossscale import tile_grid
@@ -116,3 +119,43 @@ def lr_detail_prior(lr: jnp.ndarray, grid: int) -> jnp.ndarray:
   over each scene's tiles (only the ranking inside a scene matters)."""
   x = jnp.log(tile_grid.tile_statistic(lr, grid) + 1e-6)
   return (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-3)
+
+
+def batch_standardise(x: jnp.ndarray) -> jnp.ndarray:
+  """Stop-gradient `(x - mean) / std` over the whole batch `[B, T]`, not per
+  scene: most tiles are background, and per-scene statistics would turn
+  their noise into targets."""
+  return jax.lax.stop_gradient((x - x.mean()) / (x.std() + 1e-3))
+
+
+def sampler_regression_loss(logits, tidx, z) -> jnp.ndarray:
+  """Mean squared error of the sampler's logits `[B, N]` at tiles `tidx`
+  `[B, T]` to their targets `z` `[B, T]`."""
+  s = jnp.take_along_axis(logits, tidx, axis=1)
+  return ((s - z) ** 2).mean()
+
+
+def detail_target(tile_px, scale: int) -> jnp.ndarray:
+  """`[B, T]`: log HR detail energy of tiles `[B, T, t, t, C]` (what an LR
+  pixel at `scale` cannot hold), standardised over the batch."""
+  return batch_standardise(jnp.log(tile_grid.hr_detail(tile_px, scale) + 1e-4))
+
+
+def sampler_detail_loss(logits, tidx, tile_px, scale: int) -> jnp.ndarray:
+  """The sampler's label-free target: its logits `[B, N]` at tiles `tidx`
+  `[B, T]` regress onto the standardised log HR detail energy of those
+  tiles' pixels `[B, T, t, t, C]` (`detail_target`)."""
+  return sampler_regression_loss(logits, tidx, detail_target(tile_px, scale))
+
+
+def evidence_target(per_token, labels, idx, r: float) -> jnp.ndarray:
+  """`[B, k]`: tiles `idx` `[B, k]`'s share of their scene's positive-class
+  evidence: the sum over classes c with labels `[B, K]` = 1 of the softmax
+  over the N tiles of r x the class-c logits `per_token` `[B, N, K]` (the MIL
+  head's LSE pooling weight: high on the few tiles that carry a small
+  object's class, spread thin over a land-cover region). Log, standardised
+  over those tiles of the batch, stop-gradient."""
+  resp = jax.nn.softmax(r * per_token, axis=1)  # [B, N, K]
+  e = jnp.einsum("bnk,bk->bn", resp, labels.astype(resp.dtype))
+  e = jnp.take_along_axis(e, idx, axis=1)  # [B, k]
+  return batch_standardise(jnp.log(e + 1e-4))
