@@ -401,6 +401,35 @@ def test_evidence_target_adds_a_regression_on_the_bought_tiles():
     _init(_model(sampler_target={"evidence": 1.0}), batch)
 
 
+def test_objects_target_regresses_every_tile_onto_the_object_map():
+  """The oracle_sampler reference: logits regress onto the standardised
+  'tile holds an object' of the generator's map (tiles 5 and 10 here)."""
+  batch = _batch()
+  t = HR // G
+  objects = np.zeros((B, HR, HR), np.uint8)
+  objects[:, t + 1, t + 1] = 3  # tile 5
+  objects[:, 2 * t, 2 * t + 2] = 1  # tile 10
+  batch[cross_scale.ORACLE_FIELD] = jnp.asarray(objects)
+  model = _model(budget=0.25, sampler_target={"objects": 2.0})
+  params = _init(model, batch)
+  s = jnp.asarray(np.random.default_rng(0).normal(size=(B, G * G)))
+  idx = jnp.zeros((B, 4), jnp.int32)
+  args = (s, idx, jnp.ones((B, 4), bool), jnp.zeros((B, G * G, 16)))
+  got = model.apply(
+      {"params": params}, batch, *args, method=model.label_sampler_loss
+  )
+  has = np.zeros((B, G * G), np.float32)
+  has[:, [5, 10]] = 1
+  z = (has - has.mean()) / (has.std() + 1e-3)
+  want = 2.0 * ((np.asarray(s) - z) ** 2).mean()
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  del batch[cross_scale.ORACLE_FIELD]
+  with pytest.raises(ValueError, match="objects reads.*mask_objects"):
+    model.apply(
+        {"params": params}, batch, *args, method=model.label_sampler_loss
+    )
+
+
 def test_mil_pooling_goes_from_mean_to_max_with_its_sharpness():
   batch = _batch()
   params = _init(_model(head_type="mil"), batch)

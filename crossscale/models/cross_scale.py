@@ -45,7 +45,7 @@ from crossscale.models import sampler as sampler_lib
 from crossscale.models.sampler import Sampler, lr_detail_prior  # noqa: F401
 
 POLICIES = ("learned", "random", "uniform", "heuristic", "oracle")
-SAMPLER_TARGETS = ("detail", "completion", "evidence")
+SAMPLER_TARGETS = ("detail", "completion", "evidence", "objects")
 # The oracle reads the generator's object map (geoworld's masks["objects"]).
 ORACLE_FIELD = "mask_objects"
 
@@ -127,8 +127,8 @@ class CrossScaleModel(nn.Module):
   sampler: dict = None
   predictor: dict = None  # width, depth, num_heads, mlp_dim, lr_guidance
   num_target_tiles: int = -1  # unobserved tiles with a latent target; -1: k
-  # {"detail": w, "completion": w} (latent_losses), "evidence": w
-  # (evidence_target, on the bought tiles; MIL head only).
+  # {"detail": w, "completion": w} (latent_losses), "evidence": w (MIL head
+  # only), "objects": w (an upper reference) (label_sampler_loss).
   sampler_target: dict = None
   embed_dim: int = 64  # retrieval embedding
   zero_hr_gain: float = 0.0  # residual fusion s = s_P + g (s_P - s_0HR)
@@ -546,7 +546,6 @@ class CrossScaleModel(nn.Module):
         context, pred_idx, pred_weight, pred_obs, train, pos
     )  # [B, N, D]
     logits, pooled = self.head_logits(tokens, context)
-    evidence_w = (self.sampler_target or {}).get("evidence", 0.0)
     if self.zero_hr_gain:
       zero = self.complete(
           context, idx[:, :0], weight[:, :0], observed[:, :0], pos=pos
@@ -579,17 +578,9 @@ class CrossScaleModel(nn.Module):
       )
       out["aux_losses"]["latent"] = latent
       if self.policy == "learned" and k < self.n_tiles:
-        if evidence_w and k:
-          # The bought tiles' share of the positive classes' evidence (HR
-          # seen there): which LR look holds label-bearing tiles.
-          z = sampler_lib.evidence_target(
-              self.head(tokens), batch["labels"], idx, self.mil_sharpness
-          )  # [B, k]
-          sq = (jnp.take_along_axis(s, idx, axis=1) - z) ** 2
-          sampler = sampler + evidence_w * jnp.where(valid, sq, 0).sum() / (
-              jnp.maximum(valid.sum(), 1)
-          )
-        out["aux_losses"]["sampler"] = sampler
+        out["aux_losses"]["sampler"] = sampler + self.label_sampler_loss(
+            batch, s, idx, valid, tokens
+        )
       out["aux_losses"]["retrieval"] = siglip_loss(
           emb, batch["labels"], self.siglip_t, self.siglip_b
       )
@@ -604,6 +595,37 @@ class CrossScaleModel(nn.Module):
           unobs.sum(1), 1.0
       )
     return out
+
+  def label_sampler_loss(self, batch, s, idx, valid, tokens):
+    """The sampler's targets from labels (`sampler_target`, 0 without):
+    "evidence", its logits `s` `[B, N]` at the bought tiles `idx` `[B, k]`
+    (`valid`) regress onto their share of the positive classes' MIL
+    evidence in the completed `tokens` `[B, N, D]` (`sampler.
+    evidence_target`); "objects", an upper reference that reads the
+    generator's object map: every tile's logit regresses onto whether it
+    holds an object (standardised): the best this LR sampler can learn."""
+    w = self.sampler_target or {}
+    loss = jnp.zeros(())
+    if w.get("evidence") and idx.shape[1]:
+      z = sampler_lib.evidence_target(
+          self.head(tokens), batch["labels"], idx, self.mil_sharpness
+      )  # [B, k]
+      sq = (jnp.take_along_axis(s, idx, axis=1) - z) ** 2
+      loss += (
+          w["evidence"]
+          * jnp.where(valid, sq, 0).sum()
+          / (jnp.maximum(valid.sum(), 1))
+      )
+    if w.get("objects"):
+      if ORACLE_FIELD not in batch:
+        raise ValueError(
+            f"sampler_target.objects reads batch[{ORACLE_FIELD!r}]: add it "
+            "to config.data.fields (records with masks['objects'] only)"
+        )
+      has = tile_grid.mask_fraction(batch[ORACLE_FIELD], self.grid) > 0
+      z = sampler_lib.batch_standardise(has.astype(jnp.float32))  # [B, N]
+      loss += w["objects"] * ((s - z) ** 2).mean()
+    return loss
 
   def latent_targets(self, hr, observed_mask, hr_gsd=None):
     """T random unobserved tiles per scene (`num_target_tiles`, default k;

@@ -63,8 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           # Sampler regression targets: HR detail and/or completion error;
           # completion -1: 1.0 on multi-label data, 0 otherwise (geoworld
           # val: +7.1 [5.5, 8.6] mAP at 1/8; RSSCN7: -1.5 accuracy at 1/4);
-          # evidence > 0: also the bought tiles' share of the MIL evidence.
-          sampler_target=dict(detail=1.0, completion=-1.0, evidence=0.0),
+          # evidence, objects > 0: label_sampler_loss (cross_scale.py).
+          sampler_target=dict(
+              detail=1.0, completion=-1.0, evidence=0.0, objects=0.0
+          ),
           embed_dim=64,
           # map (attention pooling) | mil (a class is present if some tile
           # shows it) | auto: mil on multi-label data (chosen on geoworld's

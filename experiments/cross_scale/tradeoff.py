@@ -13,8 +13,10 @@ LR-guided predictor), random, uniform-grid and heuristic (LR variance + edge
 energy) selection through the same predictor, HR-only completion (our
 sampler, predictor and head without LR) and, where the records carry the
 generator's object map (geoworld), the oracle that buys the tiles holding
-label-bearing objects. Budget 0 of the LR-using methods is one LR-only run
-and budget 1 one dense-HR run (selection is moot there). Every cell trains
+label-bearing objects and `oracle_sampler`, ours with its sampler trained
+on that map (the best LR-only selection this sampler learns). Budget 0
+of the LR-using methods is one LR-only run and budget 1 one dense-HR run
+(selection is moot there). Every cell trains
 `--seeds` seeds (default 3, fixed before the run); ours minus each method,
 LR-only and dense HR is reported paired by seed and scene with a 95%
 bootstrap interval (`paired_vs`: accuracy on single-label data, macro mAP
@@ -72,12 +74,29 @@ METHODS = {  # name -> config overrides
         "model.policy": "oracle",
         "data.fields": ("lr", "hr", "labels", "mask_objects"),
     },
+    # Upper reference of LR-only selection: ours with its sampler trained
+    # on the object map instead of its own targets.
+    "oracle_sampler": {
+        "model.policy": "learned",
+        "model.sampler_target.detail": 0.0,
+        "model.sampler_target.completion": 0.0,
+        "model.sampler_target.objects": 1.0,
+        "data.fields": ("lr", "hr", "labels", "mask_objects"),
+    },
 }
 
 
-# Overrides that only choose tiles: no effect at budget 0 (none bought) or
-# 1 (all bought), so those cells are shared across methods.
-SELECTION_KEYS = ("model.policy", "data.fields")
+# Overrides that only choose tiles (a key, or every key under a "prefix."):
+# no effect at budget 0 (none bought) or 1 (all bought), so those cells are
+# shared across methods.
+SELECTION_KEYS = ("model.policy", "data.fields", "model.sampler_target.")
+
+
+def selection_only(key: str) -> bool:
+  return any(
+      key == k or (k.endswith(".") and key.startswith(k))
+      for k in SELECTION_KEYS
+  )
 
 
 def config_arg(quick: bool, runlocal: bool = False) -> str:
@@ -221,7 +240,7 @@ def run_tradeoff(
       # Shared by the methods that differ only in which tiles they buy; a
       # variant's other overrides (e.g. the head) get cells of their own.
       extra = {
-          k: v for k, v in methods[method].items() if k not in SELECTION_KEYS
+          k: v for k, v in methods[method].items() if not selection_only(k)
       }
       base = "lr_only" if budget == 0.0 else "dense"
       key = (f"{base}_{method}" if extra else base, budget)
@@ -441,10 +460,10 @@ def plot(results: dict, path: str | None = None, title: str | None = None):
 
 
 def default_methods(data_dir: str) -> list[str]:
-  """Every method of METHODS the dataset supports: the oracle only where
+  """Every method of METHODS the dataset supports: the oracles only where
   the records carry the generator's object map (masks["objects"])."""
   has_objects = "objects" in shards.load_manifest(data_dir).mask_names
-  return [m for m in METHODS if m != "oracle" or has_objects]
+  return [m for m in METHODS if not m.startswith("oracle") or has_objects]
 
 
 def parse_methods(names: str, variants: list[str]) -> dict:
