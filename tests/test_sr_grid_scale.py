@@ -92,6 +92,13 @@ def test_schedules_presets_and_names():
   assert q["settings"]["task_steps"] == 300  # QUICK's, kept
   assert q["settings"]["crop"] == 64 and "gan" in q["sr_models"]
   assert gs.preset_table("quick", "ucmerced") == gs.QUICK["ucmerced"]
+  r = gs.preset_table("quick", "rsscn7", 4)  # UC Merced 4x's SR schedule
+  assert r["settings"]["task_steps"] == 200  # rsscn7's QUICK, kept
+  assert r["settings"]["hr_size"] == 400 and r["settings"]["crop"] == 64
+  assert r["settings"]["pretrain_steps"] == 0
+  assert r["settings"]["schedules"] == q["settings"]["schedules"]
+  assert r["sr_models"] == q["sr_models"]
+  assert gs.preset_table("quick", "rsscn7") == gs.QUICK["rsscn7"]
   full = gs.preset_table("full", "ucmerced", 4)["settings"]
   assert full["schedules"]["gan"]["init"] == "gan_psnr"
   assert gs.preset_table("full", "ucmerced") == {}

@@ -149,6 +149,19 @@ QUICK_SCALE = {
         sr_models=SR_MODELS + ("gan_psnr", "gan", "diffusion"),
     ),
 }
+# RSSCN7 at 4x (issue 25): UC Merced 4x's SR schedule unchanged, to be
+# checked on RSSCN7's val windows before its test run (README "RSSCN7 4x":
+# not finished yet), at RSSCN7's native 400 px (LR 100 px); no
+# pretraining run (no learned feature distance: PSNR / SSIM / random
+# features only, to fit the CPU).
+QUICK_SCALE[("rsscn7", 4)] = dict(
+    settings={
+        **QUICK_SCALE[("ucmerced", 4)]["settings"],
+        "hr_size": 400,
+        "pretrain_steps": 0,
+    },
+    sr_models=QUICK_SCALE[("ucmerced", 4)]["sr_models"],
+)
 
 
 # The full variant of the 4x SR run (accelerators; not measured here): the
@@ -302,8 +315,9 @@ def parser(description: str) -> argparse.ArgumentParser:
       type=int,
       default=None,
       help="ucmerced/rsscn7: LR N x coarser than HR (records built for it; "
-      "default 8). --quick --scale 4 on ucmerced: HR 256 px (0.3 m), every "
-      "SR family on 64 px HR crops, schedules in grid_settings.QUICK_SCALE",
+      "default 8). --quick --scale 4 on ucmerced (HR 256 px, 0.3 m) and "
+      "rsscn7 (HR 400 px): every SR family on 64 px HR crops, schedules in "
+      "grid_settings.QUICK_SCALE",
   )
   p.add_argument(
       "--sr_only",

@@ -1,36 +1,49 @@
-r"""SR fidelity on REAL LR/HR pairs (no labels there: fidelity only).
+r"""SR fidelity on real LR/HR pairs and on synthetic 4x of real HR (no
+labels there: fidelity only).
 
   python -m experiments.sr_bench.sr_real_pairs --quick --out DIR
-  python -m experiments.sr_bench.sr_real_pairs --quick --pairs worldstrat \
-      --models bicubic_ls,edsr,gan_psnr,gan --out DIR
+  python -m experiments.sr_bench.sr_real_pairs --quick --split val \
+      --schedule ucm4x --cache C --out DIR   # choose on the val windows
+  python -m experiments.sr_bench.sr_real_pairs --quick --cache C --out DIR \
+      --pair_schedule spacenet_pan_ms=ucm4x,worldstrat=short  # test, once
   python -m experiments.sr_bench.sr_real_pairs --runlocal --out /tmp/rp  # smoke
 
-Pairs (PAIRS, from ../shared/data; train and test windows spatially
-disjoint, ids in the JSON's "windows"): spacenet_pan_ms (MS 4 bands -> pan,
-2x; test = tile pan3), landsat8_pan_ms and landsat7_pan_ms (B2-B4 -> B8 pan,
-2x; test = the east window columns), worldstrat (Sentinel-2 RGB -> SPOT RGB,
-2x, cross-sensor; test = the east quarter).
+Pairs (real_pairs_data.PAIRS, from ../shared/data; train / val / test
+windows spatially disjoint, the val windows carved out of the train area,
+real_pairs_data.SPLIT_RULES, ids in the JSON's "windows"): the real pairs
+spacenet_pan_ms (MS 4 bands -> pan, 2x), landsat8_pan_ms and
+landsat7_pan_ms (B2-B4 -> B8 pan, 2x), worldstrat (Sentinel-2 RGB -> SPOT
+RGB, 2x, cross-sensor), and the synthetic 4x pairs spacenet_pan_x4 and
+naip_x4 (LR = sensor.degrade of the HR).
 Models (MODELS, all by default): "bicubic" (LR bands averaged where the band
 counts differ), "bicubic_ls" (bicubic, then a per-band least-squares map of
-the LR bands: the fair baseline across sensors, and the reference of every
-interval), and every learned family of sr_grid (LEARNED: edsr, swinir,
-implicit, gan_psnr, gan, diffusion), trained and predicted by
-sr_grid.Grid (sr.py's "small" widths, STEPS steps, batch 16, lr 1e-3, whole
-windows, standardised per side; the ESRGAN-style "gan" starts from its L1
-stage "gan_psnr" at lr 2e-4: SCHEDULES). Each side is scaled to [0, 1] by
-its train 99.9th percentile; every output is clipped to [0, 1]. PSNR / SSIM
-(crossscale.fidelity) per test window; the rows give their means, the
-per-window lists and the paired bootstrap 95% interval of the difference
-to bicubic_ls (DRAWS draws of the test windows with replacement, the same
-draws for every model): "above" only where its lower end is > 0.
+the LR bands fitted on the train windows), and every learned family of
+sr_grid (LEARNED: edsr, swinir, implicit, gan_psnr, gan, diffusion),
+trained and predicted by sr_grid.Grid (sr.py's "small" widths, batch 16,
+standardised per side) under a named schedule (SCHEDULE_SETS: "short" =
+STEPS steps at lr 1e-3 on whole windows; "ucm4x" = UC Merced 4x's
+grid_settings.QUICK_SCALE schedule, crops no larger than the windows;
+--schedule_json merges per-family grid_settings.SCHEDULE_KEYS over it). The
+ESRGAN-style "gan" starts from its L1 stage "gan_psnr". Each side is scaled
+to [0, 1] by its train 99.9th percentile (synthetic pairs: the HR's for
+both); every output is clipped to [0, 1]. PSNR / SSIM (crossscale.fidelity)
+per evaluated window (--split: test, or val to choose a schedule; models
+train on the train windows only, so a test run on the same --cache reuses
+them); the rows give their means, the per-window lists and the paired
+bootstrap 95% interval of the difference to the pair's reference
+(bicubic_ls on real pairs, bicubic on synthetic ones; DRAWS draws of the
+windows with replacement, the same draws for every model): "above" only
+where its lower end is > 0.
 --runlocal: 10 steps on landsat8_pan_ms with bicubic, bicubic_ls and edsr.
-Writes OUT/real_pairs_<schedule>_s0-0.json (crossscale.reporting.results_name,
-with its provenance), a PNG beside it, and prints a table.
+Writes OUT/real_pairs_<preset>[_<schedule>][_<split>]_s0-0.json
+(crossscale.reporting.results_name, with its provenance), a PNG beside it,
+and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import tempfile
@@ -40,236 +53,42 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-from crossscale import bootstrap, fidelity, reporting, shards
+from crossscale import bootstrap, fidelity, reporting
 from crossscale.models import sr as sr_lib
 from data import common as data_common
-from experiments.sr_bench import grid_data, grid_stats, sr_grid
+from experiments.sr_bench import (
+    grid_data,
+    grid_settings,
+    grid_stats,
+    real_pairs_data,
+    sr_grid,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-PAIRS = ("spacenet_pan_ms", "landsat8_pan_ms", "landsat7_pan_ms", "worldstrat")
+PAIRS = real_pairs_data.PAIRS
+load_pair = real_pairs_data.load_pair
 BASELINES = ("bicubic", "bicubic_ls")
 # sr_grid's learned families (experiments/configs/sr.py FAMILIES), the
 # ESRGAN-style L1 stage before its adversarial stage.
 LEARNED = ("edsr", "swinir", "implicit", "gan_psnr", "gan", "diffusion")
 MODELS = BASELINES + LEARNED
-BASE = "bicubic_ls"  # the reference of the paired intervals
-# Per family over STEPS / lr 1e-3 (grid_settings.SCHEDULE_KEYS): ESRGAN's
-# adversarial stage from its trained L1 stage, at sr.py's GAN lr.
+# "short": per family over STEPS / lr 1e-3 (grid_settings.SCHEDULE_KEYS):
+# ESRGAN's adversarial stage from its trained L1 stage, at sr.py's GAN lr.
 SCHEDULES = {"gan": dict(init="gan_psnr", lr=2e-4)}
-DRAWS, LEVEL = 2000, 0.95  # paired bootstrap over the test windows
-MAX_ZERO_FRAC = 0.05
+_UCM4X = grid_settings.QUICK_SCALE[("ucmerced", 4)]["settings"]
+# Named schedules: Settings fields "lr", "crop" (HR px, 0: whole windows)
+# and the per-family "schedules". "ucm4x": the one chosen on UC Merced 4x's
+# val windows (README "UC Merced 4x"); crops >= a pair's window size become
+# whole windows (fit_crops).
+SCHEDULE_SETS = {
+    "short": dict(lr=1e-3, crop=0, schedules=SCHEDULES),
+    "ucm4x": dict(lr=1e-3, crop=_UCM4X["crop"], schedules=_UCM4X["schedules"]),
+}
+DRAWS, LEVEL = 2000, 0.95  # paired bootstrap over the evaluated windows
 STEPS = {"tiny": 10, "quick": 300, "full": 3000}
 RUNLOCAL = dict(pairs=("landsat8_pan_ms",), models=MODELS[:3])
-L8 = "landsat_pan_ms/LC08_L1TP_195025_20130707_20170503_01_T1"
-L7 = "landsat_pan_ms/LE07_L1TP_195025_20010730_20170204_01_T1"
-
-
-# --------------------------------------------------------------------- data
-
-
-def _row_col(scene_id: str) -> tuple[int, int]:
-  r, c = re.search(r"_r(\d+)_c(\d+)$", scene_id).groups()
-  return int(r), int(c)
-
-
-def _geotiff_windows(hr: list[str], lr: list[str], scene_px: int) -> list[dict]:
-  """Windows of one real pair built by data.geotiff_pairs (its own seeded
-  split is ignored: callers split spatially). Each: {"id", "row", "col",
-  "lr" [h, w, C_lr], "hr" [H, W, C_hr]} (float32, raw units). Windows with
-  more than MAX_ZERO_FRAC all-zero pixels on either side are dropped (their
-  ids returned third, after the manifest)."""
-  from data import geotiff_pairs  # pylint: disable=import-outside-toplevel
-
-  with tempfile.TemporaryDirectory() as tmp:
-    m = geotiff_pairs.build(tmp, hr, lr, scene_px=scene_px, grid=4)
-    out, dropped = [], []
-    for split in m.splits:
-      for s in shards.iter_scenes(tmp, split, verify=False):
-        # Fill without a nodata tag (pan2/pan3 have a zero top third).
-        if (
-            max((s.hr == 0).all(-1).mean(), (s.lr == 0).all(-1).mean())
-            > MAX_ZERO_FRAC
-        ):
-          dropped.append(s.id)
-          continue
-        r, c = _row_col(s.id)
-        out.append(
-            {
-                "id": s.id,
-                "row": r,
-                "col": c,
-                "lr": s.lr.astype(np.float32),
-                "hr": s.hr.astype(np.float32),
-            }
-        )
-  return sorted(out, key=lambda w: w["id"]), m, sorted(dropped)
-
-
-def _split(windows: list[dict], is_test) -> dict:
-  out = {"train": [], "test": []}
-  for w in windows:
-    out["test" if is_test(w) else "train"].append(w)
-  for k, v in out.items():
-    if not v:
-      raise ValueError(f"no {k} windows: the spatial split rule left none.")
-  return out
-
-
-def _spacenet(src: str) -> dict:
-  base = os.path.join(src, "spacenet", "preproc_tutorial")
-  wins, dropped = [], []
-  for i in (1, 2, 3):
-    w, m, drop = _geotiff_windows(
-        [os.path.join(base, f"pan{i}.tif")],
-        [os.path.join(base, f"ms{i}.tif")],
-        64,
-    )
-    wins += w
-    dropped += drop
-  split = _split(wins, lambda w: w["id"].startswith("pan3_"))
-  return {
-      "split": split,
-      "scale": m.builder["scale"],
-      "lr_bands": list(m.lr_bands),
-      "hr_bands": ["pan"],
-      "gsd": [m.lr_gsd, m.hr_gsd],
-      "files": "spacenet/preproc_tutorial/{pan,ms}{1,2,3}.tif",
-      "split_rule": "tile: pan1 + pan2 train, pan3 test",
-      "dropped_windows": dropped,
-      "notes": [
-          f"pan2 and pan3 have a zero fill over their top third "
-          f"without a nodata tag: {len(dropped)} windows with more "
-          f"than {MAX_ZERO_FRAC:.0%} zero pixels dropped.",
-          "MS and pan of the same satellite acquisition (data "
-          "README); MS bands 1-4 as stored in the sample (float64 "
-          "DN), pan uint16: a 4 -> 1 band SR (spectral mapping + "
-          "2x).",
-      ],
-  }
-
-
-def _landsat(src: str, base: str, lr_bands: tuple[int, ...]) -> dict:
-  p = os.path.join(src, base)
-  wins, m, dropped = _geotiff_windows(
-      [f"{p}_B8.TIF"], [f"{p}_B{b}.TIF" for b in lr_bands], 16
-  )
-  split = _split(wins, lambda w: w["col"] >= 3)
-  return {
-      "split": split,
-      "scale": m.builder["scale"],
-      "lr_bands": list(m.lr_bands),
-      "hr_bands": list(m.hr_bands),
-      "gsd": [m.lr_gsd, m.hr_gsd],
-      "files": f"{base}_B{{8,{','.join(map(str, lr_bands))}}}.TIF",
-      "split_rule": "window columns 0-2 train, 3-4 test (east strip)",
-      "dropped_windows": dropped,
-      "notes": [
-          f"one 82 px (1.2 km) pan scene: {len(wins)} windows of "
-          "16 px, too small for more than a smoke-level estimate; "
-          "int16 DN, nodata windows dropped by geotiff_pairs."
-      ],
-  }
-
-
-def _worldstrat(src: str, scene_px: int = 64) -> dict:
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-
-  root = os.path.join(src, "worldstrat")
-  lr = np.asarray(
-      Image.open(os.path.join(root, "L1.png")).convert("RGB"), np.float32
-  )  # [400, 400, 3]
-  hr = np.asarray(
-      Image.open(os.path.join(root, "HR.png")).convert("RGB"), np.float32
-  )  # [800, 800, 3]
-  scale = hr.shape[0] // lr.shape[0]
-  if hr.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
-    raise ValueError(
-        f"{root}: HR {hr.shape} is not an integer multiple of "
-        f"LR {lr.shape}."
-    )
-  p = scene_px // scale
-  wins = []
-  for r in range(hr.shape[0] // scene_px):
-    for c in range(hr.shape[1] // scene_px):
-      wins.append(
-          {
-              "id": f"worldstrat_r{r}_c{c}",
-              "row": r,
-              "col": c,
-              "lr": lr[r * p : (r + 1) * p, c * p : (c + 1) * p],
-              "hr": hr[
-                  r * scene_px : (r + 1) * scene_px,
-                  c * scene_px : (c + 1) * scene_px,
-              ],
-          }
-      )
-  ncol = hr.shape[1] // scene_px
-  first_test = ncol - ncol // 4
-  split = _split(wins, lambda w: w["col"] >= first_test)
-  return {
-      "split": split,
-      "scale": scale,
-      "lr_bands": ["R", "G", "B"],
-      "hr_bands": ["R", "G", "B"],
-      "gsd": [None, None],
-      "files": "worldstrat/{L1,HR}.png",
-      "split_rule": f"window columns 0-{first_test - 1} train, "
-      f"{first_test}-{ncol - 1} test (east quarter)",
-      "notes": [
-          "CROSS-SENSOR: a Sentinel-2 revisit (L1.png) vs SPOT "
-          "(HR.png), both 8-bit display renders with their own "
-          "stretch, different dates and spectral responses; the "
-          "files are 2x of each other as given (the native ground "
-          "resolutions differ more). Radiometry differs (see "
-          "radiometry), so plain bicubic is penalised for colour, "
-          "not only for detail: compare against bicubic_ls."
-      ],
-  }
-
-
-def load_pair(name: str, src: str | None = None) -> dict:
-  """{"train"|"test": {"lr": [N, h, w, C_lr], "hr": [N, H, W, C_hr]} in
-  [0, 1] float32, "windows": {split: ids}, "scale", bands, "split_rule",
-  "radiometry", "notes"}; each side scaled by its train 99.9th percentile."""
-  src = src or data_common.SHARED_DATA
-  if name == "spacenet_pan_ms":
-    d = _spacenet(src)
-  elif name == "landsat8_pan_ms":
-    d = _landsat(src, L8, (2, 3, 4))
-  elif name == "landsat7_pan_ms":
-    d = _landsat(src, L7, (2, 3, 4))
-  elif name == "worldstrat":
-    d = _worldstrat(src)
-  else:
-    raise ValueError(f"unknown pair {name!r}; known: {', '.join(PAIRS)}")
-  split = d.pop("split")
-  hi = {
-      k: float(np.percentile(np.stack([w[k] for w in split["train"]]), 99.9))
-      for k in ("lr", "hr")
-  }
-  out = {
-      "name": name,
-      **d,
-      "percentile_999": hi,
-      "windows": {s: [w["id"] for w in ws] for s, ws in split.items()},
-  }
-  for s, ws in split.items():
-    out[s] = {
-        k: np.clip(np.stack([w[k] for w in ws]) / hi[k], 0.0, 1.0).astype(
-            np.float32
-        )
-        for k in ("lr", "hr")
-    }
-  tr = out["train"]
-  out["radiometry"] = {
-      "lr_band_means": [round(float(v), 4) for v in tr["lr"].mean((0, 1, 2))],
-      "hr_band_means": [round(float(v), 4) for v in tr["hr"].mean((0, 1, 2))],
-      "lr_band_stds": [round(float(v), 4) for v in tr["lr"].std((0, 1, 2))],
-      "hr_band_stds": [round(float(v), 4) for v in tr["hr"].std((0, 1, 2))],
-  }
-  return out
 
 
 # ------------------------------------------------------------------- models
@@ -292,15 +111,44 @@ def apply_band_map(lr_up: np.ndarray, w: np.ndarray) -> np.ndarray:
   return (lr_up @ w[:-1] + w[-1]).astype(np.float32)
 
 
+def fit_crops(sched: dict, window_px: int, scale: int) -> dict:
+  """SCHEDULE_SETS entry `sched` for windows of `window_px` HR px: every
+  crop (the default and per family) >= the window becomes 0 (whole
+  windows), others are rounded down to a multiple of `scale`."""
+  fit = lambda c: 0 if not c or c >= window_px else c // scale * scale
+  return {
+      **sched,
+      "crop": fit(sched.get("crop", 0)),
+      "schedules": {
+          f: {**v, "crop": fit(v["crop"])} if "crop" in v else dict(v)
+          for f, v in sched.get("schedules", {}).items()
+      },
+  }
+
+
 def pair_grid(
-    d: dict, preset: str, cache: str, seed: int = 0, log=print
+    d: dict,
+    preset: str,
+    cache: str,
+    seed: int = 0,
+    log=print,
+    schedule: str = "short",
+    split: str = "test",
+    extra: dict | None = None,
 ) -> sr_grid.Grid:
-  """sr_grid.Grid (SR only) that trains and predicts the learned families
-  on pair `d`. The Grid standardises both sides by the HR train band stats;
-  the LR it is given is the LR mapped so that this standardisation gives
-  the LR's own ((lr - mean_lr) / std_lr: the bands and radiometry differ
-  across sensors), and its outputs come back in HR units, clipped to [0,
-  1]."""
+  """sr_grid.Grid (SR only) that trains the learned families on pair `d`'s
+  train windows under SCHEDULE_SETS[schedule] (crops fitted to the
+  windows, then `extra` {family: {SCHEDULE_KEYS: value}} merged by
+  grid_settings.with_schedule; "tiny" caps every family at STEPS["tiny"])
+  and predicts its `split` windows. The Grid standardises both sides by the
+  HR train band stats; the LR it is given is the LR mapped so that this
+  standardisation gives the LR's own ((lr - mean_lr) / std_lr: the bands
+  and radiometry differ across sensors), and its outputs come back in HR
+  units, clipped to [0, 1]."""
+  if schedule not in SCHEDULE_SETS:
+    raise ValueError(
+        f"unknown schedule {schedule!r}; known: {sorted(SCHEDULE_SETS)}"
+    )
   tr = d["train"]
   m_lr, s_lr = grid_data.band_stats(tr["lr"])
   m_hr, s_hr = grid_data.band_stats(tr["hr"])
@@ -311,32 +159,47 @@ def pair_grid(
       "bands": list(d["hr_bands"]),
       "splits": {
           s: {"lr": as_hr(d[s]["lr"]), "hr": d[s]["hr"]}
-          for s in ("train", "test")
+          for s in ("train", "val", "test")
+          if s in d
       },
       "tasks": {},
       "notes": [],
   }
+  sched = fit_crops(SCHEDULE_SETS[schedule], tr["hr"].shape[1], d["scale"])
   s = sr_grid.settings(
       preset,
       sr_steps=STEPS[preset],
       sr_size="small",
       batch_size=16,
-      lr=1e-3,
+      lr=sched["lr"],
+      crop=sched["crop"],
       max_train=None,
       max_test=None,
       feature_distance=False,
       bootstrap_draws=0,
       sr_only=True,
       seed=seed,
-      schedules=SCHEDULES,
+      split=split,
   )
+  s = grid_settings.with_schedule(s, sched["schedules"])
+  s = grid_settings.with_schedule(s, extra or {})
+  if preset == "tiny":  # seconds, whatever the schedule
+    s = grid_settings.with_schedule(
+        s,
+        {
+            f: {"steps": min(STEPS["tiny"], v.get("steps", STEPS["tiny"]))}
+            for f, v in s.schedules.items()
+        },
+    )
   return sr_grid.Grid(data, s, cache, log)
 
 
-def predict_model(family: str, d: dict, grid=None) -> tuple[np.ndarray, dict]:
-  """(SR of the test LR `[N, H, W, C_hr]` in [0, 1], info); the learned
-  families through `grid` (`pair_grid`)."""
-  tr, te = d["train"], d["test"]
+def predict_model(
+    family: str, d: dict, grid=None, split: str = "test"
+) -> tuple[np.ndarray, dict]:
+  """(SR of the `split` LR `[N, H, W, C_hr]` in [0, 1], info); the learned
+  families through `grid` (`pair_grid` with the same split)."""
+  tr, te = d["train"], d[split]
   hw = tuple(te["hr"].shape[1:3])
   c_lr, c_hr = tr["lr"].shape[-1], tr["hr"].shape[-1]
   if family == "bicubic":
@@ -349,6 +212,8 @@ def predict_model(family: str, d: dict, grid=None) -> tuple[np.ndarray, dict]:
     return apply_band_map(_up(te["lr"], hw), w), {"band_map_ls": w.tolist()}
   if family not in LEARNED:
     raise ValueError(f"unknown SR model {family!r}; known: {MODELS}")
+  if grid.s.split != split:
+    raise ValueError(f"the grid scores {grid.s.split!r}, not {split!r}.")
   sr01, _ = grid.sr(family)
   _, meta = grid.sr_params(family)  # from the grid's cache
   spec = meta["spec"]
@@ -356,9 +221,11 @@ def predict_model(family: str, d: dict, grid=None) -> tuple[np.ndarray, dict]:
       "steps": spec["steps"],
       "lr": spec["lr"],
       "batch": spec["batch"],
-      "init": SCHEDULES.get(family, {}).get("init"),  # cache key below
+      "crop": spec.get("crop", 0),  # 0: whole windows
+      "init": grid_settings.family_schedule(grid.s, family).get("init"),
       "init_key": spec.get("init"),
       "model": spec["model"],
+      "inference": grid.inference(family),
       "aux_weights": spec["aux_weights"],
       "train_seconds": round(meta["train_seconds"], 1),
       "final_loss": meta["final_loss"],
@@ -380,7 +247,7 @@ def scores(sr: np.ndarray, hr: np.ndarray) -> dict:
 
 def paired_intervals(
     windows: dict,
-    base: str = BASE,
+    base: str = "bicubic_ls",
     draws: int = DRAWS,
     seed: int = 0,
     level: float = LEVEL,
@@ -428,6 +295,19 @@ def paired_intervals(
   return out
 
 
+def results_schedule(
+    preset: str, schedule: str, pair_schedule: dict, split: str, extra
+) -> str:
+  """The results file's schedule part: "runlocal" / "quick" / "full",
+  then "_<schedule>" (not "short"), "_chosen" (per-pair schedules),
+  "_custom" (--schedule_json), "_<split>" (not test)."""
+  name = {"tiny": "runlocal"}.get(preset, preset)
+  name += "" if schedule == "short" else f"_{schedule}"
+  name += "_chosen" if pair_schedule else ""
+  name += "_custom" if extra else ""
+  return name + ("" if split == "test" else f"_{split}")
+
+
 def run(
     out_dir: str,
     preset: str = "quick",
@@ -438,39 +318,59 @@ def run(
     cache: str | None = None,
     draws: int = DRAWS,
     seed: int = 0,
+    schedule: str = "short",
+    pair_schedule: dict | None = None,
+    split: str = "test",
+    extra: dict | None = None,
 ) -> dict:
-  """Every model on every pair; writes the JSON and the PNG into
-  `out_dir`. cache: the Grid's trained models (default: a temporary
-  folder, gone after the run). bicubic_ls is always computed: it is the
-  reference of the intervals (listed only when in `models`)."""
+  """Every model on every pair, scored on its `split` windows; writes the
+  JSON and the PNG into `out_dir`. schedule: SCHEDULE_SETS name of every
+  pair, pair_schedule {pair: name} over it, extra: per-family schedule
+  fields over both (pair_grid). cache: the Grid's trained models (default:
+  a temporary folder, gone after the run). The pair's reference
+  (real_pairs_data.reference) is always computed (listed only when in
+  `models`)."""
   unknown = [m for m in models if m not in MODELS]
   if unknown:
     raise ValueError(f"unknown SR models {unknown}; known: {MODELS}")
-  steps = STEPS[preset]
+  pair_schedule = dict(pair_schedule or {})
+  for name, sch in [("*", schedule), *pair_schedule.items()]:
+    if sch not in SCHEDULE_SETS:
+      raise ValueError(
+          f"{name}: unknown schedule {sch!r}; known: {sorted(SCHEDULE_SETS)}"
+      )
+  if split not in real_pairs_data.SPLITS[1:]:
+    raise ValueError(f"split {split!r}: score val or test windows.")
+  if cache:
+    os.makedirs(cache, exist_ok=True)
   t0 = time.time()
   results, rows, examples = {}, [], {}
   with tempfile.TemporaryDirectory() as tmp:
     for name in pairs:
       d = load_pair(name, src)
+      ref, sched = d["reference"], pair_schedule.get(name, schedule)
+      n = "/".join(str(len(d[k]["hr"])) for k in ("train", "val", "test"))
       log(
-          f"{name}: {len(d['train']['hr'])} train / "
-          f"{len(d['test']['hr'])} test windows, lr "
-          f"{d['train']['lr'].shape[1:]} -> hr {d['train']['hr'].shape[1:]}"
+          f"{name}: {n}"
+          f" train / val / test windows, lr {d['train']['lr'].shape[1:]} -> "
+          f"hr {d['train']['hr'].shape[1:]}; schedule {sched}, scoring {split}"
       )
       res, grid = {}, None
-      hr = d["test"]["hr"]
+      hr = d[split]["hr"]
       i = int(np.argmax(hr.std((1, 2, 3))))  # the window with most detail
       examples[name] = {
-          "LR": d["test"]["lr"][i],
+          "LR": d[split]["lr"][i],
           "HR": hr[i],
-          "window": d["windows"]["test"][i],
+          "window": d["windows"][split][i],
           "sr": {},
       }
-      for family in dict.fromkeys([BASE, *models]):
+      for family in dict.fromkeys([ref, *models]):
         if family in LEARNED and grid is None:
-          grid = pair_grid(d, preset, cache or tmp, seed, log)
+          grid = pair_grid(
+              d, preset, cache or tmp, seed, log, sched, split, extra
+          )
         t1 = time.time()
-        sr, info = predict_model(family, d, grid)
+        sr, info = predict_model(family, d, grid, split)
         res[family] = {**scores(sr, hr), **info}
         res[family]["seconds"] = round(time.time() - t1, 1)
         log(
@@ -487,30 +387,33 @@ def run(
               f: {"psnr": r["psnr_windows"], "ssim": r["ssim_windows"]}
               for f, r in res.items()
           },
+          base=ref,
           draws=draws,
           seed=seed,
       )
       for family in models:
         r, v = res[family], iv[family]
-        r.update(vs_bicubic_ls=v)
+        r.update(vs_ref=v)
         rows.append(
             {
                 "pair": name,
                 "sr": family,
+                "reference": ref,
+                "schedule": sched,
                 "psnr": r["psnr"],
                 "ssim": r["ssim"],
-                "d_psnr_vs_bicubic_ls": v["d_psnr"],
-                "d_psnr_vs_bicubic_ls_interval": v["d_psnr_interval"],
-                "d_ssim_vs_bicubic_ls": v["d_ssim"],
-                "d_ssim_vs_bicubic_ls_interval": v["d_ssim_interval"],
-                "vs_bicubic_ls": v["vs"],
-                "ssim_vs_bicubic_ls": v["ssim_vs"],
+                "d_psnr_vs_ref": v["d_psnr"],
+                "d_psnr_vs_ref_interval": v["d_psnr_interval"],
+                "d_ssim_vs_ref": v["d_ssim"],
+                "d_ssim_vs_ref_interval": v["d_ssim_interval"],
+                "vs_ref": v["vs"],
+                "ssim_vs_ref": v["ssim_vs"],
                 "verdict": v["verdict"],
-                # per test window, in the order of the pair's "windows"
+                # per window, in the order of the pair's windows[split]
                 "psnr_windows": [round(x, 4) for x in r["psnr_windows"]],
                 "ssim_windows": [round(x, 5) for x in r["ssim_windows"]],
                 "n_train": len(d["train"]["hr"]),
-                "n_test": len(d["test"]["hr"]),
+                "n_eval": len(hr),
             }
         )
       results[name] = {
@@ -519,14 +422,27 @@ def run(
               for f, r in res.items()
               if f in models
           },
+          "reference": ref,
+          "schedule": sched,
+          "settings": (
+              {
+                  "lr": grid.s.lr,
+                  "crop": grid.s.crop,
+                  "sr_steps": grid.s.sr_steps,
+                  "schedules": grid.s.schedules,
+              }
+              if grid
+              else None
+          ),
           "scale": d["scale"],
           "lr_bands": d["lr_bands"],
           "hr_bands": d["hr_bands"],
           "gsd_lr_hr_m": d["gsd"],
           "files": d["files"],  # relative to the shared data folder
           "split_rule": d["split_rule"],
-          "windows": d["windows"],  # the order of the per-window lists
+          "windows": d["windows"],  # windows[split]: the per-window order
           "dropped_windows": d.get("dropped_windows", []),
+          "degradation": d.get("degradation"),
           "percentile_999": d["percentile_999"],
           "radiometry": d["radiometry"],
           "notes": d["notes"],
@@ -535,20 +451,29 @@ def run(
       "rows": rows,
       "pairs": results,
       "preset": preset,
-      "steps": steps,
-      "schedules": SCHEDULES,
+      "split": split,
+      "steps": STEPS[preset],
+      "schedule": schedule,
+      "pair_schedule": pair_schedule,
+      "schedule_json": extra or {},
+      "schedule_sets": SCHEDULE_SETS,
       "bootstrap": {
           "draws": draws,
           "level": LEVEL,
           "seed": seed,
-          "reference": BASE,
-          "resampled": "test windows, with replacement, paired over models",
+          "reference": {n: r["reference"] for n, r in results.items()},
+          "resampled": f"{split} windows, with replacement, paired over "
+          "models",
       },
       "machine": reporting.machine(),
       "seconds": round(time.time() - t0, 1),
   }
-  schedule = {"tiny": "runlocal"}.get(preset, preset)
-  payload["file"] = reporting.results_name("real_pairs", schedule, seed, seed)
+  payload["file"] = reporting.results_name(
+      "real_pairs",
+      results_schedule(preset, schedule, pair_schedule, split, extra),
+      seed,
+      seed,
+  )
   reporting.write_json(
       out_dir,
       payload["file"],
@@ -613,8 +538,9 @@ def _span(v: float, iv, digits: int = 2) -> str:
 
 
 def table(rows: list[dict]) -> None:
-  """Mean PSNR / SSIM, the differences to bicubic_ls with their 95%
-  intervals, and "above" / "below" only where the interval excludes 0."""
+  """Mean PSNR / SSIM, the differences to the pair's reference with their
+  95% intervals, and "above" / "below" only where the interval excludes
+  0."""
   reporting.print_table(
       [
           {
@@ -622,12 +548,10 @@ def table(rows: list[dict]) -> None:
               "psnr": f"{r['psnr']:.2f}",
               "ssim": f"{r['ssim']:.3f}",
               "dPSNR [95%]": _span(
-                  r["d_psnr_vs_bicubic_ls"], r["d_psnr_vs_bicubic_ls_interval"]
+                  r["d_psnr_vs_ref"], r["d_psnr_vs_ref_interval"]
               ),
               "dSSIM [95%]": _span(
-                  r["d_ssim_vs_bicubic_ls"],
-                  r["d_ssim_vs_bicubic_ls_interval"],
-                  3,
+                  r["d_ssim_vs_ref"], r["d_ssim_vs_ref_interval"], 3
               ),
           }
           for r in rows
@@ -637,13 +561,25 @@ def table(rows: list[dict]) -> None:
           "sr",
           "psnr",
           "ssim",
+          "reference",
           "dPSNR [95%]",
-          "vs_bicubic_ls",
+          "vs_ref",
           "dSSIM [95%]",
-          "ssim_vs_bicubic_ls",
-          "n_test",
+          "ssim_vs_ref",
+          "n_eval",
       ],
   )
+
+
+def _pair_schedule(text: str) -> dict:
+  """ "pair=schedule,..." -> {pair: schedule}."""
+  out = {}
+  for item in filter(None, text.split(",")):
+    pair, _, sched = item.partition("=")
+    if pair not in PAIRS or not sched:
+      raise ValueError(f"--pair_schedule {item!r}: want PAIR=SCHEDULE.")
+    out[pair] = sched
+  return out
 
 
 def main(argv=None):
@@ -657,10 +593,33 @@ def main(argv=None):
   p.add_argument("--pairs", default="", help=f"default {','.join(PAIRS)}")
   p.add_argument("--models", default="", help=f"default {','.join(MODELS)}")
   p.add_argument(
+      "--split",
+      default="test",
+      choices=("test", "val"),
+      help="windows to score; val to choose a schedule (same models)",
+  )
+  p.add_argument(
+      "--schedule",
+      default="short",
+      choices=sorted(SCHEDULE_SETS),
+      help="every pair's named schedule (SCHEDULE_SETS)",
+  )
+  p.add_argument(
+      "--pair_schedule",
+      default="",
+      help="PAIR=SCHEDULE,... over --schedule (the per-pair val choice)",
+  )
+  p.add_argument(
+      "--schedule_json",
+      default="",
+      help="JSON {family: {steps, lr, crop, init, model, sample_steps}} "
+      "merged over the named schedule (grid_settings.SCHEDULE_KEYS)",
+  )
+  p.add_argument(
       "--cache",
       default=None,
-      help="keep the trained models here (a rerun resumes); default: a "
-      "temporary folder",
+      help="keep the trained models here (a rerun, or the test run after "
+      "the val run, reuses them); default: a temporary folder",
   )
   a = p.parse_args(argv)
   preset = "tiny" if a.runlocal else ("quick" if a.quick else "full")
@@ -671,6 +630,10 @@ def main(argv=None):
       a.pairs.split(",") if a.pairs else dflt["pairs"],
       a.models.split(",") if a.models else dflt["models"],
       cache=a.cache,
+      schedule=a.schedule,
+      pair_schedule=_pair_schedule(a.pair_schedule),
+      split=a.split,
+      extra=json.loads(a.schedule_json) if a.schedule_json else None,
   )
   table(res["rows"])
   for name, r in res["pairs"].items():
