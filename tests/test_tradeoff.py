@@ -185,8 +185,13 @@ def test_methods_and_variants():
   assert m["deep"] == {"model.policy": "learned", "model.predictor.depth": 4}
   assert tradeoff.METHODS["ours"] == {"model.policy": "learned"}
   # The sampler's targets only choose tiles: budget 0 / 1 cells are shared.
-  assert all(map(tradeoff.selection_only, tradeoff.METHODS["oracle_sampler"]))
-  assert not tradeoff.selection_only("model.predictor.depth")
+  assert all(
+      tradeoff.selection_only(k, v)
+      for k, v in tradeoff.METHODS["oracle_sampler"].items()
+  )
+  assert not tradeoff.selection_only("model.predictor.depth", 4)
+  assert tradeoff.selection_only("optim.frozen_for", (("^sampler/", 0.5),))
+  assert not tradeoff.selection_only("optim.frozen_for", (("^lr_enc", 1),))
   with pytest.raises(ValueError, match="herustic: unknown; known: ours"):
     tradeoff.parse_methods("ours,herustic", [])
   for bad in ("ours_cf", "random:model.budget=2", ":model.budget=2"):

@@ -75,13 +75,14 @@ METHODS = {  # name -> config overrides
         "data.fields": ("lr", "hr", "labels", "mask_objects"),
     },
     # Upper reference of LR-only selection: ours with its sampler trained
-    # on the object map instead of its own targets.
+    # on the object map instead of its own targets, from the first step.
     "oracle_sampler": {
         "model.policy": "learned",
         "model.sampler_target.detail": 0.0,
         "model.sampler_target.completion": 0.0,
         "model.sampler_target.objects": 1.0,
         "data.fields": ("lr", "hr", "labels", "mask_objects"),
+        "optim.frozen_for": (),
     },
 }
 
@@ -92,7 +93,12 @@ METHODS = {  # name -> config overrides
 SELECTION_KEYS = ("model.policy", "data.fields", "model.sampler_target.")
 
 
-def selection_only(key: str) -> bool:
+def selection_only(key: str, value=None) -> bool:
+  """Whether the override `key`=`value` only changes which tiles are
+  bought: SELECTION_KEYS, or `optim.frozen_for` holding only the sampler's
+  parameters ("^sampler/...")."""
+  if key == "optim.frozen_for":
+    return all(str(p).startswith("^sampler/") for p, _ in value)
   return any(
       key == k or (k.endswith(".") and key.startswith(k))
       for k in SELECTION_KEYS
@@ -240,7 +246,7 @@ def run_tradeoff(
       # Shared by the methods that differ only in which tiles they buy; a
       # variant's other overrides (e.g. the head) get cells of their own.
       extra = {
-          k: v for k, v in methods[method].items() if not selection_only(k)
+          k: v for k, v in methods[method].items() if not selection_only(k, v)
       }
       base = "lr_only" if budget == 0.0 else "dense"
       key = (f"{base}_{method}" if extra else base, budget)
