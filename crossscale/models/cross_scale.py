@@ -611,11 +611,8 @@ class CrossScaleModel(nn.Module):
           self.head(tokens), batch["labels"], idx, self.mil_sharpness
       )  # [B, k]
       sq = (jnp.take_along_axis(s, idx, axis=1) - z) ** 2
-      loss += (
-          w["evidence"]
-          * jnp.where(valid, sq, 0).sum()
-          / (jnp.maximum(valid.sum(), 1))
-      )
+      n = jnp.maximum(valid.sum(), 1)
+      loss += w["evidence"] * jnp.where(valid, sq, 0).sum() / n
     if w.get("objects"):
       if ORACLE_FIELD not in batch:
         raise ValueError(

@@ -20,7 +20,7 @@ text): docs/design.md.
 
 With `sampler` set, the cross-scale model's sampler also pretrains on its
 own label-free target (regressing the log HR detail energy of each tile from
-the LR view, `sampler_lib.sampler_detail_loss`).
+the LR view, `models.sampler.sampler_detail_loss`).
 
 Parameters are named like the cross-scale model's ("lr_encoder",
 "hr_encoder", "sampler") and the referring model's ("backbone"), so
