@@ -46,6 +46,7 @@ from crossscale import (
     evaluators,
     export,
     partitioning,
+    records,
     reporting,
     shards,
     train,
@@ -217,9 +218,13 @@ def find_records(name: str, workdir: str) -> str:
   if path and os.path.isdir(root):
     for d in sorted(os.listdir(root)):
       full = os.path.join(root, d)
-      if os.path.exists(os.path.join(full, shards.MANIFEST)):
+      if not os.path.exists(os.path.join(full, shards.MANIFEST)):
+        continue
+      try:
         if shards.load_manifest(full).name == name:
           found.append(full)
+      except records.DataError:  # another tool's or an older build's
+        continue
   if os.path.abspath(path) in found:
     return os.path.abspath(path)
   if len(found) == 1:
