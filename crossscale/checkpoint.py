@@ -39,6 +39,34 @@ from crossscale import distributed
 # In the name of every uncommitted orbax save (step dir or item dir).
 TMP_MARK = ".orbax-checkpoint-tmp"
 
+# orbax splits each replicated array into one slice per replica and has
+# every replica write its slice ("replica-parallel"), each slice a compiled
+# program: for small arrays that costs far more than it writes (on 8
+# devices, 8.5 of the 25 s of a 10-step refseg run, 358 compilations).
+# Arrays whose per-replica slice would be under this many bytes are written
+# whole by one replica; large ones (pod-scale runs) still split.
+MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL = 4 << 20
+
+
+def _save_small_arrays_whole() -> None:
+  """Registers orbax's jax.Array handler with the threshold above, keeping
+  its other settings (idempotent)."""
+  h = ocp.type_handlers.get_type_handler(jax.Array)
+  want = MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL
+  if getattr(h, "_min_slice_bytes_for_replica_parallel", None) == want:
+    return
+  ocp.type_handlers.register_type_handler(
+      jax.Array,
+      ocp.type_handlers.ArrayHandler(
+          min_slice_bytes_for_replica_parallel=want,
+          array_metadata_store=getattr(h, "_array_metadata_store", None),
+      ),
+      override=True,
+  )
+
+
+_save_small_arrays_whole()
+
 
 class Checkpointer:
 
