@@ -133,6 +133,7 @@ def rescale_scene(
     lr_gsd: float = 1.0,
     hr_gsd: float = 1.0,
     neighbour_stats: dict[str, Any] | None = None,
+    union_labels: bool = False,
 ) -> dict[str, np.ndarray]:
   """Scene `x` re-rendered at `factor` times its GSD, keeping its pixel
   sizes: every LR, HR and mask pixel then covers `factor`^2 times the
@@ -147,8 +148,11 @@ def rescale_scene(
     standardised as `Normalize` does.
   factor < 1 (zoom in): the window of `factor` scene widths at `offset`
     (fractions of the free room; 0.5: centred) is upsampled.
-  Labels and other fields are `x`'s; "lr_gsd" / "hr_gsd" (`x`'s, else
-  `lr_gsd` / `hr_gsd`) are multiplied by `factor`.
+  Labels and other fields are `x`'s; with `union_labels` (multi-label
+  data) a zoom-out's "labels" are every class of the scenes the window
+  shows (an upper bound: a class may sit in a neighbour's unseen part).
+  "lr_gsd" / "hr_gsd" (`x`'s, else `lr_gsd` / `hr_gsd`) are multiplied by
+  `factor`.
   """
   if not factor > 0:
     raise ValueError(f"GSD factor must be > 0, got {factor}")
@@ -191,6 +195,11 @@ def rescale_scene(
       info = np.iinfo(x[k].dtype)
       y = np.clip(np.rint(y), info.min, info.max)
     out[k] = np.ascontiguousarray(y, dtype=x[k].dtype)
+  if union_labels and factor > 1:
+    y0, y1, x0, x1 = bounds["hr"]
+    seen = [cells[i][j]["labels"] for i, _, _ in _overlaps(y0, y1, H)
+            for j, _, _ in _overlaps(x0, x1, W)]  # fmt: skip
+    out["labels"] = np.max(seen, axis=0).astype(x["labels"].dtype)
   out["lr_gsd"] = np.float32(x.get("lr_gsd", lr_gsd) * factor)
   out["hr_gsd"] = np.float32(x.get("hr_gsd", hr_gsd) * factor)
   return out
@@ -244,6 +253,8 @@ class GsdAugment(grain.transforms.RandomMap):
   # The fraction of scenes re-rendered; the others keep their native GSD
   # (1.0 draws nothing extra: the same stream as before the option).
   prob: float = 1.0
+  # Multi-label data: a zoom-out is labelled with every class in view.
+  union_labels: bool = False
 
   def random_map(self, x: dict[str, np.ndarray], rng: np.random.Generator):
     if self.prob < 1 and rng.uniform() >= self.prob:
@@ -268,6 +279,7 @@ class GsdAugment(grain.transforms.RandomMap):
         lr_gsd=self.lr_gsd,
         hr_gsd=self.hr_gsd,
         neighbour_stats=self.stats,
+        union_labels=self.union_labels,
     )
 
 

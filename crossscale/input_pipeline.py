@@ -318,6 +318,7 @@ def train_dataset(
             m.hr_gsd,
             pools,
             float(gsd_augment_prob),
+            union_labels=m.task == "multi_label",
         )
     )
   if augment:

@@ -19,17 +19,19 @@ then evaluates each trained run on the test split re-rendered at every
 `gsd_render.rescale_scene`): a factor f > 1 makes every LR and HR
 pixel cover f times the ground, the scene becoming the centre of a mosaic
 of test scenes drawn (seeded) around it, at random or, with `--neighbours
-same_label`, from the centre's class (labels stay the centre scene's); f <
-1 crops the scene's centre and upsamples it. Factor 1 is the
-test split as stored. Writes OUT/gsd_shift.json ({"methods": {name:
-{"gsd_factor", "accuracy", "mAP", "interval"}}}: means over seeds, accuracy
-None on multi-label data, interval the 95% bootstrap interval over scenes
-and seeds of the data's metric, accuracy or macro mAP; "paired_vs_ours":
-ours (or `--reference NAME`, then in "reference") minus each method per
-factor, paired by seed and scene) with
-provenance and OUT/gsd_shift.png. Datasets whose records carry no true
-GSD (RSSCN7) are flagged "true_gsd": false; the factors are relative
-either way.
+same_label`, from the centre's class (labels stay the centre scene's;
+multi-label data: every class of the scenes in view); f < 1 crops the
+scene's centre and upsamples it. geoworld is re-rendered by its generator
+instead (`--neighbours generator`, its default: exact labels at every
+factor, `data.geoworld_gsd`). Factor 1 is the test split as stored.
+Writes OUT/gsd_shift.json ({"methods": {name: {"gsd_factor", "accuracy",
+"mAP", "interval"}}}: means over seeds, accuracy None on multi-label data,
+interval the 95% bootstrap interval over scenes and seeds of the data's
+metric, accuracy or macro mAP; "chance_mAP" per factor on multi-label data;
+"paired_vs_ours": ours (or `--reference NAME`, then in "reference") minus
+each method per factor, paired by seed and scene) with provenance and
+OUT/gsd_shift.png. Datasets whose records carry no true GSD (RSSCN7) are
+flagged "true_gsd": false; the factors are relative either way.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from crossscale import (
     shards,
     train,
 )
-from data import registry
+from data import geoworld, geoworld_gsd, registry
 from experiments.cross_scale import sweep_args, tradeoff
 
 matplotlib.use("Agg")
@@ -133,7 +135,17 @@ def same_label_neighbours(
   return pool[rng.integers(0, len(pool), count)]
 
 
-NEIGHBOURS = ("random", "same_label")
+NEIGHBOURS = ("random", "same_label", "generator")
+
+
+def default_neighbours(manifest: shards.Manifest) -> str:
+  """ "generator" for geoworld (exact re-rendering and labels,
+  `data.geoworld_gsd`), "random" mosaics for recorded data."""
+  return (
+      "generator"
+      if manifest.builder.get("builder") == "geoworld"
+      else ("random")
+  )
 
 
 def render_split(
@@ -152,7 +164,10 @@ def render_split(
   neighbours: the mosaic's other scenes for f > 1: "random" scenes of the
   split (`neighbour_indices`), or "same_label" (single-label data: scenes
   of the centre's class, `same_label_neighbours`, so that the coarser view
-  still shows its class, as RSSCN7's real coarser-scale photos do)."""
+  still shows its class, as RSSCN7's real coarser-scale photos do), or
+  "generator" (geoworld: every factor drawn by its generator with exact
+  labels, `data.geoworld_gsd`). Random mosaics of multi-label data are
+  labelled with every class of the scenes in view (`union_labels`)."""
   if neighbours not in NEIGHBOURS:
     raise ValueError(f"neighbours={neighbours!r}: one of {NEIGHBOURS}")
   manifest = shards.load_manifest(data_dir)
@@ -161,6 +176,9 @@ def render_split(
         f"{data_dir}: same-label mosaics need single-label data "
         f"(this is {manifest.task}): use neighbours='random'"
     )
+  if neighbours == "generator":
+    geoworld_gsd.config_of(manifest.builder)  # geoworld, else a clear error
+    geoworld_gsd.check_factor(factor)
   spec = {
       "builder": "gsd_shift",
       "source": manifest.name,
@@ -190,13 +208,29 @@ def render_split(
   else:
     draw = lambda i: neighbour_indices(i, n, m * m - 1, seed)
 
+  multi = manifest.task == "multi_label"
+
   def scenes():
+    regions = None
     for i, scene in enumerate(shards.iter_scenes(data_dir, split, False)):
-      x = {"lr": scene.lr, "hr": scene.hr}
+      if neighbours == "generator":
+        regions = regions or geoworld.make_regions(
+            *geoworld_gsd.config_of(manifest.builder)
+        )
+        yield geoworld_gsd.rendered_scene(
+            manifest.builder, split, i, factor, regions
+        )
+        continue
+      x = {"lr": scene.lr, "hr": scene.hr, "labels": scene.labels}
       x.update({f"mask_{k}": v for k, v in scene.masks.items()})
       nb = [source[int(j)] for j in draw(i)] if factor > 1 else []
       y = gsd_render.rescale_scene(
-          x, factor, nb, lr_gsd=scene.lr_gsd, hr_gsd=scene.hr_gsd
+          x,
+          factor,
+          nb,
+          lr_gsd=scene.lr_gsd,
+          hr_gsd=scene.hr_gsd,
+          union_labels=multi,
       )
       masks = {k: y[f"mask_{k}"] for k in scene.masks}
       yield records.Scene(
@@ -204,6 +238,7 @@ def render_split(
               **{f: getattr(scene, f) for f in _SCENE_FIELDS},
               "lr": y["lr"],
               "hr": y["hr"],
+              "labels": np.asarray(y["labels"], scene.labels.dtype),
               "lr_gsd": float(y["lr_gsd"]),
               "hr_gsd": float(y["hr_gsd"]),
               "masks": masks,
@@ -281,7 +316,7 @@ def run_gsd_shift(
     overrides: dict | None = None,
     work_dir: str | None = None,
     split: str = "test",
-    neighbours: str = "random",
+    neighbours: str | None = None,
     reference: str = "ours",
 ) -> dict:
   """Trains `methods` ({name: (budget, overrides)}, default METHODS; see
@@ -293,6 +328,7 @@ def run_gsd_shift(
   work = work_dir or tempfile.mkdtemp(prefix="gsd_shift_")
   manifest = shards.load_manifest(data_dir)
   metric = "accuracy" if manifest.task == "single_label" else "mAP_macro"
+  neighbours = neighbours or default_neighbours(manifest)
   factors = [float(f) for f in factors]
   rendered = {
       f: (
@@ -305,7 +341,7 @@ def run_gsd_shift(
               os.path.join(
                   work, "rendered", _rendered_name(split, f, neighbours)
               ),
-              neighbours=neighbours if f > 1 else "random",
+              neighbours=_at_factor(neighbours, f),
           )
       )
       for f in factors
@@ -328,6 +364,8 @@ def run_gsd_shift(
       for f, pair in evaluate_run(d, rendered, split).items():
         per_factor[f].append(pair)
     results[name] = summarize(per_factor, metric, budget)
+  first = next(iter(outputs.values()), {})
+  chance = [chance_map(first[f][0][1]) for f in factors] if first else []
   return {
       "dataset": manifest.name,
       "split": split,
@@ -336,6 +374,7 @@ def run_gsd_shift(
       "true_gsd": manifest.gsd_known,
       "factors": factors,
       "methods": results,
+      **({"chance_mAP": chance} if metric == "mAP_macro" else {}),
       "reference": reference,
       "paired_vs_ours": paired_vs_ours(outputs, metric, reference),
       "cells": cells,
@@ -345,12 +384,26 @@ def run_gsd_shift(
   }
 
 
+def chance_map(labels) -> float:
+  """Expected macro AP of random scores on `labels` [n, K]: the mean
+  prevalence of the classes with positives (zoom-outs label more classes
+  per view, which lifts every method's mAP: read each factor against it)."""
+  prevalence = np.asarray(labels, np.float64).mean(0)
+  return float(prevalence[prevalence > 0].mean())
+
+
 def _rendered_name(split: str, factor: float, neighbours: str) -> str:
   """The folder of one rendering under WORK/rendered (test + random keep
   their first name, so earlier work dirs stay valid)."""
   name = f"f{factor:g}" if split == "test" else f"{split}_f{factor:g}"
-  plain = neighbours == "random" or factor <= 1  # no mosaic below 1
+  plain = _at_factor(neighbours, factor) == "random"
   return name if plain else f"{name}_{neighbours}"
+
+
+def _at_factor(neighbours: str, factor: float) -> str:
+  """The rendering a factor uses: zoom-ins crop (no neighbours), except
+  the generator's."""
+  return neighbours if factor > 1 or neighbours == "generator" else "random"
 
 
 def paired_vs_ours(
@@ -464,10 +517,11 @@ def main(argv=None):
   )
   p.add_argument(
       "--neighbours",
-      default="random",
+      default=None,
       choices=NEIGHBOURS,
       help="zoom-out mosaics of random scenes of the split, or of scenes "
-      "of the centre's class (single-label data)",
+      "of the centre's class (single-label data), or geoworld's generator "
+      "(exact labels; the default on geoworld, random otherwise)",
   )
   p.add_argument(
       "--variant",
