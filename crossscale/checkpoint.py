@@ -43,14 +43,17 @@ TMP_MARK = ".orbax-checkpoint-tmp"
 # every replica write its slice ("replica-parallel"), each slice a compiled
 # program: for small arrays that costs far more than it writes (on 8
 # devices, 8.5 of the 25 s of a 10-step refseg run, 358 compilations).
-# Arrays whose per-replica slice would be under this many bytes are written
-# whole by one replica; large ones (pod-scale runs) still split.
+# In a one-process run, arrays whose per-replica slice would be under this
+# many bytes are written whole by one replica; large ones still split. Runs
+# of many processes keep orbax's default (every replica writes a slice).
 MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL = 4 << 20
 
 
 def _save_small_arrays_whole() -> None:
   """Registers orbax's jax.Array handler with the threshold above, keeping
-  its other settings (idempotent)."""
+  its other settings (idempotent; one-process runs only)."""
+  if jax.process_count() > 1:
+    return
   h = ocp.type_handlers.get_type_handler(jax.Array)
   want = MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL
   if getattr(h, "_min_slice_bytes_for_replica_parallel", None) == want:
@@ -64,8 +67,6 @@ def _save_small_arrays_whole() -> None:
       override=True,
   )
 
-
-_save_small_arrays_whole()
 
 
 class Checkpointer:
@@ -87,6 +88,7 @@ class Checkpointer:
           f"run from {self.directory}: {', '.join(stale)}",
           flush=True,
       )
+    _save_small_arrays_whole()
     async_options = None
     if jax.process_count() > 1:  # commit barriers that time out, named
       _use_barriers_with_timeouts()
