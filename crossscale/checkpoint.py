@@ -30,6 +30,7 @@ import os
 import shutil
 from typing import Any
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -58,15 +59,19 @@ def _save_small_arrays_whole() -> None:
   want = MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL
   if getattr(h, "_min_slice_bytes_for_replica_parallel", None) == want:
     return
-  ocp.type_handlers.register_type_handler(
-      jax.Array,
-      ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=want,
-          array_metadata_store=getattr(h, "_array_metadata_store", None),
-      ),
-      override=True,
-  )
-
+  quiet = logging.get_verbosity()  # orbax warns of every override
+  logging.set_verbosity(logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array,
+        ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=want,
+            array_metadata_store=getattr(h, "_array_metadata_store", None),
+        ),
+        override=True,
+    )
+  finally:
+    logging.set_verbosity(quiet)
 
 
 class Checkpointer:

@@ -5,6 +5,7 @@ activation rematerialisation."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
@@ -180,6 +181,39 @@ def test_checkpoint_saved_on_one_mesh_restores_on_another(
       state_sh,
   )
   assert _sharded_axes(restored) == ({"fsdp", "model"}, True)
+
+
+def test_one_process_saves_small_replicated_arrays_whole(tmp_path, monkeypatch):
+  """Replicated over 8 devices, a small array is written by one replica,
+  not sliced per replica (one compiled slice program each): orbax's
+  default slices it, the Checkpointer's threshold does not."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  slices = []
+  real = jax.lax.slice_in_dim
+  monkeypatch.setattr(
+      jax.lax, "slice_in_dim", lambda *a, **k: slices.append(1) or real(*a, **k)
+  )
+  mesh = _mesh((8, 1, 1))
+  x = jax.device_put(np.arange(64, dtype=np.float32), NamedSharding(mesh, P()))
+
+  def save(d):
+    ckpt = checkpoint.Checkpointer(str(tmp_path / d), save_every=1, keep=1)
+    ckpt.save(1, {"x": x}, {}, force=True)
+    ckpt.wait()
+    ckpt.close()
+    return len(slices)
+
+  assert save("ours") == 0
+  ours = checkpoint._save_small_arrays_whole
+  monkeypatch.setattr(checkpoint, "_save_small_arrays_whole", lambda: None)
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(), override=True
+  )
+  try:
+    assert save("orbax_default") > 0
+  finally:
+    ours()  # the registry is process-wide: put the threshold back
 
 
 def test_remat_gives_the_same_loss_and_gradients(toyworld_small):
