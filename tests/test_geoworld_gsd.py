@@ -115,3 +115,30 @@ def test_union_labels_of_a_multi_label_zoom_out():
 def test_chance_map_is_the_mean_prevalence_of_present_classes():
   labels = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0], [0, 0, 0]])
   assert gsd_shift.chance_map(labels) == pytest.approx((2 / 4 + 1 / 4) / 2)
+
+
+def test_the_augmentation_labels_multi_label_zoom_outs_with_every_class(
+    world,
+):
+  """On multi-label data the training pipeline's zoom-outs (factor 3: the
+  whole 3x3 mosaic in view) carry every class of the split's 2 scenes."""
+  from crossscale import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  d, _, _ = world
+  train = list(shards.iter_scenes(d, "train", False))
+  assert len(train) == 2 and (train[0].labels != train[1].labels).any()
+  ds = input_pipeline.train_dataset(
+      d,
+      batch_size=2,
+      seed=0,
+      fields=("lr", "hr", "labels"),
+      augment=False,
+      gsd_augment=(3.0, 3.0),
+  )
+  batch = next(iter(ds))
+  both = np.maximum(train[0].labels, train[1].labels)
+  # Each 3x3 mosaic draws 8 neighbours from the 2 scenes (seeded: this
+  # draw holds both scenes in every view).
+  for labels in batch["labels"]:
+    np.testing.assert_array_equal(labels, both)
+  assert not all((s.labels == both).all() for s in train)
