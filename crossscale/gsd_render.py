@@ -124,6 +124,11 @@ def _mosaic_window(cells, bounds, stats=None) -> dict[str, np.ndarray]:
   return out
 
 
+# A zoom-out's neighbour lends its labels when this fraction of it is in
+# view (multi-label data, `rescale_scene(union_labels=True)`).
+MIN_VISIBLE = 0.5
+
+
 def rescale_scene(
     x: dict[str, np.ndarray],
     factor: float,
@@ -149,8 +154,11 @@ def rescale_scene(
   factor < 1 (zoom in): the window of `factor` scene widths at `offset`
     (fractions of the free room; 0.5: centred) is upsampled.
   Labels and other fields are `x`'s; with `union_labels` (multi-label
-  data) a zoom-out's "labels" are every class of the scenes the window
-  shows (an upper bound: a class may sit in a neighbour's unseen part).
+  data) a zoom-out's "labels" add every class of the neighbours at least
+  half in view (`MIN_VISIBLE`): a class of a neighbour mostly out of view
+  is likely out of view too, and counting every neighbour the window
+  touches labels 21 of geoworld's 24 classes a zoom-out at 0.5-2x (4.9
+  stored).
   "lr_gsd" / "hr_gsd" (`x`'s, else `lr_gsd` / `hr_gsd`) are multiplied by
   `factor`.
   """
@@ -197,9 +205,14 @@ def rescale_scene(
     out[k] = np.ascontiguousarray(y, dtype=x[k].dtype)
   if union_labels and factor > 1:
     y0, y1, x0, x1 = bounds["hr"]
-    seen = [cells[i][j]["labels"] for i, _, _ in _overlaps(y0, y1, H)
-            for j, _, _ in _overlaps(x0, x1, W)]  # fmt: skip
-    out["labels"] = np.max(seen, axis=0).astype(x["labels"].dtype)
+    seen = [cells[i][j]["labels"]
+            for i, ys, _ in _overlaps(y0, y1, H)
+            for j, xs, _ in _overlaps(x0, x1, W)
+            if (ys.stop - ys.start) * (xs.stop - xs.start)
+            >= MIN_VISIBLE * H * W]  # fmt: skip
+    out["labels"] = np.max([x["labels"], *seen], axis=0).astype(
+        x["labels"].dtype
+    )
   out["lr_gsd"] = np.float32(x.get("lr_gsd", lr_gsd) * factor)
   out["hr_gsd"] = np.float32(x.get("hr_gsd", hr_gsd) * factor)
   return out
@@ -253,7 +266,7 @@ class GsdAugment(grain.transforms.RandomMap):
   # The fraction of scenes re-rendered; the others keep their native GSD
   # (1.0 draws nothing extra: the same stream as before the option).
   prob: float = 1.0
-  # Multi-label data: a zoom-out is labelled with every class in view.
+  # Multi-label data: a zoom-out adds the labels of neighbours half in view.
   union_labels: bool = False
 
   def random_map(self, x: dict[str, np.ndarray], rng: np.random.Generator):

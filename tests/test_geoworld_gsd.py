@@ -105,8 +105,14 @@ def test_union_labels_of_a_multi_label_zoom_out():
   centre, nb = cells[4], cells[:4] + cells[5:]
   plain = gsd_render.rescale_scene(centre, 2.0, nb)
   np.testing.assert_array_equal(plain["labels"], centre["labels"])
+  # At 2x the window holds half of each edge neighbour (they count) and a
+  # quarter of each corner one (they do not); at 3x all of every cell.
   union = gsd_render.rescale_scene(centre, 2.0, nb, union_labels=True)
-  np.testing.assert_array_equal(union["labels"], np.ones(9, np.uint8))
+  np.testing.assert_array_equal(
+      np.flatnonzero(union["labels"]), [1, 3, 4, 5, 7]
+  )
+  whole = gsd_render.rescale_scene(centre, 3.0, nb, union_labels=True)
+  np.testing.assert_array_equal(whole["labels"], np.ones(9, np.uint8))
   # A zoom-in shows no other scene: its labels stay the scene's.
   zin = gsd_render.rescale_scene(centre, 0.5, union_labels=True)
   np.testing.assert_array_equal(zin["labels"], centre["labels"])

@@ -20,10 +20,11 @@ then evaluates each trained run on the test split re-rendered at every
 pixel cover f times the ground, the scene becoming the centre of a mosaic
 of test scenes drawn (seeded) around it, at random or, with `--neighbours
 same_label`, from the centre's class (labels stay the centre scene's;
-multi-label data: every class of the scenes in view); f < 1 crops the
-scene's centre and upsamples it. geoworld is re-rendered by its generator
-instead (`--neighbours generator`, its default: exact labels at every
-factor, `data.geoworld_gsd`). Factor 1 is the test split as stored.
+multi-label data: every class of the scenes at least half in view);
+f < 1 crops the scene's centre and upsamples it. geoworld is re-rendered
+by its generator instead (`--neighbours generator`, its default: exact
+labels at every factor, `data.geoworld_gsd`). Factor 1 is the test split
+as stored.
 Writes OUT/gsd_shift.json ({"methods": {name: {"gsd_factor", "accuracy",
 "mAP", "interval"}}}: means over seeds, accuracy None on multi-label data,
 interval the 95% bootstrap interval over scenes and seeds of the data's
@@ -167,7 +168,8 @@ def render_split(
   still shows its class, as RSSCN7's real coarser-scale photos do), or
   "generator" (geoworld: every factor drawn by its generator with exact
   labels, `data.geoworld_gsd`). Random mosaics of multi-label data are
-  labelled with every class of the scenes in view (`union_labels`)."""
+  labelled with every class of the scenes at least half in view
+  (`union_labels`)."""
   if neighbours not in NEIGHBOURS:
     raise ValueError(f"neighbours={neighbours!r}: one of {NEIGHBOURS}")
   manifest = shards.load_manifest(data_dir)
