@@ -280,6 +280,10 @@ def test_fit_crops():
   assert odd["crop"] == 48
   assert big["schedules"]["edsr"] == dict(steps=2000, lr=4e-3)
   assert sched["schedules"]["implicit"]["crop"] == 48  # not mutated
+  long = sr_real_pairs.SCHEDULE_SETS["long"]["schedules"]
+  for f, v in sched["schedules"].items():  # twice the steps from scratch
+    assert long[f]["steps"] == v["steps"] * (1 if "init" in v else 2)
+    assert {**long[f], "steps": v["steps"]} == v
 
 
 def _fake_pair(rng, px=16, scale=2, n=(6, 3, 4)):
