@@ -142,11 +142,8 @@ NEIGHBOURS = ("random", "same_label", "generator")
 def default_neighbours(manifest: shards.Manifest) -> str:
   """ "generator" for geoworld (exact re-rendering and labels,
   `data.geoworld_gsd`), "random" mosaics for recorded data."""
-  return (
-      "generator"
-      if manifest.builder.get("builder") == "geoworld"
-      else ("random")
-  )
+  geo = manifest.builder.get("builder") == "geoworld"
+  return "generator" if geo else "random"
 
 
 def render_split(
@@ -194,6 +191,36 @@ def render_split(
   path = os.path.join(out_dir, shards.MANIFEST)
   if os.path.exists(path) and shards.load_manifest(out_dir).builder == spec:
     return out_dir
+  if neighbours == "generator":  # drawn by index: no stored record read
+    regions = geoworld.make_regions(*geoworld_gsd.config_of(manifest.builder))
+    scenes = (
+        geoworld_gsd.rendered_scene(manifest.builder, split, i, factor, regions)
+        for i in range(manifest.splits[split]["num_records"])
+    )
+  else:
+    scenes = _mosaic_scenes(data_dir, split, factor, seed, neighbours)
+  shards.write_dataset(
+      out_dir,
+      f"{manifest.name}_gsd{factor:g}",
+      scenes,
+      manifest.class_names,
+      shards_per_split={split: 1},
+      builder=spec,
+      label_symmetries=manifest.label_symmetries,
+  )
+  with open(path) as f:  # normalise as the runs were trained
+    d = json.load(f)
+  d["band_stats"] = manifest.band_stats
+  with open(path, "w") as f:
+    json.dump(d, f, indent=1)
+  return out_dir
+
+
+def _mosaic_scenes(data_dir, split, factor, seed, neighbours):
+  """Scenes of `split` re-rendered at `factor` by `gsd_render.rescale_scene`
+  (render_split's "random" / "same_label" mosaics): a generator, the
+  split's size checked first."""
+  manifest = shards.load_manifest(data_dir)
   fields = ("lr", "hr", "labels", *(f"mask_{m}" for m in manifest.mask_names))
   source = input_pipeline.SceneSource(data_dir, split, fields, verify=False)
   n, m = len(source), gsd_render.mosaic_cells(max(factor, 1.0))
@@ -209,59 +236,37 @@ def render_split(
     draw = lambda i: same_label_neighbours(i, classes, m * m - 1, seed)
   else:
     draw = lambda i: neighbour_indices(i, n, m * m - 1, seed)
-
   multi = manifest.task == "multi_label"
-
-  def scenes():
-    regions = None
-    for i, scene in enumerate(shards.iter_scenes(data_dir, split, False)):
-      if neighbours == "generator":
-        regions = regions or geoworld.make_regions(
-            *geoworld_gsd.config_of(manifest.builder)
-        )
-        yield geoworld_gsd.rendered_scene(
-            manifest.builder, split, i, factor, regions
-        )
-        continue
-      x = {"lr": scene.lr, "hr": scene.hr, "labels": scene.labels}
-      x.update({f"mask_{k}": v for k, v in scene.masks.items()})
-      nb = [source[int(j)] for j in draw(i)] if factor > 1 else []
-      y = gsd_render.rescale_scene(
-          x,
-          factor,
-          nb,
-          lr_gsd=scene.lr_gsd,
-          hr_gsd=scene.hr_gsd,
-          union_labels=multi,
-      )
-      masks = {k: y[f"mask_{k}"] for k in scene.masks}
-      yield records.Scene(
-          **{
-              **{f: getattr(scene, f) for f in _SCENE_FIELDS},
-              "lr": y["lr"],
-              "hr": y["hr"],
-              "labels": np.asarray(y["labels"], scene.labels.dtype),
-              "lr_gsd": float(y["lr_gsd"]),
-              "hr_gsd": float(y["hr_gsd"]),
-              "masks": masks,
-          }
-      )
-
-  shards.write_dataset(
-      out_dir,
-      f"{manifest.name}_gsd{factor:g}",
-      scenes(),
-      manifest.class_names,
-      shards_per_split={split: 1},
-      builder=spec,
-      label_symmetries=manifest.label_symmetries,
+  return (
+      _mosaic_scene(scene, factor, [source[int(j)] for j in draw(i)], multi)
+      for i, scene in enumerate(shards.iter_scenes(data_dir, split, False))
   )
-  with open(path) as f:  # normalise as the runs were trained
-    d = json.load(f)
-  d["band_stats"] = manifest.band_stats
-  with open(path, "w") as f:
-    json.dump(d, f, indent=1)
-  return out_dir
+
+
+def _mosaic_scene(scene, factor, nb, multi):
+  """records.Scene `scene` at `factor`, mosaicked with scenes `nb` when
+  coarser (`gsd_render.rescale_scene`)."""
+  x = {"lr": scene.lr, "hr": scene.hr, "labels": scene.labels}
+  x.update({f"mask_{k}": v for k, v in scene.masks.items()})
+  y = gsd_render.rescale_scene(
+      x,
+      factor,
+      nb,
+      lr_gsd=scene.lr_gsd,
+      hr_gsd=scene.hr_gsd,
+      union_labels=multi,
+  )
+  return records.Scene(
+      **{
+          **{f: getattr(scene, f) for f in _SCENE_FIELDS},
+          "lr": y["lr"],
+          "hr": y["hr"],
+          "labels": np.asarray(y["labels"], scene.labels.dtype),
+          "lr_gsd": float(y["lr_gsd"]),
+          "hr_gsd": float(y["hr_gsd"]),
+          "masks": {k: y[f"mask_{k}"] for k in scene.masks},
+      }
+  )
 
 
 _SCENE_FIELDS = (
