@@ -332,6 +332,17 @@ def load_manifest(data_dir: str) -> Manifest:
   return Manifest(**{k: v for k, v in d.items() if k in fields})
 
 
+def set_band_stats(data_dir: str, band_stats: dict) -> None:
+  """Overwrites the manifest's band statistics (a derived dataset read with
+  the normalisation its source's runs were trained with)."""
+  path = os.path.join(data_dir, MANIFEST)
+  with open(path) as f:
+    d = json.load(f)
+  d["band_stats"] = band_stats
+  with open(path, "w") as f:
+    json.dump(d, f, indent=1)
+
+
 def shard_paths(
     data_dir: str, manifest: Manifest, split: str, verify: bool = True
 ) -> list[str]:

@@ -16,15 +16,22 @@ geoworld knows what is where, so here:
   the stored labels.
 LR is the sensor's view (`geoworld.lr_view`) of the re-rendered HR, so its
 GSD follows; pixel sizes are the stored ones.
+
+`write_multiscale` (`python -m data.geoworld_gsd --source DIR --out DIR2`)
+writes a training set of every train scene drawn at several factors (the
+val and test splits as stored): training across scales with exact labels,
+the reference the record-based augmentation is measured against.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
 
-from crossscale import records
+from crossscale import records, shards
 from data import common
 from data import geoworld as gw
 
@@ -132,3 +139,60 @@ def rendered_scene(
       text="a scene with " + ", ".join(n.replace("_", " ") for n in names),
       masks={"objects": obj},
   )
+
+
+def write_multiscale(
+    data_dir: str, factors, out_dir: str, num_train: int | None = None
+) -> shards.Manifest:
+  """Records at `out_dir`: the train split of the geoworld at `data_dir`
+  with each of its first `num_train` (default all) scenes drawn at every
+  factor in `factors` (ids suffixed `_x<factor>`), val and test as stored;
+  normalised with the source's band statistics."""
+  manifest = shards.load_manifest(data_dir)
+  cfg, seed = config_of(manifest.builder)
+  factors = [float(check_factor(float(f))) for f in factors]
+  n = manifest.splits["train"]["num_records"]
+  n = n if num_train is None else min(n, num_train)
+  regions = gw.make_regions(cfg, seed)
+
+  def scenes():
+    for i in range(n):
+      for f in factors:
+        s = rendered_scene(manifest.builder, "train", i, f, regions)
+        yield dataclasses.replace(s, id=f"{s.id}_x{f:g}")
+    for split in ("val", "test"):
+      yield from shards.iter_scenes(data_dir, split, False)
+
+  out = shards.write_dataset(
+      out_dir,
+      f"{manifest.name}_multiscale",
+      scenes(),
+      manifest.class_names,
+      builder={
+          "builder": "geoworld_multiscale",
+          "source": manifest.name,
+          "source_created": manifest.created,
+          "source_builder": manifest.builder,
+          "gsd_in_metres": manifest.gsd_known,
+          "train_factors": factors,
+          "num_train": n,
+      },
+      label_symmetries=manifest.label_symmetries,
+  )
+  shards.set_band_stats(out_dir, manifest.band_stats)
+  return out
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--source", required=True, help="a geoworld records dir")
+  p.add_argument("--out", required=True)
+  p.add_argument("--train_factors", default="0.5,1,2")
+  p.add_argument("--num_train", type=int, default=None)
+  a = p.parse_args(argv)
+  m = write_multiscale(a.source, a.train_factors.split(","), a.out, a.num_train)
+  print(a.out, {k: v["num_records"] for k, v in m.splits.items()})
+
+
+if __name__ == "__main__":
+  main()

@@ -91,6 +91,37 @@ def test_render_split_generator_writes_the_rendered_scenes(world, tmp_path):
   assert shards.load_manifest(out).band_stats == m.band_stats
 
 
+def test_multiscale_training_set(world, tmp_path):
+  """Every train scene at each factor (the generator's rendering, ids
+  suffixed), val and test as stored, the source's normalisation; GSDs in
+  metres stay so."""
+  d, m, stored = world
+  out = str(tmp_path / "ms")
+  got = geoworld_gsd.write_multiscale(d, ["0.5", "1", "2"], out)
+  assert {k: v["num_records"] for k, v in got.splits.items()} == {
+      "train": 6,
+      "val": 1,
+      "test": 3,
+  }
+  train = list(shards.iter_scenes(out, "train", False))
+  assert [t.id for t in train[:3]] == [
+      f"{train[0].id[:-5]}_x{f}" for f in ("0.5", "1", "2")
+  ]
+  for t, f in zip(train, [0.5, 1.0, 2.0] * 2):
+    i = int(t.id.split("_")[2])
+    want = geoworld_gsd.rendered_scene(m.builder, "train", i, f)
+    np.testing.assert_array_equal(t.hr, want.hr)
+    np.testing.assert_array_equal(t.labels, want.labels)
+    assert t.hr_gsd == m.hr_gsd * f
+  test = list(shards.iter_scenes(out, "test", False))
+  for a, b in zip(test, stored):
+    np.testing.assert_array_equal(a.lr, b.lr)
+  ms = shards.load_manifest(out)
+  assert ms.band_stats == m.band_stats and ms.gsd_known == m.gsd_known
+  with pytest.raises(ValueError, match="integer GSD factors"):
+    geoworld_gsd.write_multiscale(d, ["1.5"], out)
+
+
 def test_union_labels_of_a_multi_label_zoom_out():
   def scene(c):
     labels = np.zeros(9, np.uint8)

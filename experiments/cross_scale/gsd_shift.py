@@ -38,7 +38,6 @@ flagged "true_gsd": false; the factors are relative either way.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 
@@ -208,11 +207,7 @@ def render_split(
       builder=spec,
       label_symmetries=manifest.label_symmetries,
   )
-  with open(path) as f:  # normalise as the runs were trained
-    d = json.load(f)
-  d["band_stats"] = manifest.band_stats
-  with open(path, "w") as f:
-    json.dump(d, f, indent=1)
+  shards.set_band_stats(out_dir, manifest.band_stats)  # as runs trained
   return out_dir
 
 
