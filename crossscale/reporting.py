@@ -113,8 +113,14 @@ def command() -> str:
 
 def _quote(arg: str) -> str:
   """A command-line arg with absolute paths made relative (to the repo or
-  a data root; `--flag=/path` too), shell-quoted where needed."""
-  flag, eq, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+  a data root; `--flag=/path` and `NAME:key=/path` too), shell-quoted
+  where needed."""
+  if arg.startswith("-"):
+    flag, eq, value = arg.partition("=")
+  elif os.path.isabs(arg.rpartition("=")[2]):
+    flag, eq, value = arg.rpartition("=")
+  else:
+    flag, eq, value = "", "", arg
   if os.path.isabs(value):
     repo, full = os.path.realpath(REPO_ROOT), os.path.realpath(value)
     if full.startswith(repo + os.sep):

@@ -493,3 +493,7 @@ def test_gsd_shift_same_label_neighbours_and_variants():
   assert single["rnd"][1]["data.gsd_neighbours"] == "random"  # said so
   assert "data.gsd_neighbours" not in single["dense"][1]  # no augmentation
   assert gsd_shift.for_task(m, "multi_label") == m
+  # A variant's own records are recorded relative to the data roots.
+  m = gsd_shift.parse_methods("", ["ms:data.path=/elsewhere/geo_ms"])
+  rel = gsd_shift._relative_paths(m["ms"][1])  # pylint: disable=protected-access
+  assert rel["data.path"] == "other:geo_ms" and m["ms"][1] != rel

@@ -250,7 +250,10 @@ def test_provenance_records_paths_relative_to_the_data_roots(
   monkeypatch.setenv("CROSSSCALE_SHARED_DATA", str(shared))
   monkeypatch.setenv("CROSSSCALE_DATA", str(records))
   monkeypatch.setattr(
-      sys, "argv", ["x.py", "--out", str(tmp_path / "o"), "--q=" + str(shared)]
+      sys,
+      "argv",
+      ["x.py", "--out", str(tmp_path / "o"), "--q=" + str(shared)]
+      + ["--variant", f"v:data.path={records}/ms"],
   )
   path = reporting.write_json(
       str(tmp_path / "o"),
@@ -274,7 +277,9 @@ def test_provenance_records_paths_relative_to_the_data_roots(
       "name": "rsscn7",
   }
   assert str(tmp_path) not in got["provenance"]["command"]
-  assert got["provenance"]["command"].endswith("--out other:o --q=shared:.")
+  assert got["provenance"]["command"].endswith(
+      "--out other:o --q=shared:. --variant v:data.path=data:ms"
+  )
   assert reporting.schedule_name(True) == "quick"
   assert reporting.schedule_name(False) == "full"
   assert reporting.schedule_name(True, steps=1200) == "steps1200"

@@ -381,9 +381,19 @@ def run_gsd_shift(
       "paired_vs_ours": paired_vs_ours(outputs, metric, reference),
       "cells": cells,
       "method_overrides": {
-          m: {"budget": b, **o} for m, (b, o) in methods.items()
+          m: {"budget": b, **_relative_paths(o)}
+          for m, (b, o) in methods.items()
       },
   }
+
+
+def _relative_paths(overrides: dict) -> dict:
+  """A method's overrides with its records path (a variant's `data.path`)
+  relative to the data roots, as results record every path."""
+  o = dict(overrides)
+  if "data.path" in o:
+    o["data.path"] = reporting.relative_path(o["data.path"])
+  return o
 
 
 def chance_map(labels) -> float:
@@ -603,7 +613,14 @@ def main(argv=None):
           "seeds": seeds,
           "overrides": sweep_args.parse_overrides(a.set),
       },
-      datasets={"data": data_dir},
+      datasets={
+          "data": data_dir,
+          **{
+              f"{m}_data": o["data.path"]
+              for m, (_, o) in methods.items()
+              if "data.path" in o
+          },
+      },
   )
   path = os.path.join(a.out, "gsd_shift.png")
   plot(res, path)
