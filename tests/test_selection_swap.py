@@ -62,6 +62,23 @@ def test_swap_matrix(run):
   want = np.take_along_axis(objects, top, 1).sum() / objects.sum()
   assert res["object_recall"]["heuristic"] == pytest.approx(want)
   assert set(res["object_recall"]) == set(res["sources"])
+  # The detail target's ceiling: the k tiles of most sub-LR-pixel HR
+  # detail (variance inside each LR pixel's block), by hand.
+  hrs = []
+  for b in input_pipeline.eval_dataset(
+      data_dir, "test", batch_size=16, fields=("hr",)
+  ):
+    hrs.append(np.asarray(b["hr"])[np.asarray(b["valid"]) > 0])
+  hr = np.concatenate(hrs)  # [S, H, W, C]
+  s = hr.shape[1] // manifest.lr_shape[0]
+  g, ts = manifest.grid, t // s
+  blocks = hr.reshape(len(hr), g, ts, s, g, ts, s, -1)
+  var = ((blocks - blocks.mean((3, 6), keepdims=True)) ** 2).mean(
+      (2, 3, 5, 6, 7)
+  )
+  top = np.argsort(-var.reshape(len(hr), n), axis=1, kind="stable")[:, :k]
+  want = np.take_along_axis(objects, top, 1).sum() / objects.sum()
+  assert res["target_recall"]["detail"] == pytest.approx(want)
 
 
 def test_object_recall_pools_the_object_tiles_over_scenes():

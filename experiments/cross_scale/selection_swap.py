@@ -24,7 +24,9 @@ seeds (`--seeds 8,9,10` keeps only those). Prints and writes
     buy in a scene (1 = the same tiles);
   object_recall[source] (records with the generator's object map,
     `mask_objects`, e.g. geoworld): the share of the split's object tiles
-    (any object pixel) that the source buys, pooled over scenes.
+    (any object pixel) that the source buys, pooled over scenes;
+  target_recall["detail"]: the same for the k tiles of most HR detail, the
+    ceiling of a sampler that learned its default "detail" target exactly.
 """
 
 from __future__ import annotations
@@ -145,6 +147,26 @@ def object_tiles(data_dir: str, split: str, grid: int, batch_size: int):
   return np.concatenate(out)
 
 
+def detail_target_tiles(
+    data_dir: str, split: str, grid: int, k: int, batch_size: int
+) -> np.ndarray:
+  """`[S, k]` the k tiles of each scene with the most sub-LR-pixel HR
+  detail (`tile_grid.hr_detail`, what the sampler's default "detail" target
+  regresses): what a sampler that learned that target perfectly buys. Not
+  a policy (it reads every HR tile): the target's ceiling."""
+  out = []
+  for batch in input_pipeline.eval_dataset(
+      data_dir, split, batch_size=batch_size, fields=("lr", "hr")
+  ):
+    hr, lr = batch["hr"], batch["lr"]
+    energy = tile_grid.hr_detail(
+        tile_grid.to_tiles(hr, grid), hr.shape[1] // lr.shape[1]
+    )  # [B, N]
+    top = np.argsort(-np.asarray(energy), axis=1, kind="stable")[:, :k]
+    out.append(top[np.asarray(batch["valid"]).astype(bool)])
+  return np.concatenate(out)
+
+
 def object_recall(idx: np.ndarray, objects: np.ndarray) -> float:
   """Share of the object tiles `objects` `[S, N]` that the tile indices
   `idx` `[S, k]` buy, pooled over scenes (nan without object tiles)."""
@@ -220,14 +242,17 @@ def swap(runs: list[Run], split: str = "test") -> dict:
       acc[r.name][s] = evs[key].run(params)[metric]
   ov = {a: {b: overlap(chosen[a], chosen[b]) for b in srcs} for a in srcs}
   objects = object_tiles(data_dir, split, ref.model.grid, bs)
-  recall = {}
+  recall, target = {}, {}
   if objects is not None:
     recall = {s: object_recall(chosen[s], objects) for s in srcs}
+    top = detail_target_tiles(data_dir, split, ref.model.grid, ks[ref.name], bs)
+    target = {"detail": object_recall(top, objects)}
   return {
       "accuracy": acc,
       "metric": metric,
       "overlap": ov,
       "object_recall": recall,
+      "target_recall": target,
       "k": ks[ref.name],
       "sources": list(srcs),
       "split": split,
@@ -295,10 +320,11 @@ def mean_tables(per_seed: list[dict]) -> dict:
   """Element-wise mean of swap(...) results over seeds (entries present in
   every seed)."""
   out = {k: per_seed[0].get(k) for k in ("k", "split", "sources", "metric")}
-  out["object_recall"] = {
-      s: float(np.mean([r["object_recall"][s] for r in per_seed]))
-      for s in per_seed[0].get("object_recall", {})
-  }
+  for key in ("object_recall", "target_recall"):
+    out[key] = {
+        s: float(np.mean([r[key][s] for r in per_seed]))
+        for s in per_seed[0].get(key, {})
+    }
   for key in ("accuracy", "overlap"):
     rows = set.intersection(*(set(r[key]) for r in per_seed))
     out[key] = {
@@ -400,6 +426,7 @@ def main(argv=None):
   if res["object_recall"]:
     print("\nshare of the object tiles each source buys")
     reporting.print_table([res["object_recall"]], srcs)
+    print(f"the detail target's ceiling: {res['target_recall']['detail']:.3f}")
   reporting.write_json(
       a.out,
       results_stem(a, config, list(per_seed)) + ".json",
